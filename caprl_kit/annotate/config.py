@@ -1,0 +1,50 @@
+"""``caprl annotate`` config: inputs -> captioner back end -> Parquet shards."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AfterValidator, Field, model_validator
+
+from caprl_kit.backends.config import BackendConfig
+from caprl_kit.config import ConfigModel, JobConfig, registry_name
+from caprl_kit.io.config import InputConfig, MediaConfig, ShardingConfig
+from caprl_kit.prompts import PROMPTS
+from caprl_kit.runners.config import RunnerConfig
+
+
+class PromptConfig(ConfigModel):
+    image: Annotated[str, AfterValidator(registry_name(PROMPTS))] = Field(
+        "caprl_image", description="Prompt name for images (see caprl_kit/prompts.py)"
+    )
+    video: Annotated[str, AfterValidator(registry_name(PROMPTS))] = Field(
+        "caprl_video_timestamped", description="Prompt name for videos"
+    )
+    text: str | None = Field(None, description="Custom prompt text for every item; overrides the names")
+    system: str | None = Field(None, description="Optional system message")
+
+
+class AnnotateOutputConfig(ConfigModel):
+    embed_media: bool = Field(False, description="Store the encoded media bytes in each row")
+    dedup: bool = Field(False, description="Skip items whose content hash was already captioned in this run")
+    export_jsonl: bool = Field(False, description="Also write captions.jsonl (CapRL-2M style: path + caption)")
+
+
+class AnnotateConfig(JobConfig):
+    pipeline_module: ClassVar[str] = "caprl_kit.annotate.pipeline"
+    volatile_fields: ClassVar[frozenset[str]] = JobConfig.volatile_fields | {"runner"}
+
+    kind: Literal["annotate"] = "annotate"
+    input: InputConfig
+    backend: BackendConfig = Field(default_factory=BackendConfig)
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
+    media: MediaConfig = Field(default_factory=MediaConfig)
+    sharding: ShardingConfig = Field(default_factory=ShardingConfig)
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    output: AnnotateOutputConfig = Field(default_factory=AnnotateOutputConfig)
+
+    @model_validator(mode="after")
+    def _needs_model(self) -> "AnnotateConfig":
+        if self.backend.name != "lexical" and not self.backend.model:
+            raise ValueError("backend.model is required: set backend.model to a hub id or local path")
+        return self

@@ -1,0 +1,60 @@
+"""Config blocks of the generation layer: sampling and back-end settings (nested, one block per concern)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field
+
+from caprl_kit.backends import BACKENDS
+from caprl_kit.config import ConfigModel, registry_name
+
+
+class SamplingConfig(ConfigModel):
+    n: int = Field(1, ge=1, description="Completions per request")
+    temperature: float = Field(1.0, ge=0.0, description="0 means greedy decoding")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling mass")
+    top_k: int | None = Field(None, ge=1, description="Top-k cut-off; null disables it")
+    max_tokens: int = Field(256, ge=1, description="Tokens generated per completion")
+    stop: list[str] = Field(default_factory=list, description="Stop strings")
+    seed: int | None = Field(None, description="Seed for reproducible sampling")
+    repetition_penalty: float = Field(1.0, gt=0.0, description="1.0 disables it")
+
+
+class VLLMOptions(ConfigModel):
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine")
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0, description="On the CPU build: share of host RAM")
+    max_model_len: int | None = Field(None, ge=16, description="Context length; null = the model's")
+    limit_mm_per_prompt: dict[str, int] = Field(
+        default_factory=lambda: {"image": 1, "video": 1}, description="Media items allowed per prompt"
+    )
+    enforce_eager: bool = Field(False, description="Disable CUDA graphs (required on CPU)")
+    max_num_seqs: int | None = Field(None, ge=1, description="Scheduler batch limit")
+    extra: dict[str, object] = Field(default_factory=dict, description="Further vllm.LLM keyword arguments")
+
+
+class OpenAIOptions(ConfigModel):
+    base_url: str = Field("http://127.0.0.1:8000/v1", description="Server base URL ending in /v1")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key")
+    served_model: str | None = Field(None, description="Model name the server expects; default: backend.model")
+    max_concurrency: int = Field(16, ge=1, description="Requests in flight at once")
+    timeout_s: float = Field(600.0, gt=0, description="Per-request timeout")
+    max_retries: int = Field(5, ge=0, description="Retries on 429/5xx/timeouts (exponential backoff + jitter)")
+    backoff_base_s: float = Field(0.5, gt=0, description="First retry delay; doubles each retry")
+    backoff_max_s: float = Field(30.0, gt=0, description="Longest retry delay")
+    video_as: Literal["frames", "url"] = Field("frames", description="Send videos as image frames or a video_url")
+    extra_body: dict[str, object] = Field(default_factory=dict, description="Extra JSON fields per request")
+
+
+class BackendConfig(ConfigModel):
+    name: Annotated[str, AfterValidator(registry_name(BACKENDS))] = Field(
+        "transformers", description="transformers | vllm | openai | lexical"
+    )
+    model: str | None = Field(None, description="Hub id or local path (not used by lexical)")
+    trust_remote_code: bool = Field(False, description="Run code shipped with the model; off unless you trust it")
+    dtype: str = Field("auto", description="auto, float32, bfloat16 or float16")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N (transformers)")
+    batch_size: int = Field(8, ge=1, description="Requests per engine call")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    vllm: VLLMOptions = Field(default_factory=VLLMOptions)
+    openai: OpenAIOptions = Field(default_factory=OpenAIOptions)

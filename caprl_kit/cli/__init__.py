@@ -1,0 +1,130 @@
+"""``caprl``: curate | train | annotate | eval, plus helpers. Thin: parse, call the library, render.
+
+Nothing heavy is imported here: torch, transformers, vllm, ray and verl load only when a command runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+
+from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
+
+app = typer.Typer(
+    name="caprl",
+    help="CapRL end to end: curate verifiable MCQs, train captioners with GRPO, annotate at scale, evaluate.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+VERB_HELP = {
+    "curate": "Generate and filter multiple-choice questions from images/videos into a training set.",
+    "train": "Train a captioner with GRPO on the CapRL reward (TRL on one machine, verl on a cluster).",
+    "annotate": "Caption images/videos at scale into resumable Parquet shards.",
+    "eval": "Evaluate captioners Prism-style: answer benchmark questions from captions alone.",
+}
+
+
+def _fail(exc: BaseException) -> None:
+    from rich.markup import escape
+
+    from caprl_kit.cli._console import console
+
+    if isinstance(exc, ConfigError):
+        console.print("[bold red]error:[/] invalid config" + (f" {exc.source}" if exc.source else ""), highlight=False)
+        for issue in exc.issues:
+            console.print(f"  [red]-[/] {escape(issue.render())}", highlight=False)
+    else:
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+    raise typer.Exit(2)
+
+
+def run_verb(
+    verb: str,
+    config: str,
+    overrides: list[str],
+    dry_run: bool,
+    output: Optional[str],
+    overwrite: bool,
+    verbose: int,
+    log_file: Optional[str],
+) -> None:
+    """Shared body of the four verbs: load -> (dry run | run with progress) -> summary."""
+    from caprl_kit.cli._console import console, out, progress, setup_logging, summary_table
+    from caprl_kit.config import dump_config, load_config
+
+    setup_logging(verbose, log_file)
+    try:
+        extra = list(overrides)
+        if output:
+            extra.append(f"output_dir={output}")
+        cfg = load_config(config, extra, kind=verb)
+        if not dry_run and not cfg.output_dir:
+            raise ConfigError([ConfigIssue("output_dir", "no output directory", "pass --output DIR or set output_dir")])
+        from caprl_kit import commands
+
+        if dry_run:
+            out.print("# resolved config", style="bold")
+            out.print(dump_config(cfg), markup=False, highlight=False)
+            out.print("# plan", style="bold")
+            for line in commands.plan(cfg):
+                out.print(f"- {line}", markup=False, highlight=False)
+            return
+        with progress() as bar:
+            report = commands.run(cfg, overwrite=overwrite, progress=bar)
+        console.print(summary_table(report))
+        for note in report.notes:
+            console.print(f"[yellow]note:[/] {note}")
+    except CaprlError as exc:
+        _fail(exc)
+
+
+def _make_verb(verb: str) -> Callable[..., None]:
+    def command(
+        config: str = typer.Option(..., "--config", "-c", help="Built-in pipeline name (see `caprl pipelines`) or YAML path."),
+        overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides: key.path=value, ~key.path to delete."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and the plan; touch nothing."),
+        output: Optional[str] = typer.Option(None, "--output", "-o", help="Output directory (any fsspec URL)."),
+        overwrite: bool = typer.Option(False, "--overwrite/--resume", help="Discard a previous run instead of resuming it."),
+        verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="-v info, -vv debug."),
+        log_file: Optional[str] = typer.Option(None, "--log-file", help="Also write debug logs to this file."),
+    ) -> None:
+        run_verb(verb, config, overrides or [], dry_run, output, overwrite, verbose, log_file)
+
+    command.__doc__ = VERB_HELP[verb]
+    return command
+
+
+for _verb in ("curate", "train", "annotate", "eval"):
+    app.command(_verb, help=VERB_HELP[_verb])(_make_verb(_verb))
+
+
+@app.command("pipelines")
+def list_pipelines() -> None:
+    """List the built-in pipeline recipes (names usable with --config)."""
+    from caprl_kit.cli._console import out
+    from caprl_kit.config import builtin_pipelines
+
+    for name in builtin_pipelines():
+        out.print(name, markup=False, highlight=False)
+
+
+@app.command("version")
+def version() -> None:
+    """Print caprl-kit's version."""
+    from caprl_kit import __version__
+
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

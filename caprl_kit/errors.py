@@ -1,0 +1,59 @@
+"""Exception hierarchy. Every error the library raises on purpose is a ``CaprlError``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class CaprlError(Exception):
+    """Root of caprl-kit's errors; the CLI turns these into a message and exit code 2."""
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in a config: where (dotted key path), what, and an optional hint."""
+
+    path: str
+    message: str
+    hint: str | None = None
+
+    def render(self) -> str:
+        text = f"{self.path or '<root>'}: {self.message}"
+        return f"{text} ({self.hint})" if self.hint else text
+
+
+class ConfigError(CaprlError):
+    """A config failed validation. Holds *all* problems found, not only the first."""
+
+    def __init__(self, issues: list[ConfigIssue], source: str | None = None):
+        self.issues = list(issues)
+        self.source = source
+        head = f"invalid config {source}" if source else "invalid config"
+        lines = [f"{head}: {len(self.issues)} problem(s)"] + [f"  - {i.render()}" for i in self.issues]
+        super().__init__("\n".join(lines))
+
+
+class SchemaError(CaprlError):
+    """Rows did not match an artifact's Arrow schema, or a file carries another schema."""
+
+
+class ResumeRefused(CaprlError):
+    """An output directory holds a run whose input or config differs from this one."""
+
+
+class BackendError(CaprlError):
+    """A generation back end could not be built or failed as a whole (not per request)."""
+
+
+class MediaError(CaprlError):
+    """An image or video could not be loaded. ``kind`` is a stable machine-readable reason."""
+
+    def __init__(self, kind: str, source: str, reason: str):
+        self.kind = kind
+        self.source = source
+        self.reason = reason
+        super().__init__(f"{kind}: {source}: {reason}")
+
+
+class MissingExtra(CaprlError):
+    """An optional dependency is not installed."""

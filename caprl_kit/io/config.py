@@ -1,0 +1,43 @@
+"""Config blocks for reading inputs and media, and for sharding, shared by curate, annotate and eval."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from caprl_kit.config import ConfigModel
+
+IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"]
+VIDEO_EXTENSIONS = [".mp4", ".mkv", ".webm", ".mov", ".avi"]
+
+
+class InputConfig(ConfigModel):
+    path: str = Field(description="Folder, manifest (.jsonl/.csv/.parquet), HF dataset dir, or .tar glob; any fsspec URL")
+    format: Literal["auto", "folder", "jsonl", "csv", "parquet", "hf_dataset", "webdataset"] = Field(
+        "auto", description="How to read `path`; auto picks by suffix / folder contents"
+    )
+    media_type: Literal["auto", "image", "video"] = Field("auto", description="auto decides per file by extension")
+    key_column: str | None = Field(None, description="Manifest column with item ids (default: row path or index)")
+    path_column: str = Field("path", description="Manifest column with a path or fsspec URL")
+    bytes_column: str | None = Field(None, description="Manifest column with encoded media bytes")
+    carry_columns: list[str] = Field(default_factory=list, description="User columns copied into the output rows")
+    image_extensions: list[str] = Field(default_factory=lambda: list(IMAGE_EXTENSIONS))
+    video_extensions: list[str] = Field(default_factory=lambda: list(VIDEO_EXTENSIONS))
+    limit: int | None = Field(None, ge=1, description="Process only the first N items")
+
+
+class MediaConfig(ConfigModel):
+    min_pixels: int = Field(3136, ge=1, description="Qwen-style lower bound on resized image area")
+    max_pixels: int = Field(1003520, ge=1, description="Qwen-style upper bound on resized image area (1280*28*28)")
+    max_image_pixels: int = Field(
+        178_956_970, ge=1, description="Decompression-bomb guard: larger images are rejected before decoding"
+    )
+    video_fps: float = Field(2.0, gt=0, description="Frames sampled per second of video")
+    video_max_frames: int = Field(32, ge=1, description="Most frames sampled from one video")
+    video_min_frames: int = Field(4, ge=1, description="Fewest frames sampled (short clips)")
+    video_max_pixels: int = Field(200704, ge=1, description="Upper bound on area per video frame")
+
+
+class ShardingConfig(ConfigModel):
+    shard_size: int = Field(1000, ge=1, description="Items per output shard (the unit of resume)")

@@ -1,0 +1,64 @@
+"""fsspec helpers: any URL (local, memory://, s3://, gs://) and atomic writes via temp name + rename."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+TMP_MARK = ".tmp-"
+
+
+def url_to_fs(url: str) -> tuple[Any, str]:
+    fs, path = fsspec.core.url_to_fs(str(url))
+    return fs, path
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([str(base).rstrip("/"), *[p.strip("/") for p in parts]])
+
+
+def tmp_name(path: str) -> str:
+    """A sibling temp name that no reader globbing ``*.parquet`` / ``*.json`` will pick up."""
+    head, _, tail = path.rpartition("/")
+    return f"{head}/.{tail}{TMP_MARK}{uuid.uuid4().hex[:8]}"
+
+
+def atomic_write_bytes(fs: Any, path: str, data: bytes) -> None:
+    """Write ``data`` so that ``path`` either does not exist or holds all of it."""
+    tmp = tmp_name(path)
+    fs.makedirs(path.rpartition("/")[0] or ".", exist_ok=True)
+    with fs.open(tmp, "wb") as fh:
+        fh.write(data)
+        if isinstance(fs, LocalFileSystem):
+            fh.flush()
+            import os
+
+            os.fsync(fh.fileno())
+    commit(fs, tmp, path)
+
+
+def commit(fs: Any, tmp: str, path: str) -> None:
+    """Rename ``tmp`` over ``path`` (atomic on POSIX; a single copy+delete on object stores)."""
+    if isinstance(fs, LocalFileSystem):
+        import os
+
+        os.replace(tmp, path)
+    else:
+        fs.mv(tmp, path)
+
+
+def atomic_write_text(fs: Any, path: str, text: str) -> None:
+    atomic_write_bytes(fs, path, text.encode())
+
+
+def remove_stale_tmp(fs: Any, directory: str) -> int:
+    """Delete temp files left by a killed run; returns how many."""
+    if not fs.exists(directory):
+        return 0
+    stale = [p for p in fs.ls(directory, detail=False) if TMP_MARK in p.rpartition("/")[2]]
+    for p in stale:
+        fs.rm(p)
+    return len(stale)

@@ -1,0 +1,84 @@
+"""Schema-checked, atomic Parquet shards tagged with their artifact's ``name/vN``."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, ValidationError
+
+from caprl_kit.errors import SchemaError
+from caprl_kit.io.fs import atomic_write_bytes, url_to_fs
+from caprl_kit.schemas._arrow import json_fields
+from caprl_kit.schemas._base import Artifact
+
+SCHEMA_KEY = b"caprl.schema"
+
+
+def rows_to_table(rows: Iterable[BaseModel | dict[str, Any]], artifact: type[Artifact], extra: pa.Schema | None = None) -> pa.Table:
+    """Build a table with exactly ``artifact``'s Arrow schema (plus ``extra`` user columns).
+
+    Dict rows are validated by the artifact's model (defaults filled in). Raises ``SchemaError`` on unknown
+    columns, wrong types, or nulls in non-nullable columns.
+    """
+    schema = artifact.arrow_schema()
+    user_names: set[str] = set()
+    if extra is not None:
+        clash = set(extra.names) & set(schema.names)
+        if clash:
+            raise SchemaError(f"user columns clash with reserved {artifact.schema_id()} columns: {sorted(clash)}")
+        user_names = set(extra.names)
+        schema = pa.schema(list(schema) + list(extra), metadata=schema.metadata)
+    own = set(artifact.model_fields)
+    as_json = json_fields(artifact)
+    dicts = []
+    for i, row in enumerate(rows):
+        if isinstance(row, BaseModel):
+            d, user = row.model_dump(), {}
+        else:
+            unknown = set(row) - own - user_names
+            if unknown:
+                raise SchemaError(f"row {i}: columns not in {artifact.schema_id()}: {sorted(unknown)}")
+            try:
+                d = artifact.model_validate({k: v for k, v in row.items() if k in own}).model_dump()
+            except ValidationError as exc:
+                raise SchemaError(f"row {i} does not match {artifact.schema_id()}: {exc}") from None
+            user = {k: v for k, v in row.items() if k in user_names}
+        for name in as_json:
+            d[name] = json.dumps(d[name]) if d[name] is not None else None
+        d.update(user)
+        dicts.append(d)
+    try:
+        table = pa.Table.from_pylist(dicts, schema=schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+        raise SchemaError(f"rows do not match {artifact.schema_id()}: {exc}") from exc
+    for field in schema:
+        if not field.nullable and table.column(field.name).null_count:
+            raise SchemaError(f"column '{field.name}' of {artifact.schema_id()} may not be null")
+    return table
+
+
+def write_shard(path: str, rows: Iterable[BaseModel | dict[str, Any]], artifact: type[Artifact],
+                extra: pa.Schema | None = None, compression: str = "zstd") -> int:
+    """Validate ``rows`` and write them atomically to ``path`` (any fsspec URL). Returns the row count."""
+    table = rows_to_table(rows, artifact, extra)
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression=compression)
+    fs, fpath = url_to_fs(path)
+    atomic_write_bytes(fs, fpath, buf.getvalue())
+    return table.num_rows
+
+
+def read_shard(path: str, artifact: type[Artifact] | None = None) -> pa.Table:
+    """Read a shard; with ``artifact`` given, refuse a file tagged with another schema."""
+    fs, fpath = url_to_fs(path)
+    with fs.open(fpath, "rb") as fh:
+        table = pq.read_table(fh)
+    if artifact is not None:
+        found = (table.schema.metadata or {}).get(SCHEMA_KEY, b"").decode() or None
+        if found != artifact.schema_id():
+            raise SchemaError(f"{path} holds {found or 'untagged data'}, expected {artifact.schema_id()}")
+    return table

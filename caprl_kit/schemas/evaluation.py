@@ -1,0 +1,68 @@
+"""Evaluation artifacts (spec §5): one record per scored sample and the run summary."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from caprl_kit.schemas._base import Artifact
+
+
+class EvalSample(Artifact):
+    schema_name = "eval_sample"
+    producer = "caprl eval"
+    consumer = "reports, error analysis"
+    file_pattern = "samples_<task>_<ts>.jsonl"
+    example = {
+        "task": "chartqa",
+        "sample_id": "chartqa_0001",
+        "question": "What is the highest value?",
+        "gold": "42",
+        "caption_index": 0,
+        "caption": "A bar chart whose tallest bar reaches 42.",
+        "response": "The tallest bar is \\boxed{42}.",
+        "prediction": "42",
+        "score": 1.0,
+        "metric": "relaxed_accuracy",
+    }
+
+    task: str = Field(description="Benchmark task name")
+    sample_id: str = Field(description="Sample id within the task")
+    question: str = Field(description="Question shown to the answerer")
+    gold: str = Field(description="Reference answer")
+    caption_index: int = Field(description="Which of the item's captions was used")
+    caption: str = Field(description="The caption the answerer read")
+    response: str = Field(description="Answerer output")
+    prediction: str | None = Field(None, description="Answer extracted from the response")
+    score: float = Field(description="Metric value for this sample")
+    metric: str = Field(description="Metric name")
+
+
+class TaskResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str = Field(description="Metric name")
+    m_acc: float = Field(description="Mean accuracy over all captions (the paper's number)")
+    bon: float = Field(description="Best-of-n accuracy over an item's captions")
+    n_samples: int = Field(description="Scored samples")
+
+
+class EvalResults(Artifact):
+    schema_name = "eval_results"
+    producer = "caprl eval"
+    consumer = "reports, comparisons"
+    file_pattern = "results_<ts>.json"
+    example = {
+        "captioner": "internlm/CapRL-3B",
+        "answerer": "internlm/CapRL-Eval-3B",
+        "compat": "fixed",
+        "tasks": {"chartqa": {"metric": "relaxed_accuracy", "m_acc": 0.61, "bon": 0.78, "n_samples": 400}},
+        "average": 0.61,
+        "created_at": "2026-01-01T12:00:00+00:00",
+    }
+
+    captioner: str = Field(description="Captioner model id or path")
+    answerer: str = Field(description="Answerer model id or path")
+    compat: str = Field(description="fixed, or official to reproduce the official scorer's quirks")
+    tasks: dict[str, TaskResult] = Field(description="Per-task results")
+    average: float = Field(description="Mean of the tasks' m_acc")
+    created_at: str = Field(description="ISO-8601 UTC time")

@@ -1,0 +1,71 @@
+"""Run bookkeeping: the per-shard stats sidecar and the run manifest."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from caprl_kit.schemas._base import Artifact
+
+
+class ShardStats(Artifact):
+    schema_name = "shard_stats"
+    producer = "every command's shard writer (written last: its presence marks the shard done)"
+    consumer = "resume, `caprl <verb> status`, run reports"
+    file_pattern = "{shard:05d}_stats.json"
+    example = {
+        "shard_id": 3,
+        "artifact": "annotation/v1",
+        "n_items": 1000,
+        "n_ok": 997,
+        "n_failed": 3,
+        "status_counts": {"ok": 997, "failed_to_decode": 2, "file_not_found": 1},
+        "errors": {"failed_to_decode: cannot identify image file": 2, "file_not_found: no such file": 1},
+        "errors_truncated": 0,
+        "started_at": "2026-01-01T12:00:00+00:00",
+        "finished_at": "2026-01-01T12:03:20+00:00",
+        "duration_s": 200.0,
+        "metrics": {"completion_tokens": 184000.0, "items_per_s": 5.0},
+    }
+
+    shard_id: int = Field(description="Shard number")
+    artifact: str = Field(description="schema_name/vN of the rows in the shard")
+    n_items: int = Field(description="Rows written")
+    n_ok: int = Field(description="Rows with status ok")
+    n_failed: int = Field(description="Rows with another status")
+    status_counts: dict[str, int] = Field(description="Rows per status")
+    errors: dict[str, int] = Field(description="Most frequent error messages (capped) with counts")
+    errors_truncated: int = Field(0, description="Error occurrences not listed because of the cap")
+    started_at: str = Field(description="ISO-8601 UTC start time")
+    finished_at: str = Field(description="ISO-8601 UTC end time")
+    duration_s: float = Field(description="Wall time of the shard")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Command-specific totals (tokens, ...)")
+
+
+class RunManifest(Artifact):
+    schema_name = "run_manifest"
+    producer = "every command, at the start of a run"
+    consumer = "resume checks, reports"
+    file_pattern = "run_manifest.json"
+    example = {
+        "command": "annotate",
+        "artifact": "annotation/v1",
+        "caprl_kit_version": "0.1.0",
+        "created_at": "2026-01-01T12:00:00+00:00",
+        "config_hash": "5d41402abc4b2a76b9719d911017c592",
+        "input_fingerprint": "7d793037a0760186574b0282f2f435e7",
+        "n_items": 10000,
+        "n_shards": 10,
+        "shard_size": 1000,
+        "packages": {"torch": "2.14.1", "transformers": "5.10.4"},
+    }
+
+    command: str = Field(description="curate, train, annotate or eval (with the stage for curate)")
+    artifact: str = Field(description="schema_name/vN of the shards")
+    caprl_kit_version: str = Field(description="Version that started the run")
+    created_at: str = Field(description="ISO-8601 UTC time of the first start")
+    config_hash: str = Field(description="sha256 of the resolved config without volatile fields")
+    input_fingerprint: str = Field(description="sha256 over the ordered input keys (and sizes where known)")
+    n_items: int = Field(description="Items in the input")
+    n_shards: int = Field(description="Shards planned")
+    shard_size: int = Field(description="Items per shard")
+    packages: dict[str, str] = Field(description="Versions of the packages that shape the output")

@@ -1,0 +1,1 @@
+"""caprl train."""

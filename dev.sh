@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# caprl-kit's two commands on a fresh machine with only Python 3.11+:
+#   bash dev.sh demo   build the environment, then run the offline demo (tiny models, no GPU, no downloads)
+#   bash dev.sh test   build both environments (main + vLLM CPU), then run the whole test suite
+# Extra arguments go to the demo / to pytest. Environments are reused when their inputs did not change.
+set -euo pipefail
+root=$(cd "$(dirname "$0")" && pwd)
+cmd=${1:-help}
+shift || true
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+case "$cmd" in
+  demo)
+    bash "$root/envs/setup_main.sh"
+    exec "$root/.venv/bin/caprl" demo "$@"
+    ;;
+  test)
+    bash "$root/envs/setup_main.sh"
+    bash "$root/envs/setup_vllm.sh"
+    cd "$root"
+    exec "$root/.venv/bin/python" -m pytest "$@"
+    ;;
+  *)
+    sed -n '2,5p' "$0"
+    exit 2
+    ;;
+esac

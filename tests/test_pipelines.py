@@ -1,0 +1,31 @@
+"""Every shipped recipe validates: `caprl <verb> --config NAME --dry-run` exits 0."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from caprl_kit.cli import app
+from caprl_kit.config import builtin_pipelines, load_config, pipelines_root
+
+runner = CliRunner()
+NAMES = builtin_pipelines()
+
+
+def test_there_are_pipelines() -> None:
+    assert NAMES
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pipeline_dry_runs(name: str) -> None:
+    cfg = load_config(name)
+    verb = cfg.kind
+    result = runner.invoke(app, [verb, "--config", name, "--dry-run"])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pipeline_opens_with_its_command(name: str) -> None:
+    text = (pipelines_root() / f"{name}.yaml").read_text()
+    header = text.split("\n\n")[0]
+    assert f"caprl {load_config(name).kind} --config {name}" in header
