@@ -114,6 +114,29 @@ def list_pipelines() -> None:
         out.print(name, markup=False, highlight=False)
 
 
+models_app = typer.Typer(help="Model helpers.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("tiny")
+def models_tiny(
+    out: Path = typer.Option(..., "--out", "-o", help="Directory to write captioner/ and answerer/ into."),
+    seed: int = typer.Option(0, help="Seed: the same seed gives the same weights."),
+    answerer_arch: str = typer.Option("qwen2", help="qwen2 or qwen3."),
+) -> None:
+    """Build tiny random-weight Qwen2.5-VL captioner + Qwen text answerer (a few MB, offline, seconds)."""
+    from caprl_kit.cli._console import console, setup_logging
+    from caprl_kit.models.tiny import build_tiny_models
+
+    setup_logging(0)
+    try:
+        paths = build_tiny_models(out, seed=seed, answerer_arch=answerer_arch)
+    except CaprlError as exc:
+        _fail(exc)
+    for name, path in paths.items():
+        console.print(f"{name}: {path}")
+
+
 @app.command("version")
 def version() -> None:
     """Print caprl-kit's version."""

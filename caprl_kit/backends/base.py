@@ -1,0 +1,139 @@
+"""The generation contract every back end implements: a batch of ``Request`` in, one ``Response`` each out.
+
+A request is chat messages whose content is a string or typed parts::
+
+    {"type": "text", "text": "..."}
+    {"type": "image", "image": PIL.Image | path | URL | bytes}
+    {"type": "video", "video": VideoClip | path | URL | bytes}
+
+plus sampling parameters and an optional assistant *prefill* (the CapRL answerer prompt ends the assistant turn
+with "The answer is"; generation continues it). A bad input never raises out of ``generate``: its response carries
+``error`` and the rest of the batch proceeds.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Iterator, Protocol, Sequence
+
+from caprl_kit.backends.config import BackendConfig, SamplingConfig
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int | None = None
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    repetition_penalty: float = 1.0
+
+    @classmethod
+    def from_config(cls, cfg: SamplingConfig) -> "SamplingParams":
+        return cls(**{**cfg.model_dump(), "stop": tuple(cfg.stop)})
+
+    def with_(self, **changes: Any) -> "SamplingParams":
+        return replace(self, **changes)
+
+
+@dataclass
+class Request:
+    messages: list[dict[str, Any]]
+    sampling: SamplingParams | None = None  # None: the back end's configured sampling
+    prefill: str | None = None
+    id: str | None = None
+
+    @classmethod
+    def user(cls, text: str, *, images: Sequence[Any] = (), videos: Sequence[Any] = (), system: str | None = None,
+             prefill: str | None = None, sampling: SamplingParams | None = None, id: str | None = None) -> "Request":
+        """One user turn: media first, then the text (Qwen-VL's order)."""
+        parts: list[dict[str, Any]] = [{"type": "image", "image": im} for im in images]
+        parts += [{"type": "video", "video": v} for v in videos]
+        parts.append({"type": "text", "text": text})
+        messages = [{"role": "system", "content": system}] if system else []
+        messages.append({"role": "user", "content": parts if (images or videos) else text})
+        return cls(messages=messages, sampling=sampling, prefill=prefill, id=id)
+
+    def media(self, kind: str) -> list[Any]:
+        out = []
+        for m in self.messages:
+            if isinstance(m["content"], list):
+                out += [p[kind] for p in m["content"] if p.get("type") == kind]
+        return out
+
+
+@dataclass
+class Response:
+    texts: list[str] = field(default_factory=list)
+    prompt_tokens: int | None = None
+    completion_tokens: list[int] = field(default_factory=list)
+    finish_reasons: list[str] = field(default_factory=list)
+    latency_s: float = 0.0
+    error: str | None = None
+    error_kind: str | None = None
+    id: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def text(self) -> str | None:
+        return self.texts[0] if self.texts else None
+
+    @classmethod
+    def failed(cls, kind: str, message: str, id: str | None = None) -> "Response":
+        return cls(error=message, error_kind=kind, id=id)
+
+
+class Backend(Protocol):
+    """``generate`` is the primary API. Implementations: transformers, vllm, openai, lexical."""
+
+    name: str
+    model_id: str
+
+    def generate(self, requests: Sequence[Request]) -> list[Response]: ...
+
+    def close(self) -> None: ...
+
+
+class BackendBase:
+    """Shared plumbing: config, default sampling, streaming in batches."""
+
+    name = "base"
+
+    def __init__(self, cfg: BackendConfig):
+        self.cfg = cfg
+        self.model_id = cfg.model or cfg.name
+        self.default_sampling = SamplingParams.from_config(cfg.sampling)
+
+    def sampling_of(self, request: Request) -> SamplingParams:
+        return request.sampling or self.default_sampling
+
+    def generate(self, requests: Sequence[Request]) -> list[Response]:
+        raise NotImplementedError
+
+    def generate_stream(self, requests: Iterable[Request], batch_size: int | None = None) -> Iterator[Response]:
+        """Stream any number of requests through ``generate`` in batches, in order; memory stays per batch."""
+        it = iter(requests)
+        size = batch_size or self.cfg.batch_size
+        while batch := list(itertools.islice(it, size)):
+            yield from self.generate(batch)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "BackendBase":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """Cut ``text`` at the first stop string; returns (text, stopped)."""
+    cut = min((i for s in stop if s and (i := text.find(s)) >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)

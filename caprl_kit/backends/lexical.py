@@ -1,0 +1,122 @@
+"""``lexical``: a deterministic, model-free multiple-choice answerer.
+
+Given a prompt holding a caption and an MCQ (the CapRL answerer layout ``Caption: <Caption Start> ... <Caption End>``
+... ``Question: ...`` with option lines ``- A) text``), it picks the option best supported by the caption's words:
+text is lower-cased, split into words, stop words dropped and the rest Snowball-stemmed. The caption is cut into
+clauses (at punctuation and "and"/"but"/"while"); an option scores, in its best clause, one point per option word
+present plus half a point per question-stem word present, so "What color is the circle?" over "a red circle and a
+blue square" picks red. Words shared by every option are ignored.
+
+When no option has a word in the caption, or several options tie for the best score, it answers the "cannot
+answer" option (or "None of the above") if the question offers one, and otherwise gives no letter.
+
+Use it for smoke tests and demos, as an exact-expectation oracle in tests, and as a cheap reward baseline — not
+as a substitute for an LLM answerer in real training.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from functools import lru_cache
+from typing import Sequence
+
+from caprl_kit.backends.base import BackendBase, Request, Response
+from caprl_kit.backends.config import BackendConfig
+
+OPTION_RE = re.compile(r"^\s*(?:[-*•]\s*)?[(（]?([A-I])[)）.．:：]\s*(.+?)\s*$", re.MULTILINE)
+CAPTION_RE = re.compile(r"<Caption Start>(.*?)<Caption End>", re.DOTALL)
+CANNOT_RE = re.compile(r"\b(can ?not|cannot|can't|unable to) (be )?answer|none of the above|not (mentioned|stated)",
+                       re.IGNORECASE)
+WORD_RE = re.compile(r"[a-z0-9]+")
+CLAUSE_RE = re.compile(r"[.;,!?\n]+|\b(?:and|but|while|whereas)\b")
+STOP = frozenset(
+    "a an the of in on at to is are was were be been being it its this that these those there here with and or "
+    "for from by as into onto over under than then so such what which who whom whose where when why how does do "
+    "did has have had can could would should may might will shall not no nor only also very just image picture "
+    "photo video shown shows show seen visible appear appears caption question answer option following based".split()
+)
+
+
+@lru_cache(maxsize=1)
+def _stemmer():
+    import snowballstemmer
+
+    return snowballstemmer.stemmer("english")
+
+
+def content_words(text: str) -> list[str]:
+    words = [w for w in WORD_RE.findall(text.lower()) if w not in STOP]
+    return _stemmer().stemWords(words)
+
+
+def parse_prompt(text: str) -> tuple[str, str, list[tuple[str, str]]]:
+    """(caption, question stem, [(letter, option text)]) from an answerer prompt; the last example wins."""
+    captions = CAPTION_RE.findall(text)
+    if captions:
+        caption = captions[-1]
+    else:
+        m = list(re.finditer(r"Caption:\s*(.*?)(?:\n\s*Question:|$)", text, re.DOTALL))
+        caption = m[-1].group(1) if m else ""
+    q_at = text.rfind("Question:")
+    question = text[q_at + len("Question:"):] if q_at >= 0 else text
+    options = [(m.group(1), m.group(2)) for m in OPTION_RE.finditer(question)]
+    first = OPTION_RE.search(question)
+    stem = question[: first.start()] if first else question
+    return caption.strip(), stem.strip(), options
+
+
+def answer(caption: str, stem: str, options: list[tuple[str, str]]) -> str | None:
+    """The letter the lexical rule picks, or None when it cannot pick and no cannot-answer option exists."""
+    cannot = [letter for letter, t in options if CANNOT_RE.search(t)]
+    real = [(letter, set(content_words(t))) for letter, t in options if not CANNOT_RE.search(t)]
+    if real:
+        shared = set.intersection(*(words for _, words in real)) if len(real) > 1 else set()
+        real = [(letter, words - shared) for letter, words in real]
+    stem_words = set(content_words(stem))
+    clauses = [set(content_words(c)) for c in CLAUSE_RE.split(caption) if c and c.strip()]
+    scores: dict[str, float] = {}
+    for letter, words in real:
+        best = 0.0
+        for clause in clauses:
+            hits = len(words & clause)
+            if hits:
+                best = max(best, hits + 0.5 * len((stem_words - words) & clause))
+        scores[letter] = best
+    top = max(scores.values(), default=0.0)
+    winners = [letter for letter, s in scores.items() if s == top]
+    if top > 0 and len(winners) == 1:
+        return winners[0]
+    return cannot[0] if cannot else None
+
+
+class LexicalBackend(BackendBase):
+    name = "lexical"
+
+    def __init__(self, cfg: BackendConfig):
+        super().__init__(cfg)
+        self.model_id = "lexical"
+
+    def generate(self, requests: Sequence[Request]) -> list[Response]:
+        out = []
+        for req in requests:
+            t0 = time.perf_counter()
+            text = "\n".join(_text_of(m["content"]) for m in req.messages if m["role"] != "assistant")
+            caption, stem, options = parse_prompt(text)
+            if not options:
+                out.append(Response.failed("bad_request", "no multiple-choice options found in the prompt", req.id))
+                continue
+            letter = answer(caption, stem, options)
+            body = f"{letter}." if letter else "none of the options."
+            reply = f" {body}" if req.prefill is not None else f"The answer is {body}"
+            n = self.sampling_of(req).n
+            out.append(Response(texts=[reply] * n, prompt_tokens=len(text.split()),
+                                completion_tokens=[len(reply.split())] * n, finish_reasons=["stop"] * n,
+                                latency_s=time.perf_counter() - t0, id=req.id))
+        return out
+
+
+def _text_of(content: str | list) -> str:
+    if isinstance(content, str):
+        return content
+    return "\n".join(p.get("text", "") for p in content if p.get("type") == "text")

@@ -1,0 +1,199 @@
+"""Any OpenAI-compatible chat server (``vllm serve``, SGLang, LMDeploy, hosted APIs).
+
+Async with bounded concurrency (``openai.max_concurrency`` requests in flight); images go as base64 data URLs,
+videos as image frames (``video_as: frames``), as one vLLM ``data:video/jpeg`` frame sequence
+(``jpeg_sequence``), or as the original URL (``url``). The API key is read from the environment variable named by
+``openai.api_key_env``. 429, 5xx, timeouts and connection errors are retried with exponential backoff and full
+jitter; any other 4xx becomes that request's error with the server's message, and the rest of the batch proceeds.
+
+An assistant prefill is sent as a final assistant message with ``continue_final_message: true`` and
+``add_generation_prompt: false`` (understood by vLLM and SGLang).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import os
+import random
+import threading
+import time
+from typing import Any, Sequence
+
+from caprl_kit.backends.base import BackendBase, Request, Response
+from caprl_kit.backends.config import BackendConfig
+from caprl_kit.errors import MediaError
+from caprl_kit.io.media import VideoClip, load_image, load_video
+from caprl_kit.log import get_logger
+
+log = get_logger(__name__)
+
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class RequestFailed(Exception):
+    def __init__(self, kind: str, message: str):
+        self.kind = kind
+        super().__init__(message)
+
+
+def image_data_url(image: Any, fmt: str = "PNG") -> str:
+    img = image if hasattr(image, "mode") else load_image(image).image
+    buf = io.BytesIO()
+    img.save(buf, format=fmt)
+    mime = "image/png" if fmt == "PNG" else "image/jpeg"
+    return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode()}"
+
+
+class OpenAIBackend(BackendBase):
+    name = "openai"
+
+    def __init__(self, cfg: BackendConfig):
+        super().__init__(cfg)
+        import httpx  # noqa: F401  (fail early with a clear ImportError if missing)
+
+        self.opts = cfg.openai
+        self.url = self.opts.base_url.rstrip("/") + "/chat/completions"
+        self.served_model = self.opts.served_model or cfg.model or "default"
+        key = os.environ.get(self.opts.api_key_env)
+        self.headers = {"Authorization": f"Bearer {key or 'EMPTY'}"}
+        self.max_in_flight = 0  # measured: most requests that were in flight at once
+
+    # ------------------------------------------------------------------ payloads
+    def _content(self, content: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+        if isinstance(content, str):
+            return content
+        out: list[dict[str, Any]] = []
+        for p in content:
+            if p.get("type") == "image":
+                out.append({"type": "image_url", "image_url": {"url": image_data_url(p["image"])}})
+            elif p.get("type") == "video":
+                out += self._video_parts(p["video"])
+            else:
+                out.append(p)
+        return out
+
+    def _video_parts(self, video: Any) -> list[dict[str, Any]]:
+        mode = self.opts.video_as
+        if mode == "url":
+            if isinstance(video, VideoClip):
+                raise MediaError("bad_request", video.source, "video_as=url needs a path or URL, not decoded frames")
+            return [{"type": "video_url", "video_url": {"url": str(video)}}]
+        clip = video if isinstance(video, VideoClip) else load_video(video)
+        if mode == "frames":
+            return [{"type": "image_url", "image_url": {"url": image_data_url(f, "JPEG")}} for f in clip.frames]
+        frames = []
+        for f in clip.frames:
+            buf = io.BytesIO()
+            f.save(buf, format="JPEG")
+            frames.append(base64.b64encode(buf.getvalue()).decode())
+        return [{"type": "video_url", "video_url": {"url": "data:video/jpeg;base64," + ",".join(frames)}}]
+
+    def payload(self, request: Request) -> dict[str, Any]:
+        s = self.sampling_of(request)
+        messages = [{"role": m["role"], "content": self._content(m["content"])} for m in request.messages]
+        body: dict[str, Any] = {
+            "model": self.served_model,
+            "messages": messages,
+            "n": s.n,
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+            "max_tokens": s.max_tokens,
+        }
+        if s.stop:
+            body["stop"] = list(s.stop)
+        if s.seed is not None:
+            body["seed"] = s.seed
+        if s.top_k is not None:
+            body["top_k"] = s.top_k
+        if s.repetition_penalty != 1.0:
+            body["repetition_penalty"] = s.repetition_penalty
+        if request.prefill is not None:
+            messages.append({"role": "assistant", "content": request.prefill})
+            body.update(continue_final_message=True, add_generation_prompt=False)
+        body.update(self.opts.extra_body)
+        return body
+
+    # ------------------------------------------------------------------ transport
+    async def _post(self, client: Any, body: dict[str, Any], sem: asyncio.Semaphore, state: dict[str, int]) -> Any:
+        import httpx
+
+        opts = self.opts
+        for attempt in range(opts.max_retries + 1):
+            async with sem:
+                state["now"] += 1
+                self.max_in_flight = max(self.max_in_flight, state["now"])
+                try:
+                    resp = await client.post(self.url, json=body, headers=self.headers)
+                except (httpx.TimeoutException, httpx.TransportError) as exc:
+                    resp, error = None, f"{type(exc).__name__}: {exc}"
+                finally:
+                    state["now"] -= 1
+            if resp is not None:
+                if resp.status_code < 400:
+                    return resp.json()
+                error = f"HTTP {resp.status_code}: {_message(resp)}"
+                if resp.status_code not in RETRY_STATUS:
+                    raise RequestFailed("bad_request" if resp.status_code < 500 else "server_error", error)
+            if attempt == opts.max_retries:
+                raise RequestFailed("retries_exhausted", f"gave up after {attempt + 1} attempt(s): {error}")
+            delay = random.uniform(0, min(opts.backoff_max_s, opts.backoff_base_s * 2**attempt))
+            log.info("retrying %s in %.2fs (%s)", self.url, delay, error)
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def _one(self, client: Any, request: Request, sem: asyncio.Semaphore, state: dict[str, int]) -> Response:
+        t0 = time.perf_counter()
+        try:
+            body = self.payload(request)
+        except MediaError as exc:
+            return Response.failed(exc.kind, str(exc), request.id)
+        try:
+            data = await self._post(client, body, sem, state)
+        except RequestFailed as exc:
+            return Response.failed(exc.kind, str(exc), request.id)
+        choices = data.get("choices") or []
+        usage = data.get("usage") or {}
+        n = max(len(choices), 1)
+        per_choice = int(usage.get("completion_tokens", 0)) // n  # servers report a total over the n choices
+        return Response(
+            texts=[(c.get("message") or {}).get("content") or "" for c in choices],
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=[per_choice] * len(choices),
+            finish_reasons=[c.get("finish_reason") or "stop" for c in choices],
+            latency_s=time.perf_counter() - t0,
+            id=request.id,
+        )
+
+    async def agenerate(self, requests: Sequence[Request]) -> list[Response]:
+        import httpx
+
+        sem = asyncio.Semaphore(self.opts.max_concurrency)
+        state = {"now": 0}
+        limits = httpx.Limits(max_connections=self.opts.max_concurrency)
+        async with httpx.AsyncClient(timeout=self.opts.timeout_s, limits=limits) as client:
+            return list(await asyncio.gather(*(self._one(client, r, sem, state) for r in requests)))
+
+    def generate(self, requests: Sequence[Request]) -> list[Response]:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.agenerate(requests))
+        # called from inside an event loop (e.g. a server): run on a helper thread with its own loop
+        box: dict[str, Any] = {}
+        thread = threading.Thread(target=lambda: box.update(out=asyncio.run(self.agenerate(requests))))
+        thread.start()
+        thread.join()
+        return box["out"]
+
+
+def _message(resp: Any) -> str:
+    try:
+        data = resp.json()
+    except ValueError:
+        return resp.text[:300]
+    err = data.get("error") if isinstance(data, dict) else None
+    if isinstance(err, dict):
+        return str(err.get("message") or err)[:300]
+    return str(err or data.get("detail") or data.get("message") or data)[:300]

@@ -1,0 +1,175 @@
+"""In-process ``vllm.LLM`` back end: multimodal prompts (images, videos as frames + metadata), n samples, chat
+templates, and the knobs a GPU user needs (tensor parallel size, memory utilisation, max model len, media limits).
+
+Prompts are rendered with the model's own chat template (so an assistant prefill can be continued) and sent with
+``multi_modal_data``; vLLM's processor then resizes images per the model's processor config. Needs the ``vllm``
+extra (GPU) or the vLLM CPU environment (``envs/setup_vllm.sh``). Scripts that build it need the
+``if __name__ == "__main__":`` guard: vLLM spawns worker processes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Sequence
+
+from caprl_kit._optional import require
+from caprl_kit.backends.base import BackendBase, Request, Response, SamplingParams
+from caprl_kit.backends.config import BackendConfig
+from caprl_kit.errors import BackendError, MediaError
+from caprl_kit.io.media import VideoClip, load_image, load_video
+from caprl_kit.log import get_logger
+
+log = get_logger(__name__)
+
+
+def video_item(clip: VideoClip) -> tuple[Any, dict[str, Any]]:
+    """(frames array, metadata) — the video form vLLM's Qwen-VL processors require."""
+    import numpy as np
+
+    frames = np.stack([np.asarray(f) for f in clip.frames])
+    meta = {
+        "total_num_frames": len(clip.frames),
+        "fps": clip.sample_fps or 2.0,
+        "duration": clip.duration,
+        "video_backend": "caprl_kit",
+        "frames_indices": list(range(len(clip.frames))),
+        "do_sample_frames": False,
+    }
+    return frames, meta
+
+
+class VLLMBackend(BackendBase):
+    name = "vllm"
+
+    def __init__(self, cfg: BackendConfig):
+        super().__init__(cfg)
+        if not cfg.model:
+            raise BackendError("backend.model is required for the vllm back end")
+        torch = require("torch", extra="vllm")
+        if not torch.cuda.is_available():
+            os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")  # CPU build: keep internal sockets on loopback
+        vllm = require("vllm", extra="vllm")
+        from transformers import AutoConfig, AutoProcessor, AutoTokenizer
+
+        opts = cfg.vllm
+        kwargs: dict[str, Any] = dict(
+            model=cfg.model,
+            trust_remote_code=cfg.trust_remote_code,
+            tensor_parallel_size=opts.tensor_parallel_size,
+            gpu_memory_utilization=opts.gpu_memory_utilization,
+            enforce_eager=opts.enforce_eager,
+            dtype=cfg.dtype,
+        )
+        if opts.max_model_len:
+            kwargs["max_model_len"] = opts.max_model_len
+        if opts.max_num_seqs:
+            kwargs["max_num_seqs"] = opts.max_num_seqs
+        hf_config = AutoConfig.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
+        self.is_vlm = hasattr(hf_config, "vision_config")
+        if self.is_vlm:
+            kwargs["limit_mm_per_prompt"] = dict(opts.limit_mm_per_prompt)
+        kwargs.update(opts.extra)
+        t0 = time.perf_counter()
+        self.llm = vllm.LLM(**kwargs)
+        log.info("vLLM engine for %s ready in %.1fs", cfg.model, time.perf_counter() - t0)
+        loader = AutoProcessor if self.is_vlm else AutoTokenizer
+        self.template = loader.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
+        self._vllm = vllm
+
+    def _params(self, s: SamplingParams) -> Any:
+        return self._vllm.SamplingParams(
+            n=s.n,
+            temperature=s.temperature,
+            top_p=s.top_p,
+            top_k=s.top_k if s.top_k is not None else -1,
+            max_tokens=s.max_tokens,
+            stop=list(s.stop) or None,
+            seed=s.seed,
+            repetition_penalty=s.repetition_penalty,
+        )
+
+    def _prompt(self, request: Request) -> dict[str, Any]:
+        images, videos, messages = [], [], []
+        for m in request.messages:
+            content = m["content"]
+            if isinstance(content, list):
+                parts = []
+                for p in content:
+                    if p.get("type") == "image":
+                        img = p["image"]
+                        images.append(img if hasattr(img, "mode") else load_image(img).image)
+                        parts.append({"type": "image"})
+                    elif p.get("type") == "video":
+                        clip = p["video"]
+                        videos.append(video_item(clip if isinstance(clip, VideoClip) else load_video(clip)))
+                        parts.append({"type": "video"})
+                    else:
+                        parts.append(p)
+                content = parts
+            messages.append({"role": m["role"], "content": content})
+        if (images or videos) and not self.is_vlm:
+            raise MediaError("unsupported_media", self.model_id, "this model takes text only")
+        if request.prefill is not None:
+            messages.append({"role": "assistant", "content": request.prefill})
+            text = self.template.apply_chat_template(messages, tokenize=False, continue_final_message=True,
+                                                     add_generation_prompt=False)
+        else:
+            text = self.template.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        prompt: dict[str, Any] = {"prompt": text}
+        mm: dict[str, Any] = {}
+        if images:
+            mm["image"] = images if len(images) > 1 else images[0]
+        if videos:
+            mm["video"] = videos if len(videos) > 1 else videos[0]
+        if mm:
+            prompt["multi_modal_data"] = mm
+        return prompt
+
+    def generate(self, requests: Sequence[Request]) -> list[Response]:
+        responses: list[Response | None] = [None] * len(requests)
+        prompts, params, index = [], [], []
+        for i, req in enumerate(requests):
+            try:
+                prompts.append(self._prompt(req))
+                params.append(self._params(self.sampling_of(req)))
+                index.append(i)
+            except MediaError as exc:
+                responses[i] = Response.failed(exc.kind, str(exc), req.id)
+            except Exception as exc:
+                responses[i] = Response.failed("bad_request", f"{type(exc).__name__}: {exc}", req.id)
+        if prompts:
+            for i, resp in zip(index, self._run(prompts, params)):
+                resp.id = requests[i].id
+                responses[i] = resp
+        return [r for r in responses if r is not None]
+
+    def _run(self, prompts: list[dict[str, Any]], params: list[Any]) -> list[Response]:
+        t0 = time.perf_counter()
+        try:
+            outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        except Exception as exc:
+            if len(prompts) == 1:
+                return [Response.failed("generation_failed", f"{type(exc).__name__}: {exc}")]
+            log.warning("vLLM batch of %d failed (%s); retrying one by one", len(prompts), exc)
+            return [r for p, s in zip(prompts, params) for r in self._run([p], [s])]
+        latency = time.perf_counter() - t0
+        out = []
+        for o in outputs:
+            out.append(Response(
+                texts=[c.text for c in o.outputs],
+                prompt_tokens=len(o.prompt_token_ids or []),
+                completion_tokens=[len(c.token_ids) for c in o.outputs],
+                finish_reasons=[c.finish_reason or "stop" for c in o.outputs],
+                latency_s=latency,
+            ))
+        return out
+
+    def close(self) -> None:
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            try:
+                llm.llm_engine.engine_core.shutdown()  # type: ignore[union-attr]
+            except Exception:  # older/newer vLLM: fall back to garbage collection
+                pass
+            del llm

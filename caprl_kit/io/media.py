@@ -1,0 +1,295 @@
+"""Image and video loading with typed failures.
+
+Images: path, fsspec URL, bytes or PIL -> RGB (EXIF orientation applied; RGBA/LA/P composited on white; CMYK,
+16-bit and grayscale converted), a decompression-bomb guard checked from the header before decoding, Qwen-style
+min/max-pixel resizing, and a sha256 content hash.
+
+Videos are decoded with PyAV (``av``): maintained, wheels on PyPI with FFmpeg bundled, no system libraries or
+torch-version coupling (torchcodec needs a matching torch build and system FFmpeg; decord 0.6 is unmaintained).
+Frames are sampled by fps with a min/max count in a single decoding pass and keep their timestamps, which CapRL++
+captions cite as ``[mm:ss]``.
+
+Every failure is a ``MediaError`` with a stable ``kind``: ``file_not_found``, ``empty_file``,
+``failed_to_decode``, ``too_large``, ``no_frames``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import threading
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from caprl_kit.errors import MediaError
+
+IMAGE_FACTOR = 28  # Qwen-VL: patch 14 x merge 2
+FRAME_FACTOR = 2  # Qwen-VL: temporal patch size
+
+
+@dataclass
+class LoadedImage:
+    image: Image.Image
+    width: int
+    height: int
+    content_hash: str | None
+    source: str
+
+
+@dataclass
+class VideoClip:
+    """Sampled frames of a video and when they were shown (seconds)."""
+
+    frames: list[Image.Image]
+    timestamps: list[float]
+    duration: float
+    source: str
+    content_hash: str | None = None
+    sample_fps: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def width(self) -> int:
+        return self.frames[0].width
+
+    @property
+    def height(self) -> int:
+        return self.frames[0].height
+
+
+def describe(src: Any) -> str:
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return f"<{len(src)} bytes>"
+    if isinstance(src, Image.Image):
+        return f"<PIL {src.mode} {src.width}x{src.height}>"
+    return str(src)
+
+
+def read_bytes(src: str | Path | bytes) -> bytes:
+    """Bytes of a local path or fsspec URL (``memory://``, ``s3://`` ...), or the bytes themselves."""
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        data = bytes(src)
+    else:
+        import fsspec
+
+        try:
+            with fsspec.open(str(src), "rb") as fh:
+                data = fh.read()
+        except (FileNotFoundError, IsADirectoryError) as exc:
+            raise MediaError("file_not_found", describe(src), str(exc) or "no such file") from None
+        except OSError as exc:
+            raise MediaError("file_not_found", describe(src), f"cannot read: {exc}") from None
+    if not data:
+        raise MediaError("empty_file", describe(src), "the file is empty (0 bytes)")
+    return data
+
+
+def smart_resize(height: int, width: int, factor: int = IMAGE_FACTOR, min_pixels: int = 3136,
+                 max_pixels: int = 1003520) -> tuple[int, int]:
+    """Qwen-VL's resize rule: both sides multiples of ``factor``, area within [min_pixels, max_pixels],
+    aspect ratio kept as closely as possible."""
+    if max(height, width) / max(1, min(height, width)) > 200:
+        raise MediaError("failed_to_decode", f"{width}x{height}", "aspect ratio above 200 is not supported")
+    h = max(factor, round(height / factor) * factor)
+    w = max(factor, round(width / factor) * factor)
+    if h * w > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h = max(factor, math.floor(height / beta / factor) * factor)
+        w = max(factor, math.floor(width / beta / factor) * factor)
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h = math.ceil(height * beta / factor) * factor
+        w = math.ceil(width * beta / factor) * factor
+    return h, w
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> RGB. Transparency is composited on white; 16-bit is scaled, not clipped."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        import numpy as np
+
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype("uint8"), mode="L")
+    if img.mode == "P":
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        canvas = Image.new("RGB", rgba.size, (255, 255, 255))
+        canvas.paste(rgba, mask=rgba.getchannel("A"))
+        return canvas
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return img
+
+
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+def _open_image(data: bytes, max_image_pixels: int) -> Image.Image:
+    """``Image.open`` with Pillow's bomb limit set to ours (Pillow errors at twice its limit, we check at once)."""
+    with _PIL_LIMIT_LOCK:
+        previous = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = max_image_pixels
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                return Image.open(io.BytesIO(data))
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
+
+
+def load_image(
+    src: str | Path | bytes | Image.Image,
+    *,
+    min_pixels: int = 3136,
+    max_pixels: int = 1003520,
+    max_image_pixels: int = 178_956_970,
+    resize: bool = True,
+) -> LoadedImage:
+    """Decode, normalise and (optionally) resize an image. Raises ``MediaError`` with a stable kind."""
+    source = describe(src)
+    digest = None
+    if isinstance(src, Image.Image):
+        img = src
+    else:
+        data = read_bytes(src)
+        digest = hashlib.sha256(data).hexdigest()
+        try:
+            img = _open_image(data, max_image_pixels)
+        except Image.DecompressionBombError as exc:
+            raise MediaError("too_large", source, f"{exc} (media.max_image_pixels={max_image_pixels}; "
+                             "decompression-bomb guard, raise it if the image is trusted)") from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            raise MediaError("failed_to_decode", source, f"not a readable image: {exc}") from None
+        if img.width * img.height > max_image_pixels:
+            raise MediaError(
+                "too_large",
+                source,
+                f"{img.width}x{img.height} = {img.width * img.height} pixels exceeds media.max_image_pixels="
+                f"{max_image_pixels} (decompression-bomb guard; raise it if the image is trusted)",
+            )
+        try:
+            if getattr(img, "is_animated", False):
+                img.seek(0)  # animated GIF/WebP: first frame
+            img = ImageOps.exif_transpose(img)
+            img.load()
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise MediaError("failed_to_decode", source, f"image data is corrupt or truncated: {exc}") from None
+    img = to_rgb(img)
+    if resize:
+        h, w = smart_resize(img.height, img.width, min_pixels=min_pixels, max_pixels=max_pixels)
+        if (h, w) != (img.height, img.width):
+            img = img.resize((w, h), Image.Resampling.BICUBIC)
+    return LoadedImage(image=img, width=img.width, height=img.height, content_hash=digest, source=source)
+
+
+def sample_times(duration: float, fps: float, min_frames: int, max_frames: int) -> list[float]:
+    """Evenly spaced sampling instants (frame centres) for ``duration`` seconds at ``fps``, count clamped and
+    rounded to an even number (Qwen's temporal patch)."""
+    n = round(duration * fps)
+    n = min(max(n, min_frames), max_frames)
+    n = max(FRAME_FACTOR, n - n % FRAME_FACTOR)
+    step = duration / n
+    return [step * (i + 0.5) for i in range(n)]
+
+
+def load_video(
+    src: str | Path | bytes,
+    *,
+    fps: float = 2.0,
+    min_frames: int = 4,
+    max_frames: int = 32,
+    max_pixels: int = 200704,
+    min_pixels: int = 3136,
+) -> VideoClip:
+    """Decode a video with PyAV and sample frames by ``fps`` (count in [min_frames, max_frames])."""
+    import av
+
+    source = describe(src)
+    data = read_bytes(src)
+    digest = hashlib.sha256(data).hexdigest()
+    duration = _probe_duration(data, source)
+    targets = sample_times(duration, fps, min_frames, max_frames)
+    picked: list[Image.Image] = []
+    stamps: list[float] = []
+    # one streaming pass: each target takes the nearer of the frames just before and at/after it
+    prev: tuple[float, Any] | None = None
+    j = 0
+    with _open_video(data, source) as container:
+        stream = container.streams.video[0]
+        try:
+            for frame in container.decode(stream):
+                t = float(frame.time) if frame.time is not None else (prev[0] + 1 / 25 if prev else 0.0)
+                while j < len(targets) and t >= targets[j]:
+                    use_prev = prev is not None and abs(prev[0] - targets[j]) <= abs(t - targets[j])
+                    chosen_t, chosen = prev if use_prev else (t, frame)  # type: ignore[misc]
+                    picked.append(chosen.to_image())
+                    stamps.append(round(chosen_t, 3))
+                    j += 1
+                prev = (t, frame)
+                if j == len(targets):
+                    break
+        except (av.error.FFmpegError, ValueError, OSError) as exc:
+            if prev is None:
+                raise MediaError("no_frames", source, f"no decodable frames (decoder: {exc})") from None
+    if prev is None:
+        raise MediaError("no_frames", source, "no decodable frames")
+    while j < len(targets):  # the stream ended early: the last frame stands in
+        picked.append(prev[1].to_image())
+        stamps.append(round(prev[0], 3))
+        j += 1
+    h, w = smart_resize(picked[0].height, picked[0].width, min_pixels=min_pixels, max_pixels=max_pixels)
+    picked = [to_rgb(f).resize((w, h), Image.Resampling.BICUBIC) for f in picked]
+    return VideoClip(frames=picked, timestamps=stamps, duration=round(duration, 3), source=source,
+                     content_hash=digest, sample_fps=len(picked) / duration)
+
+
+@contextmanager
+def _open_video(data: bytes, source: str) -> Iterator[Any]:
+    import av
+
+    try:
+        container = av.open(io.BytesIO(data))
+    except (av.error.FFmpegError, ValueError, OSError) as exc:
+        raise MediaError("failed_to_decode", source, f"not a readable video: {exc}") from None
+    try:
+        if not container.streams.video:
+            raise MediaError("no_frames", source, "the file has no video stream")
+        yield container
+    finally:
+        container.close()
+
+
+def _probe_duration(data: bytes, source: str) -> float:
+    """Duration from the container header, or (no header value) from a pass over frame times."""
+    import av
+
+    with _open_video(data, source) as container:
+        stream = container.streams.video[0]
+        if stream.duration is not None and stream.time_base is not None and stream.duration > 0:
+            return float(stream.duration * stream.time_base)
+        if container.duration:
+            return container.duration / 1_000_000
+        last = None
+        rate = float(stream.average_rate or 25)
+        try:
+            for frame in container.decode(stream):
+                last = float(frame.time) if frame.time is not None else (last or 0.0) + 1 / rate
+        except (av.error.FFmpegError, ValueError, OSError):
+            pass
+        if last is None:
+            raise MediaError("no_frames", source, "no decodable frames")
+        return last + 1 / rate
+
+
+def format_timestamp(seconds: float) -> str:
+    """``[mm:ss]`` as CapRL++ captions cite it."""
+    s = int(round(seconds))
+    return f"{s // 60:02d}:{s % 60:02d}"

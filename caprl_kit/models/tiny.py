@@ -1,0 +1,281 @@
+"""Build tiny random-weight models from nothing on disk: real Qwen architectures, a locally trained tokenizer.
+
+- ``captioner``: Qwen2.5-VL (``Qwen2_5_VLForConditionalGeneration``) with image and video processors and a
+  Qwen-style chat template;
+- ``answerer``: a Qwen2 (or Qwen3) causal LM sharing the same tokenizer.
+
+Dimensions follow what vLLM's CPU kernels accept: attention head size 64 in the text decoder and in the vision
+tower, ``mrope_section`` summing to head_dim/2. Deterministic by seed; a few MB each. Loaded back with the same
+``from_pretrained(path)`` code that loads real hub models.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from caprl_kit.log import get_logger
+
+log = get_logger(__name__)
+
+SPECIAL_TOKENS = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
+
+#: Qwen2-VL-style chat template: string or typed-part content, <image>/<video> parts become vision pads.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' or part['type'] == 'image_url' or 'image' in part %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'video' or 'video' in part %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in part %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{% if not (loop.last and message['role'] == 'assistant' and continue_final_message) %}<|im_end|>\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "black", "white", "gray", "pink", "brown", "cyan"]
+SHAPES = ["circle", "square", "triangle", "star", "rectangle", "ellipse", "cross", "diamond"]
+PLACES = ["left", "right", "top", "bottom", "center", "corner", "middle", "upper", "lower"]
+WORDS = (
+    "a an the of in on at with and or is are there image picture video frame shows contains background "
+    "foreground large small big tiny bright dark two three four five one six seven eight many several "
+    "what which where how color shape object answer question option caption describe detail please based "
+    "can not cannot none above the answer is correct letter only text man woman dog cat car tree house "
+    "sky water road person people standing sitting walking running holding near next to behind front "
+    "chart bar line value title axis number percent total year table document page"
+).split()
+
+
+def tokenizer_corpus(seed: int = 0, n_lines: int = 4000) -> list[str]:
+    """Synthetic text covering the demo's vocabulary, CapRL prompts and MCQ layouts."""
+    from caprl_kit.prompts import CAPRL_IMAGE, CAPRL_VIDEO_SIMPLE, CAPRL_VIDEO_TIMESTAMPED
+
+    rng = random.Random(seed)
+    lines = [CAPRL_IMAGE, CAPRL_VIDEO_SIMPLE, CAPRL_VIDEO_TIMESTAMPED]
+    vocab = COLORS + SHAPES + PLACES + WORDS
+    for _ in range(n_lines):
+        kind = rng.random()
+        if kind < 0.5:
+            lines.append(
+                f"A {rng.choice(COLORS)} {rng.choice(SHAPES)} at the {rng.choice(PLACES)} and a "
+                f"{rng.choice(COLORS)} {rng.choice(SHAPES)} on the {rng.choice(PLACES)}."
+            )
+        elif kind < 0.8:
+            opts = rng.sample(COLORS, 4)
+            lines.append(
+                f"#### 1. **What color is the {rng.choice(SHAPES)}?**\n   - A) {opts[0]}\n   - B) {opts[1]}\n"
+                f"   - C) {opts[2]}\n   - D) {opts[3]}\n   - E) Can not answer based on the caption\n"
+                f"**Answer:** B) {opts[1]}\nThe answer is {rng.choice('ABCDEF')}."
+            )
+        else:
+            lines.append(" ".join(rng.choice(vocab) for _ in range(12)) + f" [0{rng.randint(0, 9)}:{rng.randint(10, 59)}]")
+    return lines
+
+
+def train_tokenizer(out_dir: Path, vocab_size: int = 1024, seed: int = 0):
+    """Byte-level BPE trained on the synthetic corpus, with Qwen's special tokens; saved as a Qwen2 tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(tokenizer_corpus(seed), trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        bos_token=None,
+        additional_special_tokens=SPECIAL_TOKENS[1:],
+        model_max_length=4096,
+        padding_side="left",
+        clean_up_tokenization_spaces=False,
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(out_dir)
+    # make the saved tokenizer load as Qwen2's class (what Qwen processors and vLLM expect)
+    cfg_path = out_dir / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["tokenizer_class"] = "Qwen2Tokenizer"
+    cfg_path.write_text(json.dumps(cfg, indent=2))
+    return fast
+
+
+@dataclass(frozen=True)
+class TinyDims:
+    hidden: int = 128
+    heads: int = 2  # head_dim 64: the smallest size vLLM's CPU attention kernels accept
+    kv_heads: int = 1
+    layers: int = 2
+    intermediate: int = 256
+    vision_depth: int = 2
+    vision_hidden: int = 128
+    vision_heads: int = 2
+    vision_intermediate: int = 256
+
+
+def _special_ids(tokenizer) -> dict[str, int]:
+    return {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+
+
+def _vocab_size(tokenizer) -> int:
+    n = len(tokenizer)
+    return ((n + 63) // 64) * 64
+
+
+def build_captioner(out_dir: str | Path, seed: int = 0, dims: TinyDims = TinyDims(),
+                    min_pixels: int = 3136, max_pixels: int = 50176) -> Path:
+    """A tiny random Qwen2.5-VL with processor (image + video) and chat template at ``out_dir``."""
+    import torch
+    from transformers import (
+        AutoTokenizer,
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train_tokenizer(out, seed=seed)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    ids = _special_ids(tokenizer)
+    head_dim = dims.hidden // dims.heads
+    config = Qwen2_5_VLConfig(
+        text_config=dict(
+            vocab_size=_vocab_size(tokenizer),
+            hidden_size=dims.hidden,
+            intermediate_size=dims.intermediate,
+            num_hidden_layers=dims.layers,
+            num_attention_heads=dims.heads,
+            num_key_value_heads=dims.kv_heads,
+            max_position_embeddings=4096,
+            max_window_layers=dims.layers,
+            rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0,
+                             "mrope_section": _mrope_section(head_dim)},
+            bos_token_id=ids["<|endoftext|>"],
+            eos_token_id=ids["<|im_end|>"],
+            pad_token_id=ids["<|endoftext|>"],
+            tie_word_embeddings=True,
+        ),
+        vision_config=dict(
+            depth=dims.vision_depth,
+            hidden_size=dims.vision_hidden,
+            intermediate_size=dims.vision_intermediate,
+            num_heads=dims.vision_heads,
+            out_hidden_size=dims.hidden,
+            patch_size=14,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=112,
+            fullatt_block_indexes=[dims.vision_depth - 1],
+        ),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.generation_config.do_sample = True
+    model.save_pretrained(out)
+    size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
+    processor = Qwen2_5_VLProcessor(
+        image_processor=Qwen2VLImageProcessor(size=size, patch_size=14, merge_size=2, temporal_patch_size=2),
+        video_processor=Qwen2VLVideoProcessor(size=size, patch_size=14, merge_size=2, temporal_patch_size=2),
+        tokenizer=tokenizer,
+        chat_template=CHAT_TEMPLATE,
+    )
+    processor.save_pretrained(out)
+    log.info("tiny captioner written to %s", out)
+    return out
+
+
+def build_answerer(out_dir: str | Path, seed: int = 0, dims: TinyDims = TinyDims(), arch: str = "qwen2") -> Path:
+    """A tiny random Qwen2 (``arch="qwen3"``: Qwen3) causal LM with the shared tokenizer at ``out_dir``."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train_tokenizer(out, seed=seed)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    ids = _special_ids(tokenizer)
+    common = dict(
+        vocab_size=_vocab_size(tokenizer),
+        hidden_size=dims.hidden,
+        intermediate_size=dims.intermediate,
+        num_hidden_layers=dims.layers,
+        num_attention_heads=dims.heads,
+        num_key_value_heads=dims.kv_heads,
+        max_position_embeddings=4096,
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+        tie_word_embeddings=True,
+    )
+    if arch == "qwen2":
+        config, cls = Qwen2Config(**common), Qwen2ForCausalLM
+    elif arch == "qwen3":
+        config, cls = Qwen3Config(head_dim=dims.hidden // dims.heads, **common), Qwen3ForCausalLM
+    else:
+        raise ValueError(f"arch must be qwen2 or qwen3, got {arch!r}")
+    torch.manual_seed(seed + 1)
+    model = cls(config).eval()
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.save_pretrained(out)
+    log.info("tiny answerer (%s) written to %s", arch, out)
+    return out
+
+
+def _mrope_section(head_dim: int) -> list[int]:
+    half = head_dim // 2  # Qwen2.5-VL uses [16, 24, 24] for head_dim 128: 1/4 temporal, 3/8 height, 3/8 width
+    t = half // 4
+    h = (half - t) // 2
+    return [t, h, half - t - h]
+
+
+def build_tiny_models(out_dir: str | Path, seed: int = 0, answerer_arch: str = "qwen2") -> dict[str, Path]:
+    """Both tiny models under ``out_dir`` (``captioner/``, ``answerer/``); reuses a finished build."""
+    out = Path(out_dir)
+    marker = out / "tiny_models.json"
+    meta = {"seed": seed, "answerer_arch": answerer_arch, "version": 1}
+    paths = {"captioner": out / "captioner", "answerer": out / "answerer"}
+    if marker.is_file() and json.loads(marker.read_text()) == meta:
+        return paths
+    build_captioner(paths["captioner"], seed=seed)
+    build_answerer(paths["answerer"], seed=seed, arch=answerer_arch)
+    marker.write_text(json.dumps(meta))
+    return paths
