@@ -20,10 +20,6 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from media_factory import make_image_bytes, make_video_bytes  # noqa: E402
 
 
-def vllm_python() -> Path:
-    return Path(os.environ.get("CAPRL_VLLM_PYTHON", REPO / ".venv-vllm" / "bin" / "python"))
-
-
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO

@@ -42,7 +42,10 @@ class OpenAIOptions(ConfigModel):
     max_retries: int = Field(5, ge=0, description="Retries on 429/5xx/timeouts (exponential backoff + jitter)")
     backoff_base_s: float = Field(0.5, gt=0, description="First retry delay; doubles each retry")
     backoff_max_s: float = Field(30.0, gt=0, description="Longest retry delay")
-    video_as: Literal["frames", "url"] = Field("frames", description="Send videos as image frames or a video_url")
+    video_as: Literal["frames", "jpeg_sequence", "url"] = Field(
+        "frames",
+        description="Videos as image frames, as one vLLM data:video/jpeg frame sequence, or as the source URL",
+    )
     extra_body: dict[str, object] = Field(default_factory=dict, description="Extra JSON fields per request")
 
 

@@ -3,7 +3,8 @@
 Given a prompt holding a caption and an MCQ (the CapRL answerer layout ``Caption: <Caption Start> ... <Caption End>``
 ... ``Question: ...`` with option lines ``- A) text``), it picks the option best supported by the caption's words:
 text is lower-cased, split into words, stop words dropped and the rest Snowball-stemmed. The caption is cut into
-clauses (at punctuation and "and"/"but"/"while"); an option scores, in its best clause, one point per option word
+clauses (at punctuation, at "but"/"while", and at "and" when a new noun phrase follows, so "a red and blue
+flag" stays one clause); an option scores, in its best clause, one point per option word
 present plus half a point per question-stem word present, so "What color is the circle?" over "a red circle and a
 blue square" picks red. Words shared by every option are ignored.
 
@@ -29,7 +30,11 @@ CAPTION_RE = re.compile(r"<Caption Start>(.*?)<Caption End>", re.DOTALL)
 CANNOT_RE = re.compile(r"\b(can ?not|cannot|can't|unable to) (be )?answer|none of the above|not (mentioned|stated)",
                        re.IGNORECASE)
 WORD_RE = re.compile(r"[a-z0-9]+")
-CLAUSE_RE = re.compile(r"[.;,!?\n]+|\b(?:and|but|while|whereas)\b")
+CLAUSE_RE = re.compile(
+    r"[.;,!?\n]+|\b(?:but|while|whereas)\b"
+    r"|\band\s+(?=(?:a|an|the|one|two|three|four|five|some|several|many|his|her|their|its)\b)",
+    re.IGNORECASE,
+)
 STOP = frozenset(
     "a an the of in on at to is are was were be been being it its this that these those there here with and or "
     "for from by as into onto over under than then so such what which who whom whose where when why how does do "

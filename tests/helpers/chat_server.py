@@ -1,0 +1,86 @@
+"""A scripted OpenAI-compatible chat server on 127.0.0.1 for fault tests (429s, 400s, slow replies).
+
+The behaviour is chosen by the last user text: ``RATE`` answers 429 once then 200, ``FLAKY`` answers 503 twice,
+``BAD`` answers 400, ``SLOW`` waits 0.2 s; anything else answers at once. It records every body and the most
+requests it ever had in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class ChatServer:
+    def __init__(self) -> None:
+        self.bodies: list[dict] = []
+        self.calls: dict[str, int] = {}
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server.lock:
+                    server.bodies.append(body)
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    self._answer(body)
+                finally:
+                    with server.lock:
+                        server.in_flight -= 1
+
+            def _answer(self, body):
+                text = _last_user_text(body["messages"])
+                with server.lock:
+                    count = server.calls[text] = server.calls.get(text, 0) + 1
+                if "RATE" in text and count == 1:
+                    return self._send(429, {"error": {"message": "rate limited"}})
+                if "FLAKY" in text and count <= 2:
+                    return self._send(503, {"error": {"message": "overloaded"}})
+                if "BAD" in text:
+                    return self._send(400, {"error": {"message": "prompt is too long for this model"}})
+                if "SLOW" in text:
+                    time.sleep(0.2)
+                n = body.get("n", 1)
+                choices = [{"index": i, "message": {"role": "assistant", "content": f"echo {i}: {text}"},
+                            "finish_reason": "stop"} for i in range(n)]
+                self._send(200, {"choices": choices, "usage": {"prompt_tokens": 5, "completion_tokens": 3 * n}})
+
+            def _send(self, code, payload):
+                data = json.dumps(payload).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> "ChatServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _last_user_text(messages: list[dict]) -> str:
+    for m in reversed(messages):
+        if m["role"] == "user":
+            c = m["content"]
+            return c if isinstance(c, str) else " ".join(p.get("text", "") for p in c if p.get("type") == "text")
+    return ""
