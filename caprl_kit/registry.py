@@ -30,6 +30,10 @@ def suggest(name: str, choices: list[str]) -> str | None:
     return found[0] if found else None
 
 
+class _Lazy(str):
+    """A ``"module:attr"`` target, imported on first use (plain strings are ordinary registered values)."""
+
+
 class Registry:
     """Maps names to objects. Entries are objects or ``"module:attr"`` strings imported on first use.
 
@@ -51,7 +55,7 @@ class Registry:
                 return fn
 
             return decorator
-        self._entries[name] = target if target is not None else obj
+        self._entries[name] = _Lazy(target) if target is not None else obj
         return obj
 
     def names(self) -> list[str]:
@@ -76,7 +80,7 @@ class Registry:
         if name not in self._entries:
             raise UnknownName(self.unknown_message(name))
         entry = self._entries[name]
-        if isinstance(entry, str):
+        if isinstance(entry, _Lazy):
             module, _, attr = entry.partition(":")
             entry = getattr(importlib.import_module(module), attr)
             self._entries[name] = entry

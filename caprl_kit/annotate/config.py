@@ -24,6 +24,14 @@ class PromptConfig(ConfigModel):
     system: str | None = Field(None, description="Optional system message")
 
 
+class BatchingConfig(ConfigModel):
+    max_batch_tokens: int = Field(
+        32768, ge=1, description="Cap on estimated prompt tokens (text + visual) per engine call"
+    )
+    window: int = Field(256, ge=1, description="Items sorted by size together before cutting batches")
+    decode_workers: int = Field(2, ge=0, description="Background threads decoding/resizing media (0: inline)")
+
+
 class AnnotateOutputConfig(ConfigModel):
     embed_media: bool = Field(False, description="Store the encoded media bytes in each row")
     dedup: bool = Field(False, description="Skip items whose content hash was already captioned in this run")
@@ -32,7 +40,7 @@ class AnnotateOutputConfig(ConfigModel):
 
 class AnnotateConfig(JobConfig):
     pipeline_module: ClassVar[str] = "caprl_kit.annotate.pipeline"
-    volatile_fields: ClassVar[frozenset[str]] = JobConfig.volatile_fields | {"runner"}
+    volatile_fields: ClassVar[frozenset[str]] = JobConfig.volatile_fields | {"runner", "batching"}
 
     kind: Literal["annotate"] = "annotate"
     input: InputConfig
@@ -40,6 +48,7 @@ class AnnotateConfig(JobConfig):
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     media: MediaConfig = Field(default_factory=MediaConfig)
     sharding: ShardingConfig = Field(default_factory=ShardingConfig)
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     output: AnnotateOutputConfig = Field(default_factory=AnnotateOutputConfig)
 

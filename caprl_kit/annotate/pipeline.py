@@ -1,13 +1,167 @@
-"""caprl annotate: not built yet; the config is validated so recipes can be written and dry-run today."""
+"""caprl annotate: input listing -> shards -> runner -> Annotator worker -> Parquet shards + stats -> report.
+
+``run(cfg)`` is exactly what ``caprl annotate --config ...`` does. Rerunning resumes (finished shards are
+skipped); a changed input or config is refused unless ``overwrite``.
+"""
 
 from __future__ import annotations
 
-from caprl_kit.errors import CaprlError
+import functools
+import json
+import time
+from typing import Any
+
+from caprl_kit.annotate.config import AnnotateConfig
+from caprl_kit.commands import NullProgress, Progress, RunReport
+from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
+from caprl_kit.io.fs import atomic_write_text, join
+from caprl_kit.io.parquet import read_shard
+from caprl_kit.io.readers import detect_format, iter_items
+from caprl_kit.io.rundir import RunDir
+from caprl_kit.io.shards import Fingerprint, iter_shards
+from caprl_kit.log import get_logger
+from caprl_kit.runners import RUNNERS
+from caprl_kit.schemas.annotation import AnnotationRow
+
+log = get_logger(__name__)
+STAGE = "annotate"
 
 
-def plan(cfg) -> list[str]:
-    return ["caprl annotate: the pipeline itself is not available in this version; only the config was validated"]
+def fingerprint_input(cfg: AnnotateConfig) -> tuple[str, int]:
+    """One streaming pass over the listing: (sha256 of the ordered keys/sources/sizes, item count)."""
+    fp = Fingerprint()
+    for item in iter_items(cfg.input):
+        fp.add(item.key, item.source, len(item.data) if item.data is not None else None, item.media_type)
+    return fp.hexdigest(), fp.count
 
 
-def run(cfg, *, overwrite: bool = False, progress=None):
-    raise CaprlError("caprl annotate is not available in this version yet (only --dry-run works)")
+def plan(cfg: AnnotateConfig) -> list[str]:
+    try:
+        fmt = detect_format(cfg.input)
+        _, n = fingerprint_input(cfg)
+    except CaprlError as exc:
+        fmt, n = "?", 0
+        listing = f"WARNING: cannot list the input yet: {exc}"
+    else:
+        listing = f"read {n} item(s) from {cfg.input.path} (format: {fmt})"
+    shards = -(-n // cfg.sharding.shard_size) if n else 0
+    lines = [
+        listing,
+        f"caption them with {cfg.backend.name}:{cfg.backend.model} (n={cfg.backend.sampling.n}, "
+        f"temperature={cfg.backend.sampling.temperature}, max_tokens={cfg.backend.sampling.max_tokens})",
+        f"write {shards} shard(s) of up to {cfg.sharding.shard_size} rows to {cfg.output_dir or '<--output>'} "
+        f"with runner {cfg.runner.name} x{cfg.runner.num_workers}",
+    ]
+    if cfg.output_dir:
+        run = RunDir(cfg.output_dir, AnnotationRow)
+        done = run.done_shards()
+        if done:
+            lines.append(f"resume: {len(done)} shard(s) already done would be skipped")
+    return lines
+
+
+def make_annotator(cfg: AnnotateConfig, progress: Progress, seen: dict[str, str] | None = None):
+    from caprl_kit.annotate.worker import Annotator
+
+    return Annotator(cfg, progress=progress, seen_hashes=seen)
+
+
+def _seen_hashes(run: RunDir) -> dict[str, str]:
+    seen: dict[str, str] = {}
+    for url in run.shard_urls():
+        t = read_shard(url, AnnotationRow, columns=["key", "content_hash", "status"])
+        for key, h, status in zip(*(t.column(c).to_pylist() for c in ("key", "content_hash", "status"))):
+            if h and status == "ok":
+                seen.setdefault(h, key)
+    return seen
+
+
+def run(cfg: AnnotateConfig, *, overwrite: bool = False, progress: Progress | None = None) -> RunReport:
+    progress = progress or NullProgress()
+    if not cfg.output_dir:
+        raise ConfigError([ConfigIssue("output_dir", "no output directory", "pass --output DIR or set output_dir")])
+    t0 = time.perf_counter()
+    run_dir = RunDir(cfg.output_dir, AnnotationRow)
+    fingerprint, n_items = fingerprint_input(cfg)
+    done = run_dir.open(command="annotate", config=cfg, config_hash=cfg.fingerprint(),
+                        input_fingerprint=fingerprint, n_items=n_items, shard_size=cfg.sharding.shard_size,
+                        overwrite=overwrite)
+    previous = {s.shard_id: s for s in run_dir.read_stats()}
+    progress.start(STAGE, total=n_items, completed=sum(s.n_items for s in previous.values()))
+    seen = _seen_hashes(run_dir) if cfg.output.dedup and done else {}
+    factory = functools.partial(make_annotator, cfg, seen=seen) if cfg.runner.name == "local" else \
+        functools.partial(make_annotator, cfg)
+    runner = RUNNERS.get(cfg.runner.name)
+    written, skipped = runner(
+        iter_shards(iter_items(cfg.input), cfg.sharding.shard_size),
+        factory,
+        done=done,
+        max_retries=cfg.runner.max_shard_retries,
+        num_workers=cfg.runner.num_workers,
+        address=cfg.runner.address,
+        progress=progress,
+    )
+    progress.finish(STAGE)
+    report = summarize(run_dir, "annotate")
+    report.shards_done, report.shards_skipped = len(written), skipped
+    report.duration_s = time.perf_counter() - t0
+    report.outputs["shards"] = cfg.output_dir
+    if cfg.output.export_jsonl:
+        report.outputs["captions.jsonl"] = export_jsonl(run_dir)
+    log.info("annotate finished: %d items, %d ok, %d failed", report.n_items, report.n_ok, report.n_failed)
+    return report
+
+
+def summarize(run_dir: RunDir, command: str) -> RunReport:
+    report = RunReport(command=command, output_dir=run_dir.url)
+    for s in run_dir.read_stats():
+        report.n_items += s.n_items
+        report.n_ok += s.n_ok
+        report.n_failed += s.n_failed
+        for k, v in s.status_counts.items():
+            report.status_counts[k] = report.status_counts.get(k, 0) + v
+        for k, v in s.metrics.items():
+            if k != "items_per_s":
+                report.metrics[k] = report.metrics.get(k, 0.0) + v
+    return report
+
+
+def export_jsonl(run_dir: RunDir) -> str:
+    """captions.jsonl in the CapRL-2M / CapRL-Video-178K style: {"image"|"video": path, "caption": text}.
+    (The CapRL-2M field names are not documented upstream; these match CapRL-Video-178K's ``video``/``caption``.)"""
+    lines = []
+    for url in run_dir.shard_urls():
+        t = read_shard(url, AnnotationRow, columns=["key", "source", "media_type", "caption", "status"])
+        for row in t.to_pylist():
+            if row["status"] == "ok":
+                lines.append(json.dumps({row["media_type"]: row["source"] or row["key"], "caption": row["caption"]},
+                                        ensure_ascii=False))
+    path = join(run_dir.path, "captions.jsonl")
+    atomic_write_text(run_dir.fs, path, "\n".join(lines) + ("\n" if lines else ""))
+    return join(run_dir.url, "captions.jsonl")
+
+
+def status(output_dir: str) -> dict[str, Any]:
+    """What a running or finished annotate job has done so far (reads only the manifest and sidecars)."""
+    run_dir = RunDir(output_dir, AnnotationRow)
+    manifest = run_dir.manifest()
+    if manifest is None:
+        raise ConfigError([ConfigIssue("DIR", f"no run_manifest.json in {output_dir}: not a caprl run directory")])
+    stats = run_dir.read_stats()
+    report = summarize(run_dir, manifest.command)
+    secs = sum(s.duration_s for s in stats)
+    return {
+        "output_dir": output_dir,
+        "command": manifest.command,
+        "created_at": manifest.created_at,
+        "shards_done": len(stats),
+        "shards_total": manifest.n_shards,
+        "items_done": report.n_items,
+        "items_total": manifest.n_items,
+        "ok": report.n_ok,
+        "failed": report.n_failed,
+        "status_counts": report.status_counts,
+        "completion_tokens": int(report.metrics.get("completion_tokens", 0)),
+        "items_per_s": report.n_items / secs if secs else 0.0,
+        "last_finished_at": max((s.finished_at for s in stats), default=None),
+    }

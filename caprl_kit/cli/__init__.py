@@ -46,7 +46,7 @@ def _fail(exc: BaseException) -> None:
 
 def run_verb(
     verb: str,
-    config: str,
+    config: Optional[str],
     overrides: list[str],
     dry_run: bool,
     output: Optional[str],
@@ -60,6 +60,10 @@ def run_verb(
 
     setup_logging(verbose, log_file)
     try:
+        if verb == "annotate" and overrides[:1] == ["status"]:
+            return annotate_status(overrides[1:])
+        if not config:
+            raise ConfigError([ConfigIssue("--config", "missing", "pass --config NAME_OR_PATH (see `caprl pipelines`)")])
         extra = list(overrides)
         if output:
             extra.append(f"output_dir={output}")
@@ -84,9 +88,34 @@ def run_verb(
         _fail(exc)
 
 
+def annotate_status(args: list[str]) -> None:
+    """`caprl annotate status DIR`: progress of a running or finished annotate job."""
+    from rich.table import Table
+
+    from caprl_kit.annotate.pipeline import status
+    from caprl_kit.cli._console import out
+
+    if len(args) != 1:
+        raise ConfigError([ConfigIssue("status", "usage: caprl annotate status DIR")])
+    info = status(args[0])
+    table = Table(title=f"caprl {info['command']}: {info['output_dir']}")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("shards", f"{info['shards_done']} / {info['shards_total']}")
+    table.add_row("items", f"{info['items_done']} / {info['items_total']}")
+    table.add_row("ok / failed", f"{info['ok']} / {info['failed']}")
+    for k, v in sorted(info["status_counts"].items()):
+        if k != "ok":
+            table.add_row(f"  {k}", str(v))
+    table.add_row("completion tokens", f"{info['completion_tokens']:,}")
+    table.add_row("items/s (shard time)", f"{info['items_per_s']:.2f}")
+    table.add_row("last shard finished", str(info["last_finished_at"]))
+    out.print(table)
+
+
 def _make_verb(verb: str) -> Callable[..., None]:
     def command(
-        config: str = typer.Option(..., "--config", "-c", help="Built-in pipeline name (see `caprl pipelines`) or YAML path."),
+        config: Optional[str] = typer.Option(None, "--config", "-c", help="Built-in pipeline name (see `caprl pipelines`) or YAML path."),
         overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides: key.path=value, ~key.path to delete."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and the plan; touch nothing."),
         output: Optional[str] = typer.Option(None, "--output", "-o", help="Output directory (any fsspec URL)."),
@@ -112,6 +141,28 @@ def list_pipelines() -> None:
 
     for name in builtin_pipelines():
         out.print(name, markup=False, highlight=False)
+
+
+@app.command("demo")
+def demo(
+    out: Path = typer.Option(Path("demo_output"), "--out", "-o", help="Where the demo writes everything."),
+    n_images: int = typer.Option(24, help="Synthetic scenes to generate."),
+    overwrite: bool = typer.Option(False, "--overwrite/--resume", help="Redo finished steps instead of resuming."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True),
+) -> None:
+    """The offline demo on tiny models built locally: no GPU, no downloads."""
+    from rich.pretty import Pretty
+
+    from caprl_kit.cli._console import console, progress, setup_logging
+    from caprl_kit.demo import run_demo
+
+    setup_logging(verbose)
+    try:
+        with progress() as bar:
+            summary = run_demo(out, n_images=n_images, progress=bar, overwrite=overwrite)
+    except CaprlError as exc:
+        _fail(exc)
+    console.print(Pretty(summary))
 
 
 models_app = typer.Typer(help="Model helpers.", no_args_is_help=True)

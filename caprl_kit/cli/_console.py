@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from contextlib import contextmanager
 from typing import Iterator
@@ -26,6 +27,9 @@ out = Console()  # stdout: dry-run configs and plans, for piping
 
 
 def setup_logging(verbose: int = 0, log_file: str | None = None) -> None:
+    # our Rich progress replaces the libraries' own bars
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose == 1 else logging.WARNING
     root = logging.getLogger("caprl_kit")
     root.handlers.clear()

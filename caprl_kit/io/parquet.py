@@ -72,11 +72,11 @@ def write_shard(path: str, rows: Iterable[BaseModel | dict[str, Any]], artifact:
     return table.num_rows
 
 
-def read_shard(path: str, artifact: type[Artifact] | None = None) -> pa.Table:
-    """Read a shard; with ``artifact`` given, refuse a file tagged with another schema."""
+def read_shard(path: str, artifact: type[Artifact] | None = None, columns: list[str] | None = None) -> pa.Table:
+    """Read a shard (optionally only ``columns``); with ``artifact`` given, refuse a file of another schema."""
     fs, fpath = url_to_fs(path)
     with fs.open(fpath, "rb") as fh:
-        table = pq.read_table(fh)
+        table = pq.read_table(fh, columns=columns)
     if artifact is not None:
         found = (table.schema.metadata or {}).get(SCHEMA_KEY, b"").decode() or None
         if found != artifact.schema_id():

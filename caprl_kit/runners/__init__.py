@@ -1,6 +1,11 @@
-"""Runners map a worker over shards: in-process, a process pool, or Ray Data. Same worker code for all."""
+"""Runners map a worker over shards: in-process, a process pool, or Ray Data. Same worker code for all.
+
+A runner is ``runner(shards, factory, *, done, max_retries, num_workers, address, progress)`` returning
+``(stats written now, shards skipped)``; ``factory(progress)`` builds the worker inside the process that runs it.
+"""
 
 from caprl_kit.registry import Registry
 
 RUNNERS = Registry("runner")
 RUNNERS.register("local", target="caprl_kit.runners.local:run_local")
+RUNNERS.register("multiprocess", target="caprl_kit.runners.multiprocess:run_multiprocess")

@@ -1,9 +1,10 @@
-"""In-process runner: map the worker over shards one after another, skipping finished ones."""
+"""In-process runner: build one worker, map it over the shards in order, skipping finished ones."""
 
 from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
+from caprl_kit.commands import NullProgress, Progress
 from caprl_kit.errors import CaprlError
 from caprl_kit.io.shards import ShardSpec
 from caprl_kit.log import get_logger
@@ -12,38 +13,52 @@ from caprl_kit.schemas.run import ShardStats
 log = get_logger(__name__)
 
 Worker = Callable[[ShardSpec, list[Any]], ShardStats]
+#: builds a worker in the process that runs it; the local runner hands it the live progress
+WorkerFactory = Callable[[Progress], Worker]
 
 
 class ShardFailed(CaprlError):
     pass
 
 
+def run_one(worker: Worker, spec: ShardSpec, items: list[Any], max_retries: int) -> ShardStats:
+    """Run a shard; an exception (not per-item failures, which are rows) is retried, then ``ShardFailed``."""
+    for attempt in range(max_retries + 1):
+        try:
+            return worker(spec, items)
+        except CaprlError:
+            raise
+        except Exception as exc:
+            if attempt == max_retries:
+                raise ShardFailed(f"shard {spec.name} failed {attempt + 1} time(s): {exc!r}") from exc
+            log.warning("shard %s failed (%r); retrying (%d/%d)", spec.name, exc, attempt + 1, max_retries)
+    raise AssertionError("unreachable")
+
+
 def run_local(
     shards: Iterable[tuple[ShardSpec, list[Any]]],
-    worker: Worker,
+    factory: WorkerFactory,
     *,
     done: set[int] = frozenset(),  # type: ignore[assignment]
     max_retries: int = 1,
+    num_workers: int = 1,
+    address: str | None = None,
+    progress: Progress | None = None,
 ) -> tuple[list[ShardStats], int]:
-    """Run ``worker`` on every shard not in ``done``. Returns (stats of shards written now, shards skipped).
-
-    A worker records per-item failures as rows; an exception means the shard as a whole failed, and it is
-    retried ``max_retries`` times before the run stops with ``ShardFailed`` (finished shards stay done).
-    """
+    """Returns (stats of the shards written now, number of shards skipped as already done)."""
+    worker: Worker | None = None
     written: list[ShardStats] = []
     skipped = 0
-    for spec, items in shards:
-        if spec.shard_id in done:
-            skipped += 1
-            continue
-        for attempt in range(max_retries + 1):
-            try:
-                written.append(worker(spec, items))
-                break
-            except CaprlError:
-                raise
-            except Exception as exc:  # a whole-shard failure: retry, then stop the run
-                if attempt == max_retries:
-                    raise ShardFailed(f"shard {spec.name} failed {attempt + 1} time(s): {exc!r}") from exc
-                log.warning("shard %s failed (%r); retrying (%d/%d)", spec.name, exc, attempt + 1, max_retries)
+    try:
+        for spec, items in shards:
+            if spec.shard_id in done:
+                skipped += 1
+                continue
+            if worker is None:
+                worker = factory(progress or NullProgress())
+            written.append(run_one(worker, spec, items, max_retries))
+    finally:
+        close = getattr(worker, "close", None)
+        if close:
+            close()
     return written, skipped

@@ -51,7 +51,7 @@ def toy_job(out: str, items: list[str], cfg: ToyConfig, overwrite: bool = False,
         run.commit_shard(spec.shard_id, rows_for([k + cfg.suffix for k in chunk]), stats.build())
         return stats.build()
 
-    written, skipped = run_local(iter_shards(items, cfg.shard_size), worker, done=done, max_retries=0)
+    written, skipped = run_local(iter_shards(items, cfg.shard_size), lambda progress: worker, done=done, max_retries=0)
     return run, calls, skipped
 
 

@@ -1,0 +1,3 @@
+from caprl_kit.cli import main
+
+main()

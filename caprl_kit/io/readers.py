@@ -1,0 +1,229 @@
+"""Streaming input readers: folders, JSONL/CSV/Parquet manifests, HF datasets saved to disk, WebDataset tars.
+
+Every reader yields ``InputItem``s lazily in a deterministic order, so memory does not grow with the size of the
+listing and shard ``i`` always holds the same items. Paths may be any fsspec URL.
+
+- folder: a sorted, streaming walk (one directory listing in memory at a time), files filtered by extension;
+  key = path relative to the root.
+- jsonl / csv / parquet manifests: ``input.path_column`` (path or URL, relative paths resolved against the
+  manifest's folder) or ``input.bytes_column``; ``input.key_column`` (default: the path, else the row number);
+  ``input.carry_columns`` are copied into output rows. Read in record batches (pyarrow) / line by line.
+- hf_dataset: ``datasets.load_from_disk`` (memory-mapped Arrow); an ``image`` column of {bytes, path} or a path.
+- webdataset: ``*.tar`` shards (a glob); members grouped by basename, the first media member is the item.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import tarfile
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from caprl_kit.errors import CaprlError
+from caprl_kit.io.config import InputConfig
+from caprl_kit.io.fs import url_to_fs
+from caprl_kit.registry import Registry
+
+READERS = Registry("input format")
+BATCH_ROWS = 4096
+
+
+@dataclass
+class InputItem:
+    key: str
+    source: str | None = None  # path or URL
+    data: bytes | None = None  # embedded bytes
+    media_type: str = "image"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def media_type_of(name: str, cfg: InputConfig) -> str | None:
+    ext = posixpath.splitext(name.lower())[1]
+    if cfg.media_type != "auto":
+        return cfg.media_type if ext in cfg.image_extensions + cfg.video_extensions or not ext else None
+    if ext in cfg.image_extensions:
+        return "image"
+    if ext in cfg.video_extensions:
+        return "video"
+    return None
+
+
+def detect_format(cfg: InputConfig) -> str:
+    if cfg.format != "auto":
+        return cfg.format
+    path = cfg.path.lower().rstrip("/")
+    for suffix, fmt in ((".jsonl", "jsonl"), (".ndjson", "jsonl"), (".csv", "csv"), (".parquet", "parquet"),
+                        (".tar", "webdataset")):
+        if path.endswith(suffix):
+            return fmt
+    fs, root = url_to_fs(cfg.path)
+    if not fs.exists(root):
+        raise CaprlError(f"input.path does not exist: {cfg.path}")
+    if fs.isdir(root) and (fs.exists(f"{root}/dataset_info.json") or fs.exists(f"{root}/dataset_dict.json")):
+        return "hf_dataset"
+    if fs.isdir(root):
+        return "folder"
+    raise CaprlError(f"cannot tell the format of input.path={cfg.path}; set input.format")
+
+
+def iter_items(cfg: InputConfig) -> Iterator[InputItem]:
+    """All items of the input, streamed in deterministic order (``input.limit`` applied)."""
+    reader = READERS.get(detect_format(cfg))
+    for i, item in enumerate(reader(cfg)):
+        if cfg.limit is not None and i >= cfg.limit:
+            return
+        yield item
+
+
+# --------------------------------------------------------------------------- readers
+
+
+@READERS.register("folder")
+def read_folder(cfg: InputConfig) -> Iterator[InputItem]:
+    fs, root = url_to_fs(cfg.path)
+    root = root.rstrip("/")
+    proto = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
+    prefix = "" if proto in ("file", "local") else f"{proto}://"
+
+    def walk(directory: str) -> Iterator[InputItem]:
+        entries = sorted(fs.ls(directory, detail=True), key=lambda e: e["name"])
+        for e in entries:
+            name = e["name"].rstrip("/")
+            if e["type"] == "directory":
+                yield from walk(name)
+            elif (mt := media_type_of(name, cfg)) is not None:
+                rel = name[len(root) + 1 :] if name.startswith(root + "/") else posixpath.basename(name)
+                yield InputItem(key=rel, source=prefix + name, media_type=mt)
+
+    if not fs.isdir(root):
+        raise CaprlError(f"input.path is not a folder: {cfg.path}")
+    yield from walk(root)
+
+
+def _resolve(base_dir: str, path: str) -> str:
+    if "://" in path or path.startswith("/"):
+        return path
+    return posixpath.join(base_dir, path)
+
+
+def _rows_to_items(rows: Iterator[dict[str, Any]], cfg: InputConfig, base_dir: str) -> Iterator[InputItem]:
+    for i, row in enumerate(rows):
+        data = row.get(cfg.bytes_column) if cfg.bytes_column else None
+        path = row.get(cfg.path_column)
+        if isinstance(path, dict):  # HF Image layout {bytes, path}
+            data = data or path.get("bytes")
+            path = path.get("path")
+        if data is None and not path:
+            raise CaprlError(f"manifest row {i} has neither '{cfg.path_column}' nor bytes; set input.path_column"
+                             f"{' / input.bytes_column' if not cfg.bytes_column else ''}")
+        source = _resolve(base_dir, str(path)) if path else None
+        key = row.get(cfg.key_column) if cfg.key_column else (str(path) if path else f"row_{i:08d}")
+        missing = [c for c in cfg.carry_columns if c not in row]
+        if missing:
+            raise CaprlError(f"manifest row {i} lacks carry_columns {missing}")
+        media = cfg.media_type if cfg.media_type != "auto" else (media_type_of(str(path), cfg) if path else None)
+        yield InputItem(key=str(key), source=source, data=bytes(data) if data is not None else None,
+                        media_type=media or "image", extra={c: row[c] for c in cfg.carry_columns})
+
+
+def _manifest_dir(cfg: InputConfig) -> str:
+    return posixpath.dirname(cfg.path.rstrip("/"))
+
+
+@READERS.register("jsonl")
+def read_jsonl(cfg: InputConfig) -> Iterator[InputItem]:
+    import fsspec
+
+    def rows() -> Iterator[dict[str, Any]]:
+        with fsspec.open(cfg.path, "rt") as fh:
+            for n, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        yield json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise CaprlError(f"{cfg.path}:{n}: not valid JSON: {exc}") from None
+
+    yield from _rows_to_items(rows(), cfg, _manifest_dir(cfg))
+
+
+def _batches_to_rows(batches: Iterator[Any]) -> Iterator[dict[str, Any]]:
+    for batch in batches:
+        yield from batch.to_pylist()
+
+
+@READERS.register("parquet")
+def read_parquet(cfg: InputConfig) -> Iterator[InputItem]:
+    import pyarrow.parquet as pq
+
+    fs, path = url_to_fs(cfg.path)
+    files = sorted(fs.glob(f"{path.rstrip('/')}/**/*.parquet")) if fs.isdir(path) else [path]
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for f in files:
+            with fs.open(f, "rb") as fh:
+                yield from _batches_to_rows(pq.ParquetFile(fh).iter_batches(batch_size=BATCH_ROWS))
+
+    base = cfg.path.rstrip("/") if fs.isdir(path) else _manifest_dir(cfg)
+    yield from _rows_to_items(rows(), cfg, base)
+
+
+@READERS.register("csv")
+def read_csv(cfg: InputConfig) -> Iterator[InputItem]:
+    import fsspec
+    import pyarrow.csv as pacsv
+
+    def rows() -> Iterator[dict[str, Any]]:
+        with fsspec.open(cfg.path, "rb") as fh:
+            reader = pacsv.open_csv(fh, read_options=pacsv.ReadOptions(block_size=1 << 20))
+            yield from _batches_to_rows(reader)
+
+    yield from _rows_to_items(rows(), cfg, _manifest_dir(cfg))
+
+
+@READERS.register("hf_dataset")
+def read_hf_dataset(cfg: InputConfig) -> Iterator[InputItem]:
+    import datasets
+
+    ds = datasets.load_from_disk(cfg.path)
+    if isinstance(ds, datasets.DatasetDict):
+        ds = ds[next(iter(ds))]
+    column = cfg.path_column if cfg.path_column in ds.column_names else "image"
+    if column in ds.features and isinstance(ds.features[column], datasets.Image):
+        ds = ds.cast_column(column, datasets.Image(decode=False))
+    local = cfg.model_copy(update={"path_column": column})
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for batch in ds.iter(batch_size=256):
+            names = list(batch)
+            for i in range(len(batch[names[0]])):
+                yield {n: batch[n][i] for n in names}
+
+    yield from _rows_to_items(rows(), local, cfg.path)
+
+
+@READERS.register("webdataset")
+def read_webdataset(cfg: InputConfig) -> Iterator[InputItem]:
+    fs, pattern = url_to_fs(cfg.path)
+    shards = sorted(fs.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
+    if not shards:
+        raise CaprlError(f"no .tar shards match input.path={cfg.path}")
+    for shard in shards:
+        with fs.open(shard, "rb") as fh, tarfile.open(fileobj=fh, mode="r|*") as tar:
+            current: str | None = None
+            found: InputItem | None = None
+            for member in tar:
+                if not member.isfile():
+                    continue
+                stem, ext = posixpath.splitext(member.name)
+                if stem != current:
+                    if found is not None:
+                        yield found
+                    current, found = stem, None
+                mt = media_type_of(member.name, cfg)
+                if found is None and mt is not None:
+                    data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                    found = InputItem(key=f"{posixpath.basename(shard)}/{stem}", source=None, data=data,
+                                      media_type=mt, extra={})
+            if found is not None:
+                yield found

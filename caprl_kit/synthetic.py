@@ -1,0 +1,91 @@
+"""Synthetic sanity data: images of coloured shapes with known facts, and MCQs about them.
+
+Each scene has 1-3 shapes (distinct shapes) with a colour and a position; the MCQs ask a shape's colour or
+position, with four options and the answer letter, in the canonical layout (``"A) red"``). The data is
+deterministic by seed, so demos and tests can reason about exact answers.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+COLORS = {
+    "red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 80, 220), "yellow": (240, 210, 30),
+    "purple": (140, 50, 170), "orange": (245, 140, 20), "black": (20, 20, 20), "cyan": (30, 200, 210),
+}
+SHAPES = ["circle", "square", "triangle", "star"]
+POSITIONS = {"left": (0.25, 0.5), "right": (0.75, 0.5), "top": (0.5, 0.22), "bottom": (0.5, 0.78)}
+
+
+@dataclass(frozen=True)
+class ShapeFact:
+    shape: str
+    color: str
+    position: str
+
+
+@dataclass
+class Scene:
+    key: str
+    facts: list[ShapeFact]
+
+    def caption(self) -> str:
+        """The complete reference caption (every fact stated)."""
+        return " ".join(f"A {f.color} {f.shape} at the {f.position}." for f in self.facts)
+
+    def mcqs(self, rng: random.Random) -> list[dict]:
+        out = []
+        for f in self.facts:
+            for attr, pool in (("color", list(COLORS)), ("position", list(POSITIONS))):
+                truth = getattr(f, attr)
+                wrong = rng.sample([x for x in pool if x != truth], 3)
+                options = wrong + [truth]
+                rng.shuffle(options)
+                letter = "ABCD"[options.index(truth)]
+                q = f"What color is the {f.shape}?" if attr == "color" else f"Where is the {f.shape}?"
+                out.append({"question": q, "choices": [f"{'ABCD'[i]}) {o}" for i, o in enumerate(options)],
+                            "answer": letter})
+        return out
+
+
+def make_scene(key: str, rng: random.Random, max_shapes: int = 3) -> Scene:
+    n = rng.randint(1, max_shapes)
+    shapes = rng.sample(SHAPES, n)
+    positions = rng.sample(list(POSITIONS), n)
+    return Scene(key, [ShapeFact(s, rng.choice(list(COLORS)), p) for s, p in zip(shapes, positions)])
+
+
+def draw(scene: Scene, size: int = 112) -> Image.Image:
+    img = Image.new("RGB", (size, size), (255, 255, 255))
+    d = ImageDraw.Draw(img)
+    r = size // 7
+    for f in scene.facts:
+        cx, cy = (int(size * v) for v in POSITIONS[f.position])
+        color = COLORS[f.color]
+        if f.shape == "circle":
+            d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=color)
+        elif f.shape == "square":
+            d.rectangle([cx - r, cy - r, cx + r, cy + r], fill=color)
+        elif f.shape == "triangle":
+            d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=color)
+        else:
+            d.regular_polygon((cx, cy, r), n_sides=5, rotation=90, fill=color)
+            d.polygon([(cx - r, cy), (cx + r, cy), (cx, cy + r // 2)], fill=color)
+    return img
+
+
+def write_scenes(out_dir: str | Path, n: int, seed: int = 0, size: int = 112) -> list[Scene]:
+    """Write ``n`` scene PNGs to ``out_dir`` (``scene_00000.png`` ...) and return their scenes."""
+    rng = random.Random(seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    scenes = []
+    for i in range(n):
+        scene = make_scene(f"scene_{i:05d}", rng)
+        draw(scene, size).save(out / f"{scene.key}.png")
+        scenes.append(scene)
+    return scenes

@@ -1,0 +1,280 @@
+"""caprl annotate end to end on the tiny captioner: every input exactly once, failures as rows, resume after a
+real kill, refusal of a changed config, every input format, consumers' own loaders."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from caprl_kit.annotate.config import AnnotateConfig
+from caprl_kit.annotate.pipeline import run, status
+from caprl_kit.cli import app
+from caprl_kit.config import deep_merge
+from caprl_kit.errors import ResumeRefused
+from media_factory import make_image_bytes, make_video_bytes
+
+runner = CliRunner()
+
+
+@pytest.fixture()
+def folder(tmp_path: Path) -> Path:
+    d = tmp_path / "in"
+    (d / "sub").mkdir(parents=True)
+    for i in range(5):
+        (d / f"img_{i}.png").write_bytes(make_image_bytes(color=(40 * i, 100, 200), size=(64 + 8 * i, 64)))
+    (d / "sub" / "clip.mp4").write_bytes(make_video_bytes(n_frames=20, fps=10))
+    (d / "sub" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    (d / "empty.png").write_bytes(b"")
+    (d / "notes.txt").write_text("ignored: not media")
+    return d
+
+
+def config(tiny_models, inp: dict, out: Path, **extra) -> AnnotateConfig:
+    data = {
+        "input": inp,
+        "backend": {"name": "transformers", "model": str(tiny_models["captioner"]), "batch_size": 3,
+                    "sampling": {"n": 2, "temperature": 1.0, "max_tokens": 6, "seed": 0}},
+        "media": {"video_max_frames": 4},
+        "sharding": {"shard_size": 3},
+        "output_dir": str(out),
+    }
+    return AnnotateConfig.model_validate(deep_merge(data, extra))
+
+
+def rows_of(out: Path) -> list[dict]:
+    return pl.read_parquet(str(out / "*.parquet")).sort("key").to_dicts()
+
+
+def test_folder_end_to_end_every_input_once(tiny_models, folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    report = run(config(tiny_models, {"path": str(folder)}, out, output={"export_jsonl": True}))
+    rows = rows_of(out)
+    keys = [r["key"] for r in rows]
+    assert keys == sorted(["empty.png", "img_0.png", "img_1.png", "img_2.png", "img_3.png", "img_4.png",
+                           "sub/broken.jpg", "sub/clip.mp4"])
+    by_key = {r["key"]: r for r in rows}
+    assert by_key["empty.png"]["status"] == "empty_file"
+    assert by_key["sub/broken.jpg"]["status"] == "failed_to_decode" and by_key["sub/broken.jpg"]["error_message"]
+    assert by_key["sub/broken.jpg"]["caption"] is None and by_key["sub/broken.jpg"]["captions"] == []
+    good = by_key["img_3.png"]
+    assert good["status"] == "ok" and good["error_message"] is None
+    assert len(good["captions"]) == 2 and good["caption"] == good["captions"][0]
+    assert good["prompt"] == "Please describe this image in detail." and good["prompt_id"] == "caprl_image"
+    assert good["sampling"]["n"] == 2 and good["width"] % 28 == 0 and len(good["content_hash"]) == 64
+    video = by_key["sub/clip.mp4"]
+    assert video["status"] == "ok" and video["media_type"] == "video"
+    assert video["prompt_id"] == "caprl_video_timestamped" and "[mm:ss]" in video["prompt"]
+    assert video["n_frames"] == 4 and len(video["frame_timestamps"]) == 4
+    assert report.n_items == 8 and report.n_ok == 6 and report.n_failed == 2
+    assert report.status_counts == {"ok": 6, "empty_file": 1, "failed_to_decode": 1}
+    # shard layout, sidecars, schema tag, manifest, resolved config
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["00000.parquet", "00000_stats.json", "00001.parquet", "00001_stats.json", "00002.parquet",
+                     "00002_stats.json", "captions.jsonl", "config.resolved.yaml", "run_manifest.json"]
+    assert pq.read_schema(out / "00000.parquet").metadata[b"caprl.schema"] == b"annotation/v1"
+    exported = [json.loads(line) for line in (out / "captions.jsonl").read_text().splitlines()]
+    assert len(exported) == 6 and {"video", "caption"} <= set(exported[-1]) | {"video"}
+    # consumers load it without conversion
+    import datasets
+
+    ds = datasets.load_dataset("parquet", data_files=str(out / "*.parquet"), split="train")
+    assert ds.num_rows == 8 and set(ds.column_names) >= {"key", "caption", "status", "error_message"}
+
+
+def test_rerun_skips_finished_and_changed_config_is_refused(tiny_models, folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    cfg = config(tiny_models, {"path": str(folder)}, out)
+    run(cfg)
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")}
+    again = run(cfg)
+    assert again.shards_done == 0 and again.shards_skipped == 3 and again.n_items == 8
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.parquet")} == before
+    with pytest.raises(ResumeRefused, match=r"config changed \(backend.sampling.temperature\)"):
+        run(config(tiny_models, {"path": str(folder)}, out, backend={"sampling": {"temperature": 0.5}}))
+    (folder / "img_new.png").write_bytes(make_image_bytes())
+    with pytest.raises(ResumeRefused, match="input changed"):
+        run(cfg)
+    assert run(cfg, overwrite=True).n_items == 9
+
+
+def test_kill_mid_run_then_resume_gives_every_item_exactly_once(tiny_models, tmp_path: Path) -> None:
+    d = tmp_path / "many"
+    d.mkdir()
+    for i in range(24):
+        (d / f"im_{i:02d}.png").write_bytes(make_image_bytes(color=(i * 10, 50, 90)))
+    out = tmp_path / "out"
+    cfg_file = tmp_path / "job.yaml"
+    cfg_file.write_text(json.dumps({
+        "kind": "annotate", "input": {"path": str(d)},
+        "backend": {"name": "transformers", "model": str(tiny_models["captioner"]), "batch_size": 2,
+                    "sampling": {"max_tokens": 4, "seed": 0}},
+        "sharding": {"shard_size": 4},
+    }))
+    caprl = [sys.executable, "-m", "caprl_kit.cli", "annotate", "--config", str(cfg_file), "--output", str(out)]
+    proc = subprocess.Popen(caprl, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("*_stats.json"))) < 2:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(out.glob("*_stats.json")))
+    assert 2 <= done_before < 6, "the kill landed mid-run"
+    result = subprocess.run(caprl, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = rows_of(out)
+    assert [r["key"] for r in rows] == [f"im_{i:02d}.png" for i in range(24)]  # each exactly once
+    assert all(r["status"] == "ok" for r in rows)
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name]
+    info = status(str(out))
+    assert info["shards_done"] == info["shards_total"] == 6 and info["items_done"] == 24
+
+
+@pytest.fixture()
+def manifest_inputs(tmp_path: Path, folder: Path) -> dict[str, Path]:
+    files = sorted(p for p in folder.glob("img_*.png"))
+    rows = [{"path": f"../in/{p.name}", "id": f"id-{i}", "license": "cc-by", "score": i / 10} for i, p in enumerate(files)]
+    m = tmp_path / "manifests"
+    m.mkdir()
+    (m / "list.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    pl.DataFrame(rows).write_csv(m / "list.csv")
+    pq.write_table(pa.table({"id": [r["id"] for r in rows], "blob": [p.read_bytes() for p in files],
+                             "license": ["cc0"] * len(rows)}), m / "bytes.parquet")
+    import datasets
+
+    datasets.Dataset.from_dict({"image": [str(p) for p in files], "id": [r["id"] for r in rows]}).save_to_disk(
+        str(m / "hf"))
+    with tarfile.open(m / "shard-000.tar", "w") as tar:
+        for i, p in enumerate(files):
+            for name, data in ((f"s{i:03d}.png", p.read_bytes()), (f"s{i:03d}.json", b"{}")):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return {"jsonl": m / "list.jsonl", "csv": m / "list.csv", "parquet": m / "bytes.parquet", "hf": m / "hf",
+            "tar": m / "shard-*.tar"}
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet", "hf", "tar"])
+def test_manifest_formats(tiny_models, manifest_inputs, tmp_path: Path, fmt: str) -> None:
+    inp: dict = {"path": str(manifest_inputs[fmt])}
+    if fmt in ("jsonl", "csv"):
+        inp.update(key_column="id", carry_columns=["license", "score"])
+    elif fmt == "parquet":
+        inp.update(key_column="id", bytes_column="blob", carry_columns=["license"])
+    elif fmt == "hf":
+        inp.update(key_column="id")
+    out = tmp_path / f"out-{fmt}"
+    report = run(config(tiny_models, inp, out, sharding={"shard_size": 2}))
+    rows = rows_of(out)
+    assert report.n_items == 5 and report.n_ok == 5, report.status_counts
+    if fmt in ("jsonl", "csv"):
+        assert [r["key"] for r in rows] == [f"id-{i}" for i in range(5)]
+        assert {r["license"] for r in rows} == {"cc-by"} and rows[3]["score"] == pytest.approx(0.3)
+        assert rows[0]["source"].endswith("in/img_0.png")
+    if fmt == "parquet":
+        assert rows[0]["source"] is None and rows[0]["license"] == "cc0"
+    if fmt == "tar":
+        assert rows[0]["key"] == "shard-000.tar/s000"
+
+
+def test_memory_filesystem_in_and_out(tiny_models) -> None:
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    for i in range(3):
+        fs.pipe(f"/caprl-in/pics/p{i}.png", make_image_bytes(color=(0, 80 * i, 0)))
+    report = run(config(tiny_models, {"path": "memory://caprl-in/pics"}, Path("x"),
+                        output_dir="memory://caprl-out/run"))
+    assert report.n_ok == 3
+    table = pq.read_table(io.BytesIO(fs.cat("/caprl-out/run/00000.parquet")))
+    assert table.column("key").to_pylist() == ["p0.png", "p1.png", "p2.png"]
+
+
+def test_dedup_by_content_hash(tiny_models, tmp_path: Path) -> None:
+    d = tmp_path / "dups"
+    d.mkdir()
+    data = make_image_bytes(color=(1, 2, 3))
+    for name in ("a.png", "b.png", "c.png"):
+        (d / name).write_bytes(data)
+    (d / "d.png").write_bytes(make_image_bytes(color=(9, 9, 9)))
+    report = run(config(tiny_models, {"path": str(d)}, tmp_path / "out", output={"dedup": True},
+                        sharding={"shard_size": 2}))
+    by_key = {r["key"]: r for r in rows_of(tmp_path / "out")}
+    assert [by_key[f"{k}.png"]["status"] for k in "abcd"] == ["ok", "duplicate", "duplicate", "ok"]
+    assert by_key["c.png"]["error_message"] == "same content as a.png"
+    assert report.status_counts == {"ok": 2, "duplicate": 2}
+
+
+def test_multiprocess_runner(tiny_models, folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "mp"
+    report = run(config(tiny_models, {"path": str(folder)}, out, runner={"name": "multiprocess", "num_workers": 2}))
+    assert report.n_items == 8 and report.shards_done == 3
+    assert len(rows_of(out)) == 8
+
+
+def test_cli_run_status_and_refusal(tiny_models, folder: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cli"
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text(json.dumps({"kind": "annotate", "input": {"path": str(folder)},
+                               "backend": {"name": "transformers", "model": str(tiny_models["captioner"]),
+                                           "sampling": {"max_tokens": 4}}}))
+    first = runner.invoke(app, ["annotate", "-c", str(cfg), "-o", str(out)])
+    assert first.exit_code == 0, first.output
+    assert "summary" in first.output and "failed_to_decode" in first.output
+    assert (out / "config.resolved.yaml").exists()
+    shown = runner.invoke(app, ["annotate", "status", str(out)])
+    assert shown.exit_code == 0 and "8 / 8" in shown.output
+    refused = runner.invoke(app, ["annotate", "-c", str(cfg), "-o", str(out), "backend.sampling.max_tokens=5"])
+    assert refused.exit_code == 2
+    assert "--overwrite" in " ".join(refused.output.split())
+    redo = runner.invoke(app, ["annotate", "-c", str(cfg), "-o", str(out), "--overwrite", "backend.sampling.max_tokens=5"])
+    assert redo.exit_code == 0, redo.output
+
+
+def test_reader_streams_without_holding_the_listing(tmp_path: Path) -> None:
+    import tracemalloc
+
+    from caprl_kit.annotate.pipeline import fingerprint_input
+
+    m = tmp_path / "big.jsonl"
+    with m.open("w") as fh:
+        for i in range(200_000):
+            fh.write(json.dumps({"path": f"/data/images/{i:08d}.jpg"}) + "\n")
+    cfg = AnnotateConfig.model_validate({"input": {"path": str(m)}, "backend": {"name": "lexical"}})
+    tracemalloc.start()
+    fp, n = fingerprint_input(cfg)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert n == 200_000
+    assert peak < 2_000_000, f"peak {peak} bytes: the listing was held in memory"
+
+
+def test_adaptive_batches_respect_both_caps() -> None:
+    from caprl_kit.annotate.worker import Loaded, cut_batches
+    from caprl_kit.io.media import LoadedImage
+    from caprl_kit.io.readers import InputItem
+    from PIL import Image
+
+    def item(side: int) -> Loaded:
+        img = Image.new("RGB", (side, side))
+        return Loaded(InputItem(key=str(side)), media=LoadedImage(img, side, side, None, ""))
+
+    loaded = [item(s) for s in (280, 56, 560, 56, 280, 56)]  # 148, 52, 448, 52, 148, 52 tokens
+    batches = cut_batches(loaded, max_items=2, max_tokens=300)
+    assert sorted(i for b in batches for i in b) == list(range(6))
+    for b in batches:
+        assert len(b) <= 2
+        assert sum(loaded[i].est_tokens for i in b) <= 300 or len(b) == 1
+    assert [2] in batches  # the oversized item runs alone
