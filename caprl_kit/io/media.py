@@ -166,7 +166,9 @@ def load_image(
         except Image.DecompressionBombError as exc:
             raise MediaError("too_large", source, f"{exc} (media.max_image_pixels={max_image_pixels}; "
                              "decompression-bomb guard, raise it if the image is trusted)") from None
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        except UnidentifiedImageError:
+            raise MediaError("failed_to_decode", source, "not a readable image: unrecognised format") from None
+        except (OSError, ValueError, SyntaxError) as exc:
             raise MediaError("failed_to_decode", source, f"not a readable image: {exc}") from None
         if img.width * img.height > max_image_pixels:
             raise MediaError(

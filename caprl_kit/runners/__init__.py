@@ -9,3 +9,4 @@ from caprl_kit.registry import Registry
 RUNNERS = Registry("runner")
 RUNNERS.register("local", target="caprl_kit.runners.local:run_local")
 RUNNERS.register("multiprocess", target="caprl_kit.runners.multiprocess:run_multiprocess")
+RUNNERS.register("ray", target="caprl_kit.runners.ray:run_ray")
