@@ -1,0 +1,19 @@
+"""Multiple-choice questions: parsing generator output, label normalisation, shuffling, answer extraction."""
+
+from caprl_kit.mcq.options import (
+    CANNOT_ANSWER,
+    NONE_OF_THE_ABOVE,
+    Shuffled,
+    extract_letter,
+    normalize_choice,
+    parse_easy,
+    render,
+    shuffle_options,
+    split_question_full,
+)
+from caprl_kit.mcq.parse import ParseResult, Rejected, dedup, parse_generation
+
+__all__ = [
+    "CANNOT_ANSWER", "NONE_OF_THE_ABOVE", "Shuffled", "extract_letter", "normalize_choice", "parse_easy", "render",
+    "shuffle_options", "split_question_full", "ParseResult", "Rejected", "dedup", "parse_generation",
+]

@@ -1,0 +1,168 @@
+"""Parse generator output (spec §1.2 layout and the variants real models emit) into canonical MCQs.
+
+Accepted: ``#### N. **Q**`` headings, numbered questions without ``####`` (``1. Q``, ``**1. Q**``, ``Question 1:``,
+``Q1.``), bold or not; option labels ``A)``, ``A.``, ``(A)``, ``A:``, full-width ``A．``/``A：``, with or without a
+leading ``-``; answers as ``**Answer:** C) text``, ``Answer: C``, ``Correct answer: (C)``, ``Answer: text``
+(matched to an option); separators, blank lines and trailing chatter are ignored. Any number of questions.
+
+Each question block either becomes an ``MCQ`` or a ``Rejected`` with its reason (no options, one option,
+duplicate labels, no answer, answer not among the options, answer text matching no option). Duplicates within
+one item are dropped (same normalised stem and answer text).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from caprl_kit.mcq.options import CHOICE_RE, normalize_choice
+from caprl_kit.schemas.curate import MCQ
+
+QUESTION_RE = re.compile(
+    r"^\s*(?:#{1,6}\s*)?(?:\*\*\s*)?(?:(?:question|q)\s*)?(\d{1,3})\s*[.)．:：]\s*(?:\*\*)?\s*(.*?)\s*(?:\*\*)?\s*$",
+    re.IGNORECASE,
+)
+QUESTION_WORD_RE = re.compile(r"^\s*(?:#{1,6}\s*)?(?:\*\*\s*)?(?:question|q)\s*[:：]\s*(?:\*\*)?\s*(.*?)\s*(?:\*\*)?\s*$",
+                              re.IGNORECASE)
+ANSWER_RE = re.compile(
+    r"^\s*(?:[-*•]\s*)?(?:\*\*)?\s*(?:correct\s+)?answer\s*(?:\*\*)?\s*[:：]\s*(?:\*\*)?\s*(.*?)\s*(?:\*\*)?\s*$",
+    re.IGNORECASE,
+)
+SEPARATOR_RE = re.compile(r"^\s*(?:-{3,}|\*{3,}|_{3,}|={3,})\s*$")
+
+
+@dataclass
+class Rejected:
+    index: int  # block number in the text (0-based)
+    question: str
+    reason: str
+
+
+@dataclass
+class ParseResult:
+    questions: list[MCQ] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    n_blocks: int = 0
+    n_duplicates: int = 0
+
+
+@dataclass
+class _Block:
+    stem: list[str]
+    options: list[tuple[str, str]] = field(default_factory=list)
+    answer: str | None = None
+    closed: bool = False  # an answer line was seen: later free text is chatter
+
+
+def _clean(text: str) -> str:
+    return re.sub(r"\s+", " ", text.replace("**", "")).strip()
+
+
+def _is_question_line(line: str) -> str | None:
+    m = QUESTION_RE.match(line)
+    if m and m.group(2) and not CHOICE_RE.match(line):
+        return m.group(2)
+    m = QUESTION_WORD_RE.match(line)
+    if m and m.group(1):
+        return m.group(1)
+    return None
+
+
+def _blocks(text: str) -> list[_Block]:
+    blocks: list[_Block] = []
+    for raw in text.replace("\r\n", "\n").split("\n"):
+        line = raw.rstrip()
+        if not line.strip() or SEPARATOR_RE.match(line):
+            continue
+        ans = ANSWER_RE.match(line)
+        if ans and blocks:
+            blocks[-1].answer = ans.group(1)
+            blocks[-1].closed = True
+            continue
+        stem = _is_question_line(line)
+        if stem is not None and (not blocks or blocks[-1].options or blocks[-1].closed):
+            blocks.append(_Block(stem=[stem]))
+            continue
+        opt = CHOICE_RE.match(line)
+        if opt and opt.group(2) and blocks and not blocks[-1].closed:
+            blocks[-1].options.append((opt.group(1), opt.group(2)))
+            continue
+        if stem is not None:  # a numbered line before any option: a new question after all
+            blocks.append(_Block(stem=[stem]))
+        elif blocks and not blocks[-1].options and not blocks[-1].closed:
+            blocks[-1].stem.append(line.strip())  # a stem continued on the next line
+        # anything else is chatter
+    return blocks
+
+
+def _resolve_answer(answer: str, options: list[tuple[str, str]]) -> tuple[str | None, str | None]:
+    """(letter, None) or (None, reason)."""
+    labels = [label for label, _ in options]
+    raw = _clean(answer)
+    label, text = normalize_choice(raw)
+    if label is None:
+        m = re.fullmatch(r"[(（]?\s*([A-I])\s*[)）.．]?", raw)
+        if m:
+            label = m.group(1)
+    if label is not None:
+        if label in labels:
+            return label, None
+        return None, f"answer {label!r} is not among the options {''.join(labels)}"
+    want = raw.lower().rstrip(".")
+    exact = [lb for lb, t in options if _clean(t).lower().rstrip(".") == want]
+    if len(exact) == 1:
+        return exact[0], None
+    partial = [lb for lb, t in options if want and (want in _clean(t).lower() or _clean(t).lower() in want)]
+    if len(partial) == 1:
+        return partial[0], None
+    return None, f"answer text {raw!r} matches no single option"
+
+
+def parse_generation(text: str, max_questions: int | None = None) -> ParseResult:
+    """All questions in a generator's output, with a reason for each block that could not be used."""
+    result = ParseResult()
+    seen: set[tuple[str, str]] = set()
+    for i, block in enumerate(_blocks(text or "")):
+        result.n_blocks += 1
+        question = _clean(" ".join(block.stem))
+        labels = [label for label, _ in block.options]
+        reason = None
+        if not question:
+            reason = "empty question"
+        elif not block.options:
+            reason = "no options"
+        elif len(block.options) < 2:
+            reason = "only one option"
+        elif len(set(labels)) != len(labels):
+            reason = f"duplicate option labels {''.join(labels)}"
+        elif block.answer is None or not _clean(block.answer):
+            reason = "no answer line"
+        if reason is None:
+            letter, reason = _resolve_answer(block.answer or "", block.options)
+        if reason is not None:
+            result.rejected.append(Rejected(i, question, reason))
+            continue
+        mcq = MCQ(question=question, choices=[f"{lb}) {_clean(t)}" for lb, t in block.options], answer=letter)
+        key = (question.lower(), _clean(dict(block.options)[letter]).lower())
+        if key in seen:
+            result.n_duplicates += 1
+            result.rejected.append(Rejected(i, question, "duplicate question"))
+            continue
+        seen.add(key)
+        result.questions.append(mcq)
+        if max_questions is not None and len(result.questions) >= max_questions:
+            break
+    return result
+
+
+def dedup(questions: list[MCQ]) -> list[MCQ]:
+    """Drop repeats (same normalised stem and answer text), keeping the first."""
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for q in questions:
+        answer_text = next((normalize_choice(c)[1] for c in q.choices if normalize_choice(c)[0] == q.answer), "")
+        key = (_clean(q.question).lower(), _clean(answer_text).lower())
+        if key not in seen:
+            seen.add(key)
+            out.append(q)
+    return out
