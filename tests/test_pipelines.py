@@ -10,6 +10,7 @@ from caprl_kit.config import builtin_pipelines, load_config, pipelines_root
 
 runner = CliRunner()
 NAMES = builtin_pipelines()
+CLI_VERB = {"serve_reward": "serve-reward"}
 
 
 def test_there_are_pipelines() -> None:
@@ -19,7 +20,7 @@ def test_there_are_pipelines() -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_pipeline_dry_runs(name: str) -> None:
     cfg = load_config(name)
-    verb = cfg.kind
+    verb = CLI_VERB.get(cfg.kind, cfg.kind)
     result = runner.invoke(app, [verb, "--config", name, "--dry-run"])
     assert result.exit_code == 0, result.output
 
@@ -28,4 +29,5 @@ def test_pipeline_dry_runs(name: str) -> None:
 def test_pipeline_opens_with_its_command(name: str) -> None:
     text = (pipelines_root() / f"{name}.yaml").read_text()
     header = text.split("\n\n")[0]
-    assert f"caprl {load_config(name).kind} --config {name}" in header
+    kind = load_config(name).kind
+    assert f"caprl {CLI_VERB.get(kind, kind)} --config {name}" in header

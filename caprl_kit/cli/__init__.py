@@ -133,6 +133,36 @@ for _verb in ("curate", "train", "annotate", "eval"):
     app.command(_verb, help=VERB_HELP[_verb])(_make_verb(_verb))
 
 
+@app.command("serve-reward")
+def serve_reward(
+    config: str = typer.Option(..., "--config", "-c", help="serve_reward pipeline name or YAML path."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides: key.path=value."),
+    host: Optional[str] = typer.Option(None, help="Bind address (default from config: 127.0.0.1)."),
+    port: Optional[int] = typer.Option(None, help="Port (default from config)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True),
+) -> None:
+    """Serve the CapRL reward over HTTP (official /get_reward protocol + a typed endpoint)."""
+    from caprl_kit.cli._console import console, out, setup_logging
+    from caprl_kit.config import dump_config, load_config
+
+    setup_logging(verbose)
+    try:
+        extra = list(overrides or []) + ([f"host={host}"] if host else []) + ([f"port={port}"] if port else [])
+        cfg = load_config(config, extra, kind="serve_reward")
+        from caprl_kit import commands
+
+        if dry_run:
+            out.print(dump_config(cfg), markup=False, highlight=False)
+            for line in commands.plan(cfg):
+                out.print(f"- {line}", markup=False, highlight=False)
+            return
+        console.print(f"reward server on http://{cfg.host}:{cfg.port} (Ctrl-C to stop)")
+        commands.run(cfg)
+    except CaprlError as exc:
+        _fail(exc)
+
+
 @app.command("pipelines")
 def list_pipelines() -> None:
     """List the built-in pipeline recipes (names usable with --config)."""

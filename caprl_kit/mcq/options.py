@@ -130,7 +130,7 @@ def official_shuffle(question_full: str, answer: str, rng: random.Random) -> Shu
 # --------------------------------------------------------------------------- answer letters
 
 _ANSWER_IS = re.compile(r"answer\s*(?:is|:)?\s*[:：]?\s*\**\s*[(（\[]?\s*([A-I])\b(?![a-z])", re.IGNORECASE)
-_LEADING = re.compile(r"^\s*\**\s*[(（\[]?\s*([A-I])\s*(?:[)）\].．:：,]|\*\*|$|\s)")
+_LEADING = re.compile(r"^\s*\**\s*[(（\[]?\s*([A-I])\s*(?:[)）\].．:：,]|\*\*|$)")
 _PAREN = re.compile(r"[(（]\s*([A-I])\s*[)）]|\b([A-I])\)")
 
 

@@ -1,0 +1,59 @@
+"""The weighted CapRL reward: ``total = sum(weight_i * term_i)`` over the configured terms (spec §2.1, CapRL++:
+qa_accuracy + 0.2 timestamp_format (video) + 0.2 length), with every term's details kept."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from caprl_kit.backends.base import Backend
+from caprl_kit.rewards.base import RewardOutput
+from caprl_kit.rewards.config import RewardConfig
+from caprl_kit.rewards.registry import REWARDS
+
+
+def build_term(name: str, cfg: RewardConfig, engine: Backend | None = None, tokenizer: Any = None) -> Any:
+    cls = REWARDS.get(name)
+    if name == "qa_accuracy":
+        return cls(cfg.qa, engine=engine)
+    if name == "length":
+        return cls(cfg.length, tokenizer=tokenizer)
+    if name == "timestamp_format":
+        return cls(cfg.timestamp_format)
+    if name == "vl_judge":
+        return cls(cfg.vl_judge)
+    return cls  # a user function loaded from file:path.py:fn
+
+
+class CaprlReward:
+    """``reward(completions, **columns) -> list[float]`` (TRL's shape) over the weighted terms; ``compute`` also
+    returns per-term details (``qa_reward``, ``length_reward``, ``cap_tokens``, ``format_reward`` ...)."""
+
+    __name__ = "caprl_reward"
+
+    def __init__(self, cfg: RewardConfig | None = None, engine: Backend | None = None, tokenizer: Any = None):
+        self.cfg = cfg or RewardConfig()
+        self.terms = [(c.name, c.weight, build_term(c.name, self.cfg, engine, tokenizer))
+                      for c in self.cfg.components if c.weight != 0.0]
+        self.last_details: list[dict[str, Any]] = []
+
+    def compute(self, completions: Sequence[Any], **columns: Any) -> RewardOutput:
+        totals = [0.0] * len(completions)
+        details: list[dict[str, Any]] = [{} for _ in completions]
+        for name, weight, term in self.terms:
+            if hasattr(term, "compute"):
+                out = term.compute(completions, **columns)
+            else:
+                out = RewardOutput([float(x) for x in term(completions, **columns)])
+            for i, s in enumerate(out.scores):
+                totals[i] += weight * s
+                if out.details:
+                    details[i].update(out.details[i])
+                else:
+                    details[i][f"{name}_reward"] = s
+        for d, t in zip(details, totals):
+            d["score"] = t
+        self.last_details = details
+        return RewardOutput(totals, details)
+
+    def __call__(self, completions: Sequence[Any], **columns: Any) -> list[float]:
+        return self.compute(completions, **columns).scores

@@ -1,0 +1,66 @@
+"""Reward config blocks: the QA-accuracy reward, the extra terms, and their weighted combination (spec §2)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field
+
+from caprl_kit.backends.config import BackendConfig, SamplingConfig
+from caprl_kit.config import ConfigModel, registry_name
+from caprl_kit.rewards.registry import REWARDS
+
+
+def _answer_sampling() -> SamplingConfig:
+    return SamplingConfig(n=1, temperature=0.6, top_p=1.0, max_tokens=10)  # spec §2.2
+
+
+class QARewardConfig(ConfigModel):
+    mode: Literal["shuffle", "all_qa"] = Field(
+        "shuffle", description="shuffle: qa_num draws with replacement, options shuffled + cannot-answer option; "
+        "all_qa: every question once, unshuffled, no extra option (spec §2.2)")
+    qa_num: int = Field(8, ge=1, description="Questions drawn per caption in shuffle mode (spec §2.2: 8)")
+    task: Literal["image", "video"] = Field("image", description="Selects the answerer prompt")
+    compat: Literal["fixed", "official"] = Field(
+        "fixed", description="official: cannot-answer always labelled F, first-[A-I]-letter parsing, video prompt "
+        "indentation (spec §2.2); fixed: next free label, robust letter extraction")
+    seed: int | None = Field(None, description="Seed for question draws and shuffles (None: fresh randomness)")
+    answerer: BackendConfig = Field(default_factory=lambda: BackendConfig(name="lexical"),
+                                    description="Text LLM answering from the caption")
+    sampling: SamplingConfig = Field(default_factory=_answer_sampling, description="Answerer sampling")
+
+
+class LengthRewardConfig(ConfigModel):
+    l1: int = Field(2048, ge=1, description="Full reward up to this many tokens (spec §2.3)")
+    l2: int = Field(3072, ge=1, description="Zero reward beyond this many tokens; linear in between")
+    tokenizer: str | None = Field(None, description="Policy tokenizer (hub id or path); None: whitespace words")
+
+
+class TimestampFormatConfig(ConfigModel):
+    version: Literal["v2", "legacy"] = Field("v2", description="v2: 0.5 validity + 0.5 chronology (default); "
+                                             "legacy: 0.45/0.25/0.30 with min_brackets (spec §2.4)")
+    max_minute: int = Field(599, ge=0, description="Largest valid minute value")
+    min_brackets: int = Field(3, ge=1, description="legacy only: timestamps needed for full coverage")
+
+
+class JudgeRewardConfig(ConfigModel):
+    judge: BackendConfig = Field(default_factory=BackendConfig, description="Vision-language judge model")
+    sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(n=1, temperature=0.2, top_p=1.0, max_tokens=256))
+
+
+class ComponentConfig(ConfigModel):
+    name: Annotated[str, AfterValidator(registry_name(REWARDS))] = Field(
+        description="qa_accuracy | length | timestamp_format | vl_judge | file:path.py:fn")
+    weight: float = Field(1.0, description="Weight in the total")
+
+
+class RewardConfig(ConfigModel):
+    components: list[ComponentConfig] = Field(
+        default_factory=lambda: [ComponentConfig(name="qa_accuracy", weight=1.0),
+                                 ComponentConfig(name="length", weight=0.0)],
+        description="Weighted terms; CapRL++ video: qa_accuracy 1.0 + timestamp_format 0.2 + length 0.2")
+    qa: QARewardConfig = Field(default_factory=QARewardConfig)
+    length: LengthRewardConfig = Field(default_factory=LengthRewardConfig)
+    timestamp_format: TimestampFormatConfig = Field(default_factory=TimestampFormatConfig)
+    vl_judge: JudgeRewardConfig = Field(default_factory=JudgeRewardConfig)
