@@ -6,7 +6,9 @@ text is lower-cased, split into words, stop words dropped and the rest Snowball-
 clauses (at punctuation, at "but"/"while", and at "and" when a new noun phrase follows, so "a red and blue
 flag" stays one clause); an option scores, in its best clause, one point per option word
 present plus half a point per question-stem word present, so "What color is the circle?" over "a red circle and a
-blue square" picks red. Words shared by every option are ignored.
+blue square" picks red. Only clauses that mention a word of the question stem count (when the stem has content
+words), so a caption that never mentions the square supports no answer about it. Words shared by every option are
+ignored.
 
 When no option has a word in the caption, or several options tie for the best score, it answers the "cannot
 answer" option (or "None of the above") if the question offers one, and otherwise gives no letter.
@@ -80,6 +82,8 @@ def answer(caption: str, stem: str, options: list[tuple[str, str]]) -> str | Non
         real = [(letter, words - shared) for letter, words in real]
     stem_words = set(content_words(stem))
     clauses = [set(content_words(c)) for c in CLAUSE_RE.split(caption) if c and c.strip()]
+    if stem_words:  # only clauses about the question's subject count
+        clauses = [c for c in clauses if c & stem_words]
     scores: dict[str, float] = {}
     for letter, words in real:
         best = 0.0

@@ -13,9 +13,9 @@ Concurrent requests are coalesced into one engine call (up to ``max_batch_captio
 failure -> 503 with the message: never the silent zero rewards of the official server.
 """
 
-from __future__ import annotations
 
 import asyncio
+from collections import deque
 import contextlib
 import json
 import os
@@ -78,7 +78,8 @@ class Scorer:
         self.format_weight = 0.0 if cfg.qa.task == "image" else weight
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="caprl-reward-engine")
         self.queue: asyncio.Queue | None = None
-        self.batch_sizes: list[int] = []
+        self.batch_sizes: list[int] = []  # drained into the metrics histogram
+        self.scored_batches: deque[int] = deque(maxlen=10_000)  # recent engine calls' caption counts
 
     def score_now(self, captions: list[str], qa_lists: list[list[MCQ]]) -> dict[str, list[float]]:
         out: RewardOutput = self.qa.score(captions, qa_lists)
@@ -120,6 +121,7 @@ class Scorer:
             captions = [c for item in batch for c in item[0]]
             qa_lists = [q for item in batch for q in item[1]]
             self.batch_sizes.append(len(captions))
+            self.scored_batches.append(len(captions))
             try:
                 result = await loop.run_in_executor(self.pool, self.score_now, captions, qa_lists)
             except Exception as exc:  # engine failure: every waiting request gets a 503

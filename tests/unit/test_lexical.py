@@ -27,7 +27,8 @@ CASES = [
     ("A red circle and a blue square.", "What color is the square?", opts(*COLORS, CANNOT), "B"),
     ("On the left a yellow star, on the right a green triangle.", "What color is the triangle?",
      opts(*COLORS, CANNOT), "C"),
-    # nothing supported -> cannot answer
+    # nothing supported -> cannot answer (the caption never mentions the square: its red is the circle's)
+    ("A red circle.", "What color is the square?", opts(*COLORS, CANNOT), "E"),
     ("A dog sleeping on a sofa.", "What color is the car?", opts(*COLORS, CANNOT), "E"),
     ("", "What color is the circle?", opts(*COLORS, CANNOT), "E"),
     # tie -> cannot answer

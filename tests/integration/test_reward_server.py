@@ -1,0 +1,174 @@
+"""The reward server over real HTTP on 127.0.0.1: official bodies, concurrency, every bad-request kind, injected
+engine faults (503, never zeros), auth, metrics; the client's failover; the CLI process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from caprl_kit.backends import build_backend
+from caprl_kit.backends.config import BackendConfig
+from caprl_kit.rewards.base import RewardError
+from caprl_kit.rewards.client import RewardClient
+from caprl_kit.rewards.server import RewardServerConfig, create_app
+from uvicorn_thread import serve
+
+CIRCLE_Q = "What color is the circle?\n   - A) red\n   - B) blue\n   - C) green\n   - D) yellow"
+SQUARE_Q = "What color is the square?\n   - A) red\n   - B) blue\n   - C) green\n   - D) yellow"
+FULL = "A red circle at the left and a blue square at the right."
+HALF = "A red circle at the left."
+# the official request body layout, as in spec §2.6
+OFFICIAL_BODY = {"prompts": [[FULL, [[CIRCLE_Q, "A"], [SQUARE_Q, "B"]]], [HALF, [[SQUARE_Q, "B"]]]],
+                 "query": [], "labels": []}
+
+
+def cfg(**kw) -> RewardServerConfig:
+    return RewardServerConfig.model_validate({"qa": {"seed": 0, "answerer": {"name": "lexical"}}, **kw})
+
+
+class FaultyEngine:
+    """Injects what a real engine cannot be made to do on demand: fail mid-call."""
+
+    model_id = "faulty"
+
+    def generate(self, requests):
+        raise RuntimeError("CUDA error: out of memory (injected)")
+
+
+def test_official_body_gets_an_official_answer() -> None:
+    with serve(create_app(cfg())) as url:
+        r = httpx.post(f"{url}/get_reward", json=OFFICIAL_BODY)
+    assert r.status_code == 200
+    assert r.json() == {"rewards": [1.0, 0.0], "qa_rewards": [1.0, 0.0]}
+
+
+def test_video_task_adds_the_format_term() -> None:
+    body = {"prompts": [["[00:00] A red circle at the left.", [[CIRCLE_Q, "A"]]], [HALF, [[CIRCLE_Q, "A"]]]],
+            "query": [], "labels": []}
+    with serve(create_app(cfg(qa={"seed": 0, "task": "video", "answerer": {"name": "lexical"}}))) as url:
+        data = httpx.post(f"{url}/get_reward", json=body).json()
+    assert data["qa_rewards"] == [1.0, 1.0] and data["format_rewards"] == [1.0, 0.0]
+    assert data["rewards"] == pytest.approx([1.2, 1.0])
+
+
+def test_typed_endpoint_health_and_metrics() -> None:
+    body = {"captions": [FULL], "ground_truth": [[{"question": "What color is the square?",
+                                                   "choices": ["A) red", "B) blue"], "answer": "B"}]]}
+    with serve(create_app(cfg())) as url:
+        r = httpx.post(f"{url}/v1/reward", json=body)
+        health = httpx.get(f"{url}/health").json()
+        metrics = httpx.get(f"{url}/metrics").text
+    assert r.status_code == 200 and r.json()["rewards"] == [1.0]
+    assert r.json()["details"][0]["qa_rewards"] == 1.0
+    assert health == {"status": "ok", "answerer": "lexical", "task": "image"}
+    assert 'caprl_reward_requests_total{code="200",endpoint="v1_reward"} 1.0' in metrics
+    assert "caprl_reward_batch_captions_bucket" in metrics and "caprl_reward_latency_seconds" in metrics
+
+
+def test_200_concurrent_requests_all_answered_and_batched() -> None:
+    app = create_app(cfg(batch_wait_ms=20))
+
+    async def fire(url: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=200)) as client:
+            bodies = [{"prompts": [[FULL if i % 2 else HALF, [[SQUARE_Q, "B"]]]], "query": [], "labels": []}
+                      for i in range(200)]
+            return await asyncio.gather(*(client.post(f"{url}/get_reward", json=b) for b in bodies))
+
+    with serve(app) as url:
+        responses = asyncio.run(fire(url))
+    assert [r.status_code for r in responses] == [200] * 200
+    assert [r.json()["rewards"] for r in responses] == [[1.0] if i % 2 else [0.0] for i in range(200)]
+    sizes = app.state.scorer.scored_batches
+    assert sum(sizes) == 200  # every caption scored exactly once
+    assert max(sizes) > 1  # concurrent requests were coalesced into shared engine calls
+
+
+@pytest.mark.parametrize("name, send, code, message", [
+    ("bad json", lambda c, u: c.post(f"{u}/get_reward", content=b"{not json", headers={"content-type": "application/json"}),
+     400, "not valid JSON"),
+    ("missing prompts", lambda c, u: c.post(f"{u}/get_reward", json={"query": []}), 422, "prompts"),
+    ("bad entry", lambda c, u: c.post(f"{u}/get_reward", json={"prompts": [["only caption"]]}), 422, "prompts[0]"),
+    ("no options", lambda c, u: c.post(f"{u}/get_reward", json={"prompts": [[FULL, [["Q without options", "A"]]]]}),
+     422, "no '- A) ...' option lines"),
+    ("answer not an option", lambda c, u: c.post(f"{u}/get_reward", json={"prompts": [[FULL, [[CIRCLE_Q, "G"]]]]}),
+     422, "not among the options ABCD"),
+    ("vl_judge not served", lambda c, u: c.post(f"{u}/get_reward", json={**OFFICIAL_BODY, "score_mode": "vl_judge"}),
+     422, "score_mode"),
+    ("typed length mismatch", lambda c, u: c.post(f"{u}/v1/reward", json={"captions": ["a", "b"], "ground_truth": [[]]}),
+     422, "same length"),
+    ("too large", lambda c, u: c.post(f"{u}/get_reward", content=b"x" * 5000), 413, "body over 4096 bytes"),
+])
+def test_bad_requests_get_the_right_4xx(name, send, code, message) -> None:
+    with serve(create_app(cfg(max_body_bytes=4096))) as url, httpx.Client() as client:
+        r = send(client, url)
+    assert r.status_code == code, r.text
+    assert message in r.json()["error"]
+
+
+def test_engine_fault_is_a_503_not_zeros() -> None:
+    app = create_app(cfg(), engine=FaultyEngine())
+    with serve(app) as url:
+        r = httpx.post(f"{url}/get_reward", json=OFFICIAL_BODY)
+        metrics = httpx.get(f"{url}/metrics").text
+    assert r.status_code == 503
+    assert "out of memory" in r.json()["error"] and "rewards" not in r.json()
+    assert "caprl_reward_engine_errors_total 1.0" in metrics
+
+
+def test_token_required_when_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CAPRL_TEST_TOKEN", "s3cret")
+    with serve(create_app(cfg(token_env="CAPRL_TEST_TOKEN"))) as url:
+        none = httpx.post(f"{url}/get_reward", json=OFFICIAL_BODY)
+        wrong = httpx.post(f"{url}/get_reward", json=OFFICIAL_BODY, headers={"Authorization": "Bearer nope"})
+        right = httpx.post(f"{url}/get_reward", json=OFFICIAL_BODY, headers={"Authorization": "Bearer s3cret"})
+    assert none.status_code == 401 and wrong.status_code == 401 and right.status_code == 200
+
+
+def test_client_round_robin_and_failover() -> None:
+    with serve(create_app(cfg())) as good, serve(create_app(cfg(), engine=FaultyEngine())) as bad:
+        client = RewardClient(["http://127.0.0.1:9", bad, good])  # dead, failing, healthy
+        for _ in range(3):  # whichever replica the round-robin starts at, the healthy one answers
+            assert client.post("/get_reward", OFFICIAL_BODY)["rewards"] == [1.0, 0.0]
+        with pytest.raises(RewardError, match="HTTP 422"):
+            client.post("/get_reward", {"prompts": [["x"]]})
+        with pytest.raises(RewardError, match="every reward server failed"):
+            RewardClient(["http://127.0.0.1:9", bad]).post("/get_reward", OFFICIAL_BODY)
+
+
+def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = tmp_path / "rm.yaml"
+    conf.write_text(json.dumps({"kind": "serve_reward", "qa": {"answerer": {"name": "lexical"}, "seed": 0}}))
+    proc = subprocess.Popen([sys.executable, "-m", "caprl_kit", "serve-reward", "-c", str(conf), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise AssertionError(proc.stdout.read() if proc.poll() is not None else "no health")
+                time.sleep(0.2)
+        r = httpx.post(f"http://127.0.0.1:{port}/get_reward", json=OFFICIAL_BODY)
+        assert r.json()["rewards"] == [1.0, 0.0]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+    # uvicorn shuts down gracefully, then re-raises the signal it caught
+    assert code in (0, -signal.SIGTERM)
+    assert "Traceback" not in proc.stdout.read()
