@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Iterator
 
 import pyarrow as pa
@@ -19,7 +18,8 @@ from caprl_kit.backends import build_backend
 from caprl_kit.backends.base import Backend, Request, Response, SamplingParams
 from caprl_kit.commands import NullProgress, Progress
 from caprl_kit.errors import MediaError
-from caprl_kit.io.media import LoadedImage, VideoClip, load_image, load_video, read_bytes
+from caprl_kit.io.batching import Loaded, cut_batches
+from caprl_kit.io.media import VideoClip, load_media
 from caprl_kit.io.readers import InputItem
 from caprl_kit.io.rundir import RunDir
 from caprl_kit.io.shards import ShardSpec
@@ -30,42 +30,6 @@ from caprl_kit.schemas.annotation import AnnotationRow
 from caprl_kit.schemas.run import ShardStats
 
 log = get_logger(__name__)
-TEXT_TOKENS = 48  # rough prompt-text share of a request, for batching estimates
-
-
-@dataclass
-class Loaded:
-    item: InputItem
-    media: LoadedImage | VideoClip | None = None
-    raw: bytes | None = None
-    error: MediaError | None = None
-
-    @property
-    def est_tokens(self) -> int:
-        if isinstance(self.media, LoadedImage):
-            return TEXT_TOKENS + (self.media.width // 28) * (self.media.height // 28)
-        if isinstance(self.media, VideoClip):
-            return TEXT_TOKENS + (len(self.media.frames) // 2) * (self.media.width // 28) * (self.media.height // 28)
-        return TEXT_TOKENS
-
-
-def cut_batches(loaded: list[Loaded], max_items: int, max_tokens: int) -> list[list[int]]:
-    """Indices of ``loaded`` grouped into batches: sorted by size, each within both caps (an oversized item
-    gets a batch of its own)."""
-    order = sorted(range(len(loaded)), key=lambda i: loaded[i].est_tokens)
-    batches: list[list[int]] = []
-    current: list[int] = []
-    tokens = 0
-    for i in order:
-        t = loaded[i].est_tokens
-        if current and (len(current) >= max_items or tokens + t > max_tokens):
-            batches.append(current)
-            current, tokens = [], 0
-        current.append(i)
-        tokens += t
-    if current:
-        batches.append(current)
-    return batches
 
 
 def carry_schema(names: list[str], items: list[InputItem]) -> pa.Schema | None:
@@ -94,20 +58,11 @@ class Annotator:
 
     # ------------------------------------------------------------------ media
     def _load(self, item: InputItem) -> Loaded:
-        m = self.cfg.media
         try:
-            raw = item.data if item.data is not None else read_bytes(item.source)  # type: ignore[arg-type]
-            if item.media_type == "video":
-                media: Any = load_video(raw, fps=m.video_fps, min_frames=m.video_min_frames,
-                                        max_frames=m.video_max_frames, max_pixels=m.video_max_pixels)
-                media.source = item.source or item.key
-            else:
-                media = load_image(raw, min_pixels=m.min_pixels, max_pixels=m.max_pixels,
-                                   max_image_pixels=m.max_image_pixels)
-                media.source = item.source or item.key
-            return Loaded(item, media=media, raw=raw if self.cfg.output.embed_media else None)
+            media, raw = load_media(item.source or None, item.data, item.media_type, self.cfg.media)
         except MediaError as exc:
             return Loaded(item, error=MediaError(exc.kind, item.source or item.key, exc.reason))
+        return Loaded(item, media=media, raw=raw if self.cfg.output.embed_media else None)
 
     def _loaded(self, items: list[InputItem]) -> Iterator[Loaded]:
         workers = self.cfg.batching.decode_workers

@@ -2,21 +2,60 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
-from caprl_kit.backends.config import BackendConfig
-from caprl_kit.config import ConfigModel, JobConfig
+from caprl_kit.backends.config import BackendConfig, SamplingConfig
+from caprl_kit.config import ConfigModel, JobConfig, registry_name
 from caprl_kit.io.config import InputConfig, MediaConfig, ShardingConfig
+from caprl_kit.prompts import PROMPTS
 from caprl_kit.runners.config import RunnerConfig
 
 
+def _generator() -> BackendConfig:  # spec §1.2: temperature 0.1, 2048 tokens, repetition penalty 1.05
+    return BackendConfig(name="openai", sampling=SamplingConfig(temperature=0.1, max_tokens=2048,
+                                                                repetition_penalty=1.05))
+
+
+def _answerer() -> BackendConfig:  # spec §1.4: temperature 0.1, 4 tokens, repetition penalty 1.05
+    return BackendConfig(name="transformers", sampling=SamplingConfig(temperature=0.1, max_tokens=4,
+                                                                      repetition_penalty=1.05))
+
+
+class GenerateConfig(ConfigModel):
+    backend: BackendConfig = Field(default_factory=_generator, description="LVLM writing the MCQs (e.g. 72B)")
+    system_prompt: str | None = Field(None, description="Generation prompt (system); None: the CapRL prompt")
+    user_text: str = Field("Here is the image", description="Text after the media in the user turn (spec §1.2)")
+    max_questions: int | None = Field(None, ge=1, description="Keep at most this many parsed questions per item")
+
+
+class AnswerConfig(ConfigModel):
+    backend: BackendConfig = Field(default_factory=_answerer, description="LVLM answering (e.g. 3B)")
+    rotations: int = Field(4, ge=1, description="Shuffled trials per question and condition (spec §1.4)")
+    compat: Literal["fixed", "official"] = Field(
+        "fixed", description="official: correct = letter is a substring of the output (spec §1.4); "
+        "fixed: the extracted letter equals the answer")
+    evidence: Literal["media", "caption"] = Field(
+        "media", description="What the visual answerer gets: the media, or a caption column (input.caption_column) "
+        "as a cheap stand-in (text LLM / lexical curation)")
+    caption_column: str = Field("caption", description="Input column with captions for evidence=caption")
+
+
 class FilterConfig(ConfigModel):
-    rotations: int = Field(4, ge=1, description="Shuffled answering trials per question (spec §1.4 ROTATE_NUM)")
-    min_visual_acc: float = Field(0.75, ge=0, le=1, description="Keep when visual accuracy > this (spec §1.5)")
-    max_text_acc: float = Field(0.25, ge=0, le=1, description="Keep when text-only accuracy < this (spec §1.5)")
+    min_visual_acc: float = Field(0.75, ge=0, le=1, description="Keep when visual accuracy > this (strict; spec §1.5)")
+    max_text_acc: float = Field(0.25, ge=0, le=1, description="Keep when text-only accuracy < this (strict)")
     max_per_item: int | None = Field(None, ge=1, description="Cap on kept questions per image/video")
+    dedup: bool = Field(True, description="Drop repeated questions of an item (same stem and answer text)")
+
+
+class ExportConfig(ConfigModel):
+    val_fraction: float = Field(0.05, ge=0, lt=1, description="Share of items (not questions) in the val split")
+    embed_media: bool = Field(False, description="Store image bytes in the Parquet `image` column")
+    image_prompt: Annotated[str, AfterValidator(registry_name(PROMPTS))] = Field("caprl_image")
+    video_prompt: Annotated[str, AfterValidator(registry_name(PROMPTS))] = Field("caprl_video_timestamped")
+    image_data_source: str = Field("image_caption_rl", description="data_source of image rows (CapRL-QA-75K)")
+    video_data_source: str = Field("video_caption_rl", description="data_source of video rows")
 
 
 class CurateConfig(JobConfig):
@@ -25,9 +64,15 @@ class CurateConfig(JobConfig):
 
     kind: Literal["curate"] = "curate"
     input: InputConfig
-    generator: BackendConfig = Field(default_factory=BackendConfig, description="LVLM that writes the MCQs")
-    answerer: BackendConfig = Field(default_factory=BackendConfig, description="LVLM that answers them")
+    import_mode: Literal["none", "text", "qa"] = Field(
+        "none", description="none: generate MCQs; text: input.import_column holds generator-style QA text; "
+        "qa: it holds QA lists ({question, choices, answer}, or JSON of them)")
+    import_column: str = Field("qa", description="Input column used by import_mode")
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    answer: AnswerConfig = Field(default_factory=AnswerConfig)
     filter: FilterConfig = Field(default_factory=FilterConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
     media: MediaConfig = Field(default_factory=MediaConfig)
-    sharding: ShardingConfig = Field(default_factory=ShardingConfig)
+    sharding: ShardingConfig = Field(default_factory=lambda: ShardingConfig(shard_size=100))
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
+    seed: int = Field(0, description="Seeds option shuffles and sampling: reruns give identical outputs")

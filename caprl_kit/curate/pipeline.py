@@ -1,13 +1,109 @@
-"""caprl curate: not built yet; the config is validated so recipes can be written and dry-run today."""
+"""caprl curate: generate -> parse -> answer (sharded, resumable, each stage on its own) -> export.
+
+``run(cfg)`` is exactly what ``caprl curate --config ...`` does. Stage outputs live in ``OUTPUT/{generate,parse,
+answer}/`` (shards + sidecars, each stage with its own manifest and config hash, so changing the answerer redoes
+only the answer stage), the final products in ``OUTPUT/dataset/``.
+"""
 
 from __future__ import annotations
 
-from caprl_kit.errors import CaprlError
+import functools
+import hashlib
+import json
+import time
+from typing import Any
+
+from caprl_kit.commands import NullProgress, Progress, RunReport
+from caprl_kit.curate.config import CurateConfig
+from caprl_kit.curate.stages import STAGES, make_worker, stage_dir
+from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
+from caprl_kit.io.readers import detect_format, iter_items
+from caprl_kit.io.shards import Fingerprint, iter_shards
+from caprl_kit.log import get_logger
+from caprl_kit.runners import RUNNERS
+
+log = get_logger(__name__)
 
 
-def plan(cfg) -> list[str]:
-    return [f"caprl curate: the pipeline itself is not available in this version; only the config was validated"]
+def stage_hash(cfg: CurateConfig, stage: str) -> str:
+    """The config a stage's output depends on (and every earlier stage's)."""
+    parts: dict[str, Any] = {"input": cfg.input.model_dump(mode="json"), "import_mode": cfg.import_mode,
+                             "import_column": cfg.import_column, "media": cfg.media.model_dump(mode="json"),
+                             "seed": cfg.seed, "generate": cfg.generate.model_dump(mode="json")}
+    if stage in ("parse", "answer"):
+        parts["parse"] = True
+    if stage == "answer":
+        parts["answer"] = cfg.answer.model_dump(mode="json")
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def run(cfg, *, overwrite: bool = False, progress=None):
-    raise CaprlError("caprl curate is not available in this version yet (only --dry-run works)")
+def _input(cfg: CurateConfig) -> tuple[str, int]:
+    fp = Fingerprint()
+    for it in iter_items(cfg.input):
+        fp.add(it.key, it.source, len(it.data) if it.data is not None else None, it.media_type)
+    return fp.hexdigest(), fp.count
+
+
+def _with_columns(cfg: CurateConfig) -> CurateConfig:
+    """Make the import / caption columns travel with the items."""
+    needed = set(cfg.input.carry_columns)
+    if cfg.import_mode != "none":
+        needed.add(cfg.import_column)
+    if cfg.answer.evidence == "caption":
+        needed.add(cfg.answer.caption_column)
+    return cfg.model_copy(update={"input": cfg.input.model_copy(update={"carry_columns": sorted(needed)})})
+
+
+def plan(cfg: CurateConfig) -> list[str]:
+    try:
+        fmt = detect_format(cfg.input)
+        _, n = _input(cfg)
+        listing = f"read {n} item(s) from {cfg.input.path} (format: {fmt})"
+    except CaprlError as exc:
+        n, listing = 0, f"WARNING: cannot list the input yet: {exc}"
+    gen = (f"generate MCQs with {cfg.generate.backend.name}:{cfg.generate.backend.model}"
+           if cfg.import_mode == "none" else f"import {cfg.import_mode} from column '{cfg.import_column}'")
+    return [listing, gen, "parse them (unparseable blocks kept with reasons)",
+            f"answer each question {cfg.answer.rotations}x with the {cfg.answer.evidence} and {cfg.answer.rotations}x "
+            f"text-only with {cfg.answer.backend.name}:{cfg.answer.backend.model}",
+            f"keep when visual acc > {cfg.filter.min_visual_acc} and text acc < {cfg.filter.max_text_acc}; "
+            f"export train/val Parquet + JSONL, audit table and funnel to {cfg.output_dir or '<--output>'}/dataset"]
+
+
+def run(cfg: CurateConfig, *, overwrite: bool = False, progress: Progress | None = None) -> RunReport:
+    progress = progress or NullProgress()
+    if not cfg.output_dir:
+        raise ConfigError([ConfigIssue("output_dir", "no output directory", "pass --output DIR or set output_dir")])
+    t0 = time.perf_counter()
+    cfg = _with_columns(cfg)
+    fingerprint, n_items = _input(cfg)
+    runner = RUNNERS.get(cfg.runner.name)
+    report = RunReport(command="curate", output_dir=cfg.output_dir, n_items=n_items)
+    for stage in STAGES:
+        run_dir = stage_dir(cfg, stage)
+        done = run_dir.open(command=f"curate/{stage}", config=cfg, config_hash=stage_hash(cfg, stage),
+                            input_fingerprint=fingerprint, n_items=n_items, shard_size=cfg.sharding.shard_size,
+                            overwrite=overwrite)
+        progress.start(stage, total=n_items, completed=min(n_items, len(done) * cfg.sharding.shard_size))
+        written, skipped = runner(
+            iter_shards(iter_items(cfg.input), cfg.sharding.shard_size),
+            functools.partial(make_worker, cfg, stage),
+            done=done, max_retries=cfg.runner.max_shard_retries, num_workers=cfg.runner.num_workers,
+            address=cfg.runner.address, progress=progress, stage=stage,
+        )
+        progress.finish(stage)
+        report.shards_done += len(written)
+        report.shards_skipped += skipped
+        report.metrics[f"{stage}_engine_calls"] = sum(s.metrics.get("engine_calls", 0) for s in run_dir.read_stats())
+    from caprl_kit.curate.export import export
+
+    items = {it.key: it for it in iter_items(cfg.input)}
+    result = export(cfg, items)
+    funnel = result["funnel"]
+    report.n_ok = funnel["items_kept"]
+    report.n_failed = n_items - funnel["items_kept"]
+    report.status_counts = {"kept": funnel["items_kept"], **funnel["items_dropped"]}
+    report.metrics.update({"questions_parsed": funnel["questions_parsed"], "questions_kept": funnel["questions_kept"]})
+    report.outputs.update(result["outputs"])
+    report.duration_s = time.perf_counter() - t0
+    return report

@@ -295,3 +295,22 @@ def format_timestamp(seconds: float) -> str:
     """``[mm:ss]`` as CapRL++ captions cite it."""
     s = int(round(seconds))
     return f"{s // 60:02d}:{s % 60:02d}"
+
+
+def load_media(source: str | None, data: bytes | None, media_type: str, cfg: Any) -> tuple[LoadedImage | VideoClip, bytes]:
+    """Decode an input item's image or video with ``MediaConfig`` settings; returns (media, encoded bytes).
+    Raises ``MediaError`` naming the source."""
+    label = source or describe(data)
+    try:
+        raw = data if data is not None else read_bytes(source)  # type: ignore[arg-type]
+        if media_type == "video":
+            media: LoadedImage | VideoClip = load_video(
+                raw, fps=cfg.video_fps, min_frames=cfg.video_min_frames, max_frames=cfg.video_max_frames,
+                max_pixels=cfg.video_max_pixels)
+        else:
+            media = load_image(raw, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels,
+                               max_image_pixels=cfg.max_image_pixels)
+    except MediaError as exc:
+        raise MediaError(exc.kind, label, exc.reason) from None
+    media.source = label
+    return media, raw

@@ -44,6 +44,7 @@ def run_local(
     num_workers: int = 1,
     address: str | None = None,
     progress: Progress | None = None,
+    stage: str = "annotate",
 ) -> tuple[list[ShardStats], int]:
     """Returns (stats of the shards written now, number of shards skipped as already done)."""
     worker: Worker | None = None

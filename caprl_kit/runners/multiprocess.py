@@ -40,6 +40,7 @@ def run_multiprocess(
     num_workers: int = 2,
     address: str | None = None,
     progress: Progress | None = None,
+    stage: str = "annotate",
 ) -> tuple[list[ShardStats], int]:
     progress = progress or NullProgress()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -58,17 +59,17 @@ def run_multiprocess(
             pending.add(pool.submit(_run, spec, items, max_retries))
             if len(pending) >= 2 * num_workers:  # bounded: the input is streamed, not listed up front
                 finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                written += _collect(finished, progress)
+                written += _collect(finished, progress, stage)
         finished, _ = wait(pending)
-        written += _collect(finished, progress)
+        written += _collect(finished, progress, stage)
     return written, skipped
 
 
-def _collect(futures: set[Future], progress: Progress) -> list[ShardStats]:
+def _collect(futures: set[Future], progress: Progress, stage: str) -> list[ShardStats]:
     out = []
     for f in futures:
         stats = f.result()
-        progress.advance("annotate", items=stats.n_items, failed=stats.n_failed,
+        progress.advance(stage, items=stats.n_items, failed=stats.n_failed,
                          tokens=int(stats.metrics.get("completion_tokens", 0)))
         out.append(stats)
     return out

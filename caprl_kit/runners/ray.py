@@ -48,6 +48,7 @@ def run_ray(
     num_workers: int = 1,
     address: str | None = None,
     progress: Progress | None = None,
+    stage: str = "annotate",
 ) -> tuple[list[ShardStats], int]:
     ray = require("ray", extra="ray")
     require("ray.data", extra="ray")
@@ -79,7 +80,7 @@ def run_ray(
         written = []
         for row in ds.iter_rows():
             stats = ShardStats.model_validate_json(row["stats"])
-            progress.advance("annotate", items=stats.n_items, failed=stats.n_failed,
+            progress.advance(stage, items=stats.n_items, failed=stats.n_failed,
                              tokens=int(stats.metrics.get("completion_tokens", 0)))
             written.append(stats)
         return sorted(written, key=lambda s: s.shard_id), skipped

@@ -278,7 +278,7 @@ def test_reader_streams_without_holding_the_listing(tmp_path: Path) -> None:
 
 
 def test_adaptive_batches_respect_both_caps() -> None:
-    from caprl_kit.annotate.worker import Loaded, cut_batches
+    from caprl_kit.io.batching import Loaded, cut_batches
     from caprl_kit.io.media import LoadedImage
     from caprl_kit.io.readers import InputItem
     from PIL import Image

@@ -1,0 +1,226 @@
+"""Export: the training set (CapRL-QA-75K / verl layout, Parquet + verl-ready JSONL, split by item), the audit
+table (every question's trials and decision) and the funnel report (JSON + a self-contained HTML page).
+
+The filter is applied here from the answer stage's accuracies, so changing thresholds re-exports without
+re-answering. Every input item ends in exactly one bucket: kept, or dropped with a reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import io
+import json
+from collections import Counter, defaultdict
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from caprl_kit.curate.config import CurateConfig
+from caprl_kit.curate.filter import decide
+from caprl_kit.curate.stages import stage_dir
+from caprl_kit.io.fs import atomic_write_bytes, atomic_write_text, join, url_to_fs
+from caprl_kit.io.parquet import read_shard, rows_to_table
+from caprl_kit.io.readers import InputItem
+from caprl_kit.io.media import read_bytes
+from caprl_kit.mcq.options import normalize_choice
+from caprl_kit.prompts import PROMPTS
+from caprl_kit.schemas.curate import CuratedQARow, MCQGenerationRow, MCQSetRow, QATrialsRow
+
+
+def _item_id(key: str) -> str:
+    return hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+def _split(key: str, seed: int, val_fraction: float) -> str:
+    h = int(hashlib.sha256(f"{seed}:{key}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    return "val" if h < val_fraction else "train"
+
+
+def _answer_text(q: dict[str, Any]) -> str:
+    return next((normalize_choice(c)[1] for c in q["choices"] if normalize_choice(c)[0] == q["answer"]), "")
+
+
+def _rows(run) -> list[dict[str, Any]]:
+    return [r for url in run.shard_urls() for r in read_shard(url, run.artifact).to_pylist()]
+
+
+def export(cfg: CurateConfig, items: dict[str, InputItem]) -> dict[str, Any]:
+    out_dir = join(str(cfg.output_dir), "dataset")
+    fs, out_path = url_to_fs(out_dir)
+    fs.makedirs(out_path, exist_ok=True)
+    generated = {r["key"]: r for r in _rows(stage_dir(cfg, "generate"))}
+    parsed = {r["key"]: r for r in _rows(stage_dir(cfg, "parse"))}
+    trials_by_key: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in _rows(stage_dir(cfg, "answer")):
+        trials_by_key[r["key"]].append(r)
+
+    f = cfg.filter
+    funnel: dict[str, Any] = {
+        "items_in": len(items), "items_kept": 0, "items_dropped": Counter(),
+        "questions_generated_blocks": 0, "questions_parsed": 0, "questions_rejected_by_parser": 0,
+        "questions_answered": 0, "questions_pass_visual": 0, "questions_pass_text": 0,
+        "questions_pass_both": 0, "questions_duplicate": 0, "questions_capped": 0, "questions_kept": 0,
+        "per_media_type": defaultdict(lambda: Counter()),
+    }
+    audit: list[dict[str, Any]] = []
+    curated: dict[str, list[dict[str, Any]]] = {"train": [], "val": []}
+    answerer = cfg.answer.backend.model or cfg.answer.backend.name
+    generator = cfg.generate.backend.model or cfg.generate.backend.name if cfg.import_mode == "none" else \
+        f"import:{cfg.import_mode}"
+    for key, item in items.items():  # input order
+        per_type = funnel["per_media_type"][item.media_type]
+        per_type["items_in"] += 1
+        g = generated.get(key)
+        p = parsed.get(key)
+        reason = None
+        if g is None or p is None:
+            reason = "not_processed"
+        elif g["status"] != "ok":
+            reason = g["status"]
+        elif p["status"] != "ok":
+            reason = p["status"]
+        if p is not None:
+            funnel["questions_generated_blocks"] += p["n_blocks"]
+            funnel["questions_parsed"] += len(p["questions"])
+            funnel["questions_rejected_by_parser"] += p["n_dropped"]
+        kept: list[dict[str, Any]] = []
+        seen: set[tuple[str, str]] = set()
+        for t in sorted(trials_by_key.get(key, []), key=lambda r: r["qa_index"]):
+            funnel["questions_answered"] += 1
+            keep, why = decide(t["visual_acc"], t["text_acc"], f) if t["reason"] != "media_error" else (False, "media_error")
+            funnel["questions_pass_visual"] += int(t["visual_acc"] > f.min_visual_acc)
+            funnel["questions_pass_text"] += int(t["text_acc"] < f.max_text_acc)
+            if keep:
+                funnel["questions_pass_both"] += 1
+                dedup_key = (t["mcq"]["question"].strip().lower(), _answer_text(t["mcq"]).strip().lower())
+                if f.dedup and dedup_key in seen:
+                    keep, why = False, "duplicate"
+                    funnel["questions_duplicate"] += 1
+                elif f.max_per_item is not None and len(kept) >= f.max_per_item:
+                    keep, why = False, "cap"
+                    funnel["questions_capped"] += 1
+                seen.add(dedup_key)
+            audit.append({**t, "keep": keep, "reason": why})
+            if keep:
+                kept.append(t["mcq"])
+        if reason is None and not kept:
+            reason = "no_question_kept"
+        if reason is not None:
+            funnel["items_dropped"][reason] += 1
+            per_type["items_dropped"] += 1
+            continue
+        funnel["items_kept"] += 1
+        funnel["questions_kept"] += len(kept)
+        per_type["items_kept"] += 1
+        per_type["questions_kept"] += len(kept)
+        split = _split(key, cfg.seed, cfg.export.val_fraction)
+        curated[split].append(_curated_row(cfg, item, kept, split, len(curated[split]), generator, answerer))
+
+    written = {}
+    for split, rows in curated.items():
+        table = rows_to_table(rows, CuratedQARow)
+        buf = io.BytesIO()
+        pq.write_table(table, buf, compression="zstd")
+        atomic_write_bytes(fs, join(out_path, f"{split}.parquet"), buf.getvalue())
+        jsonl = "".join(json.dumps(_jsonl_row(r), ensure_ascii=False) + "\n" for r in rows)
+        atomic_write_text(fs, join(out_path, f"{split}.jsonl"), jsonl)
+        written[f"{split}.parquet"] = join(out_dir, f"{split}.parquet")
+        written[f"{split}.jsonl"] = join(out_dir, f"{split}.jsonl")
+    buf = io.BytesIO()
+    pq.write_table(rows_to_table(audit, QATrialsRow), buf, compression="zstd")
+    atomic_write_bytes(fs, join(out_path, "audit.parquet"), buf.getvalue())
+    funnel["items_dropped"] = dict(funnel["items_dropped"])
+    funnel["per_media_type"] = {k: dict(v) for k, v in funnel["per_media_type"].items()}
+    funnel["rows"] = {split: len(rows) for split, rows in curated.items()}
+    funnel["filter"] = f.model_dump()
+    assert funnel["items_in"] == funnel["items_kept"] + sum(funnel["items_dropped"].values())
+    atomic_write_text(fs, join(out_path, "funnel.html"), funnel_html(funnel))
+    atomic_write_text(fs, join(out_path, "funnel.json"), json.dumps(funnel, indent=2))
+    written.update({"audit.parquet": join(out_dir, "audit.parquet"), "funnel.json": join(out_dir, "funnel.json"),
+                    "funnel.html": join(out_dir, "funnel.html")})
+    return {"funnel": funnel, "outputs": written}
+
+
+def _media_path(cfg: CurateConfig, item: InputItem) -> str:
+    """A path verl and datasets can open: the source, or the embedded bytes written under dataset/media/."""
+    if item.source and "://" not in item.source:
+        return item.source
+    data = item.data if item.data is not None else read_bytes(item.source)  # type: ignore[arg-type]
+    ext = ".mp4" if item.media_type == "video" else ".png"
+    fs, base = url_to_fs(join(str(cfg.output_dir), "dataset", "media"))
+    path = join(base, _item_id(item.key) + ext)
+    if not fs.exists(path):
+        atomic_write_bytes(fs, path, data)
+    return path
+
+
+def _curated_row(cfg: CurateConfig, item: InputItem, kept: list[dict[str, Any]], split: str, index: int,
+                 generator: str, answerer: str) -> dict[str, Any]:
+    path = _media_path(cfg, item)
+    video = item.media_type == "video"
+    if video:
+        content = "<video>\n" + PROMPTS.get(cfg.export.video_prompt)
+    else:
+        content = "<image> " + PROMPTS.get(cfg.export.image_prompt)
+    image = None
+    if not video:
+        data = None
+        if cfg.export.embed_media:
+            data = item.data if item.data is not None else read_bytes(path)
+        image = {"bytes": data, "path": None if data is not None else path}
+    return {
+        "id": _item_id(item.key),
+        "image": image,
+        "images": None if video else [path],
+        "videos": [path] if video else None,
+        "prompt": [{"role": "user", "content": content}],
+        "data_source": cfg.export.video_data_source if video else cfg.export.image_data_source,
+        "ability": "caption",
+        "reward_model": {"style": "rule", "ground_truth": kept},
+        "extra_info": {"index": index, "split": split, "key": item.key, "source": item.source,
+                       "generator": generator, "answerer": answerer},
+    }
+
+
+def _jsonl_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The same row for verl's JSONL loader: media as paths only (no bytes)."""
+    out = {k: v for k, v in row.items() if k != "image"}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def funnel_html(f: dict[str, Any]) -> str:
+    """A self-contained page: the funnel as an inline SVG bar chart plus the tables."""
+    steps = [("items in", f["items_in"]), ("items kept", f["items_kept"]),
+             ("question blocks", f["questions_generated_blocks"]), ("questions parsed", f["questions_parsed"]),
+             ("answered", f["questions_answered"]), ("pass visual", f["questions_pass_visual"]),
+             ("pass text-only", f["questions_pass_text"]), ("pass both", f["questions_pass_both"]),
+             ("kept", f["questions_kept"])]
+    top = max([v for _, v in steps] + [1])
+    bars = []
+    for i, (label, value) in enumerate(steps):
+        w = 420 * value / top
+        y = 10 + i * 30
+        bars.append(f'<text x="0" y="{y + 15}" font-size="13">{html.escape(label)}</text>'
+                    f'<rect x="140" y="{y}" width="{w:.1f}" height="20" fill="#4c78a8"/>'
+                    f'<text x="{145 + w:.1f}" y="{y + 15}" font-size="13">{value}</text>')
+    svg = f'<svg width="640" height="{20 + 30 * len(steps)}" role="img">{"".join(bars)}</svg>'
+    dropped = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in sorted(f["items_dropped"].items()))
+    per_type = "".join(
+        f"<tr><td>{html.escape(t)}</td><td>{c.get('items_in', 0)}</td><td>{c.get('items_kept', 0)}</td>"
+        f"<td>{c.get('questions_kept', 0)}</td></tr>" for t, c in sorted(f["per_media_type"].items()))
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>caprl curate funnel</title>
+<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:4px 10px;text-align:left}}</style></head><body>
+<h1>caprl curate: funnel</h1>
+<p>{f['items_in']} items in: {f['items_kept']} kept with {f['questions_kept']} questions, {f['items_in'] - f['items_kept']} dropped.
+Filter: visual accuracy &gt; {f['filter']['min_visual_acc']}, text-only accuracy &lt; {f['filter']['max_text_acc']}.</p>
+{svg}
+<h2>Dropped items by reason</h2><table id="dropped"><tr><th>reason</th><th>items</th></tr>{dropped}</table>
+<h2>Per media type</h2><table id="per-type"><tr><th>type</th><th>in</th><th>kept</th><th>questions kept</th></tr>{per_type}</table>
+<h2>Questions</h2><table id="questions"><tr><th>step</th><th>count</th></tr>
+{''.join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in steps)}
+<tr><td>rejected by the parser</td><td>{f['questions_rejected_by_parser']}</td></tr>
+<tr><td>duplicates</td><td>{f['questions_duplicate']}</td></tr><tr><td>over the per-item cap</td><td>{f['questions_capped']}</td></tr>
+</table></body></html>
+"""

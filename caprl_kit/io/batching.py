@@ -1,0 +1,46 @@
+"""Loaded media items and adaptive batching by estimated prompt tokens (shared by annotate and curate)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from caprl_kit.errors import MediaError
+from caprl_kit.io.media import LoadedImage, VideoClip
+from caprl_kit.io.readers import InputItem
+
+TEXT_TOKENS = 48  # rough prompt-text share of a request, for batching estimates
+
+
+@dataclass
+class Loaded:
+    item: InputItem
+    media: LoadedImage | VideoClip | None = None
+    raw: bytes | None = None
+    error: MediaError | None = None
+
+    @property
+    def est_tokens(self) -> int:
+        if isinstance(self.media, LoadedImage):
+            return TEXT_TOKENS + (self.media.width // 28) * (self.media.height // 28)
+        if isinstance(self.media, VideoClip):
+            return TEXT_TOKENS + (len(self.media.frames) // 2) * (self.media.width // 28) * (self.media.height // 28)
+        return TEXT_TOKENS
+
+
+def cut_batches(loaded: list[Loaded], max_items: int, max_tokens: int) -> list[list[int]]:
+    """Indices of ``loaded`` grouped into batches: sorted by size, each within both caps (an oversized item
+    gets a batch of its own)."""
+    order = sorted(range(len(loaded)), key=lambda i: loaded[i].est_tokens)
+    batches: list[list[int]] = []
+    current: list[int] = []
+    tokens = 0
+    for i in order:
+        t = loaded[i].est_tokens
+        if current and (len(current) >= max_items or tokens + t > max_tokens):
+            batches.append(current)
+            current, tokens = [], 0
+        current.append(i)
+        tokens += t
+    if current:
+        batches.append(current)
+    return batches
