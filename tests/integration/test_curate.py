@@ -1,0 +1,191 @@
+"""caprl curate end to end: tiny models over generated images/video with corrupt files, import mode with exact
+kept sets, consumers' loaders (verl's create_rl_dataset, datasets), resume after a kill in the answer stage, Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from caprl_kit.cli import app
+from caprl_kit.config import deep_merge
+from caprl_kit.curate.config import CurateConfig
+from caprl_kit.curate.pipeline import run
+from caprl_kit.synthetic import write_scenes
+from media_factory import make_video_bytes
+
+runner = CliRunner()
+
+
+def scene_manifest(root: Path, n: int = 10, drop_facts_every: int = 3) -> tuple[Path, list[dict]]:
+    """Scenes with their MCQs (import mode) and captions; every third caption omits its last fact, so the questions
+    about it fail the visual filter. Plus one missing file."""
+    scenes = write_scenes(root / "images", n)
+    rng = random.Random(0)
+    rows = []
+    for i, s in enumerate(scenes):
+        facts = s.facts[:-1] if (i % drop_facts_every == 0 and len(s.facts) > 1) else s.facts
+        caption = " ".join(f"A {f.color} {f.shape} at the {f.position}." for f in facts)
+        rows.append({"path": f"images/{s.key}.png", "qa": s.mcqs(rng), "caption": caption, "n_facts_told": len(facts)})
+    rows.append({"path": "images/missing.png", "qa": rows[0]["qa"], "caption": "x", "n_facts_told": 0})
+    manifest = root / "manifest.jsonl"
+    manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return manifest, rows
+
+
+def lexical_cfg(manifest: Path, out: Path, **extra) -> CurateConfig:
+    base = {"input": {"path": str(manifest)}, "import_mode": "qa",
+            "answer": {"backend": {"name": "lexical"}, "evidence": "caption"},
+            "sharding": {"shard_size": 4}, "export": {"val_fraction": 0.25}, "output_dir": str(out)}
+    return CurateConfig.model_validate(deep_merge(base, extra))
+
+
+def test_import_mode_exact_kept_set_and_funnel(tmp_path: Path) -> None:
+    manifest, rows = scene_manifest(tmp_path)
+    report = run(lexical_cfg(manifest, tmp_path / "out"))
+    funnel = json.loads((tmp_path / "out" / "dataset" / "funnel.json").read_text())
+    # a question is kept iff its shape is in the caption (2 questions per fact: color and position)
+    expected_kept = sum(2 * r["n_facts_told"] for r in rows[:-1])
+    expected_total = sum(len(r["qa"]) for r in rows[:-1])
+    assert funnel["questions_kept"] == expected_kept
+    assert funnel["questions_answered"] == expected_total
+    assert funnel["items_in"] == 11 == funnel["items_kept"] + sum(funnel["items_dropped"].values())
+    assert funnel["items_dropped"] == {"file_not_found": 1}
+    audit = pl.read_parquet(tmp_path / "out" / "dataset" / "audit.parquet")
+    assert audit.height == expected_total
+    assert set(audit["reason"]) == {"kept", "visual_acc_low"}
+    assert audit.filter(pl.col("keep"))["visual_acc"].min() == 1.0
+    train = pl.read_parquet(tmp_path / "out" / "dataset" / "train.parquet")
+    val = pl.read_parquet(tmp_path / "out" / "dataset" / "val.parquet")
+    assert train.height + val.height == 10 and val.height > 0
+    assert report.metrics["questions_kept"] == expected_kept
+    row = train.row(0, named=True)
+    assert row["prompt"] == [{"role": "user", "content": "<image> Please describe this image in detail."}]
+    assert row["data_source"] == "image_caption_rl" and row["images"][0].endswith(".png")
+    assert all(c[1] == ")" for q in row["reward_model"]["ground_truth"] for c in q["choices"])
+    html = (tmp_path / "out" / "dataset" / "funnel.html").read_text()
+    assert "<svg" in html and "file_not_found" in html
+    jsonl = [json.loads(line) for line in (tmp_path / "out" / "dataset" / "train.jsonl").read_text().splitlines()]
+    assert len(jsonl) == train.height and "image" not in jsonl[0] and jsonl[0]["images"] == row["images"]
+
+
+def test_outputs_load_in_datasets_with_images_decoding(tmp_path: Path) -> None:
+    import datasets
+
+    manifest, _ = scene_manifest(tmp_path)
+    run(lexical_cfg(manifest, tmp_path / "out", export={"embed_media": True}))
+    ds = datasets.load_dataset("parquet", data_files=str(tmp_path / "out" / "dataset" / "train.parquet"), split="train")
+    ds = ds.cast_column("image", datasets.Image())
+    img = ds[0]["image"]
+    assert img.size == (112, 112) and img.mode == "RGB"
+    assert len(ds[0]["reward_model"]["ground_truth"]) >= 1
+
+
+@pytest.mark.slow
+def test_parquet_and_jsonl_load_through_verls_create_rl_dataset(tmp_path: Path, tiny_models) -> None:
+    pytest.importorskip("verl")
+    import verl
+    from hydra import compose, initialize_config_dir
+    from verl.trainer.ppo.utils import create_rl_dataset
+    from verl.utils.config import omega_conf_to_dataclass
+
+    manifest, _ = scene_manifest(tmp_path)
+    run(lexical_cfg(manifest, tmp_path / "out"))
+    data = tmp_path / "out" / "dataset"
+    n_rows = pl.read_parquet(data / "train.parquet").height
+    cfg_dir = os.path.join(os.path.dirname(verl.__file__), "trainer", "config")
+    for files in (data / "train.parquet", data / "train.jsonl"):
+        with initialize_config_dir(config_dir=cfg_dir, version_base=None):
+            cfg = compose(config_name="ppo_trainer", overrides=[
+                f"data.train_files={files}", f"data.val_files={files}", "data.filter_overlong_prompts=True",
+                "data.max_prompt_length=1024", f"actor_rollout_ref.model.path={tiny_models['captioner']}",
+                f"+data.cache_dir={tmp_path / 'verl-cache'}"])
+        model = omega_conf_to_dataclass(cfg.actor_rollout_ref.model)
+        ds = create_rl_dataset(cfg.data.train_files, cfg.data, model.tokenizer, model.processor)
+        assert len(ds) == n_rows, files
+        item = ds[0]
+        content = item["raw_prompt"][0]["content"]
+        assert any(part.get("type") == "image" for part in content), content
+
+
+def test_tiny_models_end_to_end_with_video_and_corrupt_files(tmp_path: Path, tiny_models) -> None:
+    d = tmp_path / "in"
+    write_scenes(d, 4)
+    (d / "clip.mp4").write_bytes(make_video_bytes(n_frames=20, fps=10))
+    (d / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    (d / "empty.jpg").write_bytes(b"")
+    vlm = {"name": "transformers", "model": str(tiny_models["captioner"]), "batch_size": 4,
+           "sampling": {"max_tokens": 24, "temperature": 0.1, "repetition_penalty": 1.05}}
+    cfg = CurateConfig.model_validate({
+        "input": {"path": str(d)}, "generate": {"backend": vlm}, "answer": {"backend": {**vlm, "sampling": {"max_tokens": 4}}},
+        "media": {"video_max_frames": 4}, "sharding": {"shard_size": 3}, "output_dir": str(tmp_path / "out")})
+    report = run(cfg)
+    funnel = json.loads((tmp_path / "out" / "dataset" / "funnel.json").read_text())
+    assert funnel["items_in"] == 7 == funnel["items_kept"] + sum(funnel["items_dropped"].values())
+    assert funnel["items_dropped"]["failed_to_decode"] == 1 and funnel["items_dropped"]["empty_file"] == 1
+    gen = pl.read_parquet(str(tmp_path / "out" / "generate" / "*.parquet"))
+    assert gen.height == 7 and gen.filter(pl.col("status") == "ok").height == 5  # 4 images + the video
+    assert gen.filter(pl.col("media_type") == "video")["raw_text"][0] is not None
+    assert report.metrics["generate_engine_calls"] >= 2
+
+
+def test_kill_during_answer_stage_then_resume_is_identical(tmp_path: Path, tiny_models) -> None:
+    manifest, _ = scene_manifest(tmp_path, n=12)
+    answerer = {"name": "transformers", "model": str(tiny_models["captioner"]), "batch_size": 8,
+                "sampling": {"max_tokens": 3, "temperature": 0.7}}
+    job = {"kind": "curate", "input": {"path": str(manifest)}, "import_mode": "qa", "seed": 7,
+           "answer": {"backend": answerer, "rotations": 2}, "sharding": {"shard_size": 2}}
+    conf = tmp_path / "job.yaml"
+    conf.write_text(json.dumps(job))
+    clean = tmp_path / "clean"
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "caprl_kit", "curate", "-c", str(conf)]
+    assert subprocess.run(cmd + ["-o", str(clean)], capture_output=True).returncode == 0
+    proc = subprocess.Popen(cmd + ["-o", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((killed / "answer").glob("*_stats.json"))) < 2 and proc.poll() is None:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 2 <= len(list((killed / "answer").glob("*_stats.json"))) < 7, "killed inside the answer stage"
+    assert subprocess.run(cmd + ["-o", str(killed)], capture_output=True).returncode == 0
+    for name in ("train.parquet", "val.parquet", "audit.parquet"):
+        a = pl.read_parquet(clean / "dataset" / name)
+        b = pl.read_parquet(killed / "dataset" / name)
+        assert a.equals(b), name
+    assert (clean / "dataset" / "funnel.json").read_text() == (killed / "dataset" / "funnel.json").read_text()
+
+
+@pytest.mark.slow
+def test_ray_runner_keeps_the_same_set(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    manifest, _ = scene_manifest(tmp_path)
+    run(lexical_cfg(manifest, tmp_path / "local"))
+    run(lexical_cfg(manifest, tmp_path / "ray", runner={"name": "ray", "num_workers": 2}))
+    cols = ["key", "qa_index", "keep", "reason", "visual_acc", "text_acc"]
+    a = pl.read_parquet(tmp_path / "local" / "dataset" / "audit.parquet").select(cols).sort(["key", "qa_index"])
+    b = pl.read_parquet(tmp_path / "ray" / "dataset" / "audit.parquet").select(cols).sort(["key", "qa_index"])
+    assert a.equals(b) and a["keep"].sum() > 0
+
+
+def test_cli_dry_run_and_run(tmp_path: Path) -> None:
+    manifest, _ = scene_manifest(tmp_path)
+    conf = tmp_path / "c.yaml"
+    conf.write_text(json.dumps({"kind": "curate", "input": {"path": str(manifest)}, "import_mode": "qa",
+                                "answer": {"backend": {"name": "lexical"}, "evidence": "caption"}}))
+    dry = runner.invoke(app, ["curate", "-c", str(conf), "--dry-run"])
+    assert dry.exit_code == 0 and "read 11 item(s)" in dry.output
+    res = runner.invoke(app, ["curate", "-c", str(conf), "-o", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "o" / "dataset" / "train.parquet").exists()
+    changed = runner.invoke(app, ["curate", "-c", str(conf), "-o", str(tmp_path / "o"), "answer.rotations=2"])
+    assert changed.exit_code == 2 and "--overwrite" in " ".join(changed.output.split())
