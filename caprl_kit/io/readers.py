@@ -50,6 +50,9 @@ def media_type_of(name: str, cfg: InputConfig) -> str | None:
 
 
 def detect_format(cfg: InputConfig) -> str:
+    fs, root = url_to_fs(cfg.path)
+    if not any(c in root for c in "*?[") and not fs.exists(root):
+        raise CaprlError(f"input.path does not exist: {cfg.path}")
     if cfg.format != "auto":
         return cfg.format
     path = cfg.path.lower().rstrip("/")
@@ -57,9 +60,6 @@ def detect_format(cfg: InputConfig) -> str:
                         (".tar", "webdataset")):
         if path.endswith(suffix):
             return fmt
-    fs, root = url_to_fs(cfg.path)
-    if not fs.exists(root):
-        raise CaprlError(f"input.path does not exist: {cfg.path}")
     if fs.isdir(root) and (fs.exists(f"{root}/dataset_info.json") or fs.exists(f"{root}/dataset_dict.json")):
         return "hf_dataset"
     if fs.isdir(root):
