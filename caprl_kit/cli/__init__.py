@@ -62,6 +62,8 @@ def run_verb(
     try:
         if verb == "annotate" and overrides[:1] == ["status"]:
             return annotate_status(overrides[1:])
+        if verb == "eval" and overrides[:1] == ["compare"]:
+            return eval_compare(overrides[1:] + ([f"out={output}"] if output else []))
         if not config:
             raise ConfigError([ConfigIssue("--config", "missing", "pass --config NAME_OR_PATH (see `caprl pipelines`)")])
         extra = list(overrides)
@@ -111,6 +113,21 @@ def annotate_status(args: list[str]) -> None:
     table.add_row("items/s (shard time)", f"{info['items_per_s']:.2f}")
     table.add_row("last shard finished", str(info["last_finished_at"]))
     out.print(table)
+
+
+def eval_compare(args: list[str]) -> None:
+    """`caprl eval compare DIR DIR ... --out report.html` (the out path may also be given as out=PATH)."""
+    from caprl_kit.cli._console import console
+    from caprl_kit.evaluate.report import compare
+    from caprl_kit.io.fs import atomic_write_text, url_to_fs
+
+    out = next((a.split("=", 1)[1] for a in args if a.startswith("out=")), "report.html")
+    dirs = [a for a in args if not a.startswith("out=")]
+    if not dirs:
+        raise ConfigError([ConfigIssue("compare", "usage: caprl eval compare DIR [DIR ...] [out=report.html]")])
+    fs, path = url_to_fs(out)
+    atomic_write_text(fs, path, compare(dirs))
+    console.print(f"report: {out}")
 
 
 def _make_verb(verb: str) -> Callable[..., None]:

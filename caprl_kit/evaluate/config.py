@@ -1,20 +1,65 @@
-"""``caprl eval`` config (spec §5): caption benchmark images, answer from captions alone, score."""
+"""``caprl eval`` config (spec §5): caption benchmark media, answer from captions alone, score (Prism), plus the
+held-out QA utility on a curated set."""
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
-from caprl_kit.backends.config import BackendConfig
-from caprl_kit.config import JobConfig
+from caprl_kit.backends.config import BackendConfig, SamplingConfig
+from caprl_kit.config import ConfigModel, JobConfig, registry_name
+from caprl_kit.evaluate.metrics import SCORERS
+from caprl_kit.io.config import MediaConfig, ShardingConfig
+from caprl_kit.prompts import PROMPTS
+from caprl_kit.rewards.config import QARewardConfig
+from caprl_kit.runners.config import RunnerConfig
+
+
+def _scorer_name(name: str) -> str:
+    if name != "auto" and name not in SCORERS:
+        raise ValueError(SCORERS.unknown_message(name))
+    return name
+
+
+class BenchmarkConfig(ConfigModel):
+    name: str = Field(description="Task name (official routing: 'info' -> chart+ANLS, 'char' -> chart scoring)")
+    path: str = Field(description="Official lmm_eval_*.json (list of rows with image, prompt, answer), or JSONL/"
+                      "Parquet rows with image|video, question, [options], answer")
+    image_root: str | None = Field(None, description="Root for relative media paths (default: the file's folder)")
+    media_type: Literal["image", "video"] = "image"
+    scorer: Annotated[str, AfterValidator(_scorer_name)] = Field("auto", description="auto | math | chart | anls_chart | mcq")
+    limit: int | None = Field(None, ge=1, description="Evaluate only the first N rows")
+
+
+def _caption_backend() -> BackendConfig:  # spec §5.1: 4 captions, temperature 1.0, 2048 tokens
+    return BackendConfig(sampling=SamplingConfig(n=4, temperature=1.0, top_p=1.0, max_tokens=2048))
+
+
+def _answer_backend() -> BackendConfig:  # spec §5.1: one answer per caption, temperature 1.0, 2048 tokens
+    return BackendConfig(sampling=SamplingConfig(n=1, temperature=1.0, top_p=1.0, max_tokens=2048))
+
+
+class QAUtilityConfig(ConfigModel):
+    dataset: str = Field(description="Curated QA Parquet (caprl curate output, e.g. dataset/val.parquet)")
+    qa: QARewardConfig = Field(default_factory=lambda: QARewardConfig(mode="all_qa"),
+                               description="Answerer and mode; all_qa asks every held-out question once")
+    limit: int | None = Field(None, ge=1)
 
 
 class EvalConfig(JobConfig):
     pipeline_module: ClassVar[str] = "caprl_kit.evaluate.pipeline"
+    volatile_fields: ClassVar[frozenset[str]] = JobConfig.volatile_fields | {"runner", "label"}
 
     kind: Literal["eval"] = "eval"
-    benchmark: str = Field(description="Benchmark folder in the official Prism layout")
-    captioner: BackendConfig = Field(default_factory=BackendConfig, description="Captioner under test")
-    answerer: BackendConfig = Field(default_factory=BackendConfig, description="Text LLM answering from captions")
+    label: str | None = Field(None, description="Name of the captioner in reports (default: its model)")
+    benchmarks: list[BenchmarkConfig] = Field(default_factory=list)
+    qa_utility: QAUtilityConfig | None = Field(None, description="Held-out QA utility on a curated set")
+    captioner: BackendConfig = Field(default_factory=_caption_backend, description="Captioner under test")
+    caption_prompt: Annotated[str, AfterValidator(registry_name(PROMPTS))] = Field("caprl_image")
+    video_caption_prompt: Annotated[str, AfterValidator(registry_name(PROMPTS))] = Field("caprl_video_timestamped")
+    answerer: BackendConfig = Field(default_factory=_answer_backend, description="Text LLM answering from captions")
     compat: Literal["fixed", "official"] = Field("fixed", description="official reproduces the scorer's quirks")
+    media: MediaConfig = Field(default_factory=MediaConfig)
+    sharding: ShardingConfig = Field(default_factory=lambda: ShardingConfig(shard_size=200))
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
