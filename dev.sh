@@ -16,6 +16,7 @@ case "$cmd" in
   test)
     bash "$root/envs/setup_main.sh"
     bash "$root/envs/setup_vllm.sh"
+    bash "$root/envs/setup_chromium.sh"
     cd "$root"
     exec "$root/.venv/bin/python" -m pytest "$@"
     ;;

@@ -1,0 +1,132 @@
+"""caprl eval end to end on the tiny models: an image benchmark in the official file layout and a video MCQ
+benchmark, a resumed run reusing cached captions, the held-out QA utility, and a two-model HTML report opened in
+headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from caprl_kit.cli import app
+from caprl_kit.evaluate.config import EvalConfig
+from caprl_kit.evaluate.pipeline import run
+from caprl_kit.synthetic import write_scenes
+from media_factory import make_video_bytes
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bench")
+    scenes = write_scenes(root / "bench_image_folder" / "lmm_eval_shapes", 5)
+    rows = [{"image": f"bench_image_folder/lmm_eval_shapes/{s.key}.png",
+             "prompt": "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>"
+                       f"What color is the {s.facts[0].shape}? Put the final answer in \\boxed{{}}.<|im_end|>\n"
+                       "<|im_start|>assistant\n",
+             "answer": s.facts[0].color} for s in scenes]
+    (root / "json_file").mkdir()
+    (root / "json_file" / "lmm_eval_shapes.json").write_text(json.dumps(rows))
+    (root / "videos").mkdir()
+    vrows = []
+    for i in range(3):
+        (root / "videos" / f"v{i}.mp4").write_bytes(make_video_bytes(n_frames=12 + 4 * i, fps=6))
+        vrows.append({"video": f"v{i}.mp4", "question": "What moves in the video?",
+                      "options": ["a bar", "a ball", "a car", "nothing"], "answer": "A"})
+    (root / "videos" / "mvbench_tiny.jsonl").write_text("\n".join(json.dumps(r) for r in vrows) + "\n")
+    return root
+
+
+def cfg_for(tiny: dict, bench: Path, out: Path, label: str) -> EvalConfig:
+    return EvalConfig.model_validate({
+        "label": label,
+        "benchmarks": [
+            {"name": "shapes", "path": str(bench / "json_file" / "lmm_eval_shapes.json"), "image_root": str(bench)},
+            {"name": "mvbench_tiny", "path": str(bench / "videos" / "mvbench_tiny.jsonl"), "media_type": "video"},
+        ],
+        "captioner": {"name": "transformers", "model": str(tiny["captioner"]),
+                      "sampling": {"n": 2, "temperature": 1.0, "max_tokens": 10, "seed": 0}},
+        "answerer": {"name": "transformers", "model": str(tiny["answerer"]),
+                     "sampling": {"n": 1, "temperature": 1.0, "max_tokens": 8, "seed": 0}},
+        "media": {"video_max_frames": 4}, "sharding": {"shard_size": 2}, "output_dir": str(out),
+    })
+
+
+def test_image_and_video_benchmarks_with_resume(tiny_models, bench: Path, tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    report = run(cfg_for(tiny_models, bench, out, "tiny-a"))
+    results = json.loads((out / "results_latest.json").read_text())
+    assert set(results["tasks"]) == {"shapes", "mvbench_tiny"}
+    shapes, video = results["tasks"]["shapes"], results["tasks"]["mvbench_tiny"]
+    assert shapes["n_samples"] == 5 and shapes["metric"] == "math"
+    assert video["n_samples"] == 3 and video["metric"] == "mcq"
+    for t in (shapes, video):
+        assert 0.0 <= t["m_acc"] <= t["bon"] <= 1.0
+    samples = [json.loads(line) for line in next(out.glob("samples_shapes_*.jsonl")).read_text().splitlines()]
+    assert len(samples) == 5 * 2 and {s["caption_index"] for s in samples} == {0, 1}
+    assert samples[0]["question"].startswith("What color is the")  # the official prompt, prefix replaced
+    captions = sorted((out / "captions" / "shapes").glob("*.parquet"))
+    assert len(captions) == 3
+    stamps = {p: p.stat().st_mtime_ns for p in captions}
+    # resume: stage-1 captions are reused, not regenerated
+    again = run(cfg_for(tiny_models, bench, out, "tiny-a"))
+    assert {p: p.stat().st_mtime_ns for p in captions} == stamps
+    assert again.metrics["shapes M_Acc"] == report.metrics["shapes M_Acc"]
+    # a compat switch rescores without re-answering or re-captioning
+    official = cfg_for(tiny_models, bench, out, "tiny-a").model_copy(update={"compat": "official"})
+    run(official)
+    assert {p: p.stat().st_mtime_ns for p in captions} == stamps
+
+
+def test_qa_utility_on_a_curated_set(tiny_models, tmp_path: Path) -> None:
+    from caprl_kit.curate.config import CurateConfig
+    from caprl_kit.curate.pipeline import run as curate
+
+    scenes = write_scenes(tmp_path / "images", 6)
+    rng = random.Random(0)
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps({"path": f"images/{s.key}.png", "qa": s.mcqs(rng),
+                                                             "caption": s.caption()}) for s in scenes))
+    curate(CurateConfig.model_validate({"input": {"path": str(tmp_path / "m.jsonl")}, "import_mode": "qa",
+                                        "answer": {"backend": {"name": "lexical"}, "evidence": "caption"},
+                                        "export": {"val_fraction": 0.0}, "output_dir": str(tmp_path / "cur")}))
+    cfg = EvalConfig.model_validate({
+        "qa_utility": {"dataset": str(tmp_path / "cur" / "dataset" / "train.parquet"),
+                       "qa": {"answerer": {"name": "lexical"}, "mode": "all_qa"}},
+        "captioner": {"name": "transformers", "model": str(tiny_models["captioner"]),
+                      "sampling": {"n": 2, "max_tokens": 8, "seed": 0}},
+        "output_dir": str(tmp_path / "ev")})
+    report = run(cfg)
+    res = json.loads((tmp_path / "ev" / "results_latest.json").read_text())["tasks"]["qa_utility"]
+    assert res["n_samples"] == 6 and res["metric"] == "qa_accuracy"
+    # random tiny captions mention no shape: the lexical answerer can answer nothing
+    assert res["m_acc"] == 0.0 and report.metrics["qa_utility M_Acc"] == 0.0
+
+
+def test_two_model_report_in_headless_chromium(tiny_models, bench: Path, tmp_path: Path) -> None:
+    from caprl_kit.models.tiny import build_tiny_models
+
+    other = build_tiny_models(tmp_path / "other-models", seed=1)
+    run(cfg_for(tiny_models, bench, tmp_path / "a", "tiny-seed0"))
+    run(cfg_for(other, bench, tmp_path / "b", "tiny-seed1"))
+    html_path = tmp_path / "compare.html"
+    result = runner.invoke(app, ["eval", "compare", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(html_path)])
+    assert result.exit_code == 0, result.output
+    text = html_path.read_text()
+    assert text.count("<tr><td>tiny-seed0</td>") >= 2 and "tiny-seed1" in text
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "headless Chromium is needed (bash dev.sh test installs it)"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'chrome-profile'}"]
+    shot = tmp_path / "report.png"
+    subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1200,1600", html_path.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    assert shot.stat().st_size > 10_000 and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    dom = subprocess.run([chromium, *flags, "--dump-dom", html_path.as_uri()], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert '<table id="summary">' in dom and "tiny-seed1" in dom and '<svg id="chart"' in dom
