@@ -108,7 +108,9 @@ def test_parquet_and_jsonl_load_through_verls_create_rl_dataset(tmp_path: Path, 
             cfg = compose(config_name="ppo_trainer", overrides=[
                 f"data.train_files={files}", f"data.val_files={files}", "data.filter_overlong_prompts=True",
                 "data.max_prompt_length=1024", f"actor_rollout_ref.model.path={tiny_models['captioner']}",
-                f"+data.cache_dir={tmp_path / 'verl-cache'}"])
+                f"+data.cache_dir={tmp_path / 'verl-cache'}",
+                # filter in-process: a worker pool forked from the (threaded) test process can deadlock
+                "data.filter_overlong_prompts_workers=null"])
         model = omega_conf_to_dataclass(cfg.actor_rollout_ref.model)
         ds = create_rl_dataset(cfg.data.train_files, cfg.data, model.tokenizer, model.processor)
         assert len(ds) == n_rows, files

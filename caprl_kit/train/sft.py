@@ -1,0 +1,73 @@
+"""Supervised warm start: teach the captioner the caption format on (image, reference caption) pairs before RL —
+real users warm-start too. A plain loop over the processor's chat template: loss on the caption tokens only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from caprl_kit.commands import NullProgress, Progress
+from caprl_kit.log import get_logger
+from caprl_kit.train.config import TrainConfig
+
+log = get_logger(__name__)
+
+
+def train_sft(cfg: TrainConfig, progress: Progress | None = None) -> str:
+    """Returns the path of the warm-started model (OUTPUT/sft); reuses it when already trained."""
+    import datasets
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from caprl_kit.io.media import load_image
+    from caprl_kit.prompts import CAPRL_IMAGE
+
+    progress = progress or NullProgress()
+    s = cfg.sft
+    assert s is not None
+    out = Path(str(cfg.output_dir)) / "sft"
+    if (out / "config.json").is_file():
+        log.info("reusing the warm-started model in %s", out)
+        return str(out)
+    kind = "parquet" if all(f.endswith(".parquet") for f in s.data_files) else "json"
+    rows = datasets.load_dataset(kind, data_files=s.data_files, split="train").to_list()
+    processor = AutoProcessor.from_pretrained(cfg.policy)
+    processor.tokenizer.padding_side = "right"
+    model = AutoModelForImageTextToText.from_pretrained(cfg.policy, dtype=torch.float32)
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=s.lr)
+    torch.manual_seed(cfg.algorithm.seed)
+    steps_per_epoch = -(-len(rows) // s.batch_size)
+    total = s.max_steps or s.epochs * steps_per_epoch
+    progress.start("sft", total=total)
+    step = 0
+    g = torch.Generator().manual_seed(cfg.algorithm.seed)
+    while step < total:
+        for idx in torch.randperm(len(rows), generator=g).split(s.batch_size):
+            batch = [rows[i] for i in idx.tolist()]
+            images = [load_image(r[s.image_column]).image for r in batch]
+            prompts = [[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": CAPRL_IMAGE}]}]
+                       for _ in batch]
+            heads = [processor.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
+            texts = [h + r[s.caption_column] + processor.tokenizer.eos_token for h, r in zip(heads, batch)]
+            enc = processor(text=texts, images=images, return_tensors="pt", padding=True)
+            head_lens = [len(processor(text=[h], images=[im], return_tensors="pt")["input_ids"][0])
+                         for h, im in zip(heads, images)]
+            labels = enc["input_ids"].clone()
+            for i, n in enumerate(head_lens):
+                labels[i, :n] = -100
+            labels[enc["attention_mask"] == 0] = -100
+            loss = model(**enc, labels=labels).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            step += 1
+            progress.advance("sft", items=1)
+            if step >= total:
+                break
+    progress.finish("sft")
+    model.save_pretrained(out)
+    processor.tokenizer.padding_side = "left"
+    processor.save_pretrained(out)
+    log.info("SFT: %d steps, last loss %.3f", step, loss.item())
+    return str(out)
