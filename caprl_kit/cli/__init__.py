@@ -62,6 +62,8 @@ def run_verb(
     try:
         if verb == "annotate" and overrides[:1] == ["status"]:
             return annotate_status(overrides[1:])
+        if verb == "train" and overrides[:1] == ["export"]:
+            return train_export(overrides[1:], output)
         if verb == "eval" and overrides[:1] == ["compare"]:
             return eval_compare(overrides[1:] + ([f"out={output}"] if output else []))
         if not config:
@@ -113,6 +115,17 @@ def annotate_status(args: list[str]) -> None:
     table.add_row("items/s (shard time)", f"{info['items_per_s']:.2f}")
     table.add_row("last shard finished", str(info["last_finished_at"]))
     out.print(table)
+
+
+def train_export(args: list[str], output: Optional[str]) -> None:
+    """`caprl train export CHECKPOINT --output DIR`: verl FSDP checkpoint -> Hugging Face directory."""
+    from caprl_kit.cli._console import console
+    from caprl_kit.train.pipeline import export_checkpoint
+
+    if len(args) != 1 or not output:
+        raise ConfigError([ConfigIssue("export", "usage: caprl train export CHECKPOINT_DIR --output HF_DIR")])
+    export_checkpoint(args[0], output)
+    console.print(f"exported {args[0]} -> {output}")
 
 
 def eval_compare(args: list[str]) -> None:

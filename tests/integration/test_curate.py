@@ -76,6 +76,16 @@ def test_import_mode_exact_kept_set_and_funnel(tmp_path: Path) -> None:
     assert "<svg" in html and "file_not_found" in html
     jsonl = [json.loads(line) for line in (tmp_path / "out" / "dataset" / "train.jsonl").read_text().splitlines()]
     assert len(jsonl) == train.height and "image" not in jsonl[0] and jsonl[0]["images"] == row["images"]
+    # every output validates against the committed data_schemas/
+    import jsonschema
+
+    schemas = Path(__file__).resolve().parents[2] / "data_schemas"
+    curated_schema = json.loads((schemas / "curated_qa.v1.schema.json").read_text())
+    for r in jsonl:
+        jsonschema.validate(r, curated_schema)
+    trials_schema = json.loads((schemas / "qa_trials.v1.schema.json").read_text())
+    for r in audit.to_dicts():
+        jsonschema.validate(r, trials_schema)
 
 
 def test_outputs_load_in_datasets_with_images_decoding(tmp_path: Path) -> None:
