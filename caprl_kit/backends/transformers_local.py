@@ -14,8 +14,8 @@ from typing import Any, Sequence
 
 from caprl_kit.backends.base import BackendBase, Request, Response, SamplingParams, truncate_at_stop
 from caprl_kit.backends.config import BackendConfig
+from caprl_kit.backends.prompts import Rendered, render_request
 from caprl_kit.errors import BackendError, MediaError
-from caprl_kit.io.media import VideoClip, load_image, load_video
 from caprl_kit.log import get_logger
 
 log = get_logger(__name__)
@@ -84,44 +84,16 @@ class TransformersBackend(BackendBase):
         return model, processor
 
     # ------------------------------------------------------------------ prompts and media
-    def _prepare(self, request: Request) -> dict[str, Any]:
+    def _prepare(self, request: Request) -> Rendered:
         """Chat-templated text plus decoded media for one request (raises MediaError on bad media)."""
-        images, videos = [], []
-        messages = []
-        for m in request.messages:
-            content = m["content"]
-            if isinstance(content, list):
-                parts = []
-                for p in content:
-                    if p.get("type") == "image":
-                        img = p["image"]
-                        images.append(img if hasattr(img, "mode") else load_image(img).image)
-                        parts.append({"type": "image"})
-                    elif p.get("type") == "video":
-                        clip = p["video"]
-                        videos.append(clip if isinstance(clip, VideoClip) else load_video(clip))
-                        parts.append({"type": "video"})
-                    else:
-                        parts.append(p)
-                content = parts
-            messages.append({"role": m["role"], "content": content})
-        if (images or videos) and not self.is_vlm:
-            raise MediaError("unsupported_media", self.model_id, "this model takes text only")
-        template = self.processor if self.is_vlm else self.tokenizer
-        if request.prefill is not None:
-            messages.append({"role": "assistant", "content": request.prefill})
-            text = template.apply_chat_template(messages, tokenize=False, add_generation_prompt=False,
-                                                continue_final_message=True)
-        else:
-            text = template.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return {"text": text, "images": images, "videos": videos}
+        return render_request(request, self.processor if self.is_vlm else self.tokenizer, self.is_vlm, self.model_id)
 
-    def _encode(self, prepared: list[dict[str, Any]]) -> Any:
-        texts = [p["text"] for p in prepared]
+    def _encode(self, prepared: list[Rendered]) -> Any:
+        texts = [p.text for p in prepared]
         if not self.is_vlm:
             return self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        images = [im for p in prepared for im in p["images"]] or None
-        clips = [v for p in prepared for v in p["videos"]]
+        images = [im for p in prepared for im in p.images] or None
+        clips = [v for p in prepared for v in p.videos]
         kwargs: dict[str, Any] = {}
         if clips:
             kwargs["videos"] = [c.frames for c in clips]
@@ -135,7 +107,7 @@ class TransformersBackend(BackendBase):
     # ------------------------------------------------------------------ generation
     def generate(self, requests: Sequence[Request]) -> list[Response]:
         responses: list[Response | None] = [None] * len(requests)
-        prepared: dict[int, dict[str, Any]] = {}
+        prepared: dict[int, Rendered] = {}
         for i, req in enumerate(requests):
             try:
                 prepared[i] = self._prepare(req)
@@ -168,7 +140,7 @@ class TransformersBackend(BackendBase):
                     responses[i] = resp
         return [r for r in responses if r is not None]
 
-    def _run(self, sampling: SamplingParams, prepared: list[dict[str, Any]]) -> list[Response]:
+    def _run(self, sampling: SamplingParams, prepared: list[Rendered]) -> list[Response]:
         torch = self._torch
         t0 = time.perf_counter()
         inputs = self._encode(prepared).to(self.device)

@@ -16,8 +16,9 @@ from typing import Any, Sequence
 from caprl_kit._optional import require
 from caprl_kit.backends.base import BackendBase, Request, Response, SamplingParams
 from caprl_kit.backends.config import BackendConfig
+from caprl_kit.backends.prompts import render_request
 from caprl_kit.errors import BackendError, MediaError
-from caprl_kit.io.media import VideoClip, load_image, load_video
+from caprl_kit.io.media import VideoClip
 from caprl_kit.log import get_logger
 
 log = get_logger(__name__)
@@ -90,38 +91,14 @@ class VLLMBackend(BackendBase):
         )
 
     def _prompt(self, request: Request) -> dict[str, Any]:
-        images, videos, messages = [], [], []
-        for m in request.messages:
-            content = m["content"]
-            if isinstance(content, list):
-                parts = []
-                for p in content:
-                    if p.get("type") == "image":
-                        img = p["image"]
-                        images.append(img if hasattr(img, "mode") else load_image(img).image)
-                        parts.append({"type": "image"})
-                    elif p.get("type") == "video":
-                        clip = p["video"]
-                        videos.append(video_item(clip if isinstance(clip, VideoClip) else load_video(clip)))
-                        parts.append({"type": "video"})
-                    else:
-                        parts.append(p)
-                content = parts
-            messages.append({"role": m["role"], "content": content})
-        if (images or videos) and not self.is_vlm:
-            raise MediaError("unsupported_media", self.model_id, "this model takes text only")
-        if request.prefill is not None:
-            messages.append({"role": "assistant", "content": request.prefill})
-            text = self.template.apply_chat_template(messages, tokenize=False, continue_final_message=True,
-                                                     add_generation_prompt=False)
-        else:
-            text = self.template.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        prompt: dict[str, Any] = {"prompt": text}
+        r = render_request(request, self.template, self.is_vlm, self.model_id)
+        prompt: dict[str, Any] = {"prompt": r.text}
         mm: dict[str, Any] = {}
-        if images:
-            mm["image"] = images if len(images) > 1 else images[0]
-        if videos:
-            mm["video"] = videos if len(videos) > 1 else videos[0]
+        if r.images:
+            mm["image"] = r.images if len(r.images) > 1 else r.images[0]
+        if r.videos:
+            items = [video_item(c) for c in r.videos]
+            mm["video"] = items if len(items) > 1 else items[0]
         if mm:
             prompt["multi_modal_data"] = mm
         return prompt
