@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from caprl_kit.errors import ConfigError, ConfigIssue
 from caprl_kit.registry import Registry, suggest
@@ -36,9 +36,9 @@ class JobConfig(ConfigModel):
     #: fields that do not change what a run produces; left out of the config hash used to refuse resumes
     volatile_fields: ClassVar[frozenset[str]] = frozenset({"output_dir", "description"})
 
-    version: int = 1
-    description: str = ""
-    output_dir: str | None = None
+    version: int = Field(1, description="Recipe format version")
+    description: str = Field("", description="Free text describing the recipe")
+    output_dir: str | None = Field(None, description="Where the run writes (any fsspec URL); --output sets it")
 
     def fingerprint(self) -> str:
         """sha256 of the config, minus fields that do not affect outputs (see ``volatile_fields``)."""

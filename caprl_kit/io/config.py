@@ -22,8 +22,10 @@ class InputConfig(ConfigModel):
     path_column: str = Field("path", description="Manifest column with a path or fsspec URL")
     bytes_column: str | None = Field(None, description="Manifest column with encoded media bytes")
     carry_columns: list[str] = Field(default_factory=list, description="User columns copied into the output rows")
-    image_extensions: list[str] = Field(default_factory=lambda: list(IMAGE_EXTENSIONS))
-    video_extensions: list[str] = Field(default_factory=lambda: list(VIDEO_EXTENSIONS))
+    image_extensions: list[str] = Field(default_factory=lambda: list(IMAGE_EXTENSIONS),
+                                        description="File suffixes read as images")
+    video_extensions: list[str] = Field(default_factory=lambda: list(VIDEO_EXTENSIONS),
+                                        description="File suffixes read as videos")
     limit: int | None = Field(None, ge=1, description="Process only the first N items")
 
 
