@@ -89,3 +89,37 @@ def write_scenes(out_dir: str | Path, n: int, seed: int = 0, size: int = 112) ->
         draw(scene, size).save(out / f"{scene.key}.png")
         scenes.append(scene)
     return scenes
+
+
+def incomplete_caption(scene: Scene, rng: random.Random) -> str:
+    """A correct but incomplete caption: every shape is named, each of its colour and position only sometimes —
+    like real SFT captions, which omit details."""
+    parts = []
+    for f in scene.facts:
+        color = f"{f.color} " if rng.random() < 0.5 else ""
+        where = f" at the {f.position}" if rng.random() < 0.5 else ""
+        parts.append(f"A {color}{f.shape}{where}.")
+    return " ".join(parts)
+
+
+def write_sanity_task(out_dir: str | Path, n_train: int = 200, n_val: int = 50, n_test: int = 50, seed: int = 0,
+                      questions_per_image: int = 3, size: int = 84) -> dict[str, Path]:
+    """The synthetic sanity task: scenes split by image into train/val/test, each with a JSONL manifest of
+    ``path``, ``qa`` (up to ``questions_per_image`` four-option MCQs), ``caption`` (complete) and
+    ``caption_incomplete`` (what an SFT set would hold). Feed the manifests to ``caprl curate`` (import mode)."""
+    import json
+
+    out = Path(out_dir)
+    rng = random.Random(seed)
+    manifests = {}
+    for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
+        scenes = write_scenes(out / split / "images", n, seed=rng.randrange(1 << 30), size=size)
+        lines = []
+        for s in scenes:
+            qa = s.mcqs(rng)
+            rng.shuffle(qa)
+            lines.append(json.dumps({"path": f"images/{s.key}.png", "qa": qa[:questions_per_image],
+                                     "caption": s.caption(), "caption_incomplete": incomplete_caption(s, rng)}))
+        manifests[split] = out / split / "manifest.jsonl"
+        manifests[split].write_text("\n".join(lines) + "\n")
+    return manifests

@@ -225,6 +225,26 @@ def demo(
     console.print(Pretty(summary))
 
 
+data_app = typer.Typer(help="Data helpers.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for train/, val/ and test/ splits."),
+    train: int = typer.Option(200, help="Training images."),
+    val: int = typer.Option(50, help="Validation images."),
+    test: int = typer.Option(50, help="Held-out test images."),
+    seed: int = typer.Option(0, help="Seed: the same seed gives the same task."),
+) -> None:
+    """The synthetic sanity task: shapes with known colour/position, MCQs, complete and incomplete captions."""
+    from caprl_kit.cli._console import console
+    from caprl_kit.synthetic import write_sanity_task
+
+    for split, path in write_sanity_task(out, train, val, test, seed).items():
+        console.print(f"{split}: {path}")
+
+
 models_app = typer.Typer(help="Model helpers.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
