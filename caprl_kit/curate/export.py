@@ -66,8 +66,8 @@ def export(cfg: CurateConfig, items: dict[str, InputItem]) -> dict[str, Any]:
     audit: list[dict[str, Any]] = []
     curated: dict[str, list[dict[str, Any]]] = {"train": [], "val": []}
     answerer = cfg.answer.backend.model or cfg.answer.backend.name
-    generator = cfg.generate.backend.model or cfg.generate.backend.name if cfg.import_mode == "none" else \
-        f"import:{cfg.import_mode}"
+    generator = ((cfg.generate.backend.model or cfg.generate.backend.name) if cfg.import_mode == "none"
+                 else f"import:{cfg.import_mode}")
     for key, item in items.items():  # input order
         per_type = funnel["per_media_type"][item.media_type]
         per_type["items_in"] += 1

@@ -74,7 +74,7 @@ class GenerateWorker:
         stats = StatsBuilder(spec.shard_id, MCQGenerationRow.schema_id())
         loaded = _load_all(cfg, items)
         rows: list[dict[str, Any] | None] = [None] * len(items)
-        model = cfg.generate.backend.model or cfg.generate.backend.name if self.backend else f"import:{cfg.import_mode}"
+        model = (cfg.generate.backend.model or cfg.generate.backend.name) if self.backend else f"import:{cfg.import_mode}"
         base = {"model": model}
         todo = []
         for i, ld in enumerate(loaded):

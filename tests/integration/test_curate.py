@@ -51,7 +51,8 @@ def lexical_cfg(manifest: Path, out: Path, **extra) -> CurateConfig:
 
 def test_import_mode_exact_kept_set_and_funnel(tmp_path: Path) -> None:
     manifest, rows = scene_manifest(tmp_path)
-    report = run(lexical_cfg(manifest, tmp_path / "out"))
+    # a generator model configured but unused in import mode: provenance must say "import", not the model
+    report = run(lexical_cfg(manifest, tmp_path / "out", generate={"backend": {"model": "Qwen/Qwen2.5-VL-72B-Instruct"}}))
     funnel = json.loads((tmp_path / "out" / "dataset" / "funnel.json").read_text())
     # a question is kept iff its shape is in the caption (2 questions per fact: color and position)
     expected_kept = sum(2 * r["n_facts_told"] for r in rows[:-1])
@@ -71,6 +72,7 @@ def test_import_mode_exact_kept_set_and_funnel(tmp_path: Path) -> None:
     row = train.row(0, named=True)
     assert row["prompt"] == [{"role": "user", "content": "<image> Please describe this image in detail."}]
     assert row["data_source"] == "image_caption_rl" and row["images"][0].endswith(".png")
+    assert row["extra_info"]["generator"] == "import:qa" and row["extra_info"]["answerer"] == "lexical"
     assert all(c[1] == ")" for q in row["reward_model"]["ground_truth"] for c in q["choices"])
     html = (tmp_path / "out" / "dataset" / "funnel.html").read_text()
     assert "<svg" in html and "file_not_found" in html
