@@ -94,7 +94,7 @@ class Scorer:
 
     async def start(self) -> None:
         self.queue = asyncio.Queue()
-        asyncio.get_running_loop().create_task(self._loop())
+        self._task = asyncio.get_running_loop().create_task(self._loop())  # keep a reference: tasks are weakly held
 
     async def submit(self, captions: list[str], qa_lists: list[list[MCQ]]) -> dict[str, list[float]]:
         fut: asyncio.Future = asyncio.get_running_loop().create_future()

@@ -55,6 +55,7 @@ class _Batcher:
         self.client, self.batch_size, self.wait_s = client, batch_size, wait_s
         self.pending: list[tuple[list[Any], asyncio.Future]] = []
         self.timer: asyncio.TimerHandle | None = None
+        self.sending: set[asyncio.Task] = set()  # references to in-flight sends (the loop holds tasks weakly)
 
     def submit(self, prompt: list[Any]) -> asyncio.Future:
         loop = asyncio.get_running_loop()
@@ -72,7 +73,9 @@ class _Batcher:
             self.timer = None
         batch, self.pending = self.pending, []
         if batch:
-            asyncio.get_running_loop().create_task(self._send(batch))
+            task = asyncio.get_running_loop().create_task(self._send(batch))
+            self.sending.add(task)
+            task.add_done_callback(self.sending.discard)
 
     async def _send(self, batch: list[tuple[list[Any], asyncio.Future]]) -> None:
         body = {"prompts": [p for p, _ in batch], "query": [], "labels": []}
