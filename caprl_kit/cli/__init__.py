@@ -254,6 +254,7 @@ def models_tiny(
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write captioner/ and answerer/ into."),
     seed: int = typer.Option(0, help="Seed: the same seed gives the same weights."),
     answerer_arch: str = typer.Option("qwen2", help="qwen2 or qwen3."),
+    tokenizer: str = typer.Option("bpe", help="bpe (byte-level, vLLM-ready) or words (closed word vocabulary)."),
 ) -> None:
     """Build tiny random-weight Qwen2.5-VL captioner + Qwen text answerer (a few MB, offline, seconds)."""
     from caprl_kit.cli._console import console, setup_logging
@@ -261,7 +262,7 @@ def models_tiny(
 
     setup_logging(0)
     try:
-        paths = build_tiny_models(out, seed=seed, answerer_arch=answerer_arch)
+        paths = build_tiny_models(out, seed=seed, answerer_arch=answerer_arch, tokenizer=tokenizer)
     except CaprlError as exc:
         _fail(exc)
     for name, path in paths.items():

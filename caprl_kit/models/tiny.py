@@ -92,11 +92,36 @@ def tokenizer_corpus(seed: int = 0, n_lines: int = 4000) -> list[str]:
     return lines
 
 
-def train_tokenizer(out_dir: Path, vocab_size: int = 1024, seed: int = 0):
-    """Byte-level BPE trained on the synthetic corpus, with Qwen's special tokens; saved as a Qwen2 tokenizer."""
+def word_vocabulary() -> list[str]:
+    """The closed vocabulary of the word-level tokenizer: the synthetic task's words, CapRL prompt words, digits
+    and punctuation."""
+    from caprl_kit.prompts import CAPRL_IMAGE
+    from caprl_kit.synthetic import COLORS as SCENE_COLORS, POSITIONS, SHAPES as SCENE_SHAPES
+
+    words = set(COLORS + SHAPES + PLACES + WORDS + list(SCENE_COLORS) + SCENE_SHAPES + list(POSITIONS))
+    words |= set(CAPRL_IMAGE.lower().rstrip(".").split()) | {"A", "The", "Please"}
+    return sorted(words) + list("0123456789.,:;?!()[]-")
+
+
+def train_tokenizer(out_dir: Path, vocab_size: int = 1024, seed: int = 0, kind: str = "bpe"):
+    """Byte-level BPE trained on the synthetic corpus (``kind="bpe"``, saved as a Qwen2 tokenizer), or a
+    word-level tokenizer over ``word_vocabulary()`` (``kind="words"``: a ~150-word closed vocabulary that small
+    RL experiments learn fast), both with Qwen's special tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
+    if kind == "words":
+        vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS + ["<unk>"] + word_vocabulary())}
+        tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Punctuation()])
+        tok.add_special_tokens(SPECIAL_TOKENS)
+        fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                       unk_token="<unk>", additional_special_tokens=SPECIAL_TOKENS[1:],
+                                       model_max_length=4096, padding_side="left",
+                                       clean_up_tokenization_spaces=False)
+        fast.chat_template = CHAT_TEMPLATE
+        fast.save_pretrained(out_dir)
+        return fast
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -151,7 +176,7 @@ def _vocab_size(tokenizer) -> int:
 
 
 def build_captioner(out_dir: str | Path, seed: int = 0, dims: TinyDims = TinyDims(),
-                    min_pixels: int = 3136, max_pixels: int = 50176) -> Path:
+                    min_pixels: int = 3136, max_pixels: int = 50176, tokenizer: str = "bpe") -> Path:
     """A tiny random Qwen2.5-VL with processor (image + video) and chat template at ``out_dir``."""
     import torch
     from transformers import (
@@ -165,7 +190,8 @@ def build_captioner(out_dir: str | Path, seed: int = 0, dims: TinyDims = TinyDim
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    train_tokenizer(out, seed=seed)
+    tokenizer_kind = tokenizer
+    train_tokenizer(out, seed=seed, kind=tokenizer_kind)
     tokenizer = AutoTokenizer.from_pretrained(out)
     ids = _special_ids(tokenizer)
     head_dim = dims.hidden // dims.heads
@@ -222,14 +248,15 @@ def build_captioner(out_dir: str | Path, seed: int = 0, dims: TinyDims = TinyDim
     return out
 
 
-def build_answerer(out_dir: str | Path, seed: int = 0, dims: TinyDims = TinyDims(), arch: str = "qwen2") -> Path:
+def build_answerer(out_dir: str | Path, seed: int = 0, dims: TinyDims = TinyDims(), arch: str = "qwen2",
+                   tokenizer: str = "bpe") -> Path:
     """A tiny random Qwen2 (``arch="qwen3"``: Qwen3) causal LM with the shared tokenizer at ``out_dir``."""
     import torch
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    train_tokenizer(out, seed=seed)
+    train_tokenizer(out, seed=seed, kind=tokenizer)
     tokenizer = AutoTokenizer.from_pretrained(out)
     ids = _special_ids(tokenizer)
     common = dict(
@@ -267,15 +294,17 @@ def _mrope_section(head_dim: int) -> list[int]:
     return [t, h, half - t - h]
 
 
-def build_tiny_models(out_dir: str | Path, seed: int = 0, answerer_arch: str = "qwen2") -> dict[str, Path]:
-    """Both tiny models under ``out_dir`` (``captioner/``, ``answerer/``); reuses a finished build."""
+def build_tiny_models(out_dir: str | Path, seed: int = 0, answerer_arch: str = "qwen2",
+                      tokenizer: str = "bpe") -> dict[str, Path]:
+    """Both tiny models under ``out_dir`` (``captioner/``, ``answerer/``); reuses a finished build.
+    ``tokenizer="words"`` gives them the closed word-level vocabulary (transformers only; vLLM needs BPE)."""
     out = Path(out_dir)
     marker = out / "tiny_models.json"
-    meta = {"seed": seed, "answerer_arch": answerer_arch, "version": 1}
+    meta = {"seed": seed, "answerer_arch": answerer_arch, "version": 1, "tokenizer": tokenizer}
     paths = {"captioner": out / "captioner", "answerer": out / "answerer"}
     if marker.is_file() and json.loads(marker.read_text()) == meta:
         return paths
-    build_captioner(paths["captioner"], seed=seed)
-    build_answerer(paths["answerer"], seed=seed, arch=answerer_arch)
+    build_captioner(paths["captioner"], seed=seed, tokenizer=tokenizer)
+    build_answerer(paths["answerer"], seed=seed, arch=answerer_arch, tokenizer=tokenizer)
     marker.write_text(json.dumps(meta))
     return paths
