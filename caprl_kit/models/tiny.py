@@ -15,6 +15,7 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from caprl_kit.log import get_logger
 
@@ -166,6 +167,40 @@ class TinyDims:
     vision_intermediate: int = 256
 
 
+def _prepare(out_dir: str | Path, seed: int, kind: str) -> tuple[Path, Any, dict[str, int]]:
+    """Create ``out_dir``, write the tokenizer there, return (dir, tokenizer, special-token ids)."""
+    from transformers import AutoTokenizer
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train_tokenizer(out, seed=seed, kind=kind)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    return out, tokenizer, _special_ids(tokenizer)
+
+
+def _text_dims(dims: "TinyDims", tokenizer: Any, ids: dict[str, int]) -> dict[str, Any]:
+    """Decoder settings shared by the captioner's language model and the answerer."""
+    return dict(
+        vocab_size=_vocab_size(tokenizer),
+        hidden_size=dims.hidden,
+        intermediate_size=dims.intermediate,
+        num_hidden_layers=dims.layers,
+        num_attention_heads=dims.heads,
+        num_key_value_heads=dims.kv_heads,
+        max_position_embeddings=4096,
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+        tie_word_embeddings=True,
+    )
+
+
+def _save(model: Any, ids: dict[str, int], out: Path) -> None:
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.save_pretrained(out)
+
+
 def _special_ids(tokenizer) -> dict[str, int]:
     return {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
 
@@ -180,7 +215,6 @@ def build_captioner(out_dir: str | Path, seed: int = 0, dims: TinyDims = TinyDim
     """A tiny random Qwen2.5-VL with processor (image + video) and chat template at ``out_dir``."""
     import torch
     from transformers import (
-        AutoTokenizer,
         Qwen2_5_VLConfig,
         Qwen2_5_VLForConditionalGeneration,
         Qwen2_5_VLProcessor,
@@ -188,29 +222,14 @@ def build_captioner(out_dir: str | Path, seed: int = 0, dims: TinyDims = TinyDim
         Qwen2VLVideoProcessor,
     )
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer_kind = tokenizer
-    train_tokenizer(out, seed=seed, kind=tokenizer_kind)
-    tokenizer = AutoTokenizer.from_pretrained(out)
-    ids = _special_ids(tokenizer)
+    out, tokenizer, ids = _prepare(out_dir, seed, tokenizer)
     head_dim = dims.hidden // dims.heads
     config = Qwen2_5_VLConfig(
         text_config=dict(
-            vocab_size=_vocab_size(tokenizer),
-            hidden_size=dims.hidden,
-            intermediate_size=dims.intermediate,
-            num_hidden_layers=dims.layers,
-            num_attention_heads=dims.heads,
-            num_key_value_heads=dims.kv_heads,
-            max_position_embeddings=4096,
+            **_text_dims(dims, tokenizer, ids),
             max_window_layers=dims.layers,
             rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0,
                              "mrope_section": _mrope_section(head_dim)},
-            bos_token_id=ids["<|endoftext|>"],
-            eos_token_id=ids["<|im_end|>"],
-            pad_token_id=ids["<|endoftext|>"],
-            tie_word_embeddings=True,
         ),
         vision_config=dict(
             depth=dims.vision_depth,
@@ -232,10 +251,8 @@ def build_captioner(out_dir: str | Path, seed: int = 0, dims: TinyDims = TinyDim
     )
     torch.manual_seed(seed)
     model = Qwen2_5_VLForConditionalGeneration(config).eval()
-    model.generation_config.eos_token_id = ids["<|im_end|>"]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
     model.generation_config.do_sample = True
-    model.save_pretrained(out)
+    _save(model, ids, out)
     size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
     processor = Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(size=size, patch_size=14, merge_size=2, temporal_patch_size=2),
@@ -252,26 +269,10 @@ def build_answerer(out_dir: str | Path, seed: int = 0, dims: TinyDims = TinyDims
                    tokenizer: str = "bpe") -> Path:
     """A tiny random Qwen2 (``arch="qwen3"``: Qwen3) causal LM with the shared tokenizer at ``out_dir``."""
     import torch
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+    from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    train_tokenizer(out, seed=seed, kind=tokenizer)
-    tokenizer = AutoTokenizer.from_pretrained(out)
-    ids = _special_ids(tokenizer)
-    common = dict(
-        vocab_size=_vocab_size(tokenizer),
-        hidden_size=dims.hidden,
-        intermediate_size=dims.intermediate,
-        num_hidden_layers=dims.layers,
-        num_attention_heads=dims.heads,
-        num_key_value_heads=dims.kv_heads,
-        max_position_embeddings=4096,
-        bos_token_id=ids["<|endoftext|>"],
-        eos_token_id=ids["<|im_end|>"],
-        pad_token_id=ids["<|endoftext|>"],
-        tie_word_embeddings=True,
-    )
+    out, tokenizer, ids = _prepare(out_dir, seed, tokenizer)
+    common = _text_dims(dims, tokenizer, ids)
     if arch == "qwen2":
         config, cls = Qwen2Config(**common), Qwen2ForCausalLM
     elif arch == "qwen3":
@@ -279,10 +280,7 @@ def build_answerer(out_dir: str | Path, seed: int = 0, dims: TinyDims = TinyDims
     else:
         raise ValueError(f"arch must be qwen2 or qwen3, got {arch!r}")
     torch.manual_seed(seed + 1)
-    model = cls(config).eval()
-    model.generation_config.eos_token_id = ids["<|im_end|>"]
-    model.generation_config.pad_token_id = ids["<|endoftext|>"]
-    model.save_pretrained(out)
+    _save(cls(config).eval(), ids, out)
     log.info("tiny answerer (%s) written to %s", arch, out)
     return out
 
