@@ -1,8 +1,9 @@
 """Synthetic sanity data: images of coloured shapes with known facts, and MCQs about them.
 
-Each scene has 1-3 shapes (distinct shapes) with a colour and a position; the MCQs ask a shape's colour or
-position, with four options and the answer letter, in the canonical layout (``"A) red"``). The data is
-deterministic by seed, so demos and tests can reason about exact answers.
+Each scene has 1-3 shapes (distinct shapes) with a colour and a position (6 colours x 4 shapes x 4 positions).
+A one-shape scene ("the object") gets questions about its colour, shape and position; a several-shape scene gets
+questions about each shape's colour and position. Four options each, the answer letter, in the canonical layout
+(``"A) red"``). The data is deterministic by seed, so demos and tests can reason about exact answers.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from PIL import Image, ImageDraw
 
 COLORS = {
     "red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 80, 220), "yellow": (240, 210, 30),
-    "purple": (140, 50, 170), "orange": (245, 140, 20), "black": (20, 20, 20), "cyan": (30, 200, 210),
+    "purple": (140, 50, 170), "orange": (245, 140, 20),
 }
 SHAPES = ["circle", "square", "triangle", "star"]
 POSITIONS = {"left": (0.25, 0.5), "right": (0.75, 0.5), "top": (0.5, 0.22), "bottom": (0.5, 0.78)}
@@ -35,20 +36,25 @@ class Scene:
 
     def caption(self) -> str:
         """The complete reference caption (every fact stated)."""
+        if len(self.facts) == 1:
+            f = self.facts[0]
+            return f"The object is a {f.color} {f.shape} at the {f.position}."
         return " ".join(f"A {f.color} {f.shape} at the {f.position}." for f in self.facts)
 
     def mcqs(self, rng: random.Random) -> list[dict]:
+        if len(self.facts) == 1:
+            f = self.facts[0]
+            asks = [("What color is the object?", f.color, list(COLORS)), ("What shape is the object?", f.shape, SHAPES),
+                    ("Where is the object?", f.position, list(POSITIONS))]
+        else:
+            asks = [q for f in self.facts for q in ((f"What color is the {f.shape}?", f.color, list(COLORS)),
+                                                     (f"Where is the {f.shape}?", f.position, list(POSITIONS)))]
         out = []
-        for f in self.facts:
-            for attr, pool in (("color", list(COLORS)), ("position", list(POSITIONS))):
-                truth = getattr(f, attr)
-                wrong = rng.sample([x for x in pool if x != truth], 3)
-                options = wrong + [truth]
-                rng.shuffle(options)
-                letter = "ABCD"[options.index(truth)]
-                q = f"What color is the {f.shape}?" if attr == "color" else f"Where is the {f.shape}?"
-                out.append({"question": q, "choices": [f"{'ABCD'[i]}) {o}" for i, o in enumerate(options)],
-                            "answer": letter})
+        for question, truth, pool in asks:
+            options = rng.sample([x for x in pool if x != truth], 3) + [truth]
+            rng.shuffle(options)
+            out.append({"question": question, "choices": [f"{'ABCD'[i]}) {o}" for i, o in enumerate(options)],
+                        "answer": "ABCD"[options.index(truth)]})
         return out
 
 
@@ -78,14 +84,14 @@ def draw(scene: Scene, size: int = 112) -> Image.Image:
     return img
 
 
-def write_scenes(out_dir: str | Path, n: int, seed: int = 0, size: int = 112) -> list[Scene]:
+def write_scenes(out_dir: str | Path, n: int, seed: int = 0, size: int = 112, max_shapes: int = 3) -> list[Scene]:
     """Write ``n`` scene PNGs to ``out_dir`` (``scene_00000.png`` ...) and return their scenes."""
     rng = random.Random(seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     scenes = []
     for i in range(n):
-        scene = make_scene(f"scene_{i:05d}", rng)
+        scene = make_scene(f"scene_{i:05d}", rng, max_shapes)
         draw(scene, size).save(out / f"{scene.key}.png")
         scenes.append(scene)
     return scenes
@@ -93,7 +99,14 @@ def write_scenes(out_dir: str | Path, n: int, seed: int = 0, size: int = 112) ->
 
 def incomplete_caption(scene: Scene, rng: random.Random) -> str:
     """A correct but incomplete caption: every shape is named, each of its colour and position only sometimes —
-    like real SFT captions, which omit details."""
+    like real SFT captions, which omit details. A one-shape scene states each of colour, shape and position
+    with probability 1/2 ("The object is a red shape.")."""
+    if len(scene.facts) == 1:
+        f = scene.facts[0]
+        color = f"{f.color} " if rng.random() < 0.5 else ""
+        shape = f.shape if rng.random() < 0.5 else "shape"
+        where = f" at the {f.position}" if rng.random() < 0.5 else ""
+        return f"The object is a {color}{shape}{where}."
     parts = []
     for f in scene.facts:
         color = f"{f.color} " if rng.random() < 0.5 else ""
@@ -103,17 +116,19 @@ def incomplete_caption(scene: Scene, rng: random.Random) -> str:
 
 
 def write_sanity_task(out_dir: str | Path, n_train: int = 200, n_val: int = 50, n_test: int = 50, seed: int = 0,
-                      questions_per_image: int = 3, size: int = 84) -> dict[str, Path]:
-    """The synthetic sanity task: scenes split by image into train/val/test, each with a JSONL manifest of
-    ``path``, ``qa`` (up to ``questions_per_image`` four-option MCQs), ``caption`` (complete) and
-    ``caption_incomplete`` (what an SFT set would hold). Feed the manifests to ``caprl curate`` (import mode)."""
+                      questions_per_image: int = 3, size: int = 84, max_shapes: int = 1) -> dict[str, Path]:
+    """The synthetic sanity task: scenes (one shape each by default) split by image into train/val/test, each
+    with a JSONL manifest of ``path``, ``qa`` (up to ``questions_per_image`` four-option MCQs), ``caption``
+    (complete) and ``caption_incomplete`` (what an SFT set would hold). Feed the manifests to ``caprl curate``
+    (import mode)."""
     import json
 
     out = Path(out_dir)
     rng = random.Random(seed)
     manifests = {}
     for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
-        scenes = write_scenes(out / split / "images", n, seed=rng.randrange(1 << 30), size=size)
+        scenes = write_scenes(out / split / "images", n, seed=rng.randrange(1 << 30), size=size,
+                              max_shapes=max_shapes)
         lines = []
         for s in scenes:
             qa = s.mcqs(rng)

@@ -72,6 +72,9 @@ class TRLOptions(ConfigModel):
     report_to: list[str] = Field(default_factory=lambda: ["tensorboard"])
     resume: bool = Field(True, description="Resume from the newest checkpoint in the output directory")
     max_pixels: int = Field(200704, ge=784, description="Image area cap for the policy's processor")
+    select_on_val: bool = Field(True, description="With data.val_files: every algorithm.eval_steps caption the "
+                                "validation images greedily, score them, keep the best model in OUTPUT/best")
+    val_max_items: int | None = Field(None, ge=1, description="Validate on at most this many items")
 
 
 class SFTConfig(ConfigModel):
@@ -82,6 +85,9 @@ class SFTConfig(ConfigModel):
     lr: float = Field(1e-4, gt=0)
     batch_size: int = Field(8, ge=1)
     max_steps: int | None = Field(None, ge=1)
+    freeze_vision_tower: bool = Field(False, description="Train only the language side; a random-init vision tower "
+                                      "trained at the language side's lr loses the small-object evidence")
+    log_steps: int = Field(10, ge=1, description="Write the loss to OUTPUT/sft_metrics.jsonl every N steps")
 
 
 class TrainConfig(JobConfig):

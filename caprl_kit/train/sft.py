@@ -3,6 +3,9 @@ real users warm-start too. A plain loop over the processor's chat template: loss
 
 from __future__ import annotations
 
+import json
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +32,33 @@ def train_sft(cfg: TrainConfig, progress: Progress | None = None) -> str:
     if (out / "config.json").is_file():
         log.info("reusing the warm-started model in %s", out)
         return str(out)
-    kind = "parquet" if all(f.endswith(".parquet") for f in s.data_files) else "json"
-    rows = datasets.load_dataset(kind, data_files=s.data_files, split="train").to_list()
+    rows = []
+    for f in s.data_files:  # relative image paths resolve against their data file's folder
+        kind = "parquet" if f.endswith(".parquet") else "json"
+        for r in datasets.load_dataset(kind, data_files=[f], split="train").to_list():
+            image = r[s.image_column]
+            image = image[0] if isinstance(image, list) else image
+            if isinstance(image, str) and "://" not in image and not Path(image).is_absolute():
+                image = str(Path(f).parent / image)
+            rows.append({**r, s.image_column: image})
     processor = AutoProcessor.from_pretrained(cfg.policy)
     processor.tokenizer.padding_side = "right"
     model = AutoModelForImageTextToText.from_pretrained(cfg.policy, dtype=torch.float32)
     model.train()
+    if s.freeze_vision_tower:
+        from caprl_kit.train.trl_grpo import freeze_vision
+
+        log.info("SFT: froze %d vision-tower parameters", freeze_vision(model))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=s.lr)
     torch.manual_seed(cfg.algorithm.seed)
     steps_per_epoch = -(-len(rows) // s.batch_size)
     total = s.max_steps or s.epochs * steps_per_epoch
     progress.start("sft", total=total)
     step = 0
+    metrics = Path(str(cfg.output_dir)) / "sft_metrics.jsonl"
+    metrics.parent.mkdir(parents=True, exist_ok=True)
+    metrics.write_text("")
+    t0 = time.perf_counter()
     g = torch.Generator().manual_seed(cfg.algorithm.seed)
     while step < total:
         for idx in torch.randperm(len(rows), generator=g).split(s.batch_size):
@@ -63,11 +81,18 @@ def train_sft(cfg: TrainConfig, progress: Progress | None = None) -> str:
             opt.zero_grad()
             step += 1
             progress.advance("sft", items=1)
+            if step % s.log_steps == 0 or step == total:
+                with metrics.open("a") as fh:
+                    fh.write(json.dumps({"step": step, "loss": loss.item(), "time_s": time.perf_counter() - t0}) + "\n")
             if step >= total:
                 break
     progress.finish("sft")
-    model.save_pretrained(out)
+    tmp = out.with_name("sft.partial")
+    model.save_pretrained(tmp)
     processor.tokenizer.padding_side = "left"
-    processor.save_pretrained(out)
+    processor.save_pretrained(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)  # a killed run leaves no half-written model that the next run would reuse
     log.info("SFT: %d steps, last loss %.3f", step, loss.item())
     return str(out)

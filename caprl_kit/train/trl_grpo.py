@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,116 @@ def freeze_vision(model: Any) -> int:
             p.requires_grad_(False)
             n += p.numel()
     return n
+
+
+class ValidationCallback:
+    """Checkpoint selection on the validation split: every ``eval_steps`` (and before the first step) the policy
+    captions the validation images greedily, the QA scorer (all questions once) scores the captions, the accuracy
+    goes to metrics.jsonl, and the best model so far is saved to OUTPUT/best (model + processor, atomically)."""
+
+    def __init__(self, cfg: TrainConfig, processor: Any, out: Path, suppress: list[int]):
+        import pyarrow.parquet as pq
+
+        from caprl_kit.rewards.base import decode_ground_truth
+        from caprl_kit.rewards.qa import QAScorer
+
+        self.cfg, self.processor, self.out, self.suppress = cfg, processor, out, suppress
+        rows: list[dict[str, Any]] = []
+        for f in cfg.data.val_files:
+            rows += pq.read_table(f).to_pylist() if f.endswith(".parquet") else _read_jsonl(f)
+        rows = rows[: cfg.trl.val_max_items] if cfg.trl.val_max_items else rows
+        self.images = [r[cfg.data.image_key][0] for r in rows]
+        self.qas = [decode_ground_truth(r["reward_model"]["ground_truth"]) for r in rows]
+        self.prompts = [r[cfg.data.prompt_key] for r in rows]
+        self.scorer = QAScorer(cfg.reward.qa.model_copy(update={"mode": "all_qa"}))
+        self.state_path = out / "best.json"
+        self.best = json.loads(self.state_path.read_text()) if self.state_path.is_file() else None
+
+    def captions(self, model: Any, batch_size: int = 32) -> list[str]:
+        import torch
+
+        from caprl_kit.io.media import load_image
+
+        tok = self.processor.tokenizer
+        side, tok.padding_side = tok.padding_side, "left"
+        out: list[str] = []
+        was_training = model.training
+        model.eval()
+        try:
+            for start in range(0, len(self.images), batch_size):
+                idx = range(start, min(start + batch_size, len(self.images)))
+                texts = [self.processor.apply_chat_template(_with_image(self.prompts[i]), add_generation_prompt=True,
+                                                            tokenize=False) for i in idx]
+                images = [load_image(self.images[i]).image for i in idx]
+                enc = self.processor(text=texts, images=images, return_tensors="pt", padding=True).to(model.device)
+                with torch.no_grad():
+                    gen = model.generate(**enc, do_sample=False, max_new_tokens=self.cfg.data.max_response_length,
+                                         suppress_tokens=self.suppress or None)
+                out += tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        finally:
+            tok.padding_side = side
+            model.train(was_training)
+        return out
+
+    def evaluate(self, model: Any, step: int) -> dict[str, Any]:
+        caps = self.captions(model)
+        acc = sum(self.scorer.score(caps, self.qas).scores) / max(1, len(caps))
+        record = {"step": step, "val/qa_accuracy": acc, "val/sample_caption": caps[0] if caps else ""}
+        if self.best is None or acc > self.best["val_qa_accuracy"]:
+            self.best = {"step": step, "val_qa_accuracy": acc}
+            tmp = self.out / "best.partial"
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            model.save_pretrained(tmp)
+            self.processor.save_pretrained(tmp)
+            final = self.out / "best"
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+            self.state_path.write_text(json.dumps(self.best))
+            record["val/best"] = True
+        log.info("step %d: validation QA accuracy %.3f (best %.3f at step %d)", step, acc,
+                 self.best["val_qa_accuracy"], self.best["step"])
+        return record
+
+    def as_trainer_callback(self, metrics_path: Path, every: int) -> Any:
+        from transformers import TrainerCallback
+
+        outer = self
+
+        class _CB(TrainerCallback):
+            def _write(self, record):
+                with metrics_path.open("a") as fh:
+                    fh.write(json.dumps(record, default=float) + "\n")
+
+            def on_train_begin(self, args, state, control, model=None, **kw):  # noqa: N802
+                if state.global_step == 0 and outer.best is None:
+                    self._write(outer.evaluate(model, 0))
+
+            def on_step_end(self, args, state, control, model=None, **kw):  # noqa: N802
+                if state.global_step % every == 0 or state.global_step == state.max_steps:
+                    self._write(outer.evaluate(model, state.global_step))
+
+        return _CB()
+
+
+def _with_image(messages: Any) -> list[dict[str, Any]]:
+    """Curated prompt messages (``<image>`` placeholder in the text) -> typed parts for the chat template."""
+    out = []
+    for m in list(messages):
+        text = m["content"]
+        if "<image>" in text:
+            parts = [{"type": "image"}] + ([{"type": "text", "text": t}] if (t := text.replace("<image>", "").strip())
+                                           else [])
+            out.append({"role": m["role"], "content": parts})
+        else:
+            out.append({"role": m["role"], "content": text})
+    return out
+
+
+def _read_jsonl(path: str) -> list[dict[str, Any]]:
+    with open(path) as fh:
+        return [json.loads(line) for line in fh if line.strip()]
 
 
 class MetricsCallback:
@@ -116,8 +227,13 @@ def train_grpo(cfg: TrainConfig, *, overwrite: bool = False, progress: Progress 
     steps = a.max_steps or 0
     progress.start("grpo", total=steps or None)
     metrics = MetricsCallback(out / "metrics.jsonl", reward, progress, steps)
+    callbacks = [metrics.as_trainer_callback()]
+    validation = None
+    if cfg.data.val_files and t.select_on_val:
+        validation = ValidationCallback(cfg, processor, out, suppress)
+        callbacks.append(validation.as_trainer_callback(out / "metrics.jsonl", a.eval_steps))
     trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=train,
-                          processing_class=processor, callbacks=[metrics.as_trainer_callback()])
+                          processing_class=processor, callbacks=callbacks)
     from transformers import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # the library logs; metrics go to metrics.jsonl and TensorBoard
@@ -130,6 +246,10 @@ def train_grpo(cfg: TrainConfig, *, overwrite: bool = False, progress: Progress 
     report = RunReport(command="train", output_dir=str(out), n_items=len(train), n_ok=len(train))
     report.metrics.update({"train_loss": float(result.training_loss), "steps": float(trainer.state.global_step)})
     report.outputs.update({"final": str(final), "metrics": str(out / "metrics.jsonl")})
+    if validation is not None and validation.best is not None:
+        report.outputs["best"] = str(out / "best")
+        report.metrics.update({"best_val_qa_accuracy": validation.best["val_qa_accuracy"],
+                               "best_step": float(validation.best["step"])})
     if resume:
         report.notes.append("resumed from the newest checkpoint in the output directory")
     return report

@@ -34,8 +34,11 @@ def scene_manifest(root: Path, n: int = 10, drop_facts_every: int = 3) -> tuple[
     rows = []
     for i, s in enumerate(scenes):
         facts = s.facts[:-1] if (i % drop_facts_every == 0 and len(s.facts) > 1) else s.facts
-        caption = " ".join(f"A {f.color} {f.shape} at the {f.position}." for f in facts)
-        rows.append({"path": f"images/{s.key}.png", "qa": s.mcqs(rng), "caption": caption, "n_facts_told": len(facts)})
+        caption = s.caption() if len(s.facts) == 1 else " ".join(f"A {f.color} {f.shape} at the {f.position}."
+                                                                  for f in facts)
+        qa = s.mcqs(rng)  # one-shape scenes: 3 questions about "the object"; else colour + position per shape
+        rows.append({"path": f"images/{s.key}.png", "qa": qa, "caption": caption, "n_facts_told": len(facts),
+                     "n_answerable": len(qa) if len(s.facts) == 1 else 2 * len(facts)})
     rows.append({"path": "images/missing.png", "qa": rows[0]["qa"], "caption": "x", "n_facts_told": 0})
     manifest = root / "manifest.jsonl"
     manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
@@ -55,7 +58,7 @@ def test_import_mode_exact_kept_set_and_funnel(tmp_path: Path) -> None:
     report = run(lexical_cfg(manifest, tmp_path / "out", generate={"backend": {"model": "Qwen/Qwen2.5-VL-72B-Instruct"}}))
     funnel = json.loads((tmp_path / "out" / "dataset" / "funnel.json").read_text())
     # a question is kept iff its shape is in the caption (2 questions per fact: color and position)
-    expected_kept = sum(2 * r["n_facts_told"] for r in rows[:-1])
+    expected_kept = sum(r["n_answerable"] for r in rows[:-1])
     expected_total = sum(len(r["qa"]) for r in rows[:-1])
     assert funnel["questions_kept"] == expected_kept
     assert funnel["questions_answered"] == expected_total
