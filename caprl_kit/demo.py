@@ -1,12 +1,16 @@
-"""The offline demo: the CapRL loop on a CPU with tiny models it builds itself (no GPU, no downloads).
+"""The offline demo: the whole CapRL loop on a CPU with tiny models it builds itself (no GPU, no downloads).
 
 Steps (each resumable; rerunning skips what is done):
-1. build the tiny random-weight Qwen2.5-VL captioner and Qwen2 answerer;
-2. write the synthetic sanity task (coloured shapes with known facts, MCQs, train/val/test split by image);
-3. ``caprl curate`` the train and test splits in import mode (the lexical answerer reading the reference caption
-   stands in for the visual answerer; text-only it answers nothing), with a corrupt file to show the funnel;
-4. ``caprl annotate`` the held-out test images with the captioner;
-5. ``caprl eval``: held-out QA utility of the captioner's captions on the curated test set.
+1. build the tiny random-weight Qwen2.5-VL captioner and Qwen2 answerer (closed word-level vocabulary);
+2. write the synthetic sanity task: one coloured shape per image, three MCQs (colour, shape, position), train /
+   val / test split by image, complete and *incomplete* reference captions;
+3. ``caprl curate`` the three splits in import mode (the lexical answerer reading the complete caption stands in for
+   the visual answerer, the blind answerer answers nothing), with one corrupt file to show an honest funnel;
+4. ``caprl train`` with the ``train/sanity_tiny_trl`` recipe: SFT warm start on the incomplete captions, then GRPO
+   with the QA-accuracy reward (lexical answerer), the checkpoint chosen on the validation split;
+5. ``caprl annotate`` the held-out test images with the chosen checkpoint;
+6. ``caprl eval`` on the held-out test split, twice (SFT-only = A0, RL = A1), with the image-blind ceiling;
+7. one HTML report: reward curve, funnel, eval table, sample captions.
 """
 
 from __future__ import annotations
@@ -20,63 +24,107 @@ from caprl_kit.log import get_logger
 
 log = get_logger(__name__)
 
+SPLITS = ("train", "val", "test")
 
-def run_demo(out_dir: str | Path = "demo_output", n_images: int = 24, progress: Progress | None = None,
-             overwrite: bool = False) -> dict[str, Any]:
-    from caprl_kit.annotate.config import AnnotateConfig
-    from caprl_kit.annotate.pipeline import run as annotate
+
+def curate_split(manifest: Path, out: Path, *, overwrite: bool, progress: Progress) -> dict[str, Any]:
     from caprl_kit.curate.config import CurateConfig
     from caprl_kit.curate.pipeline import run as curate
+
+    cfg = CurateConfig.model_validate({
+        "input": {"path": str(manifest)}, "import_mode": "qa",
+        "answer": {"backend": {"name": "lexical"}, "evidence": "caption"},
+        "export": {"val_fraction": 0.0}, "sharding": {"shard_size": 64}, "output_dir": str(out)})
+    report = curate(cfg, overwrite=overwrite, progress=progress)
+    funnel = json.loads((out / "dataset" / "funnel.json").read_text())
+    return {"items_in": funnel["items_in"], "items_kept": funnel["items_kept"], "dropped": funnel["items_dropped"],
+            "questions_in": funnel.get("questions_in"), "questions_kept": funnel["questions_kept"],
+            "dataset": report.outputs["train.parquet"], "funnel": funnel}
+
+
+def evaluate_captioner(model: str, label: str, dataset: str, blind: str | None, out: Path, *, progress: Progress,
+                       overwrite: bool) -> dict[str, Any]:
+    """Held-out QA accuracy of greedy captions (every question once, lexical answerer) + the blind ceiling."""
     from caprl_kit.evaluate.config import EvalConfig
     from caprl_kit.evaluate.pipeline import run as evaluate
+
+    cfg = EvalConfig.model_validate({
+        "label": label,
+        "qa_utility": {"dataset": dataset, "qa": {"answerer": {"name": "lexical"}, "mode": "all_qa"},
+                       "blind_captions": blind},
+        "captioner": {"name": "transformers", "model": model, "batch_size": 32,
+                      "sampling": {"n": 1, "temperature": 0.0, "max_tokens": 16}},
+        "sharding": {"shard_size": 100}, "output_dir": str(out)})
+    report = evaluate(cfg, overwrite=overwrite, progress=progress)
+    return {"accuracy": report.metrics["qa_utility M_Acc"], "blind_ceiling": report.metrics.get("qa_utility blind_ceiling"),
+            "results": report.outputs["results"], "report": report.outputs["report"]}
+
+
+def run_demo(out_dir: str | Path = "demo_output", *, seed: int = 0, n_train: int = 200, n_val: int = 100,
+             n_test: int = 200, sft_steps: int | None = None, rl_steps: int | None = None,
+             eval_steps: int | None = None, progress: Progress | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Run the demo into ``out_dir``; returns the summary (also written to ``summary.json``). ``sft_steps`` /
+    ``rl_steps`` / ``eval_steps`` override the recipe (reduced runs)."""
+    from caprl_kit.annotate.config import AnnotateConfig
+    from caprl_kit.annotate.pipeline import run as annotate
+    from caprl_kit.config import load_config
+    from caprl_kit.demo_report import write_report
     from caprl_kit.models.tiny import build_tiny_models
     from caprl_kit.synthetic import write_sanity_task
+    from caprl_kit.train.pipeline import run as train
 
     progress = progress or NullProgress()
     out = Path(out_dir)
-    summary: dict[str, Any] = {"output_dir": str(out)}
+    summary: dict[str, Any] = {"output_dir": str(out), "seed": seed}
 
     progress.start("tiny models", total=1)
-    models = build_tiny_models(out / "models")
+    models = build_tiny_models(out / "models", seed=seed, tokenizer="words")
     progress.advance("tiny models")
+    progress.finish("tiny models")
     summary["models"] = {k: str(v) for k, v in models.items()}
 
-    n_test = max(4, n_images // 3)
-    manifests = write_sanity_task(out / "data", n_train=n_images, n_val=max(2, n_images // 6), n_test=n_test)
+    manifests = write_sanity_task(out / "data", n_train=n_train, n_val=n_val, n_test=n_test, seed=seed)
     with manifests["train"].open("a") as fh:  # one broken item: the funnel must account for it
-        fh.write(json.dumps({"path": "images/corrupt.png", "qa": [], "caption": ""}) + "\n")
+        fh.write(json.dumps({"path": "images/corrupt.png", "qa": [], "caption": "", "caption_incomplete": ""}) + "\n")
     (out / "data" / "train" / "images" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
 
-    curated = {}
-    for split in ("train", "test"):
-        cfg = CurateConfig.model_validate({
-            "input": {"path": str(manifests[split])}, "import_mode": "qa",
-            "answer": {"backend": {"name": "lexical"}, "evidence": "caption"},
-            "export": {"val_fraction": 0.0}, "sharding": {"shard_size": 16},
-            "output_dir": str(out / "curate" / split)})
-        report = curate(cfg, overwrite=overwrite, progress=progress)
-        funnel = json.loads((out / "curate" / split / "dataset" / "funnel.json").read_text())
-        curated[split] = {"items_in": funnel["items_in"], "items_kept": funnel["items_kept"],
-                          "dropped": funnel["items_dropped"], "questions_kept": funnel["questions_kept"],
-                          "dataset": report.outputs["train.parquet"]}
-    summary["curate"] = curated
+    curated = {split: curate_split(manifests[split], out / "curate" / split, overwrite=overwrite, progress=progress)
+               for split in SPLITS}
+    summary["curate"] = {k: {x: y for x, y in v.items() if x != "funnel"} for k, v in curated.items()}
+
+    overrides = [f"policy={models['captioner']}", f"data.train_files=[{curated['train']['dataset']}]",
+                 f"data.val_files=[{curated['val']['dataset']}]", f"sft.data_files=[{manifests['train']}]",
+                 f"output_dir={out / 'train'}", f"algorithm.seed={seed}"]
+    overrides += [f"sft.max_steps={sft_steps}"] * bool(sft_steps) + [f"algorithm.max_steps={rl_steps}"] * bool(rl_steps)
+    overrides += [f"algorithm.eval_steps={eval_steps}"] * bool(eval_steps)
+    tcfg = load_config("train/sanity_tiny_trl", overrides, kind="train")
+    train_dir = out / "train"
+    if overwrite or not (train_dir / "final" / "config.json").is_file():
+        report = train(tcfg, overwrite=overwrite, progress=progress)
+        train_metrics = report.metrics
+    else:
+        log.info("reusing the finished training run in %s", train_dir)
+        train_metrics = {}
+    best = json.loads((train_dir / "best.json").read_text())
+    summary["train"] = {"sft": str(train_dir / "sft"), "best": str(train_dir / "best"), "best_step": best["step"],
+                        "best_val_qa_accuracy": best["val_qa_accuracy"], **train_metrics}
 
     acfg = AnnotateConfig(
         input={"path": str(out / "data" / "test" / "images")},
-        backend={"name": "transformers", "model": str(models["captioner"]), "batch_size": 8,
-                 "sampling": {"n": 1, "temperature": 1.0, "max_tokens": 24, "seed": 0}},
-        sharding={"shard_size": 10}, output={"export_jsonl": True}, output_dir=str(out / "annotate"))
+        backend={"name": "transformers", "model": str(train_dir / "best"), "batch_size": 32,
+                 "sampling": {"n": 1, "temperature": 0.0, "max_tokens": 16}},
+        sharding={"shard_size": 100}, output={"export_jsonl": True}, output_dir=str(out / "annotate"))
     report = annotate(acfg, overwrite=overwrite, progress=progress)
     summary["annotate"] = {"items": report.n_items, "ok": report.n_ok, "failed": report.n_failed,
                            "captions_jsonl": report.outputs.get("captions.jsonl")}
 
-    ecfg = EvalConfig.model_validate({
-        "label": "tiny captioner (untrained)",
-        "qa_utility": {"dataset": curated["test"]["dataset"], "qa": {"answerer": {"name": "lexical"}, "mode": "all_qa"}},
-        "captioner": {"name": "transformers", "model": str(models["captioner"]),
-                      "sampling": {"n": 2, "temperature": 1.0, "max_tokens": 24, "seed": 0}},
-        "output_dir": str(out / "eval")})
-    report = evaluate(ecfg, progress=progress)
-    summary["eval"] = {"held_out_qa_accuracy": report.metrics["qa_utility M_Acc"], "report": report.outputs["report"]}
-    summary["not_yet"] = ["train: GRPO from an SFT warm start (the CPU learning proof) and the demo's HTML report"]
+    test_set, blind = curated["test"]["dataset"], str(manifests["train"])
+    a0 = evaluate_captioner(str(train_dir / "sft"), "SFT warm start only", test_set, None, out / "eval" / "sft",
+                            progress=progress, overwrite=overwrite)
+    a1 = evaluate_captioner(str(train_dir / "best"), "SFT + GRPO (CapRL)", test_set, blind, out / "eval" / "rl",
+                            progress=progress, overwrite=overwrite)
+    summary["eval"] = {"A0_sft": a0["accuracy"], "A1_rl": a1["accuracy"], "blind_ceiling": a1["blind_ceiling"],
+                       "gain": a1["accuracy"] - a0["accuracy"], "results": [a0["results"], a1["results"]]}
+    summary["report"] = str(write_report(out, summary, curated))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary

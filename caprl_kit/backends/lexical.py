@@ -53,8 +53,13 @@ def _stemmer():
 
 
 def content_words(text: str) -> list[str]:
+    return list(_content_words(text))
+
+
+@lru_cache(maxsize=1 << 16)
+def _content_words(text: str) -> tuple[str, ...]:  # captions and options repeat across questions: cache the stems
     words = [w for w in WORD_RE.findall(text.lower()) if w not in STOP]
-    return _stemmer().stemWords(words)
+    return tuple(_stemmer().stemWords(words))
 
 
 def parse_prompt(text: str) -> tuple[str, str, list[tuple[str, str]]]:

@@ -206,23 +206,33 @@ def list_pipelines() -> None:
 @app.command("demo")
 def demo(
     out: Path = typer.Option(Path("demo_output"), "--out", "-o", help="Where the demo writes everything."),
-    n_images: int = typer.Option(24, help="Synthetic scenes to generate."),
+    seed: int = typer.Option(0, help="Seed of the models, the data and training."),
+    n_train: int = typer.Option(200, help="Training images."),
+    n_val: int = typer.Option(100, help="Validation images (RL checkpoint selection)."),
+    n_test: int = typer.Option(200, help="Held-out test images."),
+    sft_steps: Optional[int] = typer.Option(None, help="SFT steps (default: the recipe's)."),
+    rl_steps: Optional[int] = typer.Option(None, help="GRPO steps (default: the recipe's)."),
+    eval_steps: Optional[int] = typer.Option(None, help="Validate every N GRPO steps (default: the recipe's)."),
     overwrite: bool = typer.Option(False, "--overwrite/--resume", help="Redo finished steps instead of resuming."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True),
 ) -> None:
-    """The offline demo on tiny models built locally: no GPU, no downloads."""
-    from rich.pretty import Pretty
-
+    """The offline demo on tiny models built locally: curate -> SFT + GRPO -> annotate -> eval -> report.html."""
     from caprl_kit.cli._console import console, progress, setup_logging
     from caprl_kit.demo import run_demo
 
     setup_logging(verbose)
     try:
         with progress() as bar:
-            summary = run_demo(out, n_images=n_images, progress=bar, overwrite=overwrite)
+            summary = run_demo(out, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, sft_steps=sft_steps,
+                               rl_steps=rl_steps, eval_steps=eval_steps, progress=bar, overwrite=overwrite)
     except CaprlError as exc:
         _fail(exc)
-    console.print(Pretty(summary))
+    ev = summary["eval"]
+    console.print(f"held-out QA accuracy: SFT + GRPO [bold]{ev['A1_rl']:.3f}[/], SFT only {ev['A0_sft']:.3f}, "
+                  f"image-blind ceiling {ev['blind_ceiling']:.3f} (gain {ev['gain']:+.3f})")
+    console.print(f"curate: {summary['curate']['train']['items_kept']}/{summary['curate']['train']['items_in']} "
+                  f"training images kept; annotate: {summary['annotate']['ok']} captions")
+    console.print(f"report: {summary['report']}")
 
 
 data_app = typer.Typer(help="Data helpers.", no_args_is_help=True)

@@ -45,6 +45,10 @@ class QAUtilityConfig(ConfigModel):
     qa: QARewardConfig = Field(default_factory=lambda: QARewardConfig(mode="all_qa"),
                                description="Answerer and mode; all_qa asks every held-out question once")
     limit: int | None = Field(None, ge=1)
+    blind_captions: str | None = Field(None, description="JSONL/Parquet/text file of candidate fixed captions: "
+                                       "reports the image-blind ceiling, the best score one caption reaches on "
+                                       "every item (e.g. the training set's reference captions)")
+    blind_caption_column: str = Field("caption", description="Column holding the candidates (JSONL/Parquet)")
 
 
 class EvalConfig(JobConfig):

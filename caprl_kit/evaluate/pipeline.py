@@ -184,7 +184,44 @@ def run_qa_utility(cfg: EvalConfig, progress: Progress) -> tuple[dict[str, Any],
     samples = [dict(task="qa_utility", sample_id=sid, question=f"{d['n_questions']} held-out questions", gold="",
                     caption_index=ci, caption=c, response=json.dumps(d["predicted"]), prediction=None, score=s,
                     metric="qa_accuracy") for (sid, ci), c, s, d in zip(index, caps, out.scores, out.details)]
-    return summarize(samples, cfg.compat, rescore=False), samples
+    summary = summarize(samples, cfg.compat, rescore=False)
+    if qu.blind_captions:  # type: ignore[union-attr]
+        qas = [decode_ground_truth(r["reward_model"]["ground_truth"]) for r in rows]
+        summary["blind_ceiling"], summary["blind_caption"] = blind_ceiling(
+            scorer, read_candidates(qu.blind_captions, qu.blind_caption_column), qas, progress)  # type: ignore[union-attr]
+    return summary, samples
+
+
+def read_candidates(path: str, column: str) -> list[str]:
+    """Distinct candidate captions from a JSONL/Parquet column or a text file (one per line)."""
+    import pyarrow.parquet as pq
+
+    fs, p = url_to_fs(path)
+    if p.endswith(".parquet"):
+        with fs.open(p, "rb") as fh:
+            values = pq.read_table(fh, columns=[column]).column(column).to_pylist()
+    else:
+        lines = [x for x in fs.cat(p).decode().splitlines() if x.strip()]
+        values = [json.loads(x)[column] for x in lines] if p.endswith((".jsonl", ".json")) else lines
+    out = list(dict.fromkeys(v.strip() for v in values if isinstance(v, str) and v.strip()))
+    if not out:
+        raise ConfigError([ConfigIssue("qa_utility.blind_captions", f"no captions in {path} ({column})",
+                                       "point it at a file with a caption column")])
+    return out
+
+
+def blind_ceiling(scorer: Any, candidates: list[str], qas: list[list[Any]], progress: Progress) -> tuple[float, str]:
+    """The image-blind ceiling: the best mean score any single fixed caption reaches when used for every item."""
+    progress.start("blind ceiling", total=len(candidates))
+    best, best_caption = -1.0, ""
+    for cap in candidates:
+        scores = scorer.score([cap] * len(qas), qas).scores
+        value = sum(scores) / max(1, len(scores))
+        if value > best:
+            best, best_caption = value, cap
+        progress.advance("blind ceiling")
+    progress.finish("blind ceiling")
+    return best, best_caption
 
 
 def plan(cfg: EvalConfig) -> list[str]:
@@ -232,4 +269,6 @@ def run(cfg: EvalConfig, *, overwrite: bool = False, progress: Progress | None =
     for task, t in tasks.items():
         report.metrics[f"{task} M_Acc"] = t["m_acc"]
         report.metrics[f"{task} BoN"] = t["bon"]
+        if t.get("blind_ceiling") is not None:
+            report.metrics[f"{task} blind_ceiling"] = t["blind_ceiling"]
     return report

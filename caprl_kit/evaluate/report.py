@@ -76,6 +76,12 @@ def render_report(runs: list[tuple[EvalResults, dict[str, list[dict[str, Any]]]]
             if t:
                 rows.append(f"<tr><td>{html.escape(res.captioner)}</td><td>{t.m_acc:.4f}</td><td>{t.bon:.4f}</td>"
                             f"<td>{t.n_samples}</td><td>{html.escape(t.metric)}</td></tr>")
+        blind = next((res.tasks[task] for res, _ in runs if task in res.tasks and res.tasks[task].blind_ceiling
+                      is not None), None)
+        if blind is not None:
+            rows.append(f"<tr class='blind'><td>image-blind ceiling: &laquo;{html.escape(blind.blind_caption or '')}"
+                        f"&raquo;</td><td>{blind.blind_ceiling:.4f}</td><td>{blind.blind_ceiling:.4f}</td>"
+                        f"<td>{blind.n_samples}</td><td>best single fixed caption</td></tr>")
         tables.append(f"<h3>{html.escape(task)}</h3><table class='results'><tr><th>captioner</th><th>M_Acc</th>"
                       f"<th>BoN</th><th>samples</th><th>metric</th></tr>{''.join(rows)}</table>")
     avg = "".join(f"<tr><td>{html.escape(r.captioner)}</td><td>{r.average:.4f}</td><td>{html.escape(r.answerer)}</td>"

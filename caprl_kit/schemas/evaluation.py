@@ -44,6 +44,9 @@ class TaskResult(BaseModel):
     m_acc: float = Field(description="Mean accuracy over all captions (the paper's number)")
     bon: float = Field(description="Best-of-n accuracy over an item's captions")
     n_samples: int = Field(description="Scored samples")
+    blind_ceiling: float | None = Field(None, description="qa_utility: the best score one fixed caption reaches on "
+                                        "every item (what a captioner that ignores the image can get)")
+    blind_caption: str | None = Field(None, description="The fixed caption reaching blind_ceiling")
 
 
 class EvalResults(Artifact):

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from caprl_kit.commands import NullProgress, Progress
+from caprl_kit.errors import CaprlError
 from caprl_kit.log import get_logger
 from caprl_kit.train.config import TrainConfig
 
@@ -22,6 +23,7 @@ def train_sft(cfg: TrainConfig, progress: Progress | None = None) -> str:
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    from caprl_kit.errors import MediaError
     from caprl_kit.io.media import load_image
     from caprl_kit.prompts import CAPRL_IMAGE
 
@@ -40,7 +42,11 @@ def train_sft(cfg: TrainConfig, progress: Progress | None = None) -> str:
             image = image[0] if isinstance(image, list) else image
             if isinstance(image, str) and "://" not in image and not Path(image).is_absolute():
                 image = str(Path(f).parent / image)
-            rows.append({**r, s.image_column: image})
+            if isinstance(r.get(s.caption_column), str) and r[s.caption_column].strip():
+                rows.append({**r, s.image_column: image})
+    if not rows:
+        raise CaprlError(f"no (image, {s.caption_column}) rows in {s.data_files}")
+    skipped: dict[str, int] = {}
     processor = AutoProcessor.from_pretrained(cfg.policy)
     processor.tokenizer.padding_side = "right"
     model = AutoModelForImageTextToText.from_pretrained(cfg.policy, dtype=torch.float32)
@@ -62,8 +68,17 @@ def train_sft(cfg: TrainConfig, progress: Progress | None = None) -> str:
     g = torch.Generator().manual_seed(cfg.algorithm.seed)
     while step < total:
         for idx in torch.randperm(len(rows), generator=g).split(s.batch_size):
-            batch = [rows[i] for i in idx.tolist()]
-            images = [load_image(r[s.image_column]).image for r in batch]
+            batch, images = [], []
+            for i in idx.tolist():
+                try:
+                    image = load_image(rows[i][s.image_column]).image
+                except MediaError as exc:  # bad input is skipped with a count, never a crashed job
+                    skipped[exc.kind] = skipped.get(exc.kind, 0) + 1
+                    continue
+                batch.append(rows[i])
+                images.append(image)
+            if not batch:
+                continue
             prompts = [[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": CAPRL_IMAGE}]}]
                        for _ in batch]
             heads = [processor.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
@@ -95,4 +110,6 @@ def train_sft(cfg: TrainConfig, progress: Progress | None = None) -> str:
         shutil.rmtree(out)
     tmp.rename(out)  # a killed run leaves no half-written model that the next run would reuse
     log.info("SFT: %d steps, last loss %.3f", step, loss.item())
+    if skipped:
+        log.warning("SFT skipped unreadable images (counted per epoch): %s", skipped)
     return str(out)

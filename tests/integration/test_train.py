@@ -83,14 +83,36 @@ def test_two_grpo_steps_checkpoint_resume_and_export(tiny_models, curated: Path,
     assert resp.ok and resp.texts[0] is not None
 
 
-def test_sft_warm_start_then_grpo(tiny_models, curated: Path, tmp_path: Path) -> None:
-    cfg = trl_cfg(tiny_models, curated, tmp_path / "sft-rl", steps=1,
-                  sft={"data_files": [str(curated / "sft.jsonl")], "max_steps": 3, "batch_size": 4, "lr": 1e-3})
-    run(cfg)
-    assert (tmp_path / "sft-rl" / "sft" / "config.json").is_file()
-    assert (tmp_path / "sft-rl" / "final" / "config.json").is_file()
+def test_sft_warm_start_then_grpo_with_validation_selection(tiny_models, curated: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
 
-
+    sft_rows = (curated / "sft.jsonl").read_text().splitlines()
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 32)  # an unreadable image is skipped, not a crashed job
+    (tmp_path / "sft.jsonl").write_text("\n".join(sft_rows + [json.dumps({"image": str(bad), "caption": "x"})]))
+    out = tmp_path / "sft-rl"
+    cfg = trl_cfg(tiny_models, curated, out, steps=2,
+                  sft={"data_files": [str(tmp_path / "sft.jsonl")], "max_steps": 3, "batch_size": 4, "lr": 1e-3,
+                       "freeze_vision_tower": True, "log_steps": 1})
+    cfg.data.val_files = [str(curated / "out" / "dataset" / "val.parquet")]
+    cfg.algorithm.eval_steps = 1
+    report = run(cfg)
+    before = load_file(str(Path(tiny_models["captioner"]) / "model.safetensors"))
+    sft = load_file(str(out / "sft" / "model.safetensors"))
+    vision = [k for k in before if "visual" in k]
+    assert vision and all(torch.equal(before[k], sft[k]) for k in vision), "SFT froze the vision tower"
+    assert any(not torch.equal(before[k], sft[k]) for k in before if "visual" not in k and k in sft)
+    assert [json.loads(x)["step"] for x in (out / "sft_metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert (out / "final" / "config.json").is_file()
+    # checkpoint selection on the validation split: measured before step 1 and after each step, best kept
+    metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    val = [m for m in metrics if "val/qa_accuracy" in m]
+    assert [m["step"] for m in val] == [0, 1, 2]
+    best = json.loads((out / "best.json").read_text())
+    assert best["val_qa_accuracy"] == max(m["val/qa_accuracy"] for m in val)
+    assert best["step"] == next(m["step"] for m in val if m["val/qa_accuracy"] == best["val_qa_accuracy"])
+    assert (out / "best" / "config.json").is_file() and (out / "best" / "preprocessor_config.json").is_file()
+    assert report.outputs["best"] == str(out / "best") and report.metrics["best_step"] == best["step"]
 
 
 def verl_cfg(policy: str, train: Path, val: Path, **extra) -> dict:
