@@ -30,6 +30,7 @@ def setup_logging(verbose: int = 0, log_file: str | None = None) -> None:
     # our Rich progress replaces the libraries' own bars
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     level = logging.DEBUG if verbose > 1 else logging.INFO if verbose == 1 else logging.WARNING
     root = logging.getLogger("caprl_kit")
     root.handlers.clear()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -103,9 +103,40 @@ class TrainConfig(JobConfig):
     sft: SFTConfig | None = Field(None, description="Supervised warm start before RL")
     verl: VerlOptions = Field(default_factory=VerlOptions)
     trl: TRLOptions = Field(default_factory=TRLOptions)
+    stages: list[dict[str, Any]] = Field(
+        default_factory=list, description="Curriculum: run these stages in order, each {name: ..., <keys to "
+        "override>}; a stage without its own policy starts from the previous stage's exported model "
+        "(CapRL++ S2D-Boot: an image stage, then a video stage)")
+
+    def stage_configs(self) -> list[tuple[str, "TrainConfig", bool]]:
+        """(name, validated config, policy inherited from the previous stage) per curriculum stage; every problem
+        of every stage in one ConfigError, keys prefixed ``stages.<i>``."""
+        from caprl_kit.config import deep_merge, validate
+        from caprl_kit.errors import ConfigError, ConfigIssue
+
+        base = self.model_dump(mode="json", exclude={"stages"})
+        out, issues = [], []
+        for i, stage in enumerate(self.stages):
+            name = str(stage.get("name") or f"stage{i}")
+            overrides = {k: v for k, v in stage.items() if k != "name"}
+            data = deep_merge(base, overrides)
+            data["output_dir"] = f"{self.output_dir}/{name}" if self.output_dir else None
+            try:
+                out.append((name, validate(TrainConfig, data), i > 0 and "policy" not in overrides))
+            except ConfigError as exc:
+                issues += [ConfigIssue(f"stages.{i}.{x.path}", x.message, x.hint) for x in exc.issues]
+        if len({n for n, _, _ in out}) != len(out):
+            issues.append(ConfigIssue("stages", "stage names must be unique"))
+        if issues:
+            raise ConfigError(issues)
+        return out
 
     @model_validator(mode="after")
     def _check(self) -> "TrainConfig":
+        if self.stages and any(not isinstance(s, dict) for s in self.stages):
+            raise ValueError("stages: each stage is a mapping {name: ..., <keys to override>}")
+        if self.stages:
+            return self  # each stage is validated as a whole config (stage_configs)
         if self.trainer == "trl" and self.task == "video":
             raise ValueError("task: video is not supported by TRL's GRPOTrainer here; set trainer: verl")
         if self.trainer == "verl" and not self.data.val_files:

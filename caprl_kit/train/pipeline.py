@@ -18,6 +18,14 @@ log = get_logger(__name__)
 
 
 def plan(cfg: TrainConfig) -> list[str]:
+    if cfg.stages:
+        lines = []
+        stages = cfg.stage_configs()
+        for i, (name, stage, inherited) in enumerate(stages):
+            lines.append(f"stage {i + 1}/{len(stages)} '{name}' ({stage.task}, {stage.trainer})"
+                         + (f": starts from stage '{stages[i - 1][0]}''s exported model" if inherited else ""))
+            lines += ["  " + x for x in plan(stage)]
+        return lines
     a = cfg.algorithm
     lines = [f"{a.estimator.upper()} on {cfg.policy} with {cfg.trainer}: {a.num_generations} captions per image, "
              f"lr {a.lr}, KL {a.kl_coef}, {a.epochs} epoch(s)" + (f", at most {a.max_steps} steps" if a.max_steps else ""),
@@ -28,6 +36,10 @@ def plan(cfg: TrainConfig) -> list[str]:
         from caprl_kit.train.verl import dry_run
 
         lines += dry_run(cfg)
+    else:
+        from caprl_kit.train.trl_grpo import check_dataset
+
+        lines += check_dataset(cfg)
     return lines
 
 
@@ -35,6 +47,8 @@ def run(cfg: TrainConfig, *, overwrite: bool = False, progress: Progress | None 
     progress = progress or NullProgress()
     if not cfg.output_dir:
         raise ConfigError([ConfigIssue("output_dir", "no output directory", "pass --output DIR or set output_dir")])
+    if cfg.stages:
+        return run_curriculum(cfg, overwrite=overwrite, progress=progress)
     if cfg.trainer == "verl":
         return launch_verl(cfg)
     from caprl_kit.train.trl_grpo import train_grpo
@@ -45,6 +59,46 @@ def run(cfg: TrainConfig, *, overwrite: bool = False, progress: Progress | None 
 
         policy = train_sft(cfg, progress=progress)
     return train_grpo(cfg, overwrite=overwrite, progress=progress, policy=policy)
+
+
+def stage_model(cfg: TrainConfig) -> str:
+    """The Hugging Face model a finished stage hands to the next: TRL's best-on-validation (else final) directory;
+    verl's newest checkpoint, exported once to OUTPUT/hf with verl's model merger."""
+    out = Path(str(cfg.output_dir))
+    if cfg.trainer == "trl":
+        for name in ("best", "final"):
+            if (out / name / "config.json").is_file():
+                return str(out / name)
+        raise CaprlError(f"stage output {out} has no final model")
+    hf = out / "hf"
+    if (hf / "config.json").is_file():
+        return str(hf)
+    root = Path(cfg.verl.checkpoint_dir or out / "checkpoints")
+    steps = sorted(root.glob("global_step_*"), key=lambda p: int(p.name.rsplit("_", 1)[1]))
+    if not steps:
+        raise CaprlError(f"no verl checkpoint under {root} to start the next stage from")
+    export_checkpoint(str(steps[-1]), str(hf), python=cfg.verl.python)
+    return str(hf)
+
+
+def run_curriculum(cfg: TrainConfig, *, overwrite: bool, progress: Progress) -> RunReport:
+    """Run the stages in order (each resumable in its own OUTPUT/<name>); a stage without its own policy starts
+    from the previous stage's exported model."""
+    t0 = time.perf_counter()
+    report = RunReport(command="train", output_dir=str(cfg.output_dir))
+    previous: TrainConfig | None = None
+    for name, stage, inherited in cfg.stage_configs():
+        if inherited and previous is not None:
+            stage = stage.model_copy(update={"policy": stage_model(previous)})
+        log.info("curriculum stage '%s': %s on %s", name, stage.task, stage.policy)
+        sub = run(stage, overwrite=overwrite, progress=progress)
+        report.metrics.update({f"{name}/{k}": v for k, v in sub.metrics.items()})
+        report.outputs.update({f"{name}/{k}": v for k, v in sub.outputs.items()})
+        previous = stage
+    assert previous is not None
+    report.outputs["model"] = stage_model(previous)
+    report.duration_s = time.perf_counter() - t0
+    return report
 
 
 def launch_verl(cfg: TrainConfig) -> RunReport:

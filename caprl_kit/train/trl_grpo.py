@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from caprl_kit.commands import NullProgress, Progress, RunReport
+from caprl_kit.errors import ConfigError, ConfigIssue
 from caprl_kit.log import get_logger
 from caprl_kit.rewards.combine import CaprlReward
 from caprl_kit.train.config import TrainConfig
@@ -39,6 +40,38 @@ def load_rl_dataset(files: list[str], image_key: str = "images") -> Any:
     drop = [c for c in ("image",) if c in ds.column_names]
     ds = ds.map(to_trl, remove_columns=drop)
     return ds.cast_column("images", datasets.Sequence(datasets.Image()))
+
+
+def check_dataset(cfg: TrainConfig) -> list[str]:
+    """Dry-run check for ``trainer: trl``: load the training (and validation) rows the way the trainer does and
+    render the first prompt with the policy's processor, image included; skipped when the policy is not local."""
+    from pathlib import Path as _Path
+
+    if not _Path(cfg.policy).is_dir():
+        return [f"trl: SKIPPED the dataset check: the policy {cfg.policy} is not a local directory "
+                "(its processor is needed to render the prompts)"]
+    missing = [f for f in cfg.data.train_files + cfg.data.val_files if not _Path(f).is_file()]
+    if missing:
+        return [f"trl: SKIPPED the dataset check: missing data file(s) {', '.join(missing)}"]
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(cfg.policy)
+    ds = load_rl_dataset(cfg.data.train_files, cfg.data.image_key)
+    row = ds[0]
+    messages = [{"role": m["role"], "content": ([{"type": "image"}, {"type": "text", "text": m["content"]}]
+                                                if m["role"] == "user" else m["content"])} for m in row["prompt"]]
+    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    enc = processor(text=[text], images=row["images"][:1], return_tensors="pt")
+    n_tokens = int(enc["input_ids"].shape[1])
+    if n_tokens > cfg.data.max_prompt_length:
+        raise ConfigError([ConfigIssue("data.max_prompt_length", f"the first prompt has {n_tokens} tokens "
+                                       f"(image included), over {cfg.data.max_prompt_length}", "raise it or lower "
+                                       "trl.max_pixels")])
+    lines = [f"trl: loaded {len(ds)} training rows; the first prompt renders to {n_tokens} tokens with the policy's "
+             "processor"]
+    if cfg.data.val_files:
+        lines.append(f"trl: {len(ValidationCallback(cfg, processor, _Path('.'), []).images)} validation items")
+    return lines
 
 
 def freeze_vision(model: Any) -> int:
@@ -245,7 +278,7 @@ def train_grpo(cfg: TrainConfig, *, overwrite: bool = False, progress: Progress 
     processor.save_pretrained(str(final))
     report = RunReport(command="train", output_dir=str(out), n_items=len(train), n_ok=len(train))
     report.metrics.update({"train_loss": float(result.training_loss), "steps": float(trainer.state.global_step)})
-    report.outputs.update({"final": str(final), "metrics": str(out / "metrics.jsonl")})
+    report.outputs.update({"final": str(final), "metrics": str(out / "metrics.jsonl"), "policy": str(policy)})
     if validation is not None and validation.best is not None:
         report.outputs["best"] = str(out / "best")
         report.metrics.update({"best_val_qa_accuracy": validation.best["val_qa_accuracy"],

@@ -113,6 +113,10 @@ def dry_run(cfg: TrainConfig) -> list[str]:
     except (AssertionError, ValueError) as exc:
         raise ConfigError([ConfigIssue("verl", f"verl's validate_config failed: {exc}")]) from None
     lines.append("verl: validate_config passed")
+    served = [f"{c.weight} x {c.name}" for c in cfg.reward.components if c.name != "length" and c.weight]
+    urls = ", ".join(cfg.verl.reward_urls) or "$CAPRL_REWARD_URLS"
+    lines.append(f"reward: {' + '.join(served) or 'nothing'} computed by the reward servers at {urls} (their "
+                 "serve-reward config must hold these terms and weights); length computed in the reward function")
     if Path(cfg.policy).is_dir():
         lines += check_dataset(cfg, vcfg)
     else:

@@ -115,6 +115,19 @@ def test_sft_warm_start_then_grpo_with_validation_selection(tiny_models, curated
     assert report.outputs["best"] == str(out / "best") and report.metrics["best_step"] == best["step"]
 
 
+def test_curriculum_stage_two_starts_from_stage_one(tiny_models, curated: Path, tmp_path: Path) -> None:
+    out = tmp_path / "curriculum"
+    cfg = trl_cfg(tiny_models, curated, out, steps=1,
+                  stages=[{"name": "first"}, {"name": "second", "algorithm": {"max_steps": 1, "lr": 1e-3}}])
+    report = run(cfg)
+    assert report.outputs["first/policy"] == str(tiny_models["captioner"])
+    assert report.outputs["second/policy"] == str(out / "first" / "final")  # S2D-Boot: from the previous export
+    assert report.outputs["model"] == str(out / "second" / "final")
+    assert report.metrics["first/steps"] == report.metrics["second/steps"] == 1.0
+    with pytest.raises(Exception, match="stages.1.algorithm.lrr"):
+        trl_cfg(tiny_models, curated, out, steps=1, stages=[{"name": "a"}, {"algorithm": {"lrr": 1}}]).stage_configs()
+
+
 def verl_cfg(policy: str, train: Path, val: Path, **extra) -> dict:
     return {"kind": "train", "trainer": "verl", "policy": policy,
             "data": {"train_files": [str(train)], "val_files": [str(val)], "train_batch_size": 8,
@@ -184,3 +197,46 @@ def test_trl_refuses_video_and_verl_needs_val_files() -> None:
         validate(TrainConfig, {"policy": "x", "task": "video", "data": {"train_files": ["a"]}})
     with pytest.raises(ConfigError, match="val_files"):
         validate(TrainConfig, {"policy": "x", "trainer": "verl", "data": {"train_files": ["a"]}})
+
+
+@pytest.fixture(scope="module")
+def curated_video(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("curated_video")
+    (root / "videos").mkdir()
+    for i in range(3):
+        (root / "videos" / f"v{i}.mp4").write_bytes(make_video_bytes(n_frames=8, fps=4))
+    qa = [{"question": "What moves?", "choices": ["A. a bar", "B. a ball"], "answer": "A"}]
+    (root / "m.jsonl").write_text("\n".join(json.dumps({"path": f"videos/v{i}.mp4", "qa": qa, "caption": "a bar moves"})
+                                            for i in range(3)))
+    curate(CurateConfig.model_validate({"input": {"path": str(root / "m.jsonl")}, "import_mode": "qa",
+                                        "answer": {"backend": {"name": "lexical"}, "evidence": "caption"},
+                                        "export": {"val_fraction": 0.0}, "output_dir": str(root / "cur")}))
+    return root / "cur" / "dataset" / "train.parquet"
+
+
+TRAIN_RECIPES = [n for n in __import__("caprl_kit.config", fromlist=["x"]).builtin_pipelines() if n.startswith("train/")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TRAIN_RECIPES)
+def test_train_recipe_dry_run_with_tiny_policy_checks_the_data(name: str, tiny_models, curated: Path,
+                                                               curated_video: Path) -> None:
+    """Every train recipe, with the policy overridden to the local tiny captioner, loads its data through the
+    trainer's own loader in --dry-run (verl: create_rl_dataset; trl: the GRPO dataset + the processor)."""
+    from caprl_kit.config import load_config
+
+    def data(task: str, prefix: str = "") -> list[str]:
+        video = task == "video"
+        train = str(curated_video) if video else str(curated / "out" / "dataset" / "train.parquet")
+        val = str(curated_video) if video else str(curated / "out" / "dataset" / "val.parquet")
+        return [f"{prefix}data.train_files=[{train}]", f"{prefix}data.val_files=[{val}]"]
+
+    cfg = load_config(name)
+    overrides = [f"policy={tiny_models['captioner']}"] + data(cfg.task)
+    for i, stage in enumerate(cfg.stages):  # a curriculum: every stage's own data too
+        overrides += data(stage.get("task", cfg.task), f"stages.{i}.")
+    result = runner.invoke(app, ["train", "--config", name, "--dry-run", *overrides])
+    assert result.exit_code == 0, result.output
+    assert "SKIPPED" not in result.output
+    n_checks = result.output.count("create_rl_dataset loaded all") + result.output.count("trl: loaded")
+    assert n_checks >= max(1, len(cfg.stages)), result.output
