@@ -3,6 +3,7 @@ verl's own Hydra config, runs its ``validate_config`` and loads our data through
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shlex
 from pathlib import Path
@@ -117,7 +118,11 @@ def dry_run(cfg: TrainConfig) -> list[str]:
     urls = ", ".join(cfg.verl.reward_urls) or "$CAPRL_REWARD_URLS"
     lines.append(f"reward: {' + '.join(served) or 'nothing'} computed by the reward servers at {urls} (their "
                  "serve-reward config must hold these terms and weights); length computed in the reward function")
-    if Path(cfg.policy).is_dir():
+    decoder = any(importlib.util.find_spec(m) for m in ("torchcodec", "decord"))
+    if Path(cfg.policy).is_dir() and cfg.task == "video" and not decoder:
+        lines.append("verl: SKIPPED the dataset check: verl decodes video files through qwen_vl_utils, which needs "
+                     "torchcodec or decord (neither is installed here; verl[verl-core] brings torchcodec)")
+    elif Path(cfg.policy).is_dir():
         lines += check_dataset(cfg, vcfg)
     else:
         lines.append(f"verl: SKIPPED the dataset check: the policy {cfg.policy} is not a local directory "
