@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -53,6 +54,9 @@ def run(cfg: TrainConfig, *, overwrite: bool = False, progress: Progress | None 
         return launch_verl(cfg)
     from caprl_kit.train.trl_grpo import train_grpo
 
+    out = Path(str(cfg.output_dir))
+    if overwrite and out.exists():  # discard the previous run: warm start, checkpoints, best-on-validation
+        shutil.rmtree(out)
     policy = None
     if cfg.sft is not None:
         from caprl_kit.train.sft import train_sft

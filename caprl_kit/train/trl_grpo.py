@@ -70,7 +70,7 @@ def check_dataset(cfg: TrainConfig) -> list[str]:
     lines = [f"trl: loaded {len(ds)} training rows; the first prompt renders to {n_tokens} tokens with the policy's "
              "processor"]
     if cfg.data.val_files:
-        lines.append(f"trl: {len(ValidationCallback(cfg, processor, _Path('.'), []).images)} validation items")
+        lines.append(f"trl: {len(read_val_rows(cfg))} validation items")
     return lines
 
 
@@ -90,16 +90,11 @@ class ValidationCallback:
     goes to metrics.jsonl, and the best model so far is saved to OUTPUT/best (model + processor, atomically)."""
 
     def __init__(self, cfg: TrainConfig, processor: Any, out: Path, suppress: list[int]):
-        import pyarrow.parquet as pq
-
         from caprl_kit.rewards.base import decode_ground_truth
         from caprl_kit.rewards.qa import QAScorer
 
         self.cfg, self.processor, self.out, self.suppress = cfg, processor, out, suppress
-        rows: list[dict[str, Any]] = []
-        for f in cfg.data.val_files:
-            rows += pq.read_table(f).to_pylist() if f.endswith(".parquet") else _read_jsonl(f)
-        rows = rows[: cfg.trl.val_max_items] if cfg.trl.val_max_items else rows
+        rows = read_val_rows(cfg)
         self.images = [r[cfg.data.image_key][0] for r in rows]
         self.qas = [decode_ground_truth(r["reward_model"]["ground_truth"]) for r in rows]
         self.prompts = [r[cfg.data.prompt_key] for r in rows]
@@ -189,9 +184,18 @@ def _with_image(messages: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _read_jsonl(path: str) -> list[dict[str, Any]]:
-    with open(path) as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+def read_val_rows(cfg: TrainConfig) -> list[dict[str, Any]]:
+    """The validation rows (curated Parquet/JSONL), capped at ``trl.val_max_items``."""
+    import pyarrow.parquet as pq
+
+    rows: list[dict[str, Any]] = []
+    for f in cfg.data.val_files:
+        if f.endswith(".parquet"):
+            rows += pq.read_table(f).to_pylist()
+        else:
+            with open(f) as fh:
+                rows += [json.loads(line) for line in fh if line.strip()]
+    return rows[: cfg.trl.val_max_items] if cfg.trl.val_max_items else rows
 
 
 class MetricsCallback:

@@ -114,6 +114,12 @@ def test_sft_warm_start_then_grpo_with_validation_selection(tiny_models, curated
     assert best["step"] == next(m["step"] for m in val if m["val/qa_accuracy"] == best["val_qa_accuracy"])
     assert (out / "best" / "config.json").is_file() and (out / "best" / "processor_config.json").is_file()
     assert report.outputs["best"] == str(out / "best") and report.metrics["best_step"] == best["step"]
+    # --overwrite discards the previous run (warm start, checkpoints, best) instead of mixing with it
+    (out / "sft" / "stale").write_text("x")
+    run(cfg, overwrite=True)
+    assert not (out / "sft" / "stale").exists()
+    val = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if "val/qa_accuracy" in x]
+    assert [m["step"] for m in val] == [0, 1, 2]
 
 
 def test_curriculum_stage_two_starts_from_stage_one(tiny_models, curated: Path, tmp_path: Path) -> None:
