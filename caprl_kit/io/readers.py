@@ -15,6 +15,7 @@ listing and shard ``i`` always holds the same items. Paths may be any fsspec URL
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import tarfile
 from dataclasses import dataclass, field
@@ -128,7 +129,12 @@ def _rows_to_items(rows: Iterator[dict[str, Any]], cfg: InputConfig, base_dir: s
 
 
 def _manifest_dir(cfg: InputConfig) -> str:
-    return posixpath.dirname(cfg.path.rstrip("/"))
+    return _absolute(posixpath.dirname(cfg.path.rstrip("/")))
+
+
+def _absolute(path: str) -> str:
+    """Local paths become absolute, so the sources a run records stay valid from any working directory."""
+    return path if "://" in path else os.path.abspath(path or ".")
 
 
 @READERS.register("jsonl")
@@ -164,7 +170,7 @@ def read_parquet(cfg: InputConfig) -> Iterator[InputItem]:
             with fs.open(f, "rb") as fh:
                 yield from _batches_to_rows(pq.ParquetFile(fh).iter_batches(batch_size=BATCH_ROWS))
 
-    base = cfg.path.rstrip("/") if fs.isdir(path) else _manifest_dir(cfg)
+    base = _absolute(cfg.path.rstrip("/")) if fs.isdir(path) else _manifest_dir(cfg)
     yield from _rows_to_items(rows(), cfg, base)
 
 

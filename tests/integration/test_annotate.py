@@ -277,6 +277,27 @@ def test_reader_streams_without_holding_the_listing(tmp_path: Path) -> None:
     assert peak < 2_000_000, f"peak {peak} bytes: the listing was held in memory"
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_relative_manifest_paths_become_absolute_sources(tmp_path: Path, monkeypatch, fmt: str) -> None:
+    """A manifest named by a relative path: its rows' relative media paths resolve against its folder into
+    absolute sources, so curated datasets and eval manifests written from them work from any directory."""
+    from caprl_kit.io.config import InputConfig
+    from caprl_kit.io.readers import iter_items
+
+    (tmp_path / "data").mkdir()
+    rows = [{"path": "images/a.png"}, {"path": "/abs/b.png"}]
+    if fmt == "jsonl":
+        (tmp_path / "data" / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), tmp_path / "data" / "m.parquet")
+    monkeypatch.chdir(tmp_path)
+    items = list(iter_items(InputConfig(path=f"data/m.{fmt}")))
+    assert [i.source for i in items] == [str(tmp_path / "data" / "images" / "a.png"), "/abs/b.png"]
+
+
 def test_adaptive_batches_respect_both_caps() -> None:
     from caprl_kit.io.batching import Loaded, cut_batches
     from caprl_kit.io.media import LoadedImage

@@ -16,8 +16,9 @@ REDUCED = dict(n_train=200, n_val=40, n_test=60, sft_steps=300, rl_steps=50, eva
 
 
 @pytest.mark.slow
-def test_reduced_demo_learns_and_resumes(tmp_path: Path) -> None:
-    out = tmp_path / "demo"
+def test_reduced_demo_learns_and_resumes(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # a relative output directory, as `caprl demo` uses by default
+    out = Path("demo")
     summary = run_demo(out, **REDUCED)
     train = summary["curate"]["train"]
     assert train["items_in"] == 201 and train["items_kept"] == 200 and train["dropped"] == {"failed_to_decode": 1}
