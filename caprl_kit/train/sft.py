@@ -7,7 +7,6 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any
 
 from caprl_kit.commands import NullProgress, Progress
 from caprl_kit.errors import CaprlError

@@ -45,12 +45,10 @@ def load_rl_dataset(files: list[str], image_key: str = "images") -> Any:
 def check_dataset(cfg: TrainConfig) -> list[str]:
     """Dry-run check for ``trainer: trl``: load the training (and validation) rows the way the trainer does and
     render the first prompt with the policy's processor, image included; skipped when the policy is not local."""
-    from pathlib import Path as _Path
-
-    if not _Path(cfg.policy).is_dir():
+    if not Path(cfg.policy).is_dir():
         return [f"trl: SKIPPED the dataset check: the policy {cfg.policy} is not a local directory "
                 "(its processor is needed to render the prompts)"]
-    missing = [f for f in cfg.data.train_files + cfg.data.val_files if not _Path(f).is_file()]
+    missing = [f for f in cfg.data.train_files + cfg.data.val_files if not Path(f).is_file()]
     if missing:
         return [f"trl: SKIPPED the dataset check: missing data file(s) {', '.join(missing)}"]
     from transformers import AutoProcessor
