@@ -4,7 +4,6 @@ real users warm-start too. A plain loop over the processor's chat template: loss
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -25,6 +24,7 @@ def train_sft(cfg: TrainConfig, progress: Progress | None = None) -> str:
     from caprl_kit.errors import MediaError
     from caprl_kit.io.media import load_image
     from caprl_kit.prompts import CAPRL_IMAGE
+    from caprl_kit.train.trl_grpo import freeze_vision, save_atomically
 
     progress = progress or NullProgress()
     s = cfg.sft
@@ -51,8 +51,6 @@ def train_sft(cfg: TrainConfig, progress: Progress | None = None) -> str:
     model = AutoModelForImageTextToText.from_pretrained(cfg.policy, dtype=torch.float32)
     model.train()
     if s.freeze_vision_tower:
-        from caprl_kit.train.trl_grpo import freeze_vision
-
         log.info("SFT: froze %d vision-tower parameters", freeze_vision(model))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=s.lr)
     torch.manual_seed(cfg.algorithm.seed)
@@ -101,13 +99,8 @@ def train_sft(cfg: TrainConfig, progress: Progress | None = None) -> str:
             if step >= total:
                 break
     progress.finish("sft")
-    tmp = out.with_name("sft.partial")
-    model.save_pretrained(tmp)
     processor.tokenizer.padding_side = "left"
-    processor.save_pretrained(tmp)
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)  # a killed run leaves no half-written model that the next run would reuse
+    save_atomically(out, model, processor)  # a killed run leaves no half-written model that a rerun would reuse
     log.info("SFT: %d steps, last loss %.3f", step, loss.item())
     if skipped:
         log.warning("SFT skipped unreadable images (counted per epoch): %s", skipped)

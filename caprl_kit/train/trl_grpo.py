@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from caprl_kit.backends.transformers_local import VISION_TOKENS
 from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.errors import ConfigError, ConfigIssue
 from caprl_kit.log import get_logger
@@ -22,7 +23,6 @@ from caprl_kit.rewards.combine import CaprlReward
 from caprl_kit.train.config import TrainConfig
 
 log = get_logger(__name__)
-VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>")
 
 
 def load_rl_dataset(files: list[str], image_key: str = "images") -> Any:
@@ -87,11 +87,11 @@ class ValidationCallback:
     captions the validation images greedily, the QA scorer (all questions once) scores the captions, the accuracy
     goes to metrics.jsonl, and the best model so far is saved to OUTPUT/best (model + processor, atomically)."""
 
-    def __init__(self, cfg: TrainConfig, processor: Any, out: Path, suppress: list[int]):
+    def __init__(self, cfg: TrainConfig, processor: Any, out: Path):
         from caprl_kit.rewards.base import decode_ground_truth
         from caprl_kit.rewards.qa import QAScorer
 
-        self.cfg, self.processor, self.out, self.suppress = cfg, processor, out, suppress
+        self.cfg, self.processor, self.out = cfg, processor, out
         rows = read_val_rows(cfg)
         self.images = [r[cfg.data.image_key][0] for r in rows]
         self.qas = [decode_ground_truth(r["reward_model"]["ground_truth"]) for r in rows]
@@ -100,31 +100,24 @@ class ValidationCallback:
         self.state_path = out / "best.json"
         self.best = json.loads(self.state_path.read_text()) if self.state_path.is_file() else None
 
-    def captions(self, model: Any, batch_size: int = 32) -> list[str]:
-        import torch
+    def captions(self, model: Any) -> list[str]:
+        """Greedy captions of the validation images by the in-memory policy, through the transformers back end;
+        an image that fails to load gets an empty caption (it scores 0) instead of stopping the training."""
+        from caprl_kit.backends.base import Request
+        from caprl_kit.backends.config import BackendConfig
+        from caprl_kit.backends.transformers_local import TransformersBackend
 
-        from caprl_kit.io.media import load_image
-
-        tok = self.processor.tokenizer
-        side, tok.padding_side = tok.padding_side, "left"
-        out: list[str] = []
+        backend = TransformersBackend(BackendConfig(name="transformers", batch_size=32, sampling={
+            "n": 1, "temperature": 0.0, "max_tokens": self.cfg.data.max_response_length}),
+            model=model, processor=self.processor)
+        requests = [Request(messages=_with_image(p, im)) for p, im in zip(self.prompts, self.images)]
         was_training = model.training
         model.eval()
         try:
-            for start in range(0, len(self.images), batch_size):
-                idx = range(start, min(start + batch_size, len(self.images)))
-                texts = [self.processor.apply_chat_template(_with_image(self.prompts[i]), add_generation_prompt=True,
-                                                            tokenize=False) for i in idx]
-                images = [load_image(self.images[i]).image for i in idx]
-                enc = self.processor(text=texts, images=images, return_tensors="pt", padding=True).to(model.device)
-                with torch.no_grad():
-                    gen = model.generate(**enc, do_sample=False, max_new_tokens=self.cfg.data.max_response_length,
-                                         suppress_tokens=self.suppress or None)
-                out += tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            responses = backend.generate(requests)
         finally:
-            tok.padding_side = side
             model.train(was_training)
-        return out
+        return [r.texts[0] if r.ok else "" for r in responses]
 
     def evaluate(self, model: Any, step: int) -> dict[str, Any]:
         caps = self.captions(model)
@@ -132,15 +125,7 @@ class ValidationCallback:
         record = {"step": step, "val/qa_accuracy": acc, "val/sample_caption": caps[0] if caps else ""}
         if self.best is None or acc > self.best["val_qa_accuracy"]:
             self.best = {"step": step, "val_qa_accuracy": acc}
-            tmp = self.out / "best.partial"
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            model.save_pretrained(tmp)
-            self.processor.save_pretrained(tmp)
-            final = self.out / "best"
-            if final.exists():
-                shutil.rmtree(final)
-            tmp.rename(final)
+            save_atomically(self.out / "best", model, self.processor)
             self.state_path.write_text(json.dumps(self.best))
             record["val/best"] = True
         log.info("step %d: validation QA accuracy %.3f (best %.3f at step %d)", step, acc,
@@ -168,14 +153,27 @@ class ValidationCallback:
         return _CB()
 
 
-def _with_image(messages: Any) -> list[dict[str, Any]]:
-    """Curated prompt messages (``<image>`` placeholder in the text) -> typed parts for the chat template."""
+def save_atomically(target: Path, *parts: Any) -> None:
+    """``save_pretrained`` every part (model, processor) into ``target`` under a temporary name, then swap it in:
+    a killed run never leaves a half-written directory that a rerun would load."""
+    tmp = target.with_name(target.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    for part in parts:
+        part.save_pretrained(tmp)
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.rename(target)
+
+
+def _with_image(messages: Any, image: str) -> list[dict[str, Any]]:
+    """Curated prompt messages (``<image>`` placeholder in the text) -> typed parts with the image source."""
     out = []
     for m in list(messages):
         text = m["content"]
         if "<image>" in text:
-            parts = [{"type": "image"}] + ([{"type": "text", "text": t}] if (t := text.replace("<image>", "").strip())
-                                           else [])
+            parts = [{"type": "image", "image": image}] + (
+                [{"type": "text", "text": t}] if (t := text.replace("<image>", "").strip()) else [])
             out.append({"role": m["role"], "content": parts})
         else:
             out.append({"role": m["role"], "content": text})
@@ -245,7 +243,7 @@ def train_grpo(cfg: TrainConfig, *, overwrite: bool = False, progress: Progress 
     if a.freeze_vision_tower:
         log.info("froze %d vision-tower parameters", freeze_vision(model))
     vocab = processor.tokenizer.get_vocab()
-    suppress = [vocab[x] for x in VISION_TOKENS if x in vocab]
+    suppress = [vocab[x] for x in VISION_TOKENS if x in vocab]  # the same tokens the transformers back end bans
     reward = CaprlReward(cfg.reward, tokenizer=processor.tokenizer)
     train = load_rl_dataset(cfg.data.train_files, cfg.data.image_key)
     args = GRPOConfig(
@@ -265,7 +263,7 @@ def train_grpo(cfg: TrainConfig, *, overwrite: bool = False, progress: Progress 
     callbacks = [metrics.as_trainer_callback()]
     validation = None
     if cfg.data.val_files and t.select_on_val:
-        validation = ValidationCallback(cfg, processor, out, suppress)
+        validation = ValidationCallback(cfg, processor, out)
         callbacks.append(validation.as_trainer_callback(out / "metrics.jsonl", a.eval_steps))
     trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=train,
                           processing_class=processor, callbacks=callbacks)
