@@ -67,10 +67,10 @@ def _samples(out: Path, n: int = 8) -> str:
     for name in ("sft", "rl"):
         files = sorted((out / "eval" / name).glob("samples_qa_utility_*.jsonl"))
         runs[name] = {r["sample_id"]: r for r in _jsonl(files[-1])} if files else {}
-    test = sorted((out / "curate" / "test" / "dataset").glob("train.parquet"))
-    if not test or not runs["rl"]:
+    test = out / "curate" / "test" / "dataset" / "train.parquet"
+    if not test.is_file() or not runs["rl"]:
         return "<p>no samples</p>"
-    rows = pq.read_table(test[0], columns=["id", "images"]).to_pylist()[:n]
+    rows = pq.read_table(test, columns=["id", "images"]).to_pylist()[:n]
     body = []
     for r in rows:
         s, t = runs["sft"].get(r["id"], {}), runs["rl"].get(r["id"], {})

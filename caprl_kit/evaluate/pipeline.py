@@ -172,11 +172,12 @@ def run_qa_utility(cfg: EvalConfig, progress: Progress) -> tuple[dict[str, Any],
         media.append(((r["videos"] if video else r["images"])[0], "video" if video else "image"))
     captions = caption_stage(cfg, "qa_utility", list(dict.fromkeys(media)), progress)
     scorer = QAScorer(qu.qa)  # type: ignore[union-attr]
+    qas = [decode_ground_truth(r["reward_model"]["ground_truth"]) for r in rows]
     caps, gts, index = [], [], []
-    for r, (m, _) in zip(rows, media):
+    for r, qa, (m, _) in zip(rows, qas, media):
         for ci, cap in enumerate(captions.get(m) or [""]):
             caps.append(cap)
-            gts.append(decode_ground_truth(r["reward_model"]["ground_truth"]))
+            gts.append(qa)
             index.append((r["id"], ci))
     progress.start("qa utility", total=len(caps))
     out = scorer.score(caps, gts)
@@ -186,7 +187,6 @@ def run_qa_utility(cfg: EvalConfig, progress: Progress) -> tuple[dict[str, Any],
                     metric="qa_accuracy") for (sid, ci), c, s, d in zip(index, caps, out.scores, out.details)]
     summary = summarize(samples, cfg.compat, rescore=False)
     if qu.blind_captions:  # type: ignore[union-attr]
-        qas = [decode_ground_truth(r["reward_model"]["ground_truth"]) for r in rows]
         summary["blind_ceiling"], summary["blind_caption"] = blind_ceiling(
             scorer, read_candidates(qu.blind_captions, qu.blind_caption_column), qas, progress)  # type: ignore[union-attr]
     return summary, samples

@@ -5,7 +5,6 @@ headless Chromium."""
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,6 +16,7 @@ from caprl_kit.cli import app
 from caprl_kit.evaluate.config import EvalConfig
 from caprl_kit.evaluate.pipeline import run
 from caprl_kit.synthetic import write_scenes
+from curated_sets import curate_import, scene_rows
 from media_factory import make_video_bytes
 
 runner = CliRunner()
@@ -85,16 +85,8 @@ def test_image_and_video_benchmarks_with_resume(tiny_models, bench: Path, tmp_pa
 
 
 def test_qa_utility_on_a_curated_set(tiny_models, tmp_path: Path) -> None:
-    from caprl_kit.curate.config import CurateConfig
-    from caprl_kit.curate.pipeline import run as curate
-
     scenes = write_scenes(tmp_path / "images", 6)
-    rng = random.Random(0)
-    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps({"path": f"images/{s.key}.png", "qa": s.mcqs(rng),
-                                                             "caption": s.caption()}) for s in scenes))
-    curate(CurateConfig.model_validate({"input": {"path": str(tmp_path / "m.jsonl")}, "import_mode": "qa",
-                                        "answer": {"backend": {"name": "lexical"}, "evidence": "caption"},
-                                        "export": {"val_fraction": 0.0}, "output_dir": str(tmp_path / "cur")}))
+    curate_import(tmp_path, scene_rows(scenes))
     cfg = EvalConfig.model_validate({
         "qa_utility": {"dataset": str(tmp_path / "cur" / "dataset" / "train.parquet"),
                        "qa": {"answerer": {"name": "lexical"}, "mode": "all_qa"}},

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import random
 from pathlib import Path
 
 import pytest
@@ -14,11 +13,10 @@ import torch
 from typer.testing import CliRunner
 
 from caprl_kit.cli import app
-from caprl_kit.curate.config import CurateConfig
-from caprl_kit.curate.pipeline import run as curate
 from caprl_kit.synthetic import write_scenes
 from caprl_kit.train.config import TrainConfig
 from caprl_kit.train.pipeline import run
+from curated_sets import curate_import, scene_rows
 from media_factory import make_video_bytes
 
 runner = CliRunner()
@@ -28,18 +26,24 @@ runner = CliRunner()
 def curated(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("curated")
     scenes = write_scenes(root / "images", 8)
-    rng = random.Random(0)
-    (root / "m.jsonl").write_text("\n".join(json.dumps({"path": f"images/{s.key}.png", "qa": s.mcqs(rng),
-                                                         "caption": s.caption()}) for s in scenes))
-    curate(CurateConfig.model_validate({"input": {"path": str(root / "m.jsonl")}, "import_mode": "qa",
-                                        "answer": {"backend": {"name": "lexical"}, "evidence": "caption"},
-                                        "export": {"val_fraction": 0.25}, "output_dir": str(root / "out")}))
+    curate_import(root, scene_rows(scenes), out="out", val_fraction=0.25)
     (root / "sft.jsonl").write_text("\n".join(json.dumps({"image": str(root / "images" / f"{s.key}.png"),
                                                            "caption": s.caption()}) for s in scenes))
     (root / "chars.py").write_text("def distinct_chars(completions, **kw):\n"
                                    "    return [len(set(c[-1]['content'] if isinstance(c, list) else c)) / 10 "
                                    "for c in completions]\n")
     return root
+
+
+@pytest.fixture(scope="module")
+def curated_video(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("curated_video")
+    (root / "videos").mkdir()
+    for i in range(3):
+        (root / "videos" / f"v{i}.mp4").write_bytes(make_video_bytes(n_frames=12, fps=6))
+    qa = [{"question": "What moves?", "choices": ["A. a bar", "B. a ball"], "answer": "A"}]
+    rows = [{"path": f"videos/v{i}.mp4", "qa": qa, "caption": "a bar moves"} for i in range(3)]
+    return curate_import(root, rows) / "train.parquet"
 
 
 def trl_cfg(tiny, curated: Path, out: Path, steps: int, **extra) -> TrainConfig:
@@ -158,18 +162,8 @@ def test_verl_dry_run_image_with_dataset_check(tiny_models, curated: Path, tmp_p
 
 
 @pytest.mark.slow
-def test_verl_dry_run_video_composes_and_validates(tmp_path: Path) -> None:
-    vids = tmp_path / "videos"
-    vids.mkdir()
-    for i in range(3):
-        (vids / f"v{i}.mp4").write_bytes(make_video_bytes(n_frames=12, fps=6))
-    qa = [{"question": "What moves?", "choices": ["A. a bar", "B. a ball"], "answer": "A"}]
-    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps({"path": f"videos/v{i}.mp4", "qa": qa, "caption": "a bar moves"})
-                                                for i in range(3)))
-    curate(CurateConfig.model_validate({"input": {"path": str(tmp_path / "m.jsonl")}, "import_mode": "qa",
-                                        "answer": {"backend": {"name": "lexical"}, "evidence": "caption"},
-                                        "export": {"val_fraction": 0.0}, "output_dir": str(tmp_path / "cur")}))
-    train = tmp_path / "cur" / "dataset" / "train.parquet"
+def test_verl_dry_run_video_composes_and_validates(curated_video: Path, tmp_path: Path) -> None:
+    train = curated_video
     import polars as pl
 
     row = pl.read_parquet(train).row(0, named=True)
@@ -204,21 +198,6 @@ def test_trl_refuses_video_and_verl_needs_val_files() -> None:
         validate(TrainConfig, {"policy": "x", "task": "video", "data": {"train_files": ["a"]}})
     with pytest.raises(ConfigError, match="val_files"):
         validate(TrainConfig, {"policy": "x", "trainer": "verl", "data": {"train_files": ["a"]}})
-
-
-@pytest.fixture(scope="module")
-def curated_video(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("curated_video")
-    (root / "videos").mkdir()
-    for i in range(3):
-        (root / "videos" / f"v{i}.mp4").write_bytes(make_video_bytes(n_frames=8, fps=4))
-    qa = [{"question": "What moves?", "choices": ["A. a bar", "B. a ball"], "answer": "A"}]
-    (root / "m.jsonl").write_text("\n".join(json.dumps({"path": f"videos/v{i}.mp4", "qa": qa, "caption": "a bar moves"})
-                                            for i in range(3)))
-    curate(CurateConfig.model_validate({"input": {"path": str(root / "m.jsonl")}, "import_mode": "qa",
-                                        "answer": {"backend": {"name": "lexical"}, "evidence": "caption"},
-                                        "export": {"val_fraction": 0.0}, "output_dir": str(root / "cur")}))
-    return root / "cur" / "dataset" / "train.parquet"
 
 
 TRAIN_RECIPES = [n for n in __import__("caprl_kit.config", fromlist=["x"]).builtin_pipelines() if n.startswith("train/")]
