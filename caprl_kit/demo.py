@@ -92,15 +92,15 @@ def run_demo(out_dir: str | Path = "demo_output", *, seed: int = 0, n_train: int
                for split in SPLITS}
     summary["curate"] = {k: {x: y for x, y in v.items() if x != "funnel"} for k, v in curated.items()}
 
+    train_dir = out / "train"
     overrides = [f"policy={models['captioner']}", f"data.train_files=[{curated['train']['dataset']}]",
                  f"data.val_files=[{curated['val']['dataset']}]", f"sft.data_files=[{manifests['train']}]",
-                 f"output_dir={out / 'train'}", f"algorithm.seed={seed}"]
+                 f"output_dir={train_dir}", f"algorithm.seed={seed}"]
     for key, value in (("sft.max_steps", sft_steps), ("algorithm.max_steps", rl_steps),
                        ("algorithm.eval_steps", eval_steps)):
         if value:
             overrides.append(f"{key}={value}")
     tcfg = load_config("train/sanity_tiny_trl", overrides, kind="train")
-    train_dir = out / "train"
     if overwrite or not (train_dir / "final" / "config.json").is_file():
         report = train(tcfg, overwrite=overwrite, progress=progress)
         train_metrics = report.metrics

@@ -61,7 +61,7 @@ def run(cfg: TrainConfig, *, overwrite: bool = False, progress: Progress | None 
         from caprl_kit.train.sft import train_sft
 
         policy = train_sft(cfg, progress=progress)
-    return train_grpo(cfg, overwrite=overwrite, progress=progress, policy=policy)
+    return train_grpo(cfg, progress=progress, policy=policy)
 
 
 def stage_model(cfg: TrainConfig) -> str:

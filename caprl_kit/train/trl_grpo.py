@@ -225,7 +225,7 @@ class MetricsCallback:
         return _CB()
 
 
-def train_grpo(cfg: TrainConfig, *, overwrite: bool = False, progress: Progress | None = None,
+def train_grpo(cfg: TrainConfig, *, progress: Progress | None = None,
                policy: str | None = None) -> RunReport:
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -270,7 +270,7 @@ def train_grpo(cfg: TrainConfig, *, overwrite: bool = False, progress: Progress 
     from transformers import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # the library logs; metrics go to metrics.jsonl and TensorBoard
-    resume = t.resume and not overwrite and any(out.glob("checkpoint-*"))
+    resume = t.resume and any(out.glob("checkpoint-*"))  # --overwrite already emptied OUTPUT (pipeline.run)
     result = trainer.train(resume_from_checkpoint=True if resume else None)
     progress.finish("grpo")
     final = out / "final"
