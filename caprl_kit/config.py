@@ -46,6 +46,15 @@ class JobConfig(ConfigModel):
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
+class FieldIssue(ValueError):
+    """Raised by a cross-field ``model_validator`` to report its problem at a key path below the model (e.g.
+    ``trl.per_device_batch_size``), so the ``ConfigIssue`` names the key to change like every other config error."""
+
+    def __init__(self, path: str, message: str, hint: str | None = None):
+        self.path, self.message, self.hint = path, message, hint
+        super().__init__(f"{path}: {message}")
+
+
 # --------------------------------------------------------------------------- registry-checked fields
 
 
@@ -207,6 +216,9 @@ def _issue(model: type[BaseModel], err: Any) -> ConfigIssue:
         close = suggest(str(err["loc"][-1]), fields)
         hint = f"did you mean '{close}'?" if close else (f"allowed keys: {', '.join(fields)}" if fields else None)
         return ConfigIssue(path, "unknown key", hint)
+    raised = (err.get("ctx") or {}).get("error")
+    if isinstance(raised, FieldIssue):
+        return ConfigIssue(".".join([*loc, raised.path]), raised.message, raised.hint)
     msg = err["msg"].removeprefix("Value error, ")
     if kind not in ("missing", "value_error") and "input" in err:
         msg += f" (got {err['input']!r})"
@@ -258,16 +270,24 @@ def load_config(
     overrides: list[str] | tuple[str, ...] = (),
     *,
     kind: str | None = None,
+    values: dict[str, Any] | None = None,
 ) -> JobConfig:
     """Load a pipeline YAML (built-in name or path) with overrides into its command's config model.
 
     ``kind`` (``curate``/``train``/``annotate``/``eval``) is taken from the YAML's ``kind:`` key when not
-    given; a mismatch is an error.
+    given; a mismatch is an error. ``values`` sets dotted keys to typed values as they are (the CLI's ``--output``,
+    ``--host``, ``--port``: a folder named ``2024`` or ``runs/x #1`` is not YAML).
     """
     from caprl_kit.commands import COMMANDS
 
     path = resolve_config_path(name_or_path)
     data = apply_overrides(load_yaml(path), overrides)
+    for dotted, value in (values or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
     declared = data.get("kind")
     kind = kind or declared
     if kind is None:

@@ -45,6 +45,10 @@ class BackendError(CaprlError):
     """A generation back end could not be built or failed as a whole (not per request)."""
 
 
+class EngineDown(BackendError):
+    """Every request of a shard failed for an engine-level reason (server down, retries used up)."""
+
+
 class MediaError(CaprlError):
     """An image or video could not be loaded. ``kind`` is a stable machine-readable reason."""
 
@@ -57,3 +61,15 @@ class MediaError(CaprlError):
 
 class MissingExtra(CaprlError):
     """An optional dependency is not installed."""
+
+
+class InvalidMCQ(CaprlError):
+    """A multiple-choice question failed the strict validator (``caprl_kit.mcq.validate``). ``kind`` is a stable
+    machine-readable reason (e.g. ``answer_not_a_label``), ``reason`` the human one, ``where`` the offending item
+    (e.g. ``prompts[1].qa[0]``) when the caller named it."""
+
+    def __init__(self, kind: str, reason: str, where: str | None = None):
+        self.kind = kind
+        self.reason = reason
+        self.where = where
+        super().__init__(f"{where}: {reason}" if where else reason)

@@ -120,21 +120,43 @@ def write_sanity_task(out_dir: str | Path, n_train: int = 200, n_val: int = 50, 
     """The synthetic sanity task: scenes (one shape each by default) split by image into train/val/test, each
     with a JSONL manifest of ``path``, ``qa`` (up to ``questions_per_image`` four-option MCQs), ``caption``
     (complete) and ``caption_incomplete`` (what an SFT set would hold). Feed the manifests to ``caprl curate``
-    (import mode)."""
+    (import mode). Each split is written under a temporary name and renamed when complete, so a killed run
+    leaves no split that looks finished."""
     import json
 
+    from caprl_kit.io.fs import staged_dir
+
+    check_task_options(n_train=n_train, n_val=n_val, n_test=n_test, seed=seed,
+                       questions_per_image=questions_per_image, size=size, max_shapes=max_shapes)
     out = Path(out_dir)
     rng = random.Random(seed)
     manifests = {}
     for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
-        scenes = write_scenes(out / split / "images", n, seed=rng.randrange(1 << 30), size=size,
-                              max_shapes=max_shapes)
-        lines = []
-        for s in scenes:
-            qa = s.mcqs(rng)
-            rng.shuffle(qa)
-            lines.append(json.dumps({"path": f"images/{s.key}.png", "qa": qa[:questions_per_image],
-                                     "caption": s.caption(), "caption_incomplete": incomplete_caption(s, rng)}))
+        with staged_dir(out / split) as tmp:
+            scenes = write_scenes(tmp / "images", n, seed=rng.randrange(1 << 30), size=size,
+                                  max_shapes=max_shapes)
+            lines = []
+            for s in scenes:
+                qa = s.mcqs(rng)
+                rng.shuffle(qa)
+                lines.append(json.dumps({"path": f"images/{s.key}.png", "qa": qa[:questions_per_image],
+                                         "caption": s.caption(), "caption_incomplete": incomplete_caption(s, rng)}))
+            (tmp / "manifest.jsonl").write_text("".join(line + "\n" for line in lines))
         manifests[split] = out / split / "manifest.jsonl"
-        manifests[split].write_text("\n".join(lines) + "\n")
     return manifests
+
+
+def check_task_options(**options: int) -> None:
+    """Counts are non-negative integers; sizes, questions and shapes positive (shapes at most len(SHAPES))."""
+    from caprl_kit.errors import ConfigError, ConfigIssue
+
+    lowest = {"n_train": 0, "n_val": 0, "n_test": 0, "seed": 0, "questions_per_image": 1, "size": 8, "max_shapes": 1}
+    issues = []
+    for name, value in options.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < lowest[name]:
+            issues.append(ConfigIssue(name, f"must be an integer >= {lowest[name]}, got {value!r}"))
+    if isinstance(options.get("max_shapes"), int) and options["max_shapes"] > len(SHAPES):
+        issues.append(ConfigIssue("max_shapes", f"must be <= {len(SHAPES)} (distinct shapes), got "
+                                  f"{options['max_shapes']}"))
+    if issues:
+        raise ConfigError(issues)

@@ -12,12 +12,13 @@ import time
 from typing import Any
 
 from caprl_kit.annotate.config import AnnotateConfig
+from caprl_kit.backends import preflight_backend
 from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.io.fs import atomic_write_text, join
 from caprl_kit.io.parquet import read_shard
 from caprl_kit.io.readers import detect_format, iter_items
-from caprl_kit.io.rundir import RunDir
+from caprl_kit.io.rundir import RunDir, prepare_output
 from caprl_kit.io.shards import Fingerprint, iter_shards
 from caprl_kit.log import get_logger
 from caprl_kit.runners import RUNNERS
@@ -83,6 +84,8 @@ def run(cfg: AnnotateConfig, *, overwrite: bool = False, progress: Progress | No
     t0 = time.perf_counter()
     run_dir = RunDir(cfg.output_dir, AnnotationRow)
     fingerprint, n_items = fingerprint_input(cfg)
+    preflight_backend(cfg.backend)
+    prepare_output(cfg.output_dir, "annotate", overwrite=overwrite)
     done = run_dir.open(command="annotate", config=cfg, config_hash=cfg.fingerprint(),
                         input_fingerprint=fingerprint, n_items=n_items, shard_size=cfg.sharding.shard_size,
                         overwrite=overwrite)

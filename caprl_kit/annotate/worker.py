@@ -8,17 +8,17 @@ and an ``error_message``; the worker raises only when the shard as a whole canno
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterator
+from typing import Any, Generator, Iterator
 
 import pyarrow as pa
 
 from caprl_kit.annotate.config import AnnotateConfig
 from caprl_kit.backends import build_backend
-from caprl_kit.backends.base import Backend, Request, Response, SamplingParams
+from caprl_kit.backends.base import Backend, Request, Response, SamplingParams, check_engine_up
 from caprl_kit.commands import NullProgress, Progress
 from caprl_kit.errors import MediaError
 from caprl_kit.io.batching import Loaded, cut_batches
+from caprl_kit.io.decode import decode_map
 from caprl_kit.io.media import VideoClip, load_media
 from caprl_kit.io.readers import InputItem
 from caprl_kit.io.rundir import RunDir
@@ -64,13 +64,9 @@ class Annotator:
             return Loaded(item, error=MediaError(exc.kind, item.source or item.key, exc.reason))
         return Loaded(item, media=media, raw=raw if self.cfg.output.embed_media else None)
 
-    def _loaded(self, items: list[InputItem]) -> Iterator[Loaded]:
-        workers = self.cfg.batching.decode_workers
-        if workers == 0:
-            yield from map(self._load, items)
-            return
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="caprl-decode") as pool:
-            yield from pool.map(self._load, items)  # decodes run ahead while the caller generates
+    def _loaded(self, items: list[InputItem]) -> Generator[Loaded, None, None]:
+        # decodes run up to a window ahead while the caller generates; Ctrl-C cancels them (io/decode.py)
+        return decode_map(self._load, items, self.cfg.batching.decode_workers, ahead=self.cfg.batching.window)
 
     # ------------------------------------------------------------------ prompts and rows
     def prompt_for(self, media_type: str) -> tuple[str, str]:
@@ -119,11 +115,18 @@ class Annotator:
 
     # ------------------------------------------------------------------ the shard
     def __call__(self, spec: ShardSpec, items: list[InputItem]) -> ShardStats:
+        loaded = self._loaded(items)
+        try:
+            return self._shard(spec, items, loaded)
+        finally:
+            loaded.close()  # on Ctrl-C or an error: pending decodes are cancelled, not waited for
+
+    def _shard(self, spec: ShardSpec, items: list[InputItem], loaded_iter: Iterator[Loaded]) -> ShardStats:
         stats = StatsBuilder(spec.shard_id, AnnotationRow.schema_id())
         rows: list[dict[str, Any] | None] = [None] * len(items)
         window = self.cfg.batching.window
-        loaded_iter = self._loaded(items)
         gen_s = 0.0
+        all_responses: list[Response] = []
         for start in range(0, len(items), window):
             chunk = [next(loaded_iter) for _ in range(min(window, len(items) - start))]
             ready = []
@@ -146,6 +149,7 @@ class Annotator:
                 t0 = time.perf_counter()
                 responses = self.backend.generate([self._request(ready[j][1]) for j in batch])
                 gen_s += time.perf_counter() - t0
+                all_responses += responses
                 failed = tokens = 0
                 for j, resp in zip(batch, responses):
                     i, ld = ready[j]
@@ -156,6 +160,7 @@ class Annotator:
                         rows[i] = self._row(ld, resp, resp.error_kind or "generation_failed", resp.error)
                         failed += 1
                 self.progress.advance("annotate", items=len(batch), failed=failed, tokens=tokens)
+        check_engine_up(all_responses, f"annotate with {self.cfg.backend.name}:{self.cfg.backend.model}")
         final = [r for r in rows if r is not None]
         assert len(final) == len(items), "every input item yields exactly one row"
         for r in final:

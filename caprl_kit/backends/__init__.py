@@ -23,3 +23,26 @@ BACKENDS.register("lexical", target="caprl_kit.backends.lexical:LexicalBackend")
 def build_backend(cfg: "BackendConfig") -> "Backend":
     """Instantiate the back end named by ``cfg.name`` (heavy imports happen here, not at config time)."""
     return BACKENDS.get(cfg.name)(cfg)
+
+
+#: back end -> (module it imports, extra that installs it): checked before a run claims its output folder
+REQUIRED_MODULES = {"transformers": ("transformers", "core"), "vllm": ("vllm", "vllm"), "openai": ("httpx", "core")}
+
+
+def preflight_backend(cfg: "BackendConfig", key: str = "backend") -> None:
+    """Cheap checks a run makes before it writes anything: the back end exists, its package is installed, and its
+    model resolves (``loading.resolve_model``: a local folder that holds a model with intact weights, or a hub id
+    that is cached or downloadable now). Model loading itself reports deeper problems."""
+    from caprl_kit._optional import is_available
+    from caprl_kit.errors import MissingExtra
+
+    BACKENDS.get(cfg.name)  # unknown name -> suggestions
+    module, extra = REQUIRED_MODULES.get(cfg.name, (None, None))
+    if module and not is_available(module):
+        hint = "pip install -e '.[vllm]' in its own environment (see docs/environments.md)" if extra == "vllm" \
+            else f"pip install {module}"
+        raise MissingExtra(f"{key}.name={cfg.name} needs the '{module}' package, which is not installed here: {hint}")
+    if cfg.name in ("transformers", "vllm") and cfg.model:
+        from caprl_kit.backends.loading import resolve_model
+
+        resolve_model(cfg.model, key=f"{key}.model")

@@ -7,7 +7,23 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field
 
 from caprl_kit.backends import BACKENDS
+from caprl_kit.backends.loading import DEVICE, DTYPES
 from caprl_kit.config import ConfigModel, registry_name
+from caprl_kit.registry import suggest
+
+
+def _dtype(name: str) -> str:
+    if name not in DTYPES:
+        close = suggest(name, list(DTYPES))
+        raise ValueError(f"unknown dtype '{name}'" + (f"; did you mean '{close}'?" if close else "")
+                         + f" (use one of {', '.join(DTYPES)})")
+    return name
+
+
+def _device(name: str) -> str:
+    if not DEVICE.match(name):
+        raise ValueError(f"unknown device '{name}' (use auto, cpu, cuda, cuda:N or mps)")
+    return name
 
 
 class SamplingConfig(ConfigModel):
@@ -55,8 +71,8 @@ class BackendConfig(ConfigModel):
     )
     model: str | None = Field(None, description="Hub id or local path (not used by lexical)")
     trust_remote_code: bool = Field(False, description="Run code shipped with the model; off unless you trust it")
-    dtype: str = Field("auto", description="auto, float32, bfloat16 or float16")
-    device: str = Field("auto", description="auto, cpu, cuda or cuda:N (transformers)")
+    dtype: Annotated[str, AfterValidator(_dtype)] = Field("auto", description="auto, float32, bfloat16 or float16")
+    device: Annotated[str, AfterValidator(_device)] = Field("auto", description="auto, cpu, cuda or cuda:N (transformers)")
     batch_size: int = Field(8, ge=1, description="Requests per engine call")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     vllm: VLLMOptions = Field(default_factory=VLLMOptions)

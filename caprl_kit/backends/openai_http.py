@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 from caprl_kit.backends.base import BackendBase, Request, Response
 from caprl_kit.backends.config import BackendConfig
-from caprl_kit.errors import MediaError
+from caprl_kit.errors import BackendError, MediaError
 from caprl_kit.io.media import VideoClip, load_image, load_video
 from caprl_kit.log import get_logger
 
@@ -57,6 +57,9 @@ class OpenAIBackend(BackendBase):
         self.url = self.opts.base_url.rstrip("/") + "/chat/completions"
         self.served_model = self.opts.served_model or cfg.model or "default"
         key = os.environ.get(self.opts.api_key_env)
+        if key is not None and not key.strip():
+            raise BackendError(f"openai.api_key_env names ${self.opts.api_key_env}, which is set but empty: export "
+                               f"{self.opts.api_key_env}=<key>, or unset it for a server that needs no key")
         self.headers = {"Authorization": f"Bearer {key or 'EMPTY'}"}
         self.max_in_flight = 0  # measured: most requests that were in flight at once
 

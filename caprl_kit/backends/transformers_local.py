@@ -12,8 +12,10 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
+from caprl_kit.backends import loading
 from caprl_kit.backends.base import BackendBase, Request, Response, SamplingParams, truncate_at_stop
 from caprl_kit.backends.config import BackendConfig
+from caprl_kit.backends.loading import resolve_device
 from caprl_kit.backends.prompts import Rendered, render_request
 from caprl_kit.errors import BackendError, MediaError
 from caprl_kit.log import get_logger
@@ -22,15 +24,6 @@ log = get_logger(__name__)
 
 #: tokens a captioner must never emit: they are placeholders for vision features
 VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>")
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device != "auto":
-        return device
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
 
 def resolve_dtype(dtype: str, device: str):
     import torch
@@ -48,17 +41,16 @@ class TransformersBackend(BackendBase):
         if not cfg.model and model is None:
             raise BackendError("backend.model is required for the transformers back end")
         import torch
-        from transformers import AutoConfig
 
         self.device = resolve_device(cfg.device)
         self.dtype = resolve_dtype(cfg.dtype, self.device)
         if model is not None:  # an already-loaded model (e.g. a policy during training)
             self.model, self.processor = model, processor
-            self.is_vlm = hasattr(model.config, "vision_config")
+            self.hf_config = model.config
         else:
-            hf_config = AutoConfig.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
-            self.is_vlm = hasattr(hf_config, "vision_config")
-            self.model, self.processor = self._load(hf_config)
+            self.hf_config = loading.load_hf_config(cfg.model, trust_remote_code=cfg.trust_remote_code)
+            self.model, self.processor = self._load(self.hf_config)
+        self.is_vlm = loading.is_vision_language(self.hf_config)
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token_id is None:
@@ -70,14 +62,14 @@ class TransformersBackend(BackendBase):
     def _load(self, hf_config: Any) -> tuple[Any, Any]:
         from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
-        kw = dict(trust_remote_code=self.cfg.trust_remote_code, dtype=self.dtype)
+        name, remote = str(self.cfg.model), self.cfg.trust_remote_code
+        vlm = loading.is_vision_language(hf_config)
         t0 = time.perf_counter()
-        if self.is_vlm:
-            model = AutoModelForImageTextToText.from_pretrained(self.cfg.model, **kw)
-            processor = AutoProcessor.from_pretrained(self.cfg.model, trust_remote_code=self.cfg.trust_remote_code)
-        else:
-            model = AutoModelForCausalLM.from_pretrained(self.cfg.model, **kw)
-            processor = AutoTokenizer.from_pretrained(self.cfg.model, trust_remote_code=self.cfg.trust_remote_code)
+        model_cls, proc_cls = (AutoModelForImageTextToText, AutoProcessor) if vlm else (AutoModelForCausalLM,
+                                                                                         AutoTokenizer)
+        model = loading.load("weights", name, model_cls.from_pretrained, name, trust_remote_code=remote,
+                             dtype=self.dtype)
+        processor = loading.load("processor", name, proc_cls.from_pretrained, name, trust_remote_code=remote)
         model.to(self.device).eval()
         log.info("loaded %s (%s) on %s in %.1fs", self.cfg.model, type(model).__name__, self.device,
                  time.perf_counter() - t0)
@@ -106,6 +98,8 @@ class TransformersBackend(BackendBase):
 
     # ------------------------------------------------------------------ generation
     def generate(self, requests: Sequence[Request]) -> list[Response]:
+        if not self.is_vlm and any(r.media("image") or r.media("video") for r in requests):
+            raise loading.text_only_error(self.model_id, self.hf_config)  # a wrong model, not one bad request
         responses: list[Response | None] = [None] * len(requests)
         prepared: dict[int, Rendered] = {}
         for i, req in enumerate(requests):

@@ -14,6 +14,7 @@ import time
 from typing import Any, Sequence
 
 from caprl_kit._optional import require
+from caprl_kit.backends import loading
 from caprl_kit.backends.base import BackendBase, Request, Response, SamplingParams
 from caprl_kit.backends.config import BackendConfig
 from caprl_kit.backends.prompts import render_request
@@ -47,15 +48,16 @@ class VLLMBackend(BackendBase):
         super().__init__(cfg)
         if not cfg.model:
             raise BackendError("backend.model is required for the vllm back end")
+        model = loading.resolve_model(cfg.model)  # before the engine starts: a bad path fails in a second
         torch = require("torch", extra="vllm")
         if not torch.cuda.is_available():
             os.environ.setdefault("VLLM_HOST_IP", "127.0.0.1")  # CPU build: keep internal sockets on loopback
         vllm = require("vllm", extra="vllm")
-        from transformers import AutoConfig, AutoProcessor, AutoTokenizer
+        from transformers import AutoProcessor, AutoTokenizer
 
         opts = cfg.vllm
         kwargs: dict[str, Any] = dict(
-            model=cfg.model,
+            model=model,
             trust_remote_code=cfg.trust_remote_code,
             tensor_parallel_size=opts.tensor_parallel_size,
             gpu_memory_utilization=opts.gpu_memory_utilization,
@@ -66,16 +68,17 @@ class VLLMBackend(BackendBase):
             kwargs["max_model_len"] = opts.max_model_len
         if opts.max_num_seqs:
             kwargs["max_num_seqs"] = opts.max_num_seqs
-        hf_config = AutoConfig.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
-        self.is_vlm = hasattr(hf_config, "vision_config")
+        self.hf_config = loading.load_hf_config(model, trust_remote_code=cfg.trust_remote_code)
+        self.is_vlm = loading.is_vision_language(self.hf_config)
         if self.is_vlm:
             kwargs["limit_mm_per_prompt"] = dict(opts.limit_mm_per_prompt)
         kwargs.update(opts.extra)
         t0 = time.perf_counter()
-        self.llm = vllm.LLM(**kwargs)
+        self.llm = loading.load("weights (vLLM engine)", model, vllm.LLM, **kwargs)
         log.info("vLLM engine for %s ready in %.1fs", cfg.model, time.perf_counter() - t0)
         loader = AutoProcessor if self.is_vlm else AutoTokenizer
-        self.template = loader.from_pretrained(cfg.model, trust_remote_code=cfg.trust_remote_code)
+        self.template = loading.load("processor", model, loader.from_pretrained, model,
+                                     trust_remote_code=cfg.trust_remote_code)
         self._vllm = vllm
 
     def _params(self, s: SamplingParams) -> Any:
@@ -104,6 +107,8 @@ class VLLMBackend(BackendBase):
         return prompt
 
     def generate(self, requests: Sequence[Request]) -> list[Response]:
+        if not self.is_vlm and any(r.media("image") or r.media("video") for r in requests):
+            raise loading.text_only_error(self.model_id, self.hf_config)  # a wrong model, not one bad request
         responses: list[Response | None] = [None] * len(requests)
         prompts, params, index = [], [], []
         for i, req in enumerate(requests):

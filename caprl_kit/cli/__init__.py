@@ -5,11 +5,13 @@ Nothing heavy is imported here: torch, transformers, vllm, ray and verl load onl
 
 from __future__ import annotations
 
-import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 
@@ -30,7 +32,9 @@ VERB_HELP = {
 }
 
 
-def _fail(exc: BaseException) -> None:
+def _fail(exc: BaseException, verbose: int = 0) -> None:
+    """Every error ends here as one message and an exit code: 2 for what the user can fix (``CaprlError``), 1 for
+    anything else (one line; ``-vv`` adds the traceback), 130 for Ctrl-C."""
     from rich.markup import escape
 
     from caprl_kit.cli._console import console
@@ -39,9 +43,30 @@ def _fail(exc: BaseException) -> None:
         console.print("[bold red]error:[/] invalid config" + (f" {exc.source}" if exc.source else ""), highlight=False)
         for issue in exc.issues:
             console.print(f"  [red]-[/] {escape(issue.render())}", highlight=False)
-    else:
+    elif isinstance(exc, CaprlError):
         console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+    elif isinstance(exc, KeyboardInterrupt):
+        console.print("[yellow]interrupted[/]: finished shards are kept; rerun the same command to resume")
+        raise typer.Exit(130)
+    else:
+        if verbose > 1:
+            console.print_exception(show_locals=False)
+        first = (str(exc).strip().splitlines() or [""])[0]
+        console.print(f"[bold red]error:[/] {escape(type(exc).__name__)}: {escape(first)} "
+                      "(rerun with -vv for the traceback)", highlight=False)
+        raise typer.Exit(1)
     raise typer.Exit(2)
+
+
+@contextmanager
+def _errors(verbose: int = 0) -> Iterator[None]:
+    """The CLI's one error boundary (typer/click exits pass through)."""
+    try:
+        yield
+    except (typer.Exit, click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+        raise
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - turned into one line, never a traceback
+        _fail(exc, verbose)
 
 
 def run_verb(
@@ -58,20 +83,11 @@ def run_verb(
     from caprl_kit.cli._console import console, out, progress, setup_logging, summary_table
     from caprl_kit.config import dump_config, load_config
 
-    setup_logging(verbose, log_file)
-    try:
-        if verb == "annotate" and overrides[:1] == ["status"]:
-            return annotate_status(overrides[1:])
-        if verb == "train" and overrides[:1] == ["export"]:
-            return train_export(overrides[1:], output)
-        if verb == "eval" and overrides[:1] == ["compare"]:
-            return eval_compare(overrides[1:] + ([f"out={output}"] if output else []))
+    with _errors(verbose):
+        setup_logging(verbose, log_file)
         if not config:
             raise ConfigError([ConfigIssue("--config", "missing", "pass --config NAME_OR_PATH (see `caprl pipelines`)")])
-        extra = list(overrides)
-        if output:
-            extra.append(f"output_dir={output}")
-        cfg = load_config(config, extra, kind=verb)
+        cfg = load_config(config, list(overrides), kind=verb, values={"output_dir": output} if output else None)
         if not dry_run and not cfg.output_dir:
             raise ConfigError([ConfigIssue("output_dir", "no output directory", "pass --output DIR or set output_dir")])
         from caprl_kit import commands
@@ -88,20 +104,36 @@ def run_verb(
         console.print(summary_table(report))
         for note in report.notes:
             console.print(f"[yellow]note:[/] {note}")
-    except CaprlError as exc:
-        _fail(exc)
 
 
-def annotate_status(args: list[str]) -> None:
-    """`caprl annotate status DIR`: progress of a running or finished annotate job."""
+class VerbGroup(TyperGroup):
+    """A verb with helper sub-commands (``caprl annotate status DIR``): anything that is not one of them runs the
+    verb itself, so ``caprl annotate --config X key=value`` and ``caprl annotate --help`` work as before."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if not args or args[0] not in self.commands:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+def _verb_app(verb: str, helpers: str = "") -> typer.Typer:
+    sub = typer.Typer(cls=VerbGroup, add_completion=False, help=VERB_HELP[verb], pretty_exceptions_enable=False,
+                      context_settings={"help_option_names": ["-h", "--help"]})
+    sub.command("run", help=VERB_HELP[verb] + (f"\n\nSub-commands: {helpers}" if helpers else ""))(_make_verb(verb))
+    app.add_typer(sub, name=verb)
+    return sub
+
+
+def annotate_status(directory: str = typer.Argument(..., help="An annotate output folder (local or fsspec URL).")
+                    ) -> None:
+    """Progress of a running or finished annotate job: shards, items, failures by status, throughput."""
     from rich.table import Table
 
     from caprl_kit.annotate.pipeline import status
     from caprl_kit.cli._console import out
 
-    if len(args) != 1:
-        raise ConfigError([ConfigIssue("status", "usage: caprl annotate status DIR")])
-    info = status(args[0])
+    with _errors():
+        info = status(directory)
     table = Table(title=f"caprl {info['command']}: {info['output_dir']}")
     table.add_column("what")
     table.add_column("value", justify="right")
@@ -117,30 +149,34 @@ def annotate_status(args: list[str]) -> None:
     out.print(table)
 
 
-def train_export(args: list[str], output: Optional[str]) -> None:
-    """`caprl train export CHECKPOINT --output DIR`: verl FSDP checkpoint -> Hugging Face directory."""
-    from caprl_kit.cli._console import console
+def train_export(
+    checkpoint: str = typer.Argument(..., help="A verl checkpoint folder (global_step_N)."),
+    output: str = typer.Option(..., "--output", "-o", help="Where to write the Hugging Face model folder."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="-v info, -vv debug."),
+) -> None:
+    """Export a verl FSDP checkpoint to a Hugging Face model folder (for annotate/eval/serving)."""
+    from caprl_kit.cli._console import console, setup_logging
     from caprl_kit.train.pipeline import export_checkpoint
 
-    if len(args) != 1 or not output:
-        raise ConfigError([ConfigIssue("export", "usage: caprl train export CHECKPOINT_DIR --output HF_DIR")])
-    export_checkpoint(args[0], output)
-    console.print(f"exported {args[0]} -> {output}")
+    with _errors(verbose):
+        setup_logging(verbose)
+        export_checkpoint(checkpoint, output)
+    console.print(f"exported {checkpoint} -> {output}")
 
 
-def eval_compare(args: list[str]) -> None:
-    """`caprl eval compare DIR DIR ... --out report.html` (the out path may also be given as out=PATH)."""
+def eval_compare(
+    dirs: list[str] = typer.Argument(..., help="Eval output folders to compare (each holds results_latest.json)."),
+    output: str = typer.Option("report.html", "--output", "-o", help="The HTML report to write."),
+) -> None:
+    """Compare eval runs side by side in one HTML report (M_Acc per task, caption lengths, examples)."""
     from caprl_kit.cli._console import console
     from caprl_kit.evaluate.report import compare
     from caprl_kit.io.fs import atomic_write_text, url_to_fs
 
-    out = next((a.split("=", 1)[1] for a in args if a.startswith("out=")), "report.html")
-    dirs = [a for a in args if not a.startswith("out=")]
-    if not dirs:
-        raise ConfigError([ConfigIssue("compare", "usage: caprl eval compare DIR [DIR ...] [out=report.html]")])
-    fs, path = url_to_fs(out)
-    atomic_write_text(fs, path, compare(dirs))
-    console.print(f"report: {out}")
+    with _errors():
+        fs, path = url_to_fs(output)
+        atomic_write_text(fs, path, compare(dirs))
+    console.print(f"report: {output}")
 
 
 def _make_verb(verb: str) -> Callable[..., None]:
@@ -159,8 +195,10 @@ def _make_verb(verb: str) -> Callable[..., None]:
     return command
 
 
-for _verb in ("curate", "train", "annotate", "eval"):
-    app.command(_verb, help=VERB_HELP[_verb])(_make_verb(_verb))
+app.command("curate", help=VERB_HELP["curate"])(_make_verb("curate"))
+_verb_app("train", "export CHECKPOINT --output DIR").command("export")(train_export)
+_verb_app("annotate", "status DIR").command("status")(annotate_status)
+_verb_app("eval", "compare DIR [DIR ...] --output report.html").command("compare")(eval_compare)
 
 
 @app.command("serve-reward")
@@ -176,10 +214,10 @@ def serve_reward(
     from caprl_kit.cli._console import console, out, setup_logging
     from caprl_kit.config import dump_config, load_config
 
-    setup_logging(verbose)
-    try:
-        extra = list(overrides or []) + ([f"host={host}"] if host else []) + ([f"port={port}"] if port else [])
-        cfg = load_config(config, extra, kind="serve_reward")
+    with _errors(verbose):
+        setup_logging(verbose)
+        values = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+        cfg = load_config(config, list(overrides or []), kind="serve_reward", values=values)
         from caprl_kit import commands
 
         if dry_run:
@@ -189,8 +227,6 @@ def serve_reward(
             return
         console.print(f"reward server on http://{cfg.host}:{cfg.port} (Ctrl-C to stop)")
         commands.run(cfg)
-    except CaprlError as exc:
-        _fail(exc)
 
 
 @app.command("pipelines")
@@ -220,13 +256,11 @@ def demo(
     from caprl_kit.cli._console import console, progress, setup_logging
     from caprl_kit.demo import run_demo
 
-    setup_logging(verbose)
-    try:
+    with _errors(verbose):
+        setup_logging(verbose)
         with progress() as bar:
             summary = run_demo(out, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, sft_steps=sft_steps,
                                rl_steps=rl_steps, eval_steps=eval_steps, progress=bar, overwrite=overwrite)
-    except CaprlError as exc:
-        _fail(exc)
     ev = summary["eval"]
     console.print(f"held-out QA accuracy: SFT + GRPO [bold]{ev['A1_rl']:.3f}[/], SFT only {ev['A0_sft']:.3f}, "
                   f"image-blind ceiling {ev['blind_ceiling']:.3f} (gain {ev['gain']:+.3f})")
@@ -251,7 +285,9 @@ def data_synth(
     from caprl_kit.cli._console import console
     from caprl_kit.synthetic import write_sanity_task
 
-    for split, path in write_sanity_task(out, train, val, test, seed).items():
+    with _errors():
+        paths = write_sanity_task(out, train, val, test, seed)
+    for split, path in paths.items():
         console.print(f"{split}: {path}")
 
 
@@ -271,10 +307,8 @@ def models_tiny(
     from caprl_kit.models.tiny import build_tiny_models
 
     setup_logging(0)
-    try:
+    with _errors():
         paths = build_tiny_models(out, seed=seed, answerer_arch=answerer_arch, tokenizer=tokenizer)
-    except CaprlError as exc:
-        _fail(exc)
     for name, path in paths.items():
         console.print(f"{name}: {path}")
 

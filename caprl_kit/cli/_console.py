@@ -39,7 +39,13 @@ def setup_logging(verbose: int = 0, log_file: str | None = None) -> None:
     handler.setLevel(level)
     root.addHandler(handler)
     if log_file:
-        fh = logging.FileHandler(log_file)
+        try:
+            fh = logging.FileHandler(log_file)
+        except OSError as exc:
+            from caprl_kit.errors import CaprlError
+
+            raise CaprlError(f"--log-file {log_file}: {exc.strerror or exc}; its folder must exist and be "
+                             "writable") from exc
         fh.setLevel(logging.DEBUG)
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(fh)

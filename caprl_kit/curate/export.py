@@ -28,6 +28,10 @@ from caprl_kit.prompts import PROMPTS
 from caprl_kit.schemas.curate import CuratedQARow, MCQGenerationRow, MCQSetRow, QATrialsRow
 
 
+#: how many rejected-question messages (each naming its item key and question index) the funnel lists
+MAX_REJECTED_EXAMPLES = 50
+
+
 def _item_id(key: str) -> str:
     return hashlib.sha1(key.encode()).hexdigest()[:16]
 
@@ -59,6 +63,7 @@ def export(cfg: CurateConfig, items: dict[str, InputItem]) -> dict[str, Any]:
     funnel: dict[str, Any] = {
         "items_in": len(items), "items_kept": 0, "items_dropped": Counter(),
         "questions_generated_blocks": 0, "questions_parsed": 0, "questions_rejected_by_parser": 0,
+        "questions_rejected": Counter(), "questions_rejected_examples": [],
         "questions_answered": 0, "questions_pass_visual": 0, "questions_pass_text": 0,
         "questions_pass_both": 0, "questions_duplicate": 0, "questions_capped": 0, "questions_kept": 0,
         "per_media_type": defaultdict(lambda: Counter()),
@@ -84,11 +89,16 @@ def export(cfg: CurateConfig, items: dict[str, InputItem]) -> dict[str, Any]:
             funnel["questions_generated_blocks"] += p["n_blocks"]
             funnel["questions_parsed"] += len(p["questions"])
             funnel["questions_rejected_by_parser"] += p["n_dropped"]
+            for rej in p.get("rejected") or []:  # absent in parse shards written before the field existed
+                funnel["questions_rejected"][rej["kind"]] += 1
+                if len(funnel["questions_rejected_examples"]) < MAX_REJECTED_EXAMPLES:
+                    funnel["questions_rejected_examples"].append(rej["reason"])
         kept: list[dict[str, Any]] = []
         seen: set[tuple[str, str]] = set()
         for t in sorted(trials_by_key.get(key, []), key=lambda r: r["qa_index"]):
             funnel["questions_answered"] += 1
-            keep, why = decide(t["visual_acc"], t["text_acc"], f) if t["reason"] != "media_error" else (False, "media_error")
+            keep, why = (decide(t["visual_acc"], t["text_acc"], f) if t["reason"] not in ("media_error", "answer_failed")
+                         else (False, t["reason"]))
             funnel["questions_pass_visual"] += int(t["visual_acc"] > f.min_visual_acc)
             funnel["questions_pass_text"] += int(t["text_acc"] < f.max_text_acc)
             if keep:
@@ -131,6 +141,7 @@ def export(cfg: CurateConfig, items: dict[str, InputItem]) -> dict[str, Any]:
     pq.write_table(rows_to_table(audit, QATrialsRow), buf, compression="zstd")
     atomic_write_bytes(fs, join(out_path, "audit.parquet"), buf.getvalue())
     funnel["items_dropped"] = dict(funnel["items_dropped"])
+    funnel["questions_rejected"] = dict(sorted(funnel["questions_rejected"].items()))
     funnel["per_media_type"] = {k: dict(v) for k, v in funnel["per_media_type"].items()}
     funnel["rows"] = {split: len(rows) for split, rows in curated.items()}
     funnel["filter"] = f.model_dump()
@@ -146,7 +157,7 @@ def _media_path(cfg: CurateConfig, item: InputItem) -> str:
     """A path verl and datasets can open: the source, or the embedded bytes written under dataset/media/."""
     if item.source and "://" not in item.source:
         return item.source
-    data = item.data if item.data is not None else read_bytes(item.source)  # type: ignore[arg-type]
+    data = item.data if item.data is not None else read_bytes(item.source, cfg.media.max_file_bytes)  # type: ignore[arg-type]
     ext = ".mp4" if item.media_type == "video" else ".png"
     fs, base = url_to_fs(join(str(cfg.output_dir), "dataset", "media"))
     path = join(base, _item_id(item.key) + ext)
@@ -167,7 +178,7 @@ def _curated_row(cfg: CurateConfig, item: InputItem, kept: list[dict[str, Any]],
     if not video:
         data = None
         if cfg.export.embed_media:
-            data = item.data if item.data is not None else read_bytes(path)
+            data = item.data if item.data is not None else read_bytes(path, cfg.media.max_file_bytes)
         image = {"bytes": data, "path": None if data is not None else path}
     return {
         "id": _item_id(item.key),
@@ -206,6 +217,9 @@ def funnel_html(f: dict[str, Any]) -> str:
                     f'<text x="{145 + w:.1f}" y="{y + 15}" font-size="13">{value}</text>')
     svg = f'<svg width="640" height="{20 + 30 * len(steps)}" role="img">{"".join(bars)}</svg>'
     dropped = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in sorted(f["items_dropped"].items()))
+    rejected = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>"
+                       for k, v in sorted(f.get("questions_rejected", {}).items()))
+    examples = "".join(f"<li>{html.escape(e)}</li>" for e in f.get("questions_rejected_examples", []))
     per_type = "".join(
         f"<tr><td>{html.escape(t)}</td><td>{c.get('items_in', 0)}</td><td>{c.get('items_kept', 0)}</td>"
         f"<td>{c.get('questions_kept', 0)}</td></tr>" for t, c in sorted(f["per_media_type"].items()))
@@ -222,5 +236,8 @@ Filter: visual accuracy &gt; {f['filter']['min_visual_acc']}, text-only accuracy
 {''.join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in steps)}
 <tr><td>rejected by the parser</td><td>{f['questions_rejected_by_parser']}</td></tr>
 <tr><td>duplicates</td><td>{f['questions_duplicate']}</td></tr><tr><td>over the per-item cap</td><td>{f['questions_capped']}</td></tr>
-</table></body></html>
+</table>
+<h2>Rejected questions by reason</h2><table id="rejected"><tr><th>reason</th><th>questions</th></tr>{rejected}</table>
+<ul id="rejected-examples">{examples}</ul>
+</body></html>
 """

@@ -13,16 +13,20 @@ import json
 import time
 from typing import Any
 
+from caprl_kit.backends import preflight_backend
 from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.curate.config import CurateConfig
 from caprl_kit.curate.stages import STAGES, make_worker, stage_dir
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.io.readers import detect_format, iter_items
+from caprl_kit.io.rundir import prepare_output
 from caprl_kit.io.shards import Fingerprint, iter_shards
 from caprl_kit.log import get_logger
 from caprl_kit.runners import RUNNERS
 
 log = get_logger(__name__)
+#: drop reasons that are the filter doing its job, not failures
+FILTERED = frozenset({"no_question_kept", "no_questions"})
 
 
 def stage_hash(cfg: CurateConfig, stage: str) -> str:
@@ -77,6 +81,10 @@ def run(cfg: CurateConfig, *, overwrite: bool = False, progress: Progress | None
     t0 = time.perf_counter()
     cfg = _with_columns(cfg)
     fingerprint, n_items = _input(cfg)
+    if cfg.import_mode == "none":
+        preflight_backend(cfg.generate.backend, "generate.backend")
+    preflight_backend(cfg.answer.backend, "answer.backend")
+    prepare_output(cfg.output_dir, "curate", overwrite=overwrite)
     runner = RUNNERS.get(cfg.runner.name)
     report = RunReport(command="curate", output_dir=cfg.output_dir, n_items=n_items)
     for stage in STAGES:
@@ -101,7 +109,8 @@ def run(cfg: CurateConfig, *, overwrite: bool = False, progress: Progress | None
     result = export(cfg, items)
     funnel = result["funnel"]
     report.n_ok = funnel["items_kept"]
-    report.n_failed = n_items - funnel["items_kept"]
+    # filtered items are the funnel working, not failures: only unreadable media / failed engine calls count
+    report.n_failed = sum(v for k, v in funnel["items_dropped"].items() if k not in FILTERED)
     report.status_counts = {"kept": funnel["items_kept"], **funnel["items_dropped"]}
     report.metrics.update({"questions_parsed": funnel["questions_parsed"], "questions_kept": funnel["questions_kept"]})
     report.outputs.update(result["outputs"])

@@ -3,7 +3,8 @@ reads the previous stage's shard i from disk, and writes its own shard + stats s
 and restarts on its own.
 
 generate: media -> generator LVLM -> raw MCQ text (import modes: the input's QA text / lists instead)
-parse:    raw text -> canonical MCQs (unparseable blocks counted with reasons)
+parse:    raw text -> canonical MCQs through the strict validator (unusable blocks / imported questions dropped
+          with their reasons, never failing the job)
 answer:   each question x rotations, shuffled: with the media (+ "None of the above") and text-only -> trials,
           accuracies and the filter decision
 """
@@ -13,17 +14,17 @@ from __future__ import annotations
 import json
 import random
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from caprl_kit.backends import build_backend
-from caprl_kit.backends.base import Request, SamplingParams
+from caprl_kit.backends.base import Request, SamplingParams, check_engine_up
 from caprl_kit.commands import NullProgress, Progress
 from caprl_kit.curate.config import CurateConfig
 from caprl_kit.curate.filter import decide
 from caprl_kit.curate.prompts import ANSWER_TEMPLATE, CAPTION_EVIDENCE_TEMPLATE, GENERATION_PROMPT
-from caprl_kit.errors import MediaError
+from caprl_kit.errors import InvalidMCQ, MediaError
 from caprl_kit.io.batching import Loaded, cut_batches
+from caprl_kit.io.decode import decode_map
 from caprl_kit.io.media import VideoClip, load_media
 from caprl_kit.io.parquet import read_shard
 from caprl_kit.io.readers import InputItem
@@ -31,7 +32,7 @@ from caprl_kit.io.rundir import RunDir
 from caprl_kit.io.shards import ShardSpec
 from caprl_kit.io.stats import StatsBuilder
 from caprl_kit.mcq import NONE_OF_THE_ABOVE, extract_letter, parse_generation, shuffle_options
-from caprl_kit.mcq.options import canonical
+from caprl_kit.mcq.validate import validate_mcq
 from caprl_kit.schemas.curate import MCQ, MCQGenerationRow, MCQSetRow, QATrialsRow
 from caprl_kit.schemas.run import ShardStats
 
@@ -51,8 +52,7 @@ def _load_all(cfg: CurateConfig, items: list[InputItem]) -> list[Loaded]:
             return Loaded(item, error=exc)
         return Loaded(item, media=media)
 
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="caprl-decode") as pool:
-        return list(pool.map(one, items))
+    return list(decode_map(one, items, workers=2))  # the first Ctrl-C cancels pending decodes
 
 
 def _media_request(ld: Loaded, text: str, system: str | None, sampling: SamplingParams) -> Request:
@@ -94,11 +94,14 @@ class GenerateWorker:
                 todo.append(i)
         sampling = SamplingParams.from_config(cfg.generate.backend.sampling).with_(seed=cfg.seed)
         system = cfg.generate.system_prompt or GENERATION_PROMPT
+        responses = []
         for batch in cut_batches([loaded[i] for i in todo], cfg.generate.backend.batch_size, 1 << 30):
             idx = [todo[j] for j in batch]
             reqs = [_media_request(loaded[i], cfg.generate.user_text, system, sampling) for i in idx]
             self.engine_calls += 1
-            for i, resp in zip(idx, self.backend.generate(reqs)):  # type: ignore[union-attr]
+            batch_out = self.backend.generate(reqs)  # type: ignore[union-attr]
+            responses += batch_out
+            for i, resp in zip(idx, batch_out):
                 it = loaded[i].item
                 common = {"key": it.key, "source": it.source, "media_type": it.media_type, **base}
                 if resp.ok:
@@ -108,6 +111,7 @@ class GenerateWorker:
                     rows[i] = {**common, "status": resp.error_kind or "generation_failed", "error_message": resp.error}
             self.progress.advance("generate", items=len(idx))
         self.progress.advance("generate", items=len(items) - len(todo), failed=sum(1 for ld in loaded if ld.error))
+        check_engine_up(responses, f"generate with {cfg.generate.backend.name}:{cfg.generate.backend.model}")
         for r in rows:
             stats.add(r["status"], r.get("error_message"))  # type: ignore[index]
         stats.add_metric("engine_calls", self.engine_calls)
@@ -125,26 +129,41 @@ class ParseWorker:
         self.run = stage_dir(cfg, "parse")
 
     def parse_one(self, row: dict[str, Any]) -> dict[str, Any]:
-        base = {"key": row["key"], "source": row["source"], "media_type": row["media_type"]}
+        """One generate row -> its MCQ set. A question that cannot be used is dropped with its reason (naming the key
+        and the question index) in ``rejected``; only a row whose import data is not a list fails as a whole."""
+        key = row["key"]
+        base = {"key": key, "source": row["source"], "media_type": row["media_type"]}
         if row["status"] != "ok":
             return {**base, "questions": [], "n_blocks": 0, "n_dropped": 0, "status": row["status"],
                     "error_message": row["error_message"]}
+        questions: list[dict[str, Any]] = []
+        dropped: list[tuple[int, str, str]] = []  # (question index, kind, reason)
         if self.cfg.import_mode == "qa":
             try:
                 data = json.loads(row["raw_text"])
-                questions = [canonical(q) for q in data]
-            except (ValueError, TypeError, KeyError) as exc:
+            except ValueError as exc:
+                data, error = None, f"import QA list is not valid JSON: {exc}"
+            else:
+                error = None if isinstance(data, list) else f"import QA list is a {type(data).__name__}, not a list"
+            if error is not None:
                 return {**base, "questions": [], "n_blocks": 0, "n_dropped": 0, "status": "unparseable",
-                        "error_message": f"import QA list is not valid: {exc}"}
-            return {**base, "questions": [q.model_dump() for q in questions], "n_blocks": len(questions),
-                    "n_dropped": 0, "status": "ok" if questions else "no_questions",
-                    "error_message": None if questions else "empty QA list"}
-        result = parse_generation(row["raw_text"] or "", self.cfg.generate.max_questions)
-        reasons = sorted({r.reason for r in result.rejected})
-        return {**base, "questions": [q.model_dump() for q in result.questions], "n_blocks": result.n_blocks,
-                "n_dropped": len(result.rejected), "status": "ok" if result.questions else "no_questions",
-                "error_message": ("; ".join(reasons) if reasons else "no question blocks found")
-                if not result.questions else None}
+                        "error_message": error}
+            for qi, q in enumerate(data):
+                try:
+                    questions.append(validate_mcq(q).model_dump())
+                except InvalidMCQ as exc:
+                    dropped.append((qi, exc.kind, exc.reason))
+            n_blocks, empty = len(data), "empty QA list"
+        else:
+            result = parse_generation(row["raw_text"] or "", self.cfg.generate.max_questions)
+            questions = [q.model_dump() for q in result.questions]
+            dropped = [(r.index, r.kind, r.reason) for r in result.rejected]
+            n_blocks, empty = result.n_blocks, "no question blocks found"
+        rejected = [{"index": i, "kind": kind, "reason": f"{key} question {i}: {reason}"} for i, kind, reason in dropped]
+        reasons = sorted({reason for _, _, reason in dropped})
+        return {**base, "questions": questions, "n_blocks": n_blocks, "n_dropped": len(rejected), "rejected": rejected,
+                "status": "ok" if questions else "no_questions",
+                "error_message": None if questions else ("; ".join(reasons) if reasons else empty)}
 
     def __call__(self, spec: ShardSpec, items: list[InputItem]) -> ShardStats:
         stats = StatsBuilder(spec.shard_id, MCQSetRow.schema_id())
@@ -218,8 +237,9 @@ class AnswerWorker:
                 for t in txt:
                     text_reqs.append(Request.user(ANSWER_TEMPLATE.format(question=t.question_full), sampling=self.sampling))
         t0 = time.perf_counter()
-        vis_out = iter(self._generate(visual_reqs))
-        txt_out = iter(self._generate(text_reqs))
+        vis_all, txt_all = self._generate(visual_reqs), self._generate(text_reqs)
+        check_engine_up(vis_all + txt_all, f"answer with {cfg.answer.backend.name}:{cfg.answer.backend.model}")
+        vis_out, txt_out = iter(vis_all), iter(txt_all)
         rows = []
         for key, qi, mcq, vis, txt, error in plan:
             if error is not None:
@@ -229,15 +249,22 @@ class AnswerWorker:
                 stats.add("media_error", error)
                 continue
             trials = {}
+            failure = None
             for name, shuffles, outs in (("visual_trials", vis, vis_out), ("text_trials", txt, txt_out)):
                 trials[name] = []
                 for r, s in enumerate(shuffles):
                     resp = next(outs)
-                    if not resp.ok:
-                        raise RuntimeError(f"answerer failed: {resp.error}")  # a whole-shard failure: retried
+                    if not resp.ok:  # the question cannot be judged: dropped under its own reason, never a dead shard
+                        failure = failure or f"{resp.error_kind}: {resp.error}"
+                        continue
                     letter, correct = self._correct(resp.texts[0], s.answer, s.choices)
                     trials[name].append({"rotation": r, "choices": s.choices, "answer": s.answer,
                                          "response": resp.texts[0], "predicted": letter, "correct": correct})
+            if failure is not None:
+                rows.append({"key": key, "qa_index": qi, "mcq": mcq.model_dump(), **trials, "visual_acc": 0.0,
+                             "text_acc": 0.0, "keep": False, "reason": "answer_failed"})
+                stats.add("answer_failed", failure)
+                continue
             v_acc = sum(t["correct"] for t in trials["visual_trials"]) / len(vis)
             t_acc = sum(t["correct"] for t in trials["text_trials"]) / len(txt)
             keep, reason = decide(v_acc, t_acc, cfg.filter)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
 from caprl_kit.backends.config import BackendConfig, SamplingConfig
-from caprl_kit.config import ConfigModel, JobConfig, registry_name
+from caprl_kit.config import ConfigModel, FieldIssue, JobConfig, registry_name
 from caprl_kit.evaluate.metrics import SCORERS
 from caprl_kit.io.config import MediaConfig, ShardingConfig
 from caprl_kit.prompts import PROMPTS
@@ -67,3 +67,13 @@ class EvalConfig(JobConfig):
     media: MediaConfig = Field(default_factory=MediaConfig)
     sharding: ShardingConfig = Field(default_factory=lambda: ShardingConfig(shard_size=200))
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
+
+    @model_validator(mode="after")
+    def _unique_benchmarks(self) -> "EvalConfig":
+        seen: set[str] = {"qa_utility"} if self.qa_utility is not None else set()
+        for i, bench in enumerate(self.benchmarks):
+            if bench.name in seen:
+                raise FieldIssue(f"benchmarks.{i}.name", f"'{bench.name}' is already a task name in this eval",
+                                 "give every benchmark its own name")
+            seen.add(bench.name)
+        return self

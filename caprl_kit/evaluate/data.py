@@ -43,23 +43,56 @@ def question_text(row: dict[str, Any]) -> str:
     return q
 
 
-def load_benchmark(bench: BenchmarkConfig) -> list[Sample]:
+def read_rows(bench: BenchmarkConfig) -> list[dict[str, Any]]:
+    """The benchmark file's rows: a JSON list (or ``{"data": [...]}``), JSONL, or Parquet. A missing or malformed
+    file is a ``CaprlError`` naming the file (and, for JSON/JSONL, the line)."""
+    where = f"benchmark {bench.name}: {bench.path}"
     fs, path = url_to_fs(bench.path)
     if not fs.exists(path):
-        raise CaprlError(f"benchmark {bench.name}: {bench.path} does not exist")
+        raise CaprlError(f"{where} does not exist; fix its path (benchmarks[].path) or download the benchmark")
     if path.endswith(".parquet"):
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        with fs.open(path, "rb") as fh:
-            rows = pq.read_table(fh).to_pylist()
-    else:
-        with fs.open(path, "r") as fh:
-            text = fh.read()
         try:
-            data = json.loads(text)
-            rows = data if isinstance(data, list) else data.get("data", [])
-        except json.JSONDecodeError:
-            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+            with fs.open(path, "rb") as fh:
+                return pq.read_table(fh).to_pylist()
+        except (pa.ArrowException, OSError) as exc:
+            raise CaprlError(f"{where} is not a readable Parquet file ({exc})") from None
+    with fs.open(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CaprlError(f"{where} is not UTF-8 text ({exc}); benchmarks are JSON, JSONL or Parquet") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if text.lstrip().startswith("["):  # one JSON document (the official lmm_eval_*.json layout)
+            raise CaprlError(f"{where} line {exc.lineno} is not valid JSON ({exc.msg}, column {exc.colno})") from None
+        rows = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as line_exc:
+                raise CaprlError(f"{where} line {number} is not valid JSON ({line_exc.msg}, column "
+                                 f"{line_exc.colno}); JSONL holds one JSON object per line") from None
+    else:
+        if isinstance(data, dict):  # {"data": [...]}, or a JSONL file of one row
+            data = data["data"] if isinstance(data.get("data"), list) else [data]
+        if not isinstance(data, list):
+            raise CaprlError(f"{where} holds JSON but not rows (a list of objects, or JSONL)")
+        rows = data
+    bad = next((i for i, r in enumerate(rows) if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise CaprlError(f"{where} row {bad} is not a JSON object")
+    return rows
+
+
+def load_benchmark(bench: BenchmarkConfig) -> list[Sample]:
+    rows = read_rows(bench)
     root = bench.image_root or posixpath.dirname(bench.path)
     samples = []
     for i, row in enumerate(rows[: bench.limit] if bench.limit else rows):
@@ -67,7 +100,8 @@ def load_benchmark(bench: BenchmarkConfig) -> list[Sample]:
         if isinstance(media, list):
             media = media[0] if media else None
         if not media or "answer" not in row:
-            raise CaprlError(f"benchmark {bench.name} row {i}: needs '{bench.media_type}' and 'answer'")
+            raise CaprlError(f"benchmark {bench.name}: {bench.path} row {i}: needs '{bench.media_type}' and "
+                             f"'answer' (found {', '.join(row) or 'no keys'})")
         media = str(media)
         if "://" not in media and not media.startswith("/"):
             media = posixpath.join(root, media)

@@ -17,7 +17,7 @@ from typing import Any
 
 from caprl_kit.annotate.config import AnnotateConfig
 from caprl_kit.annotate.pipeline import run as annotate
-from caprl_kit.backends import build_backend
+from caprl_kit.backends import build_backend, preflight_backend
 from caprl_kit.backends.base import Request, SamplingParams
 from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.errors import ConfigError, ConfigIssue
@@ -26,7 +26,7 @@ from caprl_kit.evaluate.data import Sample, load_benchmark
 from caprl_kit.evaluate.metrics import score, scorer_for
 from caprl_kit.io.fs import atomic_write_text, join, url_to_fs
 from caprl_kit.io.parquet import read_shard
-from caprl_kit.io.rundir import RunDir
+from caprl_kit.io.rundir import RunDir, prepare_output
 from caprl_kit.io.shards import Fingerprint, iter_shards
 from caprl_kit.io.stats import StatsBuilder, utc_now
 from caprl_kit.log import get_logger
@@ -42,11 +42,13 @@ def label_of(cfg: EvalConfig) -> str:
     return cfg.label or cfg.captioner.model or cfg.captioner.name
 
 
-def caption_stage(cfg: EvalConfig, task: str, media: list[tuple[str, str]], progress: Progress) -> dict[str, list[str]]:
-    """Captions (n per item) for ``media`` [(path, media_type)], via the annotate pipeline (cached by shard)."""
+def caption_stage(cfg: EvalConfig, task: str, media: list[tuple[str, str]], progress: Progress
+                  ) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Captions (n per item) for ``media`` [(path, media_type)], via the annotate pipeline (cached by shard), and
+    why the items without a caption have none (``status: error_message``)."""
     out = join(str(cfg.output_dir), "captions", task)
+    prepare_output(out, "annotate")  # claimed before the caption manifest lands in it
     fs, base = url_to_fs(out)
-    fs.makedirs(base, exist_ok=True)
     manifest = join(base, "manifest.jsonl")
     lines = "".join(json.dumps({"path": p, "key": p, "media_type": t}) + "\n" for p, t in media)
     if not fs.exists(manifest) or fs.cat(manifest).decode() != lines:
@@ -61,17 +63,26 @@ def caption_stage(cfg: EvalConfig, task: str, media: list[tuple[str, str]], prog
     })
     annotate(acfg, progress=progress)
     captions: dict[str, list[str]] = {}
+    failed: dict[str, str] = {}
     for url in RunDir(out, AnnotationRow).shard_urls():
-        for row in read_shard(url, AnnotationRow, columns=["key", "captions", "status"]).to_pylist():
-            captions[row["key"]] = row["captions"] if row["status"] == "ok" else []
-    return captions
+        for row in read_shard(url, AnnotationRow, columns=["key", "captions", "status", "error_message"]).to_pylist():
+            if row["status"] == "ok" and row["captions"]:
+                captions[row["key"]] = row["captions"]
+            else:
+                failed[row["key"]] = f"{row['status']}: {row['error_message'] or 'no caption'}"
+    if failed:
+        log.warning("%s: %d of %d item(s) have no caption and will not be scored (e.g. %s)", task, len(failed),
+                    len(media), next(iter(failed.values())))
+    return captions, failed
 
 
 class AnswerWorker:
     """Stage 2 for one task: each (sample, caption) -> the answerer -> an eval_sample row."""
 
-    def __init__(self, cfg: EvalConfig, task: str, scorer: str, captions: dict[str, list[str]], progress: Progress):
+    def __init__(self, cfg: EvalConfig, task: str, scorer: str, captions: dict[str, list[str]],
+                 no_caption: dict[str, str], progress: Progress):
         self.cfg, self.task, self.scorer, self.captions, self.progress = cfg, task, scorer, captions, progress
+        self.no_caption = no_caption
         self.backend = build_backend(cfg.answerer)
         self.sampling = SamplingParams.from_config(cfg.answerer.sampling).with_(n=1)
         self.run = RunDir(join(str(cfg.output_dir), "answers", task), EvalSample)
@@ -82,10 +93,12 @@ class AnswerWorker:
         for s in samples:
             what = "a video" if s.media_type == "video" else "an image"
             caps = self.captions.get(s.media) or []
-            if not caps:  # the captioner failed on this item: every caption slot scores 0
+            if not caps:  # the captioner failed on this item: not scored, counted as failed
+                reason = self.no_caption.get(s.media, "no caption")
                 rows.append(dict(task=self.task, sample_id=s.id, question=s.question, gold=s.gold, caption_index=0,
-                                 caption="", response="", prediction=None, score=0.0, metric=self.scorer))
-                stats.add("no_caption")
+                                 caption="", response="", prediction=None, score=None, metric=self.scorer,
+                                 status="no_caption", error_message=reason))
+                stats.add("no_caption", reason)
                 continue
             for ci, cap in enumerate(caps):
                 text = CAPTION_SENTENCE.format(what=what, caption=cap) + s.question
@@ -94,11 +107,16 @@ class AnswerWorker:
         for start in range(0, len(todo), size):
             chunk = todo[start : start + size]
             for (s, ci, cap, _), resp in zip(chunk, self.backend.generate([t[3] for t in chunk])):
-                if not resp.ok:
-                    raise RuntimeError(f"answerer failed: {resp.error}")  # a whole-shard failure: retried
+                if not resp.ok:  # a row with its reason, never a dead shard
+                    rows.append(dict(task=self.task, sample_id=s.id, question=s.question, gold=s.gold,
+                                     caption_index=ci, caption=cap, response="", prediction=None, score=None,
+                                     metric=self.scorer, status="answer_failed", error_message=str(resp.error)))
+                    stats.add("answer_failed", str(resp.error))
+                    continue
                 pred, value = score(resp.texts[0], s.gold, self.scorer, self.cfg.compat)
                 rows.append(dict(task=self.task, sample_id=s.id, question=s.question, gold=s.gold, caption_index=ci,
-                                 caption=cap, response=resp.texts[0], prediction=pred, score=value, metric=self.scorer))
+                                 caption=cap, response=resp.texts[0], prediction=pred, score=value, metric=self.scorer,
+                                 status="ok"))
                 stats.add("ok")
             self.progress.advance(f"answer {self.task}", items=len(chunk))
         built = stats.build()
@@ -121,25 +139,36 @@ def _stage2_hash(cfg: EvalConfig, scorer: str) -> str:
 
 
 def summarize(rows: list[dict[str, Any]], compat: str, rescore: bool = True) -> dict[str, Any]:
-    """BoN (mean of per-sample max) and M_Acc (mean of per-sample mean) over the caption slots."""
+    """BoN (mean of per-sample max) and M_Acc (mean of per-sample mean) over the scored caption slots. Slots that
+    were not scored (no caption, answerer failed) are left out and counted; a sample with no scored slot is failed."""
     per: dict[str, list[float]] = {}
+    reasons: dict[str, dict[str, str]] = {}
     for r in rows:
+        if r.get("status") not in (None, "ok"):
+            reasons.setdefault(r["sample_id"], {})[r["status"]] = r.get("error_message") or ""
+            continue
         value = r["score"]
         if rescore and r["response"]:
             value = score(r["response"], r["gold"], r["metric"], compat)[1]  # compat can change without re-answering
             r["score"] = value
         per.setdefault(r["sample_id"], []).append(value)
+    failed: dict[str, int] = {}
+    for sid, why in reasons.items():
+        if sid not in per:
+            for status in why:
+                failed[status] = failed.get(status, 0) + 1
     n = len(per)
     return {"metric": rows[0]["metric"] if rows else "none",
-            "m_acc": sum(sum(v) / len(v) for v in per.values()) / n if n else 0.0,
-            "bon": sum(max(v) for v in per.values()) / n if n else 0.0, "n_samples": n}
+            "m_acc": sum(sum(v) / len(v) for v in per.values()) / n if n else None,
+            "bon": sum(max(v) for v in per.values()) / n if n else None, "n_samples": n,
+            "n_failed": len([sid for sid in reasons if sid not in per]), "failed": failed}
 
 
-def run_benchmark(cfg: EvalConfig, bench: BenchmarkConfig, progress: Progress) -> tuple[dict[str, Any], list[dict]]:
-    samples = load_benchmark(bench)
+def run_benchmark(cfg: EvalConfig, bench: BenchmarkConfig, samples: list[Sample], progress: Progress
+                  ) -> tuple[dict[str, Any], list[dict]]:
     scorer = bench.scorer if bench.scorer != "auto" else scorer_for(bench.name, samples[0].gold if samples else "")
     media = list(dict.fromkeys((s.media, s.media_type) for s in samples))
-    captions = caption_stage(cfg, bench.name, media, progress)
+    captions, no_caption = caption_stage(cfg, bench.name, media, progress)
     run_dir = RunDir(join(str(cfg.output_dir), "answers", bench.name), EvalSample)
     done = run_dir.open(command=f"eval/{bench.name}", config=cfg, config_hash=_stage2_hash(cfg, scorer),
                         input_fingerprint=_fingerprint(samples), n_items=len(samples),
@@ -147,7 +176,7 @@ def run_benchmark(cfg: EvalConfig, bench: BenchmarkConfig, progress: Progress) -
     progress.start(f"answer {bench.name}", total=sum(max(1, len(captions.get(s.media) or [])) for s in samples))
     RUNNERS.get(cfg.runner.name)(
         iter_shards(samples, cfg.sharding.shard_size),
-        functools.partial(AnswerWorker, cfg, bench.name, scorer, captions),
+        functools.partial(AnswerWorker, cfg, bench.name, scorer, captions, no_caption),
         done=done, max_retries=cfg.runner.max_shard_retries, num_workers=cfg.runner.num_workers,
         address=cfg.runner.address, progress=progress, stage=f"answer {bench.name}")
     rows = [r for url in run_dir.shard_urls() for r in read_shard(url, EvalSample).to_pylist()]
@@ -170,12 +199,18 @@ def run_qa_utility(cfg: EvalConfig, progress: Progress) -> tuple[dict[str, Any],
     for r in rows:
         video = bool(r.get("videos"))
         media.append(((r["videos"] if video else r["images"])[0], "video" if video else "image"))
-    captions = caption_stage(cfg, "qa_utility", list(dict.fromkeys(media)), progress)
+    captions, no_caption = caption_stage(cfg, "qa_utility", list(dict.fromkeys(media)), progress)
     scorer = QAScorer(qu.qa)  # type: ignore[union-attr]
     qas = [decode_ground_truth(r["reward_model"]["ground_truth"]) for r in rows]
-    caps, gts, index = [], [], []
+    caps, gts, index, unscored = [], [], [], []
     for r, qa, (m, _) in zip(rows, qas, media):
-        for ci, cap in enumerate(captions.get(m) or [""]):
+        if not captions.get(m):  # no caption (unreadable media, engine failure): not scored, counted
+            unscored.append(dict(task="qa_utility", sample_id=r["id"], question=f"{len(qa)} held-out questions",
+                                 gold="", caption_index=0, caption="", response="", prediction=None, score=None,
+                                 metric="qa_accuracy", status="no_caption",
+                                 error_message=no_caption.get(m, "no caption")))
+            continue
+        for ci, cap in enumerate(captions[m]):
             caps.append(cap)
             gts.append(qa)
             index.append((r["id"], ci))
@@ -184,7 +219,8 @@ def run_qa_utility(cfg: EvalConfig, progress: Progress) -> tuple[dict[str, Any],
     progress.advance("qa utility", items=len(caps))
     samples = [dict(task="qa_utility", sample_id=sid, question=f"{d['n_questions']} held-out questions", gold="",
                     caption_index=ci, caption=c, response=json.dumps(d["predicted"]), prediction=None, score=s,
-                    metric="qa_accuracy") for (sid, ci), c, s, d in zip(index, caps, out.scores, out.details)]
+                    metric="qa_accuracy", status="ok")
+               for (sid, ci), c, s, d in zip(index, caps, out.scores, out.details)] + unscored
     summary = summarize(samples, cfg.compat, rescore=False)
     if qu.blind_captions:  # type: ignore[union-attr]
         summary["blind_ceiling"], summary["blind_caption"] = blind_ceiling(
@@ -224,6 +260,11 @@ def blind_ceiling(scorer: Any, candidates: list[str], qas: list[list[Any]], prog
     return best, best_caption
 
 
+def _average(tasks: dict[str, dict[str, Any]]) -> float | None:
+    scored = [t["m_acc"] for t in tasks.values() if t["m_acc"] is not None]
+    return sum(scored) / len(scored) if scored else None
+
+
 def plan(cfg: EvalConfig) -> list[str]:
     lines = [f"captioner {cfg.captioner.name}:{cfg.captioner.model} (n={cfg.captioner.sampling.n}), "
              f"answerer {cfg.answerer.name}:{cfg.answerer.model}, compat={cfg.compat}"]
@@ -242,17 +283,19 @@ def run(cfg: EvalConfig, *, overwrite: bool = False, progress: Progress | None =
         raise ConfigError([ConfigIssue("benchmarks", "nothing to evaluate", "add benchmarks or qa_utility")])
     t0 = time.perf_counter()
     fs, base = url_to_fs(str(cfg.output_dir))
-    if overwrite and fs.exists(base):
-        fs.rm(base, recursive=True)
+    benchmarks = {bench.name: load_benchmark(bench) for bench in cfg.benchmarks}  # every file checked first
+    for key, backend in (("captioner", cfg.captioner), ("answerer", cfg.answerer)):
+        preflight_backend(backend, key)
+    prepare_output(str(cfg.output_dir), "eval", overwrite=overwrite)
     tasks: dict[str, Any] = {}
     all_samples: dict[str, list[dict]] = {}
     for bench in cfg.benchmarks:
-        tasks[bench.name], all_samples[bench.name] = run_benchmark(cfg, bench, progress)
+        tasks[bench.name], all_samples[bench.name] = run_benchmark(cfg, bench, benchmarks[bench.name], progress)
     if cfg.qa_utility is not None:
         tasks["qa_utility"], all_samples["qa_utility"] = run_qa_utility(cfg, progress)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     results = EvalResults(captioner=label_of(cfg), answerer=cfg.answerer.model or cfg.answerer.name, compat=cfg.compat,
-                          tasks=tasks, average=sum(t["m_acc"] for t in tasks.values()) / len(tasks), created_at=utc_now())
+                          tasks=tasks, average=_average(tasks), created_at=utc_now())
     outputs = {"results": join(str(cfg.output_dir), f"results_{stamp}.json")}
     atomic_write_text(fs, join(base, f"results_{stamp}.json"), results.model_dump_json(indent=2))
     atomic_write_text(fs, join(base, "results_latest.json"), results.model_dump_json(indent=2))
@@ -263,10 +306,18 @@ def run(cfg: EvalConfig, *, overwrite: bool = False, progress: Progress | None =
 
     atomic_write_text(fs, join(base, "report.html"), render_report([(results, all_samples)]))
     outputs["report"] = join(str(cfg.output_dir), "report.html")
-    report = RunReport(command="eval", output_dir=cfg.output_dir, n_items=sum(t["n_samples"] for t in tasks.values()),
-                       n_ok=sum(t["n_samples"] for t in tasks.values()), duration_s=time.perf_counter() - t0,
-                       outputs=outputs)
+    n_ok, n_failed = sum(t["n_samples"] for t in tasks.values()), sum(t["n_failed"] for t in tasks.values())
+    report = RunReport(command="eval", output_dir=cfg.output_dir, n_items=n_ok + n_failed, n_ok=n_ok,
+                       n_failed=n_failed, duration_s=time.perf_counter() - t0, outputs=outputs)
     for task, t in tasks.items():
+        for status, count in t["failed"].items():
+            report.status_counts[status] = report.status_counts.get(status, 0) + count
+        if t["n_failed"]:
+            report.notes.append(f"{task}: {t['n_failed']} sample(s) not scored ({', '.join(t['failed'])}) and left "
+                                f"out of its M_Acc/BoN; see samples_{task}_{stamp}.jsonl")
+        if t["m_acc"] is None:
+            report.notes.append(f"{task}: no sample could be scored; it is left out of the average")
+            continue
         report.metrics[f"{task} M_Acc"] = t["m_acc"]
         report.metrics[f"{task} BoN"] = t["bon"]
         if t.get("blind_ceiling") is not None:

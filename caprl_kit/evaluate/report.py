@@ -7,6 +7,8 @@ import html
 import json
 from typing import Any
 
+from pydantic import ValidationError
+
 from caprl_kit.errors import CaprlError
 from caprl_kit.io.fs import url_to_fs
 from caprl_kit.schemas.evaluation import EvalResults
@@ -19,13 +21,36 @@ def load_run(output_dir: str) -> tuple[EvalResults, dict[str, list[dict[str, Any
     latest = f"{base.rstrip('/')}/results_latest.json"
     if not fs.exists(latest):
         raise CaprlError(f"{output_dir} holds no results_latest.json: run `caprl eval` there first")
-    results = EvalResults.model_validate_json(fs.cat(latest))
+    try:
+        results = EvalResults.model_validate_json(fs.cat(latest))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "<root>"
+        raise CaprlError(f"{output_dir}/results_latest.json is not a valid caprl eval results file ({where}: "
+                         f"{first['msg']}); rerun `caprl eval` into {output_dir}, or drop it from the comparison"
+                         ) from None
     samples: dict[str, list[dict[str, Any]]] = {}
     for task in results.tasks:
         files = sorted(fs.glob(f"{base.rstrip('/')}/samples_{task}_*.jsonl"))
         if files:
-            samples[task] = [json.loads(line) for line in fs.cat(files[-1]).decode().splitlines() if line.strip()]
+            samples[task] = _jsonl(fs, files[-1])
     return results, samples
+
+
+def _jsonl(fs: Any, path: str) -> list[dict[str, Any]]:
+    rows = []
+    for number, line in enumerate(fs.cat(path).decode("utf-8", errors="replace").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise CaprlError(f"{path} line {number} is not valid JSON ({exc.msg}); rerun `caprl eval` to "
+                                 "rewrite it") from None
+    return rows
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _bars(runs: list[tuple[EvalResults, Any]], tasks: list[str]) -> str:
@@ -37,7 +62,7 @@ def _bars(runs: list[tuple[EvalResults, Any]], tasks: list[str]) -> str:
         y += 18
         for i, (res, _) in enumerate(runs):
             t = res.tasks.get(task)
-            value = t.m_acc if t else 0.0
+            value = t.m_acc if t and t.m_acc is not None else 0.0
             w = (width - 260) * value
             rows.append(f'<rect x="200" y="{y}" width="{w:.1f}" height="{bar - 4}" fill="{PALETTE[i % len(PALETTE)]}"/>'
                         f'<text x="0" y="{y + 11}" font-size="12">{html.escape(res.captioner[-28:])}</text>'
@@ -74,8 +99,9 @@ def render_report(runs: list[tuple[EvalResults, dict[str, list[dict[str, Any]]]]
         for res, _ in runs:
             t = res.tasks.get(task)
             if t:
-                rows.append(f"<tr><td>{html.escape(res.captioner)}</td><td>{t.m_acc:.4f}</td><td>{t.bon:.4f}</td>"
-                            f"<td>{t.n_samples}</td><td>{html.escape(t.metric)}</td></tr>")
+                rows.append(f"<tr><td>{html.escape(res.captioner)}</td><td>{_num(t.m_acc)}</td><td>{_num(t.bon)}</td>"
+                            f"<td>{t.n_samples}" + (f" ({t.n_failed} not scored)" if t.n_failed else "") + "</td>"
+                            f"<td>{html.escape(t.metric)}</td></tr>")
         blind = next((res.tasks[task] for res, _ in runs if task in res.tasks and res.tasks[task].blind_ceiling
                       is not None), None)
         if blind is not None:
@@ -84,7 +110,7 @@ def render_report(runs: list[tuple[EvalResults, dict[str, list[dict[str, Any]]]]
                         f"<td>{blind.n_samples}</td><td>best single fixed caption</td></tr>")
         tables.append(f"<h3>{html.escape(task)}</h3><table class='results'><tr><th>captioner</th><th>M_Acc</th>"
                       f"<th>BoN</th><th>samples</th><th>metric</th></tr>{''.join(rows)}</table>")
-    avg = "".join(f"<tr><td>{html.escape(r.captioner)}</td><td>{r.average:.4f}</td><td>{html.escape(r.answerer)}</td>"
+    avg = "".join(f"<tr><td>{html.escape(r.captioner)}</td><td>{_num(r.average)}</td><td>{html.escape(r.answerer)}</td>"
                   f"<td>{r.compat}</td></tr>" for r, _ in runs)
     examples = []
     for res, samples in runs:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from caprl_kit.config import ConfigModel
+from caprl_kit.config import ConfigModel, FieldIssue
 
 IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"]
 VIDEO_EXTENSIONS = [".mp4", ".mkv", ".webm", ".mov", ".avi"]
@@ -35,10 +35,27 @@ class MediaConfig(ConfigModel):
     max_image_pixels: int = Field(
         178_956_970, ge=1, description="Decompression-bomb guard: larger images are rejected before decoding"
     )
+    max_file_bytes: int = Field(
+        1 << 30, ge=1, description="Largest media file (or embedded bytes) read, in bytes; larger ones are `too_large` "
+        "rows, checked before reading and enforced while reading"
+    )
     video_fps: float = Field(2.0, gt=0, description="Frames sampled per second of video")
     video_max_frames: int = Field(32, ge=1, description="Most frames sampled from one video")
     video_min_frames: int = Field(4, ge=1, description="Fewest frames sampled (short clips)")
     video_max_pixels: int = Field(200704, ge=1, description="Upper bound on area per video frame")
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "MediaConfig":
+        if self.min_pixels > self.max_pixels:
+            raise FieldIssue("min_pixels", f"min_pixels ({self.min_pixels}) must be <= max_pixels ({self.max_pixels})",
+                             "lower min_pixels or raise max_pixels")
+        if self.min_pixels > self.video_max_pixels:
+            raise FieldIssue("min_pixels", f"min_pixels ({self.min_pixels}) must be <= video_max_pixels "
+                             f"({self.video_max_pixels})", "lower min_pixels or raise video_max_pixels")
+        if self.video_min_frames > self.video_max_frames:
+            raise FieldIssue("video_min_frames", f"video_min_frames ({self.video_min_frames}) must be <= "
+                             f"video_max_frames ({self.video_max_frames})", "lower one or raise the other")
+        return self
 
 
 class ShardingConfig(ConfigModel):

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import uuid
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterator
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -62,3 +65,28 @@ def remove_stale_tmp(fs: Any, directory: str) -> int:
     for p in stale:
         fs.rm(p)
     return len(stale)
+
+
+@contextlib.contextmanager
+def staged_dir(target: str | Path) -> Iterator[Path]:
+    """Build the local directory ``target`` under a hidden sibling name and swap it in when the block finishes.
+
+    A killed or failed build leaves ``target`` as it was (absent, or its previous complete version) and only a
+    hidden ``.NAME.partial`` that the next build removes; never a half-written directory that looks complete.
+    """
+    target = Path(target)
+    tmp = target.with_name(f".{target.name}.partial")
+    old = target.with_name(f".{target.name}.old")
+    for stale in (tmp, old):
+        if stale.exists():
+            shutil.rmtree(stale)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if target.exists():
+        target.rename(old)  # a rename, not a delete: a kill here leaves no half-deleted target
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)

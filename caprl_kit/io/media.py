@@ -9,8 +9,13 @@ torch-version coupling (torchcodec needs a matching torch build and system FFmpe
 Frames are sampled by fps with a min/max count in a single decoding pass and keep their timestamps, which CapRL++
 captions cite as ``[mm:ss]``.
 
-Every failure is a ``MediaError`` with a stable ``kind``: ``file_not_found``, ``empty_file``,
-``failed_to_decode``, ``too_large``, ``no_frames``.
+Reads are defensive: only regular files are opened (a FIFO, device, socket or directory is a
+``not_a_regular_file`` error found by ``stat``, never by ``open``, which would block on a FIFO), and no read takes
+more than ``media.max_file_bytes`` (checked against the size first, then enforced by reading at most one byte
+more, so a file whose size is unknown or wrong cannot grow memory).
+
+Every failure is a ``MediaError`` with a stable ``kind``: ``file_not_found``, ``not_a_regular_file``,
+``empty_file``, ``failed_to_decode``, ``too_large``, ``no_frames``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import os
+import stat
 import threading
 import warnings
 from contextlib import contextmanager
@@ -30,6 +37,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from caprl_kit.errors import MediaError
 
 IMAGE_FACTOR = 28  # Qwen-VL: patch 14 x merge 2
+MAX_FILE_BYTES = 1 << 30  # default of media.max_file_bytes (1 GiB)
 FRAME_FACTOR = 2  # Qwen-VL: temporal patch size
 
 
@@ -71,22 +79,126 @@ def describe(src: Any) -> str:
     return str(src)
 
 
-def read_bytes(src: str | Path | bytes) -> bytes:
-    """Bytes of a local path or fsspec URL (``memory://``, ``s3://`` ...), or the bytes themselves."""
+def read_bytes(src: str | Path | bytes, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """Bytes of a local path or fsspec URL (``memory://``, ``s3://`` ...), or the bytes themselves.
+
+    Only regular files are opened; at most ``max_bytes`` are read (``too_large`` above that)."""
     if isinstance(src, (bytes, bytearray, memoryview)):
         data = bytes(src)
+        _check_size(len(data), max_bytes, describe(src), " of embedded media")
     else:
-        import fsspec
-
-        try:
-            with fsspec.open(str(src), "rb") as fh:
-                data = fh.read()
-        except (FileNotFoundError, IsADirectoryError) as exc:
-            raise MediaError("file_not_found", describe(src), str(exc) or "no such file") from None
-        except OSError as exc:
-            raise MediaError("file_not_found", describe(src), f"cannot read: {exc}") from None
+        data = _read_file(str(src), max_bytes)
     if not data:
         raise MediaError("empty_file", describe(src), "the file is empty (0 bytes)")
+    return data
+
+
+_FILE_TYPES = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"))
+
+
+def file_type(mode: int) -> str:
+    """What a ``st_mode`` is, in words ("a regular file", "a FIFO (named pipe)", ...)."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    return next((name for test, name in _FILE_TYPES if test(mode)), "not a regular file")
+
+
+def _check_size(size: int, max_bytes: int, source: str, what: str = "") -> None:
+    if size > max_bytes:
+        raise MediaError("too_large", source, f"{size} bytes{what}, over media.max_file_bytes={max_bytes} "
+                         "(raise it if the file is trusted)")
+
+
+def _over_cap(source: str, max_bytes: int, listed: Any) -> MediaError:
+    return MediaError("too_large", source, f"more than media.max_file_bytes={max_bytes} bytes read although its "
+                      f"listed size was {listed} (raise the cap if the file is trusted)")
+
+
+def _read_capped(fh: Any, max_bytes: int, size: int | None) -> bytes:
+    """Read to the end but never more than ``max_bytes + 1`` bytes: a listed size may be unknown or wrong
+    (``/proc`` files list 0, a file may grow). The first read is sized by the listing, so a small file costs one
+    small read."""
+    chunks: list[bytes] = []
+    total = 0
+    want = min(size or 0, max_bytes) + 1  # one byte more than listed notices a longer file
+    while total <= max_bytes:
+        chunk = fh.read(min(want, max_bytes + 1 - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+        want = 1 << 20
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _not_regular(source: str, what: str) -> MediaError:
+    return MediaError("not_a_regular_file", source, f"{what}, not a regular file: only regular files are read")
+
+
+def _read_file(src: str, max_bytes: int) -> bytes:
+    from fsspec.implementations.local import LocalFileSystem
+
+    from caprl_kit.io.fs import url_to_fs
+
+    try:
+        fs, path = url_to_fs(src)
+        if isinstance(fs, LocalFileSystem):
+            return _read_local(path, max_bytes, src)
+        info = fs.info(path)
+    except MediaError:
+        raise
+    except FileNotFoundError as exc:
+        raise MediaError("file_not_found", src, str(exc) or "no such file") from None
+    except OSError as exc:
+        raise MediaError("file_not_found", src, f"cannot read: {exc}") from None
+    kind = info.get("type")
+    if kind == "directory":
+        raise _not_regular(src, "a directory")
+    if kind not in (None, "file"):
+        raise _not_regular(src, f"of type {kind!r}")
+    if info.get("size") is not None:
+        _check_size(int(info["size"]), max_bytes, src)
+    try:
+        with fs.open(path, "rb") as fh:
+            data = _read_capped(fh, max_bytes, info.get("size"))
+    except FileNotFoundError as exc:
+        raise MediaError("file_not_found", src, str(exc) or "no such file") from None
+    except OSError as exc:
+        raise MediaError("file_not_found", src, f"cannot read: {exc}") from None
+    if len(data) > max_bytes:
+        raise _over_cap(src, max_bytes, info.get("size", "unknown"))
+    return data
+
+
+def _read_local(path: str, max_bytes: int, source: str) -> bytes:
+    """``stat`` before ``open`` (opening a FIFO blocks, opening a device can have effects), then ``fstat`` the
+    opened file (non-blocking) so a swap between the two calls is caught too."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise MediaError("file_not_found", source, "no such file") from None
+    except OSError as exc:
+        raise MediaError("file_not_found", source, f"cannot read: {exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise _not_regular(source, file_type(st.st_mode))
+    _check_size(st.st_size, max_bytes, source)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise MediaError("file_not_found", source, "no such file") from None
+    except OSError as exc:
+        raise MediaError("file_not_found", source, f"cannot read: {exc}") from None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_regular(source, file_type(st.st_mode))
+        try:
+            data = _read_capped(fh, max_bytes, st.st_size)
+        except OSError as exc:
+            raise MediaError("file_not_found", source, f"cannot read: {exc}") from None
+    if len(data) > max_bytes:
+        raise _over_cap(source, max_bytes, st.st_size)  # /proc files list 0; or it grew while being read
     return data
 
 
@@ -152,6 +264,7 @@ def load_image(
     max_pixels: int = 1003520,
     max_image_pixels: int = 178_956_970,
     resize: bool = True,
+    max_bytes: int = MAX_FILE_BYTES,
 ) -> LoadedImage:
     """Decode, normalise and (optionally) resize an image. Raises ``MediaError`` with a stable kind."""
     source = describe(src)
@@ -159,7 +272,7 @@ def load_image(
     if isinstance(src, Image.Image):
         img = src
     else:
-        data = read_bytes(src)
+        data = read_bytes(src, max_bytes)
         digest = hashlib.sha256(data).hexdigest()
         try:
             img = _open_image(data, max_image_pixels)
@@ -210,12 +323,13 @@ def load_video(
     max_frames: int = 32,
     max_pixels: int = 200704,
     min_pixels: int = 3136,
+    max_bytes: int = MAX_FILE_BYTES,
 ) -> VideoClip:
     """Decode a video with PyAV and sample frames by ``fps`` (count in [min_frames, max_frames])."""
     import av
 
     source = describe(src)
-    data = read_bytes(src)
+    data = read_bytes(src, max_bytes)
     digest = hashlib.sha256(data).hexdigest()
     duration = _probe_duration(data, source)
     targets = sample_times(duration, fps, min_frames, max_frames)
@@ -299,17 +413,18 @@ def format_timestamp(seconds: float) -> str:
 
 def load_media(source: str | None, data: bytes | None, media_type: str, cfg: Any) -> tuple[LoadedImage | VideoClip, bytes]:
     """Decode an input item's image or video with ``MediaConfig`` settings; returns (media, encoded bytes).
-    Raises ``MediaError`` naming the source."""
+    Embedded ``data`` gets the same ``max_file_bytes`` cap as a file. Raises ``MediaError`` naming the source."""
     label = source or describe(data)
+    cap = cfg.max_file_bytes
     try:
-        raw = data if data is not None else read_bytes(source)  # type: ignore[arg-type]
+        raw = read_bytes(data if data is not None else source, cap)  # type: ignore[arg-type]
         if media_type == "video":
             media: LoadedImage | VideoClip = load_video(
                 raw, fps=cfg.video_fps, min_frames=cfg.video_min_frames, max_frames=cfg.video_max_frames,
-                max_pixels=cfg.video_max_pixels)
+                max_pixels=cfg.video_max_pixels, max_bytes=cap)
         else:
             media = load_image(raw, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels,
-                               max_image_pixels=cfg.max_image_pixels)
+                               max_image_pixels=cfg.max_image_pixels, max_bytes=cap)
     except MediaError as exc:
         raise MediaError(exc.kind, label, exc.reason) from None
     media.source = label

@@ -4,7 +4,9 @@ Every reader yields ``InputItem``s lazily in a deterministic order, so memory do
 listing and shard ``i`` always holds the same items. Paths may be any fsspec URL.
 
 - folder: a sorted, streaming walk (one directory listing in memory at a time), files filtered by extension;
-  key = path relative to the root.
+  key = path relative to the root. Directory symlinks are followed, each directory (by device and inode) once, so
+  a symlink loop ends the branch with a warning. Non-regular entries with a media suffix (FIFO, device, socket)
+  are listed without being opened and become ``not_a_regular_file`` rows when read.
 - jsonl / csv / parquet manifests: ``input.path_column`` (path or URL, relative paths resolved against the
   manifest's folder) or ``input.bytes_column``; ``input.key_column`` (default: the path, else the row number);
   ``input.carry_columns`` are copied into output rows. Read in record batches (pyarrow) / line by line.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import stat
 import tarfile
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -24,7 +27,10 @@ from typing import Any, Iterator
 from caprl_kit.errors import CaprlError
 from caprl_kit.io.config import InputConfig
 from caprl_kit.io.fs import url_to_fs
+from caprl_kit.log import get_logger
 from caprl_kit.registry import Registry
+
+log = get_logger(__name__)
 
 READERS = Registry("input format")
 BATCH_ROWS = 4096
@@ -87,19 +93,44 @@ def read_folder(cfg: InputConfig) -> Iterator[InputItem]:
     proto = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
     prefix = "" if proto in ("file", "local") else f"{proto}://"
 
-    def walk(directory: str) -> Iterator[InputItem]:
+    local = proto in ("file", "local")
+    seen: set[object] = set()  # every directory entered, by (st_dev, st_ino) where the filesystem has them
+
+    def dir_key(e: dict[str, Any]) -> object | None:
+        """Identity of the directory ``e`` is or links to, else None. Only ``stat`` (never ``open``)."""
+        name = e["name"].rstrip("/")
+        if not local:
+            return name if e["type"] == "directory" else None
+        if e["type"] != "directory" and not e.get("islink"):
+            return None  # a file, FIFO, device or socket: nothing to follow
+        try:
+            st = os.stat(name)  # follows the symlink
+        except OSError:
+            return None  # a broken link: listed, it becomes a file_not_found row if it has a media suffix
+        return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+    def walk(directory: str, ancestors: tuple[object, ...]) -> Iterator[InputItem]:
         entries = sorted(fs.ls(directory, detail=True), key=lambda e: e["name"])
         for e in entries:
             name = e["name"].rstrip("/")
-            if e["type"] == "directory":
-                yield from walk(name)
+            key = dir_key(e)
+            if key is not None:
+                if key in seen:
+                    why = "a symlink loop" if key in ancestors else "a directory already listed"
+                    log.warning("input folder: not following %s: it leads to %s (%s)", name, why,
+                                os.path.realpath(name) if local else name)
+                    continue
+                seen.add(key)
+                yield from walk(name, (*ancestors, key))
             elif (mt := media_type_of(name, cfg)) is not None:
                 rel = name[len(root) + 1 :] if name.startswith(root + "/") else posixpath.basename(name)
                 yield InputItem(key=rel, source=prefix + name, media_type=mt)
 
     if not fs.isdir(root):
         raise CaprlError(f"input.path is not a folder: {cfg.path}")
-    yield from walk(root)
+    top = dir_key({"name": root, "type": "directory"})
+    seen.add(top)
+    yield from walk(root, (top,))
 
 
 def _resolve(base_dir: str, path: str) -> str:

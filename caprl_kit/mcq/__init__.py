@@ -1,4 +1,5 @@
-"""Multiple-choice questions: parsing generator output, label normalisation, shuffling, answer extraction."""
+"""Multiple-choice questions: the strict validator, parsing generator output, label normalisation, shuffling, answer
+extraction."""
 
 from caprl_kit.mcq.options import (
     CANNOT_ANSWER,
@@ -12,8 +13,10 @@ from caprl_kit.mcq.options import (
     split_question_full,
 )
 from caprl_kit.mcq.parse import ParseResult, Rejected, dedup, parse_generation
+from caprl_kit.mcq.validate import validate_mcq
 
 __all__ = [
     "CANNOT_ANSWER", "NONE_OF_THE_ABOVE", "Shuffled", "extract_letter", "normalize_choice", "parse_easy", "render",
     "shuffle_options", "split_question_full", "ParseResult", "Rejected", "dedup", "parse_generation",
+    "validate_mcq",
 ]

@@ -35,15 +35,12 @@ def normalize_choice(choice: str) -> tuple[str | None, str]:
     return None, choice.strip()
 
 
-def canonical(mcq: MCQ | dict) -> MCQ:
-    """Relabel choices to the canonical ``"X) text"`` form (keeps given labels; labels unlabelled ones A, B, ...)."""
-    m = mcq if isinstance(mcq, MCQ) else MCQ.model_validate(mcq)
-    out = []
-    for i, c in enumerate(m.choices):
-        label, text = normalize_choice(c)
-        out.append(f"{label or LETTERS[i]}) {text}")
-    answer = m.answer.strip().strip("().").upper()[:1]
-    return MCQ(question=m.question.strip(), choices=out, answer=answer)
+def canonical(mcq: MCQ | dict, where: str | None = None) -> MCQ:
+    """The strict validator (``caprl_kit.mcq.validate.validate_mcq``): canonical ``"X) text"`` choices (keeps given
+    labels; labels unlabelled ones A, B, ...) and the answer as a label, or ``InvalidMCQ`` with the reason."""
+    from caprl_kit.mcq.validate import validate_mcq
+
+    return validate_mcq(mcq, where)
 
 
 def choice_texts(mcq: MCQ) -> list[tuple[str, str]]:

@@ -5,9 +5,10 @@ Accepted: ``#### N. **Q**`` headings, numbered questions without ``####`` (``1. 
 leading ``-``; answers as ``**Answer:** C) text``, ``Answer: C``, ``Correct answer: (C)``, ``Answer: text``
 (matched to an option); separators, blank lines and trailing chatter are ignored. Any number of questions.
 
-Each question block either becomes an ``MCQ`` or a ``Rejected`` with its reason (no options, one option,
-duplicate labels, no answer, answer not among the options, answer text matching no option). Duplicates within
-one item are dropped (same normalised stem and answer text).
+Each question block either becomes an ``MCQ`` (through the strict validator, ``caprl_kit.mcq.validate``) or a
+``Rejected`` with its reason and kind (no options, no answer line, or the validator's: one option, duplicate labels,
+answer not a label, answer text matching no option, ...). Duplicates within one item are dropped (same normalised
+stem and answer text).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from caprl_kit.errors import InvalidMCQ
 from caprl_kit.mcq.options import CHOICE_RE, normalize_choice
+from caprl_kit.mcq.validate import validate_mcq
 from caprl_kit.schemas.curate import MCQ
 
 QUESTION_RE = re.compile(
@@ -36,6 +39,7 @@ class Rejected:
     index: int  # block number in the text (0-based)
     question: str
     reason: str
+    kind: str = "invalid"  # stable reason: no_options, no_answer, duplicate, or an InvalidMCQ kind
 
 
 @dataclass
@@ -95,27 +99,23 @@ def _blocks(text: str) -> list[_Block]:
     return blocks
 
 
-def _resolve_answer(answer: str, options: list[tuple[str, str]]) -> tuple[str | None, str | None]:
-    """(letter, None) or (None, reason)."""
-    labels = [label for label, _ in options]
-    raw = _clean(answer)
-    label, text = normalize_choice(raw)
-    if label is None:
-        m = re.fullmatch(r"[(（]?\s*([A-I])\s*[)）.．]?", raw)
-        if m:
-            label = m.group(1)
-    if label is not None:
-        if label in labels:
-            return label, None
-        return None, f"answer {label!r} is not among the options {''.join(labels)}"
-    want = raw.lower().rstrip(".")
-    exact = [lb for lb, t in options if _clean(t).lower().rstrip(".") == want]
-    if len(exact) == 1:
-        return exact[0], None
-    partial = [lb for lb, t in options if want and (want in _clean(t).lower() or _clean(t).lower() in want)]
-    if len(partial) == 1:
-        return partial[0], None
-    return None, f"answer text {raw!r} matches no single option"
+def _validate_block(question: str, block: _Block) -> MCQ:
+    """The block as an MCQ through the strict validator. Generator output gets one leniency on top: an answer text
+    that is not exactly an option's text but is contained in (or contains) exactly one of them ("red apple" for
+    "A) A red apple", "Apple." for "A) Apple")."""
+    choices = [f"{lb}) {_clean(t)}" for lb, t in block.options]
+    answer = _clean(block.answer or "")
+    try:
+        return validate_mcq({"question": question, "choices": choices, "answer": answer})
+    except InvalidMCQ as exc:
+        if exc.kind != "answer_not_a_choice":
+            raise
+        want = answer.lower().rstrip(".")
+        texts = [(lb, _clean(t).lower()) for lb, t in block.options]
+        hits = [lb for lb, t in texts if t == want] or [lb for lb, t in texts if want and (want in t or t in want)]
+        if len(hits) != 1:
+            raise
+        return validate_mcq({"question": question, "choices": choices, "answer": hits[0]})
 
 
 def parse_generation(text: str, max_questions: int | None = None) -> ParseResult:
@@ -125,28 +125,26 @@ def parse_generation(text: str, max_questions: int | None = None) -> ParseResult
     for i, block in enumerate(_blocks(text or "")):
         result.n_blocks += 1
         question = _clean(" ".join(block.stem))
-        labels = [label for label, _ in block.options]
-        reason = None
+        failure = None
         if not question:
-            reason = "empty question"
+            failure = ("empty_question", "empty question")
         elif not block.options:
-            reason = "no options"
-        elif len(block.options) < 2:
-            reason = "only one option"
-        elif len(set(labels)) != len(labels):
-            reason = f"duplicate option labels {''.join(labels)}"
+            failure = ("no_options", "no options")
         elif block.answer is None or not _clean(block.answer):
-            reason = "no answer line"
-        if reason is None:
-            letter, reason = _resolve_answer(block.answer or "", block.options)
-        if reason is not None:
-            result.rejected.append(Rejected(i, question, reason))
+            failure = ("no_answer", "no answer line")
+        else:
+            try:
+                mcq = _validate_block(question, block)
+            except InvalidMCQ as exc:
+                failure = (exc.kind, exc.reason)
+        if failure is not None:
+            result.rejected.append(Rejected(i, question, failure[1], failure[0]))
             continue
-        mcq = MCQ(question=question, choices=[f"{lb}) {_clean(t)}" for lb, t in block.options], answer=letter)
-        key = (question.lower(), _clean(dict(block.options)[letter]).lower())
+        answer_text = next(c.split(") ", 1)[1] for c in mcq.choices if c.startswith(f"{mcq.answer}) "))
+        key = (question.lower(), answer_text.lower())
         if key in seen:
             result.n_duplicates += 1
-            result.rejected.append(Rejected(i, question, "duplicate question"))
+            result.rejected.append(Rejected(i, question, "duplicate question", "duplicate"))
             continue
         seen.add(key)
         result.questions.append(mcq)

@@ -17,9 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from caprl_kit.errors import ConfigError, ConfigIssue
+from caprl_kit.io.fs import staged_dir
 from caprl_kit.log import get_logger
 
 log = get_logger(__name__)
+
+TOKENIZER_KINDS = ("bpe", "words")
+ANSWERER_ARCHS = ("qwen2", "qwen3")
 
 SPECIAL_TOKENS = [
     "<|endoftext|>",
@@ -167,15 +172,28 @@ class TinyDims:
     vision_intermediate: int = 256
 
 
-def _prepare(out_dir: str | Path, seed: int, kind: str) -> tuple[Path, Any, dict[str, int]]:
-    """Create ``out_dir``, write the tokenizer there, return (dir, tokenizer, special-token ids)."""
+def check_options(seed: int = 0, answerer_arch: str = "qwen2", tokenizer: str = "bpe") -> None:
+    """The factory's options, all problems in one ``ConfigError`` (before anything is written)."""
+    issues = []
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        issues.append(ConfigIssue("seed", f"must be a non-negative integer, got {seed!r}"))
+    if answerer_arch not in ANSWERER_ARCHS:
+        issues.append(ConfigIssue("answerer_arch", f"unknown architecture {answerer_arch!r}",
+                                  f"use one of {', '.join(ANSWERER_ARCHS)}"))
+    if tokenizer not in TOKENIZER_KINDS:
+        issues.append(ConfigIssue("tokenizer", f"unknown tokenizer kind {tokenizer!r}",
+                                  f"use one of {', '.join(TOKENIZER_KINDS)}"))
+    if issues:
+        raise ConfigError(issues)
+
+
+def _prepare(out: Path, seed: int, kind: str) -> tuple[Any, dict[str, int]]:
+    """Write the tokenizer into ``out``; return (tokenizer, special-token ids)."""
     from transformers import AutoTokenizer
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     train_tokenizer(out, seed=seed, kind=kind)
     tokenizer = AutoTokenizer.from_pretrained(out)
-    return out, tokenizer, _special_ids(tokenizer)
+    return tokenizer, _special_ids(tokenizer)
 
 
 def _text_dims(dims: "TinyDims", tokenizer: Any, ids: dict[str, int]) -> dict[str, Any]:
@@ -212,7 +230,16 @@ def _vocab_size(tokenizer) -> int:
 
 def build_captioner(out_dir: str | Path, seed: int = 0, dims: TinyDims = TinyDims(),
                     min_pixels: int = 3136, max_pixels: int = 50176, tokenizer: str = "bpe") -> Path:
-    """A tiny random Qwen2.5-VL with processor (image + video) and chat template at ``out_dir``."""
+    """A tiny random Qwen2.5-VL with processor (image + video) and chat template at ``out_dir`` (built under a
+    temporary name and renamed when complete)."""
+    check_options(seed, tokenizer=tokenizer)
+    with staged_dir(out_dir) as tmp:
+        _build_captioner(tmp, seed, dims, min_pixels, max_pixels, tokenizer)
+    log.info("tiny captioner written to %s", out_dir)
+    return Path(out_dir)
+
+
+def _build_captioner(out: Path, seed: int, dims: TinyDims, min_pixels: int, max_pixels: int, tokenizer: str) -> None:
     import torch
     from transformers import (
         Qwen2_5_VLConfig,
@@ -222,7 +249,7 @@ def build_captioner(out_dir: str | Path, seed: int = 0, dims: TinyDims = TinyDim
         Qwen2VLVideoProcessor,
     )
 
-    out, tokenizer, ids = _prepare(out_dir, seed, tokenizer)
+    tokenizer, ids = _prepare(out, seed, tokenizer)
     head_dim = dims.hidden // dims.heads
     config = Qwen2_5_VLConfig(
         text_config=dict(
@@ -261,28 +288,31 @@ def build_captioner(out_dir: str | Path, seed: int = 0, dims: TinyDims = TinyDim
         chat_template=CHAT_TEMPLATE,
     )
     processor.save_pretrained(out)
-    log.info("tiny captioner written to %s", out)
-    return out
 
 
 def build_answerer(out_dir: str | Path, seed: int = 0, dims: TinyDims = TinyDims(), arch: str = "qwen2",
                    tokenizer: str = "bpe") -> Path:
-    """A tiny random Qwen2 (``arch="qwen3"``: Qwen3) causal LM with the shared tokenizer at ``out_dir``."""
+    """A tiny random Qwen2 (``arch="qwen3"``: Qwen3) causal LM with the shared tokenizer at ``out_dir`` (built
+    under a temporary name and renamed when complete)."""
+    check_options(seed, answerer_arch=arch, tokenizer=tokenizer)
+    with staged_dir(out_dir) as tmp:
+        _build_answerer(tmp, seed, dims, arch, tokenizer)
+    log.info("tiny answerer (%s) written to %s", arch, out_dir)
+    return Path(out_dir)
+
+
+def _build_answerer(out: Path, seed: int, dims: TinyDims, arch: str, tokenizer: str) -> None:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
-    out, tokenizer, ids = _prepare(out_dir, seed, tokenizer)
+    tokenizer, ids = _prepare(out, seed, tokenizer)
     common = _text_dims(dims, tokenizer, ids)
     if arch == "qwen2":
         config, cls = Qwen2Config(**common), Qwen2ForCausalLM
-    elif arch == "qwen3":
-        config, cls = Qwen3Config(head_dim=dims.hidden // dims.heads, **common), Qwen3ForCausalLM
     else:
-        raise ValueError(f"arch must be qwen2 or qwen3, got {arch!r}")
+        config, cls = Qwen3Config(head_dim=dims.hidden // dims.heads, **common), Qwen3ForCausalLM
     torch.manual_seed(seed + 1)
     _save(cls(config).eval(), ids, out)
-    log.info("tiny answerer (%s) written to %s", arch, out)
-    return out
 
 
 def _mrope_section(head_dim: int) -> list[int]:
@@ -295,14 +325,30 @@ def _mrope_section(head_dim: int) -> list[int]:
 def build_tiny_models(out_dir: str | Path, seed: int = 0, answerer_arch: str = "qwen2",
                       tokenizer: str = "bpe") -> dict[str, Path]:
     """Both tiny models under ``out_dir`` (``captioner/``, ``answerer/``); reuses a finished build.
-    ``tokenizer="words"`` gives them the closed word-level vocabulary (transformers only; vLLM needs BPE)."""
+    ``tokenizer="words"`` gives them the closed word-level vocabulary (transformers only; vLLM needs BPE).
+
+    Each model is built under a temporary name and renamed when complete, and ``tiny_models.json`` (what marks the
+    build finished) is removed first and written last: a killed build leaves nothing that looks complete."""
+    from caprl_kit.io.fs import atomic_write_text, url_to_fs
+
+    check_options(seed, answerer_arch, tokenizer)
     out = Path(out_dir)
     marker = out / "tiny_models.json"
     meta = {"seed": seed, "answerer_arch": answerer_arch, "version": 1, "tokenizer": tokenizer}
     paths = {"captioner": out / "captioner", "answerer": out / "answerer"}
-    if marker.is_file() and json.loads(marker.read_text()) == meta:
+    if marker.is_file() and all(p.is_dir() for p in paths.values()) and _read_json(marker) == meta:
         return paths
+    out.mkdir(parents=True, exist_ok=True)
+    marker.unlink(missing_ok=True)
     build_captioner(paths["captioner"], seed=seed, tokenizer=tokenizer)
     build_answerer(paths["answerer"], seed=seed, arch=answerer_arch, tokenizer=tokenizer)
-    marker.write_text(json.dumps(meta))
+    fs, path = url_to_fs(str(marker.resolve()))
+    atomic_write_text(fs, path, json.dumps(meta))
     return paths
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except ValueError:
+        return None

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from caprl_kit.errors import CaprlError
-from caprl_kit.mcq.options import canonical
+from caprl_kit.mcq.validate import validate_mcq
 from caprl_kit.schemas.curate import MCQ
 
 
@@ -34,7 +34,9 @@ def completion_text(completion: Any) -> str:
 
 
 def decode_ground_truth(gt: Any) -> list[MCQ]:
-    """QA lists as stored anywhere: a JSON string, a list of dicts/MCQs (labels normalised: "A. x" -> "A) x")."""
+    """QA lists as stored anywhere: a JSON string, a list of dicts/MCQs, each through the strict validator (labels
+    normalised: "A. x" -> "A) x"; an answer given as option text -> its label). A bad MCQ raises ``InvalidMCQ``
+    naming its index (``ground_truth[2]: ...``)."""
     if gt is None:
         return []
     if isinstance(gt, str):
@@ -46,4 +48,6 @@ def decode_ground_truth(gt: Any) -> list[MCQ]:
         gt = gt["ground_truth"]
     if hasattr(gt, "tolist"):
         gt = gt.tolist()
-    return [canonical(q) for q in gt]
+    if not isinstance(gt, (list, tuple)):
+        raise RewardError(f"ground_truth must be a list of {{question, choices, answer}}, got {type(gt).__name__}")
+    return [validate_mcq(q, f"ground_truth[{j}]") for j, q in enumerate(gt)]

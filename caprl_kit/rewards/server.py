@@ -8,9 +8,13 @@
 - ``GET /health``, ``GET /metrics`` (Prometheus text: requests by endpoint/code, latency, batch sizes, engine
   errors).
 
-Concurrent requests are coalesced into one engine call (up to ``max_batch_captions`` captions, waiting at most
-``batch_wait_ms``). Bad JSON -> 400, body too large -> 413, wrong shape -> 422, missing/wrong token -> 401, engine
-failure -> 503 with the message: never the silent zero rewards of the official server.
+Every request is validated on its own before it is queued: shapes, captions as strings, non-empty QA lists and
+every MCQ through the strict validator (``caprl_kit.mcq.validate``; an answer given as option text maps to its
+label). Concurrent valid requests are then coalesced into one engine call (up to ``max_batch_captions`` captions,
+waiting at most ``batch_wait_ms``); if that call fails, each request of the batch is retried on its own, so one
+request's failure never fails the others. Bad JSON -> 400, body too large -> 413, wrong shape, empty QA list or
+invalid MCQ -> 422 naming the offending index, missing/wrong token -> 401, engine failure -> 503 with the message:
+never the silent zero rewards of the official server.
 """
 
 
@@ -26,8 +30,10 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from caprl_kit.config import ConfigModel, JobConfig
+from caprl_kit.errors import InvalidMCQ
 from caprl_kit.log import get_logger
 from caprl_kit.mcq.options import split_question_full
+from caprl_kit.mcq.validate import validate_mcq
 from caprl_kit.rewards.base import RewardOutput
 from caprl_kit.rewards.config import QARewardConfig, TimestampFormatConfig
 from caprl_kit.schemas.curate import MCQ
@@ -53,8 +59,10 @@ class RewardServerConfig(JobConfig):
 
 
 class TypedRewardRequest(BaseModel):
-    captions: list[str]
-    ground_truth: list[list[MCQ]]
+    """``POST /v1/reward`` body. The items are checked one by one (:func:`typed_to_mcqs`) so errors name their index."""
+
+    captions: list[Any]
+    ground_truth: list[Any]
 
 
 class EngineFailure(Exception):
@@ -118,45 +126,94 @@ class Scorer:
                     break
                 batch.append(item)
                 n += len(item[0])
-            captions = [c for item in batch for c in item[0]]
-            qa_lists = [q for item in batch for q in item[1]]
-            self.batch_sizes.append(len(captions))
-            self.scored_batches.append(len(captions))
-            try:
-                result = await loop.run_in_executor(self.pool, self.score_now, captions, qa_lists)
-            except Exception as exc:  # engine failure: every waiting request gets a 503
-                for _, _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(EngineFailure(f"{type(exc).__name__}: {exc}"))
-                continue
-            start = 0
-            for caps, _, fut in batch:
-                part = {k: v[start : start + len(caps)] for k, v in result.items()}
-                start += len(caps)
-                if not fut.done():
-                    fut.set_result(part)
+            await self._score_batch(batch)
+
+    async def _run(self, captions: list[str], qa_lists: list[list[MCQ]]) -> dict[str, list[float]]:
+        self.batch_sizes.append(len(captions))
+        self.scored_batches.append(len(captions))
+        return await asyncio.get_running_loop().run_in_executor(self.pool, self.score_now, captions, qa_lists)
+
+    async def _score_batch(self, batch: list[tuple[list[str], list[list[MCQ]], asyncio.Future]]) -> None:
+        """One engine call for the whole batch; if it fails, each request is retried on its own, so one request's
+        failure answers only that request with a 503 and the others still get their rewards."""
+        captions = [c for item in batch for c in item[0]]
+        qa_lists = [q for item in batch for q in item[1]]
+        try:
+            result = await self._run(captions, qa_lists)
+        except Exception as exc:  # engine failure
+            if len(batch) == 1:
+                _settle(batch[0][2], exc=exc)
+                return
+            log.warning("reward engine failed on a batch of %d requests (%s: %s); retrying each on its own",
+                        len(batch), type(exc).__name__, exc)
+            for caps, qas, fut in batch:
+                if fut.done():  # the client went away
+                    continue
+                try:
+                    _settle(fut, await self._run(caps, qas))
+                except Exception as one:
+                    _settle(fut, exc=one)
+            return
+        start = 0
+        for caps, _, fut in batch:
+            _settle(fut, {k: v[start : start + len(caps)] for k, v in result.items()})
+            start += len(caps)
+
+
+def _settle(fut: asyncio.Future, result: dict[str, list[float]] | None = None, exc: Exception | None = None) -> None:
+    if fut.done():
+        return
+    if exc is not None:
+        log.warning("reward engine failed for a request: %s: %s", type(exc).__name__, exc)
+        fut.set_exception(EngineFailure(f"{type(exc).__name__}: {exc}"))
+    else:
+        fut.set_result(result)
+
+
+def _qa_list(value: Any, where: str, shape: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ValueError(f"{where} must be a list of {shape}")
+    if not value:
+        raise ValueError(f"{where}: empty QA list (nothing to score the caption against)")
+    return value
+
+
+def typed_to_mcqs(body: TypedRewardRequest) -> tuple[list[str], list[list[MCQ]]]:
+    """Typed body -> (captions, QA lists), every MCQ through the strict validator. Raises ValueError or InvalidMCQ
+    naming the offending index (``ground_truth[1][0]: answer 'E' is not one of the labels A, B``)."""
+    if len(body.captions) != len(body.ground_truth):
+        raise ValueError("captions and ground_truth must have the same length")
+    captions, qa_lists = [], []
+    for i, (caption, gt) in enumerate(zip(body.captions, body.ground_truth)):
+        if not isinstance(caption, str):
+            raise ValueError(f"captions[{i}] must be a string, got {type(caption).__name__}")
+        qas = _qa_list(gt, f"ground_truth[{i}]", "{question, choices, answer} objects")
+        captions.append(caption)
+        qa_lists.append([validate_mcq(q, f"ground_truth[{i}][{j}]") for j, q in enumerate(qas)])
+    return captions, qa_lists
 
 
 def official_to_mcqs(prompts: list[list[Any]]) -> tuple[list[str], list[list[MCQ]]]:
-    """Official ``prompts`` -> (captions, QA lists). Raises ValueError with the offending index."""
+    """Official ``prompts`` -> (captions, QA lists), every MCQ through the strict validator (an answer given as
+    option text maps to its label). Raises ValueError or InvalidMCQ naming the offending index
+    (``prompts[1].qa[0]: answer 'E' is not one of the labels A, B``)."""
     captions, qa_lists = [], []
     for i, entry in enumerate(prompts):
-        if not (isinstance(entry, (list, tuple)) and len(entry) == 2 and isinstance(entry[0], str)
-                and isinstance(entry[1], list)):
+        if not (isinstance(entry, (list, tuple)) and len(entry) == 2):
             raise ValueError(f"prompts[{i}] must be [caption, [[question_full, answer_letter], ...]]")
+        caption, raw = entry
+        if not isinstance(caption, str):
+            raise ValueError(f"prompts[{i}] caption must be a string, got {type(caption).__name__}")
         qas = []
-        for j, qa in enumerate(entry[1]):
+        for j, qa in enumerate(_qa_list(raw, f"prompts[{i}].qa", "[question_full, answer_letter] pairs")):
+            where = f"prompts[{i}].qa[{j}]"
             if not (isinstance(qa, (list, tuple)) and len(qa) == 2 and all(isinstance(x, str) for x in qa)):
-                raise ValueError(f"prompts[{i}][1][{j}] must be [question_full, answer_letter]")
+                raise ValueError(f"{where} must be [question_full, answer_letter]")
             mcq = split_question_full(qa[0])
-            answer = qa[1].strip().strip("().").upper()[:1]
             if mcq is None:
-                raise ValueError(f"prompts[{i}][1][{j}]: no '- A) ...' option lines in question_full")
-            labels = [c[0] for c in mcq.choices]
-            if answer not in labels:
-                raise ValueError(f"prompts[{i}][1][{j}]: answer {qa[1]!r} is not among the options {''.join(labels)}")
-            qas.append(mcq.model_copy(update={"answer": answer}))
-        captions.append(entry[0])
+                raise ValueError(f"{where}: no '- A) ...' option lines in question_full")
+            qas.append(validate_mcq({"question": mcq.question, "choices": mcq.choices, "answer": qa[1]}, where))
+        captions.append(caption)
         qa_lists.append(qas)
     return captions, qa_lists
 
@@ -169,10 +226,14 @@ def create_app(cfg: RewardServerConfig, engine: Any = None) -> Any:
     from fastapi.responses import JSONResponse, PlainTextResponse
     from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-    scorer = Scorer(cfg, engine)
     token = os.environ.get(cfg.token_env) if cfg.token_env else None
-    if cfg.token_env and not token:
-        raise ValueError(f"token_env={cfg.token_env} is set but the environment variable is empty")
+    if cfg.token_env and not (token or "").strip():  # checked before the answerer loads
+        from caprl_kit.errors import ConfigError, ConfigIssue
+
+        state = "empty" if token is not None else "unset"
+        raise ConfigError([ConfigIssue("token_env", f"names ${cfg.token_env}, which is {state}",
+                                       f"export {cfg.token_env}=<token>, or drop token_env to serve without auth")])
+    scorer = Scorer(cfg, engine)
     registry = CollectorRegistry()
     requests_total = Counter("caprl_reward_requests", "Requests by endpoint and status", ["endpoint", "code"],
                              registry=registry)
@@ -231,7 +292,7 @@ def create_app(cfg: RewardServerConfig, engine: Any = None) -> Any:
             if body.score_mode not in (None, "qa"):
                 raise ValueError(f"score_mode {body.score_mode!r} is not served here (this server scores 'qa')")
             captions, qa_lists = official_to_mcqs(body.prompts)
-        except (ValidationError, ValueError) as exc:
+        except (ValidationError, ValueError, InvalidMCQ) as exc:
             return reply("get_reward", 422, {"error": str(exc)}, t0)
         result, err = await score("get_reward", captions, qa_lists, t0)
         return err or reply("get_reward", 200, result, t0)
@@ -243,15 +304,13 @@ def create_app(cfg: RewardServerConfig, engine: Any = None) -> Any:
         if err:
             return err
         try:
-            body = TypedRewardRequest.model_validate(data)
-            if len(body.captions) != len(body.ground_truth):
-                raise ValueError("captions and ground_truth must have the same length")
-        except (ValidationError, ValueError) as exc:
+            captions, qa_lists = typed_to_mcqs(TypedRewardRequest.model_validate(data))
+        except (ValidationError, ValueError, InvalidMCQ) as exc:
             return reply("v1_reward", 422, {"error": str(exc)}, t0)
-        result, err = await score("v1_reward", body.captions, body.ground_truth, t0)
+        result, err = await score("v1_reward", captions, qa_lists, t0)
         if err:
             return err
-        details = [{k: v[i] for k, v in result.items()} for i in range(len(body.captions))]
+        details = [{k: v[i] for k, v in result.items()} for i in range(len(captions))]
         return reply("v1_reward", 200, {"rewards": result["rewards"], "details": details}, t0)
 
     @app.get("/health")

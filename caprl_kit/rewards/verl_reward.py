@@ -119,7 +119,9 @@ async def compute_score(data_source: str, solution_str: str, ground_truth: Any, 
     try:
         urls = reward_urls or os.environ.get("CAPRL_REWARD_URLS", "")
         client = _client(urls, token_env, timeout_s)
-        qas = decode_ground_truth(ground_truth)
+        qas = decode_ground_truth(ground_truth)  # a bad or empty QA list fails this sample only, not its batch
+        if not qas:
+            raise RewardError("ground_truth holds no questions")
         prompt = [caption, [[render(q), q.answer] for q in qas]]
         total, qa, fmt = await _batcher(client, urls, batch_size, batch_wait_s).submit(prompt)
     except Exception as exc:

@@ -48,6 +48,16 @@ class MCQGenerationRow(Artifact):
     error_message: str | None = Field(None, description="Why the row failed, null when ok")
 
 
+class RejectedQuestion(BaseModel):
+    """A question the parse stage dropped: a block the parser could not use or an MCQ the strict validator refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: int = Field(description="Block number in the raw text, or index in the imported QA list (0-based)")
+    kind: str = Field(description="Stable reason, e.g. no_options, duplicate, answer_not_a_label, empty_question")
+    reason: str = Field(description="Human-readable reason naming the item key and the question index")
+
+
 class MCQSetRow(Artifact):
     schema_name = "mcq_set"
     producer = "caprl curate (parse stage)"
@@ -58,8 +68,10 @@ class MCQSetRow(Artifact):
         "source": "images/img_0001.jpg",
         "media_type": "image",
         "questions": [{"question": "What colour is the car?", "choices": ["A) Red", "B) Blue"], "answer": "A"}],
-        "n_blocks": 1,
-        "n_dropped": 0,
+        "n_blocks": 2,
+        "n_dropped": 1,
+        "rejected": [{"index": 1, "kind": "answer_not_a_label",
+                      "reason": "img_0001 question 1: answer 'E' is not one of the labels A, B"}],
         "status": "ok",
         "error_message": None,
     }
@@ -69,7 +81,8 @@ class MCQSetRow(Artifact):
     media_type: MediaType = Field("image", description="image or video")
     questions: list[MCQ] = Field(description="Parsed, deduplicated questions")
     n_blocks: int = Field(description="Question blocks found in the raw text")
-    n_dropped: int = Field(description="Blocks dropped as unparseable or duplicate")
+    n_dropped: int = Field(description="Blocks dropped as unparseable, invalid or duplicate")
+    rejected: list[RejectedQuestion] = Field(default_factory=list, description="Each dropped block with its reason")
     status: str = Field(description="ok, no_questions, or the upstream failure kind")
     error_message: str | None = Field(None, description="Why nothing was parsed, null when ok")
 

@@ -33,17 +33,23 @@ class EvalSample(Artifact):
     caption: str = Field(description="The caption the answerer read")
     response: str = Field(description="Answerer output")
     prediction: str | None = Field(None, description="Answer extracted from the response")
-    score: float = Field(description="Metric value for this sample")
+    score: float | None = Field(description="Metric value for this sample (null when it was not scored)")
     metric: str = Field(description="Metric name")
+    status: str | None = Field(None, description="ok, or why the sample was not scored (no_caption, answer_failed); "
+                               "null in shards written before this column (= ok)")
+    error_message: str | None = Field(None, description="Why the sample was not scored, null when ok")
 
 
 class TaskResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     metric: str = Field(description="Metric name")
-    m_acc: float = Field(description="Mean accuracy over all captions (the paper's number)")
-    bon: float = Field(description="Best-of-n accuracy over an item's captions")
+    m_acc: float | None = Field(description="Mean accuracy over all captions (the paper's number); null when no "
+                                "sample could be scored")
+    bon: float | None = Field(description="Best-of-n accuracy over an item's captions; null when none was scored")
     n_samples: int = Field(description="Scored samples")
+    n_failed: int = Field(0, description="Samples not scored (no caption, answerer failed): left out of m_acc/bon")
+    failed: dict[str, int] = Field(default_factory=dict, description="Unscored samples per reason")
     blind_ceiling: float | None = Field(None, description="qa_utility: the best score one fixed caption reaches on "
                                         "every item (what a captioner that ignores the image can get)")
     blind_caption: str | None = Field(None, description="The fixed caption reaching blind_ceiling")
@@ -67,5 +73,5 @@ class EvalResults(Artifact):
     answerer: str = Field(description="Answerer model id or path")
     compat: str = Field(description="fixed, or official to reproduce the official scorer's quirks")
     tasks: dict[str, TaskResult] = Field(description="Per-task results")
-    average: float = Field(description="Mean of the tasks' m_acc")
+    average: float | None = Field(description="Mean of the tasks' m_acc over the tasks with a score (null if none)")
     created_at: str = Field(description="ISO-8601 UTC time")

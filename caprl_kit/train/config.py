@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from caprl_kit.config import ConfigModel, JobConfig
+from caprl_kit.config import ConfigModel, FieldIssue, JobConfig
 from caprl_kit.rewards.config import RewardConfig
 
 
@@ -62,8 +63,8 @@ class VerlOptions(ConfigModel):
 
 
 class TRLOptions(ConfigModel):
-    per_device_batch_size: int = Field(8, ge=1, description="Completions per device per step (multiple of "
-                                       "num_generations)")
+    per_device_batch_size: int = Field(8, ge=1, description="Completions per device per step; times "
+                                       "gradient_accumulation_steps, a multiple of algorithm.num_generations")
     gradient_accumulation_steps: int = Field(1, ge=1)
     logging_steps: int = Field(1, ge=1)
     loss_type: str = Field("grpo", description="TRL GRPOConfig.loss_type (grpo, dr_grpo, dapo, bnpo, ...)")
@@ -141,4 +142,17 @@ class TrainConfig(JobConfig):
             raise ValueError("task: video is not supported by TRL's GRPOTrainer here; set trainer: verl")
         if self.trainer == "verl" and not self.data.val_files:
             raise ValueError("verl requires data.val_files (its trainer always builds a validation set)")
+        if self.trainer == "trl":
+            # TRL's GRPOConfig: the generation batch (per device x accumulation steps x processes; one process
+            # here) holds whole groups of num_generations completions
+            t, n = self.trl, self.algorithm.num_generations
+            batch = t.per_device_batch_size * t.gradient_accumulation_steps
+            if batch % n:
+                raise FieldIssue(
+                    "trl.per_device_batch_size",
+                    f"per_device_batch_size x gradient_accumulation_steps ({t.per_device_batch_size} x "
+                    f"{t.gradient_accumulation_steps} = {batch}) must be a multiple of algorithm.num_generations "
+                    f"({n}): TRL samples whole groups of completions",
+                    f"set trl.per_device_batch_size to a multiple of {n // math.gcd(n, t.gradient_accumulation_steps)}"
+                    ", or change algorithm.num_generations")
         return self

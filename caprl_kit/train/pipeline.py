@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
+from caprl_kit.io.rundir import prepare_output
 from caprl_kit.log import get_logger
 from caprl_kit.train.config import TrainConfig
 
@@ -49,13 +49,15 @@ def run(cfg: TrainConfig, *, overwrite: bool = False, progress: Progress | None 
         raise ConfigError([ConfigIssue("output_dir", "no output directory", "pass --output DIR or set output_dir")])
     if cfg.stages:
         return run_curriculum(cfg, overwrite=overwrite, progress=progress)
+    from caprl_kit.train.checks import preflight
+
+    preflight(cfg)  # before anything is loaded, launched or overwritten
     if cfg.trainer == "verl":
         return launch_verl(cfg)
     from caprl_kit.train.trl_grpo import train_grpo
 
-    out = Path(str(cfg.output_dir))
-    if overwrite and out.exists():  # discard the previous run: warm start, checkpoints, best-on-validation
-        shutil.rmtree(out)
+    # discard a previous run (warm start, checkpoints, best-on-validation) only if it is one
+    prepare_output(str(cfg.output_dir), "train", overwrite=overwrite)
     policy = None
     if cfg.sft is not None:
         from caprl_kit.train.sft import train_sft
@@ -88,6 +90,7 @@ def run_curriculum(cfg: TrainConfig, *, overwrite: bool, progress: Progress) -> 
     """Run the stages in order (each resumable in its own OUTPUT/<name>); a stage without its own policy starts
     from the previous stage's exported model."""
     t0 = time.perf_counter()
+    prepare_output(str(cfg.output_dir), "train", overwrite=overwrite)
     report = RunReport(command="train", output_dir=str(cfg.output_dir))
     previous: TrainConfig | None = None
     for name, stage, inherited in cfg.stage_configs():
@@ -110,8 +113,8 @@ def launch_verl(cfg: TrainConfig) -> RunReport:
 
     for line in dry_run(cfg):
         log.info(line)
+    prepare_output(str(cfg.output_dir), "train")
     out = Path(str(cfg.output_dir))
-    out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     if cfg.verl.ray_address:
         env["RAY_ADDRESS"] = cfg.verl.ray_address

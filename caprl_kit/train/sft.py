@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+from caprl_kit.backends import loading
 from caprl_kit.commands import NullProgress, Progress
 from caprl_kit.errors import CaprlError
 from caprl_kit.log import get_logger
@@ -46,9 +47,10 @@ def train_sft(cfg: TrainConfig, progress: Progress | None = None) -> str:
     if not rows:
         raise CaprlError(f"no (image, {s.caption_column}) rows in {s.data_files}")
     skipped: dict[str, int] = {}
-    processor = AutoProcessor.from_pretrained(cfg.policy)
+    processor = loading.load("processor", cfg.policy, AutoProcessor.from_pretrained, cfg.policy, key="policy")
     processor.tokenizer.padding_side = "right"
-    model = AutoModelForImageTextToText.from_pretrained(cfg.policy, dtype=torch.float32)
+    model = loading.load("weights", cfg.policy, AutoModelForImageTextToText.from_pretrained, cfg.policy,
+                         key="policy", dtype=torch.float32)
     model.train()
     if s.freeze_vision_tower:
         log.info("SFT: froze %d vision-tower parameters", freeze_vision(model))

@@ -10,14 +10,13 @@ processor, loadable by ``caprl annotate``/``caprl eval``).
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
+from caprl_kit.backends import loading
 from caprl_kit.backends.transformers_local import VISION_TOKENS
 from caprl_kit.commands import NullProgress, Progress, RunReport
-from caprl_kit.errors import ConfigError, ConfigIssue
+from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.log import get_logger
 from caprl_kit.rewards.combine import CaprlReward
 from caprl_kit.train.config import TrainConfig
@@ -31,7 +30,12 @@ def load_rl_dataset(files: list[str], image_key: str = "images") -> Any:
     import datasets
 
     kind = "parquet" if all(f.endswith(".parquet") for f in files) else "json"
-    ds = datasets.load_dataset(kind, data_files=files, split="train")
+    try:
+        ds = datasets.load_dataset(kind, data_files=files, split="train")
+    except Exception as exc:  # noqa: BLE001 - datasets wraps reader errors in its own types
+        cause = exc.__cause__ or exc
+        raise CaprlError(f"could not read the training data {', '.join(files)}: {type(cause).__name__}: "
+                         f"{str(cause)[:300]}") from exc
 
     def to_trl(row: dict[str, Any]) -> dict[str, Any]:
         msgs = [{"role": m["role"], "content": m["content"].replace("<image>", "").strip()} for m in row["prompt"]]
@@ -53,7 +57,18 @@ def check_dataset(cfg: TrainConfig) -> list[str]:
         return [f"trl: SKIPPED the dataset check: missing data file(s) {', '.join(missing)}"]
     from transformers import AutoProcessor
 
-    processor = AutoProcessor.from_pretrained(cfg.policy)
+    from caprl_kit.train.checks import check_data, check_policy, check_sft_data
+
+    check_data(cfg, sft=False)
+    check_policy(cfg.policy)
+    sft_lines = []
+    if cfg.sft is not None:
+        missing_sft = [f for f in cfg.sft.data_files if not Path(f).is_file()]
+        if missing_sft:
+            sft_lines.append(f"trl: SKIPPED the warm-start data check: missing file(s) {', '.join(missing_sft)}")
+        else:
+            check_sft_data(cfg)
+    processor = loading.load("processor", cfg.policy, AutoProcessor.from_pretrained, cfg.policy, key="policy")
     ds = load_rl_dataset(cfg.data.train_files, cfg.data.image_key)
     row = ds[0]
     messages = [{"role": m["role"], "content": ([{"type": "image"}, {"type": "text", "text": m["content"]}]
@@ -69,7 +84,7 @@ def check_dataset(cfg: TrainConfig) -> list[str]:
              "processor"]
     if cfg.data.val_files:
         lines.append(f"trl: {len(read_val_rows(cfg))} validation items")
-    return lines
+    return lines + sft_lines
 
 
 def freeze_vision(model: Any) -> int:
@@ -156,14 +171,11 @@ class ValidationCallback:
 def save_atomically(target: Path, *parts: Any) -> None:
     """``save_pretrained`` every part (model, processor) into ``target`` under a temporary name, then swap it in:
     a killed run never leaves a half-written directory that a rerun would load."""
-    tmp = target.with_name(target.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    for part in parts:
-        part.save_pretrained(tmp)
-    if target.exists():
-        shutil.rmtree(target)
-    tmp.rename(target)
+    from caprl_kit.io.fs import staged_dir
+
+    with staged_dir(target) as tmp:
+        for part in parts:
+            part.save_pretrained(tmp)
 
 
 def _with_image(messages: Any, image: str) -> list[dict[str, Any]]:
@@ -236,10 +248,10 @@ def train_grpo(cfg: TrainConfig, *, progress: Progress | None = None,
     out.mkdir(parents=True, exist_ok=True)
     a, t = cfg.algorithm, cfg.trl
     policy = policy or cfg.policy
-    processor = AutoProcessor.from_pretrained(policy)
+    processor = loading.load("processor", policy, AutoProcessor.from_pretrained, policy, key="policy")
     processor.image_processor.max_pixels = t.max_pixels
-    model = AutoModelForImageTextToText.from_pretrained(policy, dtype=torch.float32 if not torch.cuda.is_available()
-                                                        else torch.bfloat16)
+    model = loading.load("weights", policy, AutoModelForImageTextToText.from_pretrained, policy, key="policy",
+                         dtype=torch.float32 if not torch.cuda.is_available() else torch.bfloat16)
     if a.freeze_vision_tower:
         log.info("froze %d vision-tower parameters", freeze_vision(model))
     vocab = processor.tokenizer.get_vocab()

@@ -206,3 +206,34 @@ def test_cli_dry_run_and_run(tmp_path: Path) -> None:
     assert (tmp_path / "o" / "dataset" / "train.parquet").exists()
     changed = runner.invoke(app, ["curate", "-c", str(conf), "-o", str(tmp_path / "o"), "answer.rotations=2"])
     assert changed.exit_code == 2 and "--overwrite" in " ".join(changed.output.split())
+
+
+def test_import_mode_bad_mcqs_are_dropped_with_reasons_not_fatal(tmp_path: Path) -> None:
+    """Strict MCQs (issue 17): a bad imported question is dropped and counted under its reason (naming the item key
+    and the question index), an item with nothing valid is dropped as no_questions, the job finishes; an answer
+    given as option text is kept as its label."""
+    manifest, rows = scene_manifest(tmp_path)
+    clean = [dict(r) for r in rows]
+    rows[1]["qa"] = [{**rows[1]["qa"][0], "answer": "E"}] + rows[1]["qa"][1:]  # question 0: no label E
+    rows[2]["qa"] = [{**q, "answer": q["choices"]["ABCD".index(q["answer"])][3:].upper()} for q in rows[2]["qa"]]
+    rows[4]["qa"] = [{**q, "question": "  "} for q in rows[4]["qa"]]  # every question bad
+    rows[5]["qa"] = {"question": "not a list"}  # the row's import data as a whole is unusable
+    manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    report = run(lexical_cfg(manifest, tmp_path / "out"))
+    funnel = json.loads((tmp_path / "out" / "dataset" / "funnel.json").read_text())
+    assert funnel["items_dropped"] == {"file_not_found": 1, "no_questions": 1, "unparseable": 1}
+    assert funnel["questions_rejected"] == {"answer_not_a_label": 1, "empty_question": len(rows[4]["qa"])}
+    assert funnel["questions_rejected_by_parser"] == 1 + len(rows[4]["qa"])
+    assert funnel["questions_rejected_examples"][0] == (
+        f"{rows[1]['path']} question 0: answer 'E' is not one of the labels A, B, C, D")
+    assert f"{rows[4]['path']} question 1: empty question" in funnel["questions_rejected_examples"]
+    # every other question is answered and filtered as before; row 2's text answers count as their letters
+    expected_kept = sum(r["n_answerable"] for r in clean[:-1]) - 1 - clean[4]["n_answerable"] - clean[5]["n_answerable"]
+    assert funnel["questions_kept"] == report.metrics["questions_kept"] == expected_kept
+    parsed = pl.concat([pl.read_parquet(p) for p in sorted((tmp_path / "out" / "parse").glob("*.parquet"))])
+    by_key = {r["key"]: r for r in parsed.to_dicts()}
+    assert by_key[rows[1]["path"]]["rejected"] == [{"index": 0, "kind": "answer_not_a_label", "reason":
+                                                    f"{rows[1]['path']} question 0: answer 'E' is not one of the labels A, B, C, D"}]
+    assert [q["answer"] for q in by_key[rows[2]["path"]]["questions"]] == [q["answer"] for q in clean[2]["qa"]]
+    assert by_key[rows[5]["path"]]["status"] == "unparseable"
+    assert "answer_not_a_label" in (tmp_path / "out" / "dataset" / "funnel.html").read_text()

@@ -100,11 +100,21 @@ def test_200_concurrent_requests_all_answered_and_batched() -> None:
     ("no options", lambda c, u: c.post(f"{u}/get_reward", json={"prompts": [[FULL, [["Q without options", "A"]]]]}),
      422, "no '- A) ...' option lines"),
     ("answer not an option", lambda c, u: c.post(f"{u}/get_reward", json={"prompts": [[FULL, [[CIRCLE_Q, "G"]]]]}),
-     422, "not among the options ABCD"),
+     422, "prompts[0].qa[0]: answer 'G' is not one of the labels A, B, C, D"),
     ("vl_judge not served", lambda c, u: c.post(f"{u}/get_reward", json={**OFFICIAL_BODY, "score_mode": "vl_judge"}),
      422, "score_mode"),
     ("typed length mismatch", lambda c, u: c.post(f"{u}/v1/reward", json={"captions": ["a", "b"], "ground_truth": [[]]}),
      422, "same length"),
+    ("official caption not a string", lambda c, u: c.post(f"{u}/get_reward", json={"prompts": [[3, [[CIRCLE_Q, "A"]]]]}),
+     422, "prompts[0] caption must be a string"),
+    ("typed caption not a string", lambda c, u: c.post(f"{u}/v1/reward", json={"captions": [None], "ground_truth": [[
+        {"question": "Q", "choices": ["A) x", "B) y"], "answer": "A"}]]}), 422, "captions[0] must be a string"),
+    ("typed MCQ not an object", lambda c, u: c.post(f"{u}/v1/reward", json={"captions": ["a"], "ground_truth": [["Q"]]}),
+     422, "ground_truth[0][0]: expected a {question, choices, answer} object"),
+    ("typed empty question", lambda c, u: c.post(f"{u}/v1/reward", json={"captions": ["a"], "ground_truth": [[
+        {"question": " ", "choices": ["A) x", "B) y"], "answer": "A"}]]}), 422, "ground_truth[0][0]: empty question"),
+    ("typed one choice", lambda c, u: c.post(f"{u}/v1/reward", json={"captions": ["a"], "ground_truth": [[
+        {"question": "Q", "choices": ["A) x"], "answer": "A"}]]}), 422, "needs at least 2 choices"),
     ("too large", lambda c, u: c.post(f"{u}/get_reward", content=b"x" * 5000), 413, "body over 4096 bytes"),
 ])
 def test_bad_requests_get_the_right_4xx(name, send, code, message) -> None:
@@ -172,3 +182,99 @@ def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     # uvicorn shuts down gracefully, then re-raises the signal it caught
     assert code in (0, -signal.SIGTERM)
     assert "Traceback" not in proc.stdout.read()
+
+
+# --------------------------------------------------------------------------- per-request isolation (issue 17)
+
+
+def typed(answer: str, question: str = "What color is the square?") -> dict:
+    return {"question": question, "choices": ["A) red", "B) blue"], "answer": answer}
+
+
+class PoisonableEngine:
+    """The real lexical answerer, except that a call holding a prompt with POISON in it fails as a whole: an
+    engine failure caused by one request, injected on demand."""
+
+    def __init__(self) -> None:
+        self.inner = build_backend(BackendConfig(name="lexical"))
+        self.model_id = self.inner.model_id
+        self.calls: list[int] = []
+
+    def generate(self, requests):
+        self.calls.append(len(requests))
+        if any("POISON" in json.dumps(r.messages) for r in requests):
+            raise RuntimeError("CUDA error: device-side assert (injected)")
+        return self.inner.generate(requests)
+
+
+def test_a_malformed_request_does_not_fail_the_valid_ones_batched_with_it() -> None:
+    app = create_app(cfg(batch_wait_ms=300))  # a long window: all four would share one engine call
+    good_typed = {"captions": [FULL], "ground_truth": [[typed("B")]]}
+    bad_typed = {"captions": [FULL, FULL], "ground_truth": [[typed("B")], [typed("E")]]}
+    bad_official = {"prompts": [[FULL, [[CIRCLE_Q, "A"]]], [FULL, [[CIRCLE_Q, "E"], [SQUARE_Q, "B"]]]]}
+
+    async def fire(url: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await asyncio.gather(
+                client.post(f"{url}/v1/reward", json=good_typed), client.post(f"{url}/v1/reward", json=bad_typed),
+                client.post(f"{url}/get_reward", json=OFFICIAL_BODY), client.post(f"{url}/get_reward", json=bad_official))
+
+    with serve(app) as url:
+        good, bad, good_off, bad_off = asyncio.run(fire(url))
+        metrics = httpx.get(f"{url}/metrics").text
+    assert good.status_code == 200 and good.json()["rewards"] == [1.0]
+    assert good_off.status_code == 200 and good_off.json()["rewards"] == [1.0, 0.0]
+    assert bad.status_code == 422
+    assert bad.json()["error"] == "ground_truth[1][0]: answer 'E' is not one of the labels A, B"
+    assert bad_off.status_code == 422
+    assert bad_off.json()["error"] == "prompts[1].qa[0]: answer 'E' is not one of the labels A, B, C, D"
+    assert sum(app.state.scorer.scored_batches) == 3  # only the valid captions reached the engine
+    assert "caprl_reward_engine_errors_total 0.0" in metrics
+
+
+@pytest.mark.parametrize("endpoint, body, message", [
+    ("get_reward", {"prompts": [[FULL, [[CIRCLE_Q, "A"]]], [FULL, []]]}, "prompts[1].qa: empty QA list"),
+    ("v1/reward", {"captions": [FULL, FULL], "ground_truth": [[typed("B")], []]}, "ground_truth[1]: empty QA list"),
+])
+def test_an_empty_qa_list_is_a_422_not_a_zero(endpoint: str, body: dict, message: str) -> None:
+    with serve(create_app(cfg())) as url:
+        r = httpx.post(f"{url}/{endpoint}", json=body)
+    assert r.status_code == 422 and message in r.json()["error"]
+    assert "rewards" not in r.json()
+
+
+def test_an_answer_given_as_option_text_is_scored_as_its_label() -> None:
+    # FULL says the circle is red: "red" must read as A (correct), "yellow" as D (wrong) -- not as "R" or "Y"
+    official = {"prompts": [[FULL, [[CIRCLE_Q, "red"]]], [FULL, [[CIRCLE_Q, "Yellow"]]], [FULL, [[SQUARE_Q, " blue "]]]]}
+    typed_body = {"captions": [FULL, FULL], "ground_truth": [[typed("blue")], [typed("red")]]}
+    with serve(create_app(cfg())) as url:
+        off = httpx.post(f"{url}/get_reward", json=official)
+        typ = httpx.post(f"{url}/v1/reward", json=typed_body)
+        purple = httpx.post(f"{url}/get_reward", json={"prompts": [[FULL, [[CIRCLE_Q, "purple"]]]]})
+    assert off.status_code == 200 and off.json()["rewards"] == [1.0, 0.0, 1.0]
+    assert typ.status_code == 200 and typ.json()["rewards"] == [1.0, 0.0]
+    assert purple.status_code == 422  # not an option's text: never cut to "P"
+    assert "answer 'purple' is neither a label (A, B, C, D) nor the text of a choice" in purple.json()["error"]
+
+
+def test_an_engine_failure_caused_by_one_request_fails_only_that_request() -> None:
+    engine = PoisonableEngine()
+    app = create_app(cfg(batch_wait_ms=300), engine=engine)
+    poisoned = {"prompts": [["POISON " + FULL, [[SQUARE_Q, "B"]]]]}
+
+    async def fire(url: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await asyncio.gather(client.post(f"{url}/get_reward", json=OFFICIAL_BODY),
+                                        client.post(f"{url}/get_reward", json=poisoned),
+                                        client.post(f"{url}/v1/reward", json={"captions": [FULL],
+                                                                             "ground_truth": [[typed("B")]]}))
+
+    with serve(app) as url:
+        good, bad, good_typed = asyncio.run(fire(url))
+        metrics = httpx.get(f"{url}/metrics").text
+    assert good.status_code == 200 and good.json()["rewards"] == [1.0, 0.0]
+    assert good_typed.status_code == 200 and good_typed.json()["rewards"] == [1.0]
+    assert bad.status_code == 503 and "device-side assert" in bad.json()["error"]
+    assert "caprl_reward_engine_errors_total 1.0" in metrics
+    sizes = list(app.state.scorer.scored_batches)
+    assert sizes[0] == 4 and sorted(sizes[1:]) == [1, 1, 2]  # one shared call failed, then one call per request

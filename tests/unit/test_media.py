@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -162,3 +163,87 @@ def test_video_with_zero_decodable_frames() -> None:
 
 def test_timestamp_format() -> None:
     assert format_timestamp(0) == "00:00" and format_timestamp(75.4) == "01:15" and format_timestamp(600) == "10:00"
+
+
+# --------------------------------------------------------------------------- defensive reads
+
+
+def test_fifo_is_not_a_regular_file_and_is_never_opened(tmp_path: Path) -> None:
+    from caprl_kit.io.media import read_bytes
+    from hang_guard import finishes_within
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+
+    def attempt() -> MediaError:
+        with pytest.raises(MediaError) as err:
+            load_image(fifo)
+        return err.value
+
+    err = finishes_within(5, attempt, fifos=[fifo])  # opening it for reading would block until a writer came
+    assert err.kind == "not_a_regular_file" and "FIFO" in err.reason and err.source == str(fifo)
+    link = tmp_path / "link.png"
+    link.symlink_to(fifo)  # a symlink is judged by what it points at
+    with pytest.raises(MediaError, match="not_a_regular_file: .*FIFO"):
+        finishes_within(5, lambda: read_bytes(link), fifos=[fifo])
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
+def test_devices_sockets_and_directories_are_not_regular_files(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    from caprl_kit.io.media import read_bytes
+
+    t0 = time.monotonic()
+    with pytest.raises(MediaError, match="character device") as err:
+        read_bytes("/dev/zero")  # endless: reading it would grow memory until the kernel kills the process
+    assert err.value.kind == "not_a_regular_file" and time.monotonic() - t0 < 1
+    with pytest.raises(MediaError, match="directory") as err:
+        read_bytes(tmp_path)
+    assert err.value.kind == "not_a_regular_file"
+    sock_path = tmp_path / "s.png"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.bind(str(sock_path))
+        with pytest.raises(MediaError, match="socket") as err:
+            read_bytes(sock_path)
+    assert err.value.kind == "not_a_regular_file"
+
+
+def test_byte_cap_before_reading_for_files_urls_and_embedded_bytes(tmp_path: Path) -> None:
+    import fsspec
+
+    from caprl_kit.io.config import MediaConfig
+    from caprl_kit.io.media import load_media, read_bytes
+
+    data = make_image_bytes(size=(64, 64))
+    path = tmp_path / "a.png"
+    path.write_bytes(data)
+    cap = len(data) - 1
+    with pytest.raises(MediaError, match=rf"{len(data)} bytes, over media.max_file_bytes={cap}") as err:
+        load_image(path, max_bytes=cap)
+    assert err.value.kind == "too_large"
+    with fsspec.open("memory://caps/a.png", "wb") as fh:
+        fh.write(data)
+    with pytest.raises(MediaError, match="too_large: memory://caps/a.png"):
+        read_bytes("memory://caps/a.png", cap)
+    assert read_bytes("memory://caps/a.png", len(data)) == data  # exactly at the cap is fine
+    with pytest.raises(MediaError, match=r"embedded media, over media.max_file_bytes") as err:
+        load_media(None, data, "image", MediaConfig(max_file_bytes=cap))
+    assert err.value.kind == "too_large"
+    media, raw = load_media(str(path), None, "image", MediaConfig(max_file_bytes=len(data)))
+    assert raw == data and media.width > 0
+    with pytest.raises(MediaError, match="too_large") as err:
+        load_media(str(path), None, "video", MediaConfig(max_file_bytes=cap))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs procfs")
+def test_byte_cap_holds_while_reading_when_the_listed_size_is_wrong() -> None:
+    """procfs files are regular files that list 0 bytes but hold more: the cap is enforced on what is read."""
+    from caprl_kit.io.media import read_bytes
+
+    assert os.stat("/proc/self/status").st_size == 0
+    with pytest.raises(MediaError, match="listed size was 0") as err:
+        read_bytes("/proc/self/status", 16)
+    assert err.value.kind == "too_large"
+    assert b"Name:" in read_bytes("/proc/self/status", 1 << 20)  # under the cap it reads to the end

@@ -78,15 +78,15 @@ CASES: list[tuple[str, str, list[tuple[str, list[str], str]], list[str]]] = [
      [Q("In 2019, what rose 5.5%?", ["A) Sales", "B) Costs"], "A")], []),
     # rejected blocks, with reasons
     ("no options", "#### 1. **What is this?**\n**Answer:** A", [], ["no options"]),
-    ("one option", "1. What?\nA) Only\nAnswer: A", [], ["only one option"]),
+    ("one option", "1. What?\nA) Only\nAnswer: A", [], ["needs at least 2 choices, got 1"]),
     ("no answer line", "1. What?\nA) x\nB) y\n------\n2. Then?\nA) p\nB) q\nAnswer: B",
      [Q("Then?", ["A) p", "B) q"], "B")], ["no answer line"]),
-    ("answer letter out of range", official(1, "What?", ["A) x", "B) y"], "E) z"), [], ["answer 'E' is not among the options AB"]),
+    ("answer letter out of range", official(1, "What?", ["A) x", "B) y"], "E) z"), [], ["answer 'E) z': label 'E' is not one of the labels A, B"]),
     ("answer text matches nothing", official(1, "What?", ["A) cat", "B) dog"], "a horse"), [],
-     ["answer text 'a horse' matches no single option"]),
+     ["answer 'a horse' is neither a label (A, B) nor the text of a choice"]),
     ("answer text ambiguous", official(1, "What?", ["A) red car", "B) red bus"], "red"), [],
-     ["answer text 'red' matches no single option"]),
-    ("duplicate labels", "1. What?\nA) x\nA) y\nAnswer: A", [], ["duplicate option labels AA"]),
+     ["answer 'red' is neither a label (A, B) nor the text of a choice"]),
+    ("duplicate labels", "1. What?\nA) x\nA) y\nAnswer: A", [], ["duplicate labels A in A, A"]),
     ("empty answer", "1. What?\nA) x\nB) y\nAnswer:", [], ["no answer line"]),
     ("duplicate question", official(1, "Same?", ["A) x", "B) y"], "A") + official(2, "Same?", ["A) y", "B) x"], "B"),
      [Q("Same?", ["A) x", "B) y"], "A")], ["duplicate question"]),
@@ -96,7 +96,7 @@ CASES: list[tuple[str, str, list[tuple[str, list[str], str]], list[str]]] = [
     ("prose only", "I cannot generate questions for this image because it is blank.", [], []),
     ("mixed good and bad",
      official(1, "Good?", ["A) yes", "B) no"], "A") + "2. Bad?\nA) only\nAnswer: A\n" + official(3, "Also good?", ["A) u", "B) v"], "v"),
-     [Q("Good?", ["A) yes", "B) no"], "A"), Q("Also good?", ["A) u", "B) v"], "B")], ["only one option"]),
+     [Q("Good?", ["A) yes", "B) no"], "A"), Q("Also good?", ["A) u", "B) v"], "B")], ["needs at least 2 choices, got 1"]),
 ]
 
 

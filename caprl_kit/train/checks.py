@@ -1,0 +1,92 @@
+"""Checks ``caprl train`` runs before any model or dataset is loaded: the data files exist and carry the columns
+the trainer reads, and the policy is a loadable vision-language model. Each failure is one ``CaprlError`` naming
+the file (or model) and the fix."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from caprl_kit.backends import loading
+from caprl_kit.errors import CaprlError
+from caprl_kit.train.config import TrainConfig
+
+
+
+def file_columns(path: str, key: str) -> list[str]:
+    """Top-level column names of a Parquet or JSONL file (schema / first row only), or a ``CaprlError``."""
+    p = Path(path)
+    if not p.is_file():
+        raise CaprlError(f"{key}: {path} does not exist" + (" (it is a directory: list the files in it)"
+                                                             if p.is_dir() else "; fix the path in the config"))
+    if path.endswith(".parquet"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            return list(pq.read_schema(path).names)
+        except (pa.ArrowException, OSError) as exc:
+            raise CaprlError(f"{key}: {path} is not a readable Parquet file ({exc})") from None
+    with p.open("rb") as fh:
+        for number, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise CaprlError(f"{key}: {path} line {number} is not valid JSON ({exc.msg}, column {exc.colno}); "
+                                 "training files are Parquet or JSONL (one JSON object per line)") from None
+            except ValueError as exc:  # not UTF-8
+                raise CaprlError(f"{key}: {path} line {number} is not JSON text ({exc})") from None
+            if not isinstance(row, dict):
+                raise CaprlError(f"{key}: {path} line {number} is not a JSON object (one row per line)")
+            return list(row)
+    raise CaprlError(f"{key}: {path} is empty")
+
+
+def check_columns(files: list[str], key: str, required: list[str], what: str) -> None:
+    for i, f in enumerate(files):
+        names = file_columns(f, f"{key}.{i}")
+        missing = [c for c in required if c not in names]
+        if missing:
+            raise CaprlError(f"{key}.{i}: {f} is not {what}: it lacks column(s) {', '.join(missing)} (expected "
+                             f"{', '.join(required)}; found {', '.join(names) or 'none'})")
+
+
+def rl_columns(cfg: TrainConfig) -> list[str]:
+    return [cfg.data.prompt_key, cfg.data.image_key, "reward_model"]
+
+
+def check_data(cfg: TrainConfig, *, sft: bool = True) -> None:
+    """Training, validation (and SFT) files: present, readable, and in the layout the trainer reads."""
+    what = "a curated QA file (`caprl curate` writes them to OUTPUT/dataset/)"
+    check_columns(cfg.data.train_files, "data.train_files", rl_columns(cfg), what)
+    check_columns(cfg.data.val_files, "data.val_files", rl_columns(cfg), what)
+    if sft and cfg.sft is not None:
+        check_sft_data(cfg)
+
+
+def check_sft_data(cfg: TrainConfig) -> None:
+    s = cfg.sft
+    assert s is not None
+    check_columns(s.data_files, "sft.data_files", [s.image_column, s.caption_column],
+                  "an (image, caption) file for the warm start")
+
+
+def check_policy(policy: str, key: str = "policy") -> str:
+    """The policy resolves (local directory or usable hub id), its weights are intact, and it sees images."""
+    hf_config = loading.load_hf_config(policy, key=key)
+    loading.require_vision_language(policy, hf_config, key=key)
+    return policy
+
+
+def preflight(cfg: TrainConfig) -> None:
+    """Everything ``trainer: trl`` needs, checked in seconds before a model is loaded or an output is touched."""
+    if cfg.trainer == "verl":  # verl reads the data on the cluster; only local files it cannot do without
+        for key, files in (("data.train_files", cfg.data.train_files), ("data.val_files", cfg.data.val_files)):
+            for i, f in enumerate(files):
+                if "://" not in f and not Path(f).is_file():
+                    raise CaprlError(f"{key}.{i}: {f} does not exist; fix the path in the config")
+        return
+    check_data(cfg)
+    check_policy(cfg.policy)

@@ -1,0 +1,54 @@
+"""Folder reader: symlinked folders followed once each (loops end with a warning), non-regular entries listed
+without being opened."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from caprl_kit.io.config import InputConfig
+from caprl_kit.io.readers import iter_items
+from hang_guard import finishes_within
+from media_factory import make_image_bytes
+
+
+def keys(path: Path) -> list[str]:
+    return [it.key for it in iter_items(InputConfig(path=str(path)))]
+
+
+def test_symlinked_folders_are_followed_and_loops_end(tmp_path: Path, caplog) -> None:
+    root = tmp_path / "in"
+    (root / "sub" / "deep").mkdir(parents=True)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    for p in (root / "a.png", root / "sub" / "b.png", root / "sub" / "deep" / "c.png", outside / "d.png"):
+        p.write_bytes(make_image_bytes())
+    (root / "sub" / "deep" / "up").symlink_to("../..")  # a loop back to the root
+    (root / "sub" / "self").symlink_to(".")  # a loop onto its own folder
+    (root / "ext").symlink_to(outside)  # a folder outside the root: followed
+    (root / "zz_again").symlink_to("sub")  # the same folder by a second path: listed once, under the first
+    (root / "broken.png").symlink_to("nowhere.png")  # listed; reading it gives file_not_found
+    with caplog.at_level(logging.WARNING, logger="caprl_kit.io.readers"):
+        listed = finishes_within(10, lambda: keys(root))
+    assert listed == ["a.png", "broken.png", "ext/d.png", "sub/b.png", "sub/deep/c.png"]
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 3, warnings
+    assert sum("symlink loop" in w for w in warnings) == 2 and sum("already listed" in w for w in warnings) == 1
+    assert any("sub/deep/up" in w for w in warnings)
+
+
+def test_fifos_are_listed_without_being_opened(tmp_path: Path) -> None:
+    from caprl_kit.annotate.config import AnnotateConfig
+    from caprl_kit.annotate.pipeline import fingerprint_input
+
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "a.png").write_bytes(make_image_bytes())
+    os.mkfifo(root / "pipe.png")  # listed: reading it is a not_a_regular_file row
+    os.mkfifo(root / "pipe.txt")  # not media: ignored like any other non-media file
+    fifos = [root / "pipe.png", root / "pipe.txt"]
+    assert finishes_within(10, lambda: keys(root), fifos) == ["a.png", "pipe.png"]
+    cfg = AnnotateConfig.model_validate({"input": {"path": str(root)}, "backend": {"name": "lexical"}})
+    _, n = finishes_within(10, lambda: fingerprint_input(cfg), fifos)
+    assert n == 2
