@@ -20,6 +20,7 @@ from caprl_kit.curate.config import CurateConfig
 from caprl_kit.curate.filter import decide
 from caprl_kit.curate.stages import stage_dir
 from caprl_kit.io.fs import atomic_write_bytes, atomic_write_text, join, url_to_fs
+from caprl_kit.io.layout import AUDIT, CURATED_SPLIT, CURATED_SPLIT_JSONL, FUNNEL
 from caprl_kit.io.parquet import read_shard, rows_to_table
 from caprl_kit.io.readers import InputItem
 from caprl_kit.io.media import read_bytes
@@ -52,6 +53,7 @@ def _rows(run) -> list[dict[str, Any]]:
 def export(cfg: CurateConfig, items: dict[str, InputItem]) -> dict[str, Any]:
     out_dir = join(str(cfg.output_dir), "dataset")
     fs, out_path = url_to_fs(out_dir)
+    root = url_to_fs(str(cfg.output_dir))[1]
     fs.makedirs(out_path, exist_ok=True)
     generated = {r["key"]: r for r in _rows(stage_dir(cfg, "generate"))}
     parsed = {r["key"]: r for r in _rows(stage_dir(cfg, "parse"))}
@@ -132,14 +134,14 @@ def export(cfg: CurateConfig, items: dict[str, InputItem]) -> dict[str, Any]:
         table = rows_to_table(rows, CuratedQARow)
         buf = io.BytesIO()
         pq.write_table(table, buf, compression="zstd")
-        atomic_write_bytes(fs, join(out_path, f"{split}.parquet"), buf.getvalue())
+        atomic_write_bytes(fs, join(root, CURATED_SPLIT.format(split=split)), buf.getvalue())
         jsonl = "".join(json.dumps(_jsonl_row(r), ensure_ascii=False) + "\n" for r in rows)
-        atomic_write_text(fs, join(out_path, f"{split}.jsonl"), jsonl)
-        written[f"{split}.parquet"] = join(out_dir, f"{split}.parquet")
-        written[f"{split}.jsonl"] = join(out_dir, f"{split}.jsonl")
+        atomic_write_text(fs, join(root, CURATED_SPLIT_JSONL.format(split=split)), jsonl)
+        written[f"{split}.parquet"] = join(str(cfg.output_dir), CURATED_SPLIT.format(split=split))
+        written[f"{split}.jsonl"] = join(str(cfg.output_dir), CURATED_SPLIT_JSONL.format(split=split))
     buf = io.BytesIO()
     pq.write_table(rows_to_table(audit, QATrialsRow), buf, compression="zstd")
-    atomic_write_bytes(fs, join(out_path, "audit.parquet"), buf.getvalue())
+    atomic_write_bytes(fs, join(root, AUDIT), buf.getvalue())
     funnel["items_dropped"] = dict(funnel["items_dropped"])
     funnel["questions_rejected"] = dict(sorted(funnel["questions_rejected"].items()))
     funnel["per_media_type"] = {k: dict(v) for k, v in funnel["per_media_type"].items()}
@@ -147,8 +149,8 @@ def export(cfg: CurateConfig, items: dict[str, InputItem]) -> dict[str, Any]:
     funnel["filter"] = f.model_dump()
     assert funnel["items_in"] == funnel["items_kept"] + sum(funnel["items_dropped"].values())
     atomic_write_text(fs, join(out_path, "funnel.html"), funnel_html(funnel))
-    atomic_write_text(fs, join(out_path, "funnel.json"), json.dumps(funnel, indent=2))
-    written.update({"audit.parquet": join(out_dir, "audit.parquet"), "funnel.json": join(out_dir, "funnel.json"),
+    atomic_write_text(fs, join(root, FUNNEL), json.dumps(funnel, indent=2))
+    written.update({"audit.parquet": join(str(cfg.output_dir), AUDIT), "funnel.json": join(str(cfg.output_dir), FUNNEL),
                     "funnel.html": join(out_dir, "funnel.html")})
     return {"funnel": funnel, "outputs": written}
 

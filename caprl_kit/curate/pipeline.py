@@ -84,7 +84,7 @@ def run(cfg: CurateConfig, *, overwrite: bool = False, progress: Progress | None
     if cfg.import_mode == "none":
         preflight_backend(cfg.generate.backend, "generate.backend")
     preflight_backend(cfg.answer.backend, "answer.backend")
-    prepare_output(cfg.output_dir, "curate", overwrite=overwrite)
+    prepare_output(cfg.output_dir, "curate", overwrite=overwrite, config=cfg)
     runner = RUNNERS.get(cfg.runner.name)
     report = RunReport(command="curate", output_dir=cfg.output_dir, n_items=n_items)
     for stage in STAGES:

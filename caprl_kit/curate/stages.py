@@ -25,6 +25,8 @@ from caprl_kit.curate.prompts import ANSWER_TEMPLATE, CAPTION_EVIDENCE_TEMPLATE,
 from caprl_kit.errors import InvalidMCQ, MediaError
 from caprl_kit.io.batching import Loaded, cut_batches
 from caprl_kit.io.decode import decode_map
+from caprl_kit.io.fs import join
+from caprl_kit.io.layout import CURATE_STAGE_DIR
 from caprl_kit.io.media import VideoClip, load_media
 from caprl_kit.io.parquet import read_shard
 from caprl_kit.io.readers import InputItem
@@ -41,7 +43,7 @@ STAGES = ("generate", "parse", "answer")
 
 def stage_dir(cfg: CurateConfig, stage: str) -> RunDir:
     artifact = {"generate": MCQGenerationRow, "parse": MCQSetRow, "answer": QATrialsRow}[stage]
-    return RunDir(f"{str(cfg.output_dir).rstrip('/')}/{stage}", artifact)
+    return RunDir(join(str(cfg.output_dir), CURATE_STAGE_DIR.format(stage=stage)), artifact)
 
 
 def _load_all(cfg: CurateConfig, items: list[InputItem]) -> list[Loaded]:

@@ -25,6 +25,7 @@ from caprl_kit.evaluate.config import BenchmarkConfig, EvalConfig
 from caprl_kit.evaluate.data import Sample, load_benchmark
 from caprl_kit.evaluate.metrics import score, scorer_for
 from caprl_kit.io.fs import atomic_write_text, join, url_to_fs
+from caprl_kit.io.layout import EVAL_ANSWERS_DIR, EVAL_CAPTIONS_DIR, EVAL_RESULTS, EVAL_RESULTS_LATEST, EVAL_SAMPLES
 from caprl_kit.io.parquet import read_shard
 from caprl_kit.io.rundir import RunDir, prepare_output
 from caprl_kit.io.shards import Fingerprint, iter_shards
@@ -46,7 +47,7 @@ def caption_stage(cfg: EvalConfig, task: str, media: list[tuple[str, str]], prog
                   ) -> tuple[dict[str, list[str]], dict[str, str]]:
     """Captions (n per item) for ``media`` [(path, media_type)], via the annotate pipeline (cached by shard), and
     why the items without a caption have none (``status: error_message``)."""
-    out = join(str(cfg.output_dir), "captions", task)
+    out = join(str(cfg.output_dir), EVAL_CAPTIONS_DIR.format(task=task))
     prepare_output(out, "annotate")  # claimed before the caption manifest lands in it
     fs, base = url_to_fs(out)
     manifest = join(base, "manifest.jsonl")
@@ -85,7 +86,7 @@ class AnswerWorker:
         self.no_caption = no_caption
         self.backend = build_backend(cfg.answerer)
         self.sampling = SamplingParams.from_config(cfg.answerer.sampling).with_(n=1)
-        self.run = RunDir(join(str(cfg.output_dir), "answers", task), EvalSample)
+        self.run = RunDir(join(str(cfg.output_dir), EVAL_ANSWERS_DIR.format(task=task)), EvalSample)
 
     def __call__(self, spec, samples: list[Sample]):
         stats = StatsBuilder(spec.shard_id, EvalSample.schema_id())
@@ -169,7 +170,7 @@ def run_benchmark(cfg: EvalConfig, bench: BenchmarkConfig, samples: list[Sample]
     scorer = bench.scorer if bench.scorer != "auto" else scorer_for(bench.name, samples[0].gold if samples else "")
     media = list(dict.fromkeys((s.media, s.media_type) for s in samples))
     captions, no_caption = caption_stage(cfg, bench.name, media, progress)
-    run_dir = RunDir(join(str(cfg.output_dir), "answers", bench.name), EvalSample)
+    run_dir = RunDir(join(str(cfg.output_dir), EVAL_ANSWERS_DIR.format(task=bench.name)), EvalSample)
     done = run_dir.open(command=f"eval/{bench.name}", config=cfg, config_hash=_stage2_hash(cfg, scorer),
                         input_fingerprint=_fingerprint(samples), n_items=len(samples),
                         shard_size=cfg.sharding.shard_size)
@@ -286,7 +287,7 @@ def run(cfg: EvalConfig, *, overwrite: bool = False, progress: Progress | None =
     benchmarks = {bench.name: load_benchmark(bench) for bench in cfg.benchmarks}  # every file checked first
     for key, backend in (("captioner", cfg.captioner), ("answerer", cfg.answerer)):
         preflight_backend(backend, key)
-    prepare_output(str(cfg.output_dir), "eval", overwrite=overwrite)
+    prepare_output(str(cfg.output_dir), "eval", overwrite=overwrite, config=cfg)
     tasks: dict[str, Any] = {}
     all_samples: dict[str, list[dict]] = {}
     for bench in cfg.benchmarks:
@@ -296,12 +297,12 @@ def run(cfg: EvalConfig, *, overwrite: bool = False, progress: Progress | None =
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     results = EvalResults(captioner=label_of(cfg), answerer=cfg.answerer.model or cfg.answerer.name, compat=cfg.compat,
                           tasks=tasks, average=_average(tasks), created_at=utc_now())
-    outputs = {"results": join(str(cfg.output_dir), f"results_{stamp}.json")}
-    atomic_write_text(fs, join(base, f"results_{stamp}.json"), results.model_dump_json(indent=2))
-    atomic_write_text(fs, join(base, "results_latest.json"), results.model_dump_json(indent=2))
+    outputs = {"results": join(str(cfg.output_dir), EVAL_RESULTS.format(ts=stamp))}
+    atomic_write_text(fs, join(base, EVAL_RESULTS.format(ts=stamp)), results.model_dump_json(indent=2))
+    atomic_write_text(fs, join(base, EVAL_RESULTS_LATEST), results.model_dump_json(indent=2))
     for task, rows in all_samples.items():
         text = "".join(EvalSample.model_validate(r).model_dump_json() + "\n" for r in rows)
-        atomic_write_text(fs, join(base, f"samples_{task}_{stamp}.jsonl"), text)
+        atomic_write_text(fs, join(base, EVAL_SAMPLES.format(task=task, ts=stamp)), text)
     from caprl_kit.evaluate.report import render_report
 
     atomic_write_text(fs, join(base, "report.html"), render_report([(results, all_samples)]))
@@ -314,7 +315,7 @@ def run(cfg: EvalConfig, *, overwrite: bool = False, progress: Progress | None =
             report.status_counts[status] = report.status_counts.get(status, 0) + count
         if t["n_failed"]:
             report.notes.append(f"{task}: {t['n_failed']} sample(s) not scored ({', '.join(t['failed'])}) and left "
-                                f"out of its M_Acc/BoN; see samples_{task}_{stamp}.jsonl")
+                                f"out of its M_Acc/BoN; see {EVAL_SAMPLES.format(task=task, ts=stamp)}")
         if t["m_acc"] is None:
             report.notes.append(f"{task}: no sample could be scored; it is left out of the average")
             continue

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from caprl_kit.errors import CaprlError
 from caprl_kit.io.fs import url_to_fs
+from caprl_kit.io.layout import EVAL_RESULTS_LATEST, EVAL_SAMPLES
 from caprl_kit.schemas.evaluation import EvalResults
 
 PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2"]
@@ -18,7 +19,7 @@ PALETTE = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2"]
 
 def load_run(output_dir: str) -> tuple[EvalResults, dict[str, list[dict[str, Any]]]]:
     fs, base = url_to_fs(output_dir)
-    latest = f"{base.rstrip('/')}/results_latest.json"
+    latest = f"{base.rstrip('/')}/{EVAL_RESULTS_LATEST}"
     if not fs.exists(latest):
         raise CaprlError(f"{output_dir} holds no results_latest.json: run `caprl eval` there first")
     try:
@@ -31,7 +32,7 @@ def load_run(output_dir: str) -> tuple[EvalResults, dict[str, list[dict[str, Any
                          ) from None
     samples: dict[str, list[dict[str, Any]]] = {}
     for task in results.tasks:
-        files = sorted(fs.glob(f"{base.rstrip('/')}/samples_{task}_*.jsonl"))
+        files = sorted(fs.glob(f"{base.rstrip('/')}/" + EVAL_SAMPLES.format(task=task, ts="*")))
         if files:
             samples[task] = _jsonl(fs, files[-1])
     return results, samples

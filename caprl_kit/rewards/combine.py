@@ -12,16 +12,14 @@ from caprl_kit.rewards.registry import REWARDS
 
 
 def build_term(name: str, cfg: RewardConfig, engine: Backend | None = None, tokenizer: Any = None) -> Any:
+    """A registered term built from its own config block (``config_key``) and the shared parts it asks for
+    (``shares``); a user function loaded from ``file:path.py:fn`` is used as it is."""
     cls = REWARDS.get(name)
-    if name == "qa_accuracy":
-        return cls(cfg.qa, engine=engine)
-    if name == "length":
-        return cls(cfg.length, tokenizer=tokenizer)
-    if name == "timestamp_format":
-        return cls(cfg.timestamp_format)
-    if name == "vl_judge":
-        return cls(cfg.vl_judge)
-    return cls  # a user function loaded from file:path.py:fn
+    key = getattr(cls, "config_key", None)
+    if key is None:
+        return cls
+    available = {"engine": engine, "tokenizer": tokenizer}
+    return cls(getattr(cfg, key), **{k: available[k] for k in cls.shares})
 
 
 class CaprlReward:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
 from caprl_kit.backends.config import BackendConfig, SamplingConfig
-from caprl_kit.config import ConfigModel, registry_name
+from caprl_kit.config import ConfigModel, FieldIssue, registry_name
 from caprl_kit.rewards.registry import REWARDS
 
 
@@ -29,6 +29,13 @@ class QARewardConfig(ConfigModel):
                                     description="Text LLM answering from the caption")
     sampling: SamplingConfig = Field(default_factory=_answer_sampling, description="Answerer sampling")
 
+    @model_validator(mode="after")
+    def _one_sampling(self) -> "QARewardConfig":
+        if self.answerer.sampling != SamplingConfig():  # a resolved config dumps the default: that one is fine
+            raise FieldIssue("answerer.sampling", "is not used: the answerer samples with qa.sampling",
+                             "move these keys to qa.sampling")
+        return self
+
 
 class LengthRewardConfig(ConfigModel):
     l1: int = Field(2048, ge=1, description="Full reward up to this many tokens (spec §2.3)")
@@ -46,7 +53,15 @@ class TimestampFormatConfig(ConfigModel):
 class JudgeRewardConfig(ConfigModel):
     judge: BackendConfig = Field(default_factory=BackendConfig, description="Vision-language judge model")
     sampling: SamplingConfig = Field(
-        default_factory=lambda: SamplingConfig(n=1, temperature=0.2, top_p=1.0, max_tokens=256))
+        default_factory=lambda: SamplingConfig(n=1, temperature=0.2, top_p=1.0, max_tokens=256),
+        description="Judge sampling")
+
+    @model_validator(mode="after")
+    def _one_sampling(self) -> "JudgeRewardConfig":
+        if self.judge.sampling != SamplingConfig():
+            raise FieldIssue("judge.sampling", "is not used: the judge samples with vl_judge.sampling",
+                             "move these keys to vl_judge.sampling")
+        return self
 
 
 class ComponentConfig(ConfigModel):

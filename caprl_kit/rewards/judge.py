@@ -68,6 +68,9 @@ def judge_score(parsed: dict[str, float] | None) -> float:
 class VLJudgeReward:
     __name__ = "vl_judge"
 
+    config_key = "vl_judge"  #: its block in RewardConfig
+    shares: tuple[str, ...] = ()  #: what it takes from the caller (the answerer engine, the tokenizer)
+
     def __init__(self, cfg: JudgeRewardConfig | None = None, engine: Backend | None = None, **_: Any):
         self.cfg = cfg or JudgeRewardConfig()
         self.engine = engine or build_backend(self.cfg.judge)

@@ -27,6 +27,9 @@ def length_score(n_tokens: int, l1: int, l2: int) -> float:
 class LengthReward:
     __name__ = "length"
 
+    config_key = "length"  #: its block in RewardConfig
+    shares: tuple[str, ...] = ("tokenizer",)  #: what it takes from the caller (the answerer engine, the tokenizer)
+
     def __init__(self, cfg: LengthRewardConfig | None = None, tokenizer: Any = None, **_: Any):
         self.cfg = cfg or LengthRewardConfig()
         self._tokenizer = tokenizer

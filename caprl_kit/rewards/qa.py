@@ -85,6 +85,9 @@ class QAAccuracyReward:
 
     __name__ = "qa_accuracy"
 
+    config_key = "qa"  #: its block in RewardConfig
+    shares: tuple[str, ...] = ("engine",)  #: what it takes from the caller (the answerer engine, the tokenizer)
+
     def __init__(self, cfg: QARewardConfig | None = None, engine: Backend | None = None, **_: Any):
         self.scorer = QAScorer(cfg or QARewardConfig(), engine)
         self.last_details: list[dict[str, Any]] = []

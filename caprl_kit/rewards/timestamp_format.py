@@ -62,6 +62,9 @@ def timestamp_format_score(caption: str, version: str = "v2", max_minute: int = 
 class TimestampFormatReward:
     __name__ = "timestamp_format"
 
+    config_key = "timestamp_format"  #: its block in RewardConfig
+    shares: tuple[str, ...] = ()  #: what it takes from the caller (the answerer engine, the tokenizer)
+
     def __init__(self, cfg: TimestampFormatConfig | None = None, **_: Any):
         self.cfg = cfg or TimestampFormatConfig()
 

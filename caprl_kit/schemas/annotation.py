@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from caprl_kit.io.layout import SHARD
 from caprl_kit.schemas._base import Artifact
 from caprl_kit.schemas.inputs import MediaType
 
@@ -24,7 +25,7 @@ class AnnotationRow(Artifact):
     schema_name = "annotation"
     producer = "caprl annotate"
     consumer = "datasets.load_dataset('parquet'), polars, caprl eval"
-    file_pattern = "{shard:05d}.parquet"
+    file_pattern = SHARD
     example = {
         "key": "img_0001",
         "source": "images/img_0001.jpg",

@@ -6,6 +6,7 @@ import builtins
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from caprl_kit.io.layout import AUDIT, CURATE_STAGE_DIR, CURATED_SPLIT, SHARD, pattern
 from caprl_kit.schemas._base import Artifact
 from caprl_kit.schemas.inputs import MediaType
 
@@ -24,7 +25,7 @@ class MCQGenerationRow(Artifact):
     schema_name = "mcq_generation"
     producer = "caprl curate (generate stage)"
     consumer = "caprl curate (parse stage)"
-    file_pattern = "generate/{shard:05d}.parquet"
+    file_pattern = pattern(CURATE_STAGE_DIR.format(stage="generate"), SHARD)
     example = {
         "key": "img_0001",
         "source": "images/img_0001.jpg",
@@ -62,7 +63,7 @@ class MCQSetRow(Artifact):
     schema_name = "mcq_set"
     producer = "caprl curate (parse stage)"
     consumer = "caprl curate (answer stages)"
-    file_pattern = "parse/{shard:05d}.parquet"
+    file_pattern = pattern(CURATE_STAGE_DIR.format(stage="parse"), SHARD)
     example = {
         "key": "img_0001",
         "source": "images/img_0001.jpg",
@@ -102,7 +103,7 @@ class QATrialsRow(Artifact):
     schema_name = "qa_trials"
     producer = "caprl curate (answer + filter stages)"
     consumer = "caprl curate (export stage), audit table"
-    file_pattern = "audit/{shard:05d}.parquet"
+    file_pattern = f"{pattern(CURATE_STAGE_DIR.format(stage='answer'), SHARD)}, {AUDIT}"
     example = {
         "key": "img_0001",
         "qa_index": 0,
@@ -168,7 +169,7 @@ class CuratedQARow(Artifact):
     schema_name = "curated_qa"
     producer = "caprl curate (export stage)"
     consumer = "caprl train (TRL and verl's RLHFDataset), caprl eval"
-    file_pattern = "dataset/{train,val}-{shard:05d}.parquet"
+    file_pattern = CURATED_SPLIT.format(split="{train,val}")
     example = {
         "id": "3f2a9c",
         "image": {"bytes": None, "path": "images/img_0001.jpg"},

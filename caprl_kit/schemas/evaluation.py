@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from caprl_kit.io.layout import EVAL_ANSWERS_DIR, EVAL_RESULTS, EVAL_RESULTS_LATEST, EVAL_SAMPLES, SHARD, pattern
 from caprl_kit.schemas._base import Artifact
 
 
@@ -11,7 +12,7 @@ class EvalSample(Artifact):
     schema_name = "eval_sample"
     producer = "caprl eval"
     consumer = "reports, error analysis"
-    file_pattern = "samples_<task>_<ts>.jsonl"
+    file_pattern = f"{pattern(EVAL_ANSWERS_DIR, SHARD)}, {EVAL_SAMPLES}"
     example = {
         "task": "chartqa",
         "sample_id": "chartqa_0001",
@@ -59,7 +60,7 @@ class EvalResults(Artifact):
     schema_name = "eval_results"
     producer = "caprl eval"
     consumer = "reports, comparisons"
-    file_pattern = "results_<ts>.json"
+    file_pattern = f"{EVAL_RESULTS}, {EVAL_RESULTS_LATEST}"
     example = {
         "captioner": "internlm/CapRL-3B",
         "answerer": "internlm/CapRL-Eval-3B",

@@ -15,7 +15,7 @@ class InputManifestRow(Artifact):
     schema_name = "input_manifest"
     producer = "user, or `caprl curate` / `caprl annotate` readers"
     consumer = "every command's reader"
-    file_pattern = "*.parquet | *.jsonl | *.csv"
+    file_pattern = "*.parquet, *.jsonl, *.csv"
     example = {"key": "coco/000000139", "source": "images/000000139.jpg", "media_bytes": None, "media_type": "image"}
 
     key: str = Field(description="Stable unique id of the item (defaults to the path relative to the input root)")

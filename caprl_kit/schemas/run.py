@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from caprl_kit.io.layout import RUN_MANIFEST, SHARD_STATS
 from caprl_kit.schemas._base import Artifact
 
 
@@ -11,7 +12,7 @@ class ShardStats(Artifact):
     schema_name = "shard_stats"
     producer = "every command's shard writer (written last: its presence marks the shard done)"
     consumer = "resume, `caprl <verb> status`, run reports"
-    file_pattern = "{shard:05d}_stats.json"
+    file_pattern = SHARD_STATS
     example = {
         "shard_id": 3,
         "artifact": "annotation/v1",
@@ -45,7 +46,7 @@ class RunManifest(Artifact):
     schema_name = "run_manifest"
     producer = "every command, at the start of a run"
     consumer = "resume checks, reports"
-    file_pattern = "run_manifest.json"
+    file_pattern = RUN_MANIFEST
     example = {
         "command": "annotate",
         "artifact": "annotation/v1",

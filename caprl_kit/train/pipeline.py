@@ -57,7 +57,7 @@ def run(cfg: TrainConfig, *, overwrite: bool = False, progress: Progress | None 
     from caprl_kit.train.trl_grpo import train_grpo
 
     # discard a previous run (warm start, checkpoints, best-on-validation) only if it is one
-    prepare_output(str(cfg.output_dir), "train", overwrite=overwrite)
+    prepare_output(str(cfg.output_dir), "train", overwrite=overwrite, config=cfg)
     policy = None
     if cfg.sft is not None:
         from caprl_kit.train.sft import train_sft
@@ -90,7 +90,7 @@ def run_curriculum(cfg: TrainConfig, *, overwrite: bool, progress: Progress) -> 
     """Run the stages in order (each resumable in its own OUTPUT/<name>); a stage without its own policy starts
     from the previous stage's exported model."""
     t0 = time.perf_counter()
-    prepare_output(str(cfg.output_dir), "train", overwrite=overwrite)
+    prepare_output(str(cfg.output_dir), "train", overwrite=overwrite, config=cfg)
     report = RunReport(command="train", output_dir=str(cfg.output_dir))
     previous: TrainConfig | None = None
     for name, stage, inherited in cfg.stage_configs():
@@ -113,7 +113,7 @@ def launch_verl(cfg: TrainConfig) -> RunReport:
 
     for line in dry_run(cfg):
         log.info(line)
-    prepare_output(str(cfg.output_dir), "train")
+    prepare_output(str(cfg.output_dir), "train", config=cfg)
     out = Path(str(cfg.output_dir))
     env = dict(os.environ)
     if cfg.verl.ray_address:

@@ -1,0 +1,29 @@
+"""Every file name a run writes, in one place: the writers format these, and the generated ``data_schemas/`` index
+shows them as each artifact's file pattern, so the docs cannot drift from what is on disk."""
+
+from __future__ import annotations
+
+#: a run's root (every verb)
+RUN_MARKER = "caprl_run.json"
+RUN_MANIFEST = "run_manifest.json"
+RESOLVED_CONFIG = "config.resolved.yaml"
+#: a sharded stage's folder
+SHARD = "{shard:05d}.parquet"
+SHARD_STATS = "{shard:05d}_stats.json"
+#: caprl curate: OUTPUT/<stage>/ shards, then OUTPUT/dataset/
+CURATE_STAGE_DIR = "{stage}"
+CURATED_SPLIT = "dataset/{split}.parquet"
+CURATED_SPLIT_JSONL = "dataset/{split}.jsonl"
+AUDIT = "dataset/audit.parquet"
+FUNNEL = "dataset/funnel.json"
+#: caprl eval: OUTPUT/captions/<task>/ (annotate runs), OUTPUT/answers/<task>/ shards, results and samples
+EVAL_CAPTIONS_DIR = "captions/{task}"
+EVAL_ANSWERS_DIR = "answers/{task}"
+EVAL_RESULTS = "results_{ts}.json"
+EVAL_RESULTS_LATEST = "results_latest.json"
+EVAL_SAMPLES = "samples_{task}_{ts}.jsonl"
+
+
+def pattern(*parts: str) -> str:
+    """A path pattern for the docs: ``pattern(EVAL_ANSWERS_DIR, SHARD)`` -> ``answers/{task}/{shard:05d}.parquet``."""
+    return "/".join(parts)
