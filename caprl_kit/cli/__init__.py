@@ -124,7 +124,7 @@ def _verb_app(verb: str, helpers: str = "") -> typer.Typer:
     return sub
 
 
-def annotate_status(directory: str = typer.Argument(..., help="An annotate output folder (local or fsspec URL).")
+def annotate_status(directory: str = typer.Argument(..., metavar="DIR", help="An annotate output folder (local or fsspec URL).")
                     ) -> None:
     """Progress of a running or finished annotate job: shards, items, failures by status, throughput."""
     from rich.table import Table
@@ -150,7 +150,7 @@ def annotate_status(directory: str = typer.Argument(..., help="An annotate outpu
 
 
 def train_export(
-    checkpoint: str = typer.Argument(..., help="A verl checkpoint folder (global_step_N)."),
+    checkpoint: str = typer.Argument(..., metavar="CHECKPOINT", help="A verl checkpoint folder (global_step_N)."),
     output: str = typer.Option(..., "--output", "-o", help="Where to write the Hugging Face model folder."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="-v info, -vv debug."),
 ) -> None:
@@ -165,7 +165,7 @@ def train_export(
 
 
 def eval_compare(
-    dirs: list[str] = typer.Argument(..., help="Eval output folders to compare (each holds results_latest.json)."),
+    dirs: list[str] = typer.Argument(..., metavar="DIR...", help="Eval output folders to compare (each holds results_latest.json)."),
     output: str = typer.Option("report.html", "--output", "-o", help="The HTML report to write."),
 ) -> None:
     """Compare eval runs side by side in one HTML report (M_Acc per task, caption lengths, examples)."""

@@ -22,8 +22,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-console = Console(stderr=True)
-out = Console()  # stdout: dry-run configs and plans, for piping
+console = Console(stderr=True, emoji=False)  # ":llama:" in a model name stays text
+out = Console(emoji=False)  # stdout: dry-run configs and plans, for piping
 
 
 def setup_logging(verbose: int = 0, log_file: str | None = None) -> None:

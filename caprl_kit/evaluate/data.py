@@ -102,9 +102,15 @@ def load_benchmark(bench: BenchmarkConfig) -> list[Sample]:
         if not media or "answer" not in row:
             raise CaprlError(f"benchmark {bench.name}: {bench.path} row {i}: needs '{bench.media_type}' and "
                              f"'answer' (found {', '.join(row) or 'no keys'})")
+        if row["answer"] is None or not str(row["answer"]).strip():  # would be scored against the string "None"
+            raise CaprlError(f"benchmark {bench.name}: {bench.path} row {i}: 'answer' is empty ({row['answer']!r}); "
+                             "fix or drop the row")
         media = str(media)
         if "://" not in media and not media.startswith("/"):
             media = posixpath.join(root, media)
         sid = str(row.get("id", row.get("index", f"{bench.name}_{i:05d}")))
         samples.append(Sample(sid, media, bench.media_type, question_text(row), str(row["answer"])))
+    if not samples:  # a score over nothing would enter the average as a real number
+        raise CaprlError(f"benchmark {bench.name}: {bench.path} holds no samples; point benchmarks[].path at a "
+                         "non-empty file or remove the benchmark")
     return samples

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 
 from caprl_kit.errors import CaprlError, ResumeRefused
 from caprl_kit.io.fs import atomic_write_text, join, remove_stale_tmp, url_to_fs
-from caprl_kit.io.layout import EVAL_RESULTS_LATEST, RESOLVED_CONFIG, RUN_MANIFEST, RUN_MARKER, SHARD, SHARD_STATS
+from caprl_kit.io.layout import RESOLVED_CONFIG, RUN_MANIFEST, RUN_MARKER, SHARD, SHARD_STATS
 from caprl_kit.io.parquet import read_shard, write_shard
 from caprl_kit.io.stats import utc_now
 from caprl_kit.log import get_logger
@@ -55,8 +55,6 @@ def kit_version() -> str:
         return "0+unknown"
 
 
-#: what the runs of earlier versions (before the marker) left at their root or one or two folders down
-LEGACY_SIGNS = (MANIFEST, f"*/{MANIFEST}", f"*/*/{MANIFEST}", "metrics.jsonl", EVAL_RESULTS_LATEST)
 
 
 def dump_resolved(config: BaseModel) -> str:
@@ -64,8 +62,9 @@ def dump_resolved(config: BaseModel) -> str:
 
 
 def is_caprl_run(fs: Any, path: str) -> bool:
-    """A folder a caprl command wrote: it holds the marker, or the run files of an earlier version."""
-    return fs.exists(join(path, MARKER)) or any(fs.glob(join(path, sign)) for sign in LEGACY_SIGNS)
+    """A folder a caprl command wrote: the marker, or a run manifest at its root (annotate runs of earlier versions).
+    Nothing deeper counts: a user's folder that merely contains a caprl run somewhere below is not one."""
+    return fs.exists(join(path, MARKER)) or fs.exists(join(path, MANIFEST))
 
 
 def prepare_output(url: str, command: str, *, overwrite: bool = False, config: BaseModel | None = None) -> None:
@@ -86,7 +85,8 @@ def prepare_output(url: str, command: str, *, overwrite: bool = False, config: B
                 shown = ", ".join(entries[:5]) + (f", ... ({len(entries)} entries)" if len(entries) > 5 else "")
                 what = "--overwrite refused" if overwrite else "output refused"
                 raise CaprlError(f"{what}: {url} is not a caprl run (no {MARKER}) and holds {shown}. Nothing was "
-                                 "deleted. Pass --output a new or empty folder, or a previous caprl run.")
+                                 "deleted. Pass --output a new or empty folder, or a previous caprl run (a run "
+                                 f"made before caprl-kit wrote {MARKER}: add an empty {MARKER} to resume it).")
         if overwrite and exists and is_caprl_run(fs, path):
             log.info("overwrite: removing the previous run in %s", url)
             fs.rm(path, recursive=True)
