@@ -105,12 +105,16 @@ def check_engine_up(responses: Sequence[Response], what: str) -> None:
 
 
 class Backend(Protocol):
-    """``generate`` is the primary API. Implementations: transformers, vllm, openai, lexical."""
+    """``generate`` answers a list; ``stream`` takes any number of requests and yields each response as it completes
+    (matched by ``Response.id``), keeping up to ``in_flight`` requests inside the engine. Implementations:
+    transformers, vllm, openai, lexical."""
 
     name: str
     model_id: str
 
     def generate(self, requests: Sequence[Request]) -> list[Response]: ...
+
+    def stream(self, requests: Iterable[Request]) -> Iterator[Response]: ...
 
     def close(self) -> None: ...
 
@@ -130,6 +134,21 @@ class BackendBase:
 
     def generate(self, requests: Sequence[Request]) -> list[Response]:
         raise NotImplementedError
+
+    @property
+    def in_flight(self) -> int:
+        """Requests ``stream`` keeps inside the engine: compute-bound engines (transformers, lexical) take batches
+        of ``batch_size``; vllm and openai override it."""
+        return self.cfg.batch_size
+
+    def stream(self, requests: Iterable[Request]) -> Iterator[Response]:
+        """Responses as they complete, each with its request's id. Here: batches of ``in_flight`` through
+        ``generate`` (right for an engine whose step cost grows with the batch); memory stays per batch."""
+        it = iter(requests)
+        while batch := list(itertools.islice(it, self.in_flight)):
+            for req, resp in zip(batch, self.generate(batch)):
+                resp.id = req.id
+                yield resp
 
     def generate_stream(self, requests: Iterable[Request], batch_size: int | None = None) -> Iterator[Response]:
         """Stream any number of requests through ``generate`` in batches, in order; memory stays per batch."""

@@ -136,7 +136,8 @@ def safetensors_problem(file: Path) -> str | None:
     return None
 
 
-def load(what: str, model: str, loader: Callable[..., T], *args: Any, key: str | None = None, **kwargs: Any) -> T:
+def load(what: str, model: str, loader: Callable[..., T], /, *args: Any, key: str | None = None,
+         **kwargs: Any) -> T:
     """``loader(*args, **kwargs)`` (a ``from_pretrained``), with any failure turned into one ``BackendError``
     naming ``model`` and what was being loaded."""
     try:

@@ -16,10 +16,11 @@ import asyncio
 import base64
 import io
 import os
+import queue
 import random
 import threading
 import time
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from caprl_kit.backends.base import BackendBase, Request, Response
 from caprl_kit.backends.config import BackendConfig
@@ -146,10 +147,11 @@ class OpenAIBackend(BackendBase):
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
-    async def _one(self, client: Any, request: Request, sem: asyncio.Semaphore, state: dict[str, int]) -> Response:
+    async def _one(self, client: Any, request: Request, sem: asyncio.Semaphore, state: dict[str, int],
+                   body: dict[str, Any] | None = None) -> Response:
         t0 = time.perf_counter()
         try:
-            body = self.payload(request)
+            body = body if body is not None else self.payload(request)
         except MediaError as exc:
             return Response.failed(exc.kind, str(exc), request.id)
         try:
@@ -177,6 +179,67 @@ class OpenAIBackend(BackendBase):
         limits = httpx.Limits(max_connections=self.opts.max_concurrency)
         async with httpx.AsyncClient(timeout=self.opts.timeout_s, limits=limits) as client:
             return list(await asyncio.gather(*(self._one(client, r, sem, state) for r in requests)))
+
+    @property
+    def in_flight(self) -> int:
+        return self.opts.max_concurrency
+
+    def stream(self, requests: Iterable[Request]) -> Iterator[Response]:
+        """One concurrency limit across the whole stream: a request is sent as soon as one of the
+        ``max_concurrency`` slots frees, whatever batch or shard it belongs to, so the server never waits for the
+        slowest request of a batch. Payloads (image encoding) are built here, on the caller's thread, while the
+        event loop thread only does HTTP; retries as in ``generate``."""
+        import httpx
+
+        limit = self.opts.max_concurrency
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="caprl-openai", daemon=True)
+        thread.start()
+        done: queue.Queue[Response] = queue.Queue()
+        state = {"now": 0}
+
+        async def setup() -> tuple[Any, asyncio.Semaphore]:
+            limits = httpx.Limits(max_connections=limit)
+            return httpx.AsyncClient(timeout=self.opts.timeout_s, limits=limits), asyncio.Semaphore(limit)
+
+        client, sem = asyncio.run_coroutine_threadsafe(setup(), loop).result()
+
+        running: set[Any] = set()
+
+        def finished(request: Request, fut: Any) -> None:
+            running.discard(fut)
+            if fut.cancelled():
+                return
+            try:
+                done.put(fut.result())
+            except BaseException as exc:  # noqa: BLE001 - a bug in one request must not hang the stream
+                done.put(Response.failed("generation_failed", f"{type(exc).__name__}: {exc}", request.id))
+
+        in_flight = 0
+        try:
+            for request in requests:
+                while in_flight >= limit or not done.empty():
+                    yield done.get()
+                    in_flight -= 1
+                try:
+                    body = self.payload(request)
+                except MediaError as exc:
+                    yield Response.failed(exc.kind, str(exc), request.id)
+                    continue
+                fut = asyncio.run_coroutine_threadsafe(self._one(client, request, sem, state, body), loop)
+                running.add(fut)
+                fut.add_done_callback(lambda f, r=request: finished(r, f))
+                in_flight += 1
+            while in_flight:
+                yield done.get()
+                in_flight -= 1
+        finally:  # also when the consumer stops early: cancel what is still running, then close
+            for fut in running:
+                fut.cancel()
+            asyncio.run_coroutine_threadsafe(client.aclose(), loop).result(timeout=30)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=30)
+            loop.close()
 
     def generate(self, requests: Sequence[Request]) -> list[Response]:
         try:
