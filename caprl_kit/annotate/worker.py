@@ -1,23 +1,23 @@
-"""The annotate worker: one shard of input items -> caption rows -> a Parquet shard + its stats sidecar.
+"""The annotate stage: input items -> caption rows -> Parquet shards + stats sidecars, on the streaming engine.
 
-load media (background threads, overlapping generation) -> adaptive batches by estimated tokens -> ``generate``
--> rows in input order -> ``RunDir.commit_shard``. Bad media and failed generations become rows with a ``status``
-and an ``error_message``; the worker raises only when the shard as a whole cannot be written.
+Per item: load media (background threads, a bounded window ahead) -> one request -> its row. ``ShardStream`` keeps
+the back end fed across batches and shards and commits each shard when its last caption arrives. Bad media and
+failed generations become rows with a ``status`` and an ``error_message``; an engine that fails every request of
+a shard stops the run (nothing of that shard is committed).
 """
 
 from __future__ import annotations
 
-import time
-from typing import Any, Generator, Iterator
+from typing import Any, Iterator, Sequence
 
 import pyarrow as pa
 
 from caprl_kit.annotate.config import AnnotateConfig
 from caprl_kit.backends import build_backend
-from caprl_kit.backends.base import Backend, Request, Response, SamplingParams, check_engine_up
+from caprl_kit.backends.base import Backend, Request, Response, SamplingParams
 from caprl_kit.commands import NullProgress, Progress
 from caprl_kit.errors import MediaError
-from caprl_kit.io.batching import Loaded, cut_batches
+from caprl_kit.io.batching import Loaded
 from caprl_kit.io.decode import decode_map
 from caprl_kit.io.media import VideoClip, load_media
 from caprl_kit.io.readers import InputItem
@@ -26,6 +26,7 @@ from caprl_kit.io.shards import ShardSpec
 from caprl_kit.io.stats import StatsBuilder
 from caprl_kit.log import get_logger
 from caprl_kit.prompts import PROMPTS
+from caprl_kit.runners.stream import ShardStream, Work
 from caprl_kit.schemas.annotation import AnnotationRow
 from caprl_kit.schemas.run import ShardStats
 
@@ -64,8 +65,8 @@ class Annotator:
             return Loaded(item, error=MediaError(exc.kind, item.source or item.key, exc.reason))
         return Loaded(item, media=media, raw=raw if self.cfg.output.embed_media else None)
 
-    def _loaded(self, items: list[InputItem]) -> Generator[Loaded, None, None]:
-        # decodes run up to a window ahead while the caller generates; Ctrl-C cancels them (io/decode.py)
+    def _loaded(self, items: list[InputItem]) -> Iterator[Loaded]:
+        # decodes run up to a window ahead while the engine works; Ctrl-C cancels them (io/decode.py)
         return decode_map(self._load, items, self.cfg.batching.decode_workers, ahead=self.cfg.batching.window)
 
     # ------------------------------------------------------------------ prompts and rows
@@ -113,64 +114,58 @@ class Annotator:
         row.update(ld.item.extra)
         return row
 
-    # ------------------------------------------------------------------ the shard
-    def __call__(self, spec: ShardSpec, items: list[InputItem]) -> ShardStats:
+    # ------------------------------------------------------------------ the stage (runners/stream.py)
+    @property
+    def engine_label(self) -> str:
+        return f"annotate with {self.cfg.backend.name}:{self.cfg.backend.model}"
+
+    def plan(self, spec: ShardSpec, items: list[InputItem]) -> Iterator[Work]:
         loaded = self._loaded(items)
         try:
-            return self._shard(spec, items, loaded)
-        finally:
-            loaded.close()  # on Ctrl-C or an error: pending decodes are cancelled, not waited for
-
-    def _shard(self, spec: ShardSpec, items: list[InputItem], loaded_iter: Iterator[Loaded]) -> ShardStats:
-        stats = StatsBuilder(spec.shard_id, AnnotationRow.schema_id())
-        rows: list[dict[str, Any] | None] = [None] * len(items)
-        window = self.cfg.batching.window
-        gen_s = 0.0
-        all_responses: list[Response] = []
-        for start in range(0, len(items), window):
-            chunk = [next(loaded_iter) for _ in range(min(window, len(items) - start))]
-            ready = []
-            for off, ld in enumerate(chunk):
-                i = start + off
+            for ld in loaded:
                 if ld.error is not None:
-                    rows[i] = self._row(ld, None, ld.error.kind, str(ld.error))
                     self.progress.advance("annotate", items=1, failed=1)
+                    yield Work([], lambda _, ld=ld: [self._row(ld, None, ld.error.kind, str(ld.error))])
                     continue
                 h = ld.media.content_hash if ld.media is not None else None  # type: ignore[union-attr]
                 if self.cfg.output.dedup and h is not None:
                     if h in self.seen:
-                        rows[i] = self._row(ld, None, "duplicate", f"same content as {self.seen[h]}")
                         self.progress.advance("annotate", items=1)
+                        yield Work([], lambda _, ld=ld, k=self.seen[h]: [self._row(ld, None, "duplicate",
+                                                                                   f"same content as {k}")])
                         continue
                     self.seen[h] = ld.item.key
-                ready.append((i, ld))
-            for batch in cut_batches([ld for _, ld in ready], self.cfg.backend.batch_size,
-                                     self.cfg.batching.max_batch_tokens):
-                t0 = time.perf_counter()
-                responses = self.backend.generate([self._request(ready[j][1]) for j in batch])
-                gen_s += time.perf_counter() - t0
-                all_responses += responses
-                failed = tokens = 0
-                for j, resp in zip(batch, responses):
-                    i, ld = ready[j]
-                    if resp.ok:
-                        rows[i] = self._row(ld, resp, "ok", None)
-                        tokens += sum(resp.completion_tokens)
-                    else:
-                        rows[i] = self._row(ld, resp, resp.error_kind or "generation_failed", resp.error)
-                        failed += 1
-                self.progress.advance("annotate", items=len(batch), failed=failed, tokens=tokens)
-        check_engine_up(all_responses, f"annotate with {self.cfg.backend.name}:{self.cfg.backend.model}")
-        final = [r for r in rows if r is not None]
-        assert len(final) == len(items), "every input item yields exactly one row"
-        for r in final:
+                yield Work([self._request(ld)], lambda got, ld=ld: [self._finish(ld, got[0])])
+        finally:
+            loaded.close()  # on Ctrl-C or an error: pending decodes are cancelled, not waited for
+
+    def _finish(self, ld: Loaded, resp: Response) -> dict[str, Any]:
+        if resp.ok:
+            self.progress.advance("annotate", items=1, tokens=sum(resp.completion_tokens))
+            return self._row(ld, resp, "ok", None)
+        self.progress.advance("annotate", items=1, failed=1)
+        return self._row(ld, resp, resp.error_kind or "generation_failed", resp.error)
+
+    def commit(self, spec: ShardSpec, items: list[InputItem], rows: list[dict[str, Any]],
+               responses: Sequence[Response]) -> ShardStats:
+        assert len(rows) == len(items), "every input item yields exactly one row"
+        stats = StatsBuilder(spec.shard_id, AnnotationRow.schema_id())
+        for r in rows:
             stats.add(r["status"], r["error_message"])
             stats.add_metric("completion_tokens", sum(r["completion_tokens"]))
             stats.add_metric("prompt_tokens", r["prompt_tokens"] or 0)
-        stats.add_metric("generate_s", gen_s)
         built = stats.build()
-        self.run.commit_shard(spec.shard_id, final, built, carry_schema(self.cfg.input.carry_columns, items))
+        self.run.commit_shard(spec.shard_id, rows, built, carry_schema(self.cfg.input.carry_columns, items))
         return built
+
+    def open_stream(self) -> ShardStream:
+        """The engine over any number of shards (the local runner feeds it every shard)."""
+        return ShardStream(self, self.backend, window=self.cfg.batching.window,
+                           max_batch_tokens=self.cfg.batching.max_batch_tokens)
+
+    def __call__(self, spec: ShardSpec, items: list[InputItem]) -> ShardStats:
+        """One shard (runners that hand out shards one at a time)."""
+        return next(iter(self.open_stream().run([(spec, items)])))
 
     def close(self) -> None:
         self.backend.close()

@@ -89,6 +89,20 @@ class Response:
         return cls(error=message, error_kind=kind, id=id)
 
 
+def estimate_tokens(request: Request) -> int:
+    """Rough prompt tokens of a request (text + Qwen-VL visual tokens: one per 28x28 patch, video frames paired),
+    for batching by size."""
+    text = sum(len(m["content"]) // 4 if isinstance(m["content"], str) else
+               sum(len(p.get("text", "")) // 4 for p in m["content"]) for m in request.messages)
+    visual = 0
+    for im in request.media("image"):
+        visual += (getattr(im, "width", 448) // 28) * (getattr(im, "height", 448) // 28)
+    for clip in request.media("video"):
+        frames = len(getattr(clip, "frames", ())) or 16
+        visual += (frames // 2) * (getattr(clip, "width", 448) // 28) * (getattr(clip, "height", 448) // 28)
+    return text + visual
+
+
 #: failure kinds that say the engine itself is unavailable (server down, every retry used), not that a request was bad
 ENGINE_DOWN_KINDS = frozenset({"retries_exhausted", "server_error"})
 
@@ -141,14 +155,22 @@ class BackendBase:
         of ``batch_size``; vllm and openai override it."""
         return self.cfg.batch_size
 
-    def stream(self, requests: Iterable[Request]) -> Iterator[Response]:
-        """Responses as they complete, each with its request's id. Here: batches of ``in_flight`` through
-        ``generate`` (right for an engine whose step cost grows with the batch); memory stays per batch."""
+    def stream(self, requests: Iterable[Request], *, window: int | None = None, max_batch_tokens: int | None = None,
+               **_: Any) -> Iterator[Response]:
+        """Responses as they complete, each with its request's id. Here, for engines whose step cost grows with the
+        batch (transformers, lexical): token-budgeted batches of at most ``in_flight`` requests, cut from windows of
+        ``window`` requests sorted by estimated prompt tokens (little padding); memory stays per window."""
+        from caprl_kit.io.batching import batches_by_cost
+
+        size = self.in_flight
         it = iter(requests)
-        while batch := list(itertools.islice(it, self.in_flight)):
-            for req, resp in zip(batch, self.generate(batch)):
-                resp.id = req.id
-                yield resp
+        while chunk := list(itertools.islice(it, max(size, window or size))):
+            costs = [estimate_tokens(r) for r in chunk]
+            for batch in batches_by_cost(costs, size, max_batch_tokens or 1 << 30):
+                todo = [chunk[i] for i in batch]
+                for req, resp in zip(todo, self.generate(todo)):
+                    resp.id = req.id
+                    yield resp
 
     def generate_stream(self, requests: Iterable[Request], batch_size: int | None = None) -> Iterator[Response]:
         """Stream any number of requests through ``generate`` in batches, in order; memory stays per batch."""

@@ -184,7 +184,7 @@ class OpenAIBackend(BackendBase):
     def in_flight(self) -> int:
         return self.opts.max_concurrency
 
-    def stream(self, requests: Iterable[Request]) -> Iterator[Response]:
+    def stream(self, requests: Iterable[Request], **_: Any) -> Iterator[Response]:
         """One concurrency limit across the whole stream: a request is sent as soon as one of the
         ``max_concurrency`` slots frees, whatever batch or shard it belongs to, so the server never waits for the
         slowest request of a batch. Payloads (image encoding) are built here, on the caller's thread, while the

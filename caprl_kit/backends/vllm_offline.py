@@ -9,9 +9,10 @@ extra (GPU) or the vLLM CPU environment (``envs/setup_vllm.sh``). Scripts that b
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from caprl_kit._optional import require
 from caprl_kit.backends import loading
@@ -80,6 +81,7 @@ class VLLMBackend(BackendBase):
         self.template = loading.load("processor", model, loader.from_pretrained, model,
                                      trust_remote_code=cfg.trust_remote_code)
         self._vllm = vllm
+        self._ids = itertools.count()
 
     def _params(self, s: SamplingParams) -> Any:
         return self._vllm.SamplingParams(
@@ -146,6 +148,71 @@ class VLLMBackend(BackendBase):
                 latency_s=latency,
             ))
         return out
+
+    @property
+    def in_flight(self) -> int:
+        """Twice the scheduler's batch limit, so a finished sequence's slot is refilled at the next step."""
+        return 2 * (self.cfg.vllm.max_num_seqs or 256)
+
+    def stream(self, requests: Iterable[Request], **_: Any) -> Iterator[Response]:
+        """Continuous batching from the outside: requests go into vLLM's engine (``add_request``) while it steps,
+        up to ``in_flight`` at a time, and each response is yielded when its sequence finishes, so the scheduler
+        never waits for a batch's longest caption."""
+        from vllm.sampling_params import RequestOutputKind
+
+        engine = self.llm.llm_engine
+        pending: dict[str, tuple[Request, float]] = {}
+        it = iter(requests)
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(pending) < self.in_flight:
+                    req = next(it, None)
+                    if req is None:
+                        exhausted = True
+                        break
+                    if not self.is_vlm and (req.media("image") or req.media("video")):
+                        raise loading.text_only_error(self.model_id, self.hf_config)
+                    rid = f"caprl-{next(self._ids)}"
+                    try:
+                        params = self._params(self.sampling_of(req))
+                        params.output_kind = RequestOutputKind.FINAL_ONLY
+                        engine.add_request(rid, self._prompt(req), params)
+                    except MediaError as exc:
+                        yield Response.failed(exc.kind, str(exc), req.id)
+                        continue
+                    except Exception as exc:  # noqa: BLE001 - e.g. a prompt longer than max_model_len
+                        yield Response.failed("bad_request", f"{type(exc).__name__}: {exc}", req.id)
+                        continue
+                    pending[rid] = (req, time.perf_counter())
+                if not pending:
+                    if exhausted:
+                        return
+                    continue
+                try:
+                    outputs = engine.step()
+                except Exception as exc:  # the engine failed as a whole: every request in it fails, the stream goes on
+                    log.warning("vLLM engine step failed (%s); failing %d request(s) in flight", exc, len(pending))
+                    for rid, (req, _) in list(pending.items()):
+                        engine.abort_request([rid])
+                        yield Response.failed("generation_failed", f"{type(exc).__name__}: {exc}", req.id)
+                    pending.clear()
+                    continue
+                for o in outputs:
+                    if not o.finished or o.request_id not in pending:
+                        continue
+                    req, t0 = pending.pop(o.request_id)
+                    yield Response(
+                        texts=[c.text for c in o.outputs],
+                        prompt_tokens=len(o.prompt_token_ids or []),
+                        completion_tokens=[len(c.token_ids) for c in o.outputs],
+                        finish_reasons=[c.finish_reason or "stop" for c in o.outputs],
+                        latency_s=time.perf_counter() - t0,
+                        id=req.id,
+                    )
+        finally:
+            if pending:  # the consumer stopped early: nothing may linger in the engine
+                engine.abort_request(list(pending))
 
     def close(self) -> None:
         llm, self.llm = getattr(self, "llm", None), None

@@ -30,12 +30,17 @@ class Loaded:
 def cut_batches(loaded: list[Loaded], max_items: int, max_tokens: int) -> list[list[int]]:
     """Indices of ``loaded`` grouped into batches: sorted by size, each within both caps (an oversized item
     gets a batch of its own)."""
-    order = sorted(range(len(loaded)), key=lambda i: loaded[i].est_tokens)
+    return batches_by_cost([ld.est_tokens for ld in loaded], max_items, max_tokens)
+
+
+def batches_by_cost(costs: list[int], max_items: int, max_tokens: int) -> list[list[int]]:
+    """Indices grouped into batches: sorted by cost, each within both caps (an oversized one alone)."""
+    order = sorted(range(len(costs)), key=lambda i: costs[i])
     batches: list[list[int]] = []
     current: list[int] = []
     tokens = 0
     for i in order:
-        t = loaded[i].est_tokens
+        t = costs[i]
         if current and (len(current) >= max_items or tokens + t > max_tokens):
             batches.append(current)
             current, tokens = [], 0

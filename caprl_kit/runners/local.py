@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+import itertools
+from typing import Any, Callable, Iterable, Iterator
 
 from caprl_kit.commands import NullProgress, Progress
 from caprl_kit.errors import CaprlError
@@ -35,6 +36,39 @@ def run_one(worker: Worker, spec: ShardSpec, items: list[Any], max_retries: int)
     raise AssertionError("unreachable")
 
 
+def _todo(shards: Iterable[tuple[ShardSpec, list[Any]]], done: set[int], skips: list[int]
+          ) -> Iterator[tuple[ShardSpec, list[Any]]]:
+    for spec, items in shards:
+        if spec.shard_id in done:
+            skips[0] += 1
+            continue
+        yield spec, items
+
+
+def run_stream(worker: Any, shards: Iterator[tuple[ShardSpec, list[Any]]], max_retries: int) -> list[ShardStats]:
+    """Feed every shard through the worker's streaming engine; when it fails (not per item: those are rows), the
+    shards it held but had not committed are fed again, at most ``max_retries`` times, then ``ShardFailed``."""
+    written: list[ShardStats] = []
+    source: Iterator[tuple[ShardSpec, list[Any]]] = shards
+    for attempt in range(max_retries + 1):
+        stream = worker.open_stream()
+        try:
+            for stats in stream.run(source):
+                written.append(stats)
+            return written
+        except CaprlError:
+            raise
+        except Exception as exc:
+            left = stream.uncommitted()
+            names = ", ".join(spec.name for spec, _ in left) or "none"
+            if attempt == max_retries:
+                raise ShardFailed(f"shard(s) {names} failed {attempt + 1} time(s): {exc!r}") from exc
+            log.warning("the stream failed (%r) with shard(s) %s open; redoing them (%d/%d)", exc, names,
+                        attempt + 1, max_retries)
+            source = itertools.chain(left, source)
+    return written
+
+
 def run_local(
     shards: Iterable[tuple[ShardSpec, list[Any]]],
     factory: WorkerFactory,
@@ -50,6 +84,8 @@ def run_local(
     worker: Worker | None = None
     written: list[ShardStats] = []
     skipped = 0
+    skips = [0]  # shards skipped while the streaming engine pulls the input
+    shards = iter(shards)
     try:
         for spec, items in shards:
             if spec.shard_id in done:
@@ -57,7 +93,12 @@ def run_local(
                 continue
             if worker is None:
                 worker = factory(progress or NullProgress())
+            if hasattr(worker, "open_stream"):  # the streaming engine takes every remaining shard at once
+                written += run_stream(worker, itertools.chain([(spec, items)], _todo(shards, done, skips)),
+                                      max_retries)
+                break
             written.append(run_one(worker, spec, items, max_retries))
+        skipped += skips[0]
     finally:
         close = getattr(worker, "close", None)
         if close:
