@@ -45,6 +45,9 @@ class Request:
     sampling: SamplingParams | None = None  # None: the back end's configured sampling
     prefill: str | None = None
     id: str | None = None
+    #: batch-wise engines never batch requests of different groups together (the streaming engine sets the shard):
+    #: a batch's composition, hence a seeded sample, does not depend on where a run started or resumed
+    group: Any = None
 
     @classmethod
     def user(cls, text: str, *, images: Sequence[Any] = (), videos: Sequence[Any] = (), system: str | None = None,
@@ -159,12 +162,19 @@ class BackendBase:
                **_: Any) -> Iterator[Response]:
         """Responses as they complete, each with its request's id. Here, for engines whose step cost grows with the
         batch (transformers, lexical): token-budgeted batches of at most ``in_flight`` requests, cut from windows of
-        ``window`` requests sorted by estimated prompt tokens (little padding); memory stays per window."""
+        ``window`` requests sorted by estimated prompt tokens (little padding), never mixing request groups (shards);
+        memory stays per window."""
+        size = self.in_flight
+        limit = max(size, window or size)
+        for _, group in itertools.groupby(requests, key=lambda r: r.group):
+            yield from self._windows(group, size, limit, max_batch_tokens)
+
+    def _windows(self, requests: Iterable[Request], size: int, limit: int, max_batch_tokens: int | None
+                 ) -> Iterator[Response]:
         from caprl_kit.io.batching import batches_by_cost
 
-        size = self.in_flight
         it = iter(requests)
-        while chunk := list(itertools.islice(it, max(size, window or size))):
+        while chunk := list(itertools.islice(it, limit)):
             costs = [estimate_tokens(r) for r in chunk]
             for batch in batches_by_cost(costs, size, max_batch_tokens or 1 << 30):
                 todo = [chunk[i] for i in batch]

@@ -102,7 +102,7 @@ def run(cfg: CurateConfig, *, overwrite: bool = False, progress: Progress | None
         progress.finish(stage)
         report.shards_done += len(written)
         report.shards_skipped += skipped
-        report.metrics[f"{stage}_engine_calls"] = sum(s.metrics.get("engine_calls", 0) for s in run_dir.read_stats())
+        report.metrics[f"{stage}_requests"] = sum(s.metrics.get("requests", 0) for s in run_dir.read_stats())
     from caprl_kit.curate.export import export
 
     items = {it.key: it for it in iter_items(cfg.input)}

@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import json
 import random
-import time
-from typing import Any
+from typing import Any, Callable, Iterator, Sequence
 
 from caprl_kit.backends import build_backend
-from caprl_kit.backends.base import Request, SamplingParams, check_engine_up
+from caprl_kit.backends.base import Request, Response, SamplingParams
 from caprl_kit.commands import NullProgress, Progress
 from caprl_kit.curate.config import CurateConfig
 from caprl_kit.curate.filter import decide
 from caprl_kit.curate.prompts import ANSWER_TEMPLATE, CAPTION_EVIDENCE_TEMPLATE, GENERATION_PROMPT
 from caprl_kit.errors import InvalidMCQ, MediaError
-from caprl_kit.io.batching import Loaded, cut_batches
+from caprl_kit.io.batching import Loaded
 from caprl_kit.io.decode import decode_map
 from caprl_kit.io.fs import join
 from caprl_kit.io.layout import CURATE_STAGE_DIR
@@ -35,6 +34,7 @@ from caprl_kit.io.shards import ShardSpec
 from caprl_kit.io.stats import StatsBuilder
 from caprl_kit.mcq import NONE_OF_THE_ABOVE, extract_letter, parse_generation, shuffle_options
 from caprl_kit.mcq.validate import validate_mcq
+from caprl_kit.runners.stream import ShardStream, Work
 from caprl_kit.schemas.curate import MCQ, MCQGenerationRow, MCQSetRow, QATrialsRow
 from caprl_kit.schemas.run import ShardStats
 
@@ -46,7 +46,7 @@ def stage_dir(cfg: CurateConfig, stage: str) -> RunDir:
     return RunDir(join(str(cfg.output_dir), CURATE_STAGE_DIR.format(stage=stage)), artifact)
 
 
-def _load_all(cfg: CurateConfig, items: list[InputItem]) -> list[Loaded]:
+def _loader(cfg: CurateConfig) -> Callable[[InputItem], Loaded]:
     def one(item: InputItem) -> Loaded:
         try:
             media, _ = load_media(item.source, item.data, item.media_type, cfg.media)
@@ -54,7 +54,12 @@ def _load_all(cfg: CurateConfig, items: list[InputItem]) -> list[Loaded]:
             return Loaded(item, error=exc)
         return Loaded(item, media=media)
 
-    return list(decode_map(one, items, workers=2))  # the first Ctrl-C cancels pending decodes
+    return one
+
+
+def _decoded(cfg: CurateConfig, items: list[InputItem]) -> Iterator[Loaded]:
+    """Decoded media a bounded window ahead of the engine; the first Ctrl-C cancels pending decodes."""
+    return decode_map(_loader(cfg), items, cfg.runner.decode_workers, ahead=cfg.runner.decode_ahead)
 
 
 def _media_request(ld: Loaded, text: str, system: str | None, sampling: SamplingParams) -> Request:
@@ -64,63 +69,71 @@ def _media_request(ld: Loaded, text: str, system: str | None, sampling: Sampling
 
 
 class GenerateWorker:
+    """generate on the streaming engine (runners/stream.py): one request per item; import modes need none."""
+
     def __init__(self, cfg: CurateConfig, progress: Progress | None = None):
         self.cfg = cfg
         self.progress = progress or NullProgress()
         self.run = stage_dir(cfg, "generate")
         self.backend = build_backend(cfg.generate.backend) if cfg.import_mode == "none" else None
-        self.engine_calls = 0
+        self.model = (cfg.generate.backend.model or cfg.generate.backend.name) if self.backend \
+            else f"import:{cfg.import_mode}"
+        self.engine_label = f"generate with {cfg.generate.backend.name}:{cfg.generate.backend.model}"
 
-    def __call__(self, spec: ShardSpec, items: list[InputItem]) -> ShardStats:
+    def _common(self, it: InputItem) -> dict[str, Any]:
+        return {"key": it.key, "source": it.source, "media_type": it.media_type, "model": self.model}
+
+    def _imported(self, it: InputItem) -> dict[str, Any]:
+        value = it.extra.get(self.cfg.import_column)
+        if value is None:
+            return {**self._common(it), "status": "no_import_data",
+                    "error_message": f"input column '{self.cfg.import_column}' is empty"}
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        return {**self._common(it), "raw_text": text, "status": "ok"}
+
+    def _generated(self, it: InputItem, resp: Response) -> dict[str, Any]:
+        self.progress.advance("generate", items=1, failed=int(not resp.ok), tokens=sum(resp.completion_tokens))
+        if resp.ok:
+            return {**self._common(it), "raw_text": resp.texts[0], "completion_tokens": resp.completion_tokens[0],
+                    "finish_reason": resp.finish_reasons[0], "status": "ok"}
+        return {**self._common(it), "status": resp.error_kind or "generation_failed", "error_message": resp.error}
+
+    def plan(self, spec: ShardSpec, items: list[InputItem]) -> Iterator[Work]:
         cfg = self.cfg
-        stats = StatsBuilder(spec.shard_id, MCQGenerationRow.schema_id())
-        loaded = _load_all(cfg, items)
-        rows: list[dict[str, Any] | None] = [None] * len(items)
-        model = (cfg.generate.backend.model or cfg.generate.backend.name) if self.backend else f"import:{cfg.import_mode}"
-        base = {"model": model}
-        todo = []
-        for i, ld in enumerate(loaded):
-            it = ld.item
-            common = {"key": it.key, "source": it.source, "media_type": it.media_type, **base}
-            if ld.error is not None:
-                rows[i] = {**common, "status": ld.error.kind, "error_message": str(ld.error)}
-            elif self.backend is None:
-                value = it.extra.get(cfg.import_column)
-                if value is None:
-                    rows[i] = {**common, "status": "no_import_data",
-                               "error_message": f"input column '{cfg.import_column}' is empty"}
-                else:
-                    text = value if isinstance(value, str) else json.dumps(value, default=str)
-                    rows[i] = {**common, "raw_text": text, "status": "ok"}
-            else:
-                todo.append(i)
         sampling = SamplingParams.from_config(cfg.generate.backend.sampling).with_(seed=cfg.seed)
         system = cfg.generate.system_prompt or GENERATION_PROMPT
-        responses = []
-        for batch in cut_batches([loaded[i] for i in todo], cfg.generate.backend.batch_size, 1 << 30):
-            idx = [todo[j] for j in batch]
-            reqs = [_media_request(loaded[i], cfg.generate.user_text, system, sampling) for i in idx]
-            self.engine_calls += 1
-            batch_out = self.backend.generate(reqs)  # type: ignore[union-attr]
-            responses += batch_out
-            for i, resp in zip(idx, batch_out):
-                it = loaded[i].item
-                common = {"key": it.key, "source": it.source, "media_type": it.media_type, **base}
-                if resp.ok:
-                    rows[i] = {**common, "raw_text": resp.texts[0], "completion_tokens": resp.completion_tokens[0],
-                               "finish_reason": resp.finish_reasons[0], "status": "ok"}
-                else:
-                    rows[i] = {**common, "status": resp.error_kind or "generation_failed", "error_message": resp.error}
-            self.progress.advance("generate", items=len(idx))
-        self.progress.advance("generate", items=len(items) - len(todo), failed=sum(1 for ld in loaded if ld.error))
-        check_engine_up(responses, f"generate with {cfg.generate.backend.name}:{cfg.generate.backend.model}")
+        loaded = _decoded(cfg, items)
+        try:
+            for ld in loaded:
+                if ld.error is not None:
+                    self.progress.advance("generate", items=1, failed=1)
+                    yield Work([], lambda _, ld=ld: [{**self._common(ld.item), "status": ld.error.kind,
+                                                      "error_message": str(ld.error)}])
+                    continue
+                if self.backend is None:  # import mode: the media is checked, the questions come from the input
+                    self.progress.advance("generate", items=1)
+                    yield Work([], lambda _, it=ld.item: [self._imported(it)])
+                    continue
+                yield Work([_media_request(ld, cfg.generate.user_text, system, sampling)],
+                           lambda got, it=ld.item: [self._generated(it, got[0])])
+        finally:
+            loaded.close()
+
+    def commit(self, spec: ShardSpec, items: list[InputItem], rows: list[dict[str, Any]],
+               responses: Sequence[Response]) -> ShardStats:
+        stats = StatsBuilder(spec.shard_id, MCQGenerationRow.schema_id())
         for r in rows:
-            stats.add(r["status"], r.get("error_message"))  # type: ignore[index]
-        stats.add_metric("engine_calls", self.engine_calls)
+            stats.add(r["status"], r.get("error_message"))
+        stats.add_metric("requests", len(responses))
         built = stats.build()
-        self.run.commit_shard(spec.shard_id, rows, built)  # type: ignore[arg-type]
-        self.engine_calls = 0
+        self.run.commit_shard(spec.shard_id, rows, built)
         return built
+
+    def open_stream(self) -> ShardStream:
+        return ShardStream(self, self.backend)
+
+    def __call__(self, spec: ShardSpec, items: list[InputItem]) -> ShardStats:
+        return next(iter(self.open_stream().run([(spec, items)])))
 
 
 class ParseWorker:
@@ -181,6 +194,9 @@ class ParseWorker:
 
 
 class AnswerWorker:
+    """answer on the streaming engine: one unit of work per question (its rotations with the evidence and without);
+    a question whose answers failed is dropped under ``answer_failed``, never a dead shard."""
+
     def __init__(self, cfg: CurateConfig, progress: Progress | None = None):
         self.cfg = cfg
         self.progress = progress or NullProgress()
@@ -188,7 +204,7 @@ class AnswerWorker:
         self.run = stage_dir(cfg, "answer")
         self.backend = build_backend(cfg.answer.backend)
         self.sampling = SamplingParams.from_config(cfg.answer.backend.sampling).with_(seed=cfg.seed)
-        self.engine_calls = 0
+        self.engine_label = f"answer with {cfg.answer.backend.name}:{cfg.answer.backend.model}"
 
     def _correct(self, text: str, answer: str, choices: list[str]) -> tuple[str | None, bool]:
         if self.cfg.answer.compat == "official":  # spec §1.4: a plain substring test
@@ -196,91 +212,84 @@ class AnswerWorker:
         letter = extract_letter(text, choices)
         return letter, letter == answer
 
-    def _generate(self, requests: list[Request]) -> list[Any]:
+    def _requests(self, ld: Loaded | None, item: InputItem, vis: list[Any], txt: list[Any]) -> list[Request]:
         out = []
-        size = self.cfg.answer.backend.batch_size
-        for start in range(0, len(requests), size):
-            self.engine_calls += 1
-            out += self.backend.generate(requests[start : start + size])
-        return out
+        for v in vis:
+            if self.cfg.answer.evidence == "caption":
+                caption = item.extra.get(self.cfg.answer.caption_column) or ""
+                out.append(Request.user(CAPTION_EVIDENCE_TEMPLATE.format(caption=caption, question=v.question_full),
+                                        sampling=self.sampling))
+            else:
+                out.append(_media_request(ld, ANSWER_TEMPLATE.format(question=v.question_full), None,  # type: ignore[arg-type]
+                                          self.sampling))
+        return out + [Request.user(ANSWER_TEMPLATE.format(question=t.question_full), sampling=self.sampling)
+                      for t in txt]
 
-    def __call__(self, spec: ShardSpec, items: list[InputItem]) -> ShardStats:
+    def _trial_row(self, key: str, qi: int, mcq: MCQ, vis: list[Any], txt: list[Any],
+                   got: list[Response]) -> dict[str, Any]:
+        trials: dict[str, list[dict[str, Any]]] = {"visual_trials": [], "text_trials": []}
+        failure = next((f"{r.error_kind}: {r.error}" for r in got if not r.ok), None)
+        for name, shuffles, outs in (("visual_trials", vis, got[: len(vis)]), ("text_trials", txt, got[len(vis):])):
+            for r, (sh, resp) in enumerate(zip(shuffles, outs)):
+                if not resp.ok:
+                    continue
+                letter, correct = self._correct(resp.texts[0], sh.answer, sh.choices)
+                trials[name].append({"rotation": r, "choices": sh.choices, "answer": sh.answer,
+                                     "response": resp.texts[0], "predicted": letter, "correct": correct})
+        if failure is not None:  # the question cannot be judged: dropped under its own reason
+            return {"key": key, "qa_index": qi, "mcq": mcq.model_dump(), **trials, "visual_acc": 0.0,
+                    "text_acc": 0.0, "keep": False, "reason": "answer_failed", "error_message": failure}
+        v_acc = sum(t["correct"] for t in trials["visual_trials"]) / len(vis)
+        t_acc = sum(t["correct"] for t in trials["text_trials"]) / len(txt)
+        keep, reason = decide(v_acc, t_acc, self.cfg.filter)
+        return {"key": key, "qa_index": qi, "mcq": mcq.model_dump(), **trials, "visual_acc": v_acc,
+                "text_acc": t_acc, "keep": keep, "reason": reason}
+
+    def plan(self, spec: ShardSpec, items: list[InputItem]) -> Iterator[Work]:
         cfg = self.cfg
-        stats = StatsBuilder(spec.shard_id, QATrialsRow.schema_id())
         by_key = {it.key: it for it in items}
         sets = [r for r in read_shard(self.src.shard_url(spec.shard_id), MCQSetRow).to_pylist() if r["questions"]]
-        media: dict[str, Loaded] = {}
-        if cfg.answer.evidence == "media":
-            for ld in _load_all(cfg, [by_key[s["key"]] for s in sets]):
-                media[ld.item.key] = ld
-        plan = []  # (key, qa_index, mcq, visual shuffles, text shuffles)
-        visual_reqs: list[Request] = []
-        text_reqs: list[Request] = []
-        for s in sets:
-            key = s["key"]
-            ld = media.get(key)
-            for qi, q in enumerate(s["questions"]):
-                mcq = MCQ.model_validate(q)
-                rng = random.Random(f"{cfg.seed}:{key}:{qi}")  # independent of sharding: resumes are identical
-                vis = [shuffle_options(mcq, rng, extra_option=NONE_OF_THE_ABOVE) for _ in range(cfg.answer.rotations)]
-                txt = [shuffle_options(mcq, rng, extra_option=None) for _ in range(cfg.answer.rotations)]
-                if ld is not None and ld.error is not None:
-                    plan.append((key, qi, mcq, None, None, str(ld.error)))
-                    continue
-                plan.append((key, qi, mcq, vis, txt, None))
-                for v in vis:
-                    if cfg.answer.evidence == "caption":
-                        caption = by_key[key].extra.get(cfg.answer.caption_column) or ""
-                        text = CAPTION_EVIDENCE_TEMPLATE.format(caption=caption, question=v.question_full)
-                        visual_reqs.append(Request.user(text, sampling=self.sampling))
-                    else:
-                        visual_reqs.append(_media_request(ld, ANSWER_TEMPLATE.format(question=v.question_full), None,
-                                                          self.sampling))
-                for t in txt:
-                    text_reqs.append(Request.user(ANSWER_TEMPLATE.format(question=t.question_full), sampling=self.sampling))
-        t0 = time.perf_counter()
-        vis_all, txt_all = self._generate(visual_reqs), self._generate(text_reqs)
-        check_engine_up(vis_all + txt_all, f"answer with {cfg.answer.backend.name}:{cfg.answer.backend.model}")
-        vis_out, txt_out = iter(vis_all), iter(txt_all)
-        rows = []
-        for key, qi, mcq, vis, txt, error in plan:
-            if error is not None:
-                rows.append({"key": key, "qa_index": qi, "mcq": mcq.model_dump(), "visual_trials": [],
+        wanted = [by_key[s["key"]] for s in sets]
+        loaded = _decoded(cfg, wanted) if cfg.answer.evidence == "media" else iter([None] * len(wanted))
+        try:
+            for s, ld in zip(sets, loaded):
+                key = s["key"]
+                for qi, q in enumerate(s["questions"]):
+                    mcq = MCQ.model_validate(q)
+                    rng = random.Random(f"{cfg.seed}:{key}:{qi}")  # independent of sharding: resumes are identical
+                    vis = [shuffle_options(mcq, rng, extra_option=NONE_OF_THE_ABOVE) for _ in range(cfg.answer.rotations)]
+                    txt = [shuffle_options(mcq, rng, extra_option=None) for _ in range(cfg.answer.rotations)]
+                    if ld is not None and ld.error is not None:
+                        yield Work([], lambda _, key=key, qi=qi, mcq=mcq, err=str(ld.error): [
+                            {"key": key, "qa_index": qi, "mcq": mcq.model_dump(), "visual_trials": [],
                              "text_trials": [], "visual_acc": 0.0, "text_acc": 0.0, "keep": False,
-                             "reason": "media_error"})
-                stats.add("media_error", error)
-                continue
-            trials = {}
-            failure = None
-            for name, shuffles, outs in (("visual_trials", vis, vis_out), ("text_trials", txt, txt_out)):
-                trials[name] = []
-                for r, s in enumerate(shuffles):
-                    resp = next(outs)
-                    if not resp.ok:  # the question cannot be judged: dropped under its own reason, never a dead shard
-                        failure = failure or f"{resp.error_kind}: {resp.error}"
+                             "reason": "media_error", "error_message": err}])
                         continue
-                    letter, correct = self._correct(resp.texts[0], s.answer, s.choices)
-                    trials[name].append({"rotation": r, "choices": s.choices, "answer": s.answer,
-                                         "response": resp.texts[0], "predicted": letter, "correct": correct})
-            if failure is not None:
-                rows.append({"key": key, "qa_index": qi, "mcq": mcq.model_dump(), **trials, "visual_acc": 0.0,
-                             "text_acc": 0.0, "keep": False, "reason": "answer_failed"})
-                stats.add("answer_failed", failure)
-                continue
-            v_acc = sum(t["correct"] for t in trials["visual_trials"]) / len(vis)
-            t_acc = sum(t["correct"] for t in trials["text_trials"]) / len(txt)
-            keep, reason = decide(v_acc, t_acc, cfg.filter)
-            rows.append({"key": key, "qa_index": qi, "mcq": mcq.model_dump(), **trials, "visual_acc": v_acc,
-                         "text_acc": t_acc, "keep": keep, "reason": reason})
-            stats.add("ok")
-        stats.add_metric("engine_calls", self.engine_calls)
-        stats.add_metric("answer_prompts", len(visual_reqs) + len(text_reqs))
-        stats.add_metric("answer_s", time.perf_counter() - t0)
-        self.engine_calls = 0
+                    yield Work(self._requests(ld, by_key[key], vis, txt),
+                               lambda got, key=key, qi=qi, mcq=mcq, vis=vis, txt=txt:
+                               [self._trial_row(key, qi, mcq, vis, txt, got)])
+                self.progress.advance("answer", items=1)
+        finally:
+            if hasattr(loaded, "close"):
+                loaded.close()
+        self.progress.advance("answer", items=len(items) - len(sets))
+
+    def commit(self, spec: ShardSpec, items: list[InputItem], rows: list[dict[str, Any]],
+               responses: Sequence[Response]) -> ShardStats:
+        stats = StatsBuilder(spec.shard_id, QATrialsRow.schema_id())
+        for r in rows:
+            error = r.pop("error_message", None)
+            stats.add("ok" if r["reason"] not in ("media_error", "answer_failed") else r["reason"], error)
+        stats.add_metric("requests", len(responses))
         built = stats.build()
         self.run.commit_shard(spec.shard_id, rows, built)
-        self.progress.advance("answer", items=len(items))
         return built
+
+    def open_stream(self) -> ShardStream:
+        return ShardStream(self, self.backend)
+
+    def __call__(self, spec: ShardSpec, items: list[InputItem]) -> ShardStats:
+        return next(iter(self.open_stream().run([(spec, items)])))
 
 
 WORKERS = {"generate": GenerateWorker, "parse": ParseWorker, "answer": AnswerWorker}

@@ -13,12 +13,12 @@ import hashlib
 import json
 import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 from caprl_kit.annotate.config import AnnotateConfig
 from caprl_kit.annotate.pipeline import run as annotate
 from caprl_kit.backends import build_backend, preflight_backend
-from caprl_kit.backends.base import Request, SamplingParams
+from caprl_kit.backends.base import Request, Response, SamplingParams
 from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.errors import ConfigError, ConfigIssue
 from caprl_kit.evaluate.config import BenchmarkConfig, EvalConfig
@@ -28,12 +28,14 @@ from caprl_kit.io.fs import atomic_write_text, join, url_to_fs
 from caprl_kit.io.layout import EVAL_ANSWERS_DIR, EVAL_CAPTIONS_DIR, EVAL_RESULTS, EVAL_RESULTS_LATEST, EVAL_SAMPLES
 from caprl_kit.io.parquet import read_shard
 from caprl_kit.io.rundir import RunDir, prepare_output
-from caprl_kit.io.shards import Fingerprint, iter_shards
+from caprl_kit.io.shards import Fingerprint, ShardSpec, iter_shards
 from caprl_kit.io.stats import StatsBuilder, utc_now
 from caprl_kit.log import get_logger
 from caprl_kit.runners import RUNNERS
+from caprl_kit.runners.stream import ShardStream, Work
 from caprl_kit.schemas.annotation import AnnotationRow
 from caprl_kit.schemas.evaluation import EvalResults, EvalSample
+from caprl_kit.schemas.run import ShardStats
 
 log = get_logger(__name__)
 CAPTION_SENTENCE = "Here is a detailed caption of {what}: {caption}. Please answer the question based on the caption."
@@ -78,7 +80,8 @@ def caption_stage(cfg: EvalConfig, task: str, media: list[tuple[str, str]], prog
 
 
 class AnswerWorker:
-    """Stage 2 for one task: each (sample, caption) -> the answerer -> an eval_sample row."""
+    """Stage 2 for one task on the streaming engine: each (sample, caption) -> the answerer -> an eval_sample row;
+    an item without a caption or a failed answer is a row with its status, never a dead shard."""
 
     def __init__(self, cfg: EvalConfig, task: str, scorer: str, captions: dict[str, list[str]],
                  no_caption: dict[str, str], progress: Progress):
@@ -87,42 +90,49 @@ class AnswerWorker:
         self.backend = build_backend(cfg.answerer)
         self.sampling = SamplingParams.from_config(cfg.answerer.sampling).with_(n=1)
         self.run = RunDir(join(str(cfg.output_dir), EVAL_ANSWERS_DIR.format(task=task)), EvalSample)
+        self.engine_label = f"eval answers with {cfg.answerer.name}:{cfg.answerer.model}"
 
-    def __call__(self, spec, samples: list[Sample]):
-        stats = StatsBuilder(spec.shard_id, EvalSample.schema_id())
-        todo, rows = [], []
+    def _row(self, s: Sample, ci: int, cap: str, resp: Response | None, reason: str | None = None) -> dict[str, Any]:
+        base = dict(task=self.task, sample_id=s.id, question=s.question, gold=s.gold, caption_index=ci, caption=cap,
+                    metric=self.scorer)
+        if resp is None:  # the captioner failed on this item: not scored, counted as failed
+            return {**base, "response": "", "prediction": None, "score": None, "status": "no_caption",
+                    "error_message": reason}
+        self.progress.advance(f"answer {self.task}", items=1, failed=int(not resp.ok))
+        if not resp.ok:
+            return {**base, "response": "", "prediction": None, "score": None, "status": "answer_failed",
+                    "error_message": str(resp.error)}
+        pred, value = score(resp.texts[0], s.gold, self.scorer, self.cfg.compat)
+        return {**base, "response": resp.texts[0], "prediction": pred, "score": value, "status": "ok",
+                "error_message": None}
+
+    def plan(self, spec: ShardSpec, samples: list[Sample]) -> Iterator[Work]:
         for s in samples:
-            what = "a video" if s.media_type == "video" else "an image"
             caps = self.captions.get(s.media) or []
-            if not caps:  # the captioner failed on this item: not scored, counted as failed
-                reason = self.no_caption.get(s.media, "no caption")
-                rows.append(dict(task=self.task, sample_id=s.id, question=s.question, gold=s.gold, caption_index=0,
-                                 caption="", response="", prediction=None, score=None, metric=self.scorer,
-                                 status="no_caption", error_message=reason))
-                stats.add("no_caption", reason)
+            if not caps:
+                self.progress.advance(f"answer {self.task}", items=1, failed=1)
+                yield Work([], lambda _, s=s: [self._row(s, 0, "", None, self.no_caption.get(s.media, "no caption"))])
                 continue
+            what = "a video" if s.media_type == "video" else "an image"
             for ci, cap in enumerate(caps):
                 text = CAPTION_SENTENCE.format(what=what, caption=cap) + s.question
-                todo.append((s, ci, cap, Request.user(text, sampling=self.sampling)))
-        size = self.cfg.answerer.batch_size
-        for start in range(0, len(todo), size):
-            chunk = todo[start : start + size]
-            for (s, ci, cap, _), resp in zip(chunk, self.backend.generate([t[3] for t in chunk])):
-                if not resp.ok:  # a row with its reason, never a dead shard
-                    rows.append(dict(task=self.task, sample_id=s.id, question=s.question, gold=s.gold,
-                                     caption_index=ci, caption=cap, response="", prediction=None, score=None,
-                                     metric=self.scorer, status="answer_failed", error_message=str(resp.error)))
-                    stats.add("answer_failed", str(resp.error))
-                    continue
-                pred, value = score(resp.texts[0], s.gold, self.scorer, self.cfg.compat)
-                rows.append(dict(task=self.task, sample_id=s.id, question=s.question, gold=s.gold, caption_index=ci,
-                                 caption=cap, response=resp.texts[0], prediction=pred, score=value, metric=self.scorer,
-                                 status="ok"))
-                stats.add("ok")
-            self.progress.advance(f"answer {self.task}", items=len(chunk))
+                yield Work([Request.user(text, sampling=self.sampling)],
+                           lambda got, s=s, ci=ci, cap=cap: [self._row(s, ci, cap, got[0])])
+
+    def commit(self, spec: ShardSpec, samples: list[Sample], rows: list[dict[str, Any]],
+               responses: Sequence[Response]) -> ShardStats:
+        stats = StatsBuilder(spec.shard_id, EvalSample.schema_id())
+        for r in rows:
+            stats.add(r["status"], r["error_message"])
         built = stats.build()
         self.run.commit_shard(spec.shard_id, rows, built)
         return built
+
+    def open_stream(self) -> ShardStream:
+        return ShardStream(self, self.backend)
+
+    def __call__(self, spec: ShardSpec, samples: list[Sample]) -> ShardStats:
+        return next(iter(self.open_stream().run([(spec, samples)])))
 
 
 def _fingerprint(samples: list[Sample]) -> str:

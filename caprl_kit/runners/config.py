@@ -13,3 +13,7 @@ class RunnerConfig(ConfigModel):
     num_workers: int = Field(1, ge=1, description="Worker processes / Ray actors (one engine each)")
     address: str | None = Field(None, description="Ray cluster address (runner: ray); null starts a local Ray")
     max_shard_retries: int = Field(1, ge=0, description="Times a failed shard is retried before the run fails")
+    decode_workers: int = Field(2, ge=0, description="Threads per worker decoding media ahead of the engine (0: "
+                                "inline); a GPU engine on 2 MP photos or 20 s videos wants 4-8 (docs/engines.md)")
+    decode_ahead: int = Field(64, ge=1, description="Most decoded items waiting for the engine per worker: bounds "
+                              "memory whatever the shard size")

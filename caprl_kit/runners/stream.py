@@ -48,6 +48,14 @@ class StreamStage(Protocol):
         ...
 
 
+def _no_engine(requests: Iterator[Request]) -> Iterator[Response]:
+    """A stage without an engine (curate's import modes): planning alone makes every row."""
+    for request in requests:
+        raise AssertionError(f"request {request.id} but this stage has no engine")
+    return
+    yield
+
+
 def _done(_: list[Response]) -> list[Row]:
     raise AssertionError("a finished unit of work is finished once")
 
@@ -86,7 +94,7 @@ class ShardStream:
                 sh.remaining += 1
                 requests, work.requests = work.requests, []  # the engine holds them until answered, we do not
                 for ri, request in enumerate(requests):
-                    request.id = f"{spec.shard_id}/{wi}/{ri}"
+                    request.id, request.group = f"{spec.shard_id}/{wi}/{ri}", spec.shard_id
                     yield request
             sh.planned = True
             if sh.remaining == 0:
@@ -115,7 +123,9 @@ class ShardStream:
         return stats
 
     def run(self, shards: Iterable[tuple[ShardSpec, list[Any]]]) -> Iterator[ShardStats]:
-        for resp in self.backend.stream(self._requests(shards), **self.options):
+        responses = self.backend.stream(self._requests(shards), **self.options) if self.backend is not None \
+            else _no_engine(self._requests(shards))
+        for resp in responses:
             self._take(resp)
             while self._ready:
                 yield self._commit(self._ready.popleft())
