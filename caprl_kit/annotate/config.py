@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import AfterValidator, Field, model_validator
 
 from caprl_kit.backends.config import BackendConfig
-from caprl_kit.config import ConfigModel, JobConfig, registry_name
+from caprl_kit.config import ConfigModel, FieldIssue, JobConfig, registry_name
 from caprl_kit.io.config import InputConfig, MediaConfig, ShardingConfig
 from caprl_kit.prompts import PROMPTS
 from caprl_kit.runners.config import RunnerConfig
@@ -56,4 +56,8 @@ class AnnotateConfig(JobConfig):
     def _needs_model(self) -> "AnnotateConfig":
         if self.backend.name != "lexical" and not self.backend.model:
             raise ValueError("backend.model is required: set backend.model to a hub id or local path")
+        if self.output.dedup and self.runner.name != "local":
+            raise FieldIssue("output.dedup", f"works with runner.name=local only (content hashes are shared within "
+                             f"one process; with {self.runner.name} each worker would see only its own items)",
+                             "use runner.name=local, or turn dedup off and drop duplicates by content_hash after")
         return self

@@ -9,19 +9,19 @@ from __future__ import annotations
 import functools
 import json
 import time
+from datetime import datetime
 from typing import Any
 
 from caprl_kit.annotate.config import AnnotateConfig
-from caprl_kit.backends import preflight_backend
 from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.io.fs import atomic_write_text, join
 from caprl_kit.io.parquet import read_shard
 from caprl_kit.io.readers import detect_format, iter_items
-from caprl_kit.io.rundir import RunDir, prepare_output
-from caprl_kit.io.shards import Fingerprint, iter_shards
+from caprl_kit.io.rundir import RunDir
+from caprl_kit.io.shards import iter_shards
 from caprl_kit.log import get_logger
-from caprl_kit.runners import RUNNERS
+from caprl_kit.runners.driver import Stage, begin, fingerprint_items, run_stage
 from caprl_kit.schemas.annotation import AnnotationRow
 
 log = get_logger(__name__)
@@ -30,10 +30,8 @@ STAGE = "annotate"
 
 def fingerprint_input(cfg: AnnotateConfig) -> tuple[str, int]:
     """One streaming pass over the listing: (sha256 of the ordered keys/sources/sizes, item count)."""
-    fp = Fingerprint()
-    for item in iter_items(cfg.input):
-        fp.add(item.key, item.source, len(item.data) if item.data is not None else None, item.media_type)
-    return fp.hexdigest(), fp.count
+    listing = fingerprint_items(iter_items(cfg.input))
+    return listing.fingerprint, listing.n_items
 
 
 def plan(cfg: AnnotateConfig) -> list[str]:
@@ -79,36 +77,19 @@ def _seen_hashes(run: RunDir) -> dict[str, str]:
 
 def run(cfg: AnnotateConfig, *, overwrite: bool = False, progress: Progress | None = None) -> RunReport:
     progress = progress or NullProgress()
-    if not cfg.output_dir:
-        raise ConfigError([ConfigIssue("output_dir", "no output directory", "pass --output DIR or set output_dir")])
     t0 = time.perf_counter()
-    run_dir = RunDir(cfg.output_dir, AnnotationRow)
-    fingerprint, n_items = fingerprint_input(cfg)
-    preflight_backend(cfg.backend)
-    prepare_output(cfg.output_dir, "annotate", overwrite=overwrite)
-    done = run_dir.open(command="annotate", config=cfg, config_hash=cfg.fingerprint(),
-                        input_fingerprint=fingerprint, n_items=n_items, shard_size=cfg.sharding.shard_size,
-                        overwrite=overwrite)
-    previous = {s.shard_id: s for s in run_dir.read_stats()}
-    progress.start(STAGE, total=n_items, completed=sum(s.n_items for s in previous.values()))
-    seen = _seen_hashes(run_dir) if cfg.output.dedup and done else {}
-    factory = functools.partial(make_annotator, cfg, seen=seen) if cfg.runner.name == "local" else \
-        functools.partial(make_annotator, cfg)
-    runner = RUNNERS.get(cfg.runner.name)
-    written, skipped = runner(
-        iter_shards(iter_items(cfg.input), cfg.sharding.shard_size),
-        factory,
-        done=done,
-        max_retries=cfg.runner.max_shard_retries,
-        num_workers=cfg.runner.num_workers,
-        address=cfg.runner.address,
-        progress=progress,
-    )
-    progress.finish(STAGE)
+    listing = begin(cfg, "annotate", lambda: fingerprint_items(iter_items(cfg.input)), {"backend": cfg.backend},
+                    overwrite=overwrite, record_config=False)
+    run_dir = RunDir(cfg.output_dir, AnnotationRow)  # type: ignore[arg-type]
+    # dedup across resumes needs the hashes of finished shards; across processes it is refused at config time
+    seen = _seen_hashes(run_dir) if cfg.output.dedup and run_dir.exists() and not overwrite else {}
+    stage = Stage(STAGE, "annotate", run_dir, cfg.fingerprint(), functools.partial(make_annotator, cfg, seen=seen),
+                  lambda: iter_shards(iter_items(cfg.input), cfg.sharding.shard_size))
+    written, skipped = run_stage(cfg, stage, listing, progress=progress, overwrite=overwrite)
     report = summarize(run_dir, "annotate")
     report.shards_done, report.shards_skipped = len(written), skipped
     report.duration_s = time.perf_counter() - t0
-    report.outputs["shards"] = cfg.output_dir
+    report.outputs["shards"] = str(cfg.output_dir)
     if cfg.output.export_jsonl:
         report.outputs["captions.jsonl"] = export_jsonl(run_dir)
     log.info("annotate finished: %d items, %d ok, %d failed", report.n_items, report.n_ok, report.n_failed)
@@ -152,7 +133,10 @@ def status(output_dir: str) -> dict[str, Any]:
         raise ConfigError([ConfigIssue("DIR", f"no run_manifest.json in {output_dir}: not a caprl run directory")])
     stats = run_dir.read_stats()
     report = summarize(run_dir, manifest.command)
-    secs = sum(s.duration_s for s in stats)
+    # shards overlap on the streaming engine: throughput is items over the wall span, not over summed durations
+    starts = [datetime.fromisoformat(s.started_at) for s in stats]
+    ends = [datetime.fromisoformat(s.finished_at) for s in stats]
+    secs = (max(ends) - min(starts)).total_seconds() if stats else 0.0
     return {
         "output_dir": output_dir,
         "command": manifest.command,

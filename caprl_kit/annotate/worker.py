@@ -147,9 +147,9 @@ class Annotator:
         return self._row(ld, resp, resp.error_kind or "generation_failed", resp.error)
 
     def commit(self, spec: ShardSpec, items: list[InputItem], rows: list[dict[str, Any]],
-               responses: Sequence[Response]) -> ShardStats:
+               responses: Sequence[Response], opened: tuple[str, float]) -> ShardStats:
         assert len(rows) == len(items), "every input item yields exactly one row"
-        stats = StatsBuilder(spec.shard_id, AnnotationRow.schema_id())
+        stats = StatsBuilder(spec.shard_id, AnnotationRow.schema_id(), opened=opened)
         for r in rows:
             stats.add(r["status"], r["error_message"])
             stats.add_metric("completion_tokens", sum(r["completion_tokens"]))

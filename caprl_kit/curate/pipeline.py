@@ -13,16 +13,14 @@ import json
 import time
 from typing import Any
 
-from caprl_kit.backends import preflight_backend
 from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.curate.config import CurateConfig
-from caprl_kit.curate.stages import STAGES, make_worker, stage_dir
-from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
+from caprl_kit.curate.stages import STAGES, generated_shards, make_worker, stage_dir
+from caprl_kit.errors import CaprlError
 from caprl_kit.io.readers import detect_format, iter_items
-from caprl_kit.io.rundir import prepare_output
-from caprl_kit.io.shards import Fingerprint, iter_shards
+from caprl_kit.io.shards import iter_shards
 from caprl_kit.log import get_logger
-from caprl_kit.runners import RUNNERS
+from caprl_kit.runners.driver import Stage, begin, fingerprint_items, run_stage
 
 log = get_logger(__name__)
 #: drop reasons that are the filter doing its job, not failures
@@ -41,13 +39,6 @@ def stage_hash(cfg: CurateConfig, stage: str) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def _input(cfg: CurateConfig) -> tuple[str, int]:
-    fp = Fingerprint()
-    for it in iter_items(cfg.input):
-        fp.add(it.key, it.source, len(it.data) if it.data is not None else None, it.media_type)
-    return fp.hexdigest(), fp.count
-
-
 def _with_columns(cfg: CurateConfig) -> CurateConfig:
     """Make the import / caption columns travel with the items."""
     needed = set(cfg.input.carry_columns)
@@ -61,7 +52,7 @@ def _with_columns(cfg: CurateConfig) -> CurateConfig:
 def plan(cfg: CurateConfig) -> list[str]:
     try:
         fmt = detect_format(cfg.input)
-        _, n = _input(cfg)
+        n = fingerprint_items(iter_items(cfg.input)).n_items
         listing = f"read {n} item(s) from {cfg.input.path} (format: {fmt})"
     except CaprlError as exc:
         n, listing = 0, f"WARNING: cannot list the input yet: {exc}"
@@ -76,37 +67,24 @@ def plan(cfg: CurateConfig) -> list[str]:
 
 def run(cfg: CurateConfig, *, overwrite: bool = False, progress: Progress | None = None) -> RunReport:
     progress = progress or NullProgress()
-    if not cfg.output_dir:
-        raise ConfigError([ConfigIssue("output_dir", "no output directory", "pass --output DIR or set output_dir")])
     t0 = time.perf_counter()
     cfg = _with_columns(cfg)
-    fingerprint, n_items = _input(cfg)
+    engines = {"answer.backend": cfg.answer.backend}
     if cfg.import_mode == "none":
-        preflight_backend(cfg.generate.backend, "generate.backend")
-    preflight_backend(cfg.answer.backend, "answer.backend")
-    prepare_output(cfg.output_dir, "curate", overwrite=overwrite, config=cfg)
-    runner = RUNNERS.get(cfg.runner.name)
-    report = RunReport(command="curate", output_dir=cfg.output_dir, n_items=n_items)
-    for stage in STAGES:
-        run_dir = stage_dir(cfg, stage)
-        done = run_dir.open(command=f"curate/{stage}", config=cfg, config_hash=stage_hash(cfg, stage),
-                            input_fingerprint=fingerprint, n_items=n_items, shard_size=cfg.sharding.shard_size,
-                            overwrite=overwrite)
-        progress.start(stage, total=n_items, completed=min(n_items, len(done) * cfg.sharding.shard_size))
-        written, skipped = runner(
-            iter_shards(iter_items(cfg.input), cfg.sharding.shard_size),
-            functools.partial(make_worker, cfg, stage),
-            done=done, max_retries=cfg.runner.max_shard_retries, num_workers=cfg.runner.num_workers,
-            address=cfg.runner.address, progress=progress, stage=stage,
-        )
-        progress.finish(stage)
-        report.shards_done += len(written)
-        report.shards_skipped += skipped
-        report.metrics[f"{stage}_requests"] = sum(s.metrics.get("requests", 0) for s in run_dir.read_stats())
+        engines["generate.backend"] = cfg.generate.backend
+    listing = begin(cfg, "curate", lambda: fingerprint_items(iter_items(cfg.input)), engines, overwrite=overwrite)
+    report = RunReport(command="curate", output_dir=cfg.output_dir, n_items=listing.n_items)
+    for name in STAGES:  # generate reads the input; the later stages read what generate recorded of it
+        shards = (lambda: iter_shards(iter_items(cfg.input), cfg.sharding.shard_size)) if name == "generate" \
+            else (lambda: generated_shards(cfg))
+        stage = Stage(name, f"curate/{name}", stage_dir(cfg, name), stage_hash(cfg, name),
+                      functools.partial(make_worker, cfg, name), shards)
+        written, skipped = run_stage(cfg, stage, listing, progress=progress, overwrite=overwrite)
+        report.shards_done, report.shards_skipped = report.shards_done + len(written), report.shards_skipped + skipped
+        report.metrics[f"{name}_requests"] = sum(s.metrics.get("requests", 0) for s in stage.run_dir.read_stats())
     from caprl_kit.curate.export import export
 
-    items = {it.key: it for it in iter_items(cfg.input)}
-    result = export(cfg, items)
+    result = export(cfg, {it.key: it for _, items in generated_shards(cfg) for it in items})
     funnel = result["funnel"]
     report.n_ok = funnel["items_kept"]
     # filtered items are the funnel working, not failures: only unreadable media / failed engine calls count

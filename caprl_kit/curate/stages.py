@@ -62,6 +62,19 @@ def _decoded(cfg: CurateConfig, items: list[InputItem]) -> Iterator[Loaded]:
     return decode_map(_loader(cfg), items, cfg.runner.decode_workers, ahead=cfg.runner.decode_ahead)
 
 
+def generated_shards(cfg: CurateConfig) -> Iterator[tuple[ShardSpec, list[InputItem]]]:
+    """The input as the generate stage recorded it, shard by shard: the later stages and the export read their
+    items here, so the input is listed once per run (plus the fingerprint pass)."""
+    run = stage_dir(cfg, "generate")
+    start = 0
+    for sid in sorted(run.done_shards()):
+        rows = read_shard(run.shard_url(sid), MCQGenerationRow).to_pylist()
+        items = [InputItem(key=r["key"], source=r["source"], data=r.get("media_bytes"), media_type=r["media_type"],
+                           extra=json.loads(r["carry"]) if r.get("carry") else {}) for r in rows]
+        yield ShardSpec(sid, start, start + len(items)), items
+        start += len(items)
+
+
 def _media_request(ld: Loaded, text: str, system: str | None, sampling: SamplingParams) -> Request:
     if isinstance(ld.media, VideoClip):
         return Request.user(text, videos=[ld.media], system=system, sampling=sampling)
@@ -81,7 +94,9 @@ class GenerateWorker:
         self.engine_label = f"generate with {cfg.generate.backend.name}:{cfg.generate.backend.model}"
 
     def _common(self, it: InputItem) -> dict[str, Any]:
-        return {"key": it.key, "source": it.source, "media_type": it.media_type, "model": self.model}
+        return {"key": it.key, "source": it.source, "media_type": it.media_type, "model": self.model,
+                "media_bytes": it.data if not it.source else None,
+                "carry": json.dumps(it.extra, default=str) if it.extra else None}
 
     def _imported(self, it: InputItem) -> dict[str, Any]:
         value = it.extra.get(self.cfg.import_column)
@@ -120,8 +135,8 @@ class GenerateWorker:
             loaded.close()
 
     def commit(self, spec: ShardSpec, items: list[InputItem], rows: list[dict[str, Any]],
-               responses: Sequence[Response]) -> ShardStats:
-        stats = StatsBuilder(spec.shard_id, MCQGenerationRow.schema_id())
+               responses: Sequence[Response], opened: tuple[str, float]) -> ShardStats:
+        stats = StatsBuilder(spec.shard_id, MCQGenerationRow.schema_id(), opened=opened)
         for r in rows:
             stats.add(r["status"], r.get("error_message"))
         stats.add_metric("requests", len(responses))
@@ -275,8 +290,8 @@ class AnswerWorker:
         self.progress.advance("answer", items=len(items) - len(sets))
 
     def commit(self, spec: ShardSpec, items: list[InputItem], rows: list[dict[str, Any]],
-               responses: Sequence[Response]) -> ShardStats:
-        stats = StatsBuilder(spec.shard_id, QATrialsRow.schema_id())
+               responses: Sequence[Response], opened: tuple[str, float]) -> ShardStats:
+        stats = StatsBuilder(spec.shard_id, QATrialsRow.schema_id(), opened=opened)
         for r in rows:
             error = r.pop("error_message", None)
             stats.add("ok" if r["reason"] not in ("media_error", "answer_failed") else r["reason"], error)

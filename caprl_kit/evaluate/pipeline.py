@@ -120,8 +120,8 @@ class AnswerWorker:
                            lambda got, s=s, ci=ci, cap=cap: [self._row(s, ci, cap, got[0])])
 
     def commit(self, spec: ShardSpec, samples: list[Sample], rows: list[dict[str, Any]],
-               responses: Sequence[Response]) -> ShardStats:
-        stats = StatsBuilder(spec.shard_id, EvalSample.schema_id())
+               responses: Sequence[Response], opened: tuple[str, float]) -> ShardStats:
+        stats = StatsBuilder(spec.shard_id, EvalSample.schema_id(), opened=opened)
         for r in rows:
             stats.add(r["status"], r["error_message"])
         built = stats.build()

@@ -16,7 +16,10 @@ def utc_now() -> str:
 class StatsBuilder:
     """Collects what a shard did. Keeps at most ``max_errors`` distinct messages; the rest are counted."""
 
-    def __init__(self, shard_id: int, artifact: str, max_errors: int = 20, max_message_len: int = 200):
+    def __init__(self, shard_id: int, artifact: str, max_errors: int = 20, max_message_len: int = 200,
+                 opened: tuple[str, float] | None = None):
+        """``opened``: (ISO time, perf_counter) when the shard's work began, if before this builder (a streamed
+        shard is opened when its first item is planned and committed when its last response arrives)."""
         self.shard_id = shard_id
         self.artifact = artifact
         self.max_errors = max_errors
@@ -25,8 +28,7 @@ class StatsBuilder:
         self.errors: Counter[str] = Counter()
         self.errors_truncated = 0
         self.metrics: Counter[str] = Counter()
-        self.started_at = utc_now()
-        self._t0 = time.perf_counter()
+        self.started_at, self._t0 = opened or (utc_now(), time.perf_counter())
 
     def add(self, status: str, error_message: str | None = None) -> None:
         self.status_counts[status] += 1

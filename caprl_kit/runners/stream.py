@@ -10,12 +10,14 @@ the stage's own decode look-ahead, not by the shard size.
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 from caprl_kit.backends.base import Request, Response, check_engine_up
 from caprl_kit.io.shards import ShardSpec
+from caprl_kit.io.stats import utc_now
 from caprl_kit.schemas.run import ShardStats
 
 Row = dict[str, Any]
@@ -43,8 +45,9 @@ class StreamStage(Protocol):
         """The shard's work in output order, produced lazily (it may decode media as it goes)."""
         ...
 
-    def commit(self, spec: ShardSpec, items: list[Any], rows: list[Row], responses: Sequence[Response]) -> ShardStats:
-        """Write the shard's rows (atomically, stats last) and return its stats."""
+    def commit(self, spec: ShardSpec, items: list[Any], rows: list[Row], responses: Sequence[Response],
+               opened: tuple[str, float]) -> ShardStats:
+        """Write the shard's rows (atomically, stats last) and return its stats (``StatsBuilder(opened=...)``)."""
         ...
 
 
@@ -68,6 +71,7 @@ class _Open:
     responses: list[Response] = field(default_factory=list)
     remaining: int = 0
     planned: bool = False
+    opened: tuple[str, float] = field(default_factory=lambda: (utc_now(), time.perf_counter()))
 
 
 class ShardStream:
@@ -118,7 +122,7 @@ class ShardStream:
         sh = self._open[sid]
         check_engine_up(sh.responses, self.stage.engine_label)
         rows = [row for work in sh.works for row in (work.rows or [])]
-        stats = self.stage.commit(sh.spec, sh.items, rows, sh.responses)
+        stats = self.stage.commit(sh.spec, sh.items, rows, sh.responses, sh.opened)
         del self._open[sid]
         return stats
 

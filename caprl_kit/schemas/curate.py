@@ -47,6 +47,10 @@ class MCQGenerationRow(Artifact):
     finish_reason: str | None = Field(None, description="stop, length, or error")
     status: str = Field(description="ok, or the failure kind (e.g. failed_to_decode)")
     error_message: str | None = Field(None, description="Why the row failed, null when ok")
+    media_bytes: bytes | None = Field(None, description="The item's bytes when the input embeds them (no source "
+                                      "path, e.g. WebDataset): later stages read them here instead of the input")
+    carry: str | None = Field(None, description="JSON of the input columns the later stages use (import / caption "
+                              "columns), so the input is listed once")
 
 
 class RejectedQuestion(BaseModel):

@@ -1,0 +1,157 @@
+"""caprl annotate on the vLLM engine (CPU build) vs the same engine given the whole pre-decoded queue, one run.
+
+Run it in the vLLM environment (``bash envs/setup_vllm.sh`` builds it):
+
+    .venv-vllm/bin/python benchmarks/annotate_vllm.py [--n 256] [--shard-size 64] [--max-num-seqs 64]
+    .venv/bin/python benchmarks/annotate.py vllm ...      # the same, started from the main environment
+
+Three ways through one engine (one ``VLLMBackend``: the tiny captioner, the shipped recipe's settings —
+``batch_size`` 64, ``max_num_seqs`` 64, temperature 1 — and stop strings so that caption lengths vary):
+
+- raw:   ``LLM.generate`` on every pre-decoded request at once: vLLM's scheduler sees the whole queue (the ceiling);
+- waves: ``backend.generate`` per batch of ``batch_size`` pre-decoded requests, each waiting for its longest
+         caption (how caprl annotate fed engines before the streaming engine);
+- ours:  the annotate stage end to end inside the shards: folder listing, background decoding of the JPEGs,
+         ``ShardStream`` over ``VLLMBackend.stream`` (add_request/step), Parquet shards + stats sidecars.
+
+The engine is built once and warmed up before any timing, so model loading is not in any figure. Lengths are
+sampled (temperature 1, no seed), so each way draws its own captions from the same distribution: compare
+tokens/s as well as items/s. On a CPU a decode step's cost grows with the batch, so waves lose less here than on a
+GPU (where a step costs about the same for 1 or 64 sequences); ``benchmarks/gpu_timing_server.py`` measures that
+regime for the ``openai`` path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+
+def write_photos(folder: Path, n: int, size: tuple[int, int]) -> list[Path]:
+    """Noisy gradient JPEGs (real decode work, not flat colours); each file differs."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    w, h = size
+    base = np.add.outer(np.linspace(0, 200, h), np.linspace(0, 55, w))[..., None].repeat(3, axis=2)
+    out = []
+    for i in range(n):
+        arr = np.clip(base + rng.normal(0, 25, (h, w, 3)) + i % 7, 0, 255).astype("uint8")
+        path = folder / f"photo_{i:05d}.jpg"
+        Image.fromarray(arr).save(path, quality=90)
+        out.append(path)
+    return out
+
+
+def percentiles(values: list[int]) -> dict[str, float]:
+    q = statistics.quantiles(values, n=10)
+    return {"p10": q[0], "p50": statistics.median(values), "p90": q[-1], "max": max(values)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=256, help="images")
+    ap.add_argument("--size", type=int, nargs=2, default=[640, 480], help="image width height")
+    ap.add_argument("--shard-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=64, help="the recipe's backend.batch_size (waves)")
+    ap.add_argument("--max-num-seqs", type=int, default=64)
+    ap.add_argument("--max-tokens", type=int, default=256)
+    ap.add_argument("--stop", nargs="*", default=["e ", "a "], help="stop strings that make lengths vary")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args()
+
+    from caprl_kit.annotate.config import AnnotateConfig
+    from caprl_kit.annotate.worker import Annotator
+    from caprl_kit.backends import build_backend
+    from caprl_kit.backends.base import Request, SamplingParams
+    from caprl_kit.io.media import load_image
+    from caprl_kit.io.readers import iter_items
+    from caprl_kit.io.rundir import RunDir
+    from caprl_kit.io.shards import iter_shards
+    from caprl_kit.models.tiny import build_tiny_models
+    from caprl_kit.prompts import PROMPTS
+    from caprl_kit.runners.local import run_local
+    from caprl_kit.schemas.annotation import AnnotationRow
+
+    root = Path(tempfile.mkdtemp(prefix="caprl-bench-vllm-"))
+    model = str(build_tiny_models(root / "models")["captioner"])
+    files = write_photos(root / "images", args.n, tuple(args.size))
+    sampling = {"n": 1, "temperature": 1.0, "top_p": 1.0, "max_tokens": args.max_tokens, "stop": args.stop}
+    cfg = AnnotateConfig.model_validate({
+        "input": {"path": str(root / "images")},
+        "backend": {"name": "vllm", "model": model, "batch_size": args.batch_size, "sampling": sampling,
+                    "vllm": {"max_num_seqs": args.max_num_seqs, "enforce_eager": True, "max_model_len": 4096,
+                             "gpu_memory_utilization": 0.3, "limit_mm_per_prompt": {"image": 1}}},
+        "sharding": {"shard_size": args.shard_size}, "output_dir": str(root / "ours")})
+    t0 = time.perf_counter()
+    backend = build_backend(cfg.backend)
+    load_s = time.perf_counter() - t0
+    prompt = PROMPTS.get(cfg.prompt.image)
+    s = SamplingParams.from_config(cfg.backend.sampling)
+    media = cfg.media
+    decoded = [load_image(f, min_pixels=media.min_pixels, max_pixels=media.max_pixels).image for f in files]
+    requests = [Request.user(prompt, images=[im], sampling=s) for im in decoded]
+    backend.generate(requests[:8])  # warm-up
+
+    def tokens(responses) -> list[int]:
+        return [sum(r.completion_tokens) for r in responses]
+
+    results: dict[str, dict[str, float]] = {}
+
+    def record(name: str, secs: float, toks: list[int]) -> None:
+        results[name] = {"items_per_s": len(toks) / secs, "tokens_per_s": sum(toks) / secs, "seconds": secs,
+                         **{f"len_{k}": v for k, v in percentiles(toks).items()}}
+
+    # raw: the engine sees the whole queue at once
+    prompts = [backend._prompt(r) for r in requests]
+    params = [backend._params(s) for _ in requests]
+    t0 = time.perf_counter()
+    outs = backend.llm.generate(prompts, params, use_tqdm=False)
+    record("raw (whole queue)", time.perf_counter() - t0, [len(o.outputs[0].token_ids) for o in outs])
+
+    # waves: batch by batch, each waiting for its longest caption
+    t0 = time.perf_counter()
+    got = []
+    for i in range(0, len(requests), args.batch_size):
+        got += backend.generate(requests[i : i + args.batch_size])
+    record(f"waves of {args.batch_size}", time.perf_counter() - t0, tokens(got))
+
+    # ours: listing, decoding, streaming engine, shards + sidecars (the engine is already built)
+    run_dir = RunDir(cfg.output_dir, AnnotationRow)
+    run_dir.fs.makedirs(run_dir.path, exist_ok=True)
+    t0 = time.perf_counter()
+    written, _ = run_local(iter_shards(iter_items(cfg.input), cfg.sharding.shard_size),
+                           lambda progress: Annotator(cfg, progress=progress, backend=backend),
+                           max_retries=0)
+    ours_s = time.perf_counter() - t0
+    table = run_dir.read_table()
+    assert table.num_rows == args.n and set(table.column("status").to_pylist()) == {"ok"}, "every item captioned"
+    record("caprl annotate (stream)", ours_s, [sum(x) for x in table.column("completion_tokens").to_pylist()])
+    backend.close()
+
+    raw = results["raw (whole queue)"]
+    print(f"vLLM CPU build, tiny captioner, {args.n} images {args.size[0]}x{args.size[1]}, max_num_seqs "
+          f"{args.max_num_seqs}, temperature 1, stop {args.stop}, max_tokens {args.max_tokens} (engine load "
+          f"{load_s:.0f} s, not timed); {len(written)} shards of {args.shard_size}")
+    print(f"{'way':<28}{'items/s':>9}{'tokens/s':>10}{'x raw items':>12}{'x raw tok':>10}   lengths p10/p50/p90/max")
+    for name, r in results.items():
+        print(f"{name:<28}{r['items_per_s']:>9.1f}{r['tokens_per_s']:>10.0f}{r['items_per_s'] / raw['items_per_s']:>12.2f}"
+              f"{r['tokens_per_s'] / raw['tokens_per_s']:>10.2f}   {r['len_p10']:.0f}/{r['len_p50']:.0f}/"
+              f"{r['len_p90']:.0f}/{r['len_max']:.0f}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""The streaming stage engine (runners/stream.py + runners/driver.py): shards are committed as they complete while
+later shards are in the engine, a failed stream redoes only uncommitted shards (every item once), curate lists its
+input once, and engine failures in curate's and eval's answering are rows with a status in a finished run.
+
+The back ends here are the real ``lexical`` answerer; a wrapper only injects what a real engine cannot do on demand
+(a response that arrives late, a request that fails, a stream that breaks)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import polars as pl
+import pytest
+
+from caprl_kit.backends import BACKENDS
+from caprl_kit.backends.base import Request, Response
+from caprl_kit.backends.config import BackendConfig
+from caprl_kit.backends.lexical import LexicalBackend
+from caprl_kit.curate.config import CurateConfig
+from caprl_kit.curate.pipeline import run as curate
+from caprl_kit.evaluate.config import EvalConfig
+from caprl_kit.evaluate.pipeline import run as evaluate
+from caprl_kit.io.shards import ShardSpec, iter_shards
+from caprl_kit.runners.local import run_stream
+from caprl_kit.runners.stream import ShardStream, Work
+from caprl_kit.synthetic import write_scenes
+
+
+class Flaky(LexicalBackend):
+    """The lexical answerer, failing every request whose prompt mentions ``POISON``."""
+
+    name = "flaky"
+
+    def generate(self, requests):  # type: ignore[override]
+        ok = [r for r in requests if "POISON" not in str(r.messages)]
+        good = iter(super().generate(ok))
+        return [next(good) if "POISON" not in str(r.messages) else Response.failed("server_error", "injected", r.id)
+                for r in requests]
+
+
+@pytest.fixture(autouse=True)
+def flaky_backend():
+    BACKENDS.register("flaky", Flaky)
+    yield
+    BACKENDS._entries.pop("flaky", None)  # type: ignore[attr-defined]
+
+
+class EchoStage:
+    """A stage whose rows are the request texts, recording the order of commits."""
+
+    engine_label = "echo"
+
+    def __init__(self) -> None:
+        self.committed: list[int] = []
+        self.rows: dict[int, list[dict[str, Any]]] = {}
+
+    def plan(self, spec: ShardSpec, items: list[str]) -> Iterator[Work]:
+        for it in items:
+            yield Work([Request.user(it)], lambda got, it=it: [{"item": it, "ok": got[0].ok}])
+
+    def commit(self, spec, items, rows, responses, opened):
+        self.committed.append(spec.shard_id)
+        self.rows[spec.shard_id] = rows
+        return spec.shard_id
+
+
+class HoldFirst:
+    """Answers every request at once, except shard 0's first request, which arrives last (a long caption)."""
+
+    def stream(self, requests: Iterable[Request], **_: Any) -> Iterator[Response]:
+        held = None
+        for r in requests:
+            if r.id == "0/0/0":
+                held = r
+                continue
+            yield Response(texts=["x"], id=r.id)
+        assert held is not None
+        yield Response(texts=["late"], id=held.id)
+
+
+def test_a_shard_commits_when_its_last_response_arrives_not_in_input_order() -> None:
+    stage = EchoStage()
+    shards = list(iter_shards([f"item {i}" for i in range(7)], 3))
+    out = list(ShardStream(stage, HoldFirst()).run(shards))
+    assert stage.committed == [1, 2, 0], "shards 1 and 2 are committed while shard 0 waits for its slow request"
+    assert out == [1, 2, 0]
+    assert [r["item"] for r in stage.rows[0]] == ["item 0", "item 1", "item 2"], "rows keep input order"
+
+
+class BreaksOnce:
+    """A stream that breaks after a few responses the first time (an engine crash), then works."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def stream(self, requests: Iterable[Request], **_: Any) -> Iterator[Response]:
+        self.calls += 1
+        for n, r in enumerate(requests):
+            if self.calls == 1 and n == 4:
+                raise RuntimeError("engine crashed")
+            yield Response(texts=["x"], id=r.id)
+
+
+def test_a_broken_stream_redoes_only_uncommitted_shards_and_every_item_lands_once() -> None:
+    stage, backend = EchoStage(), BreaksOnce()
+
+    class Worker:
+        def open_stream(self) -> ShardStream:
+            return ShardStream(stage, backend)
+
+    items = [f"item {i}" for i in range(8)]
+    written = run_stream(Worker(), iter_shards(items, 2), max_retries=1)
+    assert backend.calls == 2
+    assert sorted(written) == [0, 1, 2, 3] and sorted(stage.committed) == [0, 1, 2, 3]
+    assert stage.committed.count(0) == 1, "a committed shard is not redone"
+    assert sorted(r["item"] for rows in stage.rows.values() for r in rows) == items
+
+
+def _manifest(root: Path, n: int = 9) -> Path:
+    scenes = write_scenes(root / "images", n)
+    rng = random.Random(0)
+    rows = [{"path": f"images/{s.key}.png", "qa": s.mcqs(rng), "caption": s.caption()} for s in scenes]
+    (root / "m.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return root / "m.jsonl"
+
+
+def test_curate_lists_its_input_once_plus_the_fingerprint_pass(tmp_path: Path, monkeypatch) -> None:
+    import caprl_kit.curate.pipeline as pipeline
+
+    passes = []
+    real = pipeline.iter_items
+
+    def counted(cfg):
+        passes.append(1)
+        return real(cfg)
+
+    monkeypatch.setattr(pipeline, "iter_items", counted)
+    cfg = CurateConfig.model_validate({"input": {"path": str(_manifest(tmp_path))}, "import_mode": "qa",
+                                       "answer": {"backend": {"name": "lexical"}, "evidence": "caption"},
+                                       "sharding": {"shard_size": 4}, "output_dir": str(tmp_path / "out")})
+    report = curate(cfg)
+    assert report.n_items == 9 and report.n_ok > 0
+    assert len(passes) == 2, f"input listed {len(passes)} times (fingerprint + generate expected)"
+    passes.clear()
+    curate(cfg)  # a resumed run: nothing to redo, the input is still only fingerprinted and read by generate
+    assert len(passes) == 2
+
+
+def test_curate_answer_failures_are_dropped_questions_in_a_finished_run(tmp_path: Path) -> None:
+    manifest = _manifest(tmp_path)
+    rows = [json.loads(x) for x in manifest.read_text().splitlines()]
+    rows[1]["caption"] = "POISON " + rows[1]["caption"]  # every answer with this caption as evidence fails
+    manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    cfg = CurateConfig.model_validate({"input": {"path": str(manifest)}, "import_mode": "qa",
+                                       "answer": {"backend": {"name": "flaky"}, "evidence": "caption"},
+                                       "sharding": {"shard_size": 4}, "output_dir": str(tmp_path / "out")})
+    report = curate(cfg)
+    audit = pl.read_parquet(tmp_path / "out" / "dataset" / "audit.parquet")
+    failed = audit.filter(pl.col("reason") == "answer_failed")
+    assert set(failed["key"]) == {rows[1]["path"]} and failed.height == len(rows[1]["qa"])
+    funnel = json.loads((tmp_path / "out" / "dataset" / "funnel.json").read_text())
+    assert funnel["items_dropped"].get("no_question_kept") == 1 and report.n_ok == 8
+    stats = json.loads(next((tmp_path / "out" / "answer").glob("00000_stats.json")).read_text())
+    assert stats["status_counts"]["answer_failed"] == len(rows[1]["qa"])
+
+
+def test_eval_answer_failures_are_rows_not_scored_and_counted(tmp_path: Path, tiny_models) -> None:
+    scenes = write_scenes(tmp_path / "imgs", 4)
+    bench = [{"image": f"imgs/{s.key}.png", "question": "POISON what colour?" if i == 2 else "What colour?",
+              "options": ["red", "blue", "green", "yellow"], "answer": "A"} for i, s in enumerate(scenes)]
+    (tmp_path / "b.jsonl").write_text("\n".join(json.dumps(r) for r in bench) + "\n")
+    cfg = EvalConfig.model_validate({
+        "benchmarks": [{"name": "b", "path": str(tmp_path / "b.jsonl")}],
+        "captioner": {"name": "transformers", "model": str(tiny_models["captioner"]), "sampling": {"max_tokens": 4}},
+        "answerer": {"name": "flaky"}, "sharding": {"shard_size": 2},
+        "output_dir": str(tmp_path / "out")})
+    report = evaluate(cfg)
+    results = json.loads((tmp_path / "out" / "results_latest.json").read_text())
+    task = results["tasks"]["b"]
+    assert task["n_samples"] == 3 and task["n_failed"] == 1 and task["failed"] == {"answer_failed": 1}
+    assert report.n_failed == 1 and report.status_counts == {"answer_failed": 1}
+    samples = [json.loads(x) for x in next((tmp_path / "out").glob("samples_b_*.jsonl")).read_text().splitlines()]
+    bad = [s for s in samples if s["status"] == "answer_failed"]
+    assert len(bad) == 1 and bad[0]["score"] is None and "injected" in bad[0]["error_message"]
