@@ -17,7 +17,7 @@ from typing import Any, Iterator, Sequence
 
 from caprl_kit.annotate.config import AnnotateConfig
 from caprl_kit.annotate.pipeline import run as annotate
-from caprl_kit.backends import build_backend, preflight_backend
+from caprl_kit.backends import build_backend
 from caprl_kit.backends.base import Request, Response, SamplingParams
 from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.errors import ConfigError, ConfigIssue
@@ -28,10 +28,10 @@ from caprl_kit.io.fs import atomic_write_text, join, url_to_fs
 from caprl_kit.io.layout import EVAL_ANSWERS_DIR, EVAL_CAPTIONS_DIR, EVAL_RESULTS, EVAL_RESULTS_LATEST, EVAL_SAMPLES
 from caprl_kit.io.parquet import read_shard
 from caprl_kit.io.rundir import RunDir, prepare_output
+from caprl_kit.runners.driver import Listing, Stage, begin, run_stage
 from caprl_kit.io.shards import Fingerprint, ShardSpec, iter_shards
 from caprl_kit.io.stats import StatsBuilder, utc_now
 from caprl_kit.log import get_logger
-from caprl_kit.runners import RUNNERS
 from caprl_kit.runners.stream import ShardStream, Work
 from caprl_kit.schemas.annotation import AnnotationRow
 from caprl_kit.schemas.evaluation import EvalResults, EvalSample
@@ -180,17 +180,14 @@ def run_benchmark(cfg: EvalConfig, bench: BenchmarkConfig, samples: list[Sample]
     scorer = bench.scorer if bench.scorer != "auto" else scorer_for(bench.name, samples[0].gold if samples else "")
     media = list(dict.fromkeys((s.media, s.media_type) for s in samples))
     captions, no_caption = caption_stage(cfg, bench.name, media, progress)
-    run_dir = RunDir(join(str(cfg.output_dir), EVAL_ANSWERS_DIR.format(task=bench.name)), EvalSample)
-    done = run_dir.open(command=f"eval/{bench.name}", config=cfg, config_hash=_stage2_hash(cfg, scorer),
-                        input_fingerprint=_fingerprint(samples), n_items=len(samples),
-                        shard_size=cfg.sharding.shard_size)
-    progress.start(f"answer {bench.name}", total=sum(max(1, len(captions.get(s.media) or [])) for s in samples))
-    RUNNERS.get(cfg.runner.name)(
-        iter_shards(samples, cfg.sharding.shard_size),
-        functools.partial(AnswerWorker, cfg, bench.name, scorer, captions, no_caption),
-        done=done, max_retries=cfg.runner.max_shard_retries, num_workers=cfg.runner.num_workers,
-        address=cfg.runner.address, progress=progress, stage=f"answer {bench.name}")
-    rows = [r for url in run_dir.shard_urls() for r in read_shard(url, EvalSample).to_pylist()]
+    stage = Stage(f"answer {bench.name}", f"eval/{bench.name}",
+                  RunDir(join(str(cfg.output_dir), EVAL_ANSWERS_DIR.format(task=bench.name)), EvalSample),
+                  _stage2_hash(cfg, scorer), functools.partial(AnswerWorker, cfg, bench.name, scorer, captions,
+                                                               no_caption),
+                  lambda: iter_shards(samples, cfg.sharding.shard_size),
+                  total=sum(max(1, len(captions.get(s.media) or [])) for s in samples))
+    run_stage(cfg, stage, Listing(_fingerprint(samples), len(samples)), progress=progress)
+    rows = [r for url in stage.run_dir.shard_urls() for r in read_shard(url, EvalSample).to_pylist()]
     return summarize(rows, cfg.compat), rows
 
 
@@ -288,16 +285,12 @@ def plan(cfg: EvalConfig) -> list[str]:
 
 def run(cfg: EvalConfig, *, overwrite: bool = False, progress: Progress | None = None) -> RunReport:
     progress = progress or NullProgress()
-    if not cfg.output_dir:
-        raise ConfigError([ConfigIssue("output_dir", "no output directory", "pass --output DIR or set output_dir")])
     if not cfg.benchmarks and cfg.qa_utility is None:
         raise ConfigError([ConfigIssue("benchmarks", "nothing to evaluate", "add benchmarks or qa_utility")])
     t0 = time.perf_counter()
-    fs, base = url_to_fs(str(cfg.output_dir))
     benchmarks = {bench.name: load_benchmark(bench) for bench in cfg.benchmarks}  # every file checked first
-    for key, backend in (("captioner", cfg.captioner), ("answerer", cfg.answerer)):
-        preflight_backend(backend, key)
-    prepare_output(str(cfg.output_dir), "eval", overwrite=overwrite, config=cfg)
+    begin(cfg, "eval", lambda: Listing("", sum(map(len, benchmarks.values()))),
+          {"captioner": cfg.captioner, "answerer": cfg.answerer}, overwrite=overwrite)
     tasks: dict[str, Any] = {}
     all_samples: dict[str, list[dict]] = {}
     for bench in cfg.benchmarks:
@@ -305,21 +298,34 @@ def run(cfg: EvalConfig, *, overwrite: bool = False, progress: Progress | None =
     if cfg.qa_utility is not None:
         tasks["qa_utility"], all_samples["qa_utility"] = run_qa_utility(cfg, progress)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    outputs = write_results(cfg, tasks, all_samples, stamp)
+    return eval_report(cfg, tasks, outputs, stamp, time.perf_counter() - t0)
+
+
+def write_results(cfg: EvalConfig, tasks: dict[str, Any], all_samples: dict[str, list[dict]], stamp: str
+                  ) -> dict[str, str]:
+    """results_<ts>.json (+ results_latest.json), samples_<task>_<ts>.jsonl and report.html, each atomically."""
+    from caprl_kit.evaluate.report import render_report
+
+    fs, base = url_to_fs(str(cfg.output_dir))
     results = EvalResults(captioner=label_of(cfg), answerer=cfg.answerer.model or cfg.answerer.name, compat=cfg.compat,
                           tasks=tasks, average=_average(tasks), created_at=utc_now())
-    outputs = {"results": join(str(cfg.output_dir), EVAL_RESULTS.format(ts=stamp))}
     atomic_write_text(fs, join(base, EVAL_RESULTS.format(ts=stamp)), results.model_dump_json(indent=2))
     atomic_write_text(fs, join(base, EVAL_RESULTS_LATEST), results.model_dump_json(indent=2))
     for task, rows in all_samples.items():
         text = "".join(EvalSample.model_validate(r).model_dump_json() + "\n" for r in rows)
         atomic_write_text(fs, join(base, EVAL_SAMPLES.format(task=task, ts=stamp)), text)
-    from caprl_kit.evaluate.report import render_report
-
     atomic_write_text(fs, join(base, "report.html"), render_report([(results, all_samples)]))
-    outputs["report"] = join(str(cfg.output_dir), "report.html")
+    return {"results": join(str(cfg.output_dir), EVAL_RESULTS.format(ts=stamp)),
+            "report": join(str(cfg.output_dir), "report.html")}
+
+
+def eval_report(cfg: EvalConfig, tasks: dict[str, Any], outputs: dict[str, str], stamp: str, secs: float
+                ) -> RunReport:
+    """The summary: scored and unscored samples per task, M_Acc/BoN, and a note for every task with gaps."""
     n_ok, n_failed = sum(t["n_samples"] for t in tasks.values()), sum(t["n_failed"] for t in tasks.values())
     report = RunReport(command="eval", output_dir=cfg.output_dir, n_items=n_ok + n_failed, n_ok=n_ok,
-                       n_failed=n_failed, duration_s=time.perf_counter() - t0, outputs=outputs)
+                       n_failed=n_failed, duration_s=secs, outputs=outputs)
     for task, t in tasks.items():
         for status, count in t["failed"].items():
             report.status_counts[status] = report.status_counts.get(status, 0) + count

@@ -402,8 +402,8 @@ def _boom(*args: Any, **kwargs: Any) -> Any:
 
 
 #: verb -> the library function that the verb calls first, replaced by one that raises
-FAULTS = {"annotate": "caprl_kit.annotate.pipeline.fingerprint_input",
-          "curate": "caprl_kit.curate.pipeline._input",
+FAULTS = {"annotate": "caprl_kit.annotate.pipeline.fingerprint_items",
+          "curate": "caprl_kit.curate.pipeline.fingerprint_items",
           "eval": "caprl_kit.evaluate.pipeline.load_benchmark"}
 
 
