@@ -38,7 +38,7 @@ def curate_split(manifest: Path, out: Path, *, overwrite: bool, progress: Progre
     report = curate(cfg, overwrite=overwrite, progress=progress)
     funnel = json.loads((out / "dataset" / "funnel.json").read_text())
     return {"items_in": funnel["items_in"], "items_kept": funnel["items_kept"], "dropped": funnel["items_dropped"],
-            "questions_in": funnel.get("questions_in"), "questions_kept": funnel["questions_kept"],
+            "questions_in": funnel["questions_parsed"], "questions_kept": funnel["questions_kept"],
             "dataset": report.outputs["train.parquet"], "funnel": funnel}
 
 

@@ -63,6 +63,9 @@ class OpenAIOptions(ConfigModel):
         description="Videos as image frames, as one vLLM data:video/jpeg frame sequence, or as the source URL",
     )
     extra_body: dict[str, object] = Field(default_factory=dict, description="Extra JSON fields per request")
+    image_format: Literal["jpeg", "png"] = Field(
+        "jpeg", description="How images travel: jpeg (quality 95: ~10 ms and ~0.3 MB per 1 MP image) or png (lossless:"
+        " ~0.4 s and ~3 MB, which caps one client at ~2 images/s)")
 
 
 class BackendConfig(ConfigModel):

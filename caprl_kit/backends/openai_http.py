@@ -42,7 +42,7 @@ class RequestFailed(Exception):
 def image_data_url(image: Any, fmt: str = "PNG") -> str:
     img = image if hasattr(image, "mode") else load_image(image).image
     buf = io.BytesIO()
-    img.save(buf, format=fmt)
+    img.save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
     mime = "image/png" if fmt == "PNG" else "image/jpeg"
     return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode()}"
 
@@ -63,6 +63,7 @@ class OpenAIBackend(BackendBase):
                                f"{self.opts.api_key_env}=<key>, or unset it for a server that needs no key")
         self.headers = {"Authorization": f"Bearer {key or 'EMPTY'}"}
         self.max_in_flight = 0  # measured: most requests that were in flight at once
+        self.image_fmt = self.opts.image_format.upper()
 
     # ------------------------------------------------------------------ payloads
     def _content(self, content: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
@@ -71,7 +72,7 @@ class OpenAIBackend(BackendBase):
         out: list[dict[str, Any]] = []
         for p in content:
             if p.get("type") == "image":
-                out.append({"type": "image_url", "image_url": {"url": image_data_url(p["image"])}})
+                out.append({"type": "image_url", "image_url": {"url": image_data_url(p["image"], self.image_fmt)}})
             elif p.get("type") == "video":
                 out += self._video_parts(p["video"])
             else:

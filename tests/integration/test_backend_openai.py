@@ -73,7 +73,7 @@ def test_payload_images_videos_sampling_prefill(media_dir: Path) -> None:
         "n": 2, "temperature": 0.6, "top_p": 0.9, "top_k": 5, "max_tokens": 10, "seed": 3, "stop": ["\n"],
         "repetition_penalty": 1.05, "continue_final_message": True, "add_generation_prompt": False}
     parts = img_body["messages"][0]["content"]
-    assert parts[0]["type"] == "image_url" and parts[0]["image_url"]["url"].startswith("data:image/png;base64,")
+    assert parts[0]["type"] == "image_url" and parts[0]["image_url"]["url"].startswith("data:image/jpeg;base64,")
     base64.b64decode(parts[0]["image_url"]["url"].split(",", 1)[1], validate=True)
     assert img_body["messages"][-1] == {"role": "assistant", "content": "The answer is"}
     frames = [p for p in vid_body["messages"][0]["content"] if p["type"] == "image_url"]

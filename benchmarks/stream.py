@@ -1,0 +1,214 @@
+"""The openai back end against a GPU-timed loopback server: does the streaming engine keep a GPU engine full?
+
+    .venv/bin/python benchmarks/stream.py [--n 768] [--max-running 64] [--step-s 0.02] [--json out.json]
+    (also: .venv/bin/python benchmarks/annotate.py openai-gpu [...])
+
+The server is benchmarks/gpu_timing_server.py, a MEASURING INSTRUMENT in its own process that emulates a GPU
+engine's decode timing (it runs no model): continuous batching over --max-running slots, one token per --step-s for
+every running request however many run, seeded lognormal lengths per request content, real HTTP. On the same N
+small JPEGs, with backend.openai.max_concurrency = max_running, it measures:
+
+- raw-stream: ``OpenAIBackend.stream`` over pre-decoded requests (the client's own ceiling);
+- annotate-stream: ``caprl annotate`` (``annotate.pipeline.run``, shards of --shard-size) on the streaming engine;
+- curate-generate-stream: ``caprl curate``'s generate stage on the streaming engine (answer: lexical; the filler
+  texts hold no questions, so only the generate stage reaches the server);
+- batch-synchronous: today's figure before the streaming engine: ``backend.generate`` per batch of batch_size =
+  max_running, each batch waiting for its slowest request.
+
+Per phase, from the server's /stats between its first arrival and last completion: the ratio to capacity
+(completions per engine step / (max_running / mean length incl. prefill), that phase's lengths; per step, so the
+instrument's own lag on a busy CPU is left out; wall-clock items/s are printed beside it), the measured slot
+occupancy, the occupancy before the tail and the share of slot-steps lost in the tail (after the last admission,
+fewer than max_running requests remain; a longer run amortises it), and the greedy ideal: the same lengths in the
+same order with no gap between a completion and the next admission (its shortfall from 1.0 is the finite run's
+unavoidable tail).
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+PHASES = ("raw-stream", "annotate-stream", "curate-generate-stream", "batch-synchronous")
+
+
+def write_jpegs(folder: Path, n: int, size: int = 64) -> list[Path]:
+    """n distinct JPEGs of size x size: seeded noise when small (this mode measures scheduling, not decoding), a
+    photo-like gradient with mild noise when large (--image-size shows what the per-request image encoding costs)."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        rng = np.random.default_rng(i)
+        if size <= 128:
+            arr = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        else:
+            y, x = np.mgrid[0:size, 0:size] / size
+            a, b, c = rng.uniform(0.5, 3.0, 3)
+            arr = np.stack([np.sin(a * x + i), np.cos(b * y), np.sin(c * (x + y))], -1) * 110 + 128
+            arr = (arr + rng.normal(0, 6, arr.shape)).clip(0, 255).astype(np.uint8)
+        out.append(folder / f"img_{i:06d}.jpg")
+        Image.fromarray(arr).save(out[-1], quality=90)
+    return out
+
+
+def greedy_makespan_steps(lengths: list[int], slots: int) -> int:
+    """Steps to run ``lengths`` in this order on ``slots``, each admitted the step a slot frees (the ideal client)."""
+    free = [0] * slots
+    end = 0
+    for n in lengths:
+        t = heapq.heappop(free) + n
+        heapq.heappush(free, t)
+        end = max(end, t)
+    return end
+
+
+def run(args: argparse.Namespace) -> dict:
+    import httpx
+    from gpu_timing_server import BANNER, EngineConfig, serve_process
+
+    from caprl_kit.annotate.config import AnnotateConfig
+    from caprl_kit.annotate.pipeline import run as annotate_run
+    from caprl_kit.backends import build_backend
+    from caprl_kit.backends.base import Request
+    from caprl_kit.backends.config import BackendConfig
+    from caprl_kit.curate.config import CurateConfig
+    from caprl_kit.curate.pipeline import run as curate_run
+    from caprl_kit.io.config import MediaConfig
+    from caprl_kit.io.media import load_media
+    from caprl_kit.prompts import PROMPTS
+
+    root = Path(tempfile.mkdtemp(prefix="caprl-bench-stream-"))
+    files = write_jpegs(root / "images", args.n, args.image_size)
+    R = args.max_running
+    ecfg = EngineConfig(max_running=R, step_s=args.step_s, prefill_steps=args.prefill_steps,
+                        median_tokens=args.median_tokens, sigma=args.sigma, seed=args.seed)
+    results: dict = {"instrument": BANNER, "items": args.n, "max_running": R, "step_s": args.step_s,
+                     "prefill_steps": args.prefill_steps, "median_tokens": args.median_tokens, "sigma": args.sigma,
+                     "shard_size": args.shard_size, "image_size": args.image_size, "phases": {}}
+    with serve_process(ecfg) as url:
+        base = url.rsplit("/v1", 1)[0]
+        backend = {"name": "openai", "model": "gpu-timing", "batch_size": R,
+                   "sampling": {"n": 1, "temperature": 0.0, "max_tokens": 2048},
+                   "openai": {"base_url": url, "max_concurrency": R}}
+
+        def requests(n: int | None = None) -> list[Request]:  # what annotate sends (same pixels, same prompt)
+            text = PROMPTS.get("caprl_image")
+            return [Request.user(text, images=[load_media(str(f), None, "image", MediaConfig())[0].image], id=f.name)
+                    for f in files[:n]]
+
+        def raw_stream() -> None:
+            todo = requests()
+            out = list(build_backend(BackendConfig.model_validate(backend)).stream(todo))
+            assert len(out) == args.n and all(r.ok for r in out), [r.error for r in out if not r.ok][:3]
+
+        def batch_sync() -> None:
+            todo = requests(args.sync_items)
+            be = build_backend(BackendConfig.model_validate(backend))
+            for i in range(0, len(todo), R):  # the per-batch barrier of the stages before the streaming engine
+                out = be.generate(todo[i : i + R])
+                assert all(r.ok for r in out), [r.error for r in out if not r.ok][:3]
+
+        def annotate() -> None:
+            cfg = AnnotateConfig(input={"path": str(root / "images")}, backend=backend,
+                                 sharding={"shard_size": args.shard_size}, output_dir=str(root / "annotate"))
+            report = annotate_run(cfg)
+            assert report.n_ok == args.n, report.status_counts
+
+        def curate() -> None:
+            cfg = CurateConfig.model_validate({
+                "input": {"path": str(root / "images")}, "generate": {"backend": backend},
+                "answer": {"backend": {"name": "lexical"}}, "sharding": {"shard_size": args.shard_size},
+                "output_dir": str(root / "curate")})
+            curate_run(cfg)
+
+        phases = {"raw-stream": raw_stream, "annotate-stream": annotate, "curate-generate-stream": curate,
+                  "batch-synchronous": batch_sync}
+        for name in args.phases:
+            httpx.post(base + "/reset").raise_for_status()
+            t0 = time.perf_counter()
+            phases[name]()
+            wall = time.perf_counter() - t0
+            st = httpx.get(base + "/stats", timeout=60).json()
+            lengths = st.pop("lengths")
+            ideal_steps = greedy_makespan_steps(lengths, R)
+            results["phases"][name] = p = {
+                "items": st["completed_sequences"],
+                "ratio_to_capacity": st["ratio_to_capacity"], "occupancy": st["occupancy"],
+                "occupancy_before_tail": st["occupancy_before_tail"], "tail_lost_share": st["tail_lost_share"],
+                "greedy_ideal_ratio": sum(lengths) / R / ideal_steps,  # same lengths, same order, no gaps
+                "ratio_to_greedy_ideal": ideal_steps / st["steps"],
+                "items_per_s": st["items_per_s"], "capacity_items_per_s": st["capacity_items_per_s"],
+                "items_per_step": st["items_per_step"], "capacity_items_per_step": st["capacity_items_per_step"],
+                "steps": st["steps"], "tail_steps": st["tail_steps"], "mean_len_steps": st["mean_len_observed"],
+                "window_s": st["window_s"], "effective_step_s": st["effective_step_s"], "wall_s": wall,
+                "engine_lag_s": st["engine_lag_s"], "occupancy_while_queued": st["occupancy_while_queued"],
+                "refill_gap_ms": st.get("refill_gap_ms"),
+            }
+            print(f"  {name}: {p['ratio_to_capacity']:.3f}x capacity, occupancy {p['occupancy']:.3f} "
+                  f"(before tail {p['occupancy_before_tail']:.3f}), {p['items_per_s']:.1f} items/s, "
+                  f"window {p['window_s']:.1f} s, wall {wall:.1f} s", file=sys.stderr, flush=True)
+    return results
+
+
+def print_table(r: dict) -> None:
+    print(r["instrument"])
+    print(f"{r['items']} JPEGs of {r['image_size']}x{r['image_size']}, max_running = max_concurrency = "
+          f"{r['max_running']}, step {r['step_s']} s, prefill {r['prefill_steps']} step, lengths lognormal(median "
+          f"{r['median_tokens']}, sigma {r['sigma']}), shards of {r['shard_size']}")
+    cols = [("items", "items", "d"), ("items/s", "items_per_s", ".1f"), ("cap/s", "capacity_items_per_s", ".1f"),
+            ("ratio", "ratio_to_capacity", ".3f"), ("occupancy", "occupancy", ".3f"),
+            ("occ<tail", "occupancy_before_tail", ".3f"), ("tail loss", "tail_lost_share", ".3f"),
+            ("greedy", "greedy_ideal_ratio", ".3f"), ("vs greedy", "ratio_to_greedy_ideal", ".3f"),
+            ("lag s", "engine_lag_s", ".2f"), ("window s", "window_s", ".1f")]
+    print(f"{'phase':<24}" + "".join(f"{h:>10}" for h, _, _ in cols))
+    for name, p in r["phases"].items():
+        print(f"{name:<24}" + "".join(f"{p[k]:>10{f}}" for _, k, f in cols))
+    for name, p in r["phases"].items():
+        if p.get("refill_gap_ms"):
+            g = p["refill_gap_ms"]
+            print(f"  {name}: a freed slot waited {g['mean']:.0f} ms on average for the client's next request "
+                  f"(p50 {g['p50']:.0f}, p90 {g['p90']:.0f}, max {g['max']:.0f} ms; {g['n']} refills; step "
+                  f"{r['step_s'] * 1000:.0f} ms)")
+    print("ratio: completions per engine step / capacity per step (max_running / mean length incl. prefill, that "
+          "phase's lengths); occupancy: busy slot-steps / (max_running x steps), first arrival to last completion; "
+          "occ<tail: before the last admission; tail loss: slot-steps lost after it; greedy: the ratio an ideal client "
+          "reaches on those lengths (same order, no gap: its shortfall is the finite run's tail); vs greedy: ideal "
+          "steps / measured steps; items/s and cap/s: wall clock at the nominal step (lag: the instrument's own delay)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=768, help="images (small JPEGs)")
+    ap.add_argument("--sync-items", type=int, default=256,
+                    help="items of the batch-synchronous phase (whole batches; each batch is measured alike)")
+    ap.add_argument("--image-size", type=int, default=64,
+                    help="image side in pixels (64: scheduling only; e.g. 1024: the client's image encoding too)")
+    ap.add_argument("--max-running", type=int, default=64, help="server slots = backend.openai.max_concurrency")
+    ap.add_argument("--step-s", type=float, default=0.02, help="server seconds per decode step")
+    ap.add_argument("--median-tokens", type=float, default=150.0, help="server lognormal median length")
+    ap.add_argument("--sigma", type=float, default=0.6, help="server lognormal sigma")
+    ap.add_argument("--prefill-steps", type=int, default=1, help="server steps per admission")
+    ap.add_argument("--seed", type=int, default=0, help="server length seed")
+    ap.add_argument("--shard-size", type=int, default=64)
+    ap.add_argument("--phases", nargs="+", default=list(PHASES), choices=list(PHASES))
+    ap.add_argument("--json", help="also write the results to this file")
+    args = ap.parse_args(argv)
+    r = run(args)
+    print_table(r)
+    if args.json:
+        Path(args.json).write_text(json.dumps(r, indent=1))
+    print(json.dumps(r))
+
+
+if __name__ == "__main__":
+    main()
