@@ -2,12 +2,30 @@
 
     .venv/bin/python benchmarks/annotate.py speed  [--n 192]                 # (a) items/s: ours vs raw engine vs naive loop
     .venv/bin/python benchmarks/annotate.py memory [--sizes 10000 100000]   # (b) peak RSS vs input size
+    .venv/bin/python benchmarks/annotate.py memory-media [--photos 30 300] [--videos 20 100]
+                                                                   # (c) peak RSS vs shard size, real-size media
+    .venv/bin/python benchmarks/annotate.py openai-gpu [--n 768]            # (d) openai path vs a GPU-timed server
 
 (a) ours = the full pipeline (folder listing, background decoding, adaptive batches, Parquet shards + sidecars);
     raw = ``backend.generate`` alone on pre-decoded images in batches of the same size (no I/O at all);
     naive = a sequential loop: decode one image, generate for it, keep the row, write one Parquet at the end.
 (b) each size runs in a fresh process: a JSONL manifest of N rows (over a few image files), 1 generated token per
     item, so the pipeline's own memory behaviour is what is measured.
+(c) each size runs in a fresh process: N real-size media files in ONE shard (``sharding.shard_size`` >= N), the
+    transformers back end on the tiny captioner, ``max_tokens`` 4, default ``media`` settings (images resized to
+    ``max_pixels`` 1003520; videos 2 fps, 32 frames of at most 200704 pixels) and default ``batching`` (``window``
+    256, ``decode_workers`` 2) unless ``--window`` / ``--decode-workers`` / ``--batch`` say otherwise.
+    Photos: 1600x1200 JPEG (gradients + noise, ~0.6 MB); videos: 20 s, 640x360, 30 fps H.264 MP4 (~0.7 MB). One
+    file of each is generated and hard-linked N times (``output.dedup`` is off, so identical bytes are all
+    captioned), cached under ``$TMPDIR/caprl-bench-media``. Reports the child's peak RSS (``ru_maxrss``), its RSS
+    sampled every 0.1 s (``--trace`` prints the samples) and the ratio largest/smallest size per kind; the
+    acceptance of issue 13 is <= 1.3x for 300 vs 30 photos and 100 vs 20 videos. Decoded media held at once is
+    about min(N, 2 x window) items (the back end's sort window + the decode look-ahead), 2.8 MiB per photo and
+    18 MiB per video: measured 2 CPUs, batch 8: window 256 -> 1.97x / 2.00x; ``--window 16`` -> 1.06x / 1.17x.
+(d) openai-gpu runs benchmarks/stream.py (its --help has the details): annotate and curate-generate through the
+    openai back end against benchmarks/gpu_timing_server.py, a MEASURING INSTRUMENT emulating a GPU engine's decode
+    timing (continuous batching, fixed step time, seeded lognormal lengths, real HTTP), as a ratio to the server's
+    capacity, beside the batch-synchronous figure (a barrier per batch) and a raw stream.
 """
 
 from __future__ import annotations
@@ -123,17 +141,192 @@ def memory_child(n: int) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+MEDIA_CACHE = Path(tempfile.gettempdir()) / "caprl-bench-media"
+
+
+def _make_photo(path: Path) -> None:
+    """A 1600x1200 photo-like JPEG: smooth gradients, low-frequency blobs and sensor-like noise (~0.6 MB)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    w, h = 1600, 1200
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack([x / w * 200 + 30 * np.sin(y / 70), y / h * 180 + 40 * np.cos(x / 90),
+                     (x + y) / (w + h) * 220 + 25 * np.sin((x - y) / 50)], -1)
+    low = rng.normal(0, 1, (h // 40 + 1, w // 40 + 1, 3))
+    low = ((low - low.min()) / np.ptp(low) * 255).astype(np.uint8)
+    low = np.asarray(Image.fromarray(low).resize((w, h), Image.Resampling.BICUBIC), dtype=np.float32)
+    arr = np.clip(0.6 * base + 0.4 * low + rng.normal(0, 10, (h, w, 3)), 0, 255).astype(np.uint8)
+    Image.fromarray(arr).save(path, "JPEG", quality=90)
+
+
+def _make_video(path: Path) -> None:
+    """20 s, 640x360, 30 fps H.264: a camera panning over a textured scene (~0.7 MB)."""
+    import av
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    w, h, tw, th, fps, seconds = 640, 360, 1280, 720, 30, 20
+    y, x = np.mgrid[0:th, 0:tw].astype(np.float32)
+    tex = np.stack([x / tw * 200 + 30 * np.sin(y / 40), y / th * 180 + 40 * np.cos(x / 50),
+                    (x + y) / (tw + th) * 220], -1) + rng.normal(0, 10, (th, tw, 3))
+    tex = np.clip(tex, 0, 255).astype(np.uint8)
+    with open(path, "wb") as fh:
+        container = av.open(fh, "w", format="mp4")
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"crf": "23", "preset": "veryfast"}
+        n = fps * seconds
+        for i in range(n):
+            a = 2 * np.pi * i / n
+            ox, oy = int(320 + 300 * np.cos(a)), int(180 + 170 * np.sin(a))
+            frame = np.ascontiguousarray(tex[oy:oy + h, ox:ox + w])
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+        container.close()
+
+
+def media_folder(kind: str, n: int) -> Path:
+    """A cached folder of ``n`` hard links to one generated photo (``.jpg``) or video (``.mp4``)."""
+    ext, make = {"photos": (".jpg", _make_photo), "videos": (".mp4", _make_video)}[kind]
+    MEDIA_CACHE.mkdir(parents=True, exist_ok=True)
+    src = MEDIA_CACHE / f"{kind}-v1{ext}"
+    if not src.is_file():
+        tmp = src.with_suffix(".part" + ext)
+        make(tmp)
+        tmp.rename(src)
+    folder = MEDIA_CACHE / f"{kind}-v1-{n}"
+    if not folder.is_dir():
+        tmp_dir = Path(tempfile.mkdtemp(prefix=f"{kind}-{n}-", dir=MEDIA_CACHE))
+        for i in range(n):
+            dst = tmp_dir / f"{i:06d}{ext}"
+            try:
+                os.link(src, dst)
+            except OSError:
+                import shutil
+
+                shutil.copyfile(src, dst)
+        tmp_dir.rename(folder)
+    return folder
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def memory_media_child(kind: str, n: int, model: str, window: int | None, decode_workers: int | None,
+                       batch: int) -> dict:
+    import threading
+
+    from caprl_kit.annotate.config import AnnotateConfig
+    from caprl_kit.annotate.pipeline import run
+
+    folder = media_folder(kind, n)
+    root = Path(tempfile.mkdtemp(prefix=f"caprl-bench-mem-{kind}-{n}-"))
+    batching = {k: v for k, v in (("window", window), ("decode_workers", decode_workers)) if v is not None}
+    cfg = AnnotateConfig(
+        input={"path": str(folder)},
+        backend={"name": "transformers", "model": model, "batch_size": batch,
+                 "sampling": {"n": 1, "temperature": 0.0, "max_tokens": 4}},
+        sharding={"shard_size": max(n, 1000)},
+        batching=batching,
+        output={"dedup": False},
+        output_dir=str(root / "out"),
+    )
+    samples: list[tuple[float, float]] = []
+    stop = threading.Event()
+    t0 = time.perf_counter()
+
+    def sample() -> None:
+        while not stop.is_set():
+            samples.append((round(time.perf_counter() - t0, 2), round(_rss_mb())))
+            stop.wait(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    rss_before = _rss_mb()
+    sampler.start()
+    report = run(cfg)
+    stop.set()
+    sampler.join()
+    import shutil
+
+    shutil.rmtree(root, ignore_errors=True)
+    return {"kind": kind, "items": n, "ok": report.n_ok, "seconds": time.perf_counter() - t0,
+            "window": cfg.batching.window, "decode_workers": cfg.batching.decode_workers, "batch_size": batch,
+            "rss_before_run_mb": rss_before,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_samples": samples}
+
+
+def memory_media(sizes: dict[str, list[int]], window: int | None, decode_workers: int | None, batch: int,
+                 trace: bool) -> list[dict]:
+    model = tiny_captioner(MEDIA_CACHE)
+    out: list[dict] = []
+    for kind, ns in sizes.items():
+        results = []
+        for n in ns:
+            media_folder(kind, n)  # generated outside the measured child
+            cmd = [sys.executable, __file__, "_memory_media_child", kind, str(n), model, "--batch", str(batch)]
+            if window is not None:
+                cmd += ["--window", str(window)]
+            if decode_workers is not None:
+                cmd += ["--decode-workers", str(decode_workers)]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode:
+                sys.exit(proc.stderr[-3000:])
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            results.append(r)
+            print(f"{kind:>6} {r['items']:>5} in one shard: peak RSS {r['peak_rss_mb']:7.0f} MB  (before run "
+                  f"{r['rss_before_run_mb']:.0f} MB; {r['ok']} ok, {r['seconds']:.0f} s; window {r['window']}, "
+                  f"decode_workers {r['decode_workers']}, batch {r['batch_size']})", flush=True)
+            if trace:
+                print("   rss samples (s, MB):", r["rss_samples"][:: max(1, len(r["rss_samples"]) // 60)])
+        base, top = results[0], results[-1]
+        ratio = top["peak_rss_mb"] / base["peak_rss_mb"]
+        print(f"{kind}: peak RSS ratio {top['items']} vs {base['items']}: {ratio:.3f} "
+              f"({'ok' if ratio <= 1.3 else 'ABOVE'} the 1.3x target)", flush=True)
+        out.append({"kind": kind, "ratio": ratio,
+                    "runs": [{k: v for k, v in r.items() if k != "rss_samples"} for r in results]})
+    return out
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["openai-gpu"]:  # (d): its own options, in benchmarks/stream.py
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from stream import main as stream_main
+
+        return stream_main(sys.argv[2:])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="what", required=True)
+    sub.add_parser("openai-gpu", help="(d) openai back end vs the GPU-timing measuring server; see its --help")
     sp = sub.add_parser("speed")
     sp.add_argument("--n", type=int, default=192)
     sp.add_argument("--batch", type=int, default=16)
     sp.add_argument("--max-tokens", type=int, default=16)
     mp = sub.add_parser("memory")
     mp.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    mm = sub.add_parser("memory-media", help="peak RSS vs shard size with real-size photos and videos")
+    mm.add_argument("--photos", type=int, nargs="*", default=[30, 300], help="photo counts (none: skip photos)")
+    mm.add_argument("--videos", type=int, nargs="*", default=[20, 100], help="video counts (none: skip videos)")
+    mm.add_argument("--window", type=int, default=None, help="batching.window (default: the config default)")
+    mm.add_argument("--decode-workers", type=int, default=None, help="batching.decode_workers (default: config's)")
+    mm.add_argument("--batch", type=int, default=8, help="backend.batch_size")
+    mm.add_argument("--trace", action="store_true", help="print the sampled RSS of each run")
     ch = sub.add_parser("_memory_child")
     ch.add_argument("n", type=int)
+    mc = sub.add_parser("_memory_media_child")
+    mc.add_argument("kind", choices=["photos", "videos"])
+    mc.add_argument("n", type=int)
+    mc.add_argument("model")
+    mc.add_argument("--window", type=int, default=None)
+    mc.add_argument("--decode-workers", type=int, default=None)
+    mc.add_argument("--batch", type=int, default=8)
     args = ap.parse_args()
     if args.what == "speed":
         r = speed(args.n, args.batch, args.max_tokens)
@@ -157,6 +350,15 @@ def main() -> None:
                   f"{r['items'] / r['seconds']:.0f} items/s)")
         base, top = results[0]["peak_rss_mb"], results[-1]["peak_rss_mb"]
         print(f"peak RSS ratio {results[-1]['items']} vs {results[0]['items']} inputs: {top / base:.3f}")
+    elif args.what == "memory-media":
+        sizes = {k: v for k, v in (("photos", args.photos), ("videos", args.videos)) if v}
+        t0 = time.perf_counter()
+        out = memory_media(sizes, args.window, args.decode_workers, args.batch, args.trace)
+        print(f"total {time.perf_counter() - t0:.0f} s")
+        print(json.dumps(out))
+    elif args.what == "_memory_media_child":
+        print(json.dumps(memory_media_child(args.kind, args.n, args.model, args.window, args.decode_workers,
+                                            args.batch)))
     else:
         print(json.dumps(memory_child(args.n)))
 

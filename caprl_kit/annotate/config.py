@@ -28,7 +28,9 @@ class BatchingConfig(ConfigModel):
     max_batch_tokens: int = Field(
         32768, ge=1, description="Cap on estimated prompt tokens (text + visual) per engine call"
     )
-    window: int = Field(256, ge=1, description="Items sorted by size together before cutting batches")
+    window: int = Field(16, ge=1, description="Items decoded ahead of the engine and sorted by size together before "
+                        "cutting batches (transformers): decoded media in memory stay within about 2 x window items, "
+                        "whatever the shard size")
     decode_workers: int = Field(2, ge=0, description="Background threads decoding/resizing media (0: inline)")
 
 

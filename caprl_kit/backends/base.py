@@ -178,8 +178,13 @@ class BackendBase:
             costs = [estimate_tokens(r) for r in chunk]
             for batch in batches_by_cost(costs, size, max_batch_tokens or 1 << 30):
                 todo = [chunk[i] for i in batch]
-                for req, resp in zip(todo, self.generate(todo)):
-                    resp.id = req.id
+                for i in batch:
+                    chunk[i] = None  # type: ignore[call-overload]  # answered requests free their media at once
+                responses = self.generate(todo)
+                ids = [req.id for req in todo]
+                del todo
+                for rid, resp in zip(ids, responses):
+                    resp.id = rid
                     yield resp
 
     def generate_stream(self, requests: Iterable[Request], batch_size: int | None = None) -> Iterator[Response]:

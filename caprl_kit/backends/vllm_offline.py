@@ -161,12 +161,15 @@ class VLLMBackend(BackendBase):
         from vllm.sampling_params import RequestOutputKind
 
         engine = self.llm.llm_engine
-        pending: dict[str, tuple[Request, float]] = {}
+        pending: dict[str, tuple[str | None, float]] = {}
         it = iter(requests)
         exhausted = False
+        burst = max(1, (self.cfg.vllm.max_num_seqs or 256) // 4)
         try:
             while True:
-                while not exhausted and len(pending) < self.in_flight:
+                added = 0  # at most a burst between steps: a request that waits for its decode never stalls the engine
+                while not exhausted and len(pending) < self.in_flight and (added < burst or not pending):
+                    added += 1
                     req = next(it, None)
                     if req is None:
                         exhausted = True
@@ -184,7 +187,7 @@ class VLLMBackend(BackendBase):
                     except Exception as exc:  # noqa: BLE001 - e.g. a prompt longer than max_model_len
                         yield Response.failed("bad_request", f"{type(exc).__name__}: {exc}", req.id)
                         continue
-                    pending[rid] = (req, time.perf_counter())
+                    pending[rid] = (req.id, time.perf_counter())  # vLLM holds the processed media, we do not
                 if not pending:
                     if exhausted:
                         return
@@ -193,22 +196,22 @@ class VLLMBackend(BackendBase):
                     outputs = engine.step()
                 except Exception as exc:  # the engine failed as a whole: every request in it fails, the stream goes on
                     log.warning("vLLM engine step failed (%s); failing %d request(s) in flight", exc, len(pending))
-                    for rid, (req, _) in list(pending.items()):
+                    for rid, (req_id, _) in list(pending.items()):
                         engine.abort_request([rid])
-                        yield Response.failed("generation_failed", f"{type(exc).__name__}: {exc}", req.id)
+                        yield Response.failed("generation_failed", f"{type(exc).__name__}: {exc}", req_id)
                     pending.clear()
                     continue
                 for o in outputs:
                     if not o.finished or o.request_id not in pending:
                         continue
-                    req, t0 = pending.pop(o.request_id)
+                    req_id, t0 = pending.pop(o.request_id)
                     yield Response(
                         texts=[c.text for c in o.outputs],
                         prompt_tokens=len(o.prompt_token_ids or []),
                         completion_tokens=[len(c.token_ids) for c in o.outputs],
                         finish_reasons=[c.finish_reason or "stop" for c in o.outputs],
                         latency_s=time.perf_counter() - t0,
-                        id=req.id,
+                        id=req_id,
                     )
         finally:
             if pending:  # the consumer stopped early: nothing may linger in the engine
