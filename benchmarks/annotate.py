@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/annotate.py memory-media [--photos 30 300] [--videos 20 100]
                                                                    # (c) peak RSS vs shard size, real-size media
     .venv/bin/python benchmarks/annotate.py openai-gpu [--n 768]            # (d) openai path vs a GPU-timed server
+    .venv/bin/python benchmarks/annotate.py vllm [--n 256]                  # (e) vllm back end vs the same engine
 
 (a) ours = the full pipeline (folder listing, background decoding, adaptive batches, Parquet shards + sidecars);
     raw = ``backend.generate`` alone on pre-decoded images in batches of the same size (no I/O at all);
@@ -14,7 +15,7 @@
 (c) each size runs in a fresh process: N real-size media files in ONE shard (``sharding.shard_size`` >= N), the
     transformers back end on the tiny captioner, ``max_tokens`` 4, default ``media`` settings (images resized to
     ``max_pixels`` 1003520; videos 2 fps, 32 frames of at most 200704 pixels) and default ``batching`` (``window``
-    256, ``decode_workers`` 2) unless ``--window`` / ``--decode-workers`` / ``--batch`` say otherwise.
+    16, ``decode_workers`` 2) unless ``--window`` / ``--decode-workers`` / ``--batch`` say otherwise.
     Photos: 1600x1200 JPEG (gradients + noise, ~0.6 MB); videos: 20 s, 640x360, 30 fps H.264 MP4 (~0.7 MB). One
     file of each is generated and hard-linked N times (``output.dedup`` is off, so identical bytes are all
     captioned), cached under ``$TMPDIR/caprl-bench-media``. Reports the child's peak RSS (``ru_maxrss``), its RSS
@@ -26,6 +27,9 @@
     openai back end against benchmarks/gpu_timing_server.py, a MEASURING INSTRUMENT emulating a GPU engine's decode
     timing (continuous batching, fixed step time, seeded lognormal lengths, real HTTP), as a ratio to the server's
     capacity, beside the batch-synchronous figure (a barrier per batch) and a raw stream.
+(e) vllm runs benchmarks/annotate_vllm.py in the vLLM environment (.venv-vllm, or $CAPRL_VLLM_PYTHON): caprl annotate
+    with the vllm back end and the shipped recipe's settings vs the same engine given the whole pre-decoded queue
+    and vs waves of batch_size (its --help has the details).
 """
 
 from __future__ import annotations
@@ -297,6 +301,10 @@ def memory_media(sizes: dict[str, list[int]], window: int | None, decode_workers
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["vllm"]:  # (e): runs in the vLLM environment
+        here = Path(__file__).resolve().parent
+        python = os.environ.get("CAPRL_VLLM_PYTHON", str(here.parent / ".venv-vllm" / "bin" / "python"))
+        raise SystemExit(subprocess.call([python, str(here / "annotate_vllm.py"), *sys.argv[2:]]))
     if sys.argv[1:2] == ["openai-gpu"]:  # (d): its own options, in benchmarks/stream.py
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from stream import main as stream_main
@@ -305,6 +313,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="what", required=True)
     sub.add_parser("openai-gpu", help="(d) openai back end vs the GPU-timing measuring server; see its --help")
+    sub.add_parser("vllm", help="(e) vllm back end vs the same engine fed the whole queue (in .venv-vllm)")
     sp = sub.add_parser("speed")
     sp.add_argument("--n", type=int, default=192)
     sp.add_argument("--batch", type=int, default=16)
