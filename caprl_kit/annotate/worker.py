@@ -66,8 +66,10 @@ class Annotator:
         return Loaded(item, media=media, raw=raw if self.cfg.output.embed_media else None)
 
     def _loaded(self, items: list[InputItem]) -> Iterator[Loaded]:
-        # decodes run up to a window ahead while the engine works; Ctrl-C cancels them (io/decode.py)
-        return decode_map(self._load, items, self.cfg.batching.decode_workers, ahead=self.cfg.batching.window)
+        # decodes run a bounded window ahead while the engine works (an engine that keeps many requests in flight,
+        # like vllm, takes them in bursts: up to 64 ahead); Ctrl-C cancels them (io/decode.py)
+        ahead = max(self.cfg.batching.window, min(64, getattr(self.backend, "in_flight", 0) // 2))
+        return decode_map(self._load, items, self.cfg.batching.decode_workers, ahead=ahead)
 
     # ------------------------------------------------------------------ prompts and rows
     def prompt_for(self, media_type: str) -> tuple[str, str]:
