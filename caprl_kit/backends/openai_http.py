@@ -220,7 +220,7 @@ class OpenAIBackend(BackendBase):
         try:
             for request in requests:
                 while in_flight >= limit or not done.empty():
-                    yield done.get()
+                    yield _next(done)
                     in_flight -= 1
                 try:
                     body = self.payload(request)
@@ -232,7 +232,7 @@ class OpenAIBackend(BackendBase):
                 fut.add_done_callback(lambda f, r=request: finished(r, f))
                 in_flight += 1
             while in_flight:
-                yield done.get()
+                yield _next(done)
                 in_flight -= 1
         finally:  # also when the consumer stops early: cancel what is still running, then close
             for fut in running:
@@ -253,6 +253,15 @@ class OpenAIBackend(BackendBase):
         thread.start()
         thread.join()
         return box["out"]
+
+
+def _next(done: "queue.Queue[Response]") -> Response:
+    """The next finished response, waiting in short steps so that Ctrl-C is handled at once (see io/decode.py)."""
+    while True:
+        try:
+            return done.get(timeout=0.1)
+        except queue.Empty:
+            continue
 
 
 def _message(resp: Any) -> str:

@@ -17,6 +17,17 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+def _result(fut: "Future[R]") -> R:
+    """``fut.result()`` in short waits: a SIGINT that the kernel delivered to another thread (tqdm's monitor, an
+    HTTP client) only runs its handler when the main thread wakes, so an untimed wait could ignore Ctrl-C for as
+    long as the running decode takes."""
+    while True:
+        try:
+            return fut.result(timeout=0.1)
+        except TimeoutError:
+            continue
+
+
 def decode_map(
     fn: Callable[[T], R], items: Iterable[T], workers: int, *, ahead: int | None = None
 ) -> Generator[R, None, None]:
@@ -34,9 +45,9 @@ def decode_map(
         for item in it:
             pending.append(pool.submit(fn, item))
             if len(pending) >= limit:
-                yield pending.popleft().result()
+                yield _result(pending.popleft())
         while pending:
-            yield pending.popleft().result()
+            yield _result(pending.popleft())
     except BaseException:  # KeyboardInterrupt, GeneratorExit, an error in fn: stop now, do not drain
         for fut in pending:
             fut.cancel()
