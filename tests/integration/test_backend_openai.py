@@ -67,7 +67,11 @@ def test_payload_images_videos_sampling_prefill(media_dir: Path) -> None:
         ])
         (seq,) = backend(server, video_as="jpeg_sequence").generate([Request.user("seq", videos=[clip])])
     assert out[0].texts == ["echo 0: look", "echo 1: look"] and out[0].completion_tokens == [3, 3]
-    img_body, vid_body, seq_body = server.bodies
+    def sent(text: str) -> dict:  # requests travel concurrently: find each body by its text part, not by order
+        return next(b for b in server.bodies if any(isinstance(c, list) and {"type": "text", "text": text} in c
+                                                    for c in (m["content"] for m in b["messages"])))
+
+    img_body, vid_body, seq_body = sent("look"), sent("watch"), sent("seq")
     assert {k: img_body[k] for k in ("n", "temperature", "top_p", "top_k", "max_tokens", "seed", "stop",
                                      "repetition_penalty", "continue_final_message", "add_generation_prompt")} == {
         "n": 2, "temperature": 0.6, "top_p": 0.9, "top_k": 5, "max_tokens": 10, "seed": 3, "stop": ["\n"],
