@@ -10,53 +10,23 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
-import textwrap
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from click.testing import Result
-from typer.testing import CliRunner
-
-from caprl_kit.cli import app
 from chat_server import ChatServer
+from cli_cases import cli, write_yaml
 from media_factory import make_image_bytes
-
-runner = CliRunner()
+from vllm_server import free_port
 VERBS = ("annotate", "curate", "eval", "train")
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def flat(text: str) -> str:
-    """Whitespace removed: Rich wraps long messages (and long paths) at the console width."""
-    return "".join(text.split())
-
-
-def cli(argv: list[Any], code: int, *fragments: Any, traceback: bool = False) -> Result:
-    """Run ``caprl argv`` in-process; assert the exit code, no traceback (unless asked for) and that the output
-    holds every fragment (whitespace-insensitive)."""
-    result = runner.invoke(app, [str(a) for a in argv])
-    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
-    if not traceback:
-        assert "Traceback" not in result.output, result.output
-    for fragment in fragments:
-        assert flat(str(fragment)) in flat(result.output), (fragment, result.output)
-    return result
-
-
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` (relative path -> bytes)."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def user_folder(path: Path) -> dict[str, bytes]:
@@ -66,11 +36,6 @@ def user_folder(path: Path) -> dict[str, bytes]:
     (path / "data" / "raw.bin").write_bytes(bytes(range(256)) * 4)
     (path / ".hidden").write_text("x")
     return snapshot(path)
-
-
-def write_yaml(path: Path, text: str) -> Path:
-    path.write_text(textwrap.dedent(text))
-    return path
 
 
 @pytest.fixture(scope="module")
