@@ -1,4 +1,4 @@
-"""Loaded media items and adaptive batching by estimated prompt tokens (shared by annotate and curate)."""
+"""Loaded media items, and batches cut by estimated prompt tokens (``backends.base.estimate_tokens`` gives the costs)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ from caprl_kit.errors import MediaError
 from caprl_kit.io.media import LoadedImage, VideoClip
 from caprl_kit.io.readers import InputItem
 
-TEXT_TOKENS = 48  # rough prompt-text share of a request, for batching estimates
-
 
 @dataclass
 class Loaded:
@@ -17,20 +15,6 @@ class Loaded:
     media: LoadedImage | VideoClip | None = None
     raw: bytes | None = None
     error: MediaError | None = None
-
-    @property
-    def est_tokens(self) -> int:
-        if isinstance(self.media, LoadedImage):
-            return TEXT_TOKENS + (self.media.width // 28) * (self.media.height // 28)
-        if isinstance(self.media, VideoClip):
-            return TEXT_TOKENS + (len(self.media.frames) // 2) * (self.media.width // 28) * (self.media.height // 28)
-        return TEXT_TOKENS
-
-
-def cut_batches(loaded: list[Loaded], max_items: int, max_tokens: int) -> list[list[int]]:
-    """Indices of ``loaded`` grouped into batches: sorted by size, each within both caps (an oversized item
-    gets a batch of its own)."""
-    return batches_by_cost([ld.est_tokens for ld in loaded], max_items, max_tokens)
 
 
 def batches_by_cost(costs: list[int], max_items: int, max_tokens: int) -> list[list[int]]:

@@ -299,21 +299,18 @@ def test_relative_manifest_paths_become_absolute_sources(tmp_path: Path, monkeyp
 
 
 def test_adaptive_batches_respect_both_caps() -> None:
-    from caprl_kit.io.batching import Loaded, cut_batches
-    from caprl_kit.io.media import LoadedImage
-    from caprl_kit.io.readers import InputItem
+    from caprl_kit.backends.base import Request, estimate_tokens
+    from caprl_kit.io.batching import batches_by_cost
     from PIL import Image
 
-    def item(side: int) -> Loaded:
-        img = Image.new("RGB", (side, side))
-        return Loaded(InputItem(key=str(side)), media=LoadedImage(img, side, side, None, ""))
-
-    loaded = [item(s) for s in (280, 56, 560, 56, 280, 56)]  # 148, 52, 448, 52, 148, 52 tokens
-    batches = cut_batches(loaded, max_items=2, max_tokens=300)
+    requests = [Request.user("", images=[Image.new("RGB", (s, s))]) for s in (280, 56, 560, 56, 280, 56)]
+    costs = [estimate_tokens(r) for r in requests]
+    assert costs == [100, 4, 400, 4, 100, 4]  # one token per 28x28 patch
+    batches = batches_by_cost(costs, max_items=2, max_tokens=300)
     assert sorted(i for b in batches for i in b) == list(range(6))
     for b in batches:
         assert len(b) <= 2
-        assert sum(loaded[i].est_tokens for i in b) <= 300 or len(b) == 1
+        assert sum(costs[i] for i in b) <= 300 or len(b) == 1
     assert [2] in batches  # the oversized item runs alone
 
 
