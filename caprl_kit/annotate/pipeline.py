@@ -82,10 +82,10 @@ def run(cfg: AnnotateConfig, *, overwrite: bool = False, progress: Progress | No
                     overwrite=overwrite, record_config=False)
     run_dir = RunDir(cfg.output_dir, AnnotationRow)  # type: ignore[arg-type]
     # dedup across resumes needs the hashes of finished shards; across processes it is refused at config time
-    seen = _seen_hashes(run_dir) if cfg.output.dedup and run_dir.exists() and not overwrite else {}
+    seen = _seen_hashes(run_dir) if cfg.output.dedup and run_dir.exists() else {}  # begin removed it on --overwrite
     stage = Stage(STAGE, "annotate", run_dir, cfg.fingerprint(), functools.partial(make_annotator, cfg, seen=seen),
                   lambda: iter_shards(iter_items(cfg.input), cfg.sharding.shard_size))
-    written, skipped = run_stage(cfg, stage, listing, progress=progress, overwrite=overwrite)
+    written, skipped = run_stage(cfg, stage, listing, progress=progress)
     report = summarize(run_dir, "annotate")
     report.shards_done, report.shards_skipped = len(written), skipped
     report.duration_s = time.perf_counter() - t0

@@ -82,8 +82,8 @@ class Annotator:
     def _request(self, ld: Loaded) -> Request:
         _, text = self.prompt_for(ld.item.media_type)
         if isinstance(ld.media, VideoClip):
-            return Request.user(text, videos=[ld.media], system=self.cfg.prompt.system, id=ld.item.key)
-        return Request.user(text, images=[ld.media.image], system=self.cfg.prompt.system, id=ld.item.key)  # type: ignore[union-attr]
+            return Request.user(text, videos=[ld.media], system=self.cfg.prompt.system)
+        return Request.user(text, images=[ld.media.image], system=self.cfg.prompt.system)  # type: ignore[union-attr]
 
     def _row(self, ld: Loaded, resp: Response | None, status: str, error: str | None) -> dict[str, Any]:
         prompt_id, prompt = self.prompt_for(ld.item.media_type)

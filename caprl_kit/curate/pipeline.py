@@ -79,7 +79,7 @@ def run(cfg: CurateConfig, *, overwrite: bool = False, progress: Progress | None
             else (lambda: generated_shards(cfg))
         stage = Stage(name, f"curate/{name}", stage_dir(cfg, name), stage_hash(cfg, name),
                       functools.partial(make_worker, cfg, name), shards)
-        written, skipped = run_stage(cfg, stage, listing, progress=progress, overwrite=overwrite)
+        written, skipped = run_stage(cfg, stage, listing, progress=progress)
         report.shards_done, report.shards_skipped = report.shards_done + len(written), report.shards_skipped + skipped
         report.metrics[f"{name}_requests"] = sum(s.metrics.get("requests", 0) for s in stage.run_dir.read_stats())
     from caprl_kit.curate.export import export

@@ -66,14 +66,14 @@ class Stage:
     total: int | None = None  # progress total when it is not the item count
 
 
-def run_stage(cfg: Any, stage: Stage, listing: Listing, *, progress: Progress,
-              overwrite: bool = False) -> tuple[list[ShardStats], int]:
-    """Open or resume ``stage`` and run its remaining shards; returns (stats written now, shards skipped)."""
+def run_stage(cfg: Any, stage: Stage, listing: Listing, *, progress: Progress) -> tuple[list[ShardStats], int]:
+    """Open or resume ``stage`` and run its remaining shards; returns (stats written now, shards skipped). A
+    previous run to discard was already removed by ``begin`` (``--overwrite`` claims the whole output folder)."""
     from caprl_kit.runners import RUNNERS
 
     done = stage.run_dir.open(command=stage.command, config=cfg, config_hash=stage.config_hash,
                               input_fingerprint=listing.fingerprint, n_items=listing.n_items,
-                              shard_size=cfg.sharding.shard_size, overwrite=overwrite)
+                              shard_size=cfg.sharding.shard_size)
     total = stage.total if stage.total is not None else listing.n_items
     progress.start(stage.name, total=total, completed=min(total, len(done) * cfg.sharding.shard_size))
     r = cfg.runner
