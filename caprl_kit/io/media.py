@@ -136,22 +136,27 @@ def _not_regular(source: str, what: str) -> MediaError:
     return MediaError("not_a_regular_file", source, f"{what}, not a regular file: only regular files are read")
 
 
+@contextmanager
+def _io_errors(source: str, detail: bool = True) -> Iterator[None]:
+    """A failed open/stat/read as ``MediaError("file_not_found")`` (``detail``: the OS's text for a missing file)."""
+    try:
+        yield
+    except FileNotFoundError as exc:
+        raise MediaError("file_not_found", source, (detail and str(exc)) or "no such file") from None
+    except OSError as exc:
+        raise MediaError("file_not_found", source, f"cannot read: {exc}") from None
+
+
 def _read_file(src: str, max_bytes: int) -> bytes:
     from fsspec.implementations.local import LocalFileSystem
 
     from caprl_kit.io.fs import url_to_fs
 
-    try:
+    with _io_errors(src):
         fs, path = url_to_fs(src)
         if isinstance(fs, LocalFileSystem):
             return _read_local(path, max_bytes, src)
         info = fs.info(path)
-    except MediaError:
-        raise
-    except FileNotFoundError as exc:
-        raise MediaError("file_not_found", src, str(exc) or "no such file") from None
-    except OSError as exc:
-        raise MediaError("file_not_found", src, f"cannot read: {exc}") from None
     kind = info.get("type")
     if kind == "directory":
         raise _not_regular(src, "a directory")
@@ -159,13 +164,8 @@ def _read_file(src: str, max_bytes: int) -> bytes:
         raise _not_regular(src, f"of type {kind!r}")
     if info.get("size") is not None:
         _check_size(int(info["size"]), max_bytes, src)
-    try:
-        with fs.open(path, "rb") as fh:
-            data = _read_capped(fh, max_bytes, info.get("size"))
-    except FileNotFoundError as exc:
-        raise MediaError("file_not_found", src, str(exc) or "no such file") from None
-    except OSError as exc:
-        raise MediaError("file_not_found", src, f"cannot read: {exc}") from None
+    with _io_errors(src), fs.open(path, "rb") as fh:
+        data = _read_capped(fh, max_bytes, info.get("size"))
     if len(data) > max_bytes:
         raise _over_cap(src, max_bytes, info.get("size", "unknown"))
     return data
@@ -174,29 +174,19 @@ def _read_file(src: str, max_bytes: int) -> bytes:
 def _read_local(path: str, max_bytes: int, source: str) -> bytes:
     """``stat`` before ``open`` (opening a FIFO blocks, opening a device can have effects), then ``fstat`` the
     opened file (non-blocking) so a swap between the two calls is caught too."""
-    try:
+    with _io_errors(source, detail=False):
         st = os.stat(path)
-    except FileNotFoundError:
-        raise MediaError("file_not_found", source, "no such file") from None
-    except OSError as exc:
-        raise MediaError("file_not_found", source, f"cannot read: {exc}") from None
     if not stat.S_ISREG(st.st_mode):
         raise _not_regular(source, file_type(st.st_mode))
     _check_size(st.st_size, max_bytes, source)
-    try:
+    with _io_errors(source, detail=False):
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise MediaError("file_not_found", source, "no such file") from None
-    except OSError as exc:
-        raise MediaError("file_not_found", source, f"cannot read: {exc}") from None
     with os.fdopen(fd, "rb") as fh:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise _not_regular(source, file_type(st.st_mode))
-        try:
+        with _io_errors(source, detail=False):
             data = _read_capped(fh, max_bytes, st.st_size)
-        except OSError as exc:
-            raise MediaError("file_not_found", source, f"cannot read: {exc}") from None
     if len(data) > max_bytes:
         raise _over_cap(source, max_bytes, st.st_size)  # /proc files list 0; or it grew while being read
     return data
