@@ -14,6 +14,8 @@ with "The answer is"; generation continues it). A bad input never raises out of 
 from __future__ import annotations
 
 import itertools
+import queue
+from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator, Protocol, Sequence
 
@@ -121,6 +123,59 @@ def check_engine_up(responses: Sequence[Response], what: str) -> None:
                          "finished shards are kept")
 
 
+class _Idle:
+    group = None
+
+    def __repr__(self) -> str:
+        return "IDLE"
+
+
+#: yielded by a live request source (``Feed``) that has no request right now while some of its requests are still
+#: inside the engine: ``stream`` steps the engine / delivers finished responses and asks again, instead of waiting
+IDLE: Any = _Idle()
+_CLOSED = object()
+
+
+class Feed:
+    """A request source for a long-lived ``Backend.stream`` (the reward server): ``put`` from any thread, the stream
+    pulls. A pull waits only while none of the feed's requests is inside the engine; otherwise it answers ``IDLE``
+    at once, so the engine keeps running what it holds. The stream's consumer calls ``answered()`` for every
+    response it takes; ``close()`` ends the stream once the engine has answered what it holds."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()  # lists of requests: a put arrives whole
+        self._ready: deque[Request] = deque()  # the stream's thread only
+        self.outstanding = 0  #: requests handed to the engine and not answered yet (the stream's thread only)
+        self.peak = 0  #: most requests inside the engine at once
+
+    def put(self, requests: Iterable[Request]) -> None:
+        self._queue.put(list(requests))
+
+    def close(self) -> None:
+        self._queue.put(_CLOSED)
+
+    def answered(self, n: int = 1) -> None:
+        self.outstanding -= n
+
+    def __iter__(self) -> "Feed":
+        return self
+
+    def __next__(self) -> Request:
+        while not self._ready:
+            try:
+                item = self._queue.get(timeout=0.1) if self.outstanding <= 0 else self._queue.get_nowait()
+            except queue.Empty:
+                if self.outstanding > 0:
+                    return IDLE
+                continue  # short waits: Ctrl-C and shutdown are seen at once
+            if item is _CLOSED:
+                raise StopIteration
+            self._ready.extend(item)
+        self.outstanding += 1
+        self.peak = max(self.peak, self.outstanding)
+        return self._ready.popleft()
+
+
 class Backend(Protocol):
     """``generate`` answers a list; ``stream`` takes any number of requests and yields each response as it completes
     (matched by ``Response.id``), keeping up to ``in_flight`` requests inside the engine. Implementations:
@@ -163,29 +218,37 @@ class BackendBase:
         """Responses as they complete, each with its request's id. Here, for engines whose step cost grows with the
         batch (transformers, lexical): token-budgeted batches of at most ``in_flight`` requests, cut from windows of
         ``window`` requests sorted by estimated prompt tokens (little padding), never mixing request groups (shards);
-        memory stays per window."""
+        memory stays per window. A live source (``Feed``) that has nothing more right now (``IDLE``) cuts the
+        window there, so a server's requests never wait for a full window."""
         size = self.in_flight
         limit = max(size, window or size)
-        for _, group in itertools.groupby(requests, key=lambda r: r.group):
-            yield from self._windows(group, size, limit, max_batch_tokens)
+        it = iter(requests)
+        ahead = next(it, None)
+        while ahead is not None:
+            chunk: list[Request] = []
+            while ahead is not None and ahead is not IDLE and len(chunk) < limit and (
+                    not chunk or ahead.group == chunk[0].group):
+                chunk.append(ahead)
+                ahead = next(it, None)
+            if chunk:
+                yield from self._window(chunk, size, max_batch_tokens)
+            if ahead is IDLE:
+                ahead = next(it, None)
 
-    def _windows(self, requests: Iterable[Request], size: int, limit: int, max_batch_tokens: int | None
-                 ) -> Iterator[Response]:
+    def _window(self, chunk: list[Request], size: int, max_batch_tokens: int | None) -> Iterator[Response]:
         from caprl_kit.io.batching import batches_by_cost
 
-        it = iter(requests)
-        while chunk := list(itertools.islice(it, limit)):
-            costs = [estimate_tokens(r) for r in chunk]
-            for batch in batches_by_cost(costs, size, max_batch_tokens or 1 << 30):
-                todo = [chunk[i] for i in batch]
-                for i in batch:
-                    chunk[i] = None  # type: ignore[call-overload]  # answered requests free their media at once
-                responses = self.generate(todo)
-                ids = [req.id for req in todo]
-                del todo
-                for rid, resp in zip(ids, responses):
-                    resp.id = rid
-                    yield resp
+        costs = [estimate_tokens(r) for r in chunk]
+        for batch in batches_by_cost(costs, size, max_batch_tokens or 1 << 30):
+            todo = [chunk[i] for i in batch]
+            for i in batch:
+                chunk[i] = None  # type: ignore[call-overload]  # answered requests free their media at once
+            responses = self.generate(todo)
+            ids = [req.id for req in todo]
+            del todo
+            for rid, resp in zip(ids, responses):
+                resp.id = rid
+                yield resp
 
     def generate_stream(self, requests: Iterable[Request], batch_size: int | None = None) -> Iterator[Response]:
         """Stream any number of requests through ``generate`` in batches, in order; memory stays per batch."""

@@ -22,7 +22,7 @@ import threading
 import time
 from typing import Any, Iterable, Iterator, Sequence
 
-from caprl_kit.backends.base import BackendBase, Request, Response
+from caprl_kit.backends.base import IDLE, BackendBase, Request, Response
 from caprl_kit.backends.config import BackendConfig
 from caprl_kit.errors import BackendError, MediaError
 from caprl_kit.io.media import VideoClip, load_image, load_video
@@ -219,9 +219,18 @@ class OpenAIBackend(BackendBase):
         in_flight = 0
         try:
             for request in requests:
+                if request is IDLE:  # a live feed with nothing new: hand back what finishes within a moment
+                    try:
+                        first = done.get(timeout=0.01)
+                    except queue.Empty:
+                        continue
+                    in_flight -= 1
+                    yield first
                 while in_flight >= limit or not done.empty():
                     yield _next(done)
                     in_flight -= 1
+                if request is IDLE:
+                    continue
                 try:
                     body = self.payload(request)
                 except MediaError as exc:

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from caprl_kit._optional import require
 from caprl_kit.backends import loading
-from caprl_kit.backends.base import BackendBase, Request, Response, SamplingParams
+from caprl_kit.backends.base import IDLE, BackendBase, Request, Response, SamplingParams
 from caprl_kit.backends.config import BackendConfig
 from caprl_kit.backends.prompts import render_request
 from caprl_kit.errors import BackendError, MediaError
@@ -173,6 +173,8 @@ class VLLMBackend(BackendBase):
                     req = next(it, None)
                     if req is None:
                         exhausted = True
+                        break
+                    if req is IDLE:  # a live feed with nothing new: step what the engine holds
                         break
                     if not self.is_vlm and (req.media("image") or req.media("video")):
                         raise loading.text_only_error(self.model_id, self.hf_config)

@@ -3,7 +3,8 @@
 For each caption: ``qa_num`` questions drawn with replacement from the image's QA list, options shuffled every time
 with the cannot-answer option appended, answered with the prefill "The answer is" (temperature 0.6, 10 tokens);
 reward = share answered correctly. ``mode: all_qa`` asks every question once, unshuffled, without the extra option.
-All answer prompts of a batch go to the engine in one call.
+All answer prompts of a batch go to the engine in one call (the reward server streams them instead: ``plan`` +
+``reduce``).
 """
 
 from __future__ import annotations
@@ -12,12 +13,16 @@ import random
 from typing import Any, Sequence
 
 from caprl_kit.backends import build_backend
-from caprl_kit.backends.base import Backend, Request, SamplingParams
+from caprl_kit.backends.base import Backend, Request, Response, SamplingParams
 from caprl_kit.mcq.options import CANNOT_ANSWER, extract_letter, official_shuffle, parse_easy, render, shuffle_options
 from caprl_kit.rewards.base import RewardError, RewardOutput, completion_text, decode_ground_truth
 from caprl_kit.rewards.config import QARewardConfig
 from caprl_kit.rewards.prompts import PREFILL, answer_prompt
 from caprl_kit.schemas.curate import MCQ
+
+
+#: per caption, its trials' (correct letter, shown choices)
+Trials = list[list[tuple[str, list[str]]]]
 
 
 class QAScorer:
@@ -44,16 +49,20 @@ class QAScorer:
             out.append((s.question_full, s.answer, s.choices))
         return out
 
-    def score(self, captions: Sequence[str], qa_lists: Sequence[list[MCQ]]) -> RewardOutput:
+    def plan(self, captions: Sequence[str], qa_lists: Sequence[list[MCQ]]) -> tuple[list[Request], "Trials"]:
+        """The answer prompts for ``captions`` (in order) and what each caption's trials expect."""
         requests: list[Request] = []
-        plan: list[list[tuple[str, list[str]]]] = []
+        plan: Trials = []
         for caption, qas in zip(captions, qa_lists):
             trials = self._trials(qas) if qas else []
             plan.append([(answer, choices) for _, answer, choices in trials])
             for question_full, _, _ in trials:
                 prompt = answer_prompt(caption, question_full, self.cfg.task, self.cfg.compat)
                 requests.append(Request.user(prompt, prefill=PREFILL, sampling=self.sampling))
-        responses = self.engine.generate(requests) if requests else []
+        return requests, plan
+
+    def reduce(self, plan: "Trials", responses: Sequence[Response]) -> RewardOutput:
+        """Rewards from the engine's answers to ``plan``'s prompts (in the order ``plan`` made them)."""
         failed = [r for r in responses if not r.ok]
         if failed:
             raise RewardError(f"answerer failed on {len(failed)} of {len(responses)} prompts: {failed[0].error}")
@@ -74,6 +83,10 @@ class QAScorer:
             scores.append(score)
             details.append({"qa_reward": score, "n_questions": len(trials), "correct": correct, "predicted": predicted})
         return RewardOutput(scores, details)
+
+    def score(self, captions: Sequence[str], qa_lists: Sequence[list[MCQ]]) -> RewardOutput:
+        requests, plan = self.plan(captions, qa_lists)
+        return self.reduce(plan, self.engine.generate(requests) if requests else [])
 
 
 class QAAccuracyReward:

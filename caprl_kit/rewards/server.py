@@ -10,25 +10,28 @@
 
 Every request is validated on its own before it is queued: shapes, captions as strings, non-empty QA lists and
 every MCQ through the strict validator (``caprl_kit.mcq.validate``; an answer given as option text maps to its
-label). Concurrent valid requests are then coalesced into one engine call (up to ``max_batch_captions`` captions,
-waiting at most ``batch_wait_ms``); if that call fails, each request of the batch is retried on its own, so one
-request's failure never fails the others. Bad JSON -> 400, body too large -> 413, wrong shape, empty QA list or
+label). The answer prompts of every valid request then go into one long-lived engine stream (``Scorer``), so
+concurrent requests share the engine and each is answered when its own last prompt is; if the engine breaks, each
+request it held is retried on its own, so one request's failure never fails the others. Bad JSON -> 400, body too large -> 413, wrong shape, empty QA list or
 invalid MCQ -> 422 naming the offending index, missing/wrong token -> 401, engine failure -> 503 with the message:
 never the silent zero rewards of the official server.
 """
 
 
 import asyncio
-from collections import deque
 import contextlib
+import itertools
 import json
 import os
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
+from caprl_kit.backends.base import Feed, Request, Response
 from caprl_kit.config import ConfigModel, JobConfig
 from caprl_kit.errors import InvalidMCQ
 from caprl_kit.log import get_logger
@@ -36,6 +39,7 @@ from caprl_kit.mcq.options import split_question_full
 from caprl_kit.mcq.validate import validate_mcq
 from caprl_kit.rewards.base import RewardOutput
 from caprl_kit.rewards.config import QARewardConfig, TimestampFormatConfig
+from caprl_kit.rewards.qa import Trials
 from caprl_kit.schemas.curate import MCQ
 from caprl_kit.schemas.reward import RewardRequest
 
@@ -50,8 +54,6 @@ class RewardServerConfig(JobConfig):
     port: int = Field(18889, ge=0, le=65535, description="Port (CapRL++ scripts use 18889)")
     token_env: str | None = Field(None, description="Env var holding a bearer token; unset = no auth")
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Larger requests get 413")
-    max_batch_captions: int = Field(256, ge=1, description="Captions scored per engine call")
-    batch_wait_ms: float = Field(5.0, ge=0, description="How long to wait for more requests to batch")
     qa: QARewardConfig = Field(default_factory=QARewardConfig, description="QA reward and its answerer engine")
     format_weight: float | None = Field(
         None, description="Weight of the timestamp-format term; default 0.2 for video, 0 for image (spec §2.4)")
@@ -72,8 +74,26 @@ class EngineFailure(Exception):
 # --------------------------------------------------------------------------- scoring core
 
 
+@dataclass
+class _Job:
+    """One HTTP request's scoring: its answer prompts and the answers so far."""
+
+    captions: list[str]
+    requests: list[Request]
+    plan: Trials
+    fut: asyncio.Future
+    loop: asyncio.AbstractEventLoop
+    responses: list[Response | None]
+    left: int
+
+
 class Scorer:
-    """Wraps QA accuracy (+ format for video) behind a micro-batcher; one engine call at a time."""
+    """QA accuracy (+ format for video) on ONE long-lived engine stream, as the batch stages feed theirs: every
+    request's answer prompts go into ``Backend.stream`` through a ``Feed``, the engine keeps up to its ``in_flight``
+    prompts running whatever request they came from (vllm: its scheduler; openai: one concurrency limit;
+    transformers: a batch of what is waiting), and a request is answered as soon as its own last prompt is, never
+    after another request's longest answer. If the stream breaks (the engine raised), every request it held is
+    retried on its own, so a request that breaks the engine fails only itself (503); the stream then restarts."""
 
     def __init__(self, cfg: RewardServerConfig, engine: Any = None):
         from caprl_kit.rewards.qa import QAScorer
@@ -84,13 +104,16 @@ class Scorer:
         self.fmt = TimestampFormatReward(cfg.timestamp_format)
         weight = cfg.format_weight if cfg.format_weight is not None else (0.2 if cfg.qa.task == "video" else 0.0)
         self.format_weight = 0.0 if cfg.qa.task == "image" else weight
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="caprl-reward-engine")
-        self.queue: asyncio.Queue | None = None
-        self.batch_sizes: list[int] = []  # drained into the metrics histogram
-        self.scored_batches: deque[int] = deque(maxlen=10_000)  # recent engine calls' caption counts
+        self.feed = Feed()
+        self.jobs: dict[str, _Job] = {}
+        self.lock = threading.Lock()
+        self.scored: deque[int] = deque(maxlen=10_000)  #: captions of each answered request, newest last
+        self.retried_alone = 0  #: requests retried on their own after the stream broke
+        self._ids = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
 
-    def score_now(self, captions: list[str], qa_lists: list[list[MCQ]]) -> dict[str, list[float]]:
-        out: RewardOutput = self.qa.score(captions, qa_lists)
+    def rewards(self, captions: list[str], out: RewardOutput) -> dict[str, list[float]]:
         result = {"qa_rewards": out.scores}
         if self.cfg.qa.task == "video":
             fmt = self.fmt.compute(captions).scores
@@ -100,68 +123,85 @@ class Scorer:
             result["rewards"] = list(out.scores)
         return result
 
-    async def start(self) -> None:
-        self.queue = asyncio.Queue()
-        self._task = asyncio.get_running_loop().create_task(self._loop())  # keep a reference: tasks are weakly held
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._pump, name="caprl-reward-engine", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self.feed.close()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
 
     async def submit(self, captions: list[str], qa_lists: list[list[MCQ]]) -> dict[str, list[float]]:
-        fut: asyncio.Future = asyncio.get_running_loop().create_future()
-        await self.queue.put((captions, qa_lists, fut))  # type: ignore[union-attr]
-        return await fut
-
-    async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            first = await self.queue.get()  # type: ignore[union-attr]
-            batch = [first]
-            n = len(first[0])
-            deadline = loop.time() + self.cfg.batch_wait_ms / 1000
-            while n < self.cfg.max_batch_captions:
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(self.queue.get(), timeout)  # type: ignore[union-attr]
-                except asyncio.TimeoutError:
-                    break
-                batch.append(item)
-                n += len(item[0])
-            await self._score_batch(batch)
+        requests, plan = self.qa.plan(captions, qa_lists)
+        job_id = f"r{next(self._ids)}"
+        for k, request in enumerate(requests):
+            request.id = f"{job_id}:{k}"
+        job = _Job(captions, requests, plan, loop.create_future(), loop, [None] * len(requests), len(requests))
+        with self.lock:
+            self.jobs[job_id] = job
+            self.feed.put(requests)
+        return await job.fut
 
-    async def _run(self, captions: list[str], qa_lists: list[list[MCQ]]) -> dict[str, list[float]]:
-        self.batch_sizes.append(len(captions))
-        self.scored_batches.append(len(captions))
-        return await asyncio.get_running_loop().run_in_executor(self.pool, self.score_now, captions, qa_lists)
+    # ------------------------------------------------------------------ the engine thread
+    def _pump(self) -> None:
+        while not self._stopping:
+            feed = self.feed
+            try:
+                for response in self.qa.engine.stream(feed):
+                    feed.answered()
+                    self._take(response)
+                return  # closed
+            except Exception as exc:  # noqa: BLE001 - the engine raised: retry what it held, one request at a time
+                with self.lock:
+                    broken = list(self.jobs.values())
+                    self.jobs.clear()
+                    self.feed = Feed()
+                log.warning("reward engine failed with %d request(s) in it (%s: %s); retrying each on its own",
+                            len(broken), type(exc).__name__, exc)
+                for job in broken:
+                    self._alone(job)
 
-    async def _score_batch(self, batch: list[tuple[list[str], list[list[MCQ]], asyncio.Future]]) -> None:
-        """One engine call for the whole batch; if it fails, each request is retried on its own, so one request's
-        failure answers only that request with a 503 and the others still get their rewards."""
-        captions = [c for item in batch for c in item[0]]
-        qa_lists = [q for item in batch for q in item[1]]
-        try:
-            result = await self._run(captions, qa_lists)
-        except Exception as exc:  # engine failure
-            if len(batch) == 1:
-                _settle(batch[0][2], exc=exc)
+    def _take(self, response: Response) -> None:
+        job_id, _, k = (response.id or "").rpartition(":")
+        with self.lock:
+            job = self.jobs.get(job_id)
+            if job is None:
                 return
-            log.warning("reward engine failed on a batch of %d requests (%s: %s); retrying each on its own",
-                        len(batch), type(exc).__name__, exc)
-            for caps, qas, fut in batch:
-                if fut.done():  # the client went away
-                    continue
-                try:
-                    _settle(fut, await self._run(caps, qas))
-                except Exception as one:
-                    _settle(fut, exc=one)
+            job.responses[int(k)] = response
+            job.left -= 1
+            if job.left:
+                return
+            del self.jobs[job_id]
+        self._finish(job, job.responses)  # type: ignore[arg-type]
+
+    def _alone(self, job: _Job) -> None:
+        self.retried_alone += 1
+        try:
+            responses = self.qa.engine.generate(job.requests)
+        except Exception as exc:  # noqa: BLE001 - this request breaks the engine: it alone gets the 503
+            self._settle(job, exc=exc)
             return
-        start = 0
-        for caps, _, fut in batch:
-            _settle(fut, {k: v[start : start + len(caps)] for k, v in result.items()})
-            start += len(caps)
+        self._finish(job, responses)
+
+    def _finish(self, job: _Job, responses: list[Response]) -> None:
+        try:
+            result = self.rewards(job.captions, self.qa.reduce(job.plan, responses))
+        except Exception as exc:  # noqa: BLE001 - an answer prompt failed (engine error response)
+            self._settle(job, exc=exc)
+            return
+        self.scored.append(len(job.captions))
+        self._settle(job, result)
+
+    def _settle(self, job: _Job, result: dict[str, list[float]] | None = None, exc: Exception | None = None) -> None:
+        with contextlib.suppress(RuntimeError):  # the server is shutting down: its loop is closed
+            job.loop.call_soon_threadsafe(_settle, job.fut, result, exc)
 
 
 def _settle(fut: asyncio.Future, result: dict[str, list[float]] | None = None, exc: Exception | None = None) -> None:
-    if fut.done():
+    if fut.done():  # the client went away
         return
     if exc is not None:
         log.warning("reward engine failed for a request: %s: %s", type(exc).__name__, exc)
@@ -224,7 +264,7 @@ def official_to_mcqs(prompts: list[list[Any]]) -> tuple[list[str], list[list[MCQ
 def create_app(cfg: RewardServerConfig, engine: Any = None) -> Any:
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, PlainTextResponse
-    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
     token = os.environ.get(cfg.token_env) if cfg.token_env else None
     if cfg.token_env and not (token or "").strip():  # checked before the answerer loads
@@ -238,15 +278,16 @@ def create_app(cfg: RewardServerConfig, engine: Any = None) -> Any:
     requests_total = Counter("caprl_reward_requests", "Requests by endpoint and status", ["endpoint", "code"],
                              registry=registry)
     latency = Histogram("caprl_reward_latency_seconds", "Request latency", ["endpoint"], registry=registry)
-    batch_size = Histogram("caprl_reward_batch_captions", "Captions per engine call", registry=registry,
-                           buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024))
+    in_flight = Gauge("caprl_reward_in_flight_prompts", "Answer prompts inside the engine", registry=registry)
+    in_flight.set_function(lambda: max(0, scorer.feed.outstanding))
     engine_errors = Counter("caprl_reward_engine_errors", "Engine failures", registry=registry)
     captions_total = Counter("caprl_reward_captions", "Captions scored", registry=registry)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Any):
-        await scorer.start()
+        scorer.start()
         yield
+        scorer.stop()
 
     app = FastAPI(title="caprl reward server", lifespan=lifespan)
 
@@ -277,8 +318,6 @@ def create_app(cfg: RewardServerConfig, engine: Any = None) -> Any:
             engine_errors.inc()
             return None, reply(endpoint, 503, {"error": f"reward engine failed: {exc}"}, t0)
         captions_total.inc(len(captions))
-        while scorer.batch_sizes:
-            batch_size.observe(scorer.batch_sizes.pop())
         return result, None
 
     @app.post("/get_reward")

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from caprl_kit.backends import build_backend
+from caprl_kit.backends.base import BackendBase
 from caprl_kit.backends.config import BackendConfig
 from caprl_kit.rewards.base import RewardError
 from caprl_kit.rewards.client import RewardClient
@@ -35,10 +36,12 @@ def cfg(**kw) -> RewardServerConfig:
     return RewardServerConfig.model_validate({"qa": {"seed": 0, "answerer": {"name": "lexical"}}, **kw})
 
 
-class FaultyEngine:
-    """Injects what a real engine cannot be made to do on demand: fail mid-call."""
+class FaultyEngine(BackendBase):
+    """Injects what a real engine cannot be made to do on demand: fail mid-call (streamed like every engine)."""
 
-    model_id = "faulty"
+    def __init__(self) -> None:
+        super().__init__(BackendConfig(name="lexical"))
+        self.model_id = "faulty"
 
     def generate(self, requests):
         raise RuntimeError("CUDA error: out of memory (injected)")
@@ -71,11 +74,11 @@ def test_typed_endpoint_health_and_metrics() -> None:
     assert r.json()["details"][0]["qa_rewards"] == 1.0
     assert health == {"status": "ok", "answerer": "lexical", "task": "image"}
     assert 'caprl_reward_requests_total{code="200",endpoint="v1_reward"} 1.0' in metrics
-    assert "caprl_reward_batch_captions_bucket" in metrics and "caprl_reward_latency_seconds" in metrics
+    assert "caprl_reward_in_flight_prompts 0.0" in metrics and "caprl_reward_latency_seconds" in metrics
 
 
 def test_200_concurrent_requests_all_answered_and_batched() -> None:
-    app = create_app(cfg(batch_wait_ms=20))
+    app = create_app(cfg())
 
     async def fire(url: str) -> list[httpx.Response]:
         async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=200)) as client:
@@ -87,9 +90,8 @@ def test_200_concurrent_requests_all_answered_and_batched() -> None:
         responses = asyncio.run(fire(url))
     assert [r.status_code for r in responses] == [200] * 200
     assert [r.json()["rewards"] for r in responses] == [[1.0] if i % 2 else [0.0] for i in range(200)]
-    sizes = app.state.scorer.scored_batches
-    assert sum(sizes) == 200  # every caption scored exactly once
-    assert max(sizes) > 1  # concurrent requests were coalesced into shared engine calls
+    assert sum(app.state.scorer.scored) == 200  # every caption scored exactly once
+    assert app.state.scorer.feed.peak > 1  # concurrent requests shared the engine
 
 
 @pytest.mark.parametrize("name, send, code, message", [
@@ -191,24 +193,26 @@ def typed(answer: str, question: str = "What color is the square?") -> dict:
     return {"question": question, "choices": ["A) red", "B) blue"], "answer": answer}
 
 
-class PoisonableEngine:
+class PoisonableEngine(BackendBase):
     """The real lexical answerer, except that a call holding a prompt with POISON in it fails as a whole: an
     engine failure caused by one request, injected on demand."""
 
     def __init__(self) -> None:
+        super().__init__(BackendConfig(name="lexical"))
         self.inner = build_backend(BackendConfig(name="lexical"))
         self.model_id = self.inner.model_id
         self.calls: list[int] = []
 
     def generate(self, requests):
-        self.calls.append(len(requests))
-        if any("POISON" in json.dumps(r.messages) for r in requests):
+        poisoned = any("POISON" in json.dumps(r.messages) for r in requests)
+        self.calls.append((len(requests), poisoned))
+        if poisoned:
             raise RuntimeError("CUDA error: device-side assert (injected)")
         return self.inner.generate(requests)
 
 
 def test_a_malformed_request_does_not_fail_the_valid_ones_batched_with_it() -> None:
-    app = create_app(cfg(batch_wait_ms=300))  # a long window: all four would share one engine call
+    app = create_app(cfg())  # a long window: all four would share one engine call
     good_typed = {"captions": [FULL], "ground_truth": [[typed("B")]]}
     bad_typed = {"captions": [FULL, FULL], "ground_truth": [[typed("B")], [typed("E")]]}
     bad_official = {"prompts": [[FULL, [[CIRCLE_Q, "A"]]], [FULL, [[CIRCLE_Q, "E"], [SQUARE_Q, "B"]]]]}
@@ -228,7 +232,7 @@ def test_a_malformed_request_does_not_fail_the_valid_ones_batched_with_it() -> N
     assert bad.json()["error"] == "ground_truth[1][0]: answer 'E' is not one of the labels A, B"
     assert bad_off.status_code == 422
     assert bad_off.json()["error"] == "prompts[1].qa[0]: answer 'E' is not one of the labels A, B, C, D"
-    assert sum(app.state.scorer.scored_batches) == 3  # only the valid captions reached the engine
+    assert sum(app.state.scorer.scored) == 3  # only the valid captions reached the engine
     assert "caprl_reward_engine_errors_total 0.0" in metrics
 
 
@@ -259,7 +263,7 @@ def test_an_answer_given_as_option_text_is_scored_as_its_label() -> None:
 
 def test_an_engine_failure_caused_by_one_request_fails_only_that_request() -> None:
     engine = PoisonableEngine()
-    app = create_app(cfg(batch_wait_ms=300), engine=engine)
+    app = create_app(cfg(), engine=engine)
     poisoned = {"prompts": [["POISON " + FULL, [[SQUARE_Q, "B"]]]]}
 
     async def fire(url: str) -> list[httpx.Response]:
@@ -276,5 +280,52 @@ def test_an_engine_failure_caused_by_one_request_fails_only_that_request() -> No
     assert good_typed.status_code == 200 and good_typed.json()["rewards"] == [1.0]
     assert bad.status_code == 503 and "device-side assert" in bad.json()["error"]
     assert "caprl_reward_engine_errors_total 1.0" in metrics
-    sizes = list(app.state.scorer.scored_batches)
-    assert sizes[0] == 4 and sorted(sizes[1:]) == [1, 1, 2]  # one shared call failed, then one call per request
+    # the poisoned prompt broke the engine call it was in; each request that call held was retried on its own
+    poisoned_calls = [n for n, poisoned in engine.calls if poisoned]
+    assert len(poisoned_calls) == 2 and poisoned_calls[-1] == 8  # its own 8 draws (qa_num), nobody else's
+    assert app.state.scorer.retried_alone >= 1
+
+
+def test_a_short_request_is_answered_before_a_long_one_sent_earlier() -> None:
+    """The server streams every request's answer prompts into one engine: a request is answered when its own last
+    prompt is. (A micro-batcher that runs one engine call at a time made the short request wait for the long one's
+    call.) Real HTTP twice: our server, and the GPU-timing instrument behind the openai back end, where each
+    prompt's answer length is a seeded function of the prompt."""
+    pytest.importorskip("fastapi")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from gpu_timing_server import EngineConfig, lengths_for, serve_thread
+
+    from caprl_kit.mcq.validate import validate_mcq
+
+    engine_cfg = EngineConfig(max_running=8, step_s=0.01, prefill_steps=1, median_tokens=20, sigma=0.6, seed=7)
+    q = {"question": "What color is the circle?", "choices": ["A) red", "B) blue"], "answer": "A"}
+    with serve_thread(engine_cfg) as engine_url:
+        server_cfg = cfg(qa={"mode": "all_qa", "sampling": {"max_tokens": 2048}, "answerer": {
+            "name": "openai", "model": "gpu-timing", "openai": {"base_url": engine_url, "max_concurrency": 8}}})
+        app = create_app(server_cfg)
+        scorer, backend = app.state.scorer, app.state.scorer.qa.engine
+
+        def answer_len(caption: str) -> int:  # what the instrument will take for this caption's one answer prompt
+            requests, _ = scorer.qa.plan([caption], [[validate_mcq(q, "q")]])
+            return lengths_for(engine_cfg, backend.payload(requests[0]))[0]
+
+        captions = sorted((f"A red circle, take {i}." for i in range(60)), key=answer_len)
+        short, long_ = captions[0], captions[-1]
+        assert answer_len(long_) > 4 * answer_len(short) and answer_len(long_) > 50  # the long one takes > 0.5 s
+        finished: list[str] = []
+
+        async def fire(url: str) -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=60) as client:
+                async def one(caption: str, delay: float) -> httpx.Response:
+                    await asyncio.sleep(delay)
+                    r = await client.post(f"{url}/v1/reward", json={"captions": [caption], "ground_truth": [[q]]})
+                    finished.append(caption)
+                    return r
+
+                return await asyncio.gather(one(long_, 0.0), one(short, 0.3))
+
+        with serve(app) as url:
+            responses = asyncio.run(fire(url))
+    assert [r.status_code for r in responses] == [200, 200]
+    assert finished == [short, long_]
+    assert list(scorer.scored) == [1, 1]

@@ -61,8 +61,7 @@ def test_compute_score_through_verls_reward_manager(tiny_models) -> None:
 
     tok_dir = str(tiny_models["captioner"])
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)
-    server_cfg = RewardServerConfig.model_validate({"qa": {"seed": 0, "answerer": {"name": "lexical"}},
-                                                    "batch_wait_ms": 20})
+    server_cfg = RewardServerConfig.model_validate({"qa": {"seed": 0, "answerer": {"name": "lexical"}}})
     app = create_app(server_cfg)
     full = "A red circle at the left and a blue square at the right."
     half = "A red circle at the left."
@@ -92,6 +91,6 @@ def test_compute_score_through_verls_reward_manager(tiny_models) -> None:
     assert 0.0 < out_half["reward_extra_info"]["qa_reward"] < 1.0  # only the circle is described
     assert set(out_full["reward_extra_info"]) == set(out_half["reward_extra_info"]) == set(verl_reward.KEYS)
     assert out_full["reward_extra_info"]["reward_error"] == 0.0
-    assert list(app.state.scorer.scored_batches) == [2]  # one batched request for both samples
+    assert list(app.state.scorer.scored) == [2]  # one batched request for both samples
     assert out_dead["reward_score"] == 0.0
     assert out_dead["reward_extra_info"]["reward_error"] == 1.0
