@@ -42,6 +42,14 @@ def test_offline_vllm_backend(vllm_exe: Path, tiny_models, media_dir: Path, tmp_
     assert text["greedy"][0]["texts"] == text["greedy"][1]["texts"]
     assert text["seeded"][0]["texts"] == text["seeded"][1]["texts"]
     assert text["prefill"]["prompt_tokens"] > text["greedy"][0]["prompt_tokens"]
+    stream = r["stream"]
+    for run in ("streamed", "fed"):  # every request answered exactly once, by its id, within its own max_tokens
+        assert sorted(x["id"] for x in stream[run]) == sorted(stream["max_tokens"])
+        assert all(x["error"] is None and x["completion_tokens"][0] <= stream["max_tokens"][x["id"]]
+                   for x in stream[run])
+    by_id = {x["id"]: x["texts"] for x in stream["streamed"]}
+    assert all(by_id[x["id"]] == x["texts"] for x in stream["fed"])  # greedy: the same answers either way
+    assert stream["feed_peak"] >= 5  # the first burst was inside the engine together
     vlm = r["vlm"]
     assert len(vlm["image_n4"]["texts"]) == 4 and vlm["image_n4"]["error_kind"] is None
     assert vlm["image_n4"]["prompt_tokens"] > 10

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 
 
@@ -18,7 +19,7 @@ def as_dict(r):
 def main() -> None:
     captioner, answerer, media, out = sys.argv[1:5]
     from caprl_kit.backends import build_backend
-    from caprl_kit.backends.base import Request, SamplingParams
+    from caprl_kit.backends.base import Feed, Request, SamplingParams
     from caprl_kit.backends.config import BackendConfig
     from caprl_kit.io.media import load_video
 
@@ -36,6 +37,27 @@ def main() -> None:
         out2 = text.generate([Request.user(q, sampling=greedy), Request.user(q, sampling=seeded)])
         result["text"] = {"n4": as_dict(out1[0]), "greedy": [as_dict(out1[1]), as_dict(out2[0])],
                           "seeded": [as_dict(out1[2]), as_dict(out2[1])], "prefill": as_dict(out1[3])}
+        # the streaming contract: every response once, by id, as its sequence finishes (add_request + step) ...
+        reqs = [Request.user(f"{q} #{i}", id=f"s{i}", sampling=SamplingParams(temperature=0.0, max_tokens=2 + 3 * (i % 4)))
+                for i in range(12)]
+        streamed = list(text.stream(reqs))
+        # ... and from a live Feed (the reward server's source) that goes quiet in between and then closes
+        feed = Feed()
+
+        def producer() -> None:
+            feed.put(reqs[:5])
+            time.sleep(1.0)
+            feed.put(reqs[5:])
+            time.sleep(0.5)
+            feed.close()
+
+        threading.Thread(target=producer, daemon=True).start()
+        fed = []
+        for r in text.stream(feed):
+            feed.answered()
+            fed.append(as_dict(r) | {"id": r.id})
+        result["stream"] = {"streamed": [as_dict(r) | {"id": r.id} for r in streamed], "fed": fed,
+                            "max_tokens": {r.id: r.sampling.max_tokens for r in reqs}, "feed_peak": feed.peak}
     t0 = time.perf_counter()
     with build_backend(BackendConfig(name="vllm", model=captioner, **common)) as vlm:
         result["captioner_start_s"] = time.perf_counter() - t0
