@@ -58,6 +58,11 @@ class MediaError(CaprlError):
         self.reason = reason
         super().__init__(f"{kind}: {source}: {reason}")
 
+    def __reduce__(self):  # type: ignore[override]
+        # pickle (decode processes, Ray, the multiprocess runner) rebuilds it from its three fields, not from the
+        # formatted message that ``Exception`` would pass back to __init__
+        return type(self), (self.kind, self.source, self.reason), self.__dict__ or None
+
 
 class MissingExtra(CaprlError):
     """An optional dependency is not installed."""

@@ -32,6 +32,8 @@ class BatchingConfig(ConfigModel):
                         "cutting batches (transformers): decoded media in memory stay within about 2 x window items, "
                         "whatever the shard size")
     decode_workers: int = Field(2, ge=0, description="Background threads decoding/resizing media (0: inline)")
+    decode_processes: bool = Field(False, description="Decode in decode_workers spawned processes instead of threads: "
+                                   "for video when the engine's Python side keeps the GIL busy (docs/dataflow.md)")
 
 
 class AnnotateOutputConfig(ConfigModel):

@@ -8,6 +8,7 @@ a shard stops the run (nothing of that shard is committed).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Iterator, Sequence
 
 import pyarrow as pa
@@ -18,6 +19,7 @@ from caprl_kit.backends.base import Backend, Request, Response, SamplingParams
 from caprl_kit.commands import NullProgress, Progress
 from caprl_kit.errors import MediaError
 from caprl_kit.io.batching import Loaded
+from caprl_kit.io.config import MediaConfig
 from caprl_kit.io.decode import decode_map
 from caprl_kit.io.media import VideoClip, load_media
 from caprl_kit.io.readers import InputItem
@@ -45,6 +47,17 @@ def carry_schema(names: list[str], items: list[InputItem]) -> pa.Schema | None:
     return pa.schema(fields)
 
 
+def load_item(item: InputItem, media_cfg: MediaConfig, keep_raw: bool) -> Loaded:
+    """One input item's media decoded with ``media`` settings; a bad file is a ``Loaded`` with its ``MediaError``
+    (naming the item's source, else its key). ``keep_raw``: keep the encoded bytes (``output.embed_media``).
+    Module-level so decode processes can run it (``batching.decode_processes``)."""
+    try:
+        media, raw = load_media(item.source or None, item.data, item.media_type, media_cfg)
+    except MediaError as exc:
+        return Loaded(item, error=MediaError(exc.kind, item.source or item.key, exc.reason))
+    return Loaded(item, media=media, raw=raw if keep_raw else None)
+
+
 class Annotator:
     """Per-process worker state (the back end is built once); ``annotator(spec, items)`` does one shard."""
 
@@ -58,18 +71,14 @@ class Annotator:
         self.seen = seen_hashes if seen_hashes is not None else {}
 
     # ------------------------------------------------------------------ media
-    def _load(self, item: InputItem) -> Loaded:
-        try:
-            media, raw = load_media(item.source or None, item.data, item.media_type, self.cfg.media)
-        except MediaError as exc:
-            return Loaded(item, error=MediaError(exc.kind, item.source or item.key, exc.reason))
-        return Loaded(item, media=media, raw=raw if self.cfg.output.embed_media else None)
-
     def _loaded(self, items: list[InputItem]) -> Iterator[Loaded]:
         # decodes run a bounded window ahead while the engine works (an engine that keeps many requests in flight,
-        # like vllm, takes them in bursts: up to 64 ahead); Ctrl-C cancels them (io/decode.py)
-        ahead = max(self.cfg.batching.window, min(64, getattr(self.backend, "in_flight", 0) // 2))
-        return decode_map(self._load, items, self.cfg.batching.decode_workers, ahead=ahead)
+        # like vllm, takes them in bursts: up to 64 ahead); Ctrl-C cancels them (io/decode.py). The loader is a
+        # module-level function, not a method: decode processes get it pickled, and self holds the engine.
+        b = self.cfg.batching
+        ahead = max(b.window, min(64, getattr(self.backend, "in_flight", 0) // 2))
+        load = functools.partial(load_item, media_cfg=self.cfg.media, keep_raw=self.cfg.output.embed_media)
+        return decode_map(load, items, b.decode_workers, ahead=ahead, processes=b.decode_processes)
 
     # ------------------------------------------------------------------ prompts and rows
     def prompt_for(self, media_type: str) -> tuple[str, str]:

@@ -5,16 +5,31 @@ items beyond the one being consumed (so a consumer that stops pulling leaves onl
 when it ends early (``KeyboardInterrupt``, an error, the consumer closing it) it cancels every pending decode and
 does not wait for the running ones. A plain ``with ThreadPoolExecutor(...)`` waits for every submitted task on
 the way out, so the first Ctrl-C seemed ignored while the rest of the shard was decoded.
+
+``processes=True`` runs the same window on a ``ProcessPoolExecutor`` instead, for video: the parts of a video
+decode outside FFmpeg (PyAV's frame loop, frame-to-PIL conversion) need the GIL, so when the engine's Python side
+keeps the GIL busy in the same process, decode threads starve and so does a GPU captioner (docs/dataflow.md). The
+worker processes are started with **spawn** (never fork: the parent may hold CUDA, a vLLM engine, threads), ignore
+SIGINT (the parent alone handles Ctrl-C and cancels), and are started anew for each call, so each call pays an
+interpreter start plus the imports ``fn`` needs (annotate and curate: once per shard). ``fn``, the items and the
+results must then be picklable: a module-level function (or a ``functools.partial`` of one), not a lambda, a
+closure or a bound method of an object that holds an engine; and a script calling it needs the
+``if __name__ == "__main__":`` guard, as with any spawned process.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import pickle
+import signal
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Callable, Generator, Iterable, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+START_METHOD = "spawn"  # never fork: the parent may hold CUDA, an engine's threads, locks held by other threads
 
 
 def _result(fut: "Future[R]") -> R:
@@ -28,17 +43,36 @@ def _result(fut: "Future[R]") -> R:
             continue
 
 
+def _ignore_sigint() -> None:
+    """Decode processes' initializer: a terminal's Ctrl-C reaches the whole process group, but only the parent
+    should act on it (it cancels the pending decodes and shuts the pool down)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _pool(workers: int, processes: bool, fn: Callable) -> Executor:
+    if not processes:
+        return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="caprl-decode")
+    try:
+        pickle.dumps(fn)
+    except Exception as exc:  # say so now, not as a PicklingError on the first result
+        raise TypeError(f"decode_map(processes=True) needs a picklable fn (a module-level function or a "
+                        f"functools.partial of one), got {fn!r}: {exc}") from exc
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(START_METHOD),
+                               initializer=_ignore_sigint)
+
+
 def decode_map(
-    fn: Callable[[T], R], items: Iterable[T], workers: int, *, ahead: int | None = None
+    fn: Callable[[T], R], items: Iterable[T], workers: int, *, ahead: int | None = None, processes: bool = False
 ) -> Generator[R, None, None]:
     """``fn`` over ``items`` on ``workers`` threads (0: inline), results in input order.
 
-    ``ahead``: most items submitted but not yet consumed (default: ``2 * workers``)."""
+    ``ahead``: most items submitted but not yet consumed (default: ``2 * workers``).
+    ``processes``: ``workers`` spawned processes instead of threads; ``fn``, items and results must pickle."""
     if workers <= 0:
         yield from map(fn, items)
         return
     limit = max(1, ahead if ahead is not None else 2 * workers)
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="caprl-decode")
+    pool = _pool(workers, processes, fn)
     pending: deque[Future[R]] = deque()
     it = iter(items)
     try:
