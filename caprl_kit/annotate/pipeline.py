@@ -23,6 +23,7 @@ from caprl_kit.io.shards import iter_shards
 from caprl_kit.log import get_logger
 from caprl_kit.runners.driver import Stage, begin, fingerprint_items, run_stage
 from caprl_kit.schemas.annotation import AnnotationRow
+from caprl_kit.schemas.run import ShardStats
 
 log = get_logger(__name__)
 STAGE = "annotate"
@@ -84,7 +85,7 @@ def run(cfg: AnnotateConfig, *, overwrite: bool = False, progress: Progress | No
     # dedup across resumes needs the hashes of finished shards; across processes it is refused at config time
     seen = _seen_hashes(run_dir) if cfg.output.dedup and run_dir.exists() else {}  # begin removed it on --overwrite
     stage = Stage(STAGE, "annotate", run_dir, cfg.fingerprint(), functools.partial(make_annotator, cfg, seen=seen),
-                  lambda: iter_shards(iter_items(cfg.input), cfg.sharding.shard_size))
+                  lambda: iter_shards(iter_items(cfg.input), cfg.sharding.shard_size), engines=(cfg.backend,))
     written, skipped = run_stage(cfg, stage, listing, progress=progress)
     report = summarize(run_dir, "annotate")
     report.shards_done, report.shards_skipped = len(written), skipped
@@ -151,4 +152,21 @@ def status(output_dir: str) -> dict[str, Any]:
         "completion_tokens": int(report.metrics.get("completion_tokens", 0)),
         "items_per_s": report.n_items / secs if secs else 0.0,
         "last_finished_at": max((s.finished_at for s in stats), default=None),
+        "nodes": shards_per_node(stats),
     }
+
+
+def shards_per_node(stats: list[ShardStats]) -> list[dict[str, Any]]:
+    """Where the shards ran: per node (Ray node id, else host), its shards, items, worker processes and GPU ids."""
+    nodes: dict[str, dict[str, Any]] = {}
+    for s in stats:
+        w = s.worker
+        node = (w.node_id or w.host) if w else "unknown (not recorded)"
+        n = nodes.setdefault(node, {"node": node, "host": w.host if w else None, "shards": 0, "items": 0,
+                                    "workers": set(), "gpu_ids": set()})
+        n["shards"] += 1
+        n["items"] += s.n_items
+        if w:
+            n["workers"].add(w.pid)
+            n["gpu_ids"].update(w.gpu_ids)
+    return [{**n, "workers": len(n["workers"]), "gpu_ids": sorted(n["gpu_ids"])} for n in nodes.values()]

@@ -147,6 +147,13 @@ def annotate_status(directory: str = typer.Argument(..., metavar="DIR", help="An
     table.add_row("items/s (shard time)", f"{info['items_per_s']:.2f}")
     table.add_row("last shard finished", str(info["last_finished_at"]))
     out.print(table)
+    nodes = Table(title="shards per node")
+    for col in ("node", "host", "shards", "items", "workers", "GPU ids"):
+        nodes.add_column(col, justify="right" if col in ("shards", "items", "workers") else "left")
+    for n in info["nodes"]:
+        nodes.add_row(n["node"], str(n["host"]), str(n["shards"]), str(n["items"]), str(n["workers"]),
+                      ",".join(n["gpu_ids"]) or "-")
+    out.print(nodes)
 
 
 def train_export(

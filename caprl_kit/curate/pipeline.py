@@ -15,7 +15,7 @@ from typing import Any
 
 from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.curate.config import CurateConfig
-from caprl_kit.curate.stages import STAGES, generated_shards, make_worker, stage_dir
+from caprl_kit.curate.stages import STAGES, engines_of, generated_shards, make_worker, stage_dir
 from caprl_kit.errors import CaprlError
 from caprl_kit.io.readers import detect_format, iter_items
 from caprl_kit.io.shards import iter_shards
@@ -78,7 +78,7 @@ def run(cfg: CurateConfig, *, overwrite: bool = False, progress: Progress | None
         shards = (lambda: iter_shards(iter_items(cfg.input), cfg.sharding.shard_size)) if name == "generate" \
             else (lambda: generated_shards(cfg))
         stage = Stage(name, f"curate/{name}", stage_dir(cfg, name), stage_hash(cfg, name),
-                      functools.partial(make_worker, cfg, name), shards)
+                      functools.partial(make_worker, cfg, name), shards, engines=engines_of(cfg, name))
         written, skipped = run_stage(cfg, stage, listing, progress=progress)
         report.shards_done, report.shards_skipped = report.shards_done + len(written), report.shards_skipped + skipped
         report.metrics[f"{name}_requests"] = sum(s.metrics.get("requests", 0) for s in stage.run_dir.read_stats())

@@ -11,6 +11,7 @@ answer:   each question x rotations, shuffled: with the media (+ "None of the ab
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from typing import Any, Callable, Iterator, Sequence
@@ -23,6 +24,7 @@ from caprl_kit.curate.filter import decide
 from caprl_kit.curate.prompts import ANSWER_TEMPLATE, CAPTION_EVIDENCE_TEMPLATE, GENERATION_PROMPT
 from caprl_kit.errors import InvalidMCQ, MediaError
 from caprl_kit.io.batching import Loaded
+from caprl_kit.io.config import MediaConfig
 from caprl_kit.io.decode import decode_map
 from caprl_kit.io.fs import join
 from caprl_kit.io.layout import CURATE_STAGE_DIR
@@ -46,20 +48,23 @@ def stage_dir(cfg: CurateConfig, stage: str) -> RunDir:
     return RunDir(join(str(cfg.output_dir), CURATE_STAGE_DIR.format(stage=stage)), artifact)
 
 
-def _loader(cfg: CurateConfig) -> Callable[[InputItem], Loaded]:
-    def one(item: InputItem) -> Loaded:
-        try:
-            media, _ = load_media(item.source, item.data, item.media_type, cfg.media)
-        except MediaError as exc:
-            return Loaded(item, error=exc)
-        return Loaded(item, media=media)
+def _load_one(item: InputItem, media_cfg: MediaConfig) -> Loaded:
+    """Module-level (not a closure) so decode processes can run it (``runner.decode_processes``)."""
+    try:
+        media, _ = load_media(item.source, item.data, item.media_type, media_cfg)
+    except MediaError as exc:
+        return Loaded(item, error=exc)
+    return Loaded(item, media=media)
 
-    return one
+
+def _loader(cfg: CurateConfig) -> Callable[[InputItem], Loaded]:
+    return functools.partial(_load_one, media_cfg=cfg.media)
 
 
 def _decoded(cfg: CurateConfig, items: list[InputItem]) -> Iterator[Loaded]:
     """Decoded media a bounded window ahead of the engine; the first Ctrl-C cancels pending decodes."""
-    return decode_map(_loader(cfg), items, cfg.runner.decode_workers, ahead=cfg.runner.decode_ahead)
+    r = cfg.runner
+    return decode_map(_loader(cfg), items, r.decode_workers, ahead=r.decode_ahead, processes=r.decode_processes)
 
 
 def generated_shards(cfg: CurateConfig) -> Iterator[tuple[ShardSpec, list[InputItem]]]:
@@ -312,3 +317,10 @@ WORKERS = {"generate": GenerateWorker, "parse": ParseWorker, "answer": AnswerWor
 
 def make_worker(cfg: CurateConfig, stage: str, progress: Progress) -> Any:
     return WORKERS[stage](cfg, progress)
+
+
+def engines_of(cfg: CurateConfig, stage: str) -> tuple[Any, ...]:
+    """The engines a worker of ``stage`` builds (what it asks of the cluster)."""
+    if stage == "generate":
+        return (cfg.generate.backend,) if cfg.import_mode == "none" else ()
+    return (cfg.answer.backend,) if stage == "answer" else ()

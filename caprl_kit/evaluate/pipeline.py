@@ -185,7 +185,7 @@ def run_benchmark(cfg: EvalConfig, bench: BenchmarkConfig, samples: list[Sample]
                   _stage2_hash(cfg, scorer), functools.partial(AnswerWorker, cfg, bench.name, scorer, captions,
                                                                no_caption),
                   lambda: iter_shards(samples, cfg.sharding.shard_size),
-                  total=sum(max(1, len(captions.get(s.media) or [])) for s in samples))
+                  total=sum(max(1, len(captions.get(s.media) or [])) for s in samples), engines=(cfg.answerer,))
     run_stage(cfg, stage, Listing(_fingerprint(samples), len(samples)), progress=progress)
     rows = [r for url in stage.run_dir.shard_urls() for r in read_shard(url, EvalSample).to_pylist()]
     return summarize(rows, cfg.compat), rows

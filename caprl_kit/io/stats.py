@@ -1,10 +1,15 @@
-"""Per-shard statistics: counts per status, a capped error histogram, timings, command metrics."""
+"""Per-shard statistics: counts per status, a capped error histogram, timings, command metrics, where it ran."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+import sys
 import time
 from collections import Counter
 from datetime import datetime, timezone
+from typing import Any
 
 from caprl_kit.schemas.run import ShardStats
 
@@ -61,4 +66,19 @@ class StatsBuilder:
             finished_at=utc_now(),
             duration_s=round(duration, 4),
             metrics=metrics,
+            worker=worker_info(),
         )
+
+
+def worker_info() -> dict[str, Any]:
+    """Where this process runs: host, pid, Ray node id (under Ray) and the GPU ids it was given (Ray's, else
+    ``CUDA_VISIBLE_DEVICES``)."""
+    info: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid(), "node_id": None, "gpu_ids": []}
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        with contextlib.suppress(Exception):  # outside a task or actor: no node context
+            info["node_id"] = ray.get_runtime_context().get_node_id()
+            info["gpu_ids"] = [str(g) for g in ray.get_gpu_ids()]
+    if not info["gpu_ids"] and os.environ.get("CUDA_VISIBLE_DEVICES"):
+        info["gpu_ids"] = [g for g in os.environ["CUDA_VISIBLE_DEVICES"].split(",") if g]
+    return info

@@ -1,7 +1,8 @@
 """Runners map a worker over shards: in-process, a process pool, or Ray Data. Same worker code for all.
 
-A runner is ``runner(shards, factory, *, done, max_retries, num_workers, address, progress)`` returning
-``(stats written now, shards skipped)``; ``factory(progress)`` builds the worker inside the process that runs it.
+A runner is ``runner(shards, factory, *, done, max_retries, num_workers, address, progress, stage, resources)``
+returning ``(stats written now, shards skipped)``; ``factory(progress)`` builds the worker inside the process that
+runs it; ``resources`` (``placement.WorkerResources``) is what each worker asks for (CPUs, GPUs, a bundle).
 """
 
 from caprl_kit.registry import Registry

@@ -64,12 +64,14 @@ class Stage:
     worker: Callable[[Progress], Any]
     shards: Callable[[], Shards]
     total: int | None = None  # progress total when it is not the item count
+    engines: tuple[Any, ...] = ()  # the BackendConfigs a worker builds: what it asks of the cluster (GPUs)
 
 
 def run_stage(cfg: Any, stage: Stage, listing: Listing, *, progress: Progress) -> tuple[list[ShardStats], int]:
     """Open or resume ``stage`` and run its remaining shards; returns (stats written now, shards skipped). A
     previous run to discard was already removed by ``begin`` (``--overwrite`` claims the whole output folder)."""
     from caprl_kit.runners import RUNNERS
+    from caprl_kit.runners.placement import worker_resources
 
     done = stage.run_dir.open(command=stage.command, config=cfg, config_hash=stage.config_hash,
                               input_fingerprint=listing.fingerprint, n_items=listing.n_items,
@@ -79,6 +81,6 @@ def run_stage(cfg: Any, stage: Stage, listing: Listing, *, progress: Progress) -
     r = cfg.runner
     written, skipped = RUNNERS.get(r.name)(stage.shards(), stage.worker, done=done, max_retries=r.max_shard_retries,
                                            num_workers=r.num_workers, address=r.address, progress=progress,
-                                           stage=stage.name)
+                                           stage=stage.name, resources=worker_resources(stage.engines, r))
     progress.finish(stage.name)
     return written, skipped

@@ -79,6 +79,7 @@ def run_local(
     address: str | None = None,
     progress: Progress | None = None,
     stage: str = "annotate",
+    resources: Any = None,  # one worker in this process: it uses whatever devices the process sees
 ) -> tuple[list[ShardStats], int]:
     """Returns (stats of the shards written now, number of shards skipped as already done)."""
     worker: Worker | None = None

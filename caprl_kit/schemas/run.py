@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from caprl_kit.io.layout import RUN_MANIFEST, SHARD_STATS
 from caprl_kit.schemas._base import Artifact
+
+
+class WorkerInfo(BaseModel):
+    host: str = Field(description="Host name")
+    pid: int = Field(description="Process id of the worker")
+    node_id: str | None = Field(None, description="Ray node id (runner: ray), else null")
+    gpu_ids: list[str] = Field(default_factory=list, description="GPUs given to the worker (Ray's or CUDA_VISIBLE_DEVICES)")
 
 
 class ShardStats(Artifact):
@@ -26,6 +33,7 @@ class ShardStats(Artifact):
         "finished_at": "2026-01-01T12:03:20+00:00",
         "duration_s": 200.0,
         "metrics": {"completion_tokens": 184000.0, "items_per_s": 5.0},
+        "worker": {"host": "gpu-node-3", "pid": 41872, "node_id": "6f2c9d...", "gpu_ids": ["2"]},
     }
 
     shard_id: int = Field(description="Shard number")
@@ -40,6 +48,7 @@ class ShardStats(Artifact):
     finished_at: str = Field(description="ISO-8601 UTC end time")
     duration_s: float = Field(description="Wall time of the shard")
     metrics: dict[str, float] = Field(default_factory=dict, description="Command-specific totals (tokens, ...)")
+    worker: WorkerInfo | None = Field(None, description="Where the shard ran (absent in runs before it was recorded)")
 
 
 class RunManifest(Artifact):
