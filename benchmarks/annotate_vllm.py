@@ -14,9 +14,13 @@ Three ways through one engine (one ``VLLMBackend``: the tiny captioner, the ship
 - ours:  the annotate stage end to end inside the shards: folder listing, background decoding of the JPEGs,
          ``ShardStream`` over ``VLLMBackend.stream`` (add_request/step), Parquet shards + stats sidecars.
 
-The engine is built once and warmed up before any timing, so model loading is not in any figure. Lengths are
-sampled (temperature 1, no seed), so each way draws its own captions from the same distribution: compare
-tokens/s as well as items/s. On a CPU a decode step's cost grows with the batch, so waves lose less here than on a
+The engine is built once and warmed up before any timing, so model loading is not in any figure. Sampling is
+temperature 1 with stop strings, so caption lengths vary; unseeded by default, so each way draws its own captions
+from the same distribution: compare tokens/s as well as items/s. (``--seed N`` gives every request that seed, so
+each way would generate the same captions, but the vLLM CPU build 0.32 dies on seeded requests whose prompt is
+prefilled in chunks, as image prompts are: "CPU Generator does not use offset"; GPU builds are not affected.) A CPU profile per way says where the two cores went: this process (vLLM's front end: request
+processing, the HF image processor; plus, in ours, listing, decoding and Parquet) with the share spent decoding
+media, and vLLM's engine-core process (the model). On a CPU a decode step's cost grows with the batch, so waves lose less here than on a
 GPU (where a step costs about the same for 1 or 64 sequences); ``benchmarks/gpu_timing_server.py`` measures that
 regime for the ``openai`` path.
 """
@@ -71,6 +75,7 @@ def main() -> None:
                     "p10/p50/p90/max about 8/46/160/256 tokens with the tiny captioner)")
     ap.add_argument("--window", type=int, default=None, help="batching.window (decode look-ahead); default: config's")
     ap.add_argument("--decode-workers", type=int, default=None, help="batching.decode_workers; default: config's")
+    ap.add_argument("--seed", type=int, default=-1, help="per-request sampling seed (-1: unseeded; see above)")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the fastest per token counts")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args()
@@ -91,7 +96,8 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="caprl-bench-vllm-"))
     model = str(build_tiny_models(root / "models")["captioner"])
     files = write_photos(root / "images", args.n, tuple(args.size))
-    sampling = {"n": 1, "temperature": 1.0, "top_p": 1.0, "max_tokens": args.max_tokens, "stop": args.stop}
+    sampling = {"n": 1, "temperature": 1.0, "top_p": 1.0, "max_tokens": args.max_tokens, "stop": args.stop,
+                "seed": None if args.seed < 0 else args.seed}
     cfg = AnnotateConfig.model_validate({
         "input": {"path": str(root / "images")},
         "backend": {"name": "vllm", "model": model, "batch_size": args.batch_size, "sampling": sampling,
@@ -114,9 +120,47 @@ def main() -> None:
 
     results: dict[str, dict[str, float]] = {}
 
-    def record(name: str, secs: float, toks: list[int]) -> None:
+    import psutil
+
+    import caprl_kit.annotate.worker as annotate_worker
+
+    me = psutil.Process()
+    decode_cpu = [0.0]
+    load = annotate_worker.load_media
+
+    def timed_load(*a, **kw):  # CPU seconds of this thread spent decoding media (annotate's decode threads)
+        t = time.thread_time()
+        try:
+            return load(*a, **kw)
+        finally:
+            decode_cpu[0] += time.thread_time() - t
+
+    annotate_worker.load_media = timed_load
+
+    def cpu_now() -> tuple[float, float, float]:
+        own = me.cpu_times()
+        kids = 0.0
+        for c in me.children(recursive=True):
+            try:
+                t = c.cpu_times()
+                kids += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+        return own.user + own.system, kids, decode_cpu[0]
+
+    def profiled(fn):
+        def run(*a):
+            before = cpu_now()
+            secs, toks = fn(*a)
+            after = cpu_now()
+            own, engine, dec = (y - x for x, y in zip(before, after))
+            return secs, toks, {"cpu_front_s": own, "cpu_decode_s": dec, "cpu_engine_core_s": engine}
+        return run
+
+    def record(name: str, secs: float, toks: list[int], cpu: dict[str, float]) -> None:
         results[name] = {"items_per_s": len(toks) / secs, "tokens_per_s": sum(toks) / secs, "seconds": secs,
-                         **{f"len_{k}": v for k, v in percentiles(toks).items()}}
+                         **{f"len_{k}": v for k, v in percentiles(toks).items()}, **cpu,
+                         "cores_busy": (cpu["cpu_front_s"] + cpu["cpu_engine_core_s"]) / secs}
 
     # raw: the engine sees the whole queue at once
     prompts = [backend._prompt(r) for r in requests]
@@ -153,25 +197,27 @@ def main() -> None:
         return secs, [sum(x) for x in table.column("completion_tokens").to_pylist()]
 
     # rounds interleave the three ways (this VM's speed drifts); each way keeps its fastest round per token
-    runs: dict[str, list[tuple[float, list[int]]]] = {"raw (whole queue)": [], f"waves of {args.batch_size}": [],
-                                                       "caprl annotate (stream)": []}
+    runs: dict[str, list[tuple[float, list[int], dict]]] = {"raw (whole queue)": [], f"waves of {args.batch_size}": [],
+                                                             "caprl annotate (stream)": []}
     for r in range(args.rounds):
-        runs["raw (whole queue)"].append(raw())
-        runs[f"waves of {args.batch_size}"].append(waves())
-        runs["caprl annotate (stream)"].append(ours(r))
+        runs["raw (whole queue)"].append(profiled(raw)())
+        runs[f"waves of {args.batch_size}"].append(profiled(waves)())
+        runs["caprl annotate (stream)"].append(profiled(ours)(r))
     for name, got in runs.items():
         record(name, *min(got, key=lambda x: x[0] / max(1, sum(x[1]))))
     backend.close()
 
     raw = results["raw (whole queue)"]
     print(f"vLLM CPU build, tiny captioner, {args.n} images {args.size[0]}x{args.size[1]}, max_num_seqs "
-          f"{args.max_num_seqs}, temperature 1, stop {args.stop}, max_tokens {args.max_tokens} (engine load "
+          f"{args.max_num_seqs}, temperature 1, seed {args.seed}, stop {args.stop}, max_tokens {args.max_tokens} (engine load "
           f"{load_s:.0f} s, not timed); shards of {args.shard_size}; best of {args.rounds} interleaved rounds")
-    print(f"{'way':<28}{'items/s':>9}{'tokens/s':>10}{'x raw items':>12}{'x raw tok':>10}   lengths p10/p50/p90/max")
+    print(f"{'way':<28}{'items/s':>9}{'tokens/s':>10}{'x raw items':>12}{'x raw tok':>10}   lengths p10/p50/p90/max"
+          f"   CPU s: front (decode) / engine core, cores busy")
     for name, r in results.items():
         print(f"{name:<28}{r['items_per_s']:>9.1f}{r['tokens_per_s']:>10.0f}{r['items_per_s'] / raw['items_per_s']:>12.2f}"
               f"{r['tokens_per_s'] / raw['tokens_per_s']:>10.2f}   {r['len_p10']:.0f}/{r['len_p50']:.0f}/"
-              f"{r['len_p90']:.0f}/{r['len_max']:.0f}")
+              f"{r['len_p90']:.0f}/{r['len_max']:.0f}   {r['cpu_front_s']:.1f} ({r['cpu_decode_s']:.1f}) / "
+              f"{r['cpu_engine_core_s']:.1f}, {r['cores_busy']:.2f}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

@@ -6,7 +6,7 @@
 The server is benchmarks/gpu_timing_server.py, a MEASURING INSTRUMENT in its own process that emulates a GPU
 engine's decode timing (it runs no model): continuous batching over --max-running slots, one token per --step-s for
 every running request however many run, seeded lognormal lengths per request content, real HTTP. On the same N
-small JPEGs, with backend.openai.max_concurrency = max_running, it measures:
+small JPEGs, with backend.openai.max_concurrency = max_running (or --max-concurrency), it measures:
 
 - raw-stream: ``OpenAIBackend.stream`` over pre-decoded requests (the client's own ceiling);
 - annotate-stream: ``caprl annotate`` (``annotate.pipeline.run``, shards of --shard-size) on the streaming engine;
@@ -93,13 +93,14 @@ def run(args: argparse.Namespace) -> dict:
     ecfg = EngineConfig(max_running=R, step_s=args.step_s, prefill_steps=args.prefill_steps,
                         median_tokens=args.median_tokens, sigma=args.sigma, seed=args.seed)
     results: dict = {"instrument": BANNER, "items": args.n, "max_running": R, "step_s": args.step_s,
+                     "max_concurrency": args.max_concurrency or R,
                      "prefill_steps": args.prefill_steps, "median_tokens": args.median_tokens, "sigma": args.sigma,
                      "shard_size": args.shard_size, "image_size": args.image_size, "phases": {}}
     with serve_process(ecfg) as url:
         base = url.rsplit("/v1", 1)[0]
         backend = {"name": "openai", "model": "gpu-timing", "batch_size": R,
                    "sampling": {"n": 1, "temperature": 0.0, "max_tokens": 2048},
-                   "openai": {"base_url": url, "max_concurrency": R}}
+                   "openai": {"base_url": url, "max_concurrency": args.max_concurrency or R}}
 
         def requests(n: int | None = None) -> list[Request]:  # what annotate sends (same pixels, same prompt)
             text = PROMPTS.get("caprl_image")
@@ -162,8 +163,8 @@ def run(args: argparse.Namespace) -> dict:
 
 def print_table(r: dict) -> None:
     print(r["instrument"])
-    print(f"{r['items']} JPEGs of {r['image_size']}x{r['image_size']}, max_running = max_concurrency = "
-          f"{r['max_running']}, step {r['step_s']} s, prefill {r['prefill_steps']} step, lengths lognormal(median "
+    print(f"{r['items']} JPEGs of {r['image_size']}x{r['image_size']}, max_running {r['max_running']}, "
+          f"max_concurrency {r.get('max_concurrency', r['max_running'])}, step {r['step_s']} s, prefill {r['prefill_steps']} step, lengths lognormal(median "
           f"{r['median_tokens']}, sigma {r['sigma']}), shards of {r['shard_size']}")
     cols = [("items", "items", "d"), ("items/s", "items_per_s", ".1f"), ("cap/s", "capacity_items_per_s", ".1f"),
             ("ratio", "ratio_to_capacity", ".3f"), ("occupancy", "occupancy", ".3f"),
@@ -194,6 +195,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--image-size", type=int, default=64,
                     help="image side in pixels (64: scheduling only; e.g. 1024: the client's image encoding too)")
     ap.add_argument("--max-running", type=int, default=64, help="server slots = backend.openai.max_concurrency")
+    ap.add_argument("--max-concurrency", type=int, default=None,
+                    help="backend.openai.max_concurrency (default: --max-running). More than the server's slots "
+                         "keeps a queue at the server, as clients of vllm serve do, so a freed slot is refilled "
+                         "without waiting for the client's round trip")
     ap.add_argument("--step-s", type=float, default=0.02, help="server seconds per decode step")
     ap.add_argument("--median-tokens", type=float, default=150.0, help="server lognormal median length")
     ap.add_argument("--sigma", type=float, default=0.6, help="server lognormal sigma")
