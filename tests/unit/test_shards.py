@@ -181,3 +181,16 @@ def test_error_histogram_is_capped() -> None:
     assert s.n_items == 7 and s.n_ok == 1 and s.n_failed == 6
     assert s.errors == {"failed_to_decode: bad file 0": 2, "failed_to_decode: bad file 1": 1}
     assert s.errors_truncated == 3
+
+
+def test_done_shards_reads_ids_of_any_width(tmp_path: Path) -> None:
+    """Shard 100000 is named ``100000_stats.json`` (``{shard:05d}`` pads, never truncates) and reads back as
+    100000, not 10000; unrelated files are ignored."""
+    from caprl_kit.io.layout import SHARD_STATS
+
+    run = RunDir(str(tmp_path / "run"), InputManifestRow)
+    (tmp_path / "run").mkdir()
+    for sid in (7, 99999, 100000, 1234567):
+        (tmp_path / "run" / SHARD_STATS.format(shard=sid)).write_text("{}")
+    (tmp_path / "run" / "notes_stats.json").write_text("{}")
+    assert run.done_shards() == {7, 99999, 100000, 1234567}
