@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the main environment (default .venv): caprl-kit editable with the test, video, serve and train extras.
+# Build the main environment (default .venv): caprl-kit editable with the test, video, serve, train and ray extras.
 # Idempotent: a stamp of the inputs skips the work when nothing changed.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -16,6 +16,6 @@ echo ">> building the main environment in $venv (about 3-6 minutes on a fresh ma
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 quiet() { grep -v "^WARNING: Location 'file:" || true; }
 "${pip[@]}" install -c "$here/main-constraints.txt" torch torchvision 2>&1 | quiet
-"${pip[@]}" install -c "$here/main-constraints.txt" -e "$root[test,video,serve,train]" 2>&1 | quiet
+"${pip[@]}" install -c "$here/main-constraints.txt" -e "$root[test,video,serve,train,ray]" 2>&1 | quiet
 "$venv/bin/python" -c "import torch, torchvision, transformers, caprl_kit; print('torch', torch.__version__, 'transformers', transformers.__version__)"
 echo "$want" > "$stamp"

@@ -1,23 +1,30 @@
-"""Ray Data runner (``runner: ray``): the same worker code on a local Ray instance or a cluster.
+"""Ray runner (``runner: ray``): the same worker code on a local Ray instance or a cluster.
 
-The driver streams the input into shards and puts each shard's items into Ray's object store (which spills to
-disk), then a Ray Data pipeline over the pending shard ids maps an actor pool of ``num_workers`` workers — each
-actor builds its worker (and its engine) once and processes whole shards, writing the Parquet shard and its stats
-sidecar itself. Only the small stats come back to the driver, which advances the progress bar as they arrive.
+``num_workers`` Ray actors each build their worker (and its engine) once and process whole shards, writing the
+Parquet shard and its stats sidecar themselves; only the small stats come back. The driver streams the input:
+each shard is handed to the next free actor as soon as it is cut, at most one in flight per actor (plus the one
+being cut), so work starts while the listing is still running and the driver holds a few shards at a time, whatever
+the input size (items travel as paths and metadata; decoded media never pass through the driver).
 
 Each actor asks for what its engines need (``placement.worker_resources``: a vllm engine its tensor-parallel size
 in GPUs, a transformers engine one; ``runner.resources`` overrides), so Ray sets its ``CUDA_VISIBLE_DEVICES`` to
 GPUs of its own (an actor that asks for none sees none). A worker needing more than one GPU (tensor parallel) gets a
 placement group of its own with one STRICT_PACK bundle, so its GPUs sit on one node, and child tasks (vLLM's Ray
-workers) are scheduled inside it. Every shard's stats sidecar records the host, pid, Ray node id and GPU ids that
-ran it (``caprl annotate status`` shows shards per node).
+workers) are scheduled inside it. The run waits ``runner.resources.start_timeout_s`` for every actor to be placed,
+then stops naming what the cluster lacks (never a silent wait). Every shard's stats sidecar records the host, pid,
+Ray node id and GPU ids that ran it (``caprl annotate status`` shows shards per node).
+
+Faults: actors restart without limit and a call that was running on a dead actor is retried on its restart
+(``max_restarts=-1, max_task_retries=-1``), so a worker killed mid-shard, or a node that leaves, costs that shard
+again and nothing else: the half-written shard was never committed, and every item ends up exactly once.
 
 On a cluster, pass ``runner.address`` (e.g. ``ray://head:10001`` or ``auto``) and install caprl-kit on the
-workers; outputs must then be on shared storage (an fsspec URL such as ``s3://``).
+workers; outputs must then be on shared storage (an fsspec URL such as ``s3://``). See docs/cluster.md.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any, Iterable
 
 from caprl_kit._optional import require
@@ -37,15 +44,11 @@ class _ShardActor:
         self.worker = factory(NullProgress())
         self.max_retries = max_retries
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        import ray
+    def ready(self) -> bool:
+        return True
 
-        out = []
-        for shard_id, start, stop, ref in zip(batch["shard_id"], batch["start"], batch["stop"], batch["ref"]):
-            items = ray.get(ref)
-            spec = ShardSpec(int(shard_id), int(start), int(stop))
-            out.append(run_one(self.worker, spec, items, self.max_retries).model_dump_json())
-        return {"stats": out}
+    def run(self, spec: ShardSpec, items: list[Any]) -> str:
+        return run_one(self.worker, spec, items, self.max_retries).model_dump_json()
 
 
 def run_ray(
@@ -61,61 +64,90 @@ def run_ray(
     resources: WorkerResources | None = None,
 ) -> tuple[list[ShardStats], int]:
     ray = require("ray", extra="ray")
-    require("ray.data", extra="ray")
-    import ray.data
-
     progress = progress or NullProgress()
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
     groups: list[Any] = []
+    actors: list[Any] = []
+    written: list[ShardStats] = []
+    skipped = 0
     try:
-        pending = []
-        skipped = 0
+        idle: deque[Any] = deque()
+        running: dict[Any, Any] = {}  # ObjectRef of a shard's stats -> the actor running it
+
+        def collect(block: bool) -> None:
+            finished, _ = ray.wait(list(running), num_returns=1, timeout=None if block else 0)
+            for ref in finished:
+                idle.append(running.pop(ref))
+                stats = ShardStats.model_validate_json(_get(ray, ref))
+                progress.advance(stage, items=stats.n_items, failed=stats.n_failed,
+                                 tokens=int(stats.metrics.get("completion_tokens", 0)))
+                written.append(stats)
+
         for spec, items in shards:
             if spec.shard_id in done:
                 skipped += 1
                 continue
-            pending.append({"shard_id": spec.shard_id, "start": spec.start, "stop": spec.stop, "ref": ray.put(items)})
-        if not pending:
-            return [], skipped
-        res = (resources or WorkerResources(1.0, 0.0, False)).on(ray.cluster_resources().get("GPU", 0))
-        _check_fits(ray, res)
-        ctx.wait_for_min_actors_s = int(res.start_timeout_s)  # every worker placed before work starts, or an error
-        log.info("ray: %d worker(s), each %g CPU / %g GPU%s", min(num_workers, len(pending)), res.num_cpus,
-                 res.num_gpus, " in a placement group of its own" if res.tensor_parallel else "")
-        ds = ray.data.from_items(pending).map_batches(
-            _ShardActor,
-            fn_constructor_args=(factory, max_retries),
-            batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=min(num_workers, len(pending))),
-            num_cpus=res.num_cpus,
-            num_gpus=res.num_gpus or None,
-            **({"ray_remote_args_fn": lambda: _own_bundle(res, groups)} if res.tensor_parallel else {}),
-        )
-        written = []
-        try:
-            for row in ds.iter_rows():
-                stats = ShardStats.model_validate_json(row["stats"])
-                progress.advance(stage, items=stats.n_items, failed=stats.n_failed,
-                                 tokens=int(stats.metrics.get("completion_tokens", 0)))
-                written.append(stats)
-        except ray.exceptions.GetTimeoutError as exc:
-            raise CaprlError(f"Ray could not place {min(num_workers, len(pending))} worker(s) of {res.num_cpus:g} CPU "
-                             f"/ {res.num_gpus:g} GPU within {res.start_timeout_s:g} s; the cluster has "
-                             f"{_free(ray)} free. Lower runner.num_workers or the GPUs per worker "
-                             "(tensor_parallel_size, runner.resources.num_gpus), add nodes, or raise "
-                             "runner.resources.start_timeout_s if nodes are still joining") from exc
+            if not actors:  # the first shard to do: start the pool (a finished run starts nothing)
+                actors = _start_actors(ray, factory, max_retries, num_workers, resources, groups)
+                idle.extend(actors)
+            while running and (not idle or _any_done(ray, running)):
+                collect(block=not idle)
+            actor = idle.popleft()
+            running[actor.run.remote(spec, items)] = actor
+        while running:
+            collect(block=True)
         return sorted(written, key=lambda s: s.shard_id), skipped
     finally:
+        for actor in actors:
+            ray.kill(actor)
         from ray.util.placement_group import remove_placement_group
 
         for pg in groups:
             remove_placement_group(pg)
         if started_here:
             ray.shutdown()
+
+
+def _any_done(ray: Any, running: dict[Any, Any]) -> bool:
+    return bool(ray.wait(list(running), num_returns=1, timeout=0)[0])
+
+
+def _get(ray: Any, ref: Any) -> Any:
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:  # the worker's own error (ShardFailed, a CaprlError): re-raise it
+        raise exc.as_instanceof_cause() from None
+    except ray.exceptions.RayActorError as exc:  # e.g. its constructor raised: it cannot be restarted
+        raise CaprlError(f"a Ray worker died and cannot be restarted: {exc}") from None
+
+
+def _start_actors(ray: Any, factory: WorkerFactory, max_retries: int, num_workers: int,
+                  resources: WorkerResources | None, groups: list[Any]) -> list[Any]:
+    res = (resources or WorkerResources(1.0, 0.0, False)).on(ray.cluster_resources().get("GPU", 0))
+    _check_fits(ray, res)
+    log.info("ray: %d worker(s), each %g CPU / %g GPU%s", num_workers, res.num_cpus, res.num_gpus,
+             " in a placement group of its own" if res.tensor_parallel else "")
+    cls = ray.remote(_ShardActor)
+    actors = []
+    for _ in range(num_workers):
+        opts: dict[str, Any] = {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus, "max_restarts": -1,
+                                "max_task_retries": -1}
+        if res.tensor_parallel:
+            opts.update(_own_bundle(res, groups))
+        actors.append(cls.options(**opts).remote(factory, max_retries))
+    pending = [a.ready.remote() for a in actors]
+    ready, _ = ray.wait(pending, num_returns=len(pending), timeout=res.start_timeout_s)
+    if len(ready) < len(pending):
+        raise CaprlError(f"Ray placed {len(ready)} of {num_workers} worker(s) of {res.num_cpus:g} CPU / "
+                         f"{res.num_gpus:g} GPU within {res.start_timeout_s:g} s; the cluster has {_free(ray)} "
+                         "free. Lower runner.num_workers or the GPUs per worker (tensor_parallel_size, "
+                         "runner.resources.num_gpus), add nodes, or raise runner.resources.start_timeout_s if "
+                         "nodes are still joining")
+    for ref in ready:
+        _get(ray, ref)  # a worker that failed to build its engine says why here
+    return actors
 
 
 def _free(ray: Any) -> str:
