@@ -1,7 +1,8 @@
 """caprl annotate throughput and memory, measured side by side in one run on the tiny captioner.
 
     .venv/bin/python benchmarks/annotate.py speed  [--n 192]                 # (a) items/s: ours vs raw engine vs naive loop
-    .venv/bin/python benchmarks/annotate.py memory [--sizes 10000 100000]   # (b) peak RSS vs input size
+    .venv/bin/python benchmarks/annotate.py memory [--sizes 10000 100000] [--runner ray]
+                                                                   # (b) peak RSS vs input size
     .venv/bin/python benchmarks/annotate.py memory-media [--photos 30 300] [--videos 20 100]
                                                                    # (c) peak RSS vs shard size, real-size media
     .venv/bin/python benchmarks/annotate.py openai-gpu [--n 768]            # (d) openai path vs a GPU-timed server
@@ -11,7 +12,9 @@
     raw = ``backend.generate`` alone on pre-decoded images in batches of the same size (no I/O at all);
     naive = a sequential loop: decode one image, generate for it, keep the row, write one Parquet at the end.
 (b) each size runs in a fresh process: a JSONL manifest of N rows (over a few image files), 1 generated token per
-    item, so the pipeline's own memory behaviour is what is measured.
+    item, so the pipeline's own memory behaviour is what is measured. ``--runner ray`` (2 workers on a local Ray
+    instance): the peak RSS is the driver's alone (the process that lists, cuts and hands out shards; the workers
+    are Ray actor processes).
 (c) each size runs in a fresh process: N real-size media files in ONE shard (``sharding.shard_size`` >= N), the
     transformers back end on the tiny captioner, ``max_tokens`` 4, default ``media`` settings (images resized to
     ``max_pixels`` 1003520; videos 2 fps, 32 frames of at most 200704 pixels) and default ``batching`` (``window``
@@ -118,7 +121,7 @@ def speed(n: int, batch: int, max_tokens: int) -> dict:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def memory_child(n: int) -> dict:
+def memory_child(n: int, runner: str = "local") -> dict:
     from caprl_kit.annotate.config import AnnotateConfig
     from caprl_kit.annotate.pipeline import run
     from caprl_kit.synthetic import write_scenes
@@ -137,11 +140,12 @@ def memory_child(n: int) -> dict:
         media={"max_pixels": 3136},
         sharding={"shard_size": 1000},
         batching={"window": 1000},
+        runner={"name": runner, "num_workers": 2 if runner != "local" else 1},
         output_dir=str(root / "out"),
     )
     t0 = time.perf_counter()
     report = run(cfg)
-    return {"items": n, "ok": report.n_ok, "seconds": time.perf_counter() - t0,
+    return {"items": n, "runner": runner, "ok": report.n_ok, "seconds": time.perf_counter() - t0,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -320,6 +324,7 @@ def main() -> None:
     sp.add_argument("--max-tokens", type=int, default=16)
     mp = sub.add_parser("memory")
     mp.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    mp.add_argument("--runner", default="local", choices=["local", "multiprocess", "ray"])
     mm = sub.add_parser("memory-media", help="peak RSS vs shard size with real-size photos and videos")
     mm.add_argument("--photos", type=int, nargs="*", default=[30, 300], help="photo counts (none: skip photos)")
     mm.add_argument("--videos", type=int, nargs="*", default=[20, 100], help="video counts (none: skip videos)")
@@ -329,6 +334,7 @@ def main() -> None:
     mm.add_argument("--trace", action="store_true", help="print the sampled RSS of each run")
     ch = sub.add_parser("_memory_child")
     ch.add_argument("n", type=int)
+    ch.add_argument("--runner", default="local")
     mc = sub.add_parser("_memory_media_child")
     mc.add_argument("kind", choices=["photos", "videos"])
     mc.add_argument("n", type=int)
@@ -350,12 +356,13 @@ def main() -> None:
     elif args.what == "memory":
         results = []
         for n in args.sizes:
-            out = subprocess.run([sys.executable, __file__, "_memory_child", str(n)], capture_output=True, text=True)
+            out = subprocess.run([sys.executable, __file__, "_memory_child", str(n), "--runner", args.runner],
+                                 capture_output=True, text=True)
             if out.returncode:
                 sys.exit(out.stderr[-3000:])
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
             r = results[-1]
-            print(f"{r['items']:>8} inputs: peak RSS {r['peak_rss_mb']:7.0f} MB  ({r['seconds']:.0f} s, "
+            print(f"{r['items']:>8} inputs, runner {r['runner']}: peak RSS {r['peak_rss_mb']:7.0f} MB  ({r['seconds']:.0f} s, "
                   f"{r['items'] / r['seconds']:.0f} items/s)")
         base, top = results[0]["peak_rss_mb"], results[-1]["peak_rss_mb"]
         print(f"peak RSS ratio {results[-1]['items']} vs {results[0]['items']} inputs: {top / base:.3f}")
@@ -369,7 +376,7 @@ def main() -> None:
         print(json.dumps(memory_media_child(args.kind, args.n, args.model, args.window, args.decode_workers,
                                             args.batch)))
     else:
-        print(json.dumps(memory_child(args.n)))
+        print(json.dumps(memory_child(args.n, args.runner)))
 
 
 if __name__ == "__main__":

@@ -14,9 +14,11 @@ workers) are scheduled inside it. The run waits ``runner.resources.start_timeout
 then stops naming what the cluster lacks (never a silent wait). Every shard's stats sidecar records the host, pid,
 Ray node id and GPU ids that ran it (``caprl annotate status`` shows shards per node).
 
-Faults: actors restart without limit and a call that was running on a dead actor is retried on its restart
-(``max_restarts=-1, max_task_retries=-1``), so a worker killed mid-shard, or a node that leaves, costs that shard
-again and nothing else: the half-written shard was never committed, and every item ends up exactly once.
+Faults: a shard whose actor died (killed, out of memory, its node left the cluster) is redone on the next free
+actor, so the run goes on with the rest; the dead actor rejoins when Ray has restarted it (``max_restarts=-1``),
+wherever it fits. The half-written shard was never committed, so every item ends up exactly once. The user sees a
+warning naming the shard and the cause; when no worker is alive or coming back for ``start_timeout_s``, the run
+stops with what the cluster has free (finished shards kept, a rerun resumes).
 
 On a cluster, pass ``runner.address`` (e.g. ``ray://head:10001`` or ``auto``) and install caprl-kit on the
 workers; outputs must then be on shared storage (an fsspec URL such as ``s3://``). See docs/cluster.md.
@@ -24,6 +26,7 @@ workers; outputs must then be on shared storage (an fsspec URL such as ``s3://``
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Any, Iterable
 
@@ -70,35 +73,21 @@ def run_ray(
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     groups: list[Any] = []
     actors: list[Any] = []
-    written: list[ShardStats] = []
+    pool: _Pool | None = None
     skipped = 0
     try:
-        idle: deque[Any] = deque()
-        running: dict[Any, Any] = {}  # ObjectRef of a shard's stats -> the actor running it
-
-        def collect(block: bool) -> None:
-            finished, _ = ray.wait(list(running), num_returns=1, timeout=None if block else 0)
-            for ref in finished:
-                idle.append(running.pop(ref))
-                stats = ShardStats.model_validate_json(_get(ray, ref))
-                progress.advance(stage, items=stats.n_items, failed=stats.n_failed,
-                                 tokens=int(stats.metrics.get("completion_tokens", 0)))
-                written.append(stats)
-
         for spec, items in shards:
             if spec.shard_id in done:
                 skipped += 1
                 continue
-            if not actors:  # the first shard to do: start the pool (a finished run starts nothing)
+            if pool is None:  # the first shard to do: start the pool (a finished run starts nothing)
                 actors = _start_actors(ray, factory, max_retries, num_workers, resources, groups)
-                idle.extend(actors)
-            while running and (not idle or _any_done(ray, running)):
-                collect(block=not idle)
-            actor = idle.popleft()
-            running[actor.run.remote(spec, items)] = actor
-        while running:
-            collect(block=True)
-        return sorted(written, key=lambda s: s.shard_id), skipped
+                pool = _Pool(ray, actors, progress, stage, (resources or WorkerResources(1, 0, False)).start_timeout_s)
+            pool.submit(spec, items)
+        if pool is None:
+            return [], skipped
+        pool.finish()
+        return sorted(pool.written, key=lambda s: s.shard_id), skipped
     finally:
         for actor in actors:
             ray.kill(actor)
@@ -110,17 +99,87 @@ def run_ray(
             ray.shutdown()
 
 
-def _any_done(ray: Any, running: dict[Any, Any]) -> bool:
-    return bool(ray.wait(list(running), num_returns=1, timeout=0)[0])
+class _Pool:
+    """Shards to actors, one in flight each. A shard whose actor died (killed, out of memory, its node left) is
+    redone on the next free actor; the dead actor rejoins once Ray has restarted it, wherever it fits. When no actor
+    is alive or coming back for ``timeout_s``, the run stops (finished shards kept; a rerun resumes)."""
+
+    def __init__(self, ray: Any, actors: list[Any], progress: Progress, stage: str, timeout_s: float):
+        self.ray, self.progress, self.stage, self.timeout_s = ray, progress, stage, timeout_s
+        self.idle: deque[Any] = deque(actors)
+        self.running: dict[Any, tuple[Any, ShardSpec, list[Any]]] = {}  # stats ref -> (actor, shard, items)
+        self.restarting: dict[Any, Any] = {}  # ready ref -> actor
+        self.redo: deque[tuple[ShardSpec, list[Any]]] = deque()
+        self.written: list[ShardStats] = []
+        self.stalled_since: float | None = None
+
+    def submit(self, spec: ShardSpec, items: list[Any]) -> None:
+        self.redo.append((spec, items))
+        while self.redo:
+            while not self.idle or (self.running and self._any_done()):
+                self.step(block=not self.idle)
+            actor = self.idle.popleft()
+            spec, items = self.redo.popleft()
+            self.running[actor.run.remote(spec, items)] = (actor, spec, items)
+
+    def finish(self) -> None:
+        while self.running or self.redo:
+            if self.redo and self.idle:
+                self.submit(*self.redo.popleft())
+            else:
+                self.step(block=True)
+
+    def _any_done(self) -> bool:
+        return bool(self.ray.wait(list(self.running), num_returns=1, timeout=0)[0])
+
+    def step(self, block: bool) -> None:
+        ray = self.ray
+        refs = list(self.running) + list(self.restarting)
+        finished, _ = ray.wait(refs, num_returns=1, timeout=5.0 if block else 0) if refs else ([], [])
+        for ref in finished:
+            if ref in self.restarting:
+                actor = self.restarting.pop(ref)
+                try:
+                    ray.get(ref)
+                except ray.exceptions.RayActorError:  # died again while restarting: wait for the next restart
+                    self.restarting[actor.ready.remote()] = actor
+                    continue
+                log.info("a restarted worker rejoined the pool")
+                self.idle.append(actor)
+                continue
+            actor, spec, items = self.running.pop(ref)
+            try:
+                stats = ShardStats.model_validate_json(_get(ray, ref, actor_died=None))
+            except ray.exceptions.RayActorError as exc:
+                log.warning("the worker running shard %s died (%s); redoing the shard on another worker",
+                            spec.name, str(exc).splitlines()[0])
+                self.redo.append((spec, items))
+                self.restarting[actor.ready.remote()] = actor
+                continue
+            self.idle.append(actor)
+            self.progress.advance(self.stage, items=stats.n_items, failed=stats.n_failed,
+                                  tokens=int(stats.metrics.get("completion_tokens", 0)))
+            self.written.append(stats)
+        if self.idle or self.running:
+            self.stalled_since = None
+        elif block:  # every worker is dead or restarting
+            self.stalled_since = self.stalled_since or time.monotonic()
+            if time.monotonic() - self.stalled_since > self.timeout_s:
+                raise CaprlError(f"every Ray worker died and none came back within {self.timeout_s:g} s (the "
+                                 f"cluster has {_free(ray)} free); finished shards are kept, rerun to resume")
 
 
-def _get(ray: Any, ref: Any) -> Any:
+def _get(ray: Any, ref: Any, actor_died: str | None = "a Ray worker could not start") -> Any:
+    """``ray.get``; the worker's own error (ShardFailed, a CaprlError) is raised as itself; an actor that died is a
+    CaprlError with ``actor_died`` (None: raised as Ray's error, for the caller to redo the shard)."""
     try:
         return ray.get(ref)
-    except ray.exceptions.RayTaskError as exc:  # the worker's own error (ShardFailed, a CaprlError): re-raise it
+    except ray.exceptions.RayTaskError as exc:
         raise exc.as_instanceof_cause() from None
-    except ray.exceptions.RayActorError as exc:  # e.g. its constructor raised: it cannot be restarted
-        raise CaprlError(f"a Ray worker died and cannot be restarted: {exc}") from None
+    except ray.exceptions.RayActorError as exc:
+        if actor_died is None:
+            raise
+        raise CaprlError(f"{actor_died}: {exc}") from None
 
 
 def _start_actors(ray: Any, factory: WorkerFactory, max_retries: int, num_workers: int,
@@ -132,8 +191,9 @@ def _start_actors(ray: Any, factory: WorkerFactory, max_retries: int, num_worker
     cls = ray.remote(_ShardActor)
     actors = []
     for _ in range(num_workers):
+        # restarted without limit; a call on a dead actor is not retried by Ray: the pool redoes the shard elsewhere
         opts: dict[str, Any] = {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus, "max_restarts": -1,
-                                "max_task_retries": -1}
+                                "max_task_retries": 0}
         if res.tensor_parallel:
             opts.update(_own_bundle(res, groups))
         actors.append(cls.options(**opts).remote(factory, max_retries))

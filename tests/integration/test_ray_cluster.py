@@ -41,6 +41,59 @@ def cluster():
     c.shutdown()
 
 
+def _images(folder: Path, n: int) -> Path:
+    folder.mkdir()
+    for i in range(n):
+        (folder / f"img_{i:02d}.png").write_bytes(make_image_bytes(color=(5 * i, 90, 200), size=(64, 64)))
+    return folder
+
+
+def test_a_node_that_leaves_mid_run_costs_its_shard_and_the_run_goes_on(tiny_models, tmp_path: Path, caplog) -> None:
+    """Its own cluster: a head and a worker node with one logical GPU each, a 1-GPU worker on each. The worker node
+    is removed once it has finished a shard: the shard it was running is redone on the head's worker (its own
+    actor cannot come back: no GPU is free), and every key is there exactly once."""
+    import threading
+    import time
+
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True, connect=False,
+                head_node_args={"num_cpus": 3, "num_gpus": 1, "include_dashboard": False})
+    leaving = c.add_node(num_cpus=3, num_gpus=1)
+    c.wait_for_nodes()
+    out = tmp_path / "ray"
+    run_dir = RunDir(str(out), AnnotationRow)
+    removed: list[str] = []
+
+    def remove_when_it_has_worked() -> None:
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            if out.exists():
+                by_node = {s.worker.node_id for s in run_dir.read_stats()}
+                if leaving.node_id in by_node:
+                    c.remove_node(leaving)
+                    removed.append(leaving.node_id)
+                    return
+            time.sleep(0.05)
+
+    remover = threading.Thread(target=remove_when_it_has_worked, daemon=True)
+    try:
+        remover.start()
+        with caplog.at_level("WARNING", logger="caprl_kit"):
+            report = annotate(_annotate_cfg(tiny_models, _images(tmp_path / "in", 40), out,
+                                            backend={"sampling": {"max_tokens": 24}},
+                                            runner={"name": "ray", "num_workers": 2, "address": c.address}))
+        remover.join(timeout=10)
+    finally:
+        c.shutdown()
+    assert removed, "the worker node never finished a shard before the run ended"
+    keys = run_dir.read_table().column("key").to_pylist()
+    assert sorted(keys) == sorted(f"img_{i:02d}.png" for i in range(40)) and report.n_ok == 40
+    nodes = {s.worker.node_id for s in run_dir.read_stats()}
+    assert removed[0] in nodes and len(nodes) == 2  # both nodes wrote shards; the head finished the run
+    assert "died" in caplog.text and "redoing the shard on another worker" in caplog.text  # what the user sees
+
+
 def _annotate_cfg(tiny_models, folder: Path, out: Path, **extra) -> AnnotateConfig:
     base = {"input": {"path": str(folder)},
             "backend": {"name": "transformers", "model": str(tiny_models["captioner"]), "batch_size": 2,
@@ -139,8 +192,9 @@ def test_a_worker_no_node_can_hold_is_refused_at_once(cluster, tiny_models, tmp_
 
 
 def test_a_worker_killed_mid_run_loses_nothing(cluster, tiny_models, tmp_path: Path) -> None:
-    """SIGKILL one worker process (its pid taken from a shard it finished) while the run goes on: Ray restarts the
-    actor and retries the shard it held; the run finishes and every key is there exactly once."""
+    """SIGKILL one worker process (its pid taken from a shard it finished) while the run goes on: the shard it held
+    is redone on the next free worker, Ray restarts the actor; the run finishes and every key is there exactly
+    once."""
     import os
     import signal
     import threading
