@@ -1,4 +1,4 @@
-"""Runners map a worker over shards: in-process, a process pool, or Ray Data. Same worker code for all.
+"""Runners map a worker over shards: in-process, a process pool, or Ray actors. Same worker code for all.
 
 A runner is ``runner(shards, factory, *, done, max_retries, num_workers, address, progress, stage, resources)``
 returning ``(stats written now, shards skipped)``; ``factory(progress)`` builds the worker inside the process that
