@@ -2,9 +2,9 @@
 
 ``num_workers`` Ray actors each build their worker (and its engine) once and process whole shards, writing the
 Parquet shard and its stats sidecar themselves; only the small stats come back. The driver streams the input:
-each shard is handed to the next free actor as soon as it is cut, at most one in flight per actor (plus the one
-being cut), so work starts while the listing is still running and the driver holds a few shards at a time, whatever
-the input size (items travel as paths and metadata; decoded media never pass through the driver).
+each shard is handed to the next free actor slot as soon as it is cut, two in flight per actor (one running, the
+next queued on it), so work starts while the listing is still running and the driver holds a few shards at a time,
+whatever the input size (items travel as paths and metadata; decoded media never pass through the driver).
 
 Each actor asks for what its engines need (``placement.worker_resources``: a vllm engine its tensor-parallel size
 in GPUs, a transformers engine one; ``runner.resources`` overrides), so Ray sets its ``CUDA_VISIBLE_DEVICES`` to
@@ -99,14 +99,18 @@ def run_ray(
             ray.shutdown()
 
 
+SHARDS_PER_ACTOR = 2  #: shards in flight per actor: one running, one queued behind it
+
+
 class _Pool:
-    """Shards to actors, one in flight each. A shard whose actor died (killed, out of memory, its node left) is
+    """Shards to actors, ``SHARDS_PER_ACTOR`` in flight each. A shard whose actor died (killed, out of memory, its node left) is
     redone on the next free actor; the dead actor rejoins once Ray has restarted it, wherever it fits. When no actor
     is alive or coming back for ``timeout_s``, the run stops (finished shards kept; a rerun resumes)."""
 
     def __init__(self, ray: Any, actors: list[Any], progress: Progress, stage: str, timeout_s: float):
         self.ray, self.progress, self.stage, self.timeout_s = ray, progress, stage, timeout_s
-        self.idle: deque[Any] = deque(actors)
+        # two slots per actor: its next shard is queued on it while it finishes one (no gap between shards)
+        self.idle: deque[Any] = deque(a for a in actors for _ in range(SHARDS_PER_ACTOR))
         self.running: dict[Any, tuple[Any, ShardSpec, list[Any]]] = {}  # stats ref -> (actor, shard, items)
         self.restarting: dict[Any, Any] = {}  # ready ref -> actor
         self.redo: deque[tuple[ShardSpec, list[Any]]] = deque()
