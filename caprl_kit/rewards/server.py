@@ -12,9 +12,9 @@ Every request is validated on its own before it is queued: shapes, captions as s
 every MCQ through the strict validator (``caprl_kit.mcq.validate``; an answer given as option text maps to its
 label). The answer prompts of every valid request then go into one long-lived engine stream (``Scorer``), so
 concurrent requests share the engine and each is answered when its own last prompt is; if the engine breaks, each
-request it held is retried on its own, so one request's failure never fails the others. Bad JSON -> 400, body too large -> 413, wrong shape, empty QA list or
-invalid MCQ -> 422 naming the offending index, missing/wrong token -> 401, engine failure -> 503 with the message:
-never the silent zero rewards of the official server.
+request it held is retried on its own, so one request's failure never fails the others. Bad JSON -> 400, body too
+large -> 413, wrong shape, empty QA list or invalid MCQ -> 422 naming the offending index, missing/wrong token ->
+401, engine failure -> 503 with the message: never the silent zero rewards of the official server.
 """
 
 

@@ -103,13 +103,13 @@ SHARDS_PER_ACTOR = 2  #: shards in flight per actor: one running, one queued beh
 
 
 class _Pool:
-    """Shards to actors, ``SHARDS_PER_ACTOR`` in flight each. A shard whose actor died (killed, out of memory, its node left) is
-    redone on the next free actor; the dead actor rejoins once Ray has restarted it, wherever it fits. When no actor
-    is alive or coming back for ``timeout_s``, the run stops (finished shards kept; a rerun resumes)."""
+    """Shards to actors, ``SHARDS_PER_ACTOR`` in flight each. A shard whose actor died (killed, out of memory, its
+    node left) is redone on the next free actor; the dead actor's slots rejoin once Ray has restarted it, wherever
+    it fits. When no actor is alive or coming back for ``timeout_s``, the run stops (finished shards kept; a rerun
+    resumes)."""
 
     def __init__(self, ray: Any, actors: list[Any], progress: Progress, stage: str, timeout_s: float):
         self.ray, self.progress, self.stage, self.timeout_s = ray, progress, stage, timeout_s
-        # two slots per actor: its next shard is queued on it while it finishes one (no gap between shards)
         self.idle: deque[Any] = deque(a for a in actors for _ in range(SHARDS_PER_ACTOR))
         self.running: dict[Any, tuple[Any, ShardSpec, list[Any]]] = {}  # stats ref -> (actor, shard, items)
         self.restarting: dict[Any, Any] = {}  # ready ref -> actor
@@ -158,7 +158,10 @@ class _Pool:
                 log.warning("the worker running shard %s died (%s); redoing the shard on another worker",
                             spec.name, str(exc).splitlines()[0])
                 self.redo.append((spec, items))
-                self.restarting[actor.ready.remote()] = actor
+                free = sum(a is actor for a in self.idle)  # its free slots would queue work on a dead actor
+                self.idle = deque(a for a in self.idle if a is not actor)
+                for _ in range(free + 1):
+                    self.restarting[actor.ready.remote()] = actor
                 continue
             self.idle.append(actor)
             self.progress.advance(self.stage, items=stats.n_items, failed=stats.n_failed,

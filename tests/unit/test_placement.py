@@ -59,4 +59,5 @@ def test_every_shard_records_where_it_ran(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")
     stats = StatsBuilder(7, "annotation/v1").build()
     assert stats.worker is not None
-    assert (stats.worker.host, stats.worker.pid, stats.worker.gpu_ids) == (socket.gethostname(), os.getpid(), ["2", "3"])
+    w = stats.worker
+    assert (w.host, w.pid, w.gpu_ids) == (socket.gethostname(), os.getpid(), ["2", "3"])
