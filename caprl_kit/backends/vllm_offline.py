@@ -197,6 +197,12 @@ class VLLMBackend(BackendBase):
                 try:
                     outputs = engine.step()
                 except Exception as exc:  # the engine failed as a whole: every request in it fails, the stream goes on
+                    if _engine_dead(exc):  # ... unless it is gone: every later step fails too, and the failed rows
+                        from caprl_kit.errors import EngineDown  # would be committed as done shards
+
+                        raise EngineDown(f"vLLM's engine died ({type(exc).__name__}: {exc}) with {len(pending)} "
+                                         "request(s) in it; their shards were not written (vLLM's log above has "
+                                         "the cause). Fix it and rerun: finished shards are kept") from None
                     log.warning("vLLM engine step failed (%s); failing %d request(s) in flight", exc, len(pending))
                     for rid, (req_id, _) in list(pending.items()):
                         engine.abort_request([rid])
@@ -227,3 +233,13 @@ class VLLMBackend(BackendBase):
             except Exception:  # older/newer vLLM: fall back to garbage collection
                 pass
             del llm
+
+
+def _engine_dead(exc: BaseException) -> bool:
+    """vLLM's engine process is gone (``EngineDeadError``): every later step fails the same way."""
+    try:
+        from vllm.v1.engine.exceptions import EngineDeadError
+    except ImportError:  # another vLLM layout: recognise it by name
+        return type(exc).__name__ == "EngineDeadError"
+    return isinstance(exc, EngineDeadError)
+

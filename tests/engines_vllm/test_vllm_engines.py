@@ -50,6 +50,8 @@ def test_offline_vllm_backend(vllm_exe: Path, tiny_models, media_dir: Path, tmp_
     by_id = {x["id"]: x["texts"] for x in stream["streamed"]}
     assert all(by_id[x["id"]] == x["texts"] for x in stream["fed"])  # greedy: the same answers either way
     assert stream["feed_peak"] >= 5  # the first burst was inside the engine together
+    assert r["dead_engine"].startswith("vLLM's engine died (EngineDeadError") and "rerun" in r["dead_engine"]
+    assert r["alive_after"]["error"] is None  # the requests it held were aborted, nothing lingered in the engine
     vlm = r["vlm"]
     assert len(vlm["image_n4"]["texts"]) == 4 and vlm["image_n4"]["error_kind"] is None
     assert vlm["image_n4"]["prompt_tokens"] > 10

@@ -58,6 +58,30 @@ def main() -> None:
             fed.append(as_dict(r) | {"id": r.id})
         result["stream"] = {"streamed": [as_dict(r) | {"id": r.id} for r in streamed], "fed": fed,
                             "max_tokens": {r.id: r.sampling.max_tokens for r in reqs}, "feed_peak": feed.peak}
+        # the engine dying mid-stream (vLLM's own EngineDeadError, raised by a step: a real engine cannot be made to
+        # die on demand, killing its process makes vLLM hang): the stream stops with EngineDown instead of answering
+        # the requests as failed rows that a shard would commit as done
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        from caprl_kit.errors import EngineDown
+
+        engine, real_step, steps = text.llm.llm_engine, text.llm.llm_engine.step, []
+
+        def dying_step():
+            steps.append(1)
+            if len(steps) > 2:
+                raise EngineDeadError()
+            return real_step()
+
+        engine.step = dying_step
+        try:
+            got = list(text.stream(reqs))
+            result["dead_engine"] = f"no error ({len(got)} responses)"
+        except EngineDown as exc:
+            result["dead_engine"] = str(exc)
+        finally:
+            engine.step = real_step
+        result["alive_after"] = as_dict(text.generate([Request.user(q, sampling=greedy)])[0])
     t0 = time.perf_counter()
     with build_backend(BackendConfig(name="vllm", model=captioner, **common)) as vlm:
         result["captioner_start_s"] = time.perf_counter() - t0
