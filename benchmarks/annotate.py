@@ -7,6 +7,7 @@
                                                                    # (c) peak RSS vs shard size, real-size media
     .venv/bin/python benchmarks/annotate.py openai-gpu [--n 768]            # (d) openai path vs a GPU-timed server
     .venv/bin/python benchmarks/annotate.py vllm [--n 256]                  # (e) vllm back end vs the same engine
+    .venv/bin/python benchmarks/annotate.py embedded [--n 2000]             # (f) the driver's side of embedded media
 
 (a) ours = the full pipeline (folder listing, background decoding, adaptive batches, Parquet shards + sidecars);
     raw = ``backend.generate`` alone on pre-decoded images in batches of the same size (no I/O at all);
@@ -33,11 +34,17 @@
 (e) vllm runs benchmarks/annotate_vllm.py in the vLLM environment (.venv-vllm, or $CAPRL_VLLM_PYTHON): caprl annotate
     with the vllm back end and the shipped recipe's settings vs the same engine given the whole pre-decoded queue
     and vs waves of batch_size (its --help has the details).
+(f) the driver's side of inputs that embed their media: a WebDataset tar and a Parquet manifest (``bytes_column``)
+    of N real-size photos (the 1600x1200 JPEG of (c), ~0.6 MB, each copy with a distinct trailing byte). Each format
+    is listed in a fresh process (``iter_items``, what the driver does for the fingerprint and again for the run)
+    and reports the listing's seconds, peak RSS, bytes the process read (``rchar``) and the pickled size of one
+    shard of ``sharding.shard_size`` (1000) items, i.e. what the driver hands to a worker (multiprocess / Ray).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import resource
@@ -304,6 +311,60 @@ def memory_media(sizes: dict[str, list[int]], window: int | None, decode_workers
     return out
 
 
+def embedded_inputs(n: int) -> dict[str, Path]:
+    """A tar and a Parquet manifest of ``n`` photos, cached under ``MEDIA_CACHE``."""
+    import tarfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    photo = (media_folder("photos", 1) / "000000.jpg").read_bytes()
+    paths = {"webdataset": MEDIA_CACHE / f"embedded-{n}.tar", "parquet": MEDIA_CACHE / f"embedded-{n}.parquet"}
+    if not paths["webdataset"].is_file():
+        tmp = paths["webdataset"].with_suffix(".part")
+        with tarfile.open(tmp, "w") as tar:
+            for i in range(n):
+                data = photo + i.to_bytes(4, "little")  # bytes after the JPEG end marker: ignored by decoders
+                info = tarfile.TarInfo(f"{i:07d}.jpg")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+                meta = json.dumps({"i": i}).encode()
+                info = tarfile.TarInfo(f"{i:07d}.json")
+                info.size = len(meta)
+                tar.addfile(info, io.BytesIO(meta))
+        tmp.rename(paths["webdataset"])
+    if not paths["parquet"].is_file():
+        tmp = paths["parquet"].with_suffix(".part")
+        with pq.ParquetWriter(tmp, pa.schema([("id", pa.string()), ("image_bytes", pa.binary())])) as w:
+            for s in range(0, n, 100):  # row groups of 100 photos (~60 MB), as image datasets are written
+                ids = list(range(s, min(s + 100, n)))
+                w.write_table(pa.table({"id": [f"{i:07d}" for i in ids],
+                                        "image_bytes": [photo + i.to_bytes(4, "little") for i in ids]}))
+        tmp.rename(paths["parquet"])
+    return paths
+
+
+def embedded_child(fmt: str, path: str, shard_size: int) -> dict:
+    import itertools
+    import pickle
+
+    from caprl_kit.io.config import InputConfig
+    from caprl_kit.io.readers import iter_items
+
+    cfg = InputConfig(path=path, format=fmt, **({"key_column": "id", "bytes_column": "image_bytes"}
+                                                if fmt == "parquet" else {}))
+    t0 = time.perf_counter()
+    items = iter_items(cfg)
+    shard = list(itertools.islice(items, shard_size))
+    n = len(shard) + sum(1 for _ in items)
+    seconds = time.perf_counter() - t0
+    with open("/proc/self/io") as fh:
+        rchar = next(int(line.split()[1]) for line in fh if line.startswith("rchar"))
+    return {"format": fmt, "items": n, "list_seconds": seconds, "read_mb": rchar / 2**20,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "shard_pickle_mb": len(pickle.dumps(shard)) / 2**20}
+
+
 def main() -> None:
     if sys.argv[1:2] == ["vllm"]:  # (e): runs in the vLLM environment
         here = Path(__file__).resolve().parent
@@ -332,6 +393,13 @@ def main() -> None:
     mm.add_argument("--decode-workers", type=int, default=None, help="batching.decode_workers (default: config's)")
     mm.add_argument("--batch", type=int, default=8, help="backend.batch_size")
     mm.add_argument("--trace", action="store_true", help="print the sampled RSS of each run")
+    em = sub.add_parser("embedded", help="(f) listing embedded media: time, RSS, bytes read, what a shard carries")
+    em.add_argument("--n", type=int, default=2000)
+    em.add_argument("--shard-size", type=int, default=1000)
+    ec = sub.add_parser("_embedded_child")
+    ec.add_argument("fmt")
+    ec.add_argument("path")
+    ec.add_argument("shard_size", type=int)
     ch = sub.add_parser("_memory_child")
     ch.add_argument("n", type=int)
     ch.add_argument("--runner", default="local")
@@ -372,6 +440,19 @@ def main() -> None:
         out = memory_media(sizes, args.window, args.decode_workers, args.batch, args.trace)
         print(f"total {time.perf_counter() - t0:.0f} s")
         print(json.dumps(out))
+    elif args.what == "embedded":
+        for fmt, path in embedded_inputs(args.n).items():
+            out = subprocess.run([sys.executable, __file__, "_embedded_child", fmt, str(path), str(args.shard_size)],
+                                 capture_output=True, text=True)
+            if out.returncode:
+                sys.exit(out.stderr[-3000:])
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"{fmt:>10}: {r['items']} photos ({path.stat().st_size / 2**20:.0f} MB) listed in "
+                  f"{r['list_seconds']:.2f} s, read {r['read_mb']:.0f} MB, peak RSS {r['peak_rss_mb']:.0f} MB; "
+                  f"one shard of {args.shard_size} pickles to {r['shard_pickle_mb']:.2f} MB", flush=True)
+            print(json.dumps(r))
+    elif args.what == "_embedded_child":
+        print(json.dumps(embedded_child(args.fmt, args.path, args.shard_size)))
     elif args.what == "_memory_media_child":
         print(json.dumps(memory_media_child(args.kind, args.n, args.model, args.window, args.decode_workers,
                                             args.batch)))

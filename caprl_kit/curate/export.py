@@ -21,6 +21,7 @@ from caprl_kit.curate.filter import decide
 from caprl_kit.curate.stages import stage_dir
 from caprl_kit.io.fs import atomic_write_bytes, atomic_write_text, join, url_to_fs
 from caprl_kit.io.layout import AUDIT, CURATED_SPLIT, CURATED_SPLIT_JSONL, FUNNEL
+from caprl_kit.io.locators import item_bytes, item_payload
 from caprl_kit.io.parquet import read_shard, rows_to_table
 from caprl_kit.io.readers import InputItem
 from caprl_kit.io.media import read_bytes
@@ -159,7 +160,7 @@ def _media_path(cfg: CurateConfig, item: InputItem) -> str:
     """A path verl and datasets can open: the source, or the embedded bytes written under dataset/media/."""
     if item.source and "://" not in item.source:
         return item.source
-    data = item.data if item.data is not None else read_bytes(item.source, cfg.media.max_file_bytes)  # type: ignore[arg-type]
+    data = item_bytes(item, cfg.media.max_file_bytes)
     ext = ".mp4" if item.media_type == "video" else ".png"
     fs, base = url_to_fs(join(str(cfg.output_dir), "dataset", "media"))
     path = join(base, _item_id(item.key) + ext)
@@ -180,7 +181,7 @@ def _curated_row(cfg: CurateConfig, item: InputItem, kept: list[dict[str, Any]],
     if not video:
         data = None
         if cfg.export.embed_media:
-            data = item.data if item.data is not None else read_bytes(path, cfg.media.max_file_bytes)
+            data = item_payload(item, cfg.media.max_file_bytes) or read_bytes(path, cfg.media.max_file_bytes)
         image = {"bytes": data, "path": None if data is not None else path}
     return {
         "id": _item_id(item.key),

@@ -28,6 +28,7 @@ from caprl_kit.io.config import MediaConfig
 from caprl_kit.io.decode import decode_map
 from caprl_kit.io.fs import join
 from caprl_kit.io.layout import CURATE_STAGE_DIR
+from caprl_kit.io.locators import Locator, item_payload
 from caprl_kit.io.media import VideoClip, load_media
 from caprl_kit.io.parquet import read_shard
 from caprl_kit.io.readers import InputItem
@@ -51,7 +52,7 @@ def stage_dir(cfg: CurateConfig, stage: str) -> RunDir:
 def _load_one(item: InputItem, media_cfg: MediaConfig) -> Loaded:
     """Module-level (not a closure) so decode processes can run it (``runner.decode_processes``)."""
     try:
-        media, _ = load_media(item.source, item.data, item.media_type, media_cfg)
+        media, _ = load_media(item.source, item_payload(item, media_cfg.max_file_bytes), item.media_type, media_cfg)
     except MediaError as exc:
         return Loaded(item, error=exc)
     return Loaded(item, media=media)
@@ -75,7 +76,8 @@ def generated_shards(cfg: CurateConfig) -> Iterator[tuple[ShardSpec, list[InputI
     for sid in sorted(run.done_shards()):
         rows = read_shard(run.shard_url(sid), MCQGenerationRow).to_pylist()
         items = [InputItem(key=r["key"], source=r["source"], data=r.get("media_bytes"), media_type=r["media_type"],
-                           extra=json.loads(r["carry"]) if r.get("carry") else {}) for r in rows]
+                           extra=json.loads(r["carry"]) if r.get("carry") else {},
+                           locator=Locator.from_json(r.get("media_locator"))) for r in rows]
         yield ShardSpec(sid, start, start + len(items)), items
         start += len(items)
 
@@ -101,6 +103,7 @@ class GenerateWorker:
     def _common(self, it: InputItem) -> dict[str, Any]:
         return {"key": it.key, "source": it.source, "media_type": it.media_type, "model": self.model,
                 "media_bytes": it.data if not it.source else None,
+                "media_locator": it.locator.to_json() if it.locator else None,
                 "carry": json.dumps(it.extra, default=str) if it.extra else None}
 
     def _imported(self, it: InputItem) -> dict[str, Any]:

@@ -9,9 +9,15 @@ listing and shard ``i`` always holds the same items. Paths may be any fsspec URL
   are listed without being opened and become ``not_a_regular_file`` rows when read.
 - jsonl / csv / parquet manifests: ``input.path_column`` (path or URL, relative paths resolved against the
   manifest's folder) or ``input.bytes_column``; ``input.key_column`` (default: the path, else the row number);
-  ``input.carry_columns`` are copied into output rows. Read in record batches (pyarrow) / line by line.
-- hf_dataset: ``datasets.load_from_disk`` (memory-mapped Arrow); an ``image`` column of {bytes, path} or a path.
+  ``input.carry_columns`` are copied into output rows. Read in record batches (pyarrow) / line by line. Parquet is
+  read with only the key, path and carried columns: embedded bytes are located (file, row), not read.
+- hf_dataset: ``datasets.load_from_disk`` (memory-mapped Arrow); an ``image`` column of {bytes, path} (bytes
+  located by row) or a path.
 - webdataset: ``*.tar`` shards (a glob); members grouped by basename, the first media member is the item.
+  Uncompressed tars are listed from their headers (the data is skipped, each item located by its byte range);
+  compressed ones are streamed and carry their bytes inline.
+
+Embedded media travel as ``Locator``s (``io/locators.py``): the worker that decodes an item reads its bytes.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Any, Iterator
 from caprl_kit.errors import CaprlError
 from caprl_kit.io.config import InputConfig
 from caprl_kit.io.fs import url_to_fs
+from caprl_kit.io.locators import Locator
 from caprl_kit.log import get_logger
 from caprl_kit.registry import Registry
 
@@ -40,9 +47,15 @@ BATCH_ROWS = 4096
 class InputItem:
     key: str
     source: str | None = None  # path or URL
-    data: bytes | None = None  # embedded bytes
+    data: bytes | None = None  # embedded bytes, inline
     media_type: str = "image"
     extra: dict[str, Any] = field(default_factory=dict)
+    locator: Locator | None = None  # embedded bytes, where the worker reads them (``locators.item_payload``)
+
+    @property
+    def size(self) -> int | None:
+        """Bytes of embedded media where known without reading them (None for files: they are read later)."""
+        return len(self.data) if self.data is not None else self.locator.size if self.locator else None
 
 
 def media_type_of(name: str, cfg: InputConfig) -> str | None:
@@ -139,14 +152,18 @@ def _resolve(base_dir: str, path: str) -> str:
     return posixpath.join(base_dir, path)
 
 
+_LOCATOR = "\0locator"  # a row's key for the locator of its embedded bytes (set by the readers that locate)
+
+
 def _rows_to_items(rows: Iterator[dict[str, Any]], cfg: InputConfig, base_dir: str) -> Iterator[InputItem]:
     for i, row in enumerate(rows):
-        data = row.get(cfg.bytes_column) if cfg.bytes_column else None
+        locator = row.pop(_LOCATOR, None)
+        data = row.get(cfg.bytes_column) if cfg.bytes_column and locator is None else None
         path = row.get(cfg.path_column)
         if isinstance(path, dict):  # HF Image layout {bytes, path}
             data = data or path.get("bytes")
             path = path.get("path")
-        if data is None and not path:
+        if data is None and not path and locator is None:
             raise CaprlError(f"manifest row {i} has neither '{cfg.path_column}' nor bytes; set input.path_column"
                              f"{' / input.bytes_column' if not cfg.bytes_column else ''}")
         source = _resolve(base_dir, str(path)) if path else None
@@ -156,7 +173,7 @@ def _rows_to_items(rows: Iterator[dict[str, Any]], cfg: InputConfig, base_dir: s
             raise CaprlError(f"manifest row {i} lacks carry_columns {missing}")
         media = cfg.media_type if cfg.media_type != "auto" else (media_type_of(str(path), cfg) if path else None)
         yield InputItem(key=str(key), source=source, data=bytes(data) if data is not None else None,
-                        media_type=media or "image", extra={c: row[c] for c in cfg.carry_columns})
+                        media_type=media or "image", extra={c: row[c] for c in cfg.carry_columns}, locator=locator)
 
 
 def _manifest_dir(cfg: InputConfig) -> str:
@@ -191,6 +208,9 @@ def _batches_to_rows(batches: Iterator[Any]) -> Iterator[dict[str, Any]]:
 
 @READERS.register("parquet")
 def read_parquet(cfg: InputConfig) -> Iterator[InputItem]:
+    """Reads the key, path and carried columns only; embedded bytes (``input.bytes_column``, or the ``bytes`` of an
+    HF ``Image`` struct in the path column) are located by (file, row) for the worker to read."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     fs, path = url_to_fs(cfg.path)
@@ -198,8 +218,31 @@ def read_parquet(cfg: InputConfig) -> Iterator[InputItem]:
 
     def rows() -> Iterator[dict[str, Any]]:
         for f in files:
+            url = fs.unstrip_protocol(f)
             with fs.open(f, "rb") as fh:
-                yield from _batches_to_rows(pq.ParquetFile(fh).iter_batches(batch_size=BATCH_ROWS))
+                pf = pq.ParquetFile(fh)
+                schema = pf.schema_arrow
+                names = set(schema.names)
+                if cfg.bytes_column and cfg.bytes_column not in names:
+                    raise CaprlError(f"{url} has no column '{cfg.bytes_column}' (input.bytes_column); it has "
+                                     f"{sorted(names)}")
+                struct = (cfg.path_column in names and pa.types.is_struct(schema.field(cfg.path_column).type)
+                          and schema.field(cfg.path_column).type.get_field_index("bytes") >= 0)
+                wanted = [cfg.key_column, *cfg.carry_columns] + ([] if struct else [cfg.path_column])
+                columns = [c for c in dict.fromkeys(wanted) if c and c in names]
+                if struct and schema.field(cfg.path_column).type.get_field_index("path") >= 0:
+                    columns.append(f"{cfg.path_column}.path")  # the struct with its path only: no bytes read
+                where = (cfg.bytes_column, None) if cfg.bytes_column else (cfg.path_column, "bytes") if struct \
+                    else None
+                if columns:
+                    listed = (row for b in pf.iter_batches(batch_size=BATCH_ROWS, columns=columns)
+                              for row in b.to_pylist())
+                else:  # only the bytes column: nothing to read here
+                    listed = ({} for _ in range(pf.metadata.num_rows))
+                for n, row in enumerate(listed):
+                    if where:
+                        row[_LOCATOR] = Locator("parquet", url, n, column=where[0], field=where[1])
+                    yield row
 
     base = _absolute(cfg.path.rstrip("/")) if fs.isdir(path) else _manifest_dir(cfg)
     yield from _rows_to_items(rows(), cfg, base)
@@ -220,21 +263,42 @@ def read_csv(cfg: InputConfig) -> Iterator[InputItem]:
 
 @READERS.register("hf_dataset")
 def read_hf_dataset(cfg: InputConfig) -> Iterator[InputItem]:
-    import datasets
+    """Rows as Arrow batches of the memory-mapped dataset. Embedded bytes (``input.bytes_column``, or the ``bytes`` of
+    an ``Image`` column) are located by row, their sizes taken from the Arrow offsets: the driver never copies them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
-    ds = datasets.load_from_disk(cfg.path)
-    if isinstance(ds, datasets.DatasetDict):
-        ds = ds[next(iter(ds))]
+    from caprl_kit.io.locators import open_hf_dataset
+
+    ds = open_hf_dataset(cfg.path)
     column = cfg.path_column if cfg.path_column in ds.column_names else "image"
-    if column in ds.features and isinstance(ds.features[column], datasets.Image):
-        ds = ds.cast_column(column, datasets.Image(decode=False))
     local = cfg.model_copy(update={"path_column": column})
+    typ = ds.features[column].pa_type if column in ds.features else None
+    struct = typ is not None and pa.types.is_struct(typ) and typ.get_field_index("bytes") >= 0
+    if cfg.bytes_column and cfg.bytes_column not in ds.column_names:
+        raise CaprlError(f"{cfg.path} has no column '{cfg.bytes_column}' (input.bytes_column); it has "
+                         f"{ds.column_names}")
+    where = (cfg.bytes_column, None) if cfg.bytes_column else (column, "bytes") if struct else None
+    plain = [c for c in dict.fromkeys([cfg.key_column, *cfg.carry_columns, column])
+             if c and c in ds.column_names and c != (where and where[0])]
 
     def rows() -> Iterator[dict[str, Any]]:
+        n = 0
         for batch in ds.iter(batch_size=256):
-            names = list(batch)
-            for i in range(len(batch[names[0]])):
-                yield {n: batch[n][i] for n in names}
+            out = batch.select(plain).to_pylist() if plain else [{} for _ in range(batch.num_rows)]
+            if where:
+                blobs = batch.column(where[0])
+                if struct and where[0] == column:
+                    if typ.get_field_index("path") >= 0:
+                        for row, p in zip(out, pc.struct_field(blobs, "path").to_pylist()):
+                            row[column] = p
+                    blobs = pc.struct_field(blobs, "bytes")
+                for row, size in zip(out, pc.binary_length(blobs).to_pylist()):  # null: no bytes in that row
+                    row[_LOCATOR] = Locator("hf_dataset", cfg.path, n, size=size, column=where[0], field=where[1])
+                    n += 1
+            else:
+                n += len(out)
+            yield from out
 
     yield from _rows_to_items(rows(), local, cfg.path)
 
@@ -246,21 +310,37 @@ def read_webdataset(cfg: InputConfig) -> Iterator[InputItem]:
     if not shards:
         raise CaprlError(f"no .tar shards match input.path={cfg.path}")
     for shard in shards:
-        with fs.open(shard, "rb") as fh, tarfile.open(fileobj=fh, mode="r|*") as tar:
-            current: str | None = None
-            found: InputItem | None = None
-            for member in tar:
-                if not member.isfile():
-                    continue
-                stem, ext = posixpath.splitext(member.name)
-                if stem != current:
-                    if found is not None:
-                        yield found
-                    current, found = stem, None
-                mt = media_type_of(member.name, cfg)
-                if found is None and mt is not None:
-                    data = tar.extractfile(member).read()  # type: ignore[union-attr]
-                    found = InputItem(key=f"{posixpath.basename(shard)}/{stem}", source=None, data=data,
-                                      media_type=mt, extra={})
+        with fs.open(shard, "rb") as fh:
+            try:  # an uncompressed tar: headers only, each item located by its byte range
+                tar, url = tarfile.open(fileobj=fh, mode="r:"), fs.unstrip_protocol(shard)
+            except tarfile.ReadError:  # compressed: streamed, the bytes inline
+                fh.seek(0)
+                tar, url = tarfile.open(fileobj=fh, mode="r|*"), None
+            with tar:
+                yield from _tar_items(tar, url, posixpath.basename(shard), cfg)
+
+
+def _tar_items(tar: tarfile.TarFile, url: str | None, name: str, cfg: InputConfig) -> Iterator[InputItem]:
+    """Members grouped by basename; the first media member of a group is the item."""
+    current: str | None = None
+    found: InputItem | None = None
+    for member in tar:
+        if not member.isfile():
+            continue
+        stem, _ = posixpath.splitext(member.name)
+        if stem != current:
             if found is not None:
                 yield found
+            current, found = stem, None
+        mt = media_type_of(member.name, cfg)
+        if found is None and mt is not None:
+            key = f"{name}/{stem}"
+            if url is None:
+                data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                found = InputItem(key=key, data=data, media_type=mt)
+            else:
+                found = InputItem(key=key, media_type=mt,
+                                  locator=Locator("tar", url, member.offset_data, size=member.size))
+        tar.members = []  # the listing keeps no member list: memory stays flat however many members a tar has
+    if found is not None:
+        yield found

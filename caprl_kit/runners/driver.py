@@ -32,7 +32,7 @@ def fingerprint_items(items: Iterable[Any]) -> Listing:
     """One streaming pass: sha256 over the ordered keys, sources and sizes (``InputItem``s) + the count."""
     fp = Fingerprint()
     for it in items:
-        fp.add(it.key, it.source, len(it.data) if it.data is not None else None, it.media_type)
+        fp.add(it.key, it.source, it.size, it.media_type)
     return Listing(fp.hexdigest(), fp.count)
 
 

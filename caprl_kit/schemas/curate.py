@@ -48,7 +48,9 @@ class MCQGenerationRow(Artifact):
     status: str = Field(description="ok, or the failure kind (e.g. failed_to_decode)")
     error_message: str | None = Field(None, description="Why the row failed, null when ok")
     media_bytes: bytes | None = Field(None, description="The item's bytes when the input embeds them (no source "
-                                      "path, e.g. WebDataset): later stages read them here instead of the input")
+                                      "path, e.g. a compressed WebDataset tar): later stages read them here")
+    media_locator: str | None = Field(None, description="Where the input embeds the item's bytes (JSON: kind, url, "
+                                      "offset, size, column, field), read by the worker that needs them")
     carry: str | None = Field(None, description="JSON of the input columns the later stages use (import / caption "
                               "columns), so the input is listed once")
 

@@ -205,6 +205,19 @@ def test_manifest_formats(tiny_models, manifest_inputs, tmp_path: Path, fmt: str
         assert rows[0]["key"] == "shard-000.tar/s000"
 
 
+def test_embedded_media_are_read_by_the_worker_processes(tiny_models, manifest_inputs, tmp_path: Path) -> None:
+    """Tar members and Parquet bytes go to the worker processes as locators: the rows match the local runner's."""
+    for fmt, extra in (("tar", {}), ("parquet", {"key_column": "id", "bytes_column": "blob"})):
+        inp = {"path": str(manifest_inputs[fmt]), **extra}
+        local = run(config(tiny_models, inp, tmp_path / f"local-{fmt}", sharding={"shard_size": 2}))
+        mp = run(config(tiny_models, inp, tmp_path / f"mp-{fmt}", sharding={"shard_size": 2},
+                        runner={"name": "multiprocess", "num_workers": 2}))
+        assert mp.n_ok == local.n_ok == 5
+        cols = ["key", "status", "width", "height"]
+        assert [{c: r[c] for c in cols} for r in rows_of(tmp_path / f"mp-{fmt}")] == \
+            [{c: r[c] for c in cols} for r in rows_of(tmp_path / f"local-{fmt}")]
+
+
 def test_memory_filesystem_in_and_out(tiny_models) -> None:
     import fsspec
 

@@ -105,6 +105,33 @@ def test_outputs_load_in_datasets_with_images_decoding(tmp_path: Path) -> None:
     assert len(ds[0]["reward_model"]["ground_truth"]) >= 1
 
 
+def test_embedded_bytes_are_read_by_the_workers_not_carried_between_stages(tmp_path: Path) -> None:
+    """A Parquet manifest embedding its images: generate records where each item's bytes are (not the bytes), the
+    later stages and the export read them through that; the kept set is the one the same images as files give."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    manifest, rows = scene_manifest(tmp_path)
+    blobs = [(tmp_path / r["path"]).read_bytes() if (tmp_path / r["path"]).exists() else None for r in rows]
+    pq.write_table(pa.Table.from_pylist([{"id": Path(r["path"]).stem, "blob": b, "qa": json.dumps(r["qa"]),
+                                          "caption": r["caption"]} for r, b in zip(rows, blobs)]),
+                   tmp_path / "embedded.parquet", row_group_size=3)
+    run(lexical_cfg(manifest, tmp_path / "files"))
+    run(lexical_cfg(tmp_path / "embedded.parquet", tmp_path / "emb",
+                    input={"key_column": "id", "bytes_column": "blob"}))
+    gen = pl.read_parquet(str(tmp_path / "emb" / "generate" / "*.parquet"))
+    assert gen["media_bytes"].null_count() == gen.height and gen["media_locator"].null_count() == 0
+    assert json.loads(gen["media_locator"][0])["kind"] == "parquet"
+    funnel = json.loads((tmp_path / "emb" / "dataset" / "funnel.json").read_text())
+    assert funnel["items_dropped"] == {"no_media": 1}  # the row without bytes or path: a status, not a dead run
+    kept = {name: pl.read_parquet(tmp_path / name / "dataset" / "audit.parquet").filter(pl.col("keep"))
+            for name in ("files", "emb")}
+    assert kept["emb"].height == kept["files"].height > 0
+    train = pl.read_parquet(tmp_path / "emb" / "dataset" / "train.parquet")
+    written = Path(train["images"][0][0])  # the export wrote the located bytes out as a file verl can open
+    assert written.parent == tmp_path / "emb" / "dataset" / "media" and written.read_bytes() in blobs
+
+
 @pytest.mark.slow
 def test_parquet_and_jsonl_load_through_verls_create_rl_dataset(tmp_path: Path, tiny_models) -> None:
     pytest.importorskip("verl")

@@ -1,0 +1,150 @@
+"""Where an input item's embedded bytes are, so the worker that decodes the item reads them, never the driver.
+
+A reader lists embedded media (WebDataset tar members, a Parquet bytes column, an HF dataset's ``Image`` column)
+as a ``Locator``: a few numbers and a URL instead of the bytes. The driver's listing then never reads media bytes
+(Parquet: only the key, path and carried columns are read; uncompressed tars: headers only, the data is skipped
+with a seek), shards travel to workers as these small descriptions, and each worker reads its items' bytes when it
+decodes them, inside the bounded decode window (``item_payload``). Compressed tars and JSONL/CSV rows keep their
+bytes inline (``InputItem.data``): there is no cheap way back to one item in them.
+
+Each kind reads with a small per-process cache (one open dataset, the last Parquet row groups), so a worker reading
+its shard's consecutive rows reads each row group once.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from caprl_kit.errors import MediaError
+from caprl_kit.io.fs import url_to_fs
+from caprl_kit.registry import Registry
+
+LOCATORS = Registry("media locator")
+
+
+@dataclass(frozen=True)
+class Locator:
+    """``kind``: a ``LOCATORS`` name. ``url``: the tar / Parquet file or the HF dataset folder. ``offset``: the tar
+    member's data offset, else the row in the file / dataset. ``size``: bytes, where the listing knows it without
+    reading them. ``column`` / ``field``: the column holding the bytes (``field``: inside a struct column, e.g.
+    ``bytes`` of an HF ``Image``)."""
+
+    kind: str
+    url: str
+    offset: int
+    size: int | None = None
+    column: str | None = None
+    field: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> "Locator | None":
+        return cls(**json.loads(text)) if text else None
+
+    def __str__(self) -> str:
+        where = f"byte {self.offset}" if self.kind == "tar" else f"row {self.offset}"
+        return f"{self.url} ({where}{f', column {self.column}' if self.column else ''})"
+
+
+def item_payload(item: Any, max_bytes: int) -> bytes | None:
+    """The item's encoded bytes: inline, else read through its locator (None: the media is at ``item.source``).
+    Raises ``MediaError`` (a status row) when neither bytes nor a source exist or the bytes cannot be read."""
+    from caprl_kit.io.media import _check_size, _io_errors
+
+    if item.data is not None or item.locator is None:
+        return item.data
+    loc: Locator = item.locator
+    if loc.size is not None:
+        _check_size(loc.size, max_bytes, str(loc))  # before reading; inline bytes get the same cap when decoded
+    with _io_errors(str(loc)):
+        data = LOCATORS.get(loc.kind)(loc)
+    if data is None and not item.source:
+        raise MediaError("no_media", item.key, f"the row has no media bytes ({loc}) and no path")
+    return data
+
+
+def item_bytes(item: Any, max_bytes: int) -> bytes:
+    """The item's encoded bytes wherever they are: inline, located, or at ``item.source``."""
+    from caprl_kit.io.media import read_bytes
+
+    data = item_payload(item, max_bytes)
+    return data if data is not None else read_bytes(item.source, max_bytes)
+
+
+@LOCATORS.register("tar")
+def read_tar_member(loc: Locator) -> bytes:
+    fs, path = url_to_fs(loc.url)
+    with fs.open(path, "rb") as fh:
+        fh.seek(loc.offset)
+        data = fh.read(loc.size)
+    if len(data) != loc.size:
+        raise MediaError("file_not_found", str(loc), f"the tar ends after {len(data)} of the member's {loc.size} "
+                         "bytes; was it changed since the run began?")
+    return data
+
+
+@functools.lru_cache(maxsize=8)
+def _row_group_starts(url: str) -> tuple[int, ...]:
+    import pyarrow.parquet as pq
+
+    fs, path = url_to_fs(url)
+    with fs.open(path, "rb") as fh:
+        meta = pq.ParquetFile(fh).metadata
+    starts, n = [], 0
+    for i in range(meta.num_row_groups):
+        starts.append(n)
+        n += meta.row_group(i).num_rows
+    return (*starts, n)
+
+
+@functools.lru_cache(maxsize=2)  # a worker reads its shard's rows in order: each row group is read once
+def _row_group_column(url: str, group: int, column: str) -> Any:
+    import pyarrow.parquet as pq
+
+    fs, path = url_to_fs(url)
+    with fs.open(path, "rb") as fh:
+        return pq.ParquetFile(fh).read_row_group(group, columns=[column]).column(0).combine_chunks()
+
+
+def _value(array: Any, index: int, field: str | None) -> bytes | None:
+    value = array[index].as_py()
+    if field is not None:
+        value = (value or {}).get(field)
+    return bytes(value) if value is not None else None
+
+
+@LOCATORS.register("parquet")
+def read_parquet_cell(loc: Locator) -> bytes | None:
+    import bisect
+
+    starts = _row_group_starts(loc.url)
+    if not 0 <= loc.offset < starts[-1]:
+        raise MediaError("file_not_found", str(loc), f"the file has {starts[-1]} rows; was it changed since the run "
+                         "began?")
+    group = bisect.bisect_right(starts, loc.offset) - 1
+    return _value(_row_group_column(loc.url, group, loc.column), loc.offset - starts[group], loc.field)
+
+
+@functools.lru_cache(maxsize=4)
+def open_hf_dataset(path: str) -> Any:
+    """The dataset ``load_from_disk`` finds at ``path`` (memory-mapped; a DatasetDict's first split), as Arrow."""
+    import datasets
+
+    ds = datasets.load_from_disk(path)
+    if isinstance(ds, datasets.DatasetDict):
+        ds = ds[next(iter(ds))]
+    return ds.with_format("arrow")
+
+
+@LOCATORS.register("hf_dataset")
+def read_hf_cell(loc: Locator) -> bytes | None:
+    ds = open_hf_dataset(loc.url)
+    if not 0 <= loc.offset < len(ds):
+        raise MediaError("file_not_found", str(loc), f"the dataset has {len(ds)} rows; was it changed since the run "
+                         "began?")
+    return _value(ds[loc.offset].column(loc.column), 0, loc.field)
