@@ -206,6 +206,7 @@ class Engine:
         out.update({
             # per step of the emulated engine (its own lag left out: the instrument runs late when the CPU is busy)
             "busy_slot_steps": busy,
+            "peak_running": max(b for _, b, _ in st.steps),
             "occupancy": busy / (R * n_steps),
             "occupancy_while_queued": (sum(q_steps) / (R * len(q_steps))) if q_steps else None,
             "queued_steps": len(q_steps),

@@ -4,7 +4,9 @@
 Parquet shard and its stats sidecar themselves; only the small stats come back. The driver streams the input:
 each shard is handed to the next free actor slot as soon as it is cut, two in flight per actor (one running, the
 next queued on it), so work starts while the listing is still running and the driver holds a few shards at a time,
-whatever the input size (items travel as paths and metadata; decoded media never pass through the driver).
+whatever the input size (items travel as paths, metadata and locators of embedded bytes; media are read and
+decoded on the workers). Inside an actor both shards flow through one open engine stream (``LiveStream``): the
+queued shard's requests enter the engine while the running shard's last captions finish.
 
 Each actor asks for what its engines need (``placement.worker_resources``: a vllm engine its tensor-parallel size
 in GPUs, a transformers engine one; ``runner.resources`` overrides), so Ray sets its ``CUDA_VISIBLE_DEVICES`` to
@@ -26,6 +28,7 @@ workers; outputs must then be on shared storage (an fsspec URL such as ``s3://``
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from typing import Any, Iterable
@@ -37,21 +40,31 @@ from caprl_kit.io.shards import ShardSpec
 from caprl_kit.log import get_logger
 from caprl_kit.runners.local import WorkerFactory, run_one
 from caprl_kit.runners.placement import WorkerResources
+from caprl_kit.runners.stream import LiveStream
 from caprl_kit.schemas.run import ShardStats
 
 log = get_logger(__name__)
 
 
 class _ShardActor:
+    """A threaded actor (``max_concurrency`` = shards in flight + 1): a streaming worker keeps one engine stream
+    open across its calls (``LiveStream``), so the shard queued behind the running one enters the engine while the
+    running one's stragglers finish; other workers run their shards one call at a time."""
+
     def __init__(self, factory: WorkerFactory, max_retries: int):
         self.worker = factory(NullProgress())
         self.max_retries = max_retries
+        self.live = LiveStream(self.worker, max_retries) if hasattr(self.worker, "open_stream") else None
+        self.lock = threading.Lock()
 
     def ready(self) -> bool:
         return True
 
     def run(self, spec: ShardSpec, items: list[Any]) -> str:
-        return run_one(self.worker, spec, items, self.max_retries).model_dump_json()
+        if self.live is not None:
+            return self.live.run(spec, items).model_dump_json()
+        with self.lock:
+            return run_one(self.worker, spec, items, self.max_retries).model_dump_json()
 
 
 def run_ray(
@@ -200,7 +213,7 @@ def _start_actors(ray: Any, factory: WorkerFactory, max_retries: int, num_worker
     for _ in range(num_workers):
         # restarted without limit; a call on a dead actor is not retried by Ray: the pool redoes the shard elsewhere
         opts: dict[str, Any] = {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus, "max_restarts": -1,
-                                "max_task_retries": 0}
+                                "max_task_retries": 0, "max_concurrency": SHARDS_PER_ACTOR + 1}  # + ready()
         if res.tensor_parallel:
             opts.update(_own_bundle(res, groups))
         actors.append(cls.options(**opts).remote(factory, max_retries))

@@ -6,19 +6,31 @@ comes from their responses) and how a finished shard is committed. ``ShardStream
 the responses by request id, and commits each shard (atomically, stats last) the moment its last response
 arrives, while the next shards are already in the engine. Memory is bounded by the back end's ``in_flight`` and
 the stage's own decode look-ahead, not by the shard size.
+
+Runners that hand a worker one shard per call (Ray actors, pool processes) keep one stream open across the calls
+(``LiveStream``): each call queues its shard on a ``ShardFeed`` and waits for its stats, so the engine never drains
+between shards as long as the runner keeps the next shard queued.
 """
 
 from __future__ import annotations
 
+import itertools
+import queue
+import threading
 import time
 from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
-from caprl_kit.backends.base import Request, Response, check_engine_up
+from caprl_kit.backends.base import IDLE, Request, Response, check_engine_up
+from caprl_kit.errors import CaprlError
 from caprl_kit.io.shards import ShardSpec
 from caprl_kit.io.stats import utc_now
+from caprl_kit.log import get_logger
 from caprl_kit.schemas.run import ShardStats
+
+log = get_logger(__name__)
 
 Row = dict[str, Any]
 
@@ -86,8 +98,12 @@ class ShardStream:
         """Shards taken from the input but not committed (to redo after a failure), in input order."""
         return [(sh.spec, sh.items) for _, sh in sorted(self._open.items())]
 
-    def _requests(self, shards: Iterable[tuple[ShardSpec, list[Any]]]) -> Iterator[Request]:
-        for spec, items in shards:
+    def _requests(self, shards: Iterable[Any]) -> Iterator[Request]:
+        for shard in shards:
+            if shard is IDLE:  # a live feed with no shard queued: the engine keeps running what it holds
+                yield IDLE
+                continue
+            spec, items = shard
             sh = self._open[spec.shard_id] = _Open(spec, items)
             for wi, work in enumerate(self.stage.plan(spec, items)):
                 sh.works.append(work)
@@ -126,7 +142,28 @@ class ShardStream:
         del self._open[sid]
         return stats
 
-    def run(self, shards: Iterable[tuple[ShardSpec, list[Any]]]) -> Iterator[ShardStats]:
+    def busy(self) -> bool:
+        """Requests inside the engine and not answered yet (between shards: every planned request was handed out)."""
+        return any(sh.remaining for sh in self._open.values())
+
+    def serve(self, feed: "ShardFeed", on_commit: Callable[[ShardStats], None]) -> None:
+        """Long-lived: shards come from ``feed`` as they are queued, each committed shard's stats go to
+        ``on_commit`` (also a shard whose rows needed no engine, before the feed is waited on); returns when the feed
+        is closed and every shard taken from it is committed."""
+
+        def source() -> Iterator[Any]:
+            while True:
+                while self._ready:
+                    on_commit(self._commit(self._ready.popleft()))
+                shard = feed.pull(busy=self.busy())
+                if shard is None:
+                    return
+                yield shard
+
+        for stats in self.run(source()):
+            on_commit(stats)
+
+    def run(self, shards: Iterable[Any]) -> Iterator[ShardStats]:
         responses = self.backend.stream(self._requests(shards), **self.options) if self.backend is not None \
             else _no_engine(self._requests(shards))
         for resp in responses:
@@ -138,3 +175,88 @@ class ShardStream:
         if self._open:  # a back end that lost a response: the shards are redone, never committed short
             names = ", ".join(sh.spec.name for sh in self._open.values())
             raise RuntimeError(f"the engine's stream ended without answering every request of shard(s) {names}")
+
+
+class ShardFeed:
+    """A live source of shards for ``ShardStream.serve``: ``put`` from any thread (or process, over a
+    ``multiprocessing`` queue), the stream pulls. A pull with nothing queued waits only while the engine is empty;
+    while it holds requests the pull answers ``IDLE``, so the engine keeps running (a worker waiting for its next
+    shard never stalls the last one's stragglers). ``first``: shards to hand out before the queue (a redo)."""
+
+    CLOSED = None
+
+    def __init__(self, source: Any | None = None, first: Iterable[tuple[ShardSpec, list[Any]]] = ()):
+        self.queue = source if source is not None else queue.SimpleQueue()
+        self.first = deque(first)
+
+    def put(self, spec: ShardSpec, items: list[Any]) -> None:
+        self.queue.put((spec, items))
+
+    def close(self) -> None:
+        self.queue.put(self.CLOSED)
+
+    def pull(self, busy: bool) -> Any:
+        """The next shard, ``IDLE`` (nothing queued, the engine busy) or None (closed)."""
+        if self.first:
+            return self.first.popleft()
+        while True:
+            try:
+                return self.queue.get_nowait() if busy else self.queue.get(timeout=0.1)
+            except queue.Empty:
+                if busy:
+                    return IDLE
+                # short waits: Ctrl-C and shutdown are seen at once
+
+
+class LiveStream:
+    """One worker's streaming engine kept open across shards handed to it one call at a time (a Ray actor's
+    concurrent calls): ``run(spec, items)`` queues the shard and returns its stats once committed. A stream that
+    breaks is reopened with the shards it held but had not committed, ``max_retries`` times (as the local runner
+    does); then, or at once for a ``CaprlError`` (an engine that is gone), every waiting call fails with it."""
+
+    def __init__(self, worker: Any, max_retries: int):
+        self.worker, self.max_retries = worker, max_retries
+        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.waiting: dict[int, Future] = {}
+        self.lock = threading.Lock()
+        self.error: BaseException | None = None
+        threading.Thread(target=self._serve, name="caprl-live-stream", daemon=True).start()
+
+    def run(self, spec: ShardSpec, items: list[Any]) -> ShardStats:
+        fut: Future = Future()
+        with self.lock:
+            if self.error is not None:
+                raise self.error
+            self.waiting[spec.shard_id] = fut
+            self.queue.put((spec, items))
+        return fut.result()
+
+    def _committed(self, stats: ShardStats) -> None:
+        with self.lock:
+            fut = self.waiting.pop(stats.shard_id, None)
+        if fut is not None:
+            fut.set_result(stats)
+
+    def _serve(self) -> None:
+        from caprl_kit.runners.local import ShardFailed
+
+        feed = ShardFeed(self.queue)
+        for attempt in itertools.count():
+            stream = self.worker.open_stream()
+            try:
+                stream.serve(feed, self._committed)
+                return
+            except BaseException as exc:  # noqa: BLE001 - whatever it is, the waiting calls must hear of it
+                left = stream.uncommitted()
+                names = ", ".join(spec.name for spec, _ in left) or "none"
+                if isinstance(exc, CaprlError) or attempt >= self.max_retries or not isinstance(exc, Exception):
+                    err = exc if isinstance(exc, CaprlError) else ShardFailed(
+                        f"shard(s) {names} failed {attempt + 1} time(s): {exc!r}")
+                    with self.lock:
+                        self.error, waiting, self.waiting = err, list(self.waiting.values()), {}
+                    for fut in waiting:
+                        fut.set_exception(err)
+                    return
+                log.warning("the stream failed (%r) with shard(s) %s open; redoing them (%d/%d)", exc, names,
+                            attempt + 1, self.max_retries)
+                feed = ShardFeed(self.queue, first=left)

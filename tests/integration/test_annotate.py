@@ -339,3 +339,30 @@ def test_ray_runner_gives_the_same_rows_as_the_local_runner(tiny_models, folder:
     local = pl.read_parquet(str(tmp_path / "local" / "*.parquet")).select(cols).sort("key")
     ray_rows = pl.read_parquet(str(tmp_path / "ray" / "*.parquet")).select(cols).sort("key")
     assert local.to_dicts() == ray_rows.to_dicts()
+
+
+@pytest.mark.slow
+def test_a_ray_actor_keeps_its_engine_fed_across_shards(tiny_models, tmp_path: Path) -> None:
+    """openai back end against the GPU-timing server (continuous batching): inside one actor the next shard enters
+    the engine while the previous one's last captions run, so more requests run at once than one shard has."""
+    pytest.importorskip("ray")
+    pytest.importorskip("uvicorn")
+    import httpx
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from gpu_timing_server import EngineConfig, serve_thread
+
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(24):
+        (d / f"img_{i:02d}.png").write_bytes(make_image_bytes(color=(10 * i, 100, 200), size=(32, 32)))
+    engine = EngineConfig(max_running=16, step_s=0.005, median_tokens=30, sigma=0.8, seed=1)
+    with serve_thread(engine) as url:
+        report = run(config(tiny_models, {"path": str(d)}, tmp_path / "out", sharding={"shard_size": 4},
+                            runner={"name": "ray", "num_workers": 1},
+                            backend={"name": "openai", "model": "gpu-timing", "sampling": {"n": 1},
+                                     "openai": {"base_url": url, "max_concurrency": 16}}))
+        seen = httpx.get(url.rsplit("/v1", 1)[0] + "/stats").json()
+    assert report.n_ok == 24 and report.shards_done == 6
+    assert seen["completed_sequences"] == 24
+    assert seen["peak_running"] > 4, seen  # one shard at a time per actor: never more than its 4 requests

@@ -9,23 +9,27 @@ from __future__ import annotations
 
 import json
 import random
+import threading
+import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterable, Iterator
 
 import polars as pl
 import pytest
 
 from caprl_kit.backends import BACKENDS
-from caprl_kit.backends.base import Request, Response
+from caprl_kit.backends.base import IDLE, Request, Response
 from caprl_kit.backends.config import BackendConfig
 from caprl_kit.backends.lexical import LexicalBackend
 from caprl_kit.curate.config import CurateConfig
 from caprl_kit.curate.pipeline import run as curate
+from caprl_kit.errors import EngineDown
 from caprl_kit.evaluate.config import EvalConfig
 from caprl_kit.evaluate.pipeline import run as evaluate
 from caprl_kit.io.shards import ShardSpec, iter_shards
 from caprl_kit.runners.local import run_stream
-from caprl_kit.runners.stream import ShardStream, Work
+from caprl_kit.runners.stream import LiveStream, ShardStream, Work
 from caprl_kit.synthetic import write_scenes
 
 
@@ -185,3 +189,130 @@ def test_eval_answer_failures_are_rows_not_scored_and_counted(tmp_path: Path, ti
     samples = [json.loads(x) for x in next((tmp_path / "out").glob("samples_b_*.jsonl")).read_text().splitlines()]
     bad = [s for s in samples if s["status"] == "answer_failed"]
     assert len(bad) == 1 and bad[0]["score"] is None and "injected" in bad[0]["error_message"]
+
+
+# --------------------------------------------------------------------------- one stream across a worker's calls
+
+
+class OneBehind:
+    """An engine whose answers lag one request behind its input: a request is answered when the next one arrives
+    (or an ``IDLE``, or the end), so a shard's last request is still inside when the next shard could start."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def stream(self, requests: Iterable[Any], **_: Any) -> Iterator[Response]:
+        held = None
+        for r in requests:
+            if r is not IDLE:
+                self.log.append(f"in {r.id}")
+            if held is not None:
+                yield Response(texts=["x"], id=held.id)
+            held = None if r is IDLE else r
+        if held is not None:
+            yield Response(texts=["x"], id=held.id)
+
+
+class LoggedStage(EchoStage):
+    """EchoStage that logs commits, returns ``ShardStats``-like results, makes no request for items named
+    ``"empty"`` (a shard of undecodable files) and can hold shard 0's planning until told."""
+
+    def __init__(self, log: list[str], gate: threading.Event | None = None) -> None:
+        super().__init__()
+        self.log, self.gate = log, gate
+
+    def plan(self, spec: ShardSpec, items: list[str]) -> Iterator[Work]:
+        if spec.shard_id == 0 and self.gate is not None:
+            assert self.gate.wait(10)
+        for it in items:
+            if it == "empty":
+                yield Work([], lambda got: [{"item": "empty", "ok": False}])
+            else:
+                yield Work([Request.user(it)], lambda got, it=it: [{"item": it, "ok": got[0].ok}])
+
+    def commit(self, spec, items, rows, responses, opened):
+        super().commit(spec, items, rows, responses, opened)
+        self.log.append(f"commit {spec.shard_id}")
+        return SimpleNamespace(shard_id=spec.shard_id, rows=rows)
+
+
+class StreamWorker:
+    def __init__(self, stage: Any, backend: Any) -> None:
+        self.stage, self.backend, self.opened = stage, backend, 0
+
+    def open_stream(self) -> ShardStream:
+        self.opened += 1
+        return ShardStream(self.stage, self.backend)
+
+
+def _calls(live: LiveStream, shards: list[tuple[ShardSpec, list[str]]]) -> tuple[list[Any], list[threading.Thread]]:
+    results: list[Any] = [None] * len(shards)
+
+    def call(i: int) -> None:
+        try:
+            results[i] = live.run(*shards[i])
+        except BaseException as exc:  # noqa: BLE001 - the test reads it
+            results[i] = exc
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(shards))]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)  # calls arrive in shard order, as the runner sends them
+    return results, threads
+
+
+def test_a_workers_next_shard_enters_the_engine_before_the_last_one_commits() -> None:
+    log: list[str] = []
+    gate = threading.Event()
+    live = LiveStream(StreamWorker(LoggedStage(log, gate), OneBehind(log)), max_retries=0)
+    shards = list(iter_shards([f"item {i}" for i in range(4)], 2))
+    results, threads = _calls(live, shards)
+    deadline = time.monotonic() + 10
+    while len(live.waiting) < 2 and time.monotonic() < deadline:  # both calls are waiting: shard 1 is queued
+        time.sleep(0.01)
+    gate.set()
+    for t in threads:
+        t.join(10)
+    assert [r.shard_id for r in results] == [0, 1]
+    assert log.index("in 1/0/0") < log.index("commit 0"), log  # no drain between the two shards
+    assert [r["item"] for r in results[1].rows] == ["item 2", "item 3"]
+
+
+def test_a_shard_that_needs_no_engine_is_committed_without_waiting_for_another() -> None:
+    log: list[str] = []
+    live = LiveStream(StreamWorker(LoggedStage(log), OneBehind(log)), max_retries=0)
+    shards = [(ShardSpec(0, 0, 2), ["item 0", "item 1"]), (ShardSpec(1, 2, 4), ["empty", "empty"])]
+    results, threads = _calls(live, shards)
+    for t in threads:
+        t.join(10)
+    assert not any(t.is_alive() for t in threads), "the last shard, with no request, hung"
+    assert [r.shard_id for r in results] == [0, 1] and [r["item"] for r in results[1].rows] == ["empty", "empty"]
+
+
+def test_a_live_stream_that_breaks_is_reopened_with_its_uncommitted_shards() -> None:
+    stage, backend = LoggedStage([]), BreaksOnce()
+    worker = StreamWorker(stage, backend)
+    live = LiveStream(worker, max_retries=1)
+    shards = list(iter_shards([f"item {i}" for i in range(8)], 2))
+    results, threads = _calls(live, shards)
+    for t in threads:
+        t.join(10)
+    assert worker.opened == 2 and [r.shard_id for r in results] == [0, 1, 2, 3]
+    assert sorted(stage.committed) == [0, 1, 2, 3], "every shard committed once"
+    assert sorted(r["item"] for rows in stage.rows.values() for r in rows) == [f"item {i}" for i in range(8)]
+
+
+def test_an_engine_that_is_gone_fails_every_waiting_call_and_the_next_ones() -> None:
+    class Gone:
+        def stream(self, requests: Iterable[Any], **_: Any) -> Iterator[Response]:
+            for _ in requests:
+                raise EngineDown("the engine core died")
+            yield from ()
+
+    live = LiveStream(StreamWorker(LoggedStage([]), Gone()), max_retries=3)
+    results, threads = _calls(live, list(iter_shards(["a", "b", "c"], 2)))
+    for t in threads:
+        t.join(10)
+    assert [type(r) for r in results] == [EngineDown, EngineDown]
+    with pytest.raises(EngineDown):
+        live.run(ShardSpec(5, 10, 11), ["d"])
