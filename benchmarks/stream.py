@@ -9,7 +9,9 @@ every running request however many run, seeded lognormal lengths per request con
 small JPEGs, with backend.openai.max_concurrency = max_running (or --max-concurrency), it measures:
 
 - raw-stream: ``OpenAIBackend.stream`` over pre-decoded requests (the client's own ceiling);
-- annotate-stream: ``caprl annotate`` (``annotate.pipeline.run``, shards of --shard-size) on the streaming engine;
+- annotate-stream: ``caprl annotate`` (``annotate.pipeline.run``, shards of --shard-size) on the streaming engine,
+  in this process (``--runner local``) or in ``--num-workers`` workers of ``--runner multiprocess`` / ``ray`` that
+  are handed shard after shard (each keeps two in one open engine stream);
 - curate-generate-stream: ``caprl curate``'s generate stage on the streaming engine (answer: lexical; the filler
   texts hold no questions, so only the generate stage reaches the server);
 - batch-synchronous: today's figure before the streaming engine: ``backend.generate`` per batch of batch_size =
@@ -95,12 +97,15 @@ def run(args: argparse.Namespace) -> dict:
     results: dict = {"instrument": BANNER, "items": args.n, "max_running": R, "step_s": args.step_s,
                      "max_concurrency": args.max_concurrency or R,
                      "prefill_steps": args.prefill_steps, "median_tokens": args.median_tokens, "sigma": args.sigma,
-                     "shard_size": args.shard_size, "image_size": args.image_size, "phases": {}}
+                     "shard_size": args.shard_size, "image_size": args.image_size, "runner": args.runner,
+                     "num_workers": args.num_workers, "phases": {}}
     with serve_process(ecfg) as url:
         base = url.rsplit("/v1", 1)[0]
         backend = {"name": "openai", "model": "gpu-timing", "batch_size": R,
                    "sampling": {"n": 1, "temperature": 0.0, "max_tokens": 2048},
                    "openai": {"base_url": url, "max_concurrency": args.max_concurrency or R}}
+
+        runner = {"name": args.runner, "num_workers": args.num_workers}
 
         def requests(n: int | None = None) -> list[Request]:  # what annotate sends (same pixels, same prompt)
             text = PROMPTS.get("caprl_image")
@@ -120,7 +125,7 @@ def run(args: argparse.Namespace) -> dict:
                 assert all(r.ok for r in out), [r.error for r in out if not r.ok][:3]
 
         def annotate() -> None:
-            cfg = AnnotateConfig(input={"path": str(root / "images")}, backend=backend,
+            cfg = AnnotateConfig(input={"path": str(root / "images")}, backend=backend, runner=runner,
                                  sharding={"shard_size": args.shard_size}, output_dir=str(root / "annotate"))
             report = annotate_run(cfg)
             assert report.n_ok == args.n, report.status_counts
@@ -129,6 +134,7 @@ def run(args: argparse.Namespace) -> dict:
             cfg = CurateConfig.model_validate({
                 "input": {"path": str(root / "images")}, "generate": {"backend": backend},
                 "answer": {"backend": {"name": "lexical"}}, "sharding": {"shard_size": args.shard_size},
+                "runner": runner,
                 "output_dir": str(root / "curate")})
             curate_run(cfg)
 
@@ -205,6 +211,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--prefill-steps", type=int, default=1, help="server steps per admission")
     ap.add_argument("--seed", type=int, default=0, help="server length seed")
     ap.add_argument("--shard-size", type=int, default=64)
+    ap.add_argument("--runner", default="local", choices=["local", "multiprocess", "ray"],
+                    help="runner of the annotate / curate phases (multiprocess, ray: workers get shard after shard)")
+    ap.add_argument("--num-workers", type=int, default=1, help="runner.num_workers (multiprocess, ray)")
     ap.add_argument("--phases", nargs="+", default=list(PHASES), choices=list(PHASES))
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args(argv)

@@ -1,35 +1,71 @@
-"""Process-pool runner: ``num_workers`` spawned processes on this machine, each building its own worker (its
-engines), shards handed out as they free up. Shards travel as (spec, items): paths, not decoded media.
+"""Process runner: ``num_workers`` spawned processes on this machine, each building its own worker (its engines)
+once, shards handed out as they free up, three in flight per process (one running, two queued on it). Shards
+travel as (spec, items): paths and locators, not media. A streaming worker keeps one engine stream open across its
+shards (``LiveStream``), so a queued shard enters the engine while the running one's stragglers finish.
 
 GPUs: the devices this process sees (``CUDA_VISIBLE_DEVICES``) are dealt out in consecutive groups of the GPUs a
 worker needs (``placement.worker_resources``: a tensor-parallel vllm engine its TP size), so workers never share a
-GPU unless ``runner.resources.num_gpus`` is a fraction; more workers than groups is refused."""
+GPU unless ``runner.resources.num_gpus`` is a fraction; more workers than groups is refused.
+
+A worker process that dies (killed, out of memory) stops the run with one message naming it and its shards;
+finished shards are kept and a rerun resumes (the ``ray`` runner redoes such shards elsewhere instead)."""
 
 from __future__ import annotations
 
 import math
 import multiprocessing as mp
 import os
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+import queue
+import threading
 from typing import Any, Iterable
 
 from caprl_kit.commands import NullProgress, Progress
+from caprl_kit.errors import CaprlError
 from caprl_kit.io.shards import ShardSpec
 from caprl_kit.runners.local import WorkerFactory, run_one
 from caprl_kit.runners.placement import WorkerResources
+from caprl_kit.runners.stream import LiveStream
 from caprl_kit.schemas.run import ShardStats
 
-_WORKER: Any = None
+SHARDS_PER_WORKER = 3  #: one running, two queued: the next one enters the engine before the last one ends
 
 
-def _init(factory: WorkerFactory, gpu_groups: list[str] | None, counter: Any) -> None:
-    global _WORKER
-    with counter.get_lock():
-        rank = counter.value
-        counter.value += 1
-    if gpu_groups:
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu_groups[rank % len(gpu_groups)]
-    _WORKER = factory(NullProgress())
+def _serve(rank: int, factory: WorkerFactory, gpus: str | None, max_retries: int, inbox: Any, outbox: Any) -> None:
+    """A worker process: shards from ``inbox`` until None; ("ok", shard id, stats) or ("error", shard id, exc) to
+    ``outbox``. A streaming worker runs each shard on a thread of its own that waits on the shared live stream."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's: it stops the workers itself
+    if gpus is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpus
+    try:
+        worker = factory(NullProgress())
+    except BaseException as exc:  # noqa: BLE001 - the driver says why the worker could not start
+        outbox.put(("error", None, exc))
+        return
+    live = LiveStream(worker, max_retries) if hasattr(worker, "open_stream") else None
+
+    def one(spec: ShardSpec, items: list[Any]) -> None:
+        try:
+            stats = live.run(spec, items) if live is not None else run_one(worker, spec, items, max_retries)
+            outbox.put(("ok", spec.shard_id, stats))
+        except BaseException as exc:  # noqa: BLE001
+            outbox.put(("error", spec.shard_id, exc))
+
+    parent = os.getppid()
+    while True:
+        try:
+            msg = inbox.get(timeout=1.0)
+        except queue.Empty:
+            if os.getppid() != parent:  # the driver was killed: nobody will collect, free the engine's devices
+                return
+            continue
+        if msg is None:
+            return
+        if live is not None:
+            threading.Thread(target=one, args=msg, daemon=True).start()
+        else:
+            one(*msg)
 
 
 def gpu_groups(visible: list[str], per_worker: float, num_workers: int) -> list[str] | None:
@@ -52,10 +88,6 @@ def gpu_groups(visible: list[str], per_worker: float, num_workers: int) -> list[
     return groups
 
 
-def _run(spec: ShardSpec, items: list[Any], max_retries: int) -> ShardStats:
-    return run_one(_WORKER, spec, items, max_retries)
-
-
 def run_multiprocess(
     shards: Iterable[tuple[ShardSpec, list[Any]]],
     factory: WorkerFactory,
@@ -71,31 +103,81 @@ def run_multiprocess(
     progress = progress or NullProgress()
     visible = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g]
     groups = gpu_groups(visible, resources.num_gpus if resources else 1, num_workers)
-    ctx = mp.get_context("spawn")
-    counter = ctx.Value("i", 0)
-    written: list[ShardStats] = []
+    pool: _Processes | None = None
     skipped = 0
-    with ProcessPoolExecutor(num_workers, mp_context=ctx, initializer=_init,
-                             initargs=(factory, groups, counter)) as pool:
-        pending: set[Future] = set()
+    try:
         for spec, items in shards:
             if spec.shard_id in done:
                 skipped += 1
                 continue
-            pending.add(pool.submit(_run, spec, items, max_retries))
-            if len(pending) >= 2 * num_workers:  # bounded: the input is streamed, not listed up front
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                written += _collect(finished, progress, stage)
-        finished, _ = wait(pending)
-        written += _collect(finished, progress, stage)
-    return written, skipped
+            if pool is None:  # the first shard to do starts the processes (a finished run starts none)
+                pool = _Processes(factory, groups, num_workers, max_retries, progress, stage)
+            pool.submit(spec, items)
+        if pool is None:
+            return [], skipped
+        pool.finish()
+        return pool.written, skipped
+    finally:
+        if pool is not None:
+            pool.close()
 
 
-def _collect(futures: set[Future], progress: Progress, stage: str) -> list[ShardStats]:
-    out = []
-    for f in futures:
-        stats = f.result()
-        progress.advance(stage, items=stats.n_items, failed=stats.n_failed,
-                         tokens=int(stats.metrics.get("completion_tokens", 0)))
-        out.append(stats)
-    return out
+class _Processes:
+    def __init__(self, factory: WorkerFactory, groups: list[str] | None, n: int, max_retries: int,
+                 progress: Progress, stage: str):
+        ctx = mp.get_context("spawn")
+        self.outbox = ctx.Queue()
+        self.inboxes = [ctx.Queue() for _ in range(n)]
+        self.procs = [ctx.Process(target=_serve, name=f"caprl-worker-{rank}", daemon=True,
+                                  args=(rank, factory, groups[rank % len(groups)] if groups else None, max_retries,
+                                        self.inboxes[rank], self.outbox)) for rank in range(n)]
+        for p in self.procs:
+            p.start()
+        self.held: list[dict[int, str]] = [{} for _ in range(n)]  # per process: shard id -> name, in flight
+        self.written: list[ShardStats] = []
+        self.progress, self.stage = progress, stage
+
+    def submit(self, spec: ShardSpec, items: list[Any]) -> None:
+        while True:
+            rank = min(range(len(self.procs)), key=lambda r: len(self.held[r]))
+            if len(self.held[rank]) < SHARDS_PER_WORKER:
+                break
+            self._collect()
+        self.held[rank][spec.shard_id] = spec.name
+        self.inboxes[rank].put((spec, items))
+
+    def finish(self) -> None:
+        while any(self.held):
+            self._collect()
+
+    def _collect(self) -> None:
+        """Wait for one result; a worker's error is raised as itself, a dead process as one message."""
+        while True:
+            try:
+                kind, sid, value = self.outbox.get(timeout=0.5)
+                break
+            except queue.Empty:
+                for rank, p in enumerate(self.procs):
+                    if not p.is_alive():
+                        names = ", ".join(self.held[rank].values()) or "none"
+                        raise CaprlError(f"worker process {rank} (pid {p.pid}) died with exit code {p.exitcode} "
+                                         f"while holding shard(s) {names} (killed, or out of memory?); finished "
+                                         "shards are kept, rerun to resume")
+        if kind == "error":
+            raise value
+        for held in self.held:
+            held.pop(sid, None)
+        stats: ShardStats = value
+        self.progress.advance(self.stage, items=stats.n_items, failed=stats.n_failed,
+                              tokens=int(stats.metrics.get("completion_tokens", 0)))
+        self.written.append(stats)
+
+    def close(self) -> None:
+        for inbox, p in zip(self.inboxes, self.procs):
+            if p.is_alive():
+                inbox.put(None)
+        for p in self.procs:
+            p.join(timeout=10)
+            if p.is_alive():  # a shard still running (an error elsewhere, Ctrl-C): stop it, it was not committed
+                p.terminate()
+                p.join(timeout=5)

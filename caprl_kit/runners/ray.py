@@ -2,10 +2,10 @@
 
 ``num_workers`` Ray actors each build their worker (and its engine) once and process whole shards, writing the
 Parquet shard and its stats sidecar themselves; only the small stats come back. The driver streams the input:
-each shard is handed to the next free actor slot as soon as it is cut, two in flight per actor (one running, the
-next queued on it), so work starts while the listing is still running and the driver holds a few shards at a time,
+each shard is handed to the next free actor slot as soon as it is cut, three in flight per actor (one running,
+two queued on it), so work starts while the listing is still running and the driver holds a few shards at a time,
 whatever the input size (items travel as paths, metadata and locators of embedded bytes; media are read and
-decoded on the workers). Inside an actor both shards flow through one open engine stream (``LiveStream``): the
+decoded on the workers). Inside an actor its shards flow through one open engine stream (``LiveStream``): the
 queued shard's requests enter the engine while the running shard's last captions finish.
 
 Each actor asks for what its engines need (``placement.worker_resources``: a vllm engine its tensor-parallel size
@@ -112,7 +112,7 @@ def run_ray(
             ray.shutdown()
 
 
-SHARDS_PER_ACTOR = 2  #: shards in flight per actor: one running, one queued behind it
+SHARDS_PER_ACTOR = 3  #: shards in flight per actor: one running, two queued behind it
 
 
 class _Pool:

@@ -341,17 +341,30 @@ def test_ray_runner_gives_the_same_rows_as_the_local_runner(tiny_models, folder:
     assert local.to_dicts() == ray_rows.to_dicts()
 
 
-@pytest.mark.slow
-def test_a_ray_actor_keeps_its_engine_fed_across_shards(tiny_models, tmp_path: Path) -> None:
-    """openai back end against the GPU-timing server (continuous batching): inside one actor the next shard enters
-    the engine while the previous one's last captions run, so more requests run at once than one shard has."""
-    pytest.importorskip("ray")
+def _timing_server():
     pytest.importorskip("uvicorn")
-    import httpx
-
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     from gpu_timing_server import EngineConfig, serve_thread
 
+    return EngineConfig, serve_thread
+
+
+def _openai(url: str) -> dict:
+    return {"name": "openai", "model": "gpu-timing", "sampling": {"n": 1},
+            "openai": {"base_url": url, "max_concurrency": 16}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runner_name", ["ray", "multiprocess"])
+def test_a_worker_keeps_its_engine_fed_across_shards(tiny_models, tmp_path: Path, runner_name: str) -> None:
+    """openai back end against the GPU-timing server (continuous batching): inside one worker (Ray actor or
+    process) the next shard enters the engine while the previous one's last captions run, so more requests run at
+    once than one shard has."""
+    if runner_name == "ray":
+        pytest.importorskip("ray")
+    import httpx
+
+    EngineConfig, serve_thread = _timing_server()
     d = tmp_path / "in"
     d.mkdir()
     for i in range(24):
@@ -359,10 +372,54 @@ def test_a_ray_actor_keeps_its_engine_fed_across_shards(tiny_models, tmp_path: P
     engine = EngineConfig(max_running=16, step_s=0.005, median_tokens=30, sigma=0.8, seed=1)
     with serve_thread(engine) as url:
         report = run(config(tiny_models, {"path": str(d)}, tmp_path / "out", sharding={"shard_size": 4},
-                            runner={"name": "ray", "num_workers": 1},
-                            backend={"name": "openai", "model": "gpu-timing", "sampling": {"n": 1},
-                                     "openai": {"base_url": url, "max_concurrency": 16}}))
+                            runner={"name": runner_name, "num_workers": 1}, backend=_openai(url)))
         seen = httpx.get(url.rsplit("/v1", 1)[0] + "/stats").json()
     assert report.n_ok == 24 and report.shards_done == 6
     assert seen["completed_sequences"] == 24
     assert seen["peak_running"] > 4, seen  # one shard at a time per actor: never more than its 4 requests
+
+
+@pytest.mark.slow
+def test_a_killed_worker_process_stops_the_run_with_one_message_and_the_rerun_completes(tiny_models,
+                                                                                        tmp_path: Path) -> None:
+    import multiprocessing
+    import signal
+    import threading
+
+    from caprl_kit.errors import CaprlError
+
+    EngineConfig, serve_thread = _timing_server()
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(40):
+        (d / f"img_{i:02d}.png").write_bytes(make_image_bytes(color=(5 * i, 100, 200), size=(32, 32)))
+    out = tmp_path / "out"
+    engine = EngineConfig(max_running=8, step_s=0.02, median_tokens=20, sigma=0.5, seed=3)
+    with serve_thread(engine) as url:
+        cfg = config(tiny_models, {"path": str(d)}, out, sharding={"shard_size": 4},
+                     runner={"name": "multiprocess", "num_workers": 2}, backend=_openai(url))
+        box: dict = {}
+
+        def first_run() -> None:
+            try:
+                run(cfg)
+            except CaprlError as exc:
+                box["error"] = exc
+
+        t = threading.Thread(target=first_run)
+        t.start()
+        deadline = time.monotonic() + 120
+        while not list(out.glob("*_stats.json")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        victim = next(p for p in multiprocessing.active_children() if p.name == "caprl-worker-1")
+        os.kill(victim.pid, signal.SIGKILL)
+        t.join(120)
+        assert not t.is_alive()
+        message = str(box.get("error"))
+        assert "worker process 1" in message and "rerun to resume" in message, message
+        done_before = len(list(out.glob("*_stats.json")))
+        assert 1 <= done_before < 10
+        report = run(cfg)  # the same command again: resumes
+    assert report.shards_skipped == done_before and report.shards_done + report.shards_skipped == 10
+    keys = [r["key"] for r in rows_of(out)]
+    assert sorted(keys) == sorted(f"img_{i:02d}.png" for i in range(40)), "every key exactly once"
