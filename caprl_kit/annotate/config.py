@@ -9,6 +9,7 @@ from pydantic import AfterValidator, Field, model_validator
 from caprl_kit.backends.config import BackendConfig
 from caprl_kit.config import ConfigModel, FieldIssue, JobConfig, registry_name
 from caprl_kit.io.config import InputConfig, MediaConfig, ShardingConfig
+from caprl_kit.monitors import MonitorConfig
 from caprl_kit.prompts import PROMPTS
 from caprl_kit.runners.config import RunnerConfig
 
@@ -40,6 +41,8 @@ class AnnotateOutputConfig(ConfigModel):
     embed_media: bool = Field(False, description="Store the encoded media bytes in each row")
     dedup: bool = Field(False, description="Skip items whose content hash was already captioned in this run")
     export_jsonl: bool = Field(False, description="Also write captions.jsonl (CapRL-2M style: path + caption)")
+    clean: bool = Field(False, description="Also write caption_clean: the first caption without its boilerplate "
+                        "opener and closing meta remarks (monitors.*); the raw caption is kept")
 
 
 class AnnotateConfig(JobConfig):
@@ -55,6 +58,7 @@ class AnnotateConfig(JobConfig):
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     output: AnnotateOutputConfig = Field(default_factory=AnnotateOutputConfig)
+    monitors: MonitorConfig = Field(default_factory=MonitorConfig)
 
     @model_validator(mode="after")
     def _needs_model(self) -> "AnnotateConfig":

@@ -21,6 +21,7 @@ from caprl_kit.io.readers import detect_format, iter_items
 from caprl_kit.io.rundir import RunDir
 from caprl_kit.io.shards import iter_shards
 from caprl_kit.log import get_logger
+from caprl_kit.monitors import FLAG_METRIC, FLAGS, rates_from_metrics
 from caprl_kit.runners.driver import Stage, begin, fingerprint_items, run_stage
 from caprl_kit.schemas.annotation import AnnotationRow
 from caprl_kit.schemas.run import ShardStats
@@ -108,6 +109,11 @@ def summarize(run_dir: RunDir, command: str) -> RunReport:
         for k, v in s.metrics.items():
             if k != "items_per_s":
                 report.metrics[k] = report.metrics.get(k, 0.0) + v
+    prefix = FLAG_METRIC.format("")
+    for flag, rate in rates_from_metrics(report.metrics).items():  # counts per shard -> one rate per flag
+        report.metrics[f"caption_{flag}_rate"] = rate
+    for k in [k for k in report.metrics if k.startswith(prefix) and k != FLAG_METRIC.format("captions")]:
+        del report.metrics[k]
     return report
 
 
@@ -150,6 +156,7 @@ def status(output_dir: str) -> dict[str, Any]:
         "failed": report.n_failed,
         "status_counts": report.status_counts,
         "completion_tokens": int(report.metrics.get("completion_tokens", 0)),
+        "caption_flags": {f: report.metrics[k] for f in FLAGS if (k := f"caption_{f}_rate") in report.metrics},
         "items_per_s": report.n_items / secs if secs else 0.0,
         "last_finished_at": max((s.finished_at for s in stats), default=None),
         "nodes": shards_per_node(stats),

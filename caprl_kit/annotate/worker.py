@@ -27,6 +27,7 @@ from caprl_kit.io.readers import InputItem
 from caprl_kit.io.rundir import RunDir
 from caprl_kit.io.shards import ShardSpec
 from caprl_kit.io.stats import StatsBuilder
+from caprl_kit.monitors import FLAG_METRIC, caption_flags, clean_caption, flag_counts
 from caprl_kit.log import get_logger
 from caprl_kit.prompts import PROMPTS
 from caprl_kit.runners.stream import ShardStream, Work
@@ -115,6 +116,9 @@ class Annotator:
             prompt_tokens=resp.prompt_tokens if resp else None,
             completion_tokens=resp.completion_tokens if resp and resp.ok else [],
             finish_reasons=resp.finish_reasons if resp and resp.ok else [],
+            caption_flags=self._flags(resp) if resp and resp.ok else [],
+            caption_clean=clean_caption(resp.texts[0], self.cfg.monitors)
+            if self.cfg.output.clean and resp and resp.ok and resp.texts else None,
             width=media.width if media is not None else None,
             height=media.height if media is not None else None,
             n_frames=len(media.frames) if isinstance(media, VideoClip) else None,
@@ -126,6 +130,10 @@ class Annotator:
         ).model_dump()
         row.update(ld.item.extra)
         return row
+
+    def _flags(self, resp: Response) -> list[list[str]]:
+        reasons = list(resp.finish_reasons) + [None] * (len(resp.texts) - len(resp.finish_reasons))
+        return [caption_flags(text, reason, self.cfg.monitors) for text, reason in zip(resp.texts, reasons)]
 
     # ------------------------------------------------------------------ the stage (runners/stream.py)
     @property
@@ -167,6 +175,8 @@ class Annotator:
             stats.add(r["status"], r["error_message"])
             stats.add_metric("completion_tokens", sum(r["completion_tokens"]))
             stats.add_metric("prompt_tokens", r["prompt_tokens"] or 0)
+            for name, count in flag_counts(r["caption_flags"]).items():
+                stats.add_metric(FLAG_METRIC.format(name), count)
         built = stats.build()
         self.run.commit_shard(spec.shard_id, rows, built, carry_schema(self.cfg.input.carry_columns, items))
         return built

@@ -145,6 +145,8 @@ def annotate_status(directory: str = typer.Argument(..., metavar="DIR", help="An
             table.add_row(f"  {k}", str(v))
     table.add_row("completion tokens", f"{info['completion_tokens']:,}")
     table.add_row("items/s (shard time)", f"{info['items_per_s']:.2f}")
+    for flag, rate in info["caption_flags"].items():
+        table.add_row(f"  captions {flag.replace('_', ' ')}", f"{rate:.1%}")
     table.add_row("last shard finished", str(info["last_finished_at"]))
     out.print(table)
     nodes = Table(title="shards per node")

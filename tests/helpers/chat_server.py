@@ -1,8 +1,9 @@
 """A scripted OpenAI-compatible chat server on 127.0.0.1 for fault tests (429s, 400s, slow replies).
 
 The behaviour is chosen by the last user text: ``RATE`` answers 429 once then 200, ``FLAKY`` answers 503 twice,
-``BAD`` answers 400, ``SLOW`` waits 0.2 s; anything else answers at once. It records every body and the most
-requests it ever had in flight.
+``BAD`` answers 400, ``SLOW`` waits 0.2 s; anything else answers at once, with ``echo i: <text>``, or with what
+``replies`` gives: scripted (content, finish_reason) pairs handed out in arrival order. It records every body and
+the most requests it ever had in flight.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class ChatServer:
-    def __init__(self) -> None:
+    def __init__(self, replies: list[tuple[str, str]] | None = None) -> None:
+        self.replies = list(replies or [])
         self.bodies: list[dict] = []
         self.calls: dict[str, int] = {}
         self.in_flight = 0
@@ -51,6 +53,12 @@ class ChatServer:
                 if "SLOW" in text:
                     time.sleep(0.2)
                 n = body.get("n", 1)
+                if server.replies:
+                    with server.lock:
+                        content, reason = server.replies[(len(server.bodies) - 1) % len(server.replies)]
+                    choices = [{"index": i, "message": {"role": "assistant", "content": content},
+                                "finish_reason": reason} for i in range(n)]
+                    return self._send(200, {"choices": choices, "usage": {"prompt_tokens": 5, "completion_tokens": 3}})
                 choices = [{"index": i, "message": {"role": "assistant", "content": f"echo {i}: {text}"},
                             "finish_reason": "stop"} for i in range(n)]
                 self._send(200, {"choices": choices, "usage": {"prompt_tokens": 5, "completion_tokens": 3 * n}})

@@ -423,3 +423,39 @@ def test_a_killed_worker_process_stops_the_run_with_one_message_and_the_rerun_co
     assert report.shards_skipped == done_before and report.shards_done + report.shards_skipped == 10
     keys = [r["key"] for r in rows_of(out)]
     assert sorted(keys) == sorted(f"img_{i:02d}.png" for i in range(40)), "every key exactly once"
+
+
+MONITOR_REPLIES = [
+    ("A red square sits near a blue circle. A green line runs under both.", "stop"),
+    ("The image shows a red square. It sits near a blue circle.", "stop"),
+    ("A red square at the left . the left . the left . the left . the left . the left .", "stop"),
+    ("A red square near a blue circle. This detailed description captures every element of the image.", "stop"),
+    ("A red square near a blue circle and a green", "length"),
+]
+
+
+def test_caption_monitors_in_rows_summary_status_and_clean(tiny_models, tmp_path: Path) -> None:
+    from chat_server import ChatServer
+
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(10):
+        (d / f"img_{i}.png").write_bytes(make_image_bytes(color=(20 * i, 0, 0), size=(32, 32)))
+    out = tmp_path / "out"
+    with ChatServer(MONITOR_REPLIES) as server:
+        report = run(config(tiny_models, {"path": str(d)}, out, output={"clean": True},
+                            backend={"name": "openai", "model": "scripted", "sampling": {"n": 1},
+                                     "openai": {"base_url": server.base_url, "max_concurrency": 1}}))
+    rows = rows_of(out)
+    assert [r["caption_flags"] for r in rows[:5]] == [[[]], [["boilerplate_opener"]], [["repetitive"]],
+                                                      [["meta_ending"]], [["truncated"]]]
+    assert rows[1]["caption_clean"] == "A red square. It sits near a blue circle."
+    assert rows[3]["caption_clean"] == "A red square near a blue circle."
+    assert rows[0]["caption_clean"] == rows[0]["caption"]
+    for flag in ("boilerplate_opener", "repetitive", "meta_ending", "truncated"):
+        assert report.metrics[f"caption_{flag}_rate"] == pytest.approx(0.2), flag
+    assert report.metrics["caption_empty_rate"] == 0.0
+    info = status(str(out))
+    assert info["caption_flags"]["truncated"] == pytest.approx(0.2)
+    shown = runner.invoke(app, ["annotate", "status", str(out)])
+    assert shown.exit_code == 0 and "captions truncated" in shown.output and "20.0%" in shown.output
