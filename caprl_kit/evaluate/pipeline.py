@@ -9,6 +9,7 @@ Outputs in OUTPUT/: ``captions/<task>/`` (annotation shards), ``answers/<task>/`
 from __future__ import annotations
 
 import functools
+from collections import Counter
 import hashlib
 import json
 import time
@@ -32,6 +33,7 @@ from caprl_kit.runners.driver import Listing, Stage, begin, run_stage
 from caprl_kit.io.shards import Fingerprint, ShardSpec, iter_shards
 from caprl_kit.io.stats import StatsBuilder, utc_now
 from caprl_kit.log import get_logger
+from caprl_kit.monitors import flag_counts, flag_rates
 from caprl_kit.runners.stream import ShardStream, Work
 from caprl_kit.schemas.annotation import AnnotationRow
 from caprl_kit.schemas.evaluation import EvalResults, EvalSample
@@ -46,9 +48,9 @@ def label_of(cfg: EvalConfig) -> str:
 
 
 def caption_stage(cfg: EvalConfig, task: str, media: list[tuple[str, str]], progress: Progress
-                  ) -> tuple[dict[str, list[str]], dict[str, str]]:
-    """Captions (n per item) for ``media`` [(path, media_type)], via the annotate pipeline (cached by shard), and
-    why the items without a caption have none (``status: error_message``)."""
+                  ) -> tuple[dict[str, list[str]], dict[str, str], dict[str, float]]:
+    """Captions (n per item) for ``media`` [(path, media_type)], via the annotate pipeline (cached by shard), why
+    the items without a caption have none (``status: error_message``), and the captions' hygiene flag rates."""
     out = join(str(cfg.output_dir), EVAL_CAPTIONS_DIR.format(task=task))
     prepare_output(out, "annotate")  # claimed before the caption manifest lands in it
     fs, base = url_to_fs(out)
@@ -67,16 +69,19 @@ def caption_stage(cfg: EvalConfig, task: str, media: list[tuple[str, str]], prog
     annotate(acfg, progress=progress)
     captions: dict[str, list[str]] = {}
     failed: dict[str, str] = {}
+    flags: Counter[str] = Counter()
+    columns = ["key", "captions", "caption_flags", "status", "error_message"]
     for url in RunDir(out, AnnotationRow).shard_urls():
-        for row in read_shard(url, AnnotationRow, columns=["key", "captions", "status", "error_message"]).to_pylist():
+        for row in read_shard(url, AnnotationRow, columns=columns).to_pylist():
             if row["status"] == "ok" and row["captions"]:
                 captions[row["key"]] = row["captions"]
+                flags.update(flag_counts(row["caption_flags"] or []))
             else:
                 failed[row["key"]] = f"{row['status']}: {row['error_message'] or 'no caption'}"
     if failed:
         log.warning("%s: %d of %d item(s) have no caption and will not be scored (e.g. %s)", task, len(failed),
                     len(media), next(iter(failed.values())))
-    return captions, failed
+    return captions, failed, flag_rates(dict(flags)) if flags else {}
 
 
 class AnswerWorker:
@@ -179,7 +184,7 @@ def run_benchmark(cfg: EvalConfig, bench: BenchmarkConfig, samples: list[Sample]
                   ) -> tuple[dict[str, Any], list[dict]]:
     scorer = bench.scorer if bench.scorer != "auto" else scorer_for(bench.name, samples[0].gold if samples else "")
     media = list(dict.fromkeys((s.media, s.media_type) for s in samples))
-    captions, no_caption = caption_stage(cfg, bench.name, media, progress)
+    captions, no_caption, monitors = caption_stage(cfg, bench.name, media, progress)
     stage = Stage(f"answer {bench.name}", f"eval/{bench.name}",
                   RunDir(join(str(cfg.output_dir), EVAL_ANSWERS_DIR.format(task=bench.name)), EvalSample),
                   _stage2_hash(cfg, scorer), functools.partial(AnswerWorker, cfg, bench.name, scorer, captions,
@@ -188,7 +193,7 @@ def run_benchmark(cfg: EvalConfig, bench: BenchmarkConfig, samples: list[Sample]
                   total=sum(max(1, len(captions.get(s.media) or [])) for s in samples), engines=(cfg.answerer,))
     run_stage(cfg, stage, Listing(_fingerprint(samples), len(samples)), progress=progress)
     rows = [r for url in stage.run_dir.shard_urls() for r in read_shard(url, EvalSample).to_pylist()]
-    return summarize(rows, cfg.compat), rows
+    return {**summarize(rows, cfg.compat), "caption_monitors": monitors}, rows
 
 
 def run_qa_utility(cfg: EvalConfig, progress: Progress) -> tuple[dict[str, Any], list[dict]]:
@@ -207,7 +212,7 @@ def run_qa_utility(cfg: EvalConfig, progress: Progress) -> tuple[dict[str, Any],
     for r in rows:
         video = bool(r.get("videos"))
         media.append(((r["videos"] if video else r["images"])[0], "video" if video else "image"))
-    captions, no_caption = caption_stage(cfg, "qa_utility", list(dict.fromkeys(media)), progress)
+    captions, no_caption, monitors = caption_stage(cfg, "qa_utility", list(dict.fromkeys(media)), progress)
     scorer = QAScorer(qu.qa)  # type: ignore[union-attr]
     qas = [decode_ground_truth(r["reward_model"]["ground_truth"]) for r in rows]
     caps, gts, index, unscored = [], [], [], []
@@ -229,7 +234,7 @@ def run_qa_utility(cfg: EvalConfig, progress: Progress) -> tuple[dict[str, Any],
                     caption_index=ci, caption=c, response=json.dumps(d["predicted"]), prediction=None, score=s,
                     metric="qa_accuracy", status="ok")
                for (sid, ci), c, s, d in zip(index, caps, out.scores, out.details)] + unscored
-    summary = summarize(samples, cfg.compat, rescore=False)
+    summary = {**summarize(samples, cfg.compat, rescore=False), "caption_monitors": monitors}
     if qu.blind_captions:  # type: ignore[union-attr]
         summary["blind_ceiling"], summary["blind_caption"] = blind_ceiling(
             scorer, read_candidates(qu.blind_captions, qu.blind_caption_column), qas, progress)  # type: ignore[union-attr]
@@ -337,6 +342,9 @@ def eval_report(cfg: EvalConfig, tasks: dict[str, Any], outputs: dict[str, str],
             continue
         report.metrics[f"{task} M_Acc"] = t["m_acc"]
         report.metrics[f"{task} BoN"] = t["bon"]
+        for flag, rate in t.get("caption_monitors", {}).items():
+            if rate:
+                report.metrics[f"{task} captions {flag.replace('_', ' ')}"] = rate
         if t.get("blind_ceiling") is not None:
             report.metrics[f"{task} blind_ceiling"] = t["blind_ceiling"]
     return report

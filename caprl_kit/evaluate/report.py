@@ -92,6 +92,12 @@ def _lengths(runs: list[tuple[EvalResults, dict[str, list[dict]]]]) -> str:
     return f'<table id="lengths"><tr><th>captioner \\ words</th>{head}</tr>{"".join(body)}</table>'
 
 
+def _hygiene(rates: dict[str, float]) -> str:
+    """The caption monitors' nonzero rates, e.g. ``truncated 12.0% · repetitive 3.1%`` (``-``: none flagged)."""
+    shown = [f"{flag.replace('_', ' ')} {rate:.1%}" for flag, rate in rates.items() if rate]
+    return html.escape(" · ".join(shown)) if shown else ("none" if rates else "-")
+
+
 def render_report(runs: list[tuple[EvalResults, dict[str, list[dict[str, Any]]]]]) -> str:
     tasks = list(dict.fromkeys(t for res, _ in runs for t in res.tasks))
     tables = []
@@ -102,15 +108,15 @@ def render_report(runs: list[tuple[EvalResults, dict[str, list[dict[str, Any]]]]
             if t:
                 rows.append(f"<tr><td>{html.escape(res.captioner)}</td><td>{_num(t.m_acc)}</td><td>{_num(t.bon)}</td>"
                             f"<td>{t.n_samples}" + (f" ({t.n_failed} not scored)" if t.n_failed else "") + "</td>"
-                            f"<td>{html.escape(t.metric)}</td></tr>")
+                            f"<td>{html.escape(t.metric)}</td><td>{_hygiene(t.caption_monitors)}</td></tr>")
         blind = next((res.tasks[task] for res, _ in runs if task in res.tasks and res.tasks[task].blind_ceiling
                       is not None), None)
         if blind is not None:
             rows.append(f"<tr class='blind'><td>image-blind ceiling: &laquo;{html.escape(blind.blind_caption or '')}"
                         f"&raquo;</td><td>{blind.blind_ceiling:.4f}</td><td>{blind.blind_ceiling:.4f}</td>"
-                        f"<td>{blind.n_samples}</td><td>best single fixed caption</td></tr>")
+                        f"<td>{blind.n_samples}</td><td>best single fixed caption</td><td></td></tr>")
         tables.append(f"<h3>{html.escape(task)}</h3><table class='results'><tr><th>captioner</th><th>M_Acc</th>"
-                      f"<th>BoN</th><th>samples</th><th>metric</th></tr>{''.join(rows)}</table>")
+                      f"<th>BoN</th><th>samples</th><th>metric</th><th>caption flags</th></tr>{''.join(rows)}</table>")
     avg = "".join(f"<tr><td>{html.escape(r.captioner)}</td><td>{_num(r.average)}</td><td>{html.escape(r.answerer)}</td>"
                   f"<td>{r.compat}</td></tr>" for r, _ in runs)
     examples = []

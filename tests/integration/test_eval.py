@@ -73,6 +73,14 @@ def test_image_and_video_benchmarks_with_resume(tiny_models, bench: Path, tmp_pa
     assert samples[0]["question"].startswith("What color is the")  # the official prompt, prefix replaced
     captions = sorted((out / "captions" / "shapes").glob("*.parquet"))
     assert len(captions) == 3
+    # the captions' hygiene: the truncated rate is the share of captions the engine cut at max_tokens
+    import polars as pl
+
+    reasons = [f for fs in pl.read_parquet(captions)["finish_reasons"].to_list() for f in fs]
+    assert shapes["caption_monitors"]["truncated"] == pytest.approx(reasons.count("length") / len(reasons))
+    assert set(shapes["caption_monitors"]) == {"truncated", "repetitive", "boilerplate_opener", "meta_ending", "empty"}
+    if reasons.count("length"):
+        assert report.metrics["shapes captions truncated"] == shapes["caption_monitors"]["truncated"]
     stamps = {p: p.stat().st_mtime_ns for p in captions}
     # resume: stage-1 captions are reused, not regenerated
     again = run(cfg_for(tiny_models, bench, out, "tiny-a"))
