@@ -29,7 +29,8 @@ from pydantic import Field
 from caprl_kit.config import ConfigModel
 
 FLAGS = ("truncated", "repetitive", "boilerplate_opener", "meta_ending", "empty")
-FLAG_METRIC = "monitor_{}"  #: shard-stats metric names: monitor_captions, monitor_truncated, ...
+FLAG_METRIC = "monitor_{}"  #: metric names: monitor_captions, monitor_truncated, ...
+TEXT_FLAGS = tuple(f for f in FLAGS if f != "truncated")  #: the flags the text alone decides
 
 DEFAULT_OPENERS = [
     r"based on the (provided |given )?(video frames|video|frames|images?)\b[^,.:]*[,.:]?",
@@ -120,6 +121,13 @@ def clean_caption(text: str | None, cfg: MonitorConfig | None = None) -> str | N
         if rest:
             body = rest[0].upper() + rest[1:]
     return body if body.strip() else text
+
+
+def flag_values(text: str | None, cfg: MonitorConfig | None = None) -> dict[str, float]:
+    """The text-only flags as 0/1 scalars keyed ``monitor_<flag>``, for trainers' per-sample metrics (a trainer's
+    completion has no finish reason: TRL logs ``completions/clipped_ratio``, verl ``response_length/clip_ratio``)."""
+    found = caption_flags(text, None, cfg)
+    return {FLAG_METRIC.format(f): float(f in found) for f in TEXT_FLAGS}
 
 
 def flag_counts(flags: Iterable[Sequence[str]]) -> Counter[str]:

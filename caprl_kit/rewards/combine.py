@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from caprl_kit.backends.base import Backend
-from caprl_kit.rewards.base import RewardOutput
+from caprl_kit.monitors import flag_values
+from caprl_kit.rewards.base import RewardOutput, completion_text
 from caprl_kit.rewards.config import RewardConfig
 from caprl_kit.rewards.registry import REWARDS
 
@@ -48,8 +49,9 @@ class CaprlReward:
                     details[i].update(out.details[i])
                 else:
                     details[i][f"{name}_reward"] = s
-        for d, t in zip(details, totals):
+        for d, t, c in zip(details, totals, completions):
             d["score"] = t
+            d.update(flag_values(completion_text(c)))  # caption hygiene, logged beside the reward terms
         self.last_details = details
         return RewardOutput(totals, details)
 

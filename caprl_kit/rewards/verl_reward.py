@@ -11,7 +11,8 @@ coalesced into batched ``POST /get_reward`` requests (official body) to the rewa
 failover). The length term is computed here with the policy tokenizer (spec §2.3). On failure it logs and returns
 score 0 with ``reward_error = 1`` — verl fails a whole GRPO group on an exception (verl_integration.md §2.3).
 Every sample returns the same scalar keys: score, qa_reward, format_reward, length_reward, cap_tokens,
-reward_error.
+reward_error, and the caption monitors' 0/1 flags monitor_repetitive, monitor_boilerplate_opener,
+monitor_meta_ending, monitor_empty (verl logs extra keys at validation, as ``val-aux/<data_source>/<key>``).
 
 reward_kwargs: ``reward_urls`` (or env ``CAPRL_REWARD_URLS``), ``token_env``, ``length_tokenizer``,
 ``length_weight`` (0), ``length_l1`` (2048), ``length_l2`` (3072), ``batch_size`` (64), ``batch_wait_s`` (0.05),
@@ -27,12 +28,14 @@ from typing import Any
 
 from caprl_kit.log import get_logger
 from caprl_kit.mcq.options import render
+from caprl_kit.monitors import FLAG_METRIC, TEXT_FLAGS, flag_values
 from caprl_kit.rewards.base import RewardError, decode_ground_truth
 from caprl_kit.rewards.client import RewardClient
 from caprl_kit.rewards.length import length_score
 
 log = get_logger(__name__)
-KEYS = ("score", "qa_reward", "format_reward", "length_reward", "cap_tokens", "reward_error")
+KEYS = ("score", "qa_reward", "format_reward", "length_reward", "cap_tokens", "reward_error",
+        *(FLAG_METRIC.format(f) for f in TEXT_FLAGS))
 
 
 @lru_cache(maxsize=8)
@@ -111,6 +114,7 @@ async def compute_score(data_source: str, solution_str: str, ground_truth: Any, 
                         length_l2: int = 3072, batch_size: int = 64, batch_wait_s: float = 0.05,
                         timeout_s: float = 1800.0, **_: Any) -> dict[str, float]:
     caption = solution_str or ""
+    monitors = flag_values(caption)
     cap_tokens = 0
     length_reward = 0.0
     if length_tokenizer and length_weight:
@@ -127,6 +131,6 @@ async def compute_score(data_source: str, solution_str: str, ground_truth: Any, 
     except Exception as exc:
         log.error("CapRL reward failed for a %s sample (score 0, reward_error=1): %s", data_source, exc)
         return {"score": 0.0, "qa_reward": 0.0, "format_reward": 0.0, "length_reward": float(length_reward),
-                "cap_tokens": float(cap_tokens), "reward_error": 1.0}
+                "cap_tokens": float(cap_tokens), "reward_error": 1.0, **monitors}
     return {"score": total + length_weight * length_reward, "qa_reward": qa, "format_reward": fmt,
-            "length_reward": float(length_reward), "cap_tokens": float(cap_tokens), "reward_error": 0.0}
+            "length_reward": float(length_reward), "cap_tokens": float(cap_tokens), "reward_error": 0.0, **monitors}

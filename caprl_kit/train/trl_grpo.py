@@ -18,6 +18,7 @@ from caprl_kit.backends.transformers_local import VISION_TOKENS
 from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.log import get_logger
+from caprl_kit.monitors import FLAG_METRIC, TEXT_FLAGS
 from caprl_kit.rewards.combine import CaprlReward
 from caprl_kit.train.config import TrainConfig
 
@@ -207,7 +208,8 @@ def read_val_rows(cfg: TrainConfig) -> list[dict[str, Any]]:
 
 
 class MetricsCallback:
-    """Writes every log line (TRL's rewards/kl/loss + our per-term reward details) to metrics.jsonl."""
+    """Writes every log line (TRL's rewards/kl/loss + our per-term reward details + the caption monitors' rates as
+    ``monitor/<flag>``) to metrics.jsonl."""
 
     def __init__(self, path: Path, reward: CaprlReward, progress: Progress, total: int):
         self.path, self.reward, self.progress, self.total = path, reward, progress, total
@@ -228,6 +230,10 @@ class MetricsCallback:
                 correct = [c for d in details for c in d.get("correct", [])]
                 if correct:
                     record["reward_detail/question_accuracy"] = sum(correct) / len(correct)
+                for flag in TEXT_FLAGS:  # caption hygiene of the last batch's completions (truncation: TRL's
+                    vals = [d[k] for d in details if (k := FLAG_METRIC.format(flag)) in d]  # clipped_ratio)
+                    if vals:
+                        record[f"monitor/{flag}"] = sum(vals) / len(vals)
                 with outer.path.open("a") as fh:
                     fh.write(json.dumps(record, default=float) + "\n")
 

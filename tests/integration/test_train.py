@@ -78,6 +78,9 @@ def test_two_grpo_steps_checkpoint_resume_and_export(tiny_models, curated: Path,
     assert changed, "two GRPO steps with non-zero advantages must change the weights"
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("reward_detail/qa_reward" in m for m in metrics) and any("rewards/caprl_reward/mean" in m for m in metrics)
+    logged = [m for m in metrics if "monitor/repetitive" in m]  # caption hygiene of the policy's completions
+    assert logged and all(0.0 <= m[f"monitor/{f}"] <= 1.0 for m in logged
+                          for f in ("repetitive", "boilerplate_opener", "meta_ending", "empty"))
     # resume: a longer run continues from checkpoint-2 instead of starting over
     resumed = run(trl_cfg(tiny_models, curated, out, steps=3))
     assert resumed.metrics["steps"] == 3.0 and any("resumed" in n for n in resumed.notes)

@@ -91,6 +91,8 @@ def test_compute_score_through_verls_reward_manager(tiny_models) -> None:
     assert 0.0 < out_half["reward_extra_info"]["qa_reward"] < 1.0  # only the circle is described
     assert set(out_full["reward_extra_info"]) == set(out_half["reward_extra_info"]) == set(verl_reward.KEYS)
     assert out_full["reward_extra_info"]["reward_error"] == 0.0
+    assert out_full["reward_extra_info"]["monitor_repetitive"] == 0.0  # the caption monitors reach verl's logger
+    assert out_dead["reward_extra_info"]["monitor_empty"] == 0.0
     assert list(app.state.scorer.scored) == [2]  # one batched request for both samples
     assert out_dead["reward_score"] == 0.0
     assert out_dead["reward_extra_info"]["reward_error"] == 1.0

@@ -100,6 +100,19 @@ def test_weighted_combination() -> None:
     assert set(out.details[0]) >= {"qa_reward", "length_reward", "cap_tokens", "format_reward", "score"}
 
 
+def test_reward_details_carry_the_caption_monitors() -> None:
+    cfg = RewardConfig(qa=QARewardConfig(seed=0))
+    loop = "A red circle at the left . the left . the left . the left . the left ."
+    chatty = [{"role": "assistant", "content": "The image shows a red circle. This description captures it."}]
+    out = CaprlReward(cfg).compute([FULL, loop, chatty], ground_truth=[[CIRCLE]] * 3)
+    flags = [{k: v for k, v in d.items() if k.startswith("monitor_")} for d in out.details]
+    assert flags[0] == {"monitor_repetitive": 0.0, "monitor_boilerplate_opener": 0.0, "monitor_meta_ending": 0.0,
+                        "monitor_empty": 0.0}
+    assert flags[1]["monitor_repetitive"] == 1.0
+    assert flags[2]["monitor_boilerplate_opener"] == flags[2]["monitor_meta_ending"] == 1.0
+    assert out.scores[0] == 1.0  # the monitors do not change the reward
+
+
 def test_official_video_prompt_keeps_the_indentation_quirk() -> None:
     ours = answer_prompt("cap", "Q?", task="video")
     official = answer_prompt("cap", "Q?", task="video", compat="official")
