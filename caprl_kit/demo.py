@@ -56,8 +56,10 @@ def evaluate_captioner(model: str, label: str, dataset: str, blind: str | None, 
                       "sampling": {"n": 1, "temperature": 0.0, "max_tokens": 16}},
         "sharding": {"shard_size": 100}, "output_dir": str(out)})
     report = evaluate(cfg, overwrite=overwrite, progress=progress)
+    task = json.loads(Path(report.outputs["results"]).read_text())["tasks"]["qa_utility"]
     return {"accuracy": report.metrics["qa_utility M_Acc"], "blind_ceiling": report.metrics.get("qa_utility blind_ceiling"),
-            "results": report.outputs["results"], "report": report.outputs["report"]}
+            "monitors": task.get("caption_monitors", {}), "results": report.outputs["results"],
+            "report": report.outputs["report"]}
 
 
 def run_demo(out_dir: str | Path = "demo_output", *, seed: int = 0, n_train: int = 200, n_val: int = 100,
@@ -126,7 +128,8 @@ def run_demo(out_dir: str | Path = "demo_output", *, seed: int = 0, n_train: int
     a1 = evaluate_captioner(str(train_dir / "best"), "SFT + GRPO (CapRL)", test_set, blind, out / "eval" / "rl",
                             progress=progress, overwrite=overwrite)
     summary["eval"] = {"A0_sft": a0["accuracy"], "A1_rl": a1["accuracy"], "blind_ceiling": a1["blind_ceiling"],
-                       "gain": a1["accuracy"] - a0["accuracy"], "results": [a0["results"], a1["results"]]}
+                       "gain": a1["accuracy"] - a0["accuracy"], "results": [a0["results"], a1["results"]],
+                       "monitors": {"A0_sft": a0["monitors"], "A1_rl": a1["monitors"]}}
     summary["report"] = str(write_report(out, summary, curated))
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary

@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from caprl_kit.monitors import FLAGS
+
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
@@ -81,6 +83,11 @@ def _samples(out: Path, n: int = 8) -> str:
             f"{''.join(body)}</table>")
 
 
+def _rates(ev: dict[str, Any], who: str) -> str:
+    rates = ev.get("monitors", {}).get(who, {})
+    return "".join(f"<td>{rates[f]:.1%}</td>" if f in rates else "<td>-</td>" for f in FLAGS)
+
+
 def write_report(out: Path, summary: dict[str, Any], curated: dict[str, dict[str, Any]]) -> Path:
     ev = summary["eval"]
     train_dir = out / "train"
@@ -95,6 +102,7 @@ def write_report(out: Path, summary: dict[str, Any], curated: dict[str, dict[str
     verdict = ("RL beats SFT-only and the blind ceiling" if ev["A1_rl"] > ev["A0_sft"] and ev["A1_rl"] > ev["blind_ceiling"]
                else "RL did NOT beat both baselines in this run")
     best = summary["train"]
+    flag_heads = "".join(f"<th>{f.replace('_', ' ')}</th>" for f in FLAGS)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>caprl demo report</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1100px}} table{{border-collapse:collapse;margin:.5em 0 1.5em}}
 td,th{{border:1px solid #ccc;padding:4px 10px;text-align:left;vertical-align:top}} .bar{{background:#1f77b4;height:14px}}
@@ -114,10 +122,12 @@ images, greedy captions, every question asked once. <strong>{verdict}.</strong><
 <h2>Curate funnel</h2>
 <table id="funnel"><tr><th>split</th>{"".join(f"<th>{k}</th>" for k in funnel_keys)}<th>dropped</th></tr>{funnel}</table>
 <h2>Eval</h2>
-<table id="eval"><tr><th>captioner</th><th>held-out QA accuracy</th></tr>
-<tr><td>SFT + GRPO (best on validation)</td><td>{ev["A1_rl"]:.4f}</td></tr>
-<tr><td>SFT warm start only</td><td>{ev["A0_sft"]:.4f}</td></tr>
-<tr><td>image-blind ceiling</td><td>{ev["blind_ceiling"]:.4f}</td></tr></table>
+<table id="eval"><tr><th>captioner</th><th>held-out QA accuracy</th>{flag_heads}</tr>
+<tr><td>SFT + GRPO (best on validation)</td><td>{ev["A1_rl"]:.4f}</td>{_rates(ev, "A1_rl")}</tr>
+<tr><td>SFT warm start only</td><td>{ev["A0_sft"]:.4f}</td>{_rates(ev, "A0_sft")}</tr>
+<tr><td>image-blind ceiling</td><td>{ev["blind_ceiling"]:.4f}</td>{"<td></td>" * len(FLAGS)}</tr></table>
+<p>The caption columns are the caption monitors' rates over the held-out captions (truncated at the demo's 16-token
+cap, repeated phrases, boilerplate openers, closing meta remarks, empty): what RL did to caption hygiene.</p>
 <p>Per-run eval reports: <a href="eval/sft/report.html">SFT only</a>, <a href="eval/rl/report.html">SFT + GRPO</a>.</p>
 <h2>Sample captions (held-out images)</h2>
 {_samples(out)}

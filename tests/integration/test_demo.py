@@ -31,6 +31,10 @@ def test_reduced_demo_learns_and_resumes(tmp_path: Path, monkeypatch) -> None:
     report = Path(summary["report"]).read_text()
     assert f"{ev['A1_rl']:.3f}" in report and "<polyline" in report and "data:image/png;base64" in report
     assert json.loads((out / "summary.json").read_text())["eval"]["A1_rl"] == ev["A1_rl"]
+    for who in ("A0_sft", "A1_rl"):  # the caption monitors of both captioners, in the summary and the report
+        rates = ev["monitors"][who]
+        assert set(rates) == {"truncated", "repetitive", "boilerplate_opener", "meta_ending", "empty"}
+        assert f"{rates['truncated']:.1%}" in report
 
     shards = sorted((out / "annotate").glob("*.parquet")) + sorted((out / "train").glob("best/*.safetensors"))
     stamps = [p.stat().st_mtime_ns for p in shards]
