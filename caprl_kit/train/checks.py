@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from caprl_kit.backends import loading
 from caprl_kit.errors import CaprlError
 from caprl_kit.train.config import TrainConfig
+from caprl_kit.train.official import SINGLE_IMAGE
 
 
 
@@ -44,17 +46,19 @@ def file_columns(path: str, key: str) -> list[str]:
     raise CaprlError(f"{key}: {path} is empty")
 
 
-def check_columns(files: list[str], key: str, required: list[str], what: str) -> None:
+def check_columns(files: list[str], key: str, required: list[Any], what: str) -> None:
     for i, f in enumerate(files):
         names = file_columns(f, f"{key}.{i}")
-        missing = [c for c in required if c not in names]
+        wanted = {c if isinstance(c, str) else " or ".join(c): (c,) if isinstance(c, str) else c for c in required}
+        missing = [label for label, options in wanted.items() if not set(options) & set(names)]
         if missing:
             raise CaprlError(f"{key}.{i}: {f} is not {what}: it lacks column(s) {', '.join(missing)} (expected "
-                             f"{', '.join(required)}; found {', '.join(names) or 'none'})")
+                             f"{', '.join(wanted)}; found {', '.join(names) or 'none'})")
 
 
-def rl_columns(cfg: TrainConfig) -> list[str]:
-    return [cfg.data.prompt_key, cfg.data.image_key, "reward_model"]
+def rl_columns(cfg: TrainConfig) -> list[str | tuple[str, ...]]:
+    """Columns a training file needs; a tuple: one of them (CapRL-QA-75K's single ``image``, train/official.py)."""
+    return [cfg.data.prompt_key, (cfg.data.image_key, SINGLE_IMAGE), "reward_model"]
 
 
 def check_data(cfg: TrainConfig, *, sft: bool = True) -> None:

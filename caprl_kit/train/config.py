@@ -17,6 +17,8 @@ class DataConfig(ConfigModel):
     prompt_key: str = "prompt"
     image_key: str = "images"
     video_key: str = "videos"
+    media_root: str | None = Field(None, description="Folder that relative image/video paths in the data files are "
+                                   "resolved against (e.g. the LLaVA-Video-178K root for CapRL-Video-QA-20K)")
     max_prompt_length: int = Field(2048, ge=16, description="Prompt tokens incl. visual tokens")
     max_response_length: int = Field(1024, ge=1, description="Caption tokens generated per rollout")
     train_batch_size: int = Field(96, ge=1, description="Prompts (images) per RL step")

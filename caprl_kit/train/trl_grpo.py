@@ -19,15 +19,17 @@ from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.log import get_logger
 from caprl_kit.monitors import FLAG_METRIC, TEXT_FLAGS
+from caprl_kit.train.official import normalize_rl_row
 from caprl_kit.rewards.combine import CaprlReward
 from caprl_kit.train.config import TrainConfig
 
 log = get_logger(__name__)
 
 
-def load_rl_dataset(files: list[str], image_key: str = "images") -> Any:
-    """Curated rows -> TRL's multimodal GRPO columns: ``prompt`` (messages without the ``<image>`` placeholder,
-    TRL inserts the image part itself), ``images`` (decoded lazily by datasets), plus every other column."""
+def load_rl_dataset(files: list[str], image_key: str = "images", media_root: str | None = None) -> Any:
+    """Curated rows (or CapRL-QA-75K's, ``train/official.py``) -> TRL's multimodal GRPO columns: ``prompt``
+    (messages without the ``<image>`` placeholder, TRL inserts the image part itself), ``images`` (decoded lazily by
+    datasets), plus every other column."""
     import datasets
 
     kind = "parquet" if all(f.endswith(".parquet") for f in files) else "json"
@@ -40,7 +42,7 @@ def load_rl_dataset(files: list[str], image_key: str = "images") -> Any:
 
     def to_trl(row: dict[str, Any]) -> dict[str, Any]:
         msgs = [{"role": m["role"], "content": m["content"].replace("<image>", "").strip()} for m in row["prompt"]]
-        return {"prompt": msgs, "images": row[image_key]}
+        return {"prompt": msgs, "images": normalize_rl_row(dict(row), image_key, media_root=media_root)[image_key]}
 
     drop = [c for c in ("image",) if c in ds.column_names]
     ds = ds.map(to_trl, remove_columns=drop)
@@ -70,7 +72,7 @@ def check_dataset(cfg: TrainConfig) -> list[str]:
         else:
             check_sft_data(cfg)
     processor = loading.load("processor", cfg.policy, AutoProcessor.from_pretrained, cfg.policy, key="policy")
-    ds = load_rl_dataset(cfg.data.train_files, cfg.data.image_key)
+    ds = load_rl_dataset(cfg.data.train_files, cfg.data.image_key, cfg.data.media_root)
     row = ds[0]
     messages = [{"role": m["role"], "content": ([{"type": "image"}, {"type": "text", "text": m["content"]}]
                                                 if m["role"] == "user" else m["content"])} for m in row["prompt"]]
@@ -204,7 +206,8 @@ def read_val_rows(cfg: TrainConfig) -> list[dict[str, Any]]:
         else:
             with open(f) as fh:
                 rows += [json.loads(line) for line in fh if line.strip()]
-    return rows[: cfg.trl.val_max_items] if cfg.trl.val_max_items else rows
+    rows = rows[: cfg.trl.val_max_items] if cfg.trl.val_max_items else rows
+    return [normalize_rl_row(r, cfg.data.image_key, media_root=cfg.data.media_root) for r in rows]
 
 
 class MetricsCallback:
@@ -263,7 +266,7 @@ def train_grpo(cfg: TrainConfig, *, progress: Progress | None = None,
     vocab = processor.tokenizer.get_vocab()
     suppress = [vocab[x] for x in VISION_TOKENS if x in vocab]  # the same tokens the transformers back end bans
     reward = CaprlReward(cfg.reward, tokenizer=processor.tokenizer)
-    train = load_rl_dataset(cfg.data.train_files, cfg.data.image_key)
+    train = load_rl_dataset(cfg.data.train_files, cfg.data.image_key, cfg.data.media_root)
     args = GRPOConfig(
         output_dir=str(out), num_generations=a.num_generations, beta=a.kl_coef, learning_rate=a.lr,
         lr_scheduler_type=a.lr_scheduler, warmup_ratio=a.warmup_ratio, num_train_epochs=a.epochs,

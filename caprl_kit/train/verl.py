@@ -13,6 +13,14 @@ from caprl_kit.errors import ConfigError, ConfigIssue
 from caprl_kit.train.config import TrainConfig
 
 
+def dataset_file() -> str:
+    """verl imports the dataset class by file path (``data.custom_cls.path``); importing the module here would
+    import verl."""
+    import caprl_kit.train as pkg
+
+    return str(Path(pkg.__file__).with_name("verl_dataset.py"))
+
+
 def reward_file() -> str:
     import caprl_kit.rewards.verl_reward as m
 
@@ -29,7 +37,7 @@ def build_overrides(cfg: TrainConfig) -> list[str]:
         f"data.prompt_key={d.prompt_key}", f"data.image_key={d.image_key}", f"data.video_key={d.video_key}",
         f"data.train_batch_size={d.train_batch_size}", f"data.max_prompt_length={d.max_prompt_length}",
         f"data.max_response_length={d.max_response_length}", f"data.filter_overlong_prompts={d.filter_overlong_prompts}",
-        f"data.seed={a.seed}",
+        f"data.seed={a.seed}", f"data.custom_cls.path={dataset_file()}", "data.custom_cls.name=CaprlRLDataset",
         f"actor_rollout_ref.model.path={cfg.policy}", "actor_rollout_ref.model.use_remove_padding=True",
         "actor_rollout_ref.model.enable_gradient_checkpointing=True",
         f"actor_rollout_ref.actor.strategy={v.strategy}", f"actor_rollout_ref.actor.optim.lr={a.lr}",
@@ -67,6 +75,8 @@ def build_overrides(cfg: TrainConfig) -> list[str]:
               f"+reward.custom_reward_function.reward_kwargs.length_weight={length.weight}",
               f"+reward.custom_reward_function.reward_kwargs.length_l1={cfg.reward.length.l1}",
               f"+reward.custom_reward_function.reward_kwargs.length_l2={cfg.reward.length.l2}"]
+    if d.media_root:
+        o.append(f"+data.media_root={d.media_root}")
     if cfg.task == "video":
         o.append("+actor_rollout_ref.rollout.limit_images=0")
     if "qwen3" in cfg.policy.lower() and "vl" in cfg.policy.lower():
@@ -152,5 +162,22 @@ def check_dataset(cfg: TrainConfig, vcfg: Any) -> list[str]:
         if len(ds) != n_rows:
             raise ConfigError([ConfigIssue("data", f"verl kept {len(ds)} of {n_rows} rows of {files}: rows were "
                                            "dropped (too long for data.max_prompt_length, or broken media)")])
+        if len(ds):
+            _check_media_reached(ds[0], files, data_cfg)
         out.append(f"verl: create_rl_dataset loaded all {n_rows} rows of {', '.join(files)}")
     return out
+
+
+def _check_media_reached(row: dict[str, Any], files: list[str], data_cfg: Any) -> None:
+    """A row whose prompt has an ``<image>`` / ``<video>`` placeholder must reach the model with that media: verl
+    silently leaves the placeholder as text when the media column is not where ``data.image_key`` / ``video_key``
+    say."""
+    messages = row.get("raw_prompt") or []
+    parts = [p for m in messages if isinstance(m.get("content"), list) for p in m["content"]]
+    text = " ".join(str(m.get("content")) for m in messages if isinstance(m.get("content"), str))
+    text += " ".join(str(p.get("text", "")) for p in parts if p.get("type") == "text")
+    for kind, key in (("image", data_cfg.image_key), ("video", data_cfg.video_key)):
+        if f"<{kind}>" in text and not any(p.get("type") == kind for p in parts):
+            raise ConfigError([ConfigIssue(f"data.{kind}_key", f"verl read the first row of {files[0]} without its "
+                                           f"{kind}: the prompt says <{kind}> but column '{key}' holds none",
+                                           f"set data.{kind}_key to the column with the {kind}s")])

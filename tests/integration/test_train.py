@@ -233,3 +233,51 @@ def test_train_recipe_dry_run_with_tiny_policy_checks_the_data(name: str, tiny_m
     # verl: one line for the training files and one for the validation files; trl: one line
     n_checks = result.output.count("create_rl_dataset loaded all") // 2 + result.output.count("trl: loaded")
     assert n_checks == len(video_tasks) - skipped >= 0 and n_checks + skipped >= 1, result.output
+
+
+# --------------------------------------------------------------------------- the official data as published
+
+
+@pytest.mark.slow
+def test_official_qa75k_parquet_through_verls_create_rl_dataset_and_trl(tiny_models, tmp_path: Path) -> None:
+    from official_layouts import write_qa75k
+
+    data = write_qa75k(tmp_path / "CapRL-QA-75K" / "train-00000-of-00001.parquet")
+    conf = tmp_path / "verl.yaml"
+    conf.write_text(json.dumps(verl_cfg(str(tiny_models["captioner"]), data, data)))
+    result = runner.invoke(app, ["train", "-c", str(conf), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "create_rl_dataset loaded all 4 rows" in result.output  # verl's own loader, through CaprlRLDataset
+    assert "data.custom_cls.name=CaprlRLDataset" in " ".join(result.output.split())
+    # TRL reads the same file as published: the single image column becomes its images list
+    from caprl_kit.train.trl_grpo import load_rl_dataset
+
+    ds = load_rl_dataset([str(data)])
+    assert len(ds) == 4 and ds[0]["images"][0].size == (112, 112)
+    assert ds[0]["prompt"] == [{"role": "user", "content": "Please describe this image in detail."}]
+    trl = trl_cfg(tiny_models, Path("unused"), tmp_path / "o", steps=1,
+                  data={"train_files": [str(data)], "max_response_length": 8})
+    from caprl_kit.train.checks import check_data
+
+    check_data(trl, sft=False)  # "image" stands in for "images"
+
+
+@pytest.mark.slow
+def test_official_video_qa20k_jsonl_rows_resolve_against_media_root(tiny_models, tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+    from transformers import AutoProcessor, AutoTokenizer
+
+    from caprl_kit.rewards.base import decode_ground_truth
+    from caprl_kit.train.verl_dataset import CaprlRLDataset
+    from official_layouts import write_video_qa20k
+
+    path, media = write_video_qa20k(tmp_path)
+    model = str(tiny_models["captioner"])
+    cfg = OmegaConf.create({"prompt_key": "prompt", "video_key": "videos", "max_prompt_length": 4096,
+                            "filter_overlong_prompts": False, "media_root": str(media)})
+    ds = CaprlRLDataset([str(path)], AutoTokenizer.from_pretrained(model), cfg, AutoProcessor.from_pretrained(model))
+    row = ds[0]
+    video = next(part for part in row["raw_prompt"][0]["content"] if part["type"] == "video")
+    assert video["video"] == str(media / "0_30_s_youtube_v0_1/videos/ytb_clip0.mp4") and Path(video["video"]).is_file()
+    (mcq,) = decode_ground_truth(row["reward_model"]["ground_truth"])  # "A. Black" read as label A
+    assert mcq.choices == ["A) Black", "B) White"] and mcq.answer == "B"

@@ -1,0 +1,64 @@
+"""A few rows of the official CapRL datasets in their published layouts (spec §1.7), written by the tests:
+CapRL-QA-75K (Parquet: hex ``id``, one HF Image struct in ``image``, choices "A) text") and CapRL-Video-QA-20K
+(JSONL: ``videos`` relative to the LLaVA-Video-178K root, choices "A. text")."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from caprl_kit.synthetic import write_scenes
+from media_factory import make_video_bytes
+
+IMAGE_PROMPT = "<image> Please describe this image in detail."
+VIDEO_PROMPT = ("<video>\nYou are a video captioner. Describe this video in strictly chronological order and in "
+                "great detail.")
+
+
+def write_qa75k(path: Path, n: int = 4) -> Path:
+    """``train-00000-of-00001.parquet`` with ``n`` synthetic scenes, as the published file lays them out."""
+    scenes = write_scenes(path.parent / "_scenes", n)
+    rows = []
+    for s in scenes:
+        fact = s.facts[0]
+        others = [c for c in ("red", "green", "blue", "yellow") if c != fact.color][:3]
+        choices = [f"{label}) {text}" for label, text in zip("ABCD", [*others[:2], fact.color, others[2]])]
+        rows.append({
+            "id": hashlib.sha1(s.key.encode()).hexdigest()[:24],
+            "image": {"bytes": (path.parent / "_scenes" / f"{s.key}.png").read_bytes(), "path": None},
+            "prompt": [{"role": "user", "content": IMAGE_PROMPT}],
+            "data_source": "image_caption_rl",
+            "reward_model": {"ground_truth": [{"question": f"What color is the {fact.shape}?", "choices": choices,
+                                               "answer": "C"}], "style": "rule"},
+        })
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([("id", pa.string()), ("image", image),
+                        ("prompt", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+                        ("data_source", pa.string()),
+                        ("reward_model", pa.struct([("ground_truth", pa.list_(pa.struct([
+                            ("question", pa.string()), ("choices", pa.list_(pa.string())), ("answer", pa.string())]))),
+                            ("style", pa.string())]))])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+    return path
+
+
+def write_video_qa20k(root: Path, n: int = 2) -> tuple[Path, Path]:
+    """(the JSONL, the media root): ``videos`` are relative LLaVA-Video-178K-style paths under the media root."""
+    media = root / "llava_video_178k"
+    rows = []
+    for i in range(n):
+        rel = f"0_30_s_youtube_v0_1/videos/ytb_clip{i}.mp4"
+        (media / rel).parent.mkdir(parents=True, exist_ok=True)
+        (media / rel).write_bytes(make_video_bytes(n_frames=12, fps=6))
+        rows.append({"prompt": [{"role": "user", "content": VIDEO_PROMPT}], "videos": [rel],
+                     "data_source": "video_caption_rl",
+                     "reward_model": {"ground_truth": [{"question": "What moves?", "choices": ["A. Black", "B. White"],
+                                                        "answer": "B"}], "style": "rule"}})
+    path = root / "caprl_video_qa_20k.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path, media
