@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import queue
+import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Iterator, Protocol, Sequence
@@ -232,6 +233,8 @@ class BackendBase:
                 ahead = next(it, None)
             if chunk:
                 yield from self._window(chunk, size, max_batch_tokens)
+            elif ahead is IDLE:  # nothing here to step: wait a moment before asking again, never spin
+                time.sleep(0.005)
             if ahead is IDLE:
                 ahead = next(it, None)
 

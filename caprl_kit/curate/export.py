@@ -181,7 +181,8 @@ def _curated_row(cfg: CurateConfig, item: InputItem, kept: list[dict[str, Any]],
     if not video:
         data = None
         if cfg.export.embed_media:
-            data = item_payload(item, cfg.media.max_file_bytes) or read_bytes(path, cfg.media.max_file_bytes)
+            data = item_payload(item, cfg.media.max_file_bytes)
+            data = data if data is not None else read_bytes(path, cfg.media.max_file_bytes)
         image = {"bytes": data, "path": None if data is not None else path}
     return {
         "id": _item_id(item.key),

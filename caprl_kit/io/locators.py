@@ -79,10 +79,9 @@ def item_bytes(item: Any, max_bytes: int) -> bytes:
 @LOCATORS.register("tar")
 def read_tar_member(loc: Locator) -> bytes:
     fs, path = url_to_fs(loc.url)
-    with fs.open(path, "rb") as fh:
-        fh.seek(loc.offset)
-        data = fh.read(loc.size)
-    if len(data) != loc.size:
+    size = loc.size or 0
+    data = fs.cat_file(path, start=loc.offset, end=loc.offset + size)  # one ranged read (no read-ahead block)
+    if len(data) != size:
         raise MediaError("file_not_found", str(loc), f"the tar ends after {len(data)} of the member's {loc.size} "
                          "bytes; was it changed since the run began?")
     return data
@@ -107,8 +106,8 @@ def _row_group_column(url: str, group: int, column: str) -> Any:
     import pyarrow.parquet as pq
 
     fs, path = url_to_fs(url)
-    with fs.open(path, "rb") as fh:
-        return pq.ParquetFile(fh).read_row_group(group, columns=[column]).column(0).combine_chunks()
+    with fs.open(path, "rb") as fh:  # kept chunked: combining a binary column over 2 GiB would overflow
+        return pq.ParquetFile(fh).read_row_group(group, columns=[column]).column(0)
 
 
 def _value(array: Any, index: int, field: str | None) -> bytes | None:
@@ -127,7 +126,10 @@ def read_parquet_cell(loc: Locator) -> bytes | None:
         raise MediaError("file_not_found", str(loc), f"the file has {starts[-1]} rows; was it changed since the run "
                          "began?")
     group = bisect.bisect_right(starts, loc.offset) - 1
-    return _value(_row_group_column(loc.url, group, loc.column), loc.offset - starts[group], loc.field)
+    try:
+        return _value(_row_group_column(loc.url, group, loc.column), loc.offset - starts[group], loc.field)
+    except (ValueError, KeyError) as exc:  # pyarrow's ArrowInvalid / ArrowKeyError: a broken or changed file
+        raise MediaError("file_not_found", str(loc), f"cannot read the cell: {exc}") from None
 
 
 @functools.lru_cache(maxsize=4)

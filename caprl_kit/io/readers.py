@@ -270,10 +270,11 @@ def read_hf_dataset(cfg: InputConfig) -> Iterator[InputItem]:
 
     from caprl_kit.io.locators import open_hf_dataset
 
-    ds = open_hf_dataset(cfg.path)
+    url = _absolute(cfg.path)  # what the workers open: not relative to the driver's working directory
+    ds = open_hf_dataset(url)
     column = cfg.path_column if cfg.path_column in ds.column_names else "image"
     local = cfg.model_copy(update={"path_column": column})
-    typ = ds.features[column].pa_type if column in ds.features else None
+    typ = ds.data.schema.field(column).type if column in ds.column_names else None  # also for a plain dict feature
     struct = typ is not None and pa.types.is_struct(typ) and typ.get_field_index("bytes") >= 0
     if cfg.bytes_column and cfg.bytes_column not in ds.column_names:
         raise CaprlError(f"{cfg.path} has no column '{cfg.bytes_column}' (input.bytes_column); it has "
@@ -294,7 +295,7 @@ def read_hf_dataset(cfg: InputConfig) -> Iterator[InputItem]:
                             row[column] = p
                     blobs = pc.struct_field(blobs, "bytes")
                 for row, size in zip(out, pc.binary_length(blobs).to_pylist()):  # null: no bytes in that row
-                    row[_LOCATOR] = Locator("hf_dataset", cfg.path, n, size=size, column=where[0], field=where[1])
+                    row[_LOCATOR] = Locator("hf_dataset", url, n, size=size, column=where[0], field=where[1])
                     n += 1
             else:
                 n += len(out)

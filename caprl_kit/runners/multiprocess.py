@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import os
+import pickle
 import queue
 import threading
 from typing import Any, Iterable
@@ -41,7 +42,7 @@ def _serve(rank: int, factory: WorkerFactory, gpus: str | None, max_retries: int
     try:
         worker = factory(NullProgress())
     except BaseException as exc:  # noqa: BLE001 - the driver says why the worker could not start
-        outbox.put(("error", None, exc))
+        outbox.put(("error", None, _portable(exc)))
         return
     live = LiveStream(worker, max_retries) if hasattr(worker, "open_stream") else None
 
@@ -50,7 +51,7 @@ def _serve(rank: int, factory: WorkerFactory, gpus: str | None, max_retries: int
             stats = live.run(spec, items) if live is not None else run_one(worker, spec, items, max_retries)
             outbox.put(("ok", spec.shard_id, stats))
         except BaseException as exc:  # noqa: BLE001
-            outbox.put(("error", spec.shard_id, exc))
+            outbox.put(("error", spec.shard_id, _portable(exc)))
 
     parent = os.getppid()
     while True:
@@ -66,6 +67,16 @@ def _serve(rank: int, factory: WorkerFactory, gpus: str | None, max_retries: int
             threading.Thread(target=one, args=msg, daemon=True).start()
         else:
             one(*msg)
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """``exc`` if it survives a pickle round trip (the queue to the driver), else a ``CaprlError`` with its text: a
+    message the queue cannot carry would be dropped and leave the driver waiting."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:  # noqa: BLE001
+        return CaprlError(f"{type(exc).__name__}: {exc}")
 
 
 def gpu_groups(visible: list[str], per_worker: float, num_workers: int) -> list[str] | None:
@@ -128,7 +139,9 @@ class _Processes:
         ctx = mp.get_context("spawn")
         self.outbox = ctx.Queue()
         self.inboxes = [ctx.Queue() for _ in range(n)]
-        self.procs = [ctx.Process(target=_serve, name=f"caprl-worker-{rank}", daemon=True,
+        # not daemons: a daemon process may not start children, and vLLM's engine and decode processes do; close()
+        # stops them, and a worker whose driver is gone leaves on its own
+        self.procs = [ctx.Process(target=_serve, name=f"caprl-worker-{rank}", daemon=False,
                                   args=(rank, factory, groups[rank % len(groups)] if groups else None, max_retries,
                                         self.inboxes[rank], self.outbox)) for rank in range(n)]
         for p in self.procs:
@@ -158,7 +171,7 @@ class _Processes:
                 break
             except queue.Empty:
                 for rank, p in enumerate(self.procs):
-                    if not p.is_alive():
+                    if not p.is_alive() and self.outbox.empty():  # its last words may still be in the queue
                         names = ", ".join(self.held[rank].values()) or "none"
                         raise CaprlError(f"worker process {rank} (pid {p.pid}) died with exit code {p.exitcode} "
                                          f"while holding shard(s) {names} (killed, or out of memory?); finished "

@@ -14,7 +14,6 @@ between shards as long as the runner keeps the next shard queued.
 
 from __future__ import annotations
 
-import itertools
 import queue
 import threading
 import time
@@ -211,8 +210,9 @@ class ShardFeed:
 class LiveStream:
     """One worker's streaming engine kept open across shards handed to it one call at a time (a Ray actor's
     concurrent calls): ``run(spec, items)`` queues the shard and returns its stats once committed. A stream that
-    breaks is reopened with the shards it held but had not committed, ``max_retries`` times (as the local runner
-    does); then, or at once for a ``CaprlError`` (an engine that is gone), every waiting call fails with it."""
+    breaks is reopened with the shards it held but had not committed, up to ``max_retries`` times in a row (a
+    commit in between starts the count again); then, or at once for a ``CaprlError`` (an engine that is gone),
+    every waiting call fails with it."""
 
     def __init__(self, worker: Any, max_retries: int):
         self.worker, self.max_retries = worker, max_retries
@@ -220,6 +220,7 @@ class LiveStream:
         self.waiting: dict[int, Future] = {}
         self.lock = threading.Lock()
         self.error: BaseException | None = None
+        self.commits = 0
         threading.Thread(target=self._serve, name="caprl-live-stream", daemon=True).start()
 
     def run(self, spec: ShardSpec, items: list[Any]) -> ShardStats:
@@ -232,6 +233,7 @@ class LiveStream:
         return fut.result()
 
     def _committed(self, stats: ShardStats) -> None:
+        self.commits += 1
         with self.lock:
             fut = self.waiting.pop(stats.shard_id, None)
         if fut is not None:
@@ -241,22 +243,27 @@ class LiveStream:
         from caprl_kit.runners.local import ShardFailed
 
         feed = ShardFeed(self.queue)
-        for attempt in itertools.count():
-            stream = self.worker.open_stream()
+        attempt = 0
+        while True:
+            stream: ShardStream | None = None
+            committed = self.commits
             try:
+                stream = self.worker.open_stream()
                 stream.serve(feed, self._committed)
                 return
             except BaseException as exc:  # noqa: BLE001 - whatever it is, the waiting calls must hear of it
-                left = stream.uncommitted()
+                left = stream.uncommitted() if stream is not None else []
+                left += list(feed.first)  # redo shards the broken stream had not taken yet
                 names = ", ".join(spec.name for spec, _ in left) or "none"
-                if isinstance(exc, CaprlError) or attempt >= self.max_retries or not isinstance(exc, Exception):
+                attempt = 1 if self.commits > committed else attempt + 1  # the budget is per failure streak
+                if isinstance(exc, CaprlError) or attempt > self.max_retries or not isinstance(exc, Exception):
                     err = exc if isinstance(exc, CaprlError) else ShardFailed(
-                        f"shard(s) {names} failed {attempt + 1} time(s): {exc!r}")
+                        f"shard(s) {names} failed {attempt} time(s): {exc!r}")
                     with self.lock:
                         self.error, waiting, self.waiting = err, list(self.waiting.values()), {}
                     for fut in waiting:
                         fut.set_exception(err)
                     return
                 log.warning("the stream failed (%r) with shard(s) %s open; redoing them (%d/%d)", exc, names,
-                            attempt + 1, self.max_retries)
+                            attempt, self.max_retries)
                 feed = ShardFeed(self.queue, first=left)

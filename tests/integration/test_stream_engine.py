@@ -316,3 +316,37 @@ def test_an_engine_that_is_gone_fails_every_waiting_call_and_the_next_ones() -> 
     assert [type(r) for r in results] == [EngineDown, EngineDown]
     with pytest.raises(EngineDown):
         live.run(ShardSpec(5, 10, 11), ["d"])
+
+
+class BreaksTwice:
+    """First stream: holds three shards' requests, then breaks; second: breaks on its first request (before it
+    took the other redo shards); then it works."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def stream(self, requests: Iterable[Any], **_: Any) -> Iterator[Response]:
+        self.calls += 1
+        attempt = self.calls
+        for r in requests:
+            if r is IDLE:
+                time.sleep(0.01)
+                continue
+            if attempt == 1 and r.id.startswith("2/"):
+                raise RuntimeError("engine crashed")
+            if attempt == 2:
+                raise RuntimeError("engine crashed again")
+            if attempt == 1:
+                continue  # held: never answered by this stream
+            yield Response(texts=["x"], id=r.id)
+
+
+def test_a_second_break_keeps_the_redo_shards_it_had_not_taken() -> None:
+    stage, backend = LoggedStage([]), BreaksTwice()
+    live = LiveStream(StreamWorker(stage, backend), max_retries=3)
+    results, threads = _calls(live, list(iter_shards([f"item {i}" for i in range(6)], 2)))
+    for t in threads:
+        t.join(10)
+    assert not any(t.is_alive() for t in threads), "a redo shard was lost and its caller hung"
+    assert [r.shard_id for r in results] == [0, 1, 2] and sorted(stage.committed) == [0, 1, 2]
+    assert backend.calls == 3

@@ -133,3 +133,15 @@ def test_locator_round_trips_through_json() -> None:
     assert Locator.from_json(loc.to_json()) == loc and Locator.from_json(None) is None
     item = InputItem(key="k", locator=loc)
     assert pickle.loads(pickle.dumps(item)).locator == loc
+
+
+def test_hf_dataset_with_a_plain_dict_column_and_a_relative_path(tmp_path: Path, monkeypatch) -> None:
+    import datasets
+
+    data = blobs(2)
+    datasets.Dataset.from_dict({"image": [{"bytes": d, "path": None} for d in data]}).save_to_disk(str(tmp_path / "hf"))
+    monkeypatch.chdir(tmp_path)
+    items = list(iter_items(InputConfig(path="hf", format="hf_dataset")))
+    assert [it.locator.url for it in items] == [str(tmp_path / "hf")] * 2  # workers elsewhere open the same folder
+    monkeypatch.chdir("/")
+    assert [item_payload(it, CAP) for it in items] == data
