@@ -281,3 +281,18 @@ def test_official_video_qa20k_jsonl_rows_resolve_against_media_root(tiny_models,
     assert video["video"] == str(media / "0_30_s_youtube_v0_1/videos/ytb_clip0.mp4") and Path(video["video"]).is_file()
     (mcq,) = decode_ground_truth(row["reward_model"]["ground_truth"])  # "A. Black" read as label A
     assert mcq.choices == ["A) Black", "B) White"] and mcq.answer == "B"
+
+
+@pytest.mark.slow
+def test_caprlpp_recipe_has_the_official_launch_settings_in_verls_composed_config() -> None:
+    from caprl_kit.config import load_config
+    from caprl_kit.train.verl import compose
+
+    v = compose(load_config("train/caprlpp_video_qwen3vl4b_verl"))  # verl's own Hydra composition
+    actor, rollout = v.actor_rollout_ref.actor, v.actor_rollout_ref.rollout
+    assert (v.algorithm.adv_estimator, actor.use_kl_loss, actor.loss_agg_mode) == ("rloo", False,
+                                                                                  "seq-mean-token-mean")
+    assert (rollout.n, actor.optim.lr, actor.optim.lr_warmup_steps, v.data.train_batch_size) == (8, 1e-5, 20, 128)
+    assert (v.trainer.total_epochs, actor.strategy, rollout.mode) == (3, "fsdp2", "async")
+    assert (v.data.max_prompt_length, v.data.max_response_length, rollout.max_model_len) == (13000, 4096, 18000)
+    assert v.data.custom_cls.name == "CaprlRLDataset" and v.data.media_root == "data/LLaVA-Video-178K"
