@@ -86,6 +86,21 @@ def builtin_pipelines() -> list[str]:
     return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
 
 
+def pipeline_purpose(name: str) -> str:
+    """A recipe's one-line description: the first sentence of its opening comment (before ``Prerequisites:``)."""
+    words: list[str] = []
+    for line in (pipelines_root() / f"{name}.yaml").read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        text = line.lstrip("# ").strip()
+        if text.startswith(("Prerequisites:", "Run:", "Override:")):
+            break
+        words.append(text)
+    first = " ".join(words)
+    cut = first.find(". ")  # the first sentence; "spec §4." style ends keep their dot
+    return first[: cut + 1] if cut >= 0 else first
+
+
 def resolve_config_path(name_or_path: str | Path) -> Path:
     """A path to an existing file, or a built-in name such as ``annotate/caption_images_tiny``."""
     path = Path(name_or_path).expanduser()

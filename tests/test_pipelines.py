@@ -31,3 +31,15 @@ def test_pipeline_opens_with_its_command(name: str) -> None:
     header = text.split("\n\n")[0]
     kind = load_config(name).kind
     assert f"caprl {CLI_VERB.get(kind, kind)} --config {name}" in header
+
+
+def test_caprl_pipelines_lists_every_recipe_with_its_description() -> None:
+    from caprl_kit.config import pipeline_purpose
+
+    result = CliRunner().invoke(app, ["pipelines"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    for name in NAMES:
+        purpose = pipeline_purpose(name)
+        assert purpose.endswith(".") and "Prerequisites" not in purpose and "Run:" not in purpose, (name, purpose)
+        assert name in result.output and purpose.split()[0] in result.output
+    assert pipeline_purpose("train/caprlpp_video_qwen3vl4b_verl").endswith("FSDP2, async rollout.")

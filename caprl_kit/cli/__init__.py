@@ -240,12 +240,18 @@ def serve_reward(
 
 @app.command("pipelines")
 def list_pipelines() -> None:
-    """List the built-in pipeline recipes (names usable with --config)."""
-    from caprl_kit.cli._console import out
-    from caprl_kit.config import builtin_pipelines
+    """List the built-in pipeline recipes (names usable with --config) with what each one does."""
+    from rich.table import Table
 
+    from caprl_kit.cli._console import out
+    from caprl_kit.config import builtin_pipelines, pipeline_purpose
+
+    table = Table(title="built-in pipelines (caprl <verb> --config NAME)")
+    table.add_column("name", no_wrap=True)
+    table.add_column("what it does")
     for name in builtin_pipelines():
-        out.print(name, markup=False, highlight=False)
+        table.add_row(name, pipeline_purpose(name))
+    out.print(table)
 
 
 @app.command("demo")
