@@ -9,6 +9,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from caprl_kit.backends.config import BackendConfig, SamplingConfig
 from caprl_kit.config import ConfigModel, FieldIssue, JobConfig, registry_name
+from caprl_kit.evaluate.captions_file import CaptionsFileConfig
 from caprl_kit.evaluate.metrics import SCORERS
 from caprl_kit.io.config import MediaConfig, ShardingConfig
 from caprl_kit.prompts import PROMPTS
@@ -60,6 +61,8 @@ class EvalConfig(JobConfig):
     benchmarks: list[BenchmarkConfig] = Field(default_factory=list)
     qa_utility: QAUtilityConfig | None = Field(None, description="Held-out QA utility on a curated set")
     captioner: BackendConfig = Field(default_factory=_caption_backend, description="Captioner under test")
+    captions: CaptionsFileConfig | None = Field(None, description="Precomputed captions (CapRL-2M / CapRL-Video-178K "
+                                                "style file): stage 1 is skipped and the captioner is not used")
     caption_prompt: Annotated[str, AfterValidator(registry_name(PROMPTS))] = Field("caprl_image")
     video_caption_prompt: Annotated[str, AfterValidator(registry_name(PROMPTS))] = Field("caprl_video_timestamped")
     answerer: BackendConfig = Field(default_factory=_answer_backend, description="Text LLM answering from captions")

@@ -12,6 +12,7 @@ import functools
 from collections import Counter
 import hashlib
 import json
+import posixpath
 import time
 from datetime import datetime, timezone
 from typing import Any, Iterator, Sequence
@@ -23,6 +24,7 @@ from caprl_kit.backends.base import Request, Response, SamplingParams
 from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.errors import ConfigError, ConfigIssue
 from caprl_kit.evaluate.config import BenchmarkConfig, EvalConfig
+from caprl_kit.evaluate.captions_file import CaptionsFileConfig, precomputed, read_captions
 from caprl_kit.evaluate.data import Sample, load_benchmark
 from caprl_kit.evaluate.metrics import score, scorer_for
 from caprl_kit.io.fs import atomic_write_text, join, url_to_fs
@@ -44,7 +46,26 @@ CAPTION_SENTENCE = "Here is a detailed caption of {what}: {caption}. Please answ
 
 
 def label_of(cfg: EvalConfig) -> str:
-    return cfg.label or cfg.captioner.model or cfg.captioner.name
+    if cfg.label:
+        return cfg.label
+    return posixpath.basename(cfg.captions.path) if cfg.captions else cfg.captioner.model or cfg.captioner.name
+
+
+def captions_for(cfg: EvalConfig, task: str, media: list[tuple[str, str]], progress: Progress
+                 ) -> tuple[dict[str, list[str]], dict[str, str], dict[str, float], str | None]:
+    """Stage 1: the captioner's captions, or the precomputed ones (``captions:``) with their digest."""
+    if cfg.captions is None:
+        return (*caption_stage(cfg, task, media, progress), None)
+    c = cfg.captions
+    fs, path = url_to_fs(c.path)
+    info = fs.info(path) if fs.exists(path) else {}
+    stamp = f"{info.get('size')}:{info.get('mtime') or info.get('LastModified') or info.get('ETag')}"
+    return precomputed(c, media, _captions_table(c.path, c.media_root, c.caption_column, stamp))
+
+
+@functools.lru_cache(maxsize=2)  # read once per run however many tasks use it; a changed file is read again
+def _captions_table(path: str, media_root: str | None, column: str, stamp: str) -> dict[str, list[str]]:
+    return read_captions(CaptionsFileConfig(path=path, media_root=media_root, caption_column=column))
 
 
 def caption_stage(cfg: EvalConfig, task: str, media: list[tuple[str, str]], progress: Progress
@@ -147,10 +168,13 @@ def _fingerprint(samples: list[Sample]) -> str:
     return fp.hexdigest()
 
 
-def _stage2_hash(cfg: EvalConfig, scorer: str) -> str:
-    data = {"captioner": cfg.captioner.model_dump(mode="json"), "answerer": cfg.answerer.model_dump(mode="json"),
-            "caption_prompt": [cfg.caption_prompt, cfg.video_caption_prompt], "media": cfg.media.model_dump(mode="json"),
-            "scorer": scorer}
+def _stage2_hash(cfg: EvalConfig, scorer: str, captions_digest: str | None = None) -> str:
+    data: dict[str, Any] = {"answerer": cfg.answerer.model_dump(mode="json"), "scorer": scorer}
+    if captions_digest is None:
+        data.update({"captioner": cfg.captioner.model_dump(mode="json"), "media": cfg.media.model_dump(mode="json"),
+                     "caption_prompt": [cfg.caption_prompt, cfg.video_caption_prompt]})
+    else:  # precomputed captions: the answers depend on those captions, not on a captioner
+        data["captions"] = captions_digest
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -184,10 +208,10 @@ def run_benchmark(cfg: EvalConfig, bench: BenchmarkConfig, samples: list[Sample]
                   ) -> tuple[dict[str, Any], list[dict]]:
     scorer = bench.scorer if bench.scorer != "auto" else scorer_for(bench.name, samples[0].gold if samples else "")
     media = list(dict.fromkeys((s.media, s.media_type) for s in samples))
-    captions, no_caption, monitors = caption_stage(cfg, bench.name, media, progress)
+    captions, no_caption, monitors, digest = captions_for(cfg, bench.name, media, progress)
     stage = Stage(f"answer {bench.name}", f"eval/{bench.name}",
                   RunDir(join(str(cfg.output_dir), EVAL_ANSWERS_DIR.format(task=bench.name)), EvalSample),
-                  _stage2_hash(cfg, scorer), functools.partial(AnswerWorker, cfg, bench.name, scorer, captions,
+                  _stage2_hash(cfg, scorer, digest), functools.partial(AnswerWorker, cfg, bench.name, scorer, captions,
                                                                no_caption),
                   lambda: iter_shards(samples, cfg.sharding.shard_size),
                   total=sum(max(1, len(captions.get(s.media) or [])) for s in samples), engines=(cfg.answerer,))
@@ -212,7 +236,7 @@ def run_qa_utility(cfg: EvalConfig, progress: Progress) -> tuple[dict[str, Any],
     for r in rows:
         video = bool(r.get("videos"))
         media.append(((r["videos"] if video else r["images"])[0], "video" if video else "image"))
-    captions, no_caption, monitors = caption_stage(cfg, "qa_utility", list(dict.fromkeys(media)), progress)
+    captions, no_caption, monitors, _ = captions_for(cfg, "qa_utility", list(dict.fromkeys(media)), progress)
     scorer = QAScorer(qu.qa)  # type: ignore[union-attr]
     qas = [decode_ground_truth(r["reward_model"]["ground_truth"]) for r in rows]
     caps, gts, index, unscored = [], [], [], []
@@ -279,8 +303,9 @@ def _average(tasks: dict[str, dict[str, Any]]) -> float | None:
 
 
 def plan(cfg: EvalConfig) -> list[str]:
-    lines = [f"captioner {cfg.captioner.name}:{cfg.captioner.model} (n={cfg.captioner.sampling.n}), "
-             f"answerer {cfg.answerer.name}:{cfg.answerer.model}, compat={cfg.compat}"]
+    source = (f"precomputed captions {cfg.captions.path}" if cfg.captions else
+              f"captioner {cfg.captioner.name}:{cfg.captioner.model} (n={cfg.captioner.sampling.n})")
+    lines = [f"{source}, answerer {cfg.answerer.name}:{cfg.answerer.model}, compat={cfg.compat}"]
     for b in cfg.benchmarks:
         lines.append(f"benchmark {b.name}: {b.path} ({b.media_type}, scorer {b.scorer})")
     if cfg.qa_utility:
@@ -295,7 +320,7 @@ def run(cfg: EvalConfig, *, overwrite: bool = False, progress: Progress | None =
     t0 = time.perf_counter()
     benchmarks = {bench.name: load_benchmark(bench) for bench in cfg.benchmarks}  # every file checked first
     begin(cfg, "eval", lambda: Listing("", sum(map(len, benchmarks.values()))),
-          {"captioner": cfg.captioner, "answerer": cfg.answerer}, overwrite=overwrite)
+          {"answerer": cfg.answerer} | ({} if cfg.captions else {"captioner": cfg.captioner}), overwrite=overwrite)
     tasks: dict[str, Any] = {}
     all_samples: dict[str, list[dict]] = {}
     for bench in cfg.benchmarks:

@@ -130,3 +130,50 @@ def test_two_model_report_in_headless_chromium(tiny_models, bench: Path, tmp_pat
     dom = subprocess.run([chromium, *flags, "--dump-dom", html_path.as_uri()], capture_output=True, text=True,
                          timeout=120, check=True).stdout
     assert '<table id="summary">' in dom and "tiny-seed1" in dom and '<svg id="chart"' in dom
+
+
+def test_precomputed_caption_files_in_the_official_layouts_skip_stage_1(tiny_models, bench: Path,
+                                                                         tmp_path: Path) -> None:
+    """CapRL-2M style ({"image": path, "caption"}) and CapRL-Video-178K style ({"video": path, "caption"}) rows,
+    relative to a media root: the answerer reads them as published; an item the file does not caption is a
+    no_caption row; answers are reused for the same captions and a changed caption file is refused as a changed
+    config (like a changed captioner), never answered from stale shards."""
+    shapes = json.loads((bench / "json_file" / "lmm_eval_shapes.json").read_text())
+    lines = [{"image": r["image"], "caption": f"A {color} shape."} for r, color in
+             zip(shapes[:4], ["red", "green", "blue", "red"])]  # the fifth image has no caption
+    lines += [{"video": f"videos/v{i}.mp4", "caption": "A bar moves from left to right."} for i in range(3)]
+    lines.append({"video": "videos/v0.mp4", "caption": "Based on the provided video frames, a bar moves."})
+    captions = tmp_path / "captions.jsonl"
+    captions.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    base = cfg_for(tiny_models, bench, tmp_path / "ev", "file").model_dump()
+    cfg = EvalConfig.model_validate({**base, "captions": {"path": str(captions), "media_root": str(bench)}})
+    report = run(cfg)
+    out = tmp_path / "ev"
+    assert not (out / "captions").exists()  # no captioner ran
+    res = json.loads((out / "results_latest.json").read_text())["tasks"]
+    assert res["shapes"]["n_samples"] == 4 and res["shapes"]["failed"] == {"no_caption": 1}
+    assert res["mvbench_tiny"]["n_samples"] == 3
+    samples = [json.loads(x) for x in next(out.glob("samples_mvbench_tiny_*.jsonl")).read_text().splitlines()]
+    assert sorted({s["caption"] for s in samples}) == sorted({x["caption"] for x in lines[4:]})
+    assert res["mvbench_tiny"]["caption_monitors"]["boilerplate_opener"] == pytest.approx(1 / 4)
+    assert report.n_failed == 1
+    # the same run again: answers come from the cache; a changed caption file is answered anew
+    answers = sorted((out / "answers" / "shapes").glob("*.parquet"))
+    stamps = [p.stat().st_mtime_ns for p in answers]
+    run(cfg)
+    assert [p.stat().st_mtime_ns for p in answers] == stamps
+    assert answers, "stage 2 wrote its answer shards"
+    lines[0]["caption"] = "A purple shape."
+    captions.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    refused = runner.invoke(app, ["eval", "-c", str(_yaml(tmp_path, cfg)), "-o", str(out)])
+    assert refused.exit_code == 2 and "config changed" in refused.output, refused.output  # never stale answers
+    redone = runner.invoke(app, ["eval", "-c", str(_yaml(tmp_path, cfg)), "-o", str(out), "--overwrite"])
+    assert redone.exit_code == 0, redone.output
+    samples = [json.loads(x) for x in next(out.glob("samples_shapes_*.jsonl")).read_text().splitlines()]
+    assert "A purple shape." in {s["caption"] for s in samples}
+
+
+def _yaml(tmp_path: Path, cfg: EvalConfig) -> Path:
+    path = tmp_path / "eval.yaml"
+    path.write_text(json.dumps(cfg.model_dump(mode="json", exclude={"output_dir"})))
+    return path
