@@ -67,7 +67,8 @@ class CurateConfig(JobConfig):
     import_mode: Literal["none", "text", "qa"] = Field(
         "none", description="none: generate MCQs; text: input.import_column holds generator-style QA text; "
         "qa: it holds QA lists ({question, choices, answer}, or JSON of them)")
-    import_column: str = Field("qa", description="Input column used by import_mode")
+    import_column: str = Field("qa", description="Input column used by import_mode; a dotted name reads inside a "
+                               "column (reward_model.ground_truth for CapRL-QA-75K / CapRL-Video-QA-20K)")
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     answer: AnswerConfig = Field(default_factory=AnswerConfig)
     filter: FilterConfig = Field(default_factory=FilterConfig)

@@ -43,7 +43,7 @@ def _with_columns(cfg: CurateConfig) -> CurateConfig:
     """Make the import / caption columns travel with the items."""
     needed = set(cfg.input.carry_columns)
     if cfg.import_mode != "none":
-        needed.add(cfg.import_column)
+        needed.add(cfg.import_column.split(".")[0])  # a dotted path reads inside a column (reward_model.ground_truth)
     if cfg.answer.evidence == "caption":
         needed.add(cfg.answer.caption_column)
     return cfg.model_copy(update={"input": cfg.input.model_copy(update={"carry_columns": sorted(needed)})})

@@ -82,6 +82,20 @@ def generated_shards(cfg: CurateConfig) -> Iterator[tuple[ShardSpec, list[InputI
         start += len(items)
 
 
+def column_value(row: dict[str, Any], column: str) -> Any:
+    """``row[column]``; a dotted name walks into nested columns (``reward_model.ground_truth``, CapRL-QA-75K's QA),
+    also through JSON text."""
+    value: Any = row
+    for part in column.split("."):
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                return None
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
 def _media_request(ld: Loaded, text: str, system: str | None, sampling: SamplingParams) -> Request:
     if isinstance(ld.media, VideoClip):
         return Request.user(text, videos=[ld.media], system=system, sampling=sampling)
@@ -107,7 +121,7 @@ class GenerateWorker:
                 "carry": json.dumps(it.extra, default=str) if it.extra else None}
 
     def _imported(self, it: InputItem) -> dict[str, Any]:
-        value = it.extra.get(self.cfg.import_column)
+        value = column_value(it.extra, self.cfg.import_column)
         if value is None:
             return {**self._common(it), "status": "no_import_data",
                     "error_message": f"input column '{self.cfg.import_column}' is empty"}

@@ -19,7 +19,10 @@ class InputConfig(ConfigModel):
     )
     media_type: Literal["auto", "image", "video"] = Field("auto", description="auto decides per file by extension")
     key_column: str | None = Field(None, description="Manifest column with item ids (default: row path or index)")
-    path_column: str = Field("path", description="Manifest column with a path or fsspec URL")
+    path_column: str = Field("path", description="Manifest column with a path or fsspec URL (a list: its first entry, "
+                             "as CapRL-Video-QA-20K's `videos`)")
+    media_root: str | None = Field(None, description="Root that relative manifest paths resolve against (default: the "
+                                   "manifest's folder), e.g. the LLaVA-Video-178K root for CapRL-Video-QA-20K")
     bytes_column: str | None = Field(None, description="Manifest column with encoded media bytes")
     carry_columns: list[str] = Field(default_factory=list, description="User columns copied into the output rows")
     image_extensions: list[str] = Field(default_factory=lambda: list(IMAGE_EXTENSIONS),

@@ -156,10 +156,13 @@ _LOCATOR = "\0locator"  # a row's key for the locator of its embedded bytes (set
 
 
 def _rows_to_items(rows: Iterator[dict[str, Any]], cfg: InputConfig, base_dir: str) -> Iterator[InputItem]:
+    base_dir = _absolute(cfg.media_root) if cfg.media_root else base_dir
     for i, row in enumerate(rows):
         locator = row.pop(_LOCATOR, None)
         data = row.get(cfg.bytes_column) if cfg.bytes_column and locator is None else None
         path = row.get(cfg.path_column)
+        if isinstance(path, (list, tuple)):  # e.g. CapRL-Video-QA-20K's videos: [one relative path]
+            path = path[0] if path else None
         if isinstance(path, dict):  # HF Image layout {bytes, path}
             data = data or path.get("bytes")
             path = path.get("path")

@@ -264,3 +264,34 @@ def test_import_mode_bad_mcqs_are_dropped_with_reasons_not_fatal(tmp_path: Path)
     assert [q["answer"] for q in by_key[rows[2]["path"]]["questions"]] == [q["answer"] for q in clean[2]["qa"]]
     assert by_key[rows[5]["path"]]["status"] == "unparseable"
     assert "answer_not_a_label" in (tmp_path / "out" / "dataset" / "funnel.html").read_text()
+
+
+def test_official_qa_files_import_as_published(tmp_path: Path, tiny_models) -> None:
+    """CapRL-QA-75K Parquet (image struct bytes, QA in reward_model.ground_truth, "A) x" choices) and
+    CapRL-Video-QA-20K JSONL (videos relative to the LLaVA-Video-178K root, "A. x" choices) in import mode."""
+    from official_layouts import write_qa75k, write_video_qa20k
+
+    qa75k = write_qa75k(tmp_path / "CapRL-QA-75K" / "train-00000-of-00001.parquet")
+    video_jsonl, media_root = write_video_qa20k(tmp_path / "CapRL-Video-QA-20K")
+    vlm = {"name": "transformers", "model": str(tiny_models["captioner"]), "batch_size": 4,
+           "sampling": {"max_tokens": 4, "temperature": 0.1}}
+    common = {"import_mode": "qa", "import_column": "reward_model.ground_truth", "answer": {"backend": vlm},
+              "media": {"video_max_frames": 4}, "sharding": {"shard_size": 3}}
+    for name, inp, n in (("img", {"path": str(qa75k), "path_column": "image", "key_column": "id"}, 4),
+                         ("vid", {"path": str(video_jsonl), "path_column": "videos", "media_root": str(media_root)},
+                          2)):
+        run(CurateConfig.model_validate({**common, "input": inp, "output_dir": str(tmp_path / name)}))
+        funnel = json.loads((tmp_path / name / "dataset" / "funnel.json").read_text())
+        # every row read and every question parsed (the tiny random answerer then keeps none: that is the filter)
+        assert funnel["items_in"] == n and set(funnel["items_dropped"]) <= {"no_question_kept"}, funnel
+        assert funnel["questions_parsed"] == n and funnel["questions_rejected_by_parser"] == 0, funnel
+        assert funnel["questions_answered"] == n, funnel
+        gen = pl.read_parquet(str(tmp_path / name / "generate" / "*.parquet"))
+        assert set(gen["status"]) == {"ok"}
+        parsed = pl.concat([pl.read_parquet(p) for p in sorted((tmp_path / name / "parse").glob("*.parquet"))])
+        assert parsed.height == n
+        if name == "img":  # the image bytes stay in the input file: generate records where they are
+            assert gen["media_locator"].null_count() == 0 and gen["media_bytes"].null_count() == gen.height
+        else:
+            assert set(gen["media_type"]) == {"video"} and all(Path(s).is_file() for s in gen["source"])
+            assert all(s.startswith(str(media_root)) for s in gen["source"])
