@@ -258,7 +258,9 @@ def run_qa_utility(cfg: EvalConfig, progress: Progress) -> tuple[dict[str, Any],
                     caption_index=ci, caption=c, response=json.dumps(d["predicted"]), prediction=None, score=s,
                     metric="qa_accuracy", status="ok")
                for (sid, ci), c, s, d in zip(index, caps, out.scores, out.details)] + unscored
-    summary = {**summarize(samples, cfg.compat, rescore=False), "caption_monitors": monitors}
+    offered = [c for d in out.details for c in d.get("cannot_answer", [])]
+    summary = {**summarize(samples, cfg.compat, rescore=False), "caption_monitors": monitors,
+               "cannot_answer_rate": sum(offered) / len(offered) if offered else None}
     if qu.blind_captions:  # type: ignore[union-attr]
         summary["blind_ceiling"], summary["blind_caption"] = blind_ceiling(
             scorer, read_candidates(qu.blind_captions, qu.blind_caption_column), qas, progress)  # type: ignore[union-attr]
@@ -367,6 +369,8 @@ def eval_report(cfg: EvalConfig, tasks: dict[str, Any], outputs: dict[str, str],
             continue
         report.metrics[f"{task} M_Acc"] = t["m_acc"]
         report.metrics[f"{task} BoN"] = t["bon"]
+        if t.get("cannot_answer_rate") is not None:
+            report.metrics[f"{task} cannot-answer rate"] = t["cannot_answer_rate"]
         for flag, rate in t.get("caption_monitors", {}).items():
             if rate:
                 report.metrics[f"{task} captions {flag.replace('_', ' ')}"] = rate

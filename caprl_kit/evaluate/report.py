@@ -92,9 +92,12 @@ def _lengths(runs: list[tuple[EvalResults, dict[str, list[dict]]]]) -> str:
     return f'<table id="lengths"><tr><th>captioner \\ words</th>{head}</tr>{"".join(body)}</table>'
 
 
-def _hygiene(rates: dict[str, float]) -> str:
-    """The caption monitors' nonzero rates, e.g. ``truncated 12.0% · repetitive 3.1%`` (``-``: none flagged)."""
+def _hygiene(rates: dict[str, float], cannot_answer: float | None = None) -> str:
+    """The caption monitors' nonzero rates and the answerer's cannot-answer rate, e.g. ``truncated 12.0% ·
+    cannot answer 30.0%`` (``-``: nothing recorded)."""
     shown = [f"{flag.replace('_', ' ')} {rate:.1%}" for flag, rate in rates.items() if rate]
+    if cannot_answer is not None:
+        shown.append(f"cannot answer {cannot_answer:.1%}")
     return html.escape(" · ".join(shown)) if shown else ("none" if rates else "-")
 
 
@@ -108,7 +111,8 @@ def render_report(runs: list[tuple[EvalResults, dict[str, list[dict[str, Any]]]]
             if t:
                 rows.append(f"<tr><td>{html.escape(res.captioner)}</td><td>{_num(t.m_acc)}</td><td>{_num(t.bon)}</td>"
                             f"<td>{t.n_samples}" + (f" ({t.n_failed} not scored)" if t.n_failed else "") + "</td>"
-                            f"<td>{html.escape(t.metric)}</td><td>{_hygiene(t.caption_monitors)}</td></tr>")
+                            f"<td>{html.escape(t.metric)}</td>"
+                            f"<td>{_hygiene(t.caption_monitors, t.cannot_answer_rate)}</td></tr>")
         blind = next((res.tasks[task] for res, _ in runs if task in res.tasks and res.tasks[task].blind_ceiling
                       is not None), None)
         if blind is not None:

@@ -25,6 +25,15 @@ from caprl_kit.schemas.curate import MCQ
 Trials = list[list[tuple[str, list[str]]]]
 
 
+def cannot_answer_label(choices: Sequence[str]) -> str | None:
+    """The label of the cannot-answer option among a trial's shown choices, None when it was not offered."""
+    for choice in choices:
+        label, _, text = choice.partition(")")
+        if text.strip() == CANNOT_ANSWER:
+            return label.strip()
+    return None
+
+
 class QAScorer:
     """Scores captions against QA lists with one engine call per batch."""
 
@@ -71,17 +80,22 @@ class QAScorer:
         for trials in plan:
             if not trials:
                 scores.append(0.0)
-                details.append({"qa_reward": 0.0, "n_questions": 0, "correct": [], "predicted": []})
+                details.append({"qa_reward": 0.0, "n_questions": 0, "correct": [], "predicted": [],
+                                "cannot_answer": []})
                 continue
-            predicted, correct = [], []
+            predicted, correct, cannot = [], [], []
             for answer, choices in trials:
                 text = next(it).texts[0]
                 letter = parse_easy(text) if self.cfg.compat == "official" else extract_letter(text, choices)
                 predicted.append(letter)
                 correct.append(letter == answer)
+                offered = cannot_answer_label(choices)
+                if offered is not None:  # only trials that offered the option say whether it was taken
+                    cannot.append(letter == offered)
             score = sum(correct) / len(correct)
             scores.append(score)
-            details.append({"qa_reward": score, "n_questions": len(trials), "correct": correct, "predicted": predicted})
+            details.append({"qa_reward": score, "n_questions": len(trials), "correct": correct, "predicted": predicted,
+                            "cannot_answer": cannot})
         return RewardOutput(scores, details)
 
     def score(self, captions: Sequence[str], qa_lists: Sequence[list[MCQ]]) -> RewardOutput:

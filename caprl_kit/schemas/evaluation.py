@@ -54,6 +54,9 @@ class TaskResult(BaseModel):
     blind_ceiling: float | None = Field(None, description="qa_utility: the best score one fixed caption reaches on "
                                         "every item (what a captioner that ignores the image can get)")
     blind_caption: str | None = Field(None, description="The fixed caption reaching blind_ceiling")
+    cannot_answer_rate: float | None = Field(None, description="qa_utility: share of the answerer's answers that "
+                                             "took the cannot-answer option (the caption lacked the answer), over "
+                                             "trials that offered it (qa.mode sample/shuffle; null for all_qa)")
     caption_monitors: dict[str, float] = Field(default_factory=dict, description="Share of the task's captions per "
                                                "hygiene flag (truncated, repetitive, boilerplate_opener, meta_ending, "
                                                "empty; caprl_kit/monitors.py)")

@@ -233,6 +233,9 @@ class MetricsCallback:
                 correct = [c for d in details for c in d.get("correct", [])]
                 if correct:
                     record["reward_detail/question_accuracy"] = sum(correct) / len(correct)
+                cannot = [c for d in details for c in d.get("cannot_answer", [])]
+                if cannot:  # how often the caption did not hold the answer, by the answerer's own account
+                    record["reward_detail/cannot_answer_rate"] = sum(cannot) / len(cannot)
                 for flag in TEXT_FLAGS:  # caption hygiene of the last batch's completions (truncation: TRL's
                     vals = [d[k] for d in details if (k := FLAG_METRIC.format(flag)) in d]  # clipped_ratio)
                     if vals:

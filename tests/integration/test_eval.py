@@ -106,6 +106,14 @@ def test_qa_utility_on_a_curated_set(tiny_models, tmp_path: Path) -> None:
     assert res["n_samples"] == 6 and res["metric"] == "qa_accuracy"
     # random tiny captions mention no shape: the lexical answerer can answer nothing
     assert res["m_acc"] == 0.0 and report.metrics["qa_utility M_Acc"] == 0.0
+    assert res["cannot_answer_rate"] is None  # all_qa shows no cannot-answer option
+    sampled = cfg.model_copy(update={"qa_utility": cfg.qa_utility.model_copy(update={
+        "qa": cfg.qa_utility.qa.model_copy(update={"mode": "sample"})})})
+    report = run(sampled, overwrite=True)
+    res = json.loads((tmp_path / "ev" / "results_latest.json").read_text())["tasks"]["qa_utility"]
+    # ... and with the option offered, it says so: the captions did not hold the answers
+    assert res["cannot_answer_rate"] > 0.5
+    assert report.metrics["qa_utility cannot-answer rate"] == res["cannot_answer_rate"]
 
 
 def test_two_model_report_in_headless_chromium(tiny_models, bench: Path, tmp_path: Path) -> None:

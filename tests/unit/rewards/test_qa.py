@@ -100,6 +100,15 @@ def test_weighted_combination() -> None:
     assert set(out.details[0]) >= {"qa_reward", "length_reward", "cap_tokens", "format_reward", "score"}
 
 
+def test_cannot_answer_is_counted_only_where_it_was_offered() -> None:
+    sampled = QAScorer(QARewardConfig(seed=0, qa_num=4, answerer={"name": "lexical"}))
+    out = sampled.score([FULL, "A quiet empty street at night."], [[CIRCLE], [CIRCLE]])
+    # the circle is described: never "cannot answer"; an unrelated caption: the lexical answerer takes the option
+    assert out.details[0]["cannot_answer"] == [False] * 4 and out.details[1]["cannot_answer"] == [True] * 4
+    all_qa = QAScorer(QARewardConfig(seed=0, mode="all_qa", answerer={"name": "lexical"}))
+    assert all_qa.score([FULL], [[CIRCLE]]).details[0]["cannot_answer"] == []  # no option shown: nothing to count
+
+
 def test_reward_details_carry_the_caption_monitors() -> None:
     cfg = RewardConfig(qa=QARewardConfig(seed=0))
     loop = "A red circle at the left . the left . the left . the left . the left ."
