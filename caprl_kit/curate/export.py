@@ -8,7 +8,6 @@ re-answering. Every input item ends in exactly one bucket: kept, or dropped with
 from __future__ import annotations
 
 import hashlib
-import html
 import io
 import json
 from collections import Counter, defaultdict
@@ -205,43 +204,13 @@ def _jsonl_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def funnel_html(f: dict[str, Any]) -> str:
-    """A self-contained page: the funnel as an inline SVG bar chart plus the tables."""
+    """A self-contained page (reports/templates/funnel.html.j2): the funnel as an inline SVG bar chart plus the
+    tables."""
+    from caprl_kit.reports import render
+
     steps = [("items in", f["items_in"]), ("items kept", f["items_kept"]),
              ("question blocks", f["questions_generated_blocks"]), ("questions parsed", f["questions_parsed"]),
              ("answered", f["questions_answered"]), ("pass visual", f["questions_pass_visual"]),
              ("pass text-only", f["questions_pass_text"]), ("pass both", f["questions_pass_both"]),
              ("kept", f["questions_kept"])]
-    top = max([v for _, v in steps] + [1])
-    bars = []
-    for i, (label, value) in enumerate(steps):
-        w = 420 * value / top
-        y = 10 + i * 30
-        bars.append(f'<text x="0" y="{y + 15}" font-size="13">{html.escape(label)}</text>'
-                    f'<rect x="140" y="{y}" width="{w:.1f}" height="20" fill="#4c78a8"/>'
-                    f'<text x="{145 + w:.1f}" y="{y + 15}" font-size="13">{value}</text>')
-    svg = f'<svg width="640" height="{20 + 30 * len(steps)}" role="img">{"".join(bars)}</svg>'
-    dropped = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in sorted(f["items_dropped"].items()))
-    rejected = "".join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>"
-                       for k, v in sorted(f.get("questions_rejected", {}).items()))
-    examples = "".join(f"<li>{html.escape(e)}</li>" for e in f.get("questions_rejected_examples", []))
-    per_type = "".join(
-        f"<tr><td>{html.escape(t)}</td><td>{c.get('items_in', 0)}</td><td>{c.get('items_kept', 0)}</td>"
-        f"<td>{c.get('questions_kept', 0)}</td></tr>" for t, c in sorted(f["per_media_type"].items()))
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>caprl curate funnel</title>
-<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:4px 10px;text-align:left}}</style></head><body>
-<h1>caprl curate: funnel</h1>
-<p>{f['items_in']} items in: {f['items_kept']} kept with {f['questions_kept']} questions, {f['items_in'] - f['items_kept']} dropped.
-Filter: visual accuracy &gt; {f['filter']['min_visual_acc']}, text-only accuracy &lt; {f['filter']['max_text_acc']}.</p>
-{svg}
-<h2>Dropped items by reason</h2><table id="dropped"><tr><th>reason</th><th>items</th></tr>{dropped}</table>
-<h2>Per media type</h2><table id="per-type"><tr><th>type</th><th>in</th><th>kept</th><th>questions kept</th></tr>{per_type}</table>
-<h2>Questions</h2><table id="questions"><tr><th>step</th><th>count</th></tr>
-{''.join(f"<tr><td>{html.escape(k)}</td><td>{v}</td></tr>" for k, v in steps)}
-<tr><td>rejected by the parser</td><td>{f['questions_rejected_by_parser']}</td></tr>
-<tr><td>duplicates</td><td>{f['questions_duplicate']}</td></tr><tr><td>over the per-item cap</td><td>{f['questions_capped']}</td></tr>
-</table>
-<h2>Rejected questions by reason</h2><table id="rejected"><tr><th>reason</th><th>questions</th></tr>{rejected}</table>
-<ul id="rejected-examples">{examples}</ul>
-</body></html>
-"""
+    return render("funnel.html.j2", f=f, steps=steps)
