@@ -14,6 +14,7 @@ COMMANDS.register("curate", target="caprl_kit.curate.config:CurateConfig")
 COMMANDS.register("train", target="caprl_kit.train.config:TrainConfig")
 COMMANDS.register("annotate", target="caprl_kit.annotate.config:AnnotateConfig")
 COMMANDS.register("eval", target="caprl_kit.evaluate.config:EvalConfig")
+COMMANDS.register("pairs", target="caprl_kit.pairs.config:PairsConfig")
 COMMANDS.register("serve_reward", target="caprl_kit.rewards.server:RewardServerConfig")
 
 

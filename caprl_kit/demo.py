@@ -11,15 +11,25 @@ Steps (each resumable; rerunning skips what is done):
 5. ``caprl annotate`` the held-out test images with the chosen checkpoint;
 6. ``caprl eval`` on the held-out test split, twice (SFT-only = A0, RL = A1), with the image-blind ceiling;
 7. one HTML report: reward curve, funnel, eval table, sample captions.
+
+With ``trainers`` (``caprl demo --trainers``) two more rows, from the same warm start: the GRPO run with its reward
+served over HTTP by ``caprl serve-reward`` on 127.0.0.1, and DPO on reward-ranked pairs of the warm start's own
+samples (``caprl train pairs``).
 """
 
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from caprl_kit.commands import NullProgress, Progress
+from caprl_kit.errors import CaprlError
 from caprl_kit.log import get_logger
 
 log = get_logger(__name__)
@@ -62,11 +72,109 @@ def evaluate_captioner(model: str, label: str, dataset: str, blind: str | None, 
             "report": report.outputs["report"]}
 
 
+@contextmanager
+def reward_server(out: Path) -> Iterator[str]:
+    """``caprl serve-reward`` as its own process on 127.0.0.1 (a free port), the way verl and TRL runs reach it on
+    a cluster: the demo's QA reward (every question once, the lexical answerer). Yields its URL; stopped on exit."""
+    import httpx
+    import yaml
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out.mkdir(parents=True, exist_ok=True)
+    recipe = out / "serve_reward.yaml"
+    recipe.write_text(yaml.safe_dump({"kind": "serve_reward", "host": "127.0.0.1", "port": port,
+                                      "qa": {"mode": "all_qa", "answerer": {"name": "lexical"}}}))
+    log_file = (out / "serve_reward.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "caprl_kit.cli", "serve-reward", "--config", str(recipe)],
+                            stdout=log_file, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                raise CaprlError(f"the reward server exited with {proc.returncode}; see {out / 'serve_reward.log'}")
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise CaprlError(f"the reward server did not answer on {url} within 120 s")
+            time.sleep(0.5)
+        log.info("reward server on %s (pid %d)", url, proc.pid)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log_file.close()
+
+
+def _service_metrics(metrics_path: Path) -> dict[str, float]:
+    rows = [json.loads(x) for x in metrics_path.read_text().splitlines() if x.strip()] if metrics_path.is_file() else []
+    out = {}
+    for key in ("latency_s", "captions_per_s"):
+        vals = [r[f"reward_service/{key}"] for r in rows if f"reward_service/{key}" in r]
+        if vals:
+            out[key] = sum(vals) / len(vals)
+    return out
+
+
+def trainer_rows(out: Path, train_dir: Path, base: list[str], curated: dict[str, dict[str, Any]], test_set: str,
+                 *, seed: int, overwrite: bool, progress: Progress, dpo_overrides: list[str] = ()) -> dict[str, Any]:
+    """The opt-in rows (``--trainers``): the same GRPO run with its reward served over HTTP by ``caprl serve-reward``,
+    and DPO on pairs of the warm start's own samples scored by the QA reward; both start from the same warm start
+    and are chosen on the same validation split, then evaluated on the same held-out split."""
+    from caprl_kit.config import load_config
+    from caprl_kit.pairs.pipeline import run as pairs
+    from caprl_kit.train.pipeline import run as train
+
+    sft = str(train_dir / "sft")
+    rows: dict[str, Any] = {}
+    http_dir = out / "train_http"
+    if overwrite or not (http_dir / "final" / "config.json").is_file():
+        with reward_server(out / "reward_server") as url:
+            cfg = load_config("train/sanity_tiny_trl", [*base, f"policy={sft}", "~sft", f"output_dir={http_dir}",
+                                                        f"reward.qa.service.urls=[{url}]"], kind="train")
+            train(cfg, overwrite=overwrite, progress=progress)
+    best = json.loads((http_dir / "best.json").read_text())
+    ev = evaluate_captioner(str(http_dir / "best"), "SFT + GRPO, reward over HTTP", test_set, None,
+                            out / "eval" / "rl_http", progress=progress, overwrite=overwrite)
+    rows["grpo_http"] = {"accuracy": ev["accuracy"], "best_step": best["step"], "monitors": ev["monitors"],
+                         "reward_service": _service_metrics(http_dir / "metrics.jsonl"), "results": ev["results"]}
+
+    pcfg = load_config("pairs/sanity_tiny", [f"data.path={curated['train']['dataset']}", f"captioner.model={sft}",
+                                             f"captioner.sampling.seed={seed}", f"output_dir={out / 'pairs'}"],
+                       kind="pairs")
+    report = pairs(pcfg, overwrite=overwrite, progress=progress)
+    summary = json.loads(Path(report.outputs["summary"]).read_text())
+    dpo_dir = out / "train_dpo"
+    if overwrite or not (dpo_dir / "final" / "config.json").is_file():
+        dcfg = load_config("train/sanity_tiny_dpo", [f"policy={sft}", f"data.train_files=[{report.outputs['pairs']}]",
+                                                     f"data.val_files=[{curated['val']['dataset']}]",
+                                                     f"output_dir={dpo_dir}", f"algorithm.seed={seed}",
+                                                     *dpo_overrides], kind="train")
+        train(dcfg, overwrite=overwrite, progress=progress)
+    best = json.loads((dpo_dir / "best.json").read_text())
+    ev = evaluate_captioner(str(dpo_dir / "best"), "SFT + DPO on reward-ranked pairs", test_set, None,
+                            out / "eval" / "dpo", progress=progress, overwrite=overwrite)
+    rows["dpo"] = {"accuracy": ev["accuracy"], "best_step": best["step"], "monitors": ev["monitors"],
+                   "pairs": summary["pairs"], "chosen_longer_share": summary["chosen_longer_share"],
+                   "mean_margin": summary["mean_margin"], "results": ev["results"]}
+    return rows
+
+
 def run_demo(out_dir: str | Path = "demo_output", *, seed: int = 0, n_train: int = 200, n_val: int = 100,
              n_test: int = 200, sft_steps: int | None = None, rl_steps: int | None = None,
-             eval_steps: int | None = None, progress: Progress | None = None, overwrite: bool = False) -> dict[str, Any]:
+             eval_steps: int | None = None, trainers: bool = False, progress: Progress | None = None,
+             overwrite: bool = False) -> dict[str, Any]:
     """Run the demo into ``out_dir``; returns the summary (also written to ``summary.json``). ``sft_steps`` /
-    ``rl_steps`` / ``eval_steps`` override the recipe (reduced runs)."""
+    ``rl_steps`` / ``eval_steps`` override the recipe (reduced runs); ``trainers`` adds the GRPO-over-HTTP and
+    DPO rows (:func:`trainer_rows`)."""
     from caprl_kit.annotate.config import AnnotateConfig
     from caprl_kit.annotate.pipeline import run as annotate
     from caprl_kit.config import load_config
@@ -130,6 +238,11 @@ def run_demo(out_dir: str | Path = "demo_output", *, seed: int = 0, n_train: int
     summary["eval"] = {"A0_sft": a0["accuracy"], "A1_rl": a1["accuracy"], "blind_ceiling": a1["blind_ceiling"],
                        "gain": a1["accuracy"] - a0["accuracy"], "results": [a0["results"], a1["results"]],
                        "monitors": {"A0_sft": a0["monitors"], "A1_rl": a1["monitors"]}}
+    if trainers:
+        summary["trainers"] = trainer_rows(out, train_dir, [o for o in overrides if not o.startswith(("policy=",
+                                           "output_dir="))], curated, test_set, seed=seed, overwrite=overwrite,
+                                           progress=progress, dpo_overrides=[o for o in overrides if o.startswith(
+                                               ("algorithm.max_steps=", "algorithm.eval_steps="))])
     summary["report"] = str(write_report(out, summary, curated))
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary

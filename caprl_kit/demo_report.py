@@ -48,12 +48,20 @@ def write_report(out: Path, summary: dict[str, Any], curated: dict[str, dict[str
     train_dir = out / "train"
     metrics = _jsonl(train_dir / "metrics.jsonl")
     wins = ev["A1_rl"] > ev["A0_sft"] and ev["A1_rl"] > ev["blind_ceiling"]
+    trainers = summary.get("trainers")
+    proof = [("SFT + GRPO, checkpoint chosen on validation (A1)", ev["A1_rl"])]
+    rows = [("SFT + GRPO (best on validation)", ev["A1_rl"], ev.get("monitors", {}).get("A1_rl", {}))]
+    if trainers:
+        for key, label in (("grpo_http", "SFT + GRPO, reward over HTTP"), ("dpo", "SFT + DPO on reward-ranked pairs")):
+            proof.append((label, trainers[key]["accuracy"]))
+            rows.append((label, trainers[key]["accuracy"], trainers[key].get("monitors", {})))
+    proof += [("SFT warm start only (A0)", ev["A0_sft"]),
+              ("image-blind ceiling (best single fixed caption)", ev["blind_ceiling"])]
+    rows.append(("SFT warm start only", ev["A0_sft"], ev.get("monitors", {}).get("A0_sft", {})))
     page = render(
         "demo.html.j2", ev=ev, best=summary["train"], curated=curated, flags=FLAGS, samples=_samples(out),
         verdict="RL beats SFT-only and the blind ceiling" if wins else "RL did NOT beat both baselines in this run",
-        proof=[("SFT + GRPO, checkpoint chosen on validation (A1)", ev["A1_rl"]),
-               ("SFT warm start only (A0)", ev["A0_sft"]),
-               ("image-blind ceiling (best single fixed caption)", ev["blind_ceiling"])],
+        proof=proof, eval_rows=rows, trainers=trainers,
         sft=[(m["step"], m["loss"]) for m in _jsonl(train_dir / "sft_metrics.jsonl")],
         reward=[(m["step"], m["reward"]) for m in metrics if "reward" in m],
         val=[(m["step"], m["val/qa_accuracy"]) for m in metrics if "val/qa_accuracy" in m],

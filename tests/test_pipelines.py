@@ -10,7 +10,7 @@ from caprl_kit.config import builtin_pipelines, load_config, pipelines_root
 
 runner = CliRunner()
 NAMES = builtin_pipelines()
-CLI_VERB = {"serve_reward": "serve-reward"}
+CLI_VERB = {"serve_reward": "serve-reward", "pairs": "train pairs"}
 
 
 def test_there_are_pipelines() -> None:
@@ -21,7 +21,7 @@ def test_there_are_pipelines() -> None:
 def test_pipeline_dry_runs(name: str) -> None:
     cfg = load_config(name)
     verb = CLI_VERB.get(cfg.kind, cfg.kind)
-    result = runner.invoke(app, [verb, "--config", name, "--dry-run"])
+    result = runner.invoke(app, [*verb.split(), "--config", name, "--dry-run"])
     assert result.exit_code == 0, result.output
 
 

@@ -16,7 +16,8 @@ from caprl_kit.schemas import export
 REPO = Path(__file__).resolve().parents[1]
 EXPECTED_ARTIFACTS = {
     "input_manifest", "mcq_generation", "mcq_set", "qa_trials", "curated_qa", "annotation", "shard_stats",
-    "run_manifest", "reward_request", "reward_response", "eval_sample", "eval_results",
+    "run_manifest", "reward_request", "reward_response", "eval_sample", "eval_results", "scored_caption",
+    "preference_pair",
 }
 
 

@@ -29,6 +29,8 @@ VERB_HELP = {
     "train": "Train a captioner with GRPO on the CapRL reward (TRL on one machine, verl on a cluster).",
     "annotate": "Caption images/videos at scale into resumable Parquet shards.",
     "eval": "Evaluate captioners Prism-style: answer benchmark questions from captions alone.",
+    "pairs": "Preference pairs for DPO: sample n captions per image, score them with the CapRL reward, pair "
+             "the best with the worst (TRL's DPO format).",
 }
 
 
@@ -205,7 +207,9 @@ def _make_verb(verb: str) -> Callable[..., None]:
 
 
 app.command("curate", help=VERB_HELP["curate"])(_make_verb("curate"))
-_verb_app("train", "export CHECKPOINT --output DIR").command("export")(train_export)
+train_app = _verb_app("train", "export CHECKPOINT --output DIR; pairs --config NAME --output DIR")
+train_app.command("export")(train_export)
+train_app.command("pairs", help=VERB_HELP["pairs"])(_make_verb("pairs"))
 _verb_app("annotate", "status DIR").command("status")(annotate_status)
 _verb_app("eval", "compare DIR [DIR ...] --output report.html").command("compare")(eval_compare)
 
@@ -264,6 +268,9 @@ def demo(
     sft_steps: Optional[int] = typer.Option(None, help="SFT steps (default: the recipe's)."),
     rl_steps: Optional[int] = typer.Option(None, help="GRPO steps (default: the recipe's)."),
     eval_steps: Optional[int] = typer.Option(None, help="Validate every N GRPO steps (default: the recipe's)."),
+    trainers: bool = typer.Option(False, "--trainers", help="Also train GRPO with the reward served over HTTP "
+                                  "(caprl serve-reward on 127.0.0.1) and DPO on reward-ranked pairs, from the same "
+                                  "warm start (about doubles the run time)."),
     overwrite: bool = typer.Option(False, "--overwrite/--resume", help="Redo finished steps instead of resuming."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True),
 ) -> None:
@@ -275,10 +282,14 @@ def demo(
         setup_logging(verbose)
         with progress() as bar:
             summary = run_demo(out, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, sft_steps=sft_steps,
-                               rl_steps=rl_steps, eval_steps=eval_steps, progress=bar, overwrite=overwrite)
+                               rl_steps=rl_steps, eval_steps=eval_steps, trainers=trainers, progress=bar,
+                               overwrite=overwrite)
     ev = summary["eval"]
     console.print(f"held-out QA accuracy: SFT + GRPO [bold]{ev['A1_rl']:.3f}[/], SFT only {ev['A0_sft']:.3f}, "
                   f"image-blind ceiling {ev['blind_ceiling']:.3f} (gain {ev['gain']:+.3f})")
+    for key, label in (("grpo_http", "SFT + GRPO, reward over HTTP"), ("dpo", "SFT + DPO on reward-ranked pairs")):
+        if key in summary.get("trainers", {}):
+            console.print(f"held-out QA accuracy: {label} [bold]{summary['trainers'][key]['accuracy']:.3f}[/]")
     console.print(f"curate: {summary['curate']['train']['items_kept']}/{summary['curate']['train']['items_in']} "
                   f"training images kept; annotate: {summary['annotate']['ok']} captions")
     console.print(f"report: {summary['report']}")

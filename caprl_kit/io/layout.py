@@ -22,6 +22,12 @@ EVAL_ANSWERS_DIR = "answers/{task}"
 EVAL_RESULTS = "results_{ts}.json"
 EVAL_RESULTS_LATEST = "results_latest.json"
 EVAL_SAMPLES = "samples_{task}_{ts}.jsonl"
+#: caprl train pairs: OUTPUT/samples/ (an annotate run), OUTPUT/scored/ shards, then the pairs
+PAIRS_SAMPLES_DIR = "samples"
+PAIRS_SCORED_DIR = "scored"
+PAIRS = "pairs.parquet"
+PAIRS_JSONL = "pairs.jsonl"
+PAIRS_SUMMARY = "pairs_summary.json"
 
 
 def pattern(*parts: str) -> str:

@@ -70,3 +70,52 @@ class RewardClient:
                 if (data := self._handle(base, resp, errors)) is not None:
                     return data
         raise RewardError("every reward server failed: " + "; ".join(errors))
+
+
+class RemoteQAScorer:
+    """``QAScorer.score``'s twin that asks ``caprl serve-reward`` (``POST /v1/reward``): the captions and their
+    questions go out in requests of ``max_captions_per_request``, sent concurrently; a failure raises
+    ``RewardError`` (after the client's failover), never a silent zero. Each caption's details carry ``qa_reward``
+    and the call's service latency and throughput (``service_latency_s``, ``service_captions_per_s``)."""
+
+    def __init__(self, cfg: Any):
+        import os
+
+        token = os.environ.get(cfg.token_env) if cfg.token_env else None
+        self.cfg = cfg
+        self.client = RewardClient(cfg.urls, token=token, timeout_s=cfg.timeout_s)
+        self.calls = 0
+        self.captions = 0
+        self.seconds = 0.0
+
+    def _post(self, captions: list[str], qa_lists: list[list[Any]]) -> tuple[list[float], float]:
+        import time
+
+        t0 = time.perf_counter()
+        body = {"captions": captions, "ground_truth": [[q.model_dump() for q in qas] for qas in qa_lists]}
+        data = self.client.post("/v1/reward", body)
+        details = data.get("details") or []
+        if len(details) != len(captions):
+            raise RewardError(f"the reward server answered {len(details)} results for {len(captions)} captions")
+        return [float(d.get("qa_rewards", d.get("rewards", 0.0))) for d in details], time.perf_counter() - t0
+
+    def score(self, captions: Sequence[str], qa_lists: Sequence[list[Any]]) -> Any:
+        import time
+        from concurrent.futures import ThreadPoolExecutor
+
+        from caprl_kit.rewards.base import RewardOutput
+
+        if not captions:
+            return RewardOutput([], [])
+        step = self.cfg.max_captions_per_request
+        chunks = [(list(captions[i:i + step]), list(qa_lists[i:i + step])) for i in range(0, len(captions), step)]
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=min(16, len(chunks))) as pool:
+            results = list(pool.map(lambda c: self._post(*c), chunks))
+        wall = time.perf_counter() - t0
+        scores = [s for chunk, _ in results for s in chunk]
+        latency = sum(sec for _, sec in results) / len(results)
+        self.calls, self.captions, self.seconds = self.calls + 1, self.captions + len(captions), self.seconds + wall
+        rate = len(captions) / wall if wall > 0 else 0.0
+        details = [{"qa_reward": s, "service_latency_s": latency, "service_captions_per_s": rate} for s in scores]
+        return RewardOutput(scores, details)

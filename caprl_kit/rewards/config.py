@@ -15,6 +15,19 @@ def _answer_sampling() -> SamplingConfig:
     return SamplingConfig(n=1, temperature=0.6, top_p=1.0, max_tokens=10)  # spec §2.2
 
 
+class RewardServiceConfig(ConfigModel):
+    """The QA reward scored by ``caprl serve-reward`` replicas over HTTP (``POST /v1/reward``), as cluster runs do:
+    the server's own ``qa`` config (answerer, mode, qa_num) decides the score; this side only sends captions and
+    their questions."""
+
+    urls: list[str] = Field(min_length=1, description="Reward server base URLs (round-robin with failover), e.g. "
+                            "http://127.0.0.1:18889")
+    token_env: str | None = Field(None, description="Env var holding the servers' bearer token")
+    timeout_s: float = Field(600.0, gt=0, description="Seconds one request may take")
+    max_captions_per_request: int = Field(64, ge=1, description="Captions per HTTP request; a larger call is split "
+                                          "and its requests sent concurrently")
+
+
 class QARewardConfig(ConfigModel):
     mode: Literal["shuffle", "all_qa"] = Field(
         "shuffle", description="shuffle: qa_num draws with replacement, options shuffled + cannot-answer option; "
@@ -28,6 +41,8 @@ class QARewardConfig(ConfigModel):
     answerer: BackendConfig = Field(default_factory=lambda: BackendConfig(name="lexical"),
                                     description="Text LLM answering from the caption")
     sampling: SamplingConfig = Field(default_factory=_answer_sampling, description="Answerer sampling")
+    service: RewardServiceConfig | None = Field(
+        None, description="Score through caprl serve-reward over HTTP instead of the in-process answerer")
 
     @model_validator(mode="after")
     def _one_sampling(self) -> "QARewardConfig":

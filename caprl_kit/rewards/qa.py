@@ -103,6 +103,15 @@ class QAScorer:
         return self.reduce(plan, self.engine.generate(requests) if requests else [])
 
 
+def qa_scorer(cfg: QARewardConfig, engine: Backend | None = None) -> Any:
+    """The in-process scorer, or the reward service's client when ``cfg.service`` is set (same ``score``)."""
+    if cfg.service is not None:
+        from caprl_kit.rewards.client import RemoteQAScorer
+
+        return RemoteQAScorer(cfg.service)
+    return QAScorer(cfg, engine)
+
+
 class QAAccuracyReward:
     """TRL-shaped reward: ``reward(completions, ground_truth, **columns) -> list[float]``.
 
@@ -116,7 +125,8 @@ class QAAccuracyReward:
     shares: tuple[str, ...] = ("engine",)  #: what it takes from the caller (the answerer engine, the tokenizer)
 
     def __init__(self, cfg: QARewardConfig | None = None, engine: Backend | None = None, **_: Any):
-        self.scorer = QAScorer(cfg or QARewardConfig(), engine)
+        cfg = cfg or QARewardConfig()
+        self.scorer = qa_scorer(cfg, engine)
         self.last_details: list[dict[str, Any]] = []
 
     def compute(self, completions: Sequence[Any], ground_truth: Sequence[Any] | None = None,

@@ -14,7 +14,6 @@ from caprl_kit.train.config import TrainConfig
 from caprl_kit.train.official import SINGLE_IMAGE
 
 
-
 def file_columns(path: str, key: str) -> list[str]:
     """Top-level column names of a Parquet or JSONL file (schema / first row only), or a ``CaprlError``."""
     p = Path(path)
@@ -64,7 +63,11 @@ def rl_columns(cfg: TrainConfig) -> list[str | tuple[str, ...]]:
 def check_data(cfg: TrainConfig, *, sft: bool = True) -> None:
     """Training, validation (and SFT) files: present, readable, and in the layout the trainer reads."""
     what = "a curated QA file (`caprl curate` writes them to OUTPUT/dataset/)"
-    check_columns(cfg.data.train_files, "data.train_files", rl_columns(cfg), what)
+    if cfg.method == "dpo":
+        check_columns(cfg.data.train_files, "data.train_files", ["images", "prompt", "chosen", "rejected"],
+                      "a pairs file (`caprl train pairs` writes OUTPUT/pairs.parquet)")
+    else:
+        check_columns(cfg.data.train_files, "data.train_files", rl_columns(cfg), what)
     check_columns(cfg.data.val_files, "data.val_files", rl_columns(cfg), what)
     if sft and cfg.sft is not None:
         check_sft_data(cfg)

@@ -80,6 +80,16 @@ class TRLOptions(ConfigModel):
     val_max_items: int | None = Field(None, ge=1, description="Validate on at most this many items")
 
 
+class DPOOptions(ConfigModel):
+    beta: float = Field(0.1, gt=0, description="DPO temperature: how far the policy may move from the reference")
+    loss_type: str = Field("sigmoid", description="TRL DPOConfig.loss_type (sigmoid, ipo, hinge, robust, ...)")
+    per_device_batch_size: int = Field(8, ge=1, description="Pairs per device per step")
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    max_length: int | None = Field(None, ge=16, description="Truncate prompt+caption (tokens); null: no truncation")
+    sft_weight: float = Field(0.0, ge=0, description="Adds TRL's 'sft' loss on the chosen caption with this weight "
+                              "(RPO-style); 0: plain DPO")
+
+
 class SFTConfig(ConfigModel):
     data_files: list[str] = Field(description="Parquet/JSONL with an image (path) and a reference caption")
     caption_column: str = "caption"
@@ -98,6 +108,9 @@ class TrainConfig(JobConfig):
 
     kind: Literal["train"] = "train"
     trainer: Literal["trl", "verl"] = Field("trl", description="trl: one machine (CPU or one GPU); verl: clusters")
+    method: Literal["grpo", "dpo"] = Field(
+        "grpo", description="grpo: RL with the reward (algorithm.*); dpo: TRL's DPOTrainer on preference pairs "
+        "(caprl train pairs) in data.train_files, the reward only selecting checkpoints on data.val_files")
     policy: str = Field(description="Captioner to train: hub id or local path")
     task: Literal["image", "video"] = Field("image", description="video data needs trainer: verl")
     data: DataConfig
@@ -106,6 +119,7 @@ class TrainConfig(JobConfig):
     sft: SFTConfig | None = Field(None, description="Supervised warm start before RL")
     verl: VerlOptions = Field(default_factory=VerlOptions)
     trl: TRLOptions = Field(default_factory=TRLOptions)
+    dpo: DPOOptions = Field(default_factory=DPOOptions, description="method: dpo only")
     stages: list[dict[str, Any]] = Field(
         default_factory=list, description="Curriculum: run these stages in order, each {name: ..., <keys to "
         "override>}; a stage without its own policy starts from the previous stage's exported model "
@@ -140,11 +154,14 @@ class TrainConfig(JobConfig):
             raise ValueError("stages: each stage is a mapping {name: ..., <keys to override>}")
         if self.stages:
             return self  # each stage is validated as a whole config (stage_configs)
+        if self.method == "dpo" and (self.trainer != "trl" or self.task != "image"):
+            raise FieldIssue("method", "dpo runs with trainer: trl on image data here (verl users: the pairs file is "
+                             "TRL's DPO format, docs/train.md)", "set trainer: trl and task: image, or method: grpo")
         if self.trainer == "trl" and self.task == "video":
             raise ValueError("task: video is not supported by TRL's GRPOTrainer here; set trainer: verl")
         if self.trainer == "verl" and not self.data.val_files:
             raise ValueError("verl requires data.val_files (its trainer always builds a validation set)")
-        if self.trainer == "trl":
+        if self.trainer == "trl" and self.method == "grpo":
             # TRL's GRPOConfig: the generation batch (per device x accumulation steps x processes; one process
             # here) holds whole groups of num_generations completions
             t, n = self.trl, self.algorithm.num_generations

@@ -12,9 +12,14 @@ from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.io.rundir import prepare_output
 from caprl_kit.log import get_logger
+from caprl_kit.registry import Registry
 from caprl_kit.train.config import TrainConfig
 
 log = get_logger(__name__)
+#: ``method`` -> the embedded trainer (lazy)
+TRL_METHODS = Registry("method")
+TRL_METHODS.register("grpo", target="caprl_kit.train.trl_grpo:train_grpo")
+TRL_METHODS.register("dpo", target="caprl_kit.train.trl_dpo:train_dpo")
 
 
 def plan(cfg: TrainConfig) -> list[str]:
@@ -27,15 +32,28 @@ def plan(cfg: TrainConfig) -> list[str]:
             lines += ["  " + x for x in plan(stage)]
         return lines
     a = cfg.algorithm
-    lines = [f"{a.estimator.upper()} on {cfg.policy} with {cfg.trainer}: {a.num_generations} captions per image, "
-             f"lr {a.lr}, KL {a.kl_coef}, {a.epochs} epoch(s)" + (f", at most {a.max_steps} steps" if a.max_steps else ""),
-             "reward: " + " + ".join(f"{c.weight} x {c.name}" for c in cfg.reward.components if c.weight)]
+    steps = f", at most {a.max_steps} steps" if a.max_steps else ""
+    if cfg.method == "dpo":
+        lines = [f"DPO ({cfg.dpo.loss_type}, beta {cfg.dpo.beta}) on {cfg.policy} with trl: preference pairs from "
+                 f"{', '.join(cfg.data.train_files)}, lr {a.lr}, {a.epochs} epoch(s){steps}",
+                 "checkpoint selection: held-out QA accuracy on " + (", ".join(cfg.data.val_files) or "nothing "
+                                                                     "(no data.val_files: final/ only)")]
+    else:
+        lines = [f"{a.estimator.upper()} on {cfg.policy} with {cfg.trainer}: {a.num_generations} captions per image, "
+                 f"lr {a.lr}, KL {a.kl_coef}, {a.epochs} epoch(s){steps}",
+                 "reward: " + " + ".join(f"{c.weight} x {c.name}" for c in cfg.reward.components if c.weight)
+                 + (f" (QA through the reward service {', '.join(cfg.reward.qa.service.urls)})"
+                    if cfg.reward.qa.service else "")]
     if cfg.sft:
         lines.insert(0, f"supervised warm start on {', '.join(cfg.sft.data_files)} ({cfg.sft.epochs} epochs)")
     if cfg.trainer == "verl":
         from caprl_kit.train.verl import dry_run
 
         lines += dry_run(cfg)
+    elif cfg.method == "dpo":
+        from caprl_kit.train.trl_dpo import check_pairs
+
+        lines += check_pairs(cfg)
     else:
         from caprl_kit.train.trl_grpo import check_dataset
 
@@ -54,8 +72,6 @@ def run(cfg: TrainConfig, *, overwrite: bool = False, progress: Progress | None 
     preflight(cfg)  # before anything is loaded, launched or overwritten
     if cfg.trainer == "verl":
         return launch_verl(cfg)
-    from caprl_kit.train.trl_grpo import train_grpo
-
     # discard a previous run (warm start, checkpoints, best-on-validation) only if it is one
     prepare_output(str(cfg.output_dir), "train", overwrite=overwrite, config=cfg)
     policy = None
@@ -63,7 +79,7 @@ def run(cfg: TrainConfig, *, overwrite: bool = False, progress: Progress | None 
         from caprl_kit.train.sft import train_sft
 
         policy = train_sft(cfg, progress=progress)
-    return train_grpo(cfg, progress=progress, policy=policy)
+    return TRL_METHODS.get(cfg.method)(cfg, progress=progress, policy=policy)
 
 
 def stage_model(cfg: TrainConfig) -> str:

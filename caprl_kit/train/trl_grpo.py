@@ -107,14 +107,14 @@ class ValidationCallback:
 
     def __init__(self, cfg: TrainConfig, processor: Any, out: Path):
         from caprl_kit.rewards.base import decode_ground_truth
-        from caprl_kit.rewards.qa import QAScorer
+        from caprl_kit.rewards.qa import qa_scorer
 
         self.cfg, self.processor, self.out = cfg, processor, out
         rows = read_val_rows(cfg)
         self.images = [r[cfg.data.image_key][0] for r in rows]
         self.qas = [decode_ground_truth(r["reward_model"]["ground_truth"]) for r in rows]
         self.prompts = [r[cfg.data.prompt_key] for r in rows]
-        self.scorer = QAScorer(cfg.reward.qa.model_copy(update={"mode": "all_qa"}))
+        self.scorer = qa_scorer(cfg.reward.qa.model_copy(update={"mode": "all_qa"}))  # a service keeps its own mode
         self.state_path = out / "best.json"
         self.best = json.loads(self.state_path.read_text()) if self.state_path.is_file() else None
 
@@ -212,10 +212,11 @@ def read_val_rows(cfg: TrainConfig) -> list[dict[str, Any]]:
 
 class MetricsCallback:
     """Writes every log line (TRL's rewards/kl/loss + our per-term reward details + the caption monitors' rates as
-    ``monitor/<flag>``) to metrics.jsonl."""
+    ``monitor/<flag>`` + the reward service's latency and captions/s as ``reward_service/*`` when scored over HTTP)
+    to metrics.jsonl."""
 
-    def __init__(self, path: Path, reward: CaprlReward, progress: Progress, total: int):
-        self.path, self.reward, self.progress, self.total = path, reward, progress, total
+    def __init__(self, path: Path, reward: CaprlReward | None, progress: Progress, total: int, stage: str = "grpo"):
+        self.path, self.reward, self.progress, self.total, self.stage = path, reward, progress, total, stage
 
     def as_trainer_callback(self) -> Any:
         from transformers import TrainerCallback
@@ -225,11 +226,15 @@ class MetricsCallback:
         class _CB(TrainerCallback):
             def on_log(self, args, state, control, logs=None, **kw):  # noqa: N802
                 record = {"step": state.global_step, **(logs or {})}
-                details = outer.reward.last_details
+                details = outer.reward.last_details if outer.reward is not None else []  # dpo: no reward calls
                 for key in ("qa_reward", "length_reward", "cap_tokens", "format_reward"):
                     vals = [d[key] for d in details if key in d]
                     if vals:
                         record[f"reward_detail/{key}"] = sum(vals) / len(vals)
+                for key in ("latency_s", "captions_per_s"):  # scored through caprl serve-reward (reward.qa.service)
+                    vals = [d[k] for d in details if (k := f"service_{key}") in d]
+                    if vals:
+                        record[f"reward_service/{key}"] = sum(vals) / len(vals)
                 correct = [c for d in details for c in d.get("correct", [])]
                 if correct:
                     record["reward_detail/question_accuracy"] = sum(correct) / len(correct)
@@ -244,15 +249,29 @@ class MetricsCallback:
                     fh.write(json.dumps(record, default=float) + "\n")
 
             def on_step_end(self, args, state, control, **kw):  # noqa: N802
-                outer.progress.advance("grpo", items=1)
+                outer.progress.advance(outer.stage, items=1)
 
         return _CB()
+
+
+def load_policy(cfg: TrainConfig, policy: str) -> tuple[Any, Any]:
+    """The policy's processor (image area capped at ``trl.max_pixels``) and weights (bf16 on a GPU, fp32 on the
+    CPU), the vision tower frozen when ``algorithm.freeze_vision_tower``."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = loading.load("processor", policy, AutoProcessor.from_pretrained, policy, key="policy")
+    processor.image_processor.max_pixels = cfg.trl.max_pixels
+    model = loading.load("weights", policy, AutoModelForImageTextToText.from_pretrained, policy, key="policy",
+                         dtype=torch.float32 if not torch.cuda.is_available() else torch.bfloat16)
+    if cfg.algorithm.freeze_vision_tower:
+        log.info("froze %d vision-tower parameters", freeze_vision(model))
+    return processor, model
 
 
 def train_grpo(cfg: TrainConfig, *, progress: Progress | None = None,
                policy: str | None = None) -> RunReport:
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
     from trl import GRPOConfig, GRPOTrainer
 
     progress = progress or NullProgress()
@@ -260,12 +279,7 @@ def train_grpo(cfg: TrainConfig, *, progress: Progress | None = None,
     out.mkdir(parents=True, exist_ok=True)
     a, t = cfg.algorithm, cfg.trl
     policy = policy or cfg.policy
-    processor = loading.load("processor", policy, AutoProcessor.from_pretrained, policy, key="policy")
-    processor.image_processor.max_pixels = t.max_pixels
-    model = loading.load("weights", policy, AutoModelForImageTextToText.from_pretrained, policy, key="policy",
-                         dtype=torch.float32 if not torch.cuda.is_available() else torch.bfloat16)
-    if a.freeze_vision_tower:
-        log.info("froze %d vision-tower parameters", freeze_vision(model))
+    processor, model = load_policy(cfg, policy)
     vocab = processor.tokenizer.get_vocab()
     suppress = [vocab[x] for x in VISION_TOKENS if x in vocab]  # the same tokens the transformers back end bans
     reward = CaprlReward(cfg.reward, tokenizer=processor.tokenizer)
@@ -297,16 +311,24 @@ def train_grpo(cfg: TrainConfig, *, progress: Progress | None = None,
     resume = t.resume and any(out.glob("checkpoint-*"))  # --overwrite already emptied OUTPUT (pipeline.run)
     result = trainer.train(resume_from_checkpoint=True if resume else None)
     progress.finish("grpo")
+    return finish(trainer, result, processor, out, n_items=len(train), policy=policy, validation=validation,
+                  resumed=resume)
+
+
+def finish(trainer: Any, result: Any, processor: Any, out: Path, *, n_items: int, policy: str,
+           validation: ValidationCallback | None, resumed: bool) -> RunReport:
+    """After a TRL run (GRPO or DPO): ``final/`` (model + processor) and the report (loss, steps, the best
+    validation checkpoint)."""
     final = out / "final"
     trainer.save_model(str(final))
     processor.save_pretrained(str(final))
-    report = RunReport(command="train", output_dir=str(out), n_items=len(train), n_ok=len(train))
+    report = RunReport(command="train", output_dir=str(out), n_items=n_items, n_ok=n_items)
     report.metrics.update({"train_loss": float(result.training_loss), "steps": float(trainer.state.global_step)})
     report.outputs.update({"final": str(final), "metrics": str(out / "metrics.jsonl"), "policy": str(policy)})
     if validation is not None and validation.best is not None:
         report.outputs["best"] = str(out / "best")
         report.metrics.update({"best_val_qa_accuracy": validation.best["val_qa_accuracy"],
                                "best_step": float(validation.best["step"])})
-    if resume:
+    if resumed:
         report.notes.append("resumed from the newest checkpoint in the output directory")
     return report

@@ -203,6 +203,21 @@ def test_trl_refuses_video_and_verl_needs_val_files() -> None:
         validate(TrainConfig, {"policy": "x", "trainer": "verl", "data": {"train_files": ["a"]}})
 
 
+def pairs_file(curated: Path) -> Path:
+    """A small pairs file in the preference_pair schema, over the curated images."""
+    from caprl_kit.io.parquet import write_shard
+    from caprl_kit.schemas.pairs import PreferencePairRow
+
+    path = curated / "pairs.parquet"
+    if not path.is_file():
+        images = sorted((curated / "images").glob("*.png"))[:3]
+        write_shard(str(path), [{"id": p.stem, "images": [str(p)], "prompt": [{"role": "user", "content": "Describe."}],
+                                 "chosen": [{"role": "assistant", "content": "a red circle at the left"}],
+                                 "rejected": [{"role": "assistant", "content": "a shape"}], "chosen_score": 1.0,
+                                 "rejected_score": 0.0, "margin": 1.0} for p in images], PreferencePairRow)
+    return path
+
+
 TRAIN_RECIPES = [n for n in __import__("caprl_kit.config", fromlist=["x"]).builtin_pipelines() if n.startswith("train/")]
 
 
@@ -222,6 +237,8 @@ def test_train_recipe_dry_run_with_tiny_policy_checks_the_data(name: str, tiny_m
 
     cfg = load_config(name)
     overrides = [f"policy={tiny_models['captioner']}"] + data(cfg.task)
+    if cfg.method == "dpo":  # preference pairs of the curated images (caprl train pairs' format)
+        overrides[1] = f"data.train_files=[{pairs_file(curated)}]"
     for i, stage in enumerate(cfg.stages):  # a curriculum: every stage's own data too
         overrides += data(stage.get("task", cfg.task), f"stages.{i}.")
     result = runner.invoke(app, ["train", "--config", name, "--dry-run", *overrides])
@@ -231,7 +248,8 @@ def test_train_recipe_dry_run_with_tiny_policy_checks_the_data(name: str, tiny_m
     skipped = result.output.count("needs torchcodec or decord")
     assert skipped == (0 if importlib.util.find_spec("torchcodec") else video_tasks.count("video"))
     # verl: one line for the training files and one for the validation files; trl: one line
-    n_checks = result.output.count("create_rl_dataset loaded all") // 2 + result.output.count("trl: loaded")
+    n_checks = (result.output.count("create_rl_dataset loaded all") // 2 + result.output.count("trl: loaded")
+                + result.output.count("dpo: the first pair collates"))
     assert n_checks == len(video_tasks) - skipped >= 0 and n_checks + skipped >= 1, result.output
 
 

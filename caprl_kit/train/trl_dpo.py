@@ -1,0 +1,109 @@
+"""``method: dpo``: TRL's DPOTrainer on preference pairs from ``caprl train pairs`` (images only), with the same
+outputs as GRPO: ``checkpoint-N/`` (resumable), ``metrics.jsonl``, validation selection into ``best/`` (held-out
+QA accuracy of greedy captions, the GRPO run's ``ValidationCallback``), ``final/`` (model + processor).
+
+Data: ``data.train_files`` hold pairs in TRL's conversational format (``images``, ``prompt``, ``chosen``,
+``rejected``: the ``preference_pair`` schema); ``data.val_files`` the curated QA rows used for selection.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from caprl_kit.backends import loading
+from caprl_kit.commands import NullProgress, Progress, RunReport
+from caprl_kit.errors import CaprlError
+from caprl_kit.log import get_logger
+from caprl_kit.train.config import TrainConfig
+
+log = get_logger(__name__)
+PAIR_COLUMNS = ("images", "prompt", "chosen", "rejected")
+
+
+def load_pairs(files: list[str]) -> Any:
+    """The pairs files (Parquet or JSONL) as a ``datasets.Dataset`` with decoded-on-access images; a file that is
+    not a pairs file is one message naming the missing columns."""
+    import datasets
+
+    kind = "parquet" if all(f.endswith(".parquet") for f in files) else "json"
+    try:
+        ds = datasets.load_dataset(kind, data_files=files, split="train")
+    except Exception as exc:  # noqa: BLE001 - datasets wraps reader errors in its own types
+        cause = exc.__cause__ or exc
+        raise CaprlError(f"could not read the pairs {', '.join(files)}: {type(cause).__name__}: {str(cause)[:300]}")
+    missing = [c for c in PAIR_COLUMNS if c not in ds.column_names]
+    if missing:
+        raise CaprlError(f"{', '.join(files)}: not a pairs file (no column(s) {', '.join(missing)}); method: dpo "
+                         "trains on the output of `caprl train pairs` (pairs.parquet)")
+    if len(ds) == 0:
+        raise CaprlError(f"{', '.join(files)}: no pairs to train on (see pairs_summary.json: lower pairs.min_margin "
+                         "or sample more captions per image)")
+    keep = [c for c in ds.column_names if c not in PAIR_COLUMNS]
+    return ds.remove_columns(keep).cast_column("images", datasets.Sequence(datasets.Image()))
+
+
+def check_pairs(cfg: TrainConfig) -> list[str]:
+    """Dry-run lines: the pairs load, and the first one goes through TRL's own vision preference collator with the
+    policy's processor (image included), as the trainer will batch it."""
+    missing = [f for f in cfg.data.train_files + cfg.data.val_files if not Path(f).is_file()]
+    if missing:
+        return [f"dpo: SKIPPED the pairs check: missing file(s) {', '.join(missing)}"]
+    from caprl_kit.train.checks import check_columns, check_policy, rl_columns
+
+    check_columns(cfg.data.val_files, "data.val_files", rl_columns(cfg), "a curated QA file (validation)")
+    ds = load_pairs(cfg.data.train_files)
+    lines = [f"dpo: {len(ds)} preference pairs in {', '.join(cfg.data.train_files)}"]
+    if not Path(cfg.policy).is_dir():
+        return lines + [f"dpo: SKIPPED the collator check: the policy {cfg.policy} is not a local directory"]
+    from transformers import AutoProcessor
+    from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
+
+    check_policy(cfg.policy)
+    processor = loading.load("processor", cfg.policy, AutoProcessor.from_pretrained, cfg.policy, key="policy")
+    processor.image_processor.max_pixels = cfg.trl.max_pixels
+    batch = DataCollatorForVisionPreference(processor)([dict(ds[0])])
+    return lines + [f"dpo: the first pair collates to {int(batch['input_ids'].shape[1])} tokens (chosen and rejected, "
+                    "image included) with the policy's processor"]
+
+
+def train_dpo(cfg: TrainConfig, *, progress: Progress | None = None, policy: str | None = None) -> RunReport:
+    import torch
+    from transformers import PrinterCallback
+    from trl import DPOConfig, DPOTrainer
+
+    from caprl_kit.train.trl_grpo import MetricsCallback, ValidationCallback, finish, load_policy
+
+    progress = progress or NullProgress()
+    out = Path(str(cfg.output_dir))
+    out.mkdir(parents=True, exist_ok=True)
+    a, t, d = cfg.algorithm, cfg.trl, cfg.dpo
+    policy = policy or cfg.policy
+    train = load_pairs(cfg.data.train_files)
+    processor, model = load_policy(cfg, policy)
+    losses = [d.loss_type] + (["sft"] if d.sft_weight else [])
+    args = DPOConfig(
+        output_dir=str(out), beta=d.beta, loss_type=losses, loss_weights=[1.0, d.sft_weight] if d.sft_weight else None,
+        learning_rate=a.lr, lr_scheduler_type=a.lr_scheduler, warmup_ratio=a.warmup_ratio, num_train_epochs=a.epochs,
+        max_steps=a.max_steps or -1, per_device_train_batch_size=d.per_device_batch_size,
+        gradient_accumulation_steps=d.gradient_accumulation_steps, max_length=d.max_length,
+        logging_steps=t.logging_steps, save_steps=a.save_steps, report_to=t.report_to, seed=a.seed,
+        logging_dir=str(out / "tensorboard"), remove_unused_columns=False, use_cpu=not torch.cuda.is_available(),
+        bf16=torch.cuda.is_available(), disable_tqdm=True,
+    )
+    progress.start("dpo", total=a.max_steps or None)
+    metrics = MetricsCallback(out / "metrics.jsonl", None, progress, a.max_steps or 0, stage="dpo")
+    callbacks = [metrics.as_trainer_callback()]
+    validation = None
+    if cfg.data.val_files and t.select_on_val:
+        validation = ValidationCallback(cfg, processor, out)
+        callbacks.append(validation.as_trainer_callback(out / "metrics.jsonl", a.eval_steps))
+    trainer = DPOTrainer(model=model, args=args, train_dataset=train, processing_class=processor, callbacks=callbacks)
+    trainer.remove_callback(PrinterCallback)
+    resume = t.resume and any(out.glob("checkpoint-*"))
+    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    progress.finish("dpo")
+    report = finish(trainer, result, processor, out, n_items=len(train), policy=policy, validation=validation,
+                    resumed=resume)
+    report.metrics["pairs"] = float(len(train))
+    return report
