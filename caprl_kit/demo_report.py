@@ -4,17 +4,11 @@ funnel, the eval table and sample captions with their images. Self-contained (in
 from __future__ import annotations
 
 import base64
-import json
 from pathlib import Path
 from typing import Any
 
+from caprl_kit.io.rows import read_rows
 from caprl_kit.monitors import FLAGS
-
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
 def _thumb(path: str) -> str:
@@ -31,7 +25,7 @@ def _samples(out: Path, n: int = 8) -> list[dict[str, Any]]:
     runs = {}
     for name in ("sft", "rl"):
         files = sorted((out / "eval" / name).glob("samples_qa_utility_*.jsonl"))
-        runs[name] = {r["sample_id"]: r for r in _jsonl(files[-1])} if files else {}
+        runs[name] = {r["sample_id"]: r for r in read_rows(str(files[-1]))} if files else {}
     test = out / "curate" / "test" / "dataset" / "train.parquet"
     if not test.is_file() or not runs["rl"]:
         return []
@@ -46,7 +40,7 @@ def write_report(out: Path, summary: dict[str, Any], curated: dict[str, dict[str
 
     ev = summary["eval"]
     train_dir = out / "train"
-    metrics = _jsonl(train_dir / "metrics.jsonl")
+    metrics = read_rows(str(train_dir / "metrics.jsonl"), missing_ok=True)
     wins = ev["A1_rl"] > ev["A0_sft"] and ev["A1_rl"] > ev["blind_ceiling"]
     trainers = summary.get("trainers")
     proof = [("SFT + GRPO, checkpoint chosen on validation (A1)", ev["A1_rl"])]
@@ -62,7 +56,7 @@ def write_report(out: Path, summary: dict[str, Any], curated: dict[str, dict[str
         "demo.html.j2", ev=ev, best=summary["train"], curated=curated, flags=FLAGS, samples=_samples(out),
         verdict="RL beats SFT-only and the blind ceiling" if wins else "RL did NOT beat both baselines in this run",
         proof=proof, eval_rows=rows, trainers=trainers,
-        sft=[(m["step"], m["loss"]) for m in _jsonl(train_dir / "sft_metrics.jsonl")],
+        sft=[(m["step"], m["loss"]) for m in read_rows(str(train_dir / "sft_metrics.jsonl"), missing_ok=True)],
         reward=[(m["step"], m["reward"]) for m in metrics if "reward" in m],
         val=[(m["step"], m["val/qa_accuracy"]) for m in metrics if "val/qa_accuracy" in m],
         funnel_keys=["items_in", "items_kept", "questions_parsed", "questions_pass_visual", "questions_pass_text",

@@ -12,13 +12,12 @@ import json
 import os
 import posixpath
 from collections import Counter
-from typing import Any
 
 from pydantic import Field
 
 from caprl_kit.config import ConfigModel
 from caprl_kit.errors import ConfigError, ConfigIssue
-from caprl_kit.io.fs import url_to_fs
+from caprl_kit.io.rows import read_rows
 from caprl_kit.monitors import caption_flags, flag_counts, flag_rates
 
 MEDIA_COLUMNS = ("image", "video", "path", "images", "videos")
@@ -37,23 +36,7 @@ def _norm(path: str) -> str:
 
 def read_captions(cfg: CaptionsFileConfig) -> dict[str, list[str]]:
     """Resolved media path -> its captions, in file order."""
-    import pyarrow.parquet as pq
-
-    fs, p = url_to_fs(cfg.path)
-    if not fs.exists(p):
-        raise ConfigError([ConfigIssue("captions.path", f"{cfg.path} does not exist", "fix the path")])
-    if p.endswith(".parquet"):
-        with fs.open(p, "rb") as fh:
-            rows = pq.read_table(fh).to_pylist()
-    else:
-        rows = []
-        for n, line in enumerate(fs.cat(p).decode().splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise ConfigError([ConfigIssue("captions.path", f"{cfg.path}:{n}: not valid JSON ({exc.msg})",
-                                                   "one JSON object per line")]) from None
+    rows = read_rows(cfg.path, key="captions.path")
     root = cfg.media_root or posixpath.dirname(cfg.path)
     out: dict[str, list[str]] = {}
     for n, row in enumerate(rows, 1):

@@ -30,6 +30,7 @@ from caprl_kit.evaluate.metrics import score, scorer_for
 from caprl_kit.io.fs import atomic_write_text, join, url_to_fs
 from caprl_kit.io.layout import EVAL_ANSWERS_DIR, EVAL_CAPTIONS_DIR, EVAL_RESULTS, EVAL_RESULTS_LATEST, EVAL_SAMPLES
 from caprl_kit.io.parquet import read_shard
+from caprl_kit.io.rows import read_rows
 from caprl_kit.io.rundir import RunDir, prepare_output
 from caprl_kit.runners.driver import Listing, Stage, begin, run_stage
 from caprl_kit.io.shards import Fingerprint, ShardSpec, iter_shards
@@ -269,15 +270,12 @@ def run_qa_utility(cfg: EvalConfig, progress: Progress) -> tuple[dict[str, Any],
 
 def read_candidates(path: str, column: str) -> list[str]:
     """Distinct candidate captions from a JSONL/Parquet column or a text file (one per line)."""
-    import pyarrow.parquet as pq
-
-    fs, p = url_to_fs(path)
-    if p.endswith(".parquet"):
-        with fs.open(p, "rb") as fh:
-            values = pq.read_table(fh, columns=[column]).column(column).to_pylist()
+    if path.endswith((".parquet", ".jsonl", ".json")):
+        values = [r.get(column) for r in read_rows(path, columns=[column] if path.endswith(".parquet") else None,
+                                                    key="qa_utility.blind_captions")]
     else:
-        lines = [x for x in fs.cat(p).decode().splitlines() if x.strip()]
-        values = [json.loads(x)[column] for x in lines] if p.endswith((".jsonl", ".json")) else lines
+        fs, p = url_to_fs(path)
+        values = [x for x in fs.cat(p).decode().splitlines() if x.strip()]
     out = list(dict.fromkeys(v.strip() for v in values if isinstance(v, str) and v.strip()))
     if not out:
         raise ConfigError([ConfigIssue("qa_utility.blind_captions", f"no captions in {path} ({column})",

@@ -3,7 +3,6 @@ the caption-length distribution and example captions. ``caprl eval compare DIR [
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import ValidationError
@@ -11,7 +10,10 @@ from pydantic import ValidationError
 from caprl_kit.errors import CaprlError
 from caprl_kit.io.fs import url_to_fs
 from caprl_kit.io.layout import EVAL_RESULTS_LATEST, EVAL_SAMPLES
+from caprl_kit.io.rows import read_rows
+from caprl_kit.reports.charts import pct
 from caprl_kit.schemas.evaluation import EvalResults
+
 
 def load_run(output_dir: str) -> tuple[EvalResults, dict[str, list[dict[str, Any]]]]:
     fs, base = url_to_fs(output_dir)
@@ -30,20 +32,8 @@ def load_run(output_dir: str) -> tuple[EvalResults, dict[str, list[dict[str, Any
     for task in results.tasks:
         files = sorted(fs.glob(f"{base.rstrip('/')}/" + EVAL_SAMPLES.format(task=task, ts="*")))
         if files:
-            samples[task] = _jsonl(fs, files[-1])
+            samples[task] = read_rows(fs.unstrip_protocol(files[-1]))
     return results, samples
-
-
-def _jsonl(fs: Any, path: str) -> list[dict[str, Any]]:
-    rows = []
-    for number, line in enumerate(fs.cat(path).decode("utf-8", errors="replace").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise CaprlError(f"{path} line {number} is not valid JSON ({exc.msg}); rerun `caprl eval` to "
-                                 "rewrite it") from None
-    return rows
 
 
 EDGES = [0, 10, 25, 50, 100, 200, 400, 800, 10**9]  #: caption-length histogram bins (words)
@@ -52,9 +42,9 @@ EDGES = [0, 10, 25, 50, 100, 200, 400, 800, 10**9]  #: caption-length histogram 
 def _hygiene(rates: dict[str, float], cannot_answer: float | None = None) -> str:
     """The caption monitors' nonzero rates and the answerer's cannot-answer rate, e.g. ``truncated 12.0% ·
     cannot answer 30.0%`` (``-``: nothing recorded)."""
-    shown = [f"{flag.replace('_', ' ')} {rate:.1%}" for flag, rate in rates.items() if rate]
+    shown = [f"{flag.replace('_', ' ')} {pct(rate)}" for flag, rate in rates.items() if rate]
     if cannot_answer is not None:
-        shown.append(f"cannot answer {cannot_answer:.1%}")
+        shown.append(f"cannot answer {pct(cannot_answer)}")
     return " · ".join(shown) if shown else ("none" if rates else "-")
 
 

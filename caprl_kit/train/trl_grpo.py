@@ -17,6 +17,7 @@ from caprl_kit.backends import loading
 from caprl_kit.backends.transformers_local import VISION_TOKENS
 from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
+from caprl_kit.io.rows import read_rows
 from caprl_kit.log import get_logger
 from caprl_kit.monitors import FLAG_METRIC, TEXT_FLAGS
 from caprl_kit.train.official import normalize_rl_row
@@ -197,15 +198,7 @@ def _with_image(messages: Any, image: str) -> list[dict[str, Any]]:
 
 def read_val_rows(cfg: TrainConfig) -> list[dict[str, Any]]:
     """The validation rows (curated Parquet/JSONL), capped at ``trl.val_max_items``."""
-    import pyarrow.parquet as pq
-
-    rows: list[dict[str, Any]] = []
-    for f in cfg.data.val_files:
-        if f.endswith(".parquet"):
-            rows += pq.read_table(f).to_pylist()
-        else:
-            with open(f) as fh:
-                rows += [json.loads(line) for line in fh if line.strip()]
+    rows = [r for f in cfg.data.val_files for r in read_rows(f, key="data.val_files")]
     rows = rows[: cfg.trl.val_max_items] if cfg.trl.val_max_items else rows
     return [normalize_rl_row(r, cfg.data.image_key, media_root=cfg.data.media_root) for r in rows]
 

@@ -1,11 +1,13 @@
 """Folder reader: symlinked folders followed once each (loops end with a warning), non-regular entries listed
-without being opened."""
+without being opened; the small-file row reader (JSONL / Parquet) behind eval, reports and validation."""
 
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
+
+import pytest
 
 from caprl_kit.io.config import InputConfig
 from caprl_kit.io.readers import iter_items
@@ -52,3 +54,23 @@ def test_fifos_are_listed_without_being_opened(tmp_path: Path) -> None:
     cfg = AnnotateConfig.model_validate({"input": {"path": str(root)}, "backend": {"name": "lexical"}})
     _, n = finishes_within(10, lambda: fingerprint_input(cfg), fifos)
     assert n == 2
+
+
+def test_read_rows_jsonl_parquet_missing_and_bad_lines(tmp_path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from caprl_kit.errors import CaprlError, ConfigError
+    from caprl_kit.io.rows import read_rows
+
+    (tmp_path / "a.jsonl").write_text('{"x": 1}\n\n{"x": 2}\n')
+    pq.write_table(pa.table({"x": [1, 2], "y": ["a", "b"]}), tmp_path / "a.parquet")
+    assert read_rows(str(tmp_path / "a.jsonl")) == [{"x": 1}, {"x": 2}]
+    assert read_rows(str(tmp_path / "a.parquet"), columns=["x"]) == [{"x": 1}, {"x": 2}]
+    assert read_rows(str(tmp_path / "none.jsonl"), missing_ok=True) == []
+    (tmp_path / "bad.jsonl").write_text('{"x": 1}\n{"x": \n')
+    with pytest.raises(ConfigError) as err:
+        read_rows(str(tmp_path / "bad.jsonl"), key="captions.path")
+    assert err.value.issues[0].path == "captions.path" and "bad.jsonl line 2 is not valid JSON" in str(err.value)
+    with pytest.raises(CaprlError, match="does not exist"):
+        read_rows(str(tmp_path / "none.jsonl"))

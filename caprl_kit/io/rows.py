@@ -1,0 +1,40 @@
+"""Rows of a small JSONL or Parquet file (any fsspec URL) as dicts: the one reader behind eval's caption files and
+blind-caption candidates, the eval/demo reports' sample files and the trainers' validation rows. A line that is not
+JSON is one error naming the file and line; ``key`` turns errors into a ``ConfigError`` on that config key."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
+from caprl_kit.io.fs import url_to_fs
+
+
+def _fail(message: str, key: str | None, hint: str) -> Exception:
+    return ConfigError([ConfigIssue(key, message, hint)]) if key else CaprlError(f"{message}; {hint}")
+
+
+def read_rows(url: str, *, columns: list[str] | None = None, key: str | None = None,
+              missing_ok: bool = False) -> list[dict[str, Any]]:
+    """Every row of ``url`` (``.parquet``: Parquet; anything else: JSON Lines, blank lines skipped). ``columns``
+    reads only those Parquet columns; ``missing_ok`` gives ``[]`` for a file that does not exist."""
+    import pyarrow.parquet as pq
+
+    fs, path = url_to_fs(url)
+    if not fs.exists(path):
+        if missing_ok:
+            return []
+        raise _fail(f"{url} does not exist", key, "fix the path")
+    if path.endswith(".parquet"):
+        with fs.open(path, "rb") as fh:
+            return pq.read_table(fh, columns=columns).to_pylist()
+    rows = []
+    for number, line in enumerate(fs.cat(path).decode("utf-8", errors="replace").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise _fail(f"{url} line {number} is not valid JSON ({exc.msg})", key, "one JSON object per line"
+                            ) from None
+    return rows
