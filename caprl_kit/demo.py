@@ -12,7 +12,7 @@ Steps (each resumable; rerunning skips what is done):
 6. ``caprl eval`` on the held-out test split, twice (SFT-only = A0, RL = A1), with the image-blind ceiling;
 7. one HTML report: reward curve, funnel, eval table, sample captions.
 
-With ``trainers`` (``caprl demo --trainers``) two more rows, from the same warm start: the GRPO run with its reward
+With ``trainers`` (the default; ``caprl demo --no-trainers`` skips them) two more rows, from the same warm start: the GRPO run with its reward
 served over HTTP by ``caprl serve-reward`` on 127.0.0.1, and DPO on reward-ranked pairs of the warm start's own
 samples (``caprl train pairs``).
 """
@@ -170,7 +170,7 @@ def trainer_rows(out: Path, train_dir: Path, base: list[str], curated: dict[str,
 
 def run_demo(out_dir: str | Path = "demo_output", *, seed: int = 0, n_train: int = 200, n_val: int = 100,
              n_test: int = 200, sft_steps: int | None = None, rl_steps: int | None = None,
-             eval_steps: int | None = None, trainers: bool = False, progress: Progress | None = None,
+             eval_steps: int | None = None, trainers: bool = True, progress: Progress | None = None,
              overwrite: bool = False) -> dict[str, Any]:
     """Run the demo into ``out_dir``; returns the summary (also written to ``summary.json``). ``sft_steps`` /
     ``rl_steps`` / ``eval_steps`` override the recipe (reduced runs); ``trainers`` adds the GRPO-over-HTTP and

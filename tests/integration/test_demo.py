@@ -1,5 +1,5 @@
 """A reduced `caprl demo` end to end: the learning proof in small (RL beats SFT-only and the image-blind ceiling on
-held-out images), the report, and the resume (a rerun redoes nothing)."""
+held-out images), the GRPO-over-HTTP and DPO rows, the report, and the resume (a rerun redoes nothing)."""
 
 from __future__ import annotations
 
@@ -36,7 +36,17 @@ def test_reduced_demo_learns_and_resumes(tmp_path: Path, monkeypatch) -> None:
         assert set(rates) == {"truncated", "repetitive", "boilerplate_opener", "meta_ending", "empty"}
         assert f"{rates['truncated']:.1%}" in report
 
-    shards = sorted((out / "annotate").glob("*.parquet")) + sorted((out / "train").glob("best/*.safetensors"))
+    # the other trainers from the same warm start: GRPO scored by a `caprl serve-reward` process, DPO on pairs
+    rows = summary["trainers"]
+    assert abs(rows["grpo_http"]["accuracy"] - ev["A1_rl"]) <= 0.05, rows
+    assert rows["grpo_http"]["reward_service"]["captions_per_s"] > 0 and rows["grpo_http"]["reward_service"]["latency_s"] > 0
+    assert rows["dpo"]["pairs"] > 0 and 0.0 <= rows["dpo"]["chosen_longer_share"] <= 1.0
+    assert rows["dpo"]["accuracy"] >= ev["A0_sft"] + 0.10, rows  # the full run's bar is A0 + 0.20
+    assert "reward over HTTP" in report and f"{rows['dpo']['pairs']} pairs" in report
+    assert (out / "pairs" / "pairs.parquet").is_file() and (out / "train_dpo" / "best" / "config.json").is_file()
+
+    shards = (sorted((out / "annotate").glob("*.parquet")) + sorted((out / "train").glob("best/*.safetensors"))
+              + sorted((out / "pairs" / "scored").glob("*.parquet")) + sorted(out.glob("train_*/best/*.safetensors")))
     stamps = [p.stat().st_mtime_ns for p in shards]
     args = ["demo", "--out", str(out)] + [f"--{k.replace('_', '-')}={v}" for k, v in REDUCED.items()]
     result = CliRunner().invoke(app, args)

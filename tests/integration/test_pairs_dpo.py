@@ -237,3 +237,20 @@ def test_grpo_scored_through_a_real_reward_server(tiny_models, curated: Path, tm
     # every completion of both steps went through the server (2 steps x 4 completions)
     counted = [line for line in served.splitlines() if line.startswith("caprl_reward_captions_total")]
     assert counted and float(counted[0].split()[-1]) >= 8
+
+
+def test_demo_reward_server_is_a_real_process_on_loopback(tmp_path: Path) -> None:
+    """The demo's GRPO-over-HTTP row talks to `caprl serve-reward` started as its own process on 127.0.0.1."""
+    import httpx
+
+    from caprl_kit.demo import reward_server
+
+    with reward_server(tmp_path) as url:
+        assert url.startswith("http://127.0.0.1:")
+        qa = {"question": "What color is the circle?", "choices": ["A) red", "B) blue", "C) green", "D) yellow"],
+              "answer": "A"}
+        body = {"captions": ["A red circle at the left.", "A shape at the left."], "ground_truth": [[qa], [qa]]}
+        r = httpx.post(f"{url}/v1/reward", json=body, timeout=30)
+        assert r.status_code == 200 and r.json()["rewards"] == [1.0, 0.0]
+    with pytest.raises(httpx.HTTPError):  # stopped on exit
+        httpx.get(f"{url}/health", timeout=2)
