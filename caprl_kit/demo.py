@@ -138,7 +138,9 @@ def trainer_rows(out: Path, train_dir: Path, base: list[str], curated: dict[str,
     http_dir = out / "train_http"
     if overwrite or not (http_dir / "final" / "config.json").is_file():
         with reward_server(out / "reward_server") as url:
+            # the server scores with its own qa config (every question once, lexical): the local one goes
             cfg = load_config("train/sanity_tiny_trl", [*base, f"policy={sft}", "~sft", f"output_dir={http_dir}",
+                                                        "~reward.qa.mode", "~reward.qa.answerer",
                                                         f"reward.qa.service.urls=[{url}]"], kind="train")
             train(cfg, overwrite=overwrite, progress=progress)
     best = json.loads((http_dir / "best.json").read_text())

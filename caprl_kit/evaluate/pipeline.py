@@ -226,7 +226,7 @@ def run_qa_utility(cfg: EvalConfig, progress: Progress) -> tuple[dict[str, Any],
     import pyarrow.parquet as pq
 
     from caprl_kit.rewards.base import decode_ground_truth
-    from caprl_kit.rewards.qa import QAScorer
+    from caprl_kit.rewards.qa import qa_scorer
 
     qu = cfg.qa_utility
     fs, path = url_to_fs(qu.dataset)  # type: ignore[union-attr]
@@ -238,7 +238,7 @@ def run_qa_utility(cfg: EvalConfig, progress: Progress) -> tuple[dict[str, Any],
         video = bool(r.get("videos"))
         media.append(((r["videos"] if video else r["images"])[0], "video" if video else "image"))
     captions, no_caption, monitors, _ = captions_for(cfg, "qa_utility", list(dict.fromkeys(media)), progress)
-    scorer = QAScorer(qu.qa)  # type: ignore[union-attr]
+    scorer = qa_scorer(qu.qa)  # type: ignore[union-attr]  # in-process, or the reward service
     qas = [decode_ground_truth(r["reward_model"]["ground_truth"]) for r in rows]
     caps, gts, index, unscored = [], [], [], []
     for r, qa, (m, _) in zip(rows, qas, media):

@@ -29,8 +29,12 @@ def read_rows(url: str, *, columns: list[str] | None = None, key: str | None = N
     if path.endswith(".parquet"):
         with fs.open(path, "rb") as fh:
             return pq.read_table(fh, columns=columns).to_pylist()
+    try:
+        text = fs.cat(path).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _fail(f"{url} is not UTF-8 text (byte {exc.start})", key, "write JSON Lines in UTF-8") from None
     rows = []
-    for number, line in enumerate(fs.cat(path).decode("utf-8", errors="replace").splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if line.strip():
             try:
                 rows.append(json.loads(line))

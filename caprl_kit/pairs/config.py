@@ -19,8 +19,8 @@ def _sampler() -> BackendConfig:
 
 
 class PairsDataConfig(ConfigModel):
-    path: str = Field(description="A curated QA file (caprl curate's dataset/train.parquet or .jsonl, or the official "
-                      "CapRL-QA-75K layout with image paths): its images are captioned, its questions score them")
+    path: str = Field(description="A curated QA file (caprl curate's dataset/train.parquet or .jsonl; image paths, "
+                      "not embedded bytes): its images are captioned, its questions score them")
     image_key: str = Field("images", description="Column with the image path(s) (a list: its first entry)")
     id_key: str = Field("id", description="Column with row ids (the row index when the file has none)")
     media_root: str | None = Field(None, description="Folder relative image paths resolve against (default: the "

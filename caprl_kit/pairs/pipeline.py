@@ -46,9 +46,10 @@ def _columns(cfg: PairsConfig) -> list[str]:
     import pyarrow.parquet as pq
 
     fs, path = url_to_fs(cfg.data.path)
-    if not fs.exists(path):
-        raise ConfigError([ConfigIssue("data.path", f"{cfg.data.path} does not exist",
-                                       "point it at a curated dataset (caprl curate's dataset/train.parquet)")])
+    if not fs.exists(path) or fs.isdir(path):
+        raise ConfigError([ConfigIssue("data.path", f"{cfg.data.path} " + ("is a folder" if fs.exists(path) else
+                                       "does not exist"), "point it at one curated QA file (caprl curate's "
+                                       "dataset/train.parquet or .jsonl)")])
     if _is_parquet(path):
         with fs.open(path, "rb") as fh:
             return list(pq.ParquetFile(fh).schema_arrow.names)
@@ -86,24 +87,26 @@ def iter_rows(cfg: PairsConfig) -> Iterator[dict[str, Any]]:
                     yield from batch.to_pylist()
         else:
             with fs.open(path, "rt") as fh:
-                for line in fh:
+                for number, line in enumerate(fh, 1):
                     if line.strip():
-                        yield json.loads(line)
+                        try:
+                            yield json.loads(line)
+                        except json.JSONDecodeError as exc:
+                            raise CaprlError(f"{d.path} line {number} is not valid JSON ({exc.msg})") from None
 
     for i, row in enumerate(raw()):
         if d.limit and i >= d.limit:
             return
         media = row.get(d.image_key)
-        media = media if isinstance(media, list) else [media]
-        images = [_resolve(base, m) for m in media if isinstance(m, str) and m]
-        if not images:
+        first = (media[0] if media else None) if isinstance(media, list) else media
+        if not isinstance(first, str) or not first:
             raise CaprlError(f"{d.path} row {i}: no image path in '{d.image_key}' (embedded image bytes are not "
                              "supported here: write the images to files and list their paths)")
-        first = media[0]
         rm = row.get("reward_model") or {}
-        yield {"id": str(row[d.id_key]) if has_id else str(i),
-               "key": str(row[d.id_key]) if has_id else first,
-               "images": images, "ground_truth": rm.get("ground_truth") if isinstance(rm, dict) else None}
+        key = str(row.get(d.id_key)) if has_id else first  # what the sampling run keys the row by (annotate)
+        # the samples caption the first image only, so the pairs carry that one
+        yield {"row": i, "id": key if has_id else str(i), "key": key, "images": [_resolve(base, first)],
+               "ground_truth": rm.get("ground_truth") if isinstance(rm, dict) else None}
 
 
 def listing(cfg: PairsConfig) -> Listing:
@@ -135,7 +138,10 @@ def sampling_config(cfg: PairsConfig) -> Any:
 
 
 def score_hash(cfg: PairsConfig) -> str:
-    parts = {k: getattr(cfg, k).model_dump(mode="json") for k in ("data", "captioner", "media", "reward")}
+    """What the scores depend on; where the reward service runs (URLs, timeouts) is not part of it."""
+    parts = {k: getattr(cfg, k).model_dump(mode="json") for k in ("data", "captioner", "media")}
+    parts["reward"] = cfg.reward.model_dump(mode="json", exclude={"qa": {"service"}})
+    parts["scored_by_service"] = cfg.reward.qa.service is not None
     parts["prompt"] = cfg.prompt
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
@@ -150,23 +156,30 @@ class ScoreWorker:
 
         self.cfg = cfg
         self.progress = progress or NullProgress()
-        self.reward = CaprlReward(cfg.reward)
+        self.reward = CaprlReward(cfg.reward, tokenizer=_length_tokenizer(cfg))
         self.samples = RunDir(join(str(cfg.output_dir), PAIRS_SAMPLES_DIR), AnnotationRow)
         self.run = RunDir(join(str(cfg.output_dir), PAIRS_SCORED_DIR), ScoredCaptionRow)
 
-    def _score(self, groups: list[tuple[list[str], Any]]) -> list[list[dict[str, Any]] | str]:
-        """Per group (captions, ground truth): the details of each caption, or why the reward failed."""
-        caps = [c for cs, _ in groups for c in cs]
-        gts = [gt for cs, gt in groups for _ in cs]
+    def _score(self, groups: list[tuple[list[str], Any, list[str]]]) -> list[list[dict[str, Any]] | str]:
+        """Per group (captions, ground truth, images): the details of each caption, or why the reward failed. A
+        reward service that no replica answers stops the shard at once (``RewardUnavailable``): retrying it item by
+        item would only wait for the same timeouts."""
+        from caprl_kit.rewards.client import RewardUnavailable
+
+        caps = [c for cs, _, _ in groups for c in cs]
+        gts = [gt for cs, gt, _ in groups for _ in cs]
+        images = [im for cs, _, im in groups for _ in cs]  # the terms that look at the image (vl_judge) get it
         try:
-            out = self.reward.compute(caps, ground_truth=gts)
+            out = self.reward.compute(caps, ground_truth=gts, images=images)
+        except RewardUnavailable:
+            raise
         except Exception as exc:  # noqa: BLE001 - isolated below, item by item
             if len(groups) == 1:
                 return [f"{type(exc).__name__}: {exc}"]
             return [r for g in groups for r in self._score([g])]
         result: list[list[dict[str, Any]] | str] = []
         i = 0
-        for cs, _ in groups:
+        for cs, _, _ in groups:
             result.append([{**d, "score": s} for d, s in zip(out.details[i:i + len(cs)], out.scores[i:i + len(cs)])])
             i += len(cs)
         return result
@@ -180,10 +193,13 @@ class ScoreWorker:
         stats = StatsBuilder(spec.shard_id, ScoredCaptionRow.schema_id())
         rows: list[dict[str, Any]] = []
         todo = [(it, s) for it, s in zip(items, sampled) if s["status"] == "ok" and s["captions"]]
-        scored = self._score([(s["captions"], it["ground_truth"]) for it, s in todo])
+        scored = self._score([(s["captions"], it["ground_truth"], it["images"]) for it, s in todo])
+        if todo and all(isinstance(r, str) for r in scored):  # not one item's fault: nothing is committed
+            raise CaprlError(f"shard {spec.name}: the reward failed for every item (e.g. {scored[0]}); fix it "
+                             "and rerun: finished shards are kept")
         by_key = {id(s): r for (_, s), r in zip(todo, scored)}
         for it, s in zip(items, sampled):
-            base = {"id": it["id"], "key": it["key"], "images": it["images"]}
+            base = {"row": it["row"], "id": it["id"], "key": it["key"], "images": it["images"]}
             result = by_key.get(id(s))
             if result is None:
                 rows.append({**base, "caption_index": -1, "status": s["status"] if s["status"] != "ok" else
@@ -206,8 +222,17 @@ class ScoreWorker:
                 stats.add_metric("score_sum", r["score"])
         built = stats.build()
         self.run.commit_shard(spec.shard_id, rows, built)
-        self.progress.advance("score", items=len(items))
+        self.progress.advance("score", items=len(rows))  # rows, as the other runners count a shard's stats
         return built
+
+
+def _length_tokenizer(cfg: PairsConfig) -> Any:
+    """The captioner's tokenizer for a weighted length term without its own (training counts policy tokens)."""
+    if cfg.reward.length.tokenizer or not any(c.name == "length" and c.weight for c in cfg.reward.components):
+        return None
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(cfg.captioner.model)
 
 
 def _at(values: list[Any] | None, i: int) -> Any:
@@ -216,6 +241,13 @@ def _at(values: list[Any] | None, i: int) -> Any:
 
 def make_scorer(cfg: PairsConfig, progress: Progress) -> ScoreWorker:
     return ScoreWorker(cfg, progress)
+
+
+def reward_engines(cfg: PairsConfig) -> tuple[Any, ...]:
+    """The engines a score worker builds (what it asks of the cluster: GPUs): the in-process answerer and judge."""
+    weighted = {c.name for c in cfg.reward.components if c.weight}
+    out = [cfg.reward.qa.answerer] if "qa_accuracy" in weighted and cfg.reward.qa.service is None else []
+    return tuple(out + ([cfg.reward.vl_judge.judge] if "vl_judge" in weighted else []))
 
 
 # --------------------------------------------------------------------------- the pairs
@@ -262,10 +294,10 @@ def export_pairs(cfg: PairsConfig) -> dict[str, Any]:
 
     run = RunDir(join(str(cfg.output_dir), PAIRS_SCORED_DIR), ScoredCaptionRow)
     prompt = [{"role": "user", "content": PROMPTS.get(cfg.prompt)}]
-    groups: dict[str, list[dict[str, Any]]] = {}
+    groups: dict[int, list[dict[str, Any]]] = {}
     for url in run.shard_urls():
         for r in read_shard(url, ScoredCaptionRow).to_pylist():
-            groups.setdefault(r["id"], []).append(r)
+            groups.setdefault(r["row"], []).append(r)  # by row: ids need not be unique
     pairs, dropped = [], Counter()
     for rows in groups.values():
         chosen, why = select_pairs(rows, cfg.pairs)
@@ -289,6 +321,7 @@ def export_pairs(cfg: PairsConfig) -> dict[str, Any]:
         "images": len(groups), "images_with_pairs": len({p["id"] for p in pairs}), "pairs": len(pairs),
         "images_without_pairs": dict(dropped), "captions_scored": len(scored),
         "captions_failed": sum(r["status"] != "ok" for rows in groups.values() for r in rows),
+        "images_reward_failed": sum(any(r["status"] == "reward_failed" for r in rows) for rows in groups.values()),
         "mean_score": sum(r["score"] for r in scored) / len(scored) if scored else None,
         "mean_margin": sum(p["margin"] for p in pairs) / len(pairs) if pairs else None,
         "chosen_longer_share": sum(longer) / len(longer) if longer else None,
@@ -318,13 +351,13 @@ def plan(cfg: PairsConfig) -> list[str]:
         head = f"WARNING: cannot read the data yet: {exc}"
     s = cfg.captioner.sampling
     terms = " + ".join(f"{c.weight} x {c.name}" for c in cfg.reward.components if c.weight)
-    where = f"reward service {', '.join(cfg.reward.qa.service.urls)}" if cfg.reward.qa.service else \
-        f"answerer {cfg.reward.qa.answerer.name}:{cfg.reward.qa.answerer.model or ''}"
+    where = f"reward service {', '.join(cfg.reward.qa.service.urls)}, its own qa config" if cfg.reward.qa.service \
+        else f"answerer {cfg.reward.qa.answerer.name}:{cfg.reward.qa.answerer.model or ''}, mode {cfg.reward.qa.mode}"
     p = cfg.pairs
     return [head,
             f"sample {s.n} captions per image with {cfg.captioner.name}:{cfg.captioner.model} (temperature "
             f"{s.temperature}, max_tokens {s.max_tokens}) into {join(str(cfg.output_dir), PAIRS_SAMPLES_DIR)}",
-            f"score every caption with {terms} ({where}, mode {cfg.reward.qa.mode})",
+            f"score every caption with {terms} ({where})",
             f"pair them: margin >= {p.min_margin}, at most {p.per_image} pair(s) per image, length ratio "
             f"{p.max_length_ratio or 'free'}, never choose {', '.join(p.skip_flagged) or 'any flag'}; write {PAIRS}, "
             f"{PAIRS_JSONL} and {PAIRS_SUMMARY}"]
@@ -336,19 +369,23 @@ def run(cfg: PairsConfig, *, overwrite: bool = False, progress: Progress | None 
     progress = progress or NullProgress()
     t0 = time.perf_counter()
     engines = {"captioner": cfg.captioner}
-    if cfg.reward.qa.service is None and any(c.name == "qa_accuracy" and c.weight for c in cfg.reward.components):
+    weighted = {c.name for c in cfg.reward.components if c.weight}
+    if cfg.reward.qa.service is None and "qa_accuracy" in weighted:
         engines["reward.qa.answerer"] = cfg.reward.qa.answerer
+    if "vl_judge" in weighted:
+        engines["reward.vl_judge.judge"] = cfg.reward.vl_judge.judge
     seen = begin(cfg, "pairs", lambda: listing(cfg), engines, overwrite=overwrite)
     sampled = annotate(sampling_config(cfg), progress=progress)
     stage = Stage("score", "pairs/score", RunDir(join(str(cfg.output_dir), PAIRS_SCORED_DIR), ScoredCaptionRow),
                   score_hash(cfg), functools.partial(make_scorer, cfg),
-                  lambda: iter_shards(iter_rows(cfg), cfg.sharding.shard_size))
+                  lambda: iter_shards(iter_rows(cfg), cfg.sharding.shard_size),
+                  total=seen.n_items * cfg.captioner.sampling.n, engines=reward_engines(cfg))
     written, skipped = run_stage(cfg, stage, seen, progress=progress)
     summary = export_pairs(cfg)
     report = RunReport(command="pairs", output_dir=str(cfg.output_dir), n_items=seen.n_items,
                        n_ok=summary["images_with_pairs"], shards_done=len(written), shards_skipped=skipped,
                        duration_s=time.perf_counter() - t0)
-    report.n_failed = sampled.n_failed
+    report.n_failed = sampled.n_failed + summary["images_reward_failed"]
     report.status_counts = {"with_pairs": summary["images_with_pairs"], **summary["images_without_pairs"]}
     report.metrics.update({k: float(summary[k]) for k in ("pairs", "captions_scored", "mean_score", "mean_margin",
                                                           "chosen_longer_share") if summary[k] is not None})

@@ -13,6 +13,10 @@ from typing import Any, Sequence
 from caprl_kit.rewards.base import RewardError
 
 
+class RewardUnavailable(RewardError):
+    """No reward server answered (connection errors, 5xx, timeouts on every replica): not the request's fault."""
+
+
 class RewardClient:
     def __init__(self, urls: Sequence[str] | str, token: str | None = None, timeout_s: float = 1800.0):
         if isinstance(urls, str):
@@ -54,7 +58,7 @@ class RewardClient:
                 continue
             if (data := self._handle(base, resp, errors)) is not None:
                 return data
-        raise RewardError("every reward server failed: " + "; ".join(errors))
+        raise RewardUnavailable("every reward server failed: " + "; ".join(errors))
 
     async def apost(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         import httpx
@@ -69,7 +73,7 @@ class RewardClient:
                     continue
                 if (data := self._handle(base, resp, errors)) is not None:
                     return data
-        raise RewardError("every reward server failed: " + "; ".join(errors))
+        raise RewardUnavailable("every reward server failed: " + "; ".join(errors))
 
 
 class RemoteQAScorer:
@@ -84,9 +88,6 @@ class RemoteQAScorer:
         token = os.environ.get(cfg.token_env) if cfg.token_env else None
         self.cfg = cfg
         self.client = RewardClient(cfg.urls, token=token, timeout_s=cfg.timeout_s)
-        self.calls = 0
-        self.captions = 0
-        self.seconds = 0.0
 
     def _post(self, captions: list[str], qa_lists: list[list[Any]]) -> tuple[list[float], float]:
         import time
@@ -105,17 +106,21 @@ class RemoteQAScorer:
 
         from caprl_kit.rewards.base import RewardOutput
 
-        if not captions:
-            return RewardOutput([], [])
+        # a caption with no questions scores 0, as in-process (the server refuses an empty list with a 422)
+        asked = [i for i, qas in enumerate(qa_lists) if qas]
+        scores = [0.0] * len(captions)
+        if not asked:
+            return RewardOutput(scores, [{"qa_reward": 0.0} for _ in scores])
         step = self.cfg.max_captions_per_request
-        chunks = [(list(captions[i:i + step]), list(qa_lists[i:i + step])) for i in range(0, len(captions), step)]
+        chunks = [([captions[i] for i in asked[k:k + step]], [qa_lists[i] for i in asked[k:k + step]])
+                  for k in range(0, len(asked), step)]
         t0 = time.perf_counter()
         with ThreadPoolExecutor(max_workers=min(16, len(chunks))) as pool:
             results = list(pool.map(lambda c: self._post(*c), chunks))
         wall = time.perf_counter() - t0
-        scores = [s for chunk, _ in results for s in chunk]
+        for i, s in zip(asked, [s for chunk, _ in results for s in chunk]):
+            scores[i] = s
         latency = sum(sec for _, sec in results) / len(results)
-        self.calls, self.captions, self.seconds = self.calls + 1, self.captions + len(captions), self.seconds + wall
-        rate = len(captions) / wall if wall > 0 else 0.0
+        rate = len(asked) / wall if wall > 0 else 0.0
         details = [{"qa_reward": s, "service_latency_s": latency, "service_captions_per_s": rate} for s in scores]
         return RewardOutput(scores, details)

@@ -49,6 +49,14 @@ class QARewardConfig(ConfigModel):
         if self.answerer.sampling != SamplingConfig():  # a resolved config dumps the default: that one is fine
             raise FieldIssue("answerer.sampling", "is not used: the answerer samples with qa.sampling",
                              "move these keys to qa.sampling")
+        if self.service is not None:  # the server's own qa config scores: a different local one would be ignored
+            default = QARewardConfig()
+            ignored = [k for k in ("mode", "qa_num", "compat", "seed", "answerer", "sampling")
+                       if getattr(self, k) != getattr(default, k)]
+            if ignored:
+                raise FieldIssue(ignored[0], f"is set, but with qa.service the reward server's own qa config decides "
+                                 f"({', '.join(ignored)} would be ignored)", "set them in the server's config "
+                                 "(caprl serve-reward), or drop qa.service to score in-process")
         return self
 
 

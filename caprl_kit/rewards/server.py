@@ -29,10 +29,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from caprl_kit.backends.base import Feed, Request, Response
-from caprl_kit.config import ConfigModel, JobConfig
+from caprl_kit.config import ConfigModel, FieldIssue, JobConfig
 from caprl_kit.errors import InvalidMCQ
 from caprl_kit.log import get_logger
 from caprl_kit.mcq.options import split_question_full
@@ -58,6 +58,13 @@ class RewardServerConfig(JobConfig):
     format_weight: float | None = Field(
         None, description="Weight of the timestamp-format term; default 0.2 for video, 0 for image (spec §2.4)")
     timestamp_format: TimestampFormatConfig = Field(default_factory=TimestampFormatConfig)
+
+    @model_validator(mode="after")
+    def _scores_itself(self) -> "RewardServerConfig":
+        if self.qa.service is not None:
+            raise FieldIssue("qa.service", "a reward server scores with its own answerer (qa.answerer), not "
+                             "through another server", "remove qa.service")
+        return self
 
 
 class TypedRewardRequest(BaseModel):

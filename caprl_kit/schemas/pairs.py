@@ -25,6 +25,7 @@ class ScoredCaptionRow(Artifact):
     consumer = "caprl train pairs (pair selection), polars / datasets for analysis"
     file_pattern = pattern(PAIRS_SCORED_DIR, SHARD)
     example = {
+        "row": 0,
         "id": "img_0001",
         "key": "img_0001",
         "images": ["/data/images/img_0001.jpg"],
@@ -39,6 +40,7 @@ class ScoredCaptionRow(Artifact):
         "error_message": None,
     }
 
+    row: int = Field(description="Row index in the QA file (pairs are chosen per row)")
     id: str = Field(description="Row id of the QA dataset (its `id` column, else the row index)")
     key: str = Field(description="Item key of the sampling run (OUTPUT/samples)")
     images: list[str] = Field(default_factory=list, description="Image path(s) of the row, as the DPO data needs them")
@@ -50,7 +52,7 @@ class ScoredCaptionRow(Artifact):
     finish_reason: str | None = Field(None, description="stop or length")
     caption_flags: list[str] = Field(default_factory=list, description="Caption hygiene flags (caprl_kit/monitors.py)")
     status: str = Field(description="ok, or why the caption has no score (the sampling item's failure kind, "
-                        "reward_failed)")
+                        "no_caption, reward_failed)")
     error_message: str | None = Field(None, description="Why, when status is not ok")
 
 

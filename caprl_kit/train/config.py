@@ -157,6 +157,9 @@ class TrainConfig(JobConfig):
         if self.method == "dpo" and (self.trainer != "trl" or self.task != "image"):
             raise FieldIssue("method", "dpo runs with trainer: trl on image data here (verl users: the pairs file is "
                              "TRL's DPO format, docs/train.md)", "set trainer: trl and task: image, or method: grpo")
+        if self.trainer == "verl" and self.reward.qa.service is not None:
+            raise FieldIssue("reward.qa.service", "is not used by verl: its reward function reaches the servers "
+                             "listed in verl.reward_urls", "move the URLs to verl.reward_urls")
         if self.trainer == "trl" and self.task == "video":
             raise ValueError("task: video is not supported by TRL's GRPOTrainer here; set trainer: verl")
         if self.trainer == "verl" and not self.data.val_files:

@@ -13,7 +13,7 @@ from typing import Any
 
 from caprl_kit.backends import loading
 from caprl_kit.commands import NullProgress, Progress, RunReport
-from caprl_kit.errors import CaprlError
+from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.log import get_logger
 from caprl_kit.train.config import TrainConfig
 
@@ -63,8 +63,25 @@ def check_pairs(cfg: TrainConfig) -> list[str]:
     processor = loading.load("processor", cfg.policy, AutoProcessor.from_pretrained, cfg.policy, key="policy")
     processor.image_processor.max_pixels = cfg.trl.max_pixels
     batch = DataCollatorForVisionPreference(processor)([dict(ds[0])])
+    check_max_length(cfg, processor, ds)
     return lines + [f"dpo: the first pair collates to {int(batch['input_ids'].shape[1])} tokens (chosen and rejected, "
                     "image included) with the policy's processor"]
+
+
+def check_max_length(cfg: TrainConfig, processor: Any, ds: Any) -> None:
+    """``dpo.max_length`` must leave the whole prompt (its image tokens above all) and some caption: TRL's vision
+    collator cuts from the right, and a prompt cut inside its image tokens fails in the model."""
+    if cfg.dpo.max_length is None:
+        return
+    from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
+
+    empty = [{"role": "assistant", "content": ""}]
+    pair = {**dict(ds[0]), "chosen": empty, "rejected": empty}
+    prompt = int(DataCollatorForVisionPreference(processor)([pair])["input_ids"].shape[1])
+    if cfg.dpo.max_length <= prompt:
+        raise ConfigError([ConfigIssue("dpo.max_length", f"is {cfg.dpo.max_length}, but the first pair's prompt "
+                                       f"alone is {prompt} tokens (image included)", f"raise it well above {prompt}, "
+                                       "set it to null, or lower trl.max_pixels")])
 
 
 def train_dpo(cfg: TrainConfig, *, progress: Progress | None = None, policy: str | None = None) -> RunReport:
@@ -81,6 +98,7 @@ def train_dpo(cfg: TrainConfig, *, progress: Progress | None = None, policy: str
     policy = policy or cfg.policy
     train = load_pairs(cfg.data.train_files)
     processor, model = load_policy(cfg, policy)
+    check_max_length(cfg, processor, train)
     losses = [d.loss_type] + (["sft"] if d.sft_weight else [])
     args = DPOConfig(
         output_dir=str(out), beta=d.beta, loss_type=losses, loss_weights=[1.0, d.sft_weight] if d.sft_weight else None,

@@ -254,3 +254,54 @@ def test_demo_reward_server_is_a_real_process_on_loopback(tmp_path: Path) -> Non
         assert r.status_code == 200 and r.json()["rewards"] == [1.0, 0.0]
     with pytest.raises(httpx.HTTPError):  # stopped on exit
         httpx.get(f"{url}/health", timeout=2)
+
+
+def test_a_bad_qa_list_fails_its_item_and_a_dead_reward_service_commits_nothing(tiny_models, curated: Path,
+                                                                                 tmp_path: Path) -> None:
+    rows = pq.read_table(curated / "out" / "dataset" / "train.parquet").to_pylist()[:4]
+    rows[1]["reward_model"] = {**rows[1]["reward_model"], "ground_truth": "not json"}
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "one-bad"
+    cfg = pairs_data(tiny_models, curated, out, data={"path": str(data)})
+    report = run_pairs(PairsConfig.model_validate(cfg))
+    scored = [r for f in sorted((out / "scored").glob("0*.parquet")) for r in pq.read_table(f).to_pylist()]
+    failed = [r for r in scored if r["status"] == "reward_failed"]
+    assert {r["row"] for r in failed} == {1} and len(failed) == N_SAMPLES and "JSON" in failed[0]["error_message"]
+    assert sum(r["status"] == "ok" for r in scored) == 3 * N_SAMPLES and report.n_failed == 1
+    # no reward server answers: the shard is not committed as done (a rerun scores it), one clear error
+    dead = pairs_data(tiny_models, curated, tmp_path / "dead", data={"path": str(data)})
+    dead["reward"]["qa"] = {"service": {"urls": ["http://127.0.0.1:9"], "timeout_s": 2}}
+    with pytest.raises(Exception) as err:
+        run_pairs(PairsConfig.model_validate(dead))
+    assert "every reward server failed" in str(err.value)
+    assert not list((tmp_path / "dead" / "scored").glob("*_stats.json"))
+
+
+def test_service_settings_that_would_be_ignored_are_refused() -> None:
+    from caprl_kit.config import validate
+    from caprl_kit.rewards.server import RewardServerConfig
+
+    service = {"urls": ["http://127.0.0.1:18889"]}
+    with pytest.raises(ConfigError) as err:
+        validate(PairsConfig, {"data": {"path": "x.parquet"}, "captioner": {"model": "m"},
+                               "reward": {"qa": {"mode": "all_qa", "service": service}}})
+    assert "reward.qa.mode" in str(err.value) and "server's own qa config" in str(err.value)
+    with pytest.raises(ConfigError, match="qa.service"):
+        validate(RewardServerConfig, {"qa": {"service": service}})
+    with pytest.raises(ConfigError, match="verl.reward_urls"):
+        validate(TrainConfig, {"trainer": "verl", "policy": "p", "data": {"train_files": ["a"], "val_files": ["b"]},
+                               "reward": {"qa": {"service": service}}})
+
+
+def test_remote_scorer_scores_an_empty_qa_list_zero_like_in_process() -> None:
+    from caprl_kit.rewards.client import RemoteQAScorer
+    from caprl_kit.rewards.config import RewardServiceConfig
+    from caprl_kit.rewards.server import RewardServerConfig, create_app
+    from caprl_kit.schemas.curate import MCQ
+    from uvicorn_thread import serve
+
+    qa = MCQ(question="What color is the circle?", choices=["A) red", "B) blue"], answer="A")
+    with serve(create_app(RewardServerConfig.model_validate({"qa": {"mode": "all_qa"}}))) as url:
+        out = RemoteQAScorer(RewardServiceConfig(urls=[url])).score(["A red circle.", "A red circle."], [[qa], []])
+    assert out.scores == [1.0, 0.0]

@@ -74,3 +74,12 @@ def test_read_rows_jsonl_parquet_missing_and_bad_lines(tmp_path) -> None:
     assert err.value.issues[0].path == "captions.path" and "bad.jsonl line 2 is not valid JSON" in str(err.value)
     with pytest.raises(CaprlError, match="does not exist"):
         read_rows(str(tmp_path / "none.jsonl"))
+
+
+def test_read_rows_refuses_text_that_is_not_utf8(tmp_path) -> None:
+    from caprl_kit.errors import ConfigError
+    from caprl_kit.io.rows import read_rows
+
+    (tmp_path / "latin.jsonl").write_bytes('{"caption": "caf\u00e9"}\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        read_rows(str(tmp_path / "latin.jsonl"), key="captions.path")
