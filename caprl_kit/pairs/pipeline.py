@@ -356,7 +356,7 @@ def plan(cfg: PairsConfig) -> list[str]:
     p = cfg.pairs
     return [head,
             f"sample {s.n} captions per image with {cfg.captioner.name}:{cfg.captioner.model} (temperature "
-            f"{s.temperature}, max_tokens {s.max_tokens}) into {join(str(cfg.output_dir), PAIRS_SAMPLES_DIR)}",
+            f"{s.temperature}, max_tokens {s.max_tokens}) into {join(cfg.output_dir or '<--output>', PAIRS_SAMPLES_DIR)}",
             f"score every caption with {terms} ({where})",
             f"pair them: margin >= {p.min_margin}, at most {p.per_image} pair(s) per image, length ratio "
             f"{p.max_length_ratio or 'free'}, never choose {', '.join(p.skip_flagged) or 'any flag'}; write {PAIRS}, "

@@ -47,11 +47,16 @@ def _todo(shards: Iterable[tuple[ShardSpec, list[Any]]], done: set[int], skips: 
 
 def run_stream(worker: Any, shards: Iterator[tuple[ShardSpec, list[Any]]], max_retries: int) -> list[ShardStats]:
     """Feed every shard through the worker's streaming engine; when it fails (not per item: those are rows), the
-    shards it held but had not committed are fed again, at most ``max_retries`` times, then ``ShardFailed``."""
+    shards it held but had not committed are fed again, at most ``max_retries`` times in a row (``next_attempt``),
+    then ``ShardFailed``."""
+    from caprl_kit.runners.stream import next_attempt
+
     written: list[ShardStats] = []
     source: Iterator[tuple[ShardSpec, list[Any]]] = shards
-    for attempt in range(max_retries + 1):
+    attempt = 0
+    while True:
         stream = worker.open_stream()
+        committed = len(written)
         try:
             for stats in stream.run(source):
                 written.append(stats)
@@ -61,12 +66,12 @@ def run_stream(worker: Any, shards: Iterator[tuple[ShardSpec, list[Any]]], max_r
         except Exception as exc:
             left = stream.uncommitted()
             names = ", ".join(spec.name for spec, _ in left) or "none"
-            if attempt == max_retries:
-                raise ShardFailed(f"shard(s) {names} failed {attempt + 1} time(s): {exc!r}") from exc
+            attempt = next_attempt(attempt, len(written) > committed)
+            if attempt > max_retries:
+                raise ShardFailed(f"shard(s) {names} failed {attempt} time(s): {exc!r}") from exc
             log.warning("the stream failed (%r) with shard(s) %s open; redoing them (%d/%d)", exc, names,
-                        attempt + 1, max_retries)
+                        attempt, max_retries)
             source = itertools.chain(left, source)
-    return written
 
 
 def run_local(

@@ -207,6 +207,13 @@ class ShardFeed:
                 # short waits: Ctrl-C and shutdown are seen at once
 
 
+def next_attempt(attempt: int, progressed: bool) -> int:
+    """The one retry rule of a broken stream (``run_stream`` and ``LiveStream``): the budget
+    (``runner.max_shard_retries``) is per failure streak, so a failure after a shard was committed starts over at
+    1, and a stream that breaks again before committing anything uses up one more try."""
+    return 1 if progressed else attempt + 1
+
+
 class LiveStream:
     """One worker's streaming engine kept open across shards handed to it one call at a time (a Ray actor's
     concurrent calls): ``run(spec, items)`` queues the shard and returns its stats once committed. A stream that
@@ -255,7 +262,7 @@ class LiveStream:
                 left = stream.uncommitted() if stream is not None else []
                 left += list(feed.first)  # redo shards the broken stream had not taken yet
                 names = ", ".join(spec.name for spec, _ in left) or "none"
-                attempt = 1 if self.commits > committed else attempt + 1  # the budget is per failure streak
+                attempt = next_attempt(attempt, self.commits > committed)
                 if isinstance(exc, CaprlError) or attempt > self.max_retries or not isinstance(exc, Exception):
                     err = exc if isinstance(exc, CaprlError) else ShardFailed(
                         f"shard(s) {names} failed {attempt} time(s): {exc!r}")

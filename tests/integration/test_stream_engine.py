@@ -123,6 +123,34 @@ def test_a_broken_stream_redoes_only_uncommitted_shards_and_every_item_lands_onc
     assert sorted(r["item"] for rows in stage.rows.values() for r in rows) == items
 
 
+class BreaksAfterEachShard:
+    """A stream that breaks after its first shard on each of its first three runs: progress between failures."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def stream(self, requests: Iterable[Request], **_: Any) -> Iterator[Response]:
+        self.calls += 1
+        for n, r in enumerate(requests):
+            if self.calls <= 3 and n == 4:  # after the first shard of this run was committed
+                raise RuntimeError("engine crashed")
+            yield Response(texts=["x"], id=r.id)
+
+
+def test_the_retry_budget_is_per_failure_streak_in_a_finite_stream_too() -> None:
+    """Three breaks with a committed shard between each: max_retries=1 is enough (as LiveStream counts)."""
+    stage, backend = EchoStage(), BreaksAfterEachShard()
+
+    class Worker:
+        def open_stream(self) -> ShardStream:
+            return ShardStream(stage, backend)
+
+    items = [f"item {i}" for i in range(12)]
+    written = run_stream(Worker(), iter_shards(items, 2), max_retries=1)
+    assert backend.calls == 4 and sorted(written) == [0, 1, 2, 3, 4, 5]
+    assert sorted(r["item"] for rows in stage.rows.values() for r in rows) == sorted(items)
+
+
 def _manifest(root: Path, n: int = 9) -> Path:
     scenes = write_scenes(root / "images", n)
     rng = random.Random(0)
