@@ -270,7 +270,7 @@ def demo(
     eval_steps: Optional[int] = typer.Option(None, help="Validate every N GRPO steps (default: the recipe's)."),
     trainers: bool = typer.Option(True, "--trainers/--no-trainers", help="Also train GRPO with the reward served "
                                   "over HTTP (caprl serve-reward on 127.0.0.1) and DPO on reward-ranked pairs, from "
-                                  "the same warm start (about 1.5 of the demo's 4.5 minutes)."),
+                                  "the same warm start (about a third of the demo's run time)."),
     overwrite: bool = typer.Option(False, "--overwrite/--resume", help="Redo finished steps instead of resuming."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True),
 ) -> None:
