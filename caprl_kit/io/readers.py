@@ -22,7 +22,6 @@ Embedded media travel as ``Locator``s (``io/locators.py``): the worker that deco
 
 from __future__ import annotations
 
-import json
 import os
 import posixpath
 import stat
@@ -190,18 +189,9 @@ def _absolute(path: str) -> str:
 
 @READERS.register("jsonl")
 def read_jsonl(cfg: InputConfig) -> Iterator[InputItem]:
-    import fsspec
+    from caprl_kit.io.rows import iter_jsonl
 
-    def rows() -> Iterator[dict[str, Any]]:
-        with fsspec.open(cfg.path, "rt") as fh:
-            for n, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise CaprlError(f"{cfg.path}:{n}: not valid JSON: {exc}") from None
-
-    yield from _rows_to_items(rows(), cfg, _manifest_dir(cfg))
+    yield from _rows_to_items(iter_jsonl(cfg.path), cfg, _manifest_dir(cfg))
 
 
 def _batches_to_rows(batches: Iterator[Any]) -> Iterator[dict[str, Any]]:

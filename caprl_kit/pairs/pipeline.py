@@ -21,6 +21,7 @@ from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.io.fs import atomic_write_text, join, url_to_fs
 from caprl_kit.io.layout import PAIRS, PAIRS_JSONL, PAIRS_SAMPLES_DIR, PAIRS_SCORED_DIR, PAIRS_SUMMARY
 from caprl_kit.io.parquet import read_shard, write_shard
+from caprl_kit.io.rows import iter_jsonl
 from caprl_kit.io.rundir import RunDir
 from caprl_kit.io.shards import Fingerprint, ShardSpec, iter_shards
 from caprl_kit.io.stats import StatsBuilder
@@ -53,11 +54,7 @@ def _columns(cfg: PairsConfig) -> list[str]:
     if _is_parquet(path):
         with fs.open(path, "rb") as fh:
             return list(pq.ParquetFile(fh).schema_arrow.names)
-    with fs.open(path, "rt") as fh:
-        for line in fh:
-            if line.strip():
-                return list(json.loads(line))
-    return []
+    return list(next(iter_jsonl(cfg.data.path, key="data.path"), {}))
 
 
 def iter_rows(cfg: PairsConfig) -> Iterator[dict[str, Any]]:
@@ -86,13 +83,7 @@ def iter_rows(cfg: PairsConfig) -> Iterator[dict[str, Any]]:
                 for batch in pq.ParquetFile(fh).iter_batches(batch_size=1024, columns=cols):
                     yield from batch.to_pylist()
         else:
-            with fs.open(path, "rt") as fh:
-                for number, line in enumerate(fh, 1):
-                    if line.strip():
-                        try:
-                            yield json.loads(line)
-                        except json.JSONDecodeError as exc:
-                            raise CaprlError(f"{d.path} line {number} is not valid JSON ({exc.msg})") from None
+            yield from iter_jsonl(d.path)
 
     for i, row in enumerate(raw()):
         if d.limit and i >= d.limit:
