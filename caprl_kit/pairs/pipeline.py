@@ -147,7 +147,7 @@ class ScoreWorker:
 
         self.cfg = cfg
         self.progress = progress or NullProgress()
-        self.reward = CaprlReward(cfg.reward, tokenizer=_length_tokenizer(cfg))
+        self.reward = CaprlReward(training_reward(cfg))
         self.samples = RunDir(join(str(cfg.output_dir), PAIRS_SAMPLES_DIR), AnnotationRow)
         self.run = RunDir(join(str(cfg.output_dir), PAIRS_SCORED_DIR), ScoredCaptionRow)
 
@@ -217,13 +217,13 @@ class ScoreWorker:
         return built
 
 
-def _length_tokenizer(cfg: PairsConfig) -> Any:
-    """The captioner's tokenizer for a weighted length term without its own (training counts policy tokens)."""
-    if cfg.reward.length.tokenizer or not any(c.name == "length" and c.weight for c in cfg.reward.components):
-        return None
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(cfg.captioner.model)
+def training_reward(cfg: PairsConfig) -> Any:
+    """``cfg.reward`` with the length term counting the captioner's tokens, as training counts the policy's (through
+    the term's own ``length.tokenizer``, loaded when the term is used) unless it names a tokenizer already."""
+    if cfg.reward.length.tokenizer:
+        return cfg.reward
+    length = cfg.reward.length.model_copy(update={"tokenizer": cfg.captioner.model})
+    return cfg.reward.model_copy(update={"length": length})
 
 
 def _at(values: list[Any] | None, i: int) -> Any:
@@ -234,11 +234,16 @@ def make_scorer(cfg: PairsConfig, progress: Progress) -> ScoreWorker:
     return ScoreWorker(cfg, progress)
 
 
-def reward_engines(cfg: PairsConfig) -> tuple[Any, ...]:
-    """The engines a score worker builds (what it asks of the cluster: GPUs): the in-process answerer and judge."""
+def reward_engines(cfg: PairsConfig) -> dict[str, Any]:
+    """The engines a score worker builds, by config key (checked before the run; what a worker asks of the cluster:
+    GPUs): the in-process answerer and the judge of the weighted terms."""
     weighted = {c.name for c in cfg.reward.components if c.weight}
-    out = [cfg.reward.qa.answerer] if "qa_accuracy" in weighted and cfg.reward.qa.service is None else []
-    return tuple(out + ([cfg.reward.vl_judge.judge] if "vl_judge" in weighted else []))
+    engines = {}
+    if "qa_accuracy" in weighted and cfg.reward.qa.service is None:
+        engines["reward.qa.answerer"] = cfg.reward.qa.answerer
+    if "vl_judge" in weighted:
+        engines["reward.vl_judge.judge"] = cfg.reward.vl_judge.judge
+    return engines
 
 
 # --------------------------------------------------------------------------- the pairs
@@ -359,18 +364,13 @@ def run(cfg: PairsConfig, *, overwrite: bool = False, progress: Progress | None 
 
     progress = progress or NullProgress()
     t0 = time.perf_counter()
-    engines = {"captioner": cfg.captioner}
-    weighted = {c.name for c in cfg.reward.components if c.weight}
-    if cfg.reward.qa.service is None and "qa_accuracy" in weighted:
-        engines["reward.qa.answerer"] = cfg.reward.qa.answerer
-    if "vl_judge" in weighted:
-        engines["reward.vl_judge.judge"] = cfg.reward.vl_judge.judge
-    seen = begin(cfg, "pairs", lambda: listing(cfg), engines, overwrite=overwrite)
+    scoring = reward_engines(cfg)
+    seen = begin(cfg, "pairs", lambda: listing(cfg), {"captioner": cfg.captioner, **scoring}, overwrite=overwrite)
     sampled = annotate(sampling_config(cfg), progress=progress)
     stage = Stage("score", "pairs/score", RunDir(join(str(cfg.output_dir), PAIRS_SCORED_DIR), ScoredCaptionRow),
                   score_hash(cfg), functools.partial(make_scorer, cfg),
                   lambda: iter_shards(iter_rows(cfg), cfg.sharding.shard_size),
-                  total=seen.n_items * cfg.captioner.sampling.n, engines=reward_engines(cfg))
+                  total=seen.n_items * cfg.captioner.sampling.n, engines=tuple(scoring.values()))
     written, skipped = run_stage(cfg, stage, seen, progress=progress)
     summary = export_pairs(cfg)
     report = RunReport(command="pairs", output_dir=str(cfg.output_dir), n_items=seen.n_items,

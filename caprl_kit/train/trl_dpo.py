@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from caprl_kit.backends import loading
 from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.log import get_logger
@@ -56,12 +55,12 @@ def check_pairs(cfg: TrainConfig) -> list[str]:
     lines = [f"dpo: {len(ds)} preference pairs in {', '.join(cfg.data.train_files)}"]
     if not Path(cfg.policy).is_dir():
         return lines + [f"dpo: SKIPPED the collator check: the policy {cfg.policy} is not a local directory"]
-    from transformers import AutoProcessor
     from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 
+    from caprl_kit.train.trl_grpo import load_processor
+
     check_policy(cfg.policy)
-    processor = loading.load("processor", cfg.policy, AutoProcessor.from_pretrained, cfg.policy, key="policy")
-    processor.image_processor.max_pixels = cfg.trl.max_pixels
+    processor = load_processor(cfg, cfg.policy)
     batch = DataCollatorForVisionPreference(processor)([dict(ds[0])])
     check_max_length(cfg, processor, ds)
     return lines + [f"dpo: the first pair collates to {int(batch['input_ids'].shape[1])} tokens (chosen and rejected, "

@@ -247,14 +247,22 @@ class MetricsCallback:
         return _CB()
 
 
-def load_policy(cfg: TrainConfig, policy: str) -> tuple[Any, Any]:
-    """The policy's processor (image area capped at ``trl.max_pixels``) and weights (bf16 on a GPU, fp32 on the
-    CPU), the vision tower frozen when ``algorithm.freeze_vision_tower``."""
-    import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+def load_processor(cfg: TrainConfig, policy: str) -> Any:
+    """The policy's processor as the trainers use it: image area capped at ``trl.max_pixels``."""
+    from transformers import AutoProcessor
 
     processor = loading.load("processor", policy, AutoProcessor.from_pretrained, policy, key="policy")
     processor.image_processor.max_pixels = cfg.trl.max_pixels
+    return processor
+
+
+def load_policy(cfg: TrainConfig, policy: str) -> tuple[Any, Any]:
+    """The policy's processor (``load_processor``) and weights (bf16 on a GPU, fp32 on the CPU), the vision tower
+    frozen when ``algorithm.freeze_vision_tower``."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    processor = load_processor(cfg, policy)
     model = loading.load("weights", policy, AutoModelForImageTextToText.from_pretrained, policy, key="policy",
                          dtype=torch.float32 if not torch.cuda.is_available() else torch.bfloat16)
     if cfg.algorithm.freeze_vision_tower:
