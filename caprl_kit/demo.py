@@ -12,9 +12,9 @@ Steps (each resumable; rerunning skips what is done):
 6. ``caprl eval`` on the held-out test split, twice (SFT-only = A0, RL = A1), with the image-blind ceiling;
 7. one HTML report: reward curve, funnel, eval table, sample captions.
 
-With ``trainers`` (the default; ``caprl demo --no-trainers`` skips them) two more rows, from the same warm start: the GRPO run with its reward
-served over HTTP by ``caprl serve-reward`` on 127.0.0.1, and DPO on reward-ranked pairs of the warm start's own
-samples (``caprl train pairs``).
+With ``trainers`` (the default; ``caprl demo --no-trainers`` skips them) two more rows, from the same warm start:
+the GRPO run with its reward served over HTTP by ``caprl serve-reward`` on 127.0.0.1, and DPO on reward-ranked pairs
+of the warm start's own samples (``caprl train pairs``).
 """
 
 from __future__ import annotations
@@ -115,7 +115,10 @@ def reward_server(out: Path) -> Iterator[str]:
 
 
 def _service_metrics(metrics_path: Path) -> dict[str, float]:
-    rows = [json.loads(x) for x in metrics_path.read_text().splitlines() if x.strip()] if metrics_path.is_file() else []
+    """The reward service's mean latency and captions/s over a training run's logged steps."""
+    from caprl_kit.io.rows import read_rows
+
+    rows = read_rows(str(metrics_path), missing_ok=True)
     out = {}
     for key in ("latency_s", "captions_per_s"):
         vals = [r[f"reward_service/{key}"] for r in rows if f"reward_service/{key}" in r]
@@ -126,7 +129,7 @@ def _service_metrics(metrics_path: Path) -> dict[str, float]:
 
 def trainer_rows(out: Path, train_dir: Path, base: list[str], curated: dict[str, dict[str, Any]], test_set: str,
                  *, seed: int, overwrite: bool, progress: Progress, dpo_overrides: list[str] = ()) -> dict[str, Any]:
-    """The opt-in rows (``--trainers``): the same GRPO run with its reward served over HTTP by ``caprl serve-reward``,
+    """The rows ``trainers`` adds (on by default): the same GRPO run with its reward served over HTTP by ``caprl serve-reward``,
     and DPO on pairs of the warm start's own samples scored by the QA reward; both start from the same warm start
     and are chosen on the same validation split, then evaluated on the same held-out split."""
     from caprl_kit.config import load_config

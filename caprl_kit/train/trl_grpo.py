@@ -203,6 +203,16 @@ def read_val_rows(cfg: TrainConfig) -> list[dict[str, Any]]:
     return [normalize_rl_row(r, cfg.data.image_key, media_root=cfg.data.media_root) for r in rows]
 
 
+#: reward details (per caption) -> their logged means: the terms, the reward service's latency and captions/s when
+#: scored through caprl serve-reward (reward.qa.service), the caption monitors' flags (truncation: TRL's clipped_ratio)
+PER_CAPTION = {**{k: f"reward_detail/{k}" for k in ("qa_reward", "length_reward", "cap_tokens", "format_reward")},
+               **{f"service_{k}": f"reward_service/{k}" for k in ("latency_s", "captions_per_s")},
+               **{FLAG_METRIC.format(f): f"monitor/{f}" for f in TEXT_FLAGS}}
+#: reward details (per question) -> their logged shares: answered correctly; the cannot-answer option taken (the
+#: caption did not hold the answer, by the answerer's own account)
+PER_QUESTION = {"correct": "reward_detail/question_accuracy", "cannot_answer": "reward_detail/cannot_answer_rate"}
+
+
 class MetricsCallback:
     """Writes every log line (TRL's rewards/kl/loss + our per-term reward details + the caption monitors' rates as
     ``monitor/<flag>`` + the reward service's latency and captions/s as ``reward_service/*`` when scored over HTTP)
@@ -220,24 +230,14 @@ class MetricsCallback:
             def on_log(self, args, state, control, logs=None, **kw):  # noqa: N802
                 record = {"step": state.global_step, **(logs or {})}
                 details = outer.reward.last_details if outer.reward is not None else []  # dpo: no reward calls
-                for key in ("qa_reward", "length_reward", "cap_tokens", "format_reward"):
-                    vals = [d[key] for d in details if key in d]
+                for source, target in PER_CAPTION.items():  # means over the last batch's captions
+                    vals = [d[source] for d in details if source in d]
                     if vals:
-                        record[f"reward_detail/{key}"] = sum(vals) / len(vals)
-                for key in ("latency_s", "captions_per_s"):  # scored through caprl serve-reward (reward.qa.service)
-                    vals = [d[k] for d in details if (k := f"service_{key}") in d]
+                        record[target] = sum(vals) / len(vals)
+                for source, target in PER_QUESTION.items():  # means over every question asked of them
+                    vals = [v for d in details for v in d.get(source, [])]
                     if vals:
-                        record[f"reward_service/{key}"] = sum(vals) / len(vals)
-                correct = [c for d in details for c in d.get("correct", [])]
-                if correct:
-                    record["reward_detail/question_accuracy"] = sum(correct) / len(correct)
-                cannot = [c for d in details for c in d.get("cannot_answer", [])]
-                if cannot:  # how often the caption did not hold the answer, by the answerer's own account
-                    record["reward_detail/cannot_answer_rate"] = sum(cannot) / len(cannot)
-                for flag in TEXT_FLAGS:  # caption hygiene of the last batch's completions (truncation: TRL's
-                    vals = [d[k] for d in details if (k := FLAG_METRIC.format(flag)) in d]  # clipped_ratio)
-                    if vals:
-                        record[f"monitor/{flag}"] = sum(vals) / len(vals)
+                        record[target] = sum(vals) / len(vals)
                 with outer.path.open("a") as fh:
                     fh.write(json.dumps(record, default=float) + "\n")
 
