@@ -78,6 +78,9 @@ def test_two_grpo_steps_checkpoint_resume_and_export(tiny_models, curated: Path,
     assert changed, "two GRPO steps with non-zero advantages must change the weights"
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("reward_detail/qa_reward" in m for m in metrics) and any("rewards/caprl_reward/mean" in m for m in metrics)
+    # per-question shares: answered correctly, and the cannot-answer option taken (shuffle mode offers it)
+    shares = [m for m in metrics if "reward_detail/question_accuracy" in m and "reward_detail/cannot_answer_rate" in m]
+    assert shares and all(0.0 <= m["reward_detail/cannot_answer_rate"] <= 1.0 for m in shares)
     logged = [m for m in metrics if "monitor/repetitive" in m]  # caption hygiene of the policy's completions
     assert logged and all(0.0 <= m[f"monitor/{f}"] <= 1.0 for m in logged
                           for f in ("repetitive", "boilerplate_opener", "meta_ending", "empty"))
