@@ -46,7 +46,14 @@ class BackendError(CaprlError):
 
 
 class EngineDown(BackendError):
-    """Every request of a shard failed for an engine-level reason (server down, retries used up)."""
+    """The engine is unavailable (server down, retries used up, the engine died) and stays so: the run stops with
+    the shards it held uncommitted."""
+
+
+class EngineFailed(Exception):
+    """A request failed for an engine-level reason (``backends.base.engine_failed``). Not a ``CaprlError``: the
+    runner redoes the shards the stream held but had not committed, and gives up with ``EngineDown`` when the
+    engine keeps failing (``runner.max_shard_retries`` times in a row)."""
 
 
 class MediaError(CaprlError):

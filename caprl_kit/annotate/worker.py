@@ -150,12 +150,13 @@ class Annotator:
                     continue
                 h = ld.media.content_hash if ld.media is not None else None  # type: ignore[union-attr]
                 if self.cfg.output.dedup and h is not None:
-                    if h in self.seen:
+                    # an item is never a duplicate of itself: a shard redone after a broken stream plans its items
+                    # again, and the first of each content must keep its caption
+                    if self.seen.setdefault(h, ld.item.key) != ld.item.key:
                         self.progress.advance("annotate", items=1)
                         yield Work([], lambda _, ld=ld, k=self.seen[h]: [self._row(ld, None, "duplicate",
                                                                                    f"same content as {k}")])
                         continue
-                    self.seen[h] = ld.item.key
                 yield Work([self._request(ld)], lambda got, ld=ld: [self._finish(ld, got[0])])
         finally:
             loaded.close()  # on Ctrl-C or an error: pending decodes are cancelled, not waited for

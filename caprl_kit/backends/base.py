@@ -109,19 +109,14 @@ def estimate_tokens(request: Request) -> int:
     return text + visual
 
 
-#: failure kinds that say the engine itself is unavailable (server down, every retry used), not that a request was bad
-ENGINE_DOWN_KINDS = frozenset({"retries_exhausted", "server_error"})
+#: failure kinds that say the engine itself failed (server down, every retry used, an engine step that failed as a
+#: whole), not that a request was bad
+ENGINE_DOWN_KINDS = frozenset({"retries_exhausted", "server_error", "engine_error"})
 
 
-def check_engine_up(responses: Sequence[Response], what: str) -> None:
-    """Raise ``EngineDown`` when every response of a shard failed for an engine-level reason: committing those rows
-    would mark the shard done, so a rerun would skip it and the run would report an empty result as finished."""
-    if responses and all(not r.ok and r.error_kind in ENGINE_DOWN_KINDS for r in responses):
-        from caprl_kit.errors import EngineDown
-
-        raise EngineDown(f"{what}: all {len(responses)} request(s) of this shard failed ({responses[0].error}); "
-                         "nothing of the shard was written. Check that the engine is up and reachable, then rerun: "
-                         "finished shards are kept")
+def engine_failed(resp: Response) -> bool:
+    """A response that failed for an engine-level reason: never a row, its shard is redone (runners/stream.py)."""
+    return not resp.ok and resp.error_kind in ENGINE_DOWN_KINDS
 
 
 class _Idle:

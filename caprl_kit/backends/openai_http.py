@@ -243,13 +243,16 @@ class OpenAIBackend(BackendBase):
             while in_flight:
                 yield _next(done)
                 in_flight -= 1
-        finally:  # also when the consumer stops early: cancel what is still running, then close
-            for fut in running:
+        finally:  # also on Ctrl-C or when the consumer stops early: cancel what is still running, then close
+            for fut in list(running):  # a cancelled future's callback removes it from ``running``
                 fut.cancel()
-            asyncio.run_coroutine_threadsafe(client.aclose(), loop).result(timeout=30)
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=30)
-            loop.close()
+            try:
+                asyncio.run_coroutine_threadsafe(client.aclose(), loop).result(timeout=30)
+            finally:
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join(timeout=30)
+                if not thread.is_alive():
+                    loop.close()
 
     def generate(self, requests: Sequence[Request]) -> list[Response]:
         try:

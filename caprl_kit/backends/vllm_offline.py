@@ -196,7 +196,7 @@ class VLLMBackend(BackendBase):
                     continue
                 try:
                     outputs = engine.step()
-                except Exception as exc:  # the engine failed as a whole: every request in it fails, the stream goes on
+                except Exception as exc:  # the engine failed as a whole: an engine-level failure, never a row
                     if _engine_dead(exc):  # ... unless it is gone: every later step fails too, and the failed rows
                         from caprl_kit.errors import EngineDown  # would be committed as done shards
 
@@ -206,7 +206,7 @@ class VLLMBackend(BackendBase):
                     log.warning("vLLM engine step failed (%s); failing %d request(s) in flight", exc, len(pending))
                     for rid, (req_id, _) in list(pending.items()):
                         engine.abort_request([rid])
-                        yield Response.failed("generation_failed", f"{type(exc).__name__}: {exc}", req_id)
+                        yield Response.failed("engine_error", f"{type(exc).__name__}: {exc}", req_id)
                     pending.clear()
                     continue
                 for o in outputs:

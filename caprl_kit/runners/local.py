@@ -48,8 +48,8 @@ def _todo(shards: Iterable[tuple[ShardSpec, list[Any]]], done: set[int], skips: 
 def run_stream(worker: Any, shards: Iterator[tuple[ShardSpec, list[Any]]], max_retries: int) -> list[ShardStats]:
     """Feed every shard through the worker's streaming engine; when it fails (not per item: those are rows), the
     shards it held but had not committed are fed again, at most ``max_retries`` times in a row (``next_attempt``),
-    then ``ShardFailed``."""
-    from caprl_kit.runners.stream import next_attempt
+    then ``ShardFailed`` (``EngineDown`` for an engine that kept failing)."""
+    from caprl_kit.runners.stream import give_up, next_attempt
 
     written: list[ShardStats] = []
     source: Iterator[tuple[ShardSpec, list[Any]]] = shards
@@ -68,7 +68,7 @@ def run_stream(worker: Any, shards: Iterator[tuple[ShardSpec, list[Any]]], max_r
             names = ", ".join(spec.name for spec, _ in left) or "none"
             attempt = next_attempt(attempt, len(written) > committed)
             if attempt > max_retries:
-                raise ShardFailed(f"shard(s) {names} failed {attempt} time(s): {exc!r}") from exc
+                raise give_up(exc, names, attempt) from exc
             log.warning("the stream failed (%r) with shard(s) %s open; redoing them (%d/%d)", exc, names,
                         attempt, max_retries)
             source = itertools.chain(left, source)

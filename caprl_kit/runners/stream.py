@@ -22,8 +22,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
-from caprl_kit.backends.base import IDLE, Request, Response, check_engine_up
-from caprl_kit.errors import CaprlError
+from caprl_kit.backends.base import IDLE, Request, Response, engine_failed
+from caprl_kit.errors import CaprlError, EngineDown, EngineFailed
 from caprl_kit.io.shards import ShardSpec
 from caprl_kit.io.stats import utc_now
 from caprl_kit.log import get_logger
@@ -49,7 +49,7 @@ class Work:
 class StreamStage(Protocol):
     """What a stage provides to the engine (annotate, curate generate/answer, eval answer)."""
 
-    #: says what the engine was doing when every request of a shard failed (``check_engine_up``)
+    #: says what the engine was doing when a request failed for an engine-level reason (``EngineFailed``)
     engine_label: str
 
     def plan(self, spec: ShardSpec, items: list[Any]) -> Iterable[Work]:
@@ -120,6 +120,9 @@ class ShardStream:
                 self._ready.append(spec.shard_id)
 
     def _take(self, resp: Response) -> None:
+        if engine_failed(resp):  # never a row: the stream breaks and the runner redoes the uncommitted shards
+            raise EngineFailed(f"{self.stage.engine_label}: request {resp.id} failed ({resp.error_kind}: "
+                               f"{resp.error})")
         sid, wi, ri = (int(x) for x in str(resp.id).split("/"))
         sh = self._open[sid]
         work = sh.works[wi]
@@ -135,7 +138,6 @@ class ShardStream:
 
     def _commit(self, sid: int) -> ShardStats:
         sh = self._open[sid]
-        check_engine_up(sh.responses, self.stage.engine_label)
         rows = [row for work in sh.works for row in (work.rows or [])]
         stats = self.stage.commit(sh.spec, sh.items, rows, sh.responses, sh.opened)
         del self._open[sid]
@@ -163,12 +165,17 @@ class ShardStream:
             on_commit(stats)
 
     def run(self, shards: Iterable[Any]) -> Iterator[ShardStats]:
-        responses = self.backend.stream(self._requests(shards), **self.options) if self.backend is not None \
-            else _no_engine(self._requests(shards))
-        for resp in responses:
-            self._take(resp)
-            while self._ready:
-                yield self._commit(self._ready.popleft())
+        requests = self._requests(shards)
+        responses = self.backend.stream(requests, **self.options) if self.backend is not None \
+            else _no_engine(requests)
+        try:
+            for resp in responses:
+                self._take(resp)
+                while self._ready:
+                    yield self._commit(self._ready.popleft())
+        finally:  # also when it breaks: the engine's stream cancels what it holds, pending decodes are dropped
+            getattr(responses, "close", lambda: None)()
+            requests.close()
         while self._ready:
             yield self._commit(self._ready.popleft())
         if self._open:  # a back end that lost a response: the shards are redone, never committed short
@@ -205,6 +212,20 @@ class ShardFeed:
                 if busy:
                     return IDLE
                 # short waits: Ctrl-C and shutdown are seen at once
+
+
+def give_up(exc: BaseException, names: str, attempt: int) -> CaprlError:
+    """The error that stops the run when a broken stream is not redone any more: the ``CaprlError`` itself, an
+    engine that kept failing as ``EngineDown``, anything else as ``ShardFailed``."""
+    from caprl_kit.runners.local import ShardFailed
+
+    if isinstance(exc, CaprlError):
+        return exc
+    if isinstance(exc, EngineFailed):
+        return EngineDown(f"{exc}; the engine kept failing ({attempt} time(s) in a row), so the run stopped with "
+                          f"shard(s) {names} uncommitted. Check that the engine is up and reachable, then rerun: "
+                          "finished shards are kept")
+    return ShardFailed(f"shard(s) {names} failed {attempt} time(s): {exc!r}")
 
 
 def next_attempt(attempt: int, progressed: bool) -> int:
@@ -247,8 +268,6 @@ class LiveStream:
             fut.set_result(stats)
 
     def _serve(self) -> None:
-        from caprl_kit.runners.local import ShardFailed
-
         feed = ShardFeed(self.queue)
         attempt = 0
         while True:
@@ -264,8 +283,7 @@ class LiveStream:
                 names = ", ".join(spec.name for spec, _ in left) or "none"
                 attempt = next_attempt(attempt, self.commits > committed)
                 if isinstance(exc, CaprlError) or attempt > self.max_retries or not isinstance(exc, Exception):
-                    err = exc if isinstance(exc, CaprlError) else ShardFailed(
-                        f"shard(s) {names} failed {attempt} time(s): {exc!r}")
+                    err = give_up(exc, names, attempt) if isinstance(exc, Exception) else exc
                     with self.lock:
                         self.error, waiting, self.waiting = err, list(self.waiting.values()), {}
                     for fut in waiting:

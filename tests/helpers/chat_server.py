@@ -2,8 +2,10 @@
 
 The behaviour is chosen by the last user text: ``RATE`` answers 429 once then 200, ``FLAKY`` answers 503 twice,
 ``BAD`` answers 400, ``SLOW`` waits 0.2 s; anything else answers at once, with ``echo i: <text>``, or with what
-``replies`` gives: scripted (content, finish_reason) pairs handed out in arrival order. It records every body and
-the most requests it ever had in flight.
+``replies`` gives: scripted (content, finish_reason) pairs handed out in arrival order. ``fail_arrivals``: the
+arrival numbers (1-based, over every request) answered 503 (an outage); ``die_after``: the server stops listening
+once it has answered that many requests (killed mid-run; ``port`` starts a new one on the same port). It records
+every body and the most requests it ever had in flight.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class ChatServer:
-    def __init__(self, replies: list[tuple[str, str]] | None = None) -> None:
+    def __init__(self, replies: list[tuple[str, str]] | None = None, *, fail_arrivals: set[int] = frozenset(),
+                 die_after: int | None = None, port: int = 0) -> None:
         self.replies = list(replies or [])
+        self.fail_arrivals, self.die_after = set(fail_arrivals), die_after
+        self.answered = 0
         self.bodies: list[dict] = []
         self.calls: dict[str, int] = {}
         self.in_flight = 0
@@ -32,13 +37,28 @@ class ChatServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with server.lock:
                     server.bodies.append(body)
+                    arrival = len(server.bodies)
+                    gone = server.die_after is not None and server.answered >= server.die_after
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                if gone:  # a request that reached a dying server: the connection drops without an answer
+                    with server.lock:
+                        server.in_flight -= 1
+                    self.close_connection = True
+                    return
+                if arrival in server.fail_arrivals:
+                    with server.lock:
+                        server.in_flight -= 1
+                    return self._send(503, {"error": {"message": "engine restarting"}})
                 try:
                     self._answer(body)
                 finally:
                     with server.lock:
                         server.in_flight -= 1
+                        server.answered += 1
+                        die = server.die_after is not None and server.answered == server.die_after
+                    if die:
+                        threading.Thread(target=server.kill, daemon=True).start()
 
             def _answer(self, body):
                 text = _last_user_text(body["messages"])
@@ -71,7 +91,7 @@ class ChatServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
@@ -81,9 +101,17 @@ class ChatServer:
         self.thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def kill(self) -> None:
+        """Stop listening: new connections are refused (HTTP/1.0: every request opens its own)."""
+        with self.lock:
+            if getattr(self, "_killed", False):
+                return
+            self._killed = True
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def __exit__(self, *exc) -> None:
+        self.kill()
 
 
 def _last_user_text(messages: list[dict]) -> str:

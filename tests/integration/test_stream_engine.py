@@ -34,15 +34,15 @@ from caprl_kit.synthetic import write_scenes
 
 
 class Flaky(LexicalBackend):
-    """The lexical answerer, failing every request whose prompt mentions ``POISON``."""
+    """The lexical answerer, failing every request whose prompt mentions ``POISON`` (an item-level failure)."""
 
     name = "flaky"
 
     def generate(self, requests):  # type: ignore[override]
         ok = [r for r in requests if "POISON" not in str(r.messages)]
         good = iter(super().generate(ok))
-        return [next(good) if "POISON" not in str(r.messages) else Response.failed("server_error", "injected", r.id)
-                for r in requests]
+        return [next(good) if "POISON" not in str(r.messages)
+                else Response.failed("generation_failed", "injected", r.id) for r in requests]
 
 
 @pytest.fixture(autouse=True)
