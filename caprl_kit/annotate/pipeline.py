@@ -16,6 +16,7 @@ from caprl_kit.annotate.config import AnnotateConfig
 from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.io.fs import atomic_write_text, join
+from caprl_kit.io.lock import releases_output_lock
 from caprl_kit.io.parquet import read_shard
 from caprl_kit.io.readers import detect_format, iter_items
 from caprl_kit.io.rundir import RunDir
@@ -77,6 +78,7 @@ def _seen_hashes(run: RunDir) -> dict[str, str]:
     return seen
 
 
+@releases_output_lock
 def run(cfg: AnnotateConfig, *, overwrite: bool = False, progress: Progress | None = None) -> RunReport:
     progress = progress or NullProgress()
     t0 = time.perf_counter()

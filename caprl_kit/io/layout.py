@@ -7,6 +7,7 @@ from __future__ import annotations
 RUN_MARKER = "caprl_run.json"
 RUN_MANIFEST = "run_manifest.json"
 RESOLVED_CONFIG = "config.resolved.yaml"
+OUTPUT_LOCK = ".caprl.lock"  # held while a command writes the folder (io/lock.py)
 #: a sharded stage's folder
 SHARD = "{shard:05d}.parquet"
 SHARD_STATS = "{shard:05d}_stats.json"

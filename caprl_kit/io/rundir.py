@@ -20,8 +20,9 @@ import yaml
 from pydantic import BaseModel
 
 from caprl_kit.errors import CaprlError, ResumeRefused
+from caprl_kit.io import lock
 from caprl_kit.io.fs import atomic_write_text, join, remove_stale_tmp, url_to_fs
-from caprl_kit.io.layout import RESOLVED_CONFIG, RUN_MANIFEST, RUN_MARKER, SHARD, SHARD_STATS
+from caprl_kit.io.layout import OUTPUT_LOCK, RESOLVED_CONFIG, RUN_MANIFEST, RUN_MARKER, SHARD, SHARD_STATS
 from caprl_kit.io.parquet import read_shard, write_shard
 from caprl_kit.io.stats import utc_now
 from caprl_kit.log import get_logger
@@ -72,7 +73,9 @@ def prepare_output(url: str, command: str, *, overwrite: bool = False, config: B
 
     A new or empty folder, or one holding a caprl run, is used (``overwrite`` removes the run first). A file, a
     folder with other contents, or an unwritable place is refused with one message naming the path: nothing a
-    user owns is deleted or mixed with our shards. ``config`` is recorded as ``config.resolved.yaml`` at the root.
+    user owns is deleted or mixed with our shards. The folder's lock (``io/lock.py``) is taken before anything is
+    removed: a folder another live run holds is refused naming it. A folder inside one whose lock this process
+    holds (a command's own stage folder) is not locked again. ``config`` is recorded as ``config.resolved.yaml``.
     """
     fs, path = url_to_fs(str(url))
     try:
@@ -80,17 +83,21 @@ def prepare_output(url: str, command: str, *, overwrite: bool = False, config: B
         if exists and not fs.isdir(path):
             raise CaprlError(f"output {url} is a file, not a folder; pass --output a folder (new or a previous run)")
         if exists and not is_caprl_run(fs, path):
-            entries = sorted(p.rstrip("/").rpartition("/")[2] for p in fs.ls(path, detail=False))
+            entries = sorted(n for p in fs.ls(path, detail=False)
+                             if (n := p.rstrip("/").rpartition("/")[2]) != OUTPUT_LOCK)
             if entries:
                 shown = ", ".join(entries[:5]) + (f", ... ({len(entries)} entries)" if len(entries) > 5 else "")
                 what = "--overwrite refused" if overwrite else "output refused"
                 raise CaprlError(f"{what}: {url} is not a caprl run (no {MARKER}) and holds {shown}. Nothing was "
                                  "deleted. Pass --output a new or empty folder, or a previous caprl run (a run "
                                  f"made before caprl-kit wrote {MARKER}: add an empty {MARKER} to resume it).")
+        fs.makedirs(path, exist_ok=True)
+        lock.acquire(str(url))  # refused while another run writes here; before --overwrite removes anything
         if overwrite and exists and is_caprl_run(fs, path):
             log.info("overwrite: removing the previous run in %s", url)
-            fs.rm(path, recursive=True)
-        fs.makedirs(path, exist_ok=True)
+            for entry in fs.ls(path, detail=False):
+                if entry.rstrip("/").rpartition("/")[2] != OUTPUT_LOCK:  # the lock stays: this run holds it
+                    fs.rm(entry, recursive=True)
         if not fs.exists(join(path, MARKER)):
             marker = {"command": command, "caprl_kit_version": kit_version(), "created_at": utc_now()}
             atomic_write_text(fs, join(path, MARKER), json.dumps(marker, indent=2))

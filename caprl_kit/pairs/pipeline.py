@@ -20,6 +20,7 @@ from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.io.fs import atomic_write_text, join, url_to_fs
 from caprl_kit.io.layout import PAIRS, PAIRS_JSONL, PAIRS_SAMPLES_DIR, PAIRS_SCORED_DIR, PAIRS_SUMMARY
+from caprl_kit.io.lock import releases_output_lock
 from caprl_kit.io.parquet import read_shard, write_shard
 from caprl_kit.io.rows import iter_jsonl
 from caprl_kit.io.rundir import RunDir
@@ -359,6 +360,7 @@ def plan(cfg: PairsConfig) -> list[str]:
             f"{PAIRS_JSONL} and {PAIRS_SUMMARY}"]
 
 
+@releases_output_lock
 def run(cfg: PairsConfig, *, overwrite: bool = False, progress: Progress | None = None) -> RunReport:
     from caprl_kit.annotate.pipeline import run as annotate
 

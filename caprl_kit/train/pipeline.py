@@ -10,6 +10,7 @@ from pathlib import Path
 
 from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
+from caprl_kit.io.lock import releases_output_lock
 from caprl_kit.io.rundir import prepare_output
 from caprl_kit.log import get_logger
 from caprl_kit.registry import Registry
@@ -61,6 +62,7 @@ def plan(cfg: TrainConfig) -> list[str]:
     return lines
 
 
+@releases_output_lock
 def run(cfg: TrainConfig, *, overwrite: bool = False, progress: Progress | None = None) -> RunReport:
     progress = progress or NullProgress()
     if not cfg.output_dir:
