@@ -256,10 +256,11 @@ def run_qa_utility(cfg: EvalConfig, progress: Progress) -> tuple[dict[str, Any],
     progress.start("qa utility", total=len(caps))
     out = scorer.score(caps, gts)
     progress.advance("qa utility", items=len(caps))
-    samples = [dict(task="qa_utility", sample_id=sid, question=f"{d['n_questions']} held-out questions", gold="",
-                    caption_index=ci, caption=c, response=json.dumps(d["predicted"]), prediction=None, score=s,
-                    metric="qa_accuracy", status="ok")
-               for (sid, ci), c, s, d in zip(index, caps, out.scores, out.details)] + unscored
+    # the reward service's details (qa.service) hold the same keys; a server from before it sent them, only scores
+    samples = [dict(task="qa_utility", sample_id=sid, question=f"{d.get('n_questions', len(qa))} held-out questions",
+                    gold="", caption_index=ci, caption=c, response=json.dumps(d.get("predicted", [])), prediction=None,
+                    score=s, metric="qa_accuracy", status="ok")
+               for (sid, ci), c, qa, s, d in zip(index, caps, gts, out.scores, out.details)] + unscored
     offered = [c for d in out.details for c in d.get("cannot_answer", [])]
     summary = {**summarize(samples, cfg.compat, rescore=False), "caption_monitors": monitors,
                "cannot_answer_rate": sum(offered) / len(offered) if offered else None}

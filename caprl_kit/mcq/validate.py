@@ -1,9 +1,10 @@
 """The one strict MCQ validator. Every entry point that accepts MCQs (curate import and parse, training and eval
 ground truth, the reward server) goes through :func:`validate_mcq`.
 
-Checks: a non-empty question; at least 2 choices, each non-empty; unique labels (unlabelled choices are labelled
-A, B, ... by position); unique choice texts; an answer that names one of the labels (``"B"``, ``"b"``, ``"(B)"``,
-``"B)"``, ``"B. red"``) or is exactly the text of one choice (case and whitespace aside: ``"purple"`` -> its label).
+Checks: a non-empty question; 2 to 8 choices (:data:`MAX_CHOICES`: the reward appends one more), each non-empty;
+unique labels (unlabelled choices are labelled A, B, ... by position); unique choice texts; an answer that names one
+of the labels (``"B"``, ``"b"``, ``"(B)"``, ``"B)"``, ``"B. red"``) or is exactly the text of one choice (case and
+whitespace aside: ``"purple"`` -> its label).
 Anything else raises :class:`~caprl_kit.errors.InvalidMCQ` with a stable ``kind`` and a ``reason`` naming the
 problem; an answer is never cut to its first letter.
 """
@@ -18,6 +19,9 @@ from caprl_kit.mcq.options import CHOICE_RE, LETTERS
 from caprl_kit.schemas.curate import MCQ
 
 FIELDS = ("question", "choices", "answer")
+#: the most choices an MCQ may have: the reward's cannot-answer option (curation's "None of the above") is appended
+#: labelled after the last choice (``shuffle_options``), and the labels run A to I
+MAX_CHOICES = len(LETTERS) - 1
 #: a bare label: "B", "b", "(B)", "B)", "B.", "[B]"
 _BARE_LABEL = re.compile(r"[(（\[]?\s*([A-Za-z])\s*[)）\].．:：]?")
 #: a label followed by text: "B. red", "b) red", "(B) red"
@@ -53,6 +57,10 @@ def _choices(choices: Any, where: str | None) -> list[tuple[str, str]]:
         raise _fail("not_an_mcq", "choices must be a list of strings", where)
     if len(choices) < 2:
         raise _fail("too_few_choices", f"needs at least 2 choices, got {len(choices)}", where)
+    if len(choices) > MAX_CHOICES:
+        raise _fail("too_many_choices", f"{len(choices)} choices, at most {MAX_CHOICES}: the reward appends a "
+                    f"cannot-answer option (curation: none of the above) as one more label, and labels run "
+                    f"A-{LETTERS[-1]}", where)
     pairs = []
     for i, c in enumerate(choices):
         m = CHOICE_RE.match(c)
@@ -60,9 +68,6 @@ def _choices(choices: Any, where: str | None) -> list[tuple[str, str]]:
         if not text:
             raise _fail("empty_choice", f"choices[{i}] is empty ({c!r})", where)
         if label is None:
-            if i >= len(LETTERS):
-                raise _fail("too_many_choices", f"choices[{i}] has no label and only {len(LETTERS)} letters exist",
-                            where)
             label = LETTERS[i]
         pairs.append((label, text))
     labels = [label for label, _ in pairs]

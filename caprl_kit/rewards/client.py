@@ -76,11 +76,21 @@ class RewardClient:
         raise RewardUnavailable("every reward server failed: " + "; ".join(errors))
 
 
+#: a caption's QA details as ``QAScorer.reduce`` writes them and the server's ``/v1/reward`` returns them
+QA_DETAILS = ("n_questions", "correct", "predicted", "cannot_answer")
+
+
+def no_questions() -> dict[str, Any]:
+    """The QA details of a caption without questions, as in-process."""
+    return {"n_questions": 0, "correct": [], "predicted": [], "cannot_answer": []}
+
+
 class RemoteQAScorer:
     """``QAScorer.score``'s twin that asks ``caprl serve-reward`` (``POST /v1/reward``): the captions and their
     questions go out in requests of ``max_captions_per_request``, sent concurrently; a failure raises
-    ``RewardError`` (after the client's failover), never a silent zero. Each caption's details carry ``qa_reward``
-    and the call's service latency and throughput (``service_latency_s``, ``service_captions_per_s``)."""
+    ``RewardError`` (after the client's failover), never a silent zero. Each caption's details carry what the
+    in-process scorer's do (``qa_reward`` and the ``QA_DETAILS`` keys, as the server reports them) plus the call's
+    service latency and throughput (``service_latency_s``, ``service_captions_per_s``)."""
 
     def __init__(self, cfg: Any):
         import os
@@ -89,7 +99,9 @@ class RemoteQAScorer:
         self.cfg = cfg
         self.client = RewardClient(cfg.urls, token=token, timeout_s=cfg.timeout_s)
 
-    def _post(self, captions: list[str], qa_lists: list[list[Any]]) -> tuple[list[float], float]:
+    def _post(self, captions: list[str], qa_lists: list[list[Any]]) -> tuple[list[tuple[float, dict[str, Any]]],
+                                                                              float]:
+        """(score, QA details) per caption, and the request's seconds."""
         import time
 
         t0 = time.perf_counter()
@@ -98,7 +110,9 @@ class RemoteQAScorer:
         details = data.get("details") or []
         if len(details) != len(captions):
             raise RewardError(f"the reward server answered {len(details)} results for {len(captions)} captions")
-        return [float(d.get("qa_rewards", d.get("rewards", 0.0))) for d in details], time.perf_counter() - t0
+        scored = [(float(d.get("qa_rewards", d.get("rewards", 0.0))), {k: d[k] for k in QA_DETAILS if k in d})
+                  for d in details]
+        return scored, time.perf_counter() - t0
 
     def score(self, captions: Sequence[str], qa_lists: Sequence[list[Any]]) -> Any:
         import time
@@ -109,8 +123,9 @@ class RemoteQAScorer:
         # a caption with no questions scores 0, as in-process (the server refuses an empty list with a 422)
         asked = [i for i, qas in enumerate(qa_lists) if qas]
         scores = [0.0] * len(captions)
+        qa_details = [no_questions() for _ in captions]
         if not asked:
-            return RewardOutput(scores, [{"qa_reward": 0.0} for _ in scores])
+            return RewardOutput(scores, [{"qa_reward": 0.0, **d} for d in qa_details])
         step = self.cfg.max_captions_per_request
         chunks = [([captions[i] for i in asked[k:k + step]], [qa_lists[i] for i in asked[k:k + step]])
                   for k in range(0, len(asked), step)]
@@ -118,9 +133,10 @@ class RemoteQAScorer:
         with ThreadPoolExecutor(max_workers=min(16, len(chunks))) as pool:
             results = list(pool.map(lambda c: self._post(*c), chunks))
         wall = time.perf_counter() - t0
-        for i, s in zip(asked, [s for chunk, _ in results for s in chunk]):
-            scores[i] = s
+        for i, (s, d) in zip(asked, [x for chunk, _ in results for x in chunk]):
+            scores[i], qa_details[i] = s, d
         latency = sum(sec for _, sec in results) / len(results)
         rate = len(asked) / wall if wall > 0 else 0.0
-        details = [{"qa_reward": s, "service_latency_s": latency, "service_captions_per_s": rate} for s in scores]
+        details = [{"qa_reward": s, **d, "service_latency_s": latency, "service_captions_per_s": rate}
+                   for s, d in zip(scores, qa_details)]
         return RewardOutput(scores, details)

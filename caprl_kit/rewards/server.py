@@ -4,7 +4,8 @@
   can point at it unchanged: ``{"prompts": [[caption, [[question_full, answer_letter], ...]], ...], "query": [],
   "labels": [], "score_mode"?}`` -> ``{"rewards", "qa_rewards", "format_rewards" (video)}``.
 - ``POST /v1/reward``: our typed endpoint, ``{"captions": [...], "ground_truth": [[{question, choices, answer}]]}``
-  -> ``{"rewards": [...], "details": [...]}``.
+  -> ``{"rewards": [...], "details": [...]}``; a caption's details hold its reward terms and its QA details as the
+  in-process scorer has them (``n_questions``, ``correct``, ``predicted``, ``cannot_answer``).
 - ``GET /health``, ``GET /metrics`` (Prometheus text: requests by endpoint/code, latency, batch sizes, engine
   errors).
 
@@ -78,6 +79,10 @@ class EngineFailure(Exception):
     pass
 
 
+#: one request's scores: the reward lists of the official body, and each caption's QA details (``QAScorer.reduce``)
+Scored = tuple[dict[str, list[float]], list[dict[str, Any]]]
+
+
 # --------------------------------------------------------------------------- scoring core
 
 
@@ -140,7 +145,7 @@ class Scorer:
         if self._thread is not None:
             self._thread.join(timeout=30)
 
-    async def submit(self, captions: list[str], qa_lists: list[list[MCQ]]) -> dict[str, list[float]]:
+    async def submit(self, captions: list[str], qa_lists: list[list[MCQ]]) -> Scored:
         loop = asyncio.get_running_loop()
         requests, plan = self.qa.plan(captions, qa_lists)
         job_id = f"r{next(self._ids)}"
@@ -195,19 +200,20 @@ class Scorer:
 
     def _finish(self, job: _Job, responses: list[Response]) -> None:
         try:
-            result = self.rewards(job.captions, self.qa.reduce(job.plan, responses))
+            out = self.qa.reduce(job.plan, responses)
+            result = (self.rewards(job.captions, out), out.details)
         except Exception as exc:  # noqa: BLE001 - an answer prompt failed (engine error response)
             self._settle(job, exc=exc)
             return
         self.scored.append(len(job.captions))
         self._settle(job, result)
 
-    def _settle(self, job: _Job, result: dict[str, list[float]] | None = None, exc: Exception | None = None) -> None:
+    def _settle(self, job: _Job, result: Scored | None = None, exc: Exception | None = None) -> None:
         with contextlib.suppress(RuntimeError):  # the server is shutting down: its loop is closed
             job.loop.call_soon_threadsafe(_settle, job.fut, result, exc)
 
 
-def _settle(fut: asyncio.Future, result: dict[str, list[float]] | None = None, exc: Exception | None = None) -> None:
+def _settle(fut: asyncio.Future, result: Scored | None = None, exc: Exception | None = None) -> None:
     if fut.done():  # the client went away
         return
     if exc is not None:
@@ -340,8 +346,8 @@ def create_app(cfg: RewardServerConfig, engine: Any = None) -> Any:
             captions, qa_lists = official_to_mcqs(body.prompts)
         except (ValidationError, ValueError, InvalidMCQ) as exc:
             return reply("get_reward", 422, {"error": str(exc)}, t0)
-        result, err = await score("get_reward", captions, qa_lists, t0)
-        return err or reply("get_reward", 200, result, t0)
+        scored, err = await score("get_reward", captions, qa_lists, t0)
+        return err or reply("get_reward", 200, scored[0], t0)
 
     @app.post("/v1/reward")
     async def typed_reward(request: Request) -> Any:
@@ -353,10 +359,11 @@ def create_app(cfg: RewardServerConfig, engine: Any = None) -> Any:
             captions, qa_lists = typed_to_mcqs(TypedRewardRequest.model_validate(data))
         except (ValidationError, ValueError, InvalidMCQ) as exc:
             return reply("v1_reward", 422, {"error": str(exc)}, t0)
-        result, err = await score("v1_reward", captions, qa_lists, t0)
+        scored, err = await score("v1_reward", captions, qa_lists, t0)
         if err:
             return err
-        details = [{k: v[i] for k, v in result.items()} for i in range(len(captions))]
+        result, qa_details = scored
+        details = [{**qa_details[i], **{k: v[i] for k, v in result.items()}} for i in range(len(captions))]
         return reply("v1_reward", 200, {"rewards": result["rewards"], "details": details}, t0)
 
     @app.get("/health")

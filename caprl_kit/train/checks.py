@@ -1,6 +1,6 @@
 """Checks ``caprl train`` runs before any model or dataset is loaded: the data files exist and carry the columns
-the trainer reads, and the policy is a loadable vision-language model. Each failure is one ``CaprlError`` naming
-the file (or model) and the fix."""
+the trainer reads, every question the reward will read passes the strict MCQ validator, and the policy is a
+loadable vision-language model. Each failure is one ``CaprlError`` naming the file (or model) and the fix."""
 
 from __future__ import annotations
 
@@ -55,6 +55,24 @@ def check_columns(files: list[str], key: str, required: list[Any], what: str) ->
                              f"{', '.join(wanted)}; found {', '.join(names) or 'none'})")
 
 
+def check_ground_truth(files: list[str], key: str) -> None:
+    """Every row's ``reward_model.ground_truth`` read as the reward reads it (``decode_ground_truth``: the strict MCQ
+    validator): the first bad one is refused naming the file, row and question, instead of failing the reward when
+    the trainer reaches that row."""
+    from caprl_kit.io.rows import read_rows
+    from caprl_kit.rewards.base import decode_ground_truth
+
+    for i, f in enumerate(files):
+        columns = ["reward_model"] if f.endswith(".parquet") else None
+        for n, row in enumerate(read_rows(f, columns=columns, key=f"{key}.{i}")):
+            rm = row.get("reward_model")
+            try:
+                decode_ground_truth(rm.get("ground_truth") if isinstance(rm, dict) else None)
+            except CaprlError as exc:
+                raise CaprlError(f"{key}.{i}: {f} row {n}: {exc}; fix or drop that question (caprl curate drops "
+                                 "invalid questions with their reason)") from None
+
+
 def rl_columns(cfg: TrainConfig) -> list[str | tuple[str, ...]]:
     """Columns a training file needs; a tuple: one of them (CapRL-QA-75K's single ``image``, train/official.py)."""
     return [cfg.data.prompt_key, (cfg.data.image_key, SINGLE_IMAGE), "reward_model"]
@@ -68,7 +86,9 @@ def check_data(cfg: TrainConfig, *, sft: bool = True) -> None:
                       "a pairs file (`caprl train pairs` writes OUTPUT/pairs.parquet)")
     else:
         check_columns(cfg.data.train_files, "data.train_files", rl_columns(cfg), what)
+        check_ground_truth(cfg.data.train_files, "data.train_files")
     check_columns(cfg.data.val_files, "data.val_files", rl_columns(cfg), what)
+    check_ground_truth(cfg.data.val_files, "data.val_files")
     if sft and cfg.sft is not None:
         check_sft_data(cfg)
 

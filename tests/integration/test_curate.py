@@ -266,6 +266,24 @@ def test_import_mode_bad_mcqs_are_dropped_with_reasons_not_fatal(tmp_path: Path)
     assert "answer_not_a_label" in (tmp_path / "out" / "dataset" / "funnel.html").read_text()
 
 
+def test_an_imported_nine_choice_mcq_is_rejected_not_a_failed_shard(tmp_path: Path) -> None:
+    """A 9-choice question leaves no label for the answer stage's "None of the above" option: it used to pass the
+    validator and crash its shard (IndexError); now it is that question's own rejection and the run finishes."""
+    manifest, rows = scene_manifest(tmp_path, n=4)
+    nine = {"question": "Which shade is it?", "choices": [f"shade {i}" for i in range(9)], "answer": "shade 0"}
+    rows[1]["qa"] = [nine] + rows[1]["qa"]
+    manifest.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    report = run(lexical_cfg(manifest, tmp_path / "out"))
+    funnel = json.loads((tmp_path / "out" / "dataset" / "funnel.json").read_text())
+    assert funnel["questions_rejected"] == {"too_many_choices": 1}
+    (example,) = funnel["questions_rejected_examples"]
+    assert example.startswith(f"{rows[1]['path']} question 0: 9 choices, at most 8") and "cannot-answer" in example
+    assert funnel["items_dropped"] == {"file_not_found": 1}  # the item keeps its other questions
+    assert funnel["questions_answered"] == sum(len(r["qa"]) for r in rows[:-1]) - 1
+    assert funnel["questions_kept"] == report.metrics["questions_kept"] > 0
+    assert report.n_failed == 1 and not report.status_counts.get("failed")  # the missing file only, no dead shard
+
+
 def test_official_qa_files_import_as_published(tmp_path: Path, tiny_models) -> None:
     """CapRL-QA-75K Parquet (image struct bytes, QA in reward_model.ground_truth, "A) x" choices) and
     CapRL-Video-QA-20K JSONL (videos relative to the LLaVA-Video-178K root, "A. x" choices) in import mode."""

@@ -116,6 +116,47 @@ def test_qa_utility_on_a_curated_set(tiny_models, tmp_path: Path) -> None:
     assert report.metrics["qa_utility cannot-answer rate"] == res["cannot_answer_rate"]
 
 
+def test_qa_utility_through_the_reward_service_scores_as_in_process(tmp_path: Path) -> None:
+    """``qa_utility.qa.service``: the captions are scored by a real ``caprl serve-reward`` app on 127.0.0.1 over
+    ``POST /v1/reward``, and the results are the in-process scorer's on the same captions (the lexical answerer is
+    deterministic; both sides seeded alike). It used to end in ``KeyError: 'n_questions'`` once every caption was in:
+    the service's details carried only the per-caption reward, not the per-question details the task reads."""
+    from caprl_kit.rewards.server import RewardServerConfig, create_app
+    from uvicorn_thread import serve
+
+    scenes = write_scenes(tmp_path / "images", 4)
+    data = curate_import(tmp_path, scene_rows(scenes)) / "train.parquet"
+    # per image: the complete caption and its first sentence only, so some questions go unanswered
+    captions = tmp_path / "captions.jsonl"
+    captions.write_text("".join(json.dumps({"image": str(tmp_path / "images" / f"{s.key}.png"), "caption": c}) + "\n"
+                                for s in scenes for c in (s.caption(), s.caption().split(". ")[0] + ".")))
+
+    def evaluate(qa: dict, out: str) -> tuple[dict, dict, list[dict]]:
+        cfg = EvalConfig.model_validate({"qa_utility": {"dataset": str(data), "qa": qa}, "captions": {
+            "path": str(captions)}, "answerer": {"name": "lexical"}, "output_dir": str(tmp_path / out)})
+        report = run(cfg)
+        res = json.loads((tmp_path / out / "results_latest.json").read_text())["tasks"]["qa_utility"]
+        samples = [json.loads(x) for x in next((tmp_path / out).glob("samples_qa_utility_*.jsonl")).read_text()
+                   .splitlines()]
+        return report.metrics, res, sorted(samples, key=lambda r: (r["sample_id"], r["caption_index"]))
+
+    for mode in ("all_qa", "shuffle"):
+        qa = {"mode": mode, "qa_num": 4, "seed": 0, "answerer": {"name": "lexical"}}
+        local = evaluate(qa, f"local-{mode}")
+        with serve(create_app(RewardServerConfig.model_validate({"qa": qa}))) as url:
+            remote = evaluate({"service": {"urls": [url]}}, f"service-{mode}")
+        metrics, res, samples = local
+        assert res["n_samples"] == 4 and len(samples) == 8 and 0.0 < res["m_acc"] < res["bon"] == 1.0, res
+        assert remote[1]["n_samples"] == 4 and remote[1]["n_failed"] == 0
+        for key in ("m_acc", "bon", "cannot_answer_rate"):
+            assert remote[1][key] == res[key], (mode, key)
+        assert [(s["score"], s["question"], s["response"]) for s in remote[2]] == [
+            (s["score"], s["question"], s["response"]) for s in samples]
+        assert remote[0]["qa_utility M_Acc"] == metrics["qa_utility M_Acc"]
+        if mode == "shuffle":  # the cannot-answer option was offered, and taken for the questions a caption lacks
+            assert 0.0 < res["cannot_answer_rate"] < 1.0
+
+
 def test_two_model_report_in_headless_chromium(tiny_models, bench: Path, tmp_path: Path) -> None:
     from caprl_kit.models.tiny import build_tiny_models
 

@@ -27,6 +27,9 @@ CIRCLE_Q = "What color is the circle?\n   - A) red\n   - B) blue\n   - C) green\
 SQUARE_Q = "What color is the square?\n   - A) red\n   - B) blue\n   - C) green\n   - D) yellow"
 FULL = "A red circle at the left and a blue square at the right."
 HALF = "A red circle at the left."
+# nine choices: no label is left for the cannot-answer option the reward appends (A-I are the labels)
+NINE = [f"{x}) shade {i}" for i, x in enumerate("ABCDEFGHI")]
+NINE_Q = "What shade is the circle?" + "".join(f"\n   - {c}" for c in NINE)
 # the official request body layout, as in spec §2.6
 OFFICIAL_BODY = {"prompts": [[FULL, [[CIRCLE_Q, "A"], [SQUARE_Q, "B"]]], [HALF, [[SQUARE_Q, "B"]]]],
                  "query": [], "labels": []}
@@ -118,6 +121,12 @@ def test_200_concurrent_requests_all_answered_and_batched() -> None:
     ("typed one choice", lambda c, u: c.post(f"{u}/v1/reward", json={"captions": ["a"], "ground_truth": [[
         {"question": "Q", "choices": ["A) x"], "answer": "A"}]]}), 422, "needs at least 2 choices"),
     ("too large", lambda c, u: c.post(f"{u}/get_reward", content=b"x" * 5000), 413, "body over 4096 bytes"),
+    # a 9-choice MCQ passed the validator and then crashed the scorer (IndexError -> 500): now the request's own 422
+    ("typed nine choices", lambda c, u: c.post(f"{u}/v1/reward", json={"captions": [FULL], "ground_truth": [[
+        {"question": "What shade is the circle?", "choices": NINE, "answer": "A"}]]}), 422,
+     "ground_truth[0][0]: 9 choices, at most 8"),
+    ("official nine choices", lambda c, u: c.post(f"{u}/get_reward", json={"prompts": [[FULL, [[NINE_Q, "A"]]]]}),
+     422, "prompts[0].qa[0]: 9 choices, at most 8"),
 ])
 def test_bad_requests_get_the_right_4xx(name, send, code, message) -> None:
     with serve(create_app(cfg(max_body_bytes=4096))) as url, httpx.Client() as client:

@@ -13,6 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from caprl_kit.cli import app
+from caprl_kit.errors import CaprlError
 from caprl_kit.synthetic import write_scenes
 from caprl_kit.train.config import TrainConfig
 from caprl_kit.train.pipeline import run
@@ -204,6 +205,39 @@ def test_trl_refuses_video_and_verl_needs_val_files() -> None:
         validate(TrainConfig, {"policy": "x", "task": "video", "data": {"train_files": ["a"]}})
     with pytest.raises(ConfigError, match="val_files"):
         validate(TrainConfig, {"policy": "x", "trainer": "verl", "data": {"train_files": ["a"]}})
+
+
+NINE_CHOICES = {"question": "Which shade is it?", "choices": [f"shade {i}" for i in range(9)], "answer": "shade 0"}
+
+
+@pytest.mark.parametrize("bad, reason", [
+    (NINE_CHOICES, "ground_truth[1]: 9 choices, at most 8"),  # used to die mid-run: IndexError in the reward
+    ({"question": "What color?", "choices": ["A) red", "B) blue"], "answer": "E"},
+     "ground_truth[1]: answer 'E' is not one of the labels A, B"),
+], ids=["nine_choices", "answer_not_a_label"])
+def test_an_invalid_mcq_in_the_training_data_is_refused_before_training(tiny_models, curated: Path, tmp_path: Path,
+                                                                         bad: dict, reason: str) -> None:
+    """Every invalid MCQ, a 9-choice one (no label left for the reward's cannot-answer option) among them, is
+    refused by the trainer's data check naming the file, row and question, before a model is loaded; the dry run
+    refuses it the same way."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(curated / "out" / "dataset" / "train.parquet").to_pylist()
+    gt = rows[2]["reward_model"]["ground_truth"]
+    rows[2]["reward_model"] = {**rows[2]["reward_model"], "ground_truth": gt[:1] + [bad] + gt[1:]}
+    data = tmp_path / "train.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), data)
+    cfg = trl_cfg(tiny_models, curated, tmp_path / "out", steps=1,
+                  data={"train_files": [str(data)], "max_response_length": 8})
+    with pytest.raises(CaprlError) as err:
+        run(cfg)
+    assert str(err.value).startswith(f"data.train_files.0: {data} row 2: {reason}")
+    assert not (tmp_path / "out" / "metrics.jsonl").exists()  # refused before the trainer started
+    conf = tmp_path / "train.yaml"
+    conf.write_text(json.dumps(cfg.model_dump(mode="json", exclude={"output_dir"})))
+    dry = runner.invoke(app, ["train", "-c", str(conf), "--dry-run"])
+    assert dry.exit_code == 2 and f"{data} row 2: {reason}" in " ".join(dry.output.split()), dry.output
 
 
 def pairs_file(curated: Path) -> Path:

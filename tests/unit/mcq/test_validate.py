@@ -63,6 +63,11 @@ BAD = [
     ("missing field", {"question": "Q", "choices": ["A) x", "B) y"]}, "not_an_mcq", "missing field(s) 'answer'"),
     ("unknown field", {**mcq("A"), "hint": "x"}, "not_an_mcq", "unknown field(s) 'hint'"),
     ("not an object", "A) red", "not_an_mcq", "got str"),
+    # the reward (and curation) appends one more option, labelled after the last choice: 8 choices fit A-I
+    ("nine choices", mcq("A", [f"{x}) c{i}" for i, x in enumerate("ABCDEFGHI")]), "too_many_choices",
+     "9 choices, at most 8"),
+    ("nine unlabelled choices", mcq("A", [f"c{i}" for i in range(9)]), "too_many_choices", "at most 8"),
+    ("ten unlabelled choices", mcq("A", [f"c{i}" for i in range(10)]), "too_many_choices", "10 choices"),
 ]
 
 
@@ -113,3 +118,23 @@ def test_parser_rejections_carry_the_validators_kind() -> None:
     assert [(r.index, r.kind) for r in result.rejected] == [
         (1, "answer_not_a_label"), (2, "too_few_choices"), (3, "no_options")]
     assert result.rejected[0].reason == "answer 'E' is not one of the labels A, B"
+
+
+def test_every_valid_mcq_leaves_room_for_the_appended_option() -> None:
+    """8 choices validate and shuffle with the cannot-answer (reward) or none-of-the-above (curation) option as I;
+    a 9th choice is refused by the validator, so no consumer meets it (it used to be an IndexError in every one)."""
+    import random
+
+    from caprl_kit.mcq import NONE_OF_THE_ABOVE, shuffle_options
+    from caprl_kit.mcq.options import CANNOT_ANSWER
+
+    eight = validate_mcq(mcq("H", [f"c{i}" for i in range(8)]))
+    for extra in (CANNOT_ANSWER, NONE_OF_THE_ABOVE):
+        shown = shuffle_options(eight, random.Random(0), extra_option=extra)
+        assert shown.choices[-1] == f"I) {extra}" and len(shown.choices) == 9
+    with pytest.raises(InvalidMCQ) as info:
+        validate_mcq(mcq("A", [f"c{i}" for i in range(9)]), "ground_truth[0]")
+    assert str(info.value).startswith("ground_truth[0]: 9 choices, at most 8")
+    text = "1. Which one?\n" + "".join(f"{x}) c{i}\n" for i, x in enumerate("ABCDEFGHI")) + "Answer: A\n"
+    result = parse_generation(text)
+    assert not result.questions and [r.kind for r in result.rejected] == ["too_many_choices"]
