@@ -175,6 +175,8 @@ class VLLMBackend(BackendBase):
                         exhausted = True
                         break
                     if req is IDLE:  # a live feed with nothing new: step what the engine holds
+                        if not pending:  # nothing to step either (a commit in flight): never spin
+                            time.sleep(0.005)
                         break
                     if not self.is_vlm and (req.media("image") or req.media("video")):
                         raise loading.text_only_error(self.model_id, self.hf_config)

@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
@@ -65,6 +65,9 @@ class StreamStage(Protocol):
 def _no_engine(requests: Iterator[Request]) -> Iterator[Response]:
     """A stage without an engine (curate's import modes): planning alone makes every row."""
     for request in requests:
+        if request is IDLE:  # commits in flight on the writer thread: ask again in a moment
+            time.sleep(0.005)
+            continue
         raise AssertionError(f"request {request.id} but this stage has no engine")
     return
     yield
@@ -86,12 +89,20 @@ class _Open:
 
 
 class ShardStream:
-    """``for stats in ShardStream(stage, backend).run(shards)``: shards committed in the order they complete."""
+    """``for stats in ShardStream(stage, backend).run(shards)``: shards committed in the order they complete.
+
+    A shard's life: ``_requests`` takes it from the input and plans its work (``stage.plan``), handing each
+    request to the engine's stream; ``_take`` files each response under its unit of work; when the shard's last
+    unit is finished its rows go to the writer thread (``stage.commit``: Parquet, then the stats sidecar), so the
+    engine never waits for a commit; ``_harvest`` hands out the stats of finished commits and forgets the shard.
+    A shard is in ``uncommitted()`` until its commit has finished; when the stream breaks, the commits in flight
+    are waited for first, so a shard is either committed or redone, never both."""
 
     def __init__(self, stage: StreamStage, backend: Any, **stream_options: Any):
         self.stage, self.backend, self.options = stage, backend, stream_options
         self._open: dict[int, _Open] = {}
-        self._ready: deque[int] = deque()
+        self._committing: deque[tuple[int, Future]] = deque()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="caprl-commit")
 
     def uncommitted(self) -> list[tuple[ShardSpec, list[Any]]]:
         """Shards taken from the input but not committed (to redo after a failure), in input order."""
@@ -117,7 +128,7 @@ class ShardStream:
                     yield request
             sh.planned = True
             if sh.remaining == 0:
-                self._ready.append(spec.shard_id)
+                self._submit(spec.shard_id)
 
     def _take(self, resp: Response) -> None:
         if engine_failed(resp):  # never a row: the stream breaks and the runner redoes the uncommitted shards
@@ -134,18 +145,45 @@ class ShardStream:
             sh.responses += got
             sh.remaining -= 1
             if sh.planned and sh.remaining == 0:
-                self._ready.append(sid)
+                self._submit(sid)
 
-    def _commit(self, sid: int) -> ShardStats:
+    def _submit(self, sid: int) -> None:
+        """The shard is complete: its rows go to the writer thread."""
         sh = self._open[sid]
         rows = [row for work in sh.works for row in (work.rows or [])]
-        stats = self.stage.commit(sh.spec, sh.items, rows, sh.responses, sh.opened)
-        del self._open[sid]
-        return stats
+        sh.works = []
+        self._committing.append((sid, self._writer.submit(self.stage.commit, sh.spec, sh.items, rows,
+                                                          sh.responses, sh.opened)))
+
+    def _harvest(self, wait: bool = False) -> Iterator[ShardStats]:
+        """Stats of the finished commits in the order they were handed to the writer (``wait``: every one). A
+        commit that failed raises here, its shard still uncommitted."""
+        while self._committing and (wait or self._committing[0][1].done()):
+            sid, fut = self._committing[0]
+            stats = fut.result()
+            self._committing.popleft()
+            del self._open[sid]
+            yield stats
+
+    def _settle(self) -> list[ShardStats]:
+        """After a break: wait for every commit in flight; the ones that succeeded are committed, the rest stay
+        uncommitted (redone)."""
+        done: list[ShardStats] = []
+        while self._committing:
+            sid, fut = self._committing.popleft()
+            try:
+                done.append(fut.result())
+            except Exception as exc:  # noqa: BLE001 - the shard is redone; the break itself is reported
+                log.warning("committing shard %s failed (%r); it is redone", self._open[sid].spec.name, exc)
+                continue
+            del self._open[sid]
+        self._writer.shutdown(wait=True)
+        return done
 
     def busy(self) -> bool:
-        """Requests inside the engine and not answered yet (between shards: every planned request was handed out)."""
-        return any(sh.remaining for sh in self._open.values())
+        """Requests inside the engine and not answered yet, or commits in flight (between shards: every planned
+        request was handed out)."""
+        return bool(self._committing) or any(sh.remaining for sh in self._open.values())
 
     def serve(self, feed: "ShardFeed", on_commit: Callable[[ShardStats], None]) -> None:
         """Long-lived: shards come from ``feed`` as they are queued, each committed shard's stats go to
@@ -154,8 +192,8 @@ class ShardStream:
 
         def source() -> Iterator[Any]:
             while True:
-                while self._ready:
-                    on_commit(self._commit(self._ready.popleft()))
+                for stats in self._harvest():
+                    on_commit(stats)
                 shard = feed.pull(busy=self.busy())
                 if shard is None:
                     return
@@ -171,16 +209,29 @@ class ShardStream:
         try:
             for resp in responses:
                 self._take(resp)
-                while self._ready:
-                    yield self._commit(self._ready.popleft())
-        finally:  # also when it breaks: the engine's stream cancels what it holds, pending decodes are dropped
-            getattr(responses, "close", lambda: None)()
-            requests.close()
-        while self._ready:
-            yield self._commit(self._ready.popleft())
+                yield from self._harvest()
+            yield from self._harvest(wait=True)
+        except GeneratorExit:  # the consumer stopped early
+            self._close(responses, requests)
+            self._settle()
+            raise
+        except BaseException:  # the stream broke: what the writer finished is committed, the rest is redone
+            self._close(responses, requests)
+            yield from self._settle()
+            raise
+        self._close(responses, requests)
+        self._writer.shutdown(wait=True)
         if self._open:  # a back end that lost a response: the shards are redone, never committed short
             names = ", ".join(sh.spec.name for sh in self._open.values())
             raise RuntimeError(f"the engine's stream ended without answering every request of shard(s) {names}")
+
+    @staticmethod
+    def _close(responses: Iterator[Response], requests: Iterator[Request]) -> None:
+        """The engine's stream cancels what it holds; pending decodes are dropped."""
+        try:
+            getattr(responses, "close", lambda: None)()
+        finally:
+            requests.close()
 
 
 class ShardFeed:

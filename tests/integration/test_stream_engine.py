@@ -102,7 +102,7 @@ class BreaksOnce:
 
     def stream(self, requests: Iterable[Request], **_: Any) -> Iterator[Response]:
         self.calls += 1
-        for n, r in enumerate(requests):
+        for n, r in enumerate(r for r in requests if r is not IDLE):  # a live feed's IDLE: nothing to run
             if self.calls == 1 and n == 4:
                 raise RuntimeError("engine crashed")
             yield Response(texts=["x"], id=r.id)
@@ -145,9 +145,9 @@ def test_the_retry_budget_is_per_failure_streak_in_a_finite_stream_too() -> None
         def open_stream(self) -> ShardStream:
             return ShardStream(stage, backend)
 
-    items = [f"item {i}" for i in range(12)]
+    items = [f"item {i}" for i in range(14)]  # each broken run commits the two shards it finished before breaking
     written = run_stream(Worker(), iter_shards(items, 2), max_retries=1)
-    assert backend.calls == 4 and sorted(written) == [0, 1, 2, 3, 4, 5]
+    assert backend.calls == 4 and sorted(written) == [0, 1, 2, 3, 4, 5, 6]
     assert sorted(r["item"] for rows in stage.rows.values() for r in rows) == sorted(items)
 
 
@@ -378,3 +378,41 @@ def test_a_second_break_keeps_the_redo_shards_it_had_not_taken() -> None:
     assert not any(t.is_alive() for t in threads), "a redo shard was lost and its caller hung"
     assert [r.shard_id for r in results] == [0, 1, 2] and sorted(stage.committed) == [0, 1, 2]
     assert backend.calls == 3
+
+
+class SlowCommit(EchoStage):
+    """A stage whose commit takes 0.3 s (a shard with embedded media compressed and uploaded)."""
+
+    def __init__(self, log: list[str]) -> None:
+        super().__init__()
+        self.log = log
+
+    def commit(self, spec, items, rows, responses, opened):
+        self.log.append(f"commit {spec.shard_id} begins")
+        time.sleep(0.3)
+        self.log.append(f"commit {spec.shard_id} ends")
+        return super().commit(spec, items, rows, responses, opened)
+
+
+class Logged:
+    """Answers every request at once, logging its arrival."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def stream(self, requests: Iterable[Any], **_: Any) -> Iterator[Response]:
+        for r in requests:
+            if r is IDLE:
+                continue
+            self.log.append(f"in {r.id}")
+            time.sleep(0.01)
+            yield Response(texts=["x"], id=r.id)
+
+
+def test_commits_run_on_the_writer_thread_while_the_engine_takes_the_next_shards() -> None:
+    log: list[str] = []
+    stage = SlowCommit(log)
+    written = list(ShardStream(stage, Logged(log)).run(iter_shards([f"item {i}" for i in range(12)], 4)))
+    assert sorted(written) == [0, 1, 2] and sorted(stage.committed) == [0, 1, 2]
+    begins, ends = log.index("commit 0 begins"), log.index("commit 0 ends")
+    assert any(x.startswith("in 1/") for x in log[begins:ends]), f"the engine waited for a commit: {log}"
