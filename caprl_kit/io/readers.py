@@ -12,7 +12,7 @@ listing and shard ``i`` always holds the same items. Paths may be any fsspec URL
   ``input.carry_columns`` are copied into output rows. Read in record batches (pyarrow) / line by line. Parquet is
   read with only the key, path and carried columns: embedded bytes are located (file, row), not read.
 - hf_dataset: ``datasets.load_from_disk`` (memory-mapped Arrow); an ``image`` column of {bytes, path} (bytes
-  located by row) or a path.
+  located by row) or a path (relative paths resolved against the dataset's folder, made absolute when listed).
 - webdataset: ``*.tar`` shards (a glob); members grouped by basename, the first media member is the item.
   Uncompressed tars are listed from their headers (the data is skipped, each item located by its byte range);
   compressed ones are streamed and carry their bytes inline.
@@ -263,12 +263,13 @@ def read_hf_dataset(cfg: InputConfig) -> Iterator[InputItem]:
 
     from caprl_kit.io.locators import open_hf_dataset
 
-    url = _absolute(cfg.path)  # what the workers open: not relative to the driver's working directory
+    url = _absolute(cfg.path)  # resolved once, here: the workers open it (and its images) from any working directory
     ds = open_hf_dataset(url)
     column = cfg.path_column if cfg.path_column in ds.column_names else "image"
     local = cfg.model_copy(update={"path_column": column})
     typ = ds.data.schema.field(column).type if column in ds.column_names else None  # also for a plain dict feature
-    struct = typ is not None and pa.types.is_struct(typ) and typ.get_field_index("bytes") >= 0
+    struct = (typ is not None and pa.types.is_struct(typ) and typ.get_field_index("bytes") >= 0
+              and not pa.types.is_null(typ.field("bytes").type))  # {bytes: None, path} everywhere: paths only
     if cfg.bytes_column and cfg.bytes_column not in ds.column_names:
         raise CaprlError(f"{cfg.path} has no column '{cfg.bytes_column}' (input.bytes_column); it has "
                          f"{ds.column_names}")
@@ -294,7 +295,7 @@ def read_hf_dataset(cfg: InputConfig) -> Iterator[InputItem]:
                 n += len(out)
             yield from out
 
-    yield from _rows_to_items(rows(), local, cfg.path)
+    yield from _rows_to_items(rows(), local, url)  # relative image paths: against the absolute dataset folder
 
 
 @READERS.register("webdataset")

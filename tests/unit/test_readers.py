@@ -83,3 +83,27 @@ def test_read_rows_refuses_text_that_is_not_utf8(tmp_path) -> None:
     (tmp_path / "latin.jsonl").write_bytes('{"caption": "caf\u00e9"}\n'.encode("latin-1"))
     with pytest.raises(ConfigError, match="not UTF-8"):
         read_rows(str(tmp_path / "latin.jsonl"), key="captions.path")
+
+
+@pytest.mark.parametrize("layout", ["path", "image_struct"])
+def test_hf_dataset_relative_paths_resolve_once_against_the_dataset_folder(tmp_path: Path, monkeypatch,
+                                                                           layout: str) -> None:
+    """A relative dataset path and the relative image paths in it are made absolute when the input is listed: a
+    worker reading the item from another working directory (a Ray worker) finds the same file."""
+    import datasets
+
+    from caprl_kit.io.locators import item_bytes
+
+    data = [make_image_bytes(color=(60 * i, 0, 0)) for i in range(2)]
+    hf = tmp_path / "hf"
+    names = [f"images/{i}.png" for i in range(2)]
+    column = names if layout == "path" else [{"bytes": None, "path": n} for n in names]
+    datasets.Dataset.from_dict({"id": ["a", "b"], "image": column}).save_to_disk(str(hf))
+    (hf / "images").mkdir()  # the images inside the dataset's folder, named relative to it
+    for n, d in zip(names, data):
+        (hf / n).write_bytes(d)
+    monkeypatch.chdir(tmp_path)
+    items = list(iter_items(InputConfig(path="hf", format="hf_dataset", key_column="id")))
+    assert [it.source for it in items] == [str(hf / n) for n in names]
+    monkeypatch.chdir("/")  # the worker's working directory
+    assert [item_bytes(it, 1 << 20) for it in items] == data
