@@ -100,7 +100,10 @@ def stage_model(cfg: TrainConfig) -> str:
     steps = sorted(root.glob("global_step_*"), key=lambda p: int(p.name.rsplit("_", 1)[1]))
     if not steps:
         raise CaprlError(f"no verl checkpoint under {root} to start the next stage from")
-    export_checkpoint(str(steps[-1]), str(hf), python=cfg.verl.python)
+    from caprl_kit.io.fs import staged_dir
+
+    with staged_dir(hf) as tmp:  # a kill mid-export leaves no hf/ that the next stage would take as complete
+        export_checkpoint(str(steps[-1]), str(tmp), python=cfg.verl.python)
     return str(hf)
 
 

@@ -318,11 +318,15 @@ def train_grpo(cfg: TrainConfig, *, progress: Progress | None = None,
 
 def finish(trainer: Any, result: Any, processor: Any, out: Path, *, n_items: int, policy: str,
            validation: ValidationCallback | None, resumed: bool) -> RunReport:
-    """After a TRL run (GRPO or DPO): ``final/`` (model + processor) and the report (loss, steps, the best
-    validation checkpoint)."""
+    """After a TRL run (GRPO or DPO): ``final/`` (model + processor, saved under a hidden sibling name and swapped
+    in: a run killed while saving leaves ``final/`` absent or the previous complete one) and the report (loss,
+    steps, the best validation checkpoint)."""
+    from caprl_kit.io.fs import staged_dir
+
     final = out / "final"
-    trainer.save_model(str(final))
-    processor.save_pretrained(str(final))
+    with staged_dir(final) as tmp:
+        trainer.save_model(str(tmp))
+        processor.save_pretrained(str(tmp))
     report = RunReport(command="train", output_dir=str(out), n_items=n_items, n_ok=n_items)
     report.metrics.update({"train_loss": float(result.training_loss), "steps": float(trainer.state.global_step)})
     report.outputs.update({"final": str(final), "metrics": str(out / "metrics.jsonl"), "policy": str(policy)})
