@@ -5,11 +5,11 @@ Run it in the vLLM environment (``bash envs/setup_vllm.sh`` builds it):
     .venv-vllm/bin/python benchmarks/annotate_vllm.py [--n 256] [--shard-size 64] [--max-num-seqs 64]
     .venv/bin/python benchmarks/annotate.py vllm ...      # the same, started from the main environment
 
-Three ways through one engine (one ``VLLMBackend``: the tiny captioner, the shipped recipe's settings —
-``batch_size`` 64, ``max_num_seqs`` 64, temperature 1 — and stop strings so that caption lengths vary):
+Three ways through one engine (one ``VLLMBackend``: the tiny captioner, ``max_num_seqs`` 64, temperature 1 — and
+stop strings so that caption lengths vary):
 
 - raw:   ``LLM.generate`` on every pre-decoded request at once: vLLM's scheduler sees the whole queue (the ceiling);
-- waves: ``backend.generate`` per batch of ``batch_size`` pre-decoded requests, each waiting for its longest
+- waves: ``backend.generate`` per batch of ``--batch-size`` pre-decoded requests, each waiting for its longest
          caption (how caprl annotate fed engines before the streaming engine);
 - ours:  the annotate stage end to end inside the shards: folder listing, background decoding of the JPEGs,
          ``ShardStream`` over ``VLLMBackend.stream`` (add_request/step), Parquet shards + stats sidecars.
@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=256, help="images")
     ap.add_argument("--size", type=int, nargs=2, default=[640, 480], help="image width height")
     ap.add_argument("--shard-size", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=64, help="the recipe's backend.batch_size (waves)")
+    ap.add_argument("--batch-size", type=int, default=64, help="requests per wave (the vllm back end refuses batch_size)")
     ap.add_argument("--max-num-seqs", type=int, default=64)
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--stop", nargs="*", default=["s "], help="stop strings that make lengths vary (the default gives "
@@ -100,7 +100,7 @@ def main() -> None:
                 "seed": None if args.seed < 0 else args.seed}
     cfg = AnnotateConfig.model_validate({
         "input": {"path": str(root / "images")},
-        "backend": {"name": "vllm", "model": model, "batch_size": args.batch_size, "sampling": sampling,
+        "backend": {"name": "vllm", "model": model, "sampling": sampling,  # waves: args.batch_size
                     "vllm": {"max_num_seqs": args.max_num_seqs, "enforce_eager": True, "max_model_len": 4096,
                              "gpu_memory_utilization": 0.3, "limit_mm_per_prompt": {"image": 1}}},
         "sharding": {"shard_size": args.shard_size}, "output_dir": str(root / "ours"),

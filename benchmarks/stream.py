@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> dict:
                      "num_workers": args.num_workers, "phases": {}}
     with serve_process(ecfg) as url:
         base = url.rsplit("/v1", 1)[0]
-        backend = {"name": "openai", "model": "gpu-timing", "batch_size": R,
+        backend = {"name": "openai", "model": "gpu-timing",  # batch_sync: waves of R
                    "sampling": {"n": 1, "temperature": 0.0, "max_tokens": 2048},
                    "openai": {"base_url": url, "max_concurrency": args.max_concurrency or R}}
 

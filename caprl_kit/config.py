@@ -55,6 +55,23 @@ class FieldIssue(ValueError):
         super().__init__(f"{path}: {message}")
 
 
+class FieldIssues(ValueError):
+    """Several ``FieldIssue`` s found by one cross-field ``model_validator``: each becomes its own ``ConfigIssue``, so
+    a config that sets three ignored keys hears about all three at once."""
+
+    def __init__(self, issues: list[FieldIssue]):
+        self.issues = list(issues)
+        super().__init__("; ".join(str(i) for i in self.issues))
+
+
+def raise_issues(issues: list[FieldIssue]) -> None:
+    """Raise what a validator collected: nothing, the one ``FieldIssue``, or all of them as ``FieldIssues``."""
+    if len(issues) == 1:
+        raise issues[0]
+    if issues:
+        raise FieldIssues(issues)
+
+
 # --------------------------------------------------------------------------- registry-checked fields
 
 
@@ -218,7 +235,16 @@ def validate(model: type[BaseModel], data: dict[str, Any], source: str | None = 
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError([_issue(model, err) for err in exc.errors()], source=source) from None
+        raise ConfigError([i for err in exc.errors() for i in _issues(model, err)], source=source) from None
+
+
+def _issues(model: type[BaseModel], err: Any) -> list[ConfigIssue]:
+    """One pydantic error -> its ``ConfigIssue`` (several when a validator raised ``FieldIssues``)."""
+    raised = (err.get("ctx") or {}).get("error")
+    if isinstance(raised, FieldIssues):
+        loc = [str(p) for p in err["loc"] if not _is_union_tag(model, p)]
+        return [ConfigIssue(".".join([*loc, i.path]), i.message, i.hint) for i in raised.issues]
+    return [_issue(model, err)]
 
 
 def _issue(model: type[BaseModel], err: Any) -> ConfigIssue:

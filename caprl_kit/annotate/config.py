@@ -6,8 +6,8 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from caprl_kit.backends.config import BackendConfig
-from caprl_kit.config import ConfigModel, FieldIssue, JobConfig, registry_name
+from caprl_kit.backends.config import BATCH_LIMIT, BackendConfig
+from caprl_kit.config import ConfigModel, FieldIssue, JobConfig, raise_issues, registry_name
 from caprl_kit.io.config import InputConfig, MediaConfig, ShardingConfig
 from caprl_kit.monitors import MonitorConfig
 from caprl_kit.prompts import PROMPTS
@@ -27,11 +27,13 @@ class PromptConfig(ConfigModel):
 
 class BatchingConfig(ConfigModel):
     max_batch_tokens: int = Field(
-        32768, ge=1, description="Cap on estimated prompt tokens (text + visual) per engine call"
+        32768, ge=1, description="Cap on estimated prompt tokens (text + visual) per engine call (transformers, "
+        "lexical; vllm and openai schedule by vllm.max_num_seqs / openai.max_concurrency)"
     )
     window: int = Field(16, ge=1, description="Items decoded ahead of the engine and sorted by size together before "
                         "cutting batches (transformers): decoded media in memory stay within about 2 x window items, "
-                        "whatever the shard size")
+                        "whatever the shard size (vllm, openai: the decode-ahead only, at least half their requests "
+                        "in flight, up to 64)")
     decode_workers: int = Field(2, ge=0, description="Background threads decoding/resizing media (0: inline)")
     decode_processes: bool = Field(False, description="Decode in decode_workers spawned processes instead of threads: "
                                    "for video when the engine's Python side keeps the GIL busy (docs/dataflow.md)")
@@ -62,10 +64,32 @@ class AnnotateConfig(JobConfig):
 
     @model_validator(mode="after")
     def _needs_model(self) -> "AnnotateConfig":
+        issues = []
         if self.backend.name != "lexical" and not self.backend.model:
-            raise ValueError("backend.model is required: set backend.model to a hub id or local path")
+            issues.append(FieldIssue("backend.model", "is required", "set backend.model to a hub id or local path"))
         if self.output.dedup and self.runner.name != "local":
-            raise FieldIssue("output.dedup", f"works with runner.name=local only (content hashes are shared within "
-                             f"one process; with {self.runner.name} each worker would see only its own items)",
-                             "use runner.name=local, or turn dedup off and drop duplicates by content_hash after")
+            issues.append(FieldIssue("output.dedup", f"works with runner.name=local only (content hashes are shared "
+                                     f"within one process; with {self.runner.name} each worker would see only its "
+                                     "own items)", "use runner.name=local, or turn dedup off and drop duplicates by "
+                                     "content_hash after"))
+        limit = BATCH_LIMIT.get(self.backend.name)
+        if limit is not None and self.batching.max_batch_tokens != BatchingConfig().max_batch_tokens:
+            issues.append(FieldIssue("batching.max_batch_tokens", f"is ignored by the {self.backend.name} back end: "
+                                     f"{limit[1]}", f"set backend.{limit[0]} instead, or remove max_batch_tokens"))
+        issues += ignored_runner_decode(self.runner, "caprl annotate reads {use} for this, not runner.{key}",
+                                        "set {use} instead")
+        raise_issues(issues)
         return self
+
+
+#: runner.decode_* -> the key caprl annotate reads instead (only caprl curate reads runner.decode_*)
+ANNOTATE_DECODE = {"decode_workers": "batching.decode_workers", "decode_processes": "batching.decode_processes",
+                   "decode_ahead": "batching.window"}
+
+
+def ignored_runner_decode(runner: RunnerConfig, why: str, hint: str) -> list[FieldIssue]:
+    """A refusal per ``runner.decode_*`` key set away from its default on a command that does not read it; ``why`` and
+    ``hint`` may name ``{key}`` and ``{use}`` (the annotate key that does the job)."""
+    default = RunnerConfig()
+    return [FieldIssue(f"runner.{key}", "is ignored: " + why.format(key=key, use=use), hint.format(key=key, use=use))
+            for key, use in ANNOTATE_DECODE.items() if getattr(runner, key) != getattr(default, key)]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
 from caprl_kit.backends import BACKENDS
 from caprl_kit.backends.loading import DEVICE, DTYPES
-from caprl_kit.config import ConfigModel, registry_name
+from caprl_kit.config import ConfigModel, FieldIssue, registry_name
 from caprl_kit.registry import suggest
 
 
@@ -76,7 +76,31 @@ class BackendConfig(ConfigModel):
     trust_remote_code: bool = Field(False, description="Run code shipped with the model; off unless you trust it")
     dtype: Annotated[str, AfterValidator(_dtype)] = Field("auto", description="auto, float32, bfloat16 or float16")
     device: Annotated[str, AfterValidator(_device)] = Field("auto", description="auto, cpu, cuda or cuda:N (transformers)")
-    batch_size: int = Field(8, ge=1, description="Requests per engine call")
+    batch_size: int = Field(8, ge=1, description="Requests per engine call (transformers, lexical); vllm is limited "
+                            "by vllm.max_num_seqs, openai by openai.max_concurrency")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     vllm: VLLMOptions = Field(default_factory=VLLMOptions)
     openai: OpenAIOptions = Field(default_factory=OpenAIOptions)
+
+    @model_validator(mode="after")
+    def _batch_size_used(self) -> "BackendConfig":
+        limit = BATCH_LIMIT.get(self.name)
+        if limit is not None and self.batch_size != BackendConfig.model_fields["batch_size"].default:
+            key, why = limit
+            raise FieldIssue("batch_size", f"is ignored by the {self.name} back end: {why}", f"set {key} instead, "
+                             "or remove batch_size")
+        return self
+
+
+#: back ends that stream requests without batch_size -> (the key that does limit them, how)
+BATCH_LIMIT = {
+    "vllm": ("vllm.max_num_seqs", ("vLLM's scheduler runs up to vllm.max_num_seqs sequences at once, vLLM's "
+                                   "default when null, and the stream keeps twice that many requests in the engine")),
+    "openai": ("openai.max_concurrency", "openai.max_concurrency requests are in flight at once, whatever the batch"),
+}
+
+
+def one_answer(path: str, n: int, reader: str, instead: str) -> FieldIssue:
+    """The refusal of a ``sampling.n`` above 1 where the caller reads only the first completion of each request."""
+    return FieldIssue(path, f"is {n}, but {reader}: the other {n - 1} completion(s) would be generated and thrown "
+                      "away", instead)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, model_validator
 
-from caprl_kit.backends.config import BackendConfig, SamplingConfig
+from caprl_kit.backends.config import BackendConfig, SamplingConfig, one_answer
 from caprl_kit.config import ConfigModel, JobConfig, registry_name
 from caprl_kit.io.config import InputConfig, MediaConfig, ShardingConfig
 from caprl_kit.prompts import PROMPTS
@@ -29,6 +29,13 @@ class GenerateConfig(ConfigModel):
     user_text: str = Field("Here is the image", description="Text after the media in the user turn (spec §1.2)")
     max_questions: int | None = Field(None, ge=1, description="Keep at most this many parsed questions per item")
 
+    @model_validator(mode="after")
+    def _one_generation(self) -> "GenerateConfig":
+        if self.backend.sampling.n > 1:
+            raise one_answer("backend.sampling.n", self.backend.sampling.n, "the generate stage parses one "
+                             "generation per item", "set it to 1")
+        return self
+
 
 class AnswerConfig(ConfigModel):
     backend: BackendConfig = Field(default_factory=_answerer, description="LVLM answering (e.g. 3B)")
@@ -40,6 +47,13 @@ class AnswerConfig(ConfigModel):
         "media", description="What the visual answerer gets: the media, or a caption column (input.caption_column) "
         "as a cheap stand-in (text LLM / lexical curation)")
     caption_column: str = Field("caption", description="Input column with captions for evidence=caption")
+
+    @model_validator(mode="after")
+    def _one_answer(self) -> "AnswerConfig":
+        if self.backend.sampling.n > 1:
+            raise one_answer("backend.sampling.n", self.backend.sampling.n, "the answer stage reads one answer per "
+                             "trial", "set it to 1; raise answer.rotations for more trials per question")
+        return self
 
 
 class FilterConfig(ConfigModel):

@@ -7,8 +7,9 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from caprl_kit.backends.config import BackendConfig, SamplingConfig
-from caprl_kit.config import ConfigModel, FieldIssue, JobConfig, registry_name
+from caprl_kit.annotate.config import ignored_runner_decode
+from caprl_kit.backends.config import BackendConfig, SamplingConfig, one_answer
+from caprl_kit.config import ConfigModel, FieldIssue, JobConfig, raise_issues, registry_name
 from caprl_kit.evaluate.captions_file import CaptionsFileConfig
 from caprl_kit.evaluate.metrics import SCORERS
 from caprl_kit.io.config import MediaConfig, ShardingConfig
@@ -73,10 +74,20 @@ class EvalConfig(JobConfig):
 
     @model_validator(mode="after")
     def _unique_benchmarks(self) -> "EvalConfig":
+        issues = []
         seen: set[str] = {"qa_utility"} if self.qa_utility is not None else set()
         for i, bench in enumerate(self.benchmarks):
             if bench.name in seen:
-                raise FieldIssue(f"benchmarks.{i}.name", f"'{bench.name}' is already a task name in this eval",
-                                 "give every benchmark its own name")
+                issues.append(FieldIssue(f"benchmarks.{i}.name", f"'{bench.name}' is already a task name in this "
+                                         "eval", "give every benchmark its own name"))
             seen.add(bench.name)
+        if self.answerer.sampling.n > 1:
+            issues.append(one_answer("answerer.sampling.n", self.answerer.sampling.n, "caprl eval reads one answer "
+                                     "per caption", "set it to 1; captioner.sampling.n sets how many captions, "
+                                     "each answered once, an item gets"))
+        issues += ignored_runner_decode(
+            self.runner, "caprl eval captions through caprl annotate with annotate's default {use}; eval has no key "
+            "for it yet", "remove it, or caption with caprl annotate, setting {use} and output.export_jsonl there, "
+            "and pass its captions.jsonl as captions.path")
+        raise_issues(issues)
         return self

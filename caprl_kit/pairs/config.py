@@ -6,8 +6,9 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
+from caprl_kit.annotate.config import ignored_runner_decode
 from caprl_kit.backends.config import BackendConfig
-from caprl_kit.config import ConfigModel, FieldIssue, JobConfig, registry_name
+from caprl_kit.config import ConfigModel, FieldIssue, JobConfig, raise_issues, registry_name
 from caprl_kit.io.config import MediaConfig, ShardingConfig
 from caprl_kit.prompts import PROMPTS
 from caprl_kit.rewards.config import RewardConfig
@@ -60,12 +61,17 @@ class PairsConfig(JobConfig):
     @model_validator(mode="after")
     def _check(self) -> "PairsConfig":
         s = self.captioner.sampling
+        issues = []
         if s.n < 2:
-            raise FieldIssue("captioner.sampling.n", f"is {s.n}: pairs need at least 2 captions per image",
-                             "set captioner.sampling.n to 4 or 8")
+            issues.append(FieldIssue("captioner.sampling.n", f"is {s.n}: pairs need at least 2 captions per image",
+                                     "set captioner.sampling.n to 4 or 8"))
         if s.temperature == 0:
-            raise FieldIssue("captioner.sampling.temperature", "is 0: greedy sampling gives n identical captions",
-                             "set a temperature such as 1.0")
+            issues.append(FieldIssue("captioner.sampling.temperature", "is 0: greedy sampling gives n identical "
+                                     "captions", "set a temperature such as 1.0"))
         if self.captioner.name != "lexical" and not self.captioner.model:
-            raise FieldIssue("captioner.model", "is required", "set captioner.model to a hub id or local path")
+            issues.append(FieldIssue("captioner.model", "is required", "set captioner.model to a hub id or local path"))
+        issues += ignored_runner_decode(
+            self.runner, "caprl train pairs samples through caprl annotate with annotate's default {use}; pairs has "
+            "no key for it yet", "remove it")
+        raise_issues(issues)
         return self

@@ -6,8 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from caprl_kit.backends.config import BackendConfig, SamplingConfig
-from caprl_kit.config import ConfigModel, FieldIssue, registry_name
+from caprl_kit.backends.config import BackendConfig, SamplingConfig, one_answer
+from caprl_kit.config import ConfigModel, FieldIssue, raise_issues, registry_name
 from caprl_kit.rewards.registry import REWARDS
 
 
@@ -40,23 +40,30 @@ class QARewardConfig(ConfigModel):
     seed: int | None = Field(None, description="Seed for question draws and shuffles (None: fresh randomness)")
     answerer: BackendConfig = Field(default_factory=lambda: BackendConfig(name="lexical"),
                                     description="Text LLM answering from the caption")
-    sampling: SamplingConfig = Field(default_factory=_answer_sampling, description="Answerer sampling")
+    sampling: SamplingConfig = Field(default_factory=_answer_sampling, description="Answerer sampling (n: 1, one "
+                                     "answer per question)")
     service: RewardServiceConfig | None = Field(
         None, description="Score through caprl serve-reward over HTTP instead of the in-process answerer")
 
     @model_validator(mode="after")
     def _one_sampling(self) -> "QARewardConfig":
+        issues = []
         if self.answerer.sampling != SamplingConfig():  # a resolved config dumps the default: that one is fine
-            raise FieldIssue("answerer.sampling", "is not used: the answerer samples with qa.sampling",
-                             "move these keys to qa.sampling")
+            issues.append(FieldIssue("answerer.sampling", "is not used: the answerer samples with qa.sampling",
+                                     "move these keys to qa.sampling"))
+        if self.sampling.n > 1:
+            issues.append(one_answer("sampling.n", self.sampling.n, "the QA reward reads one answer per question",
+                                     "set it to 1; raise qa_num to ask more questions per caption"))
         if self.service is not None:  # the server's own qa config scores: a different local one would be ignored
             default = QARewardConfig()
             ignored = [k for k in ("mode", "qa_num", "compat", "seed", "answerer", "sampling")
                        if getattr(self, k) != getattr(default, k)]
             if ignored:
-                raise FieldIssue(ignored[0], f"is set, but with qa.service the reward server's own qa config decides "
-                                 f"({', '.join(ignored)} would be ignored)", "set them in the server's config "
-                                 "(caprl serve-reward), or drop qa.service to score in-process")
+                issues.append(FieldIssue(ignored[0], f"is set, but with qa.service the reward server's own qa config "
+                                         f"decides ({', '.join(ignored)} would be ignored)", "set them in the "
+                                         "server's config (caprl serve-reward), or drop qa.service to score "
+                                         "in-process"))
+        raise_issues(issues)
         return self
 
 
@@ -81,9 +88,14 @@ class JudgeRewardConfig(ConfigModel):
 
     @model_validator(mode="after")
     def _one_sampling(self) -> "JudgeRewardConfig":
+        issues = []
         if self.judge.sampling != SamplingConfig():
-            raise FieldIssue("judge.sampling", "is not used: the judge samples with vl_judge.sampling",
-                             "move these keys to vl_judge.sampling")
+            issues.append(FieldIssue("judge.sampling", "is not used: the judge samples with vl_judge.sampling",
+                                     "move these keys to vl_judge.sampling"))
+        if self.sampling.n > 1:
+            issues.append(one_answer("sampling.n", self.sampling.n, "the judge reads one verdict per caption",
+                                     "set it to 1"))
+        raise_issues(issues)
         return self
 
 

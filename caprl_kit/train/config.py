@@ -7,8 +7,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from caprl_kit.config import ConfigModel, FieldIssue, JobConfig
-from caprl_kit.rewards.config import RewardConfig
+from caprl_kit.config import ConfigModel, FieldIssue, JobConfig, raise_issues
+from caprl_kit.rewards.config import JudgeRewardConfig, QARewardConfig, RewardConfig, TimestampFormatConfig
 
 
 class DataConfig(ConfigModel):
@@ -21,12 +21,13 @@ class DataConfig(ConfigModel):
                                    "resolved against (e.g. the LLaVA-Video-178K root for CapRL-Video-QA-20K)")
     max_prompt_length: int = Field(2048, ge=16, description="Prompt tokens incl. visual tokens")
     max_response_length: int = Field(1024, ge=1, description="Caption tokens generated per rollout")
-    train_batch_size: int = Field(96, ge=1, description="Prompts (images) per RL step")
+    train_batch_size: int = Field(96, ge=1, description="Prompts (images) per RL step (verl; trl: trl.* sizes)")
     filter_overlong_prompts: bool = Field(True, description="Drop prompts over max_prompt_length (verl: set for VL)")
 
 
 class AlgorithmConfig(ConfigModel):
-    estimator: Literal["grpo", "rloo"] = Field("grpo", description="Group baseline: GRPO (z-score) or RLOO")
+    estimator: Literal["grpo", "rloo"] = Field("grpo", description="Group baseline: GRPO (z-score) or RLOO (verl "
+                                               "only; trl: trl.scale_rewards)")
     num_generations: int = Field(8, ge=2, description="Captions sampled per image (the group size)")
     kl_coef: float = Field(0.01, ge=0, description="KL loss coefficient; 0 drops the reference model. "
                            "UNKNOWN in sources for CapRL v1 (spec §7)")
@@ -35,12 +36,14 @@ class AlgorithmConfig(ConfigModel):
     lr_scheduler: str = Field("constant", description="constant | cosine | linear")
     epochs: int = Field(1, ge=1)
     max_steps: int | None = Field(None, ge=1, description="Stop after this many RL steps")
-    mini_batch_size: int = Field(24, ge=1, description="Prompts per policy update (verl ppo_mini_batch_size)")
+    mini_batch_size: int = Field(24, ge=1, description="Prompts per policy update (verl ppo_mini_batch_size; trl: "
+                                 "trl.per_device_batch_size x trl.gradient_accumulation_steps)")
     temperature: float = Field(1.0, gt=0, description="Rollout temperature")
     top_p: float = Field(1.0, gt=0, le=1)
     freeze_vision_tower: bool = Field(False, description="Train only the language side (official repo issue #11)")
-    entropy_coeff: float = 0.0
-    loss_agg_mode: str = Field("token-mean", description="verl actor.loss_agg_mode")
+    entropy_coeff: float = Field(0.0, description="Entropy bonus (verl actor.entropy_coeff, TRL "
+                                 "GRPOConfig.entropy_coef)")
+    loss_agg_mode: str = Field("token-mean", description="verl actor.loss_agg_mode (trl: trl.loss_type)")
     save_steps: int = Field(100, ge=1, description="Checkpoint every N steps")
     eval_steps: int = Field(50, ge=1, description="Validate every N steps")
     seed: int = 0
@@ -116,7 +119,7 @@ class TrainConfig(JobConfig):
     data: DataConfig
     reward: RewardConfig = Field(default_factory=RewardConfig, description="Terms and the answerer (in-process)")
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
-    sft: SFTConfig | None = Field(None, description="Supervised warm start before RL")
+    sft: SFTConfig | None = Field(None, description="Supervised warm start before RL (trainer: trl)")
     verl: VerlOptions = Field(default_factory=VerlOptions)
     trl: TRLOptions = Field(default_factory=TRLOptions)
     dpo: DPOOptions = Field(default_factory=DPOOptions, description="method: dpo only")
@@ -154,27 +157,130 @@ class TrainConfig(JobConfig):
             raise ValueError("stages: each stage is a mapping {name: ..., <keys to override>}")
         if self.stages:
             return self  # each stage is validated as a whole config (stage_configs)
+        issues: list[FieldIssue] = []
         if self.method == "dpo" and (self.trainer != "trl" or self.task != "image"):
-            raise FieldIssue("method", "dpo runs with trainer: trl on image data here (verl users: the pairs file is "
-                             "TRL's DPO format, docs/train.md)", "set trainer: trl and task: image, or method: grpo")
-        if self.trainer == "verl" and self.reward.qa.service is not None:
-            raise FieldIssue("reward.qa.service", "is not used by verl: its reward function reaches the servers "
-                             "listed in verl.reward_urls", "move the URLs to verl.reward_urls")
+            issues.append(FieldIssue("method", "dpo runs with trainer: trl on image data here (verl users: the pairs "
+                                     "file is TRL's DPO format, docs/train.md)",
+                                     "set trainer: trl and task: image, or method: grpo"))
         if self.trainer == "trl" and self.task == "video":
-            raise ValueError("task: video is not supported by TRL's GRPOTrainer here; set trainer: verl")
+            issues.append(FieldIssue("task", "video is not supported by TRL's GRPOTrainer here", "set trainer: verl"))
         if self.trainer == "verl" and not self.data.val_files:
-            raise ValueError("verl requires data.val_files (its trainer always builds a validation set)")
+            issues.append(FieldIssue("data.val_files", "is empty, but verl requires it (its trainer always builds a "
+                                     "validation set)", "list the validation files"))
         if self.trainer == "trl" and self.method == "grpo":
             # TRL's GRPOConfig: the generation batch (per device x accumulation steps x processes; one process
             # here) holds whole groups of num_generations completions
             t, n = self.trl, self.algorithm.num_generations
             batch = t.per_device_batch_size * t.gradient_accumulation_steps
             if batch % n:
-                raise FieldIssue(
+                issues.append(FieldIssue(
                     "trl.per_device_batch_size",
                     f"per_device_batch_size x gradient_accumulation_steps ({t.per_device_batch_size} x "
                     f"{t.gradient_accumulation_steps} = {batch}) must be a multiple of algorithm.num_generations "
                     f"({n}): TRL samples whole groups of completions",
                     f"set trl.per_device_batch_size to a multiple of {n // math.gcd(n, t.gradient_accumulation_steps)}"
-                    ", or change algorithm.num_generations")
+                    ", or change algorithm.num_generations"))
+        if self.reward.length.tokenizer is not None:
+            issues.append(FieldIssue("reward.length.tokenizer", "is ignored by caprl train: the length term counts "
+                                     "caption tokens with the policy's own tokenizer (spec §2.3)",
+                                     "remove it (caprl train pairs reads it)"))
+        issues += self._verl_ignores() if self.trainer == "verl" else self._trl_ignores()
+        raise_issues(issues)
         return self
+
+    def _verl_ignores(self) -> list[FieldIssue]:
+        """What ``trainer: verl`` would silently skip. Its reward is ``compute_score`` (rewards/verl_reward.py): the
+        QA accuracy (+ the timestamp-format term for video) as the reward servers in verl.reward_urls score it with
+        their own serve-reward config, plus the length term computed here (reward.length.l1/l2 and its weight)."""
+        out = []
+        if self.sft is not None:
+            out.append(FieldIssue("sft", "is ignored with trainer: verl: only the embedded trainer (trainer: trl) runs "
+                                  "the supervised warm start before RL", "run the warm start with trainer: trl, in a "
+                                  "separate run or as a first trainer: trl stage in stages:, and set policy to the "
+                                  "model it exports: OUTPUT/sft, or final/"))
+        q, default_q = self.reward.qa, QARewardConfig()
+        servers = "the reward servers (verl.reward_urls) score QA with their own caprl serve-reward qa config"
+        for key in ("mode", "qa_num", "task", "compat", "seed", "answerer", "sampling"):
+            if getattr(q, key) != getattr(default_q, key):
+                out.append(FieldIssue(f"reward.qa.{key}", f"is ignored with trainer: verl: {servers}",
+                                      f"set qa.{key} in the servers' serve-reward config, and remove it here"))
+        if q.service is not None:
+            out.append(FieldIssue("reward.qa.service", "is not used by verl: its reward function reaches the servers "
+                                  "listed in verl.reward_urls", "move the URLs to verl.reward_urls"))
+        ts, default_ts = self.reward.timestamp_format, TimestampFormatConfig()
+        for key in TimestampFormatConfig.model_fields:
+            if getattr(ts, key) != getattr(default_ts, key):
+                out.append(FieldIssue(f"reward.timestamp_format.{key}", "is ignored with trainer: verl: the video "
+                                      "reward servers compute the timestamp-format term with their own "
+                                      "timestamp_format config", f"set timestamp_format.{key} in the servers' "
+                                      "serve-reward config, and remove it here"))
+        judge, default_judge = self.reward.vl_judge, JudgeRewardConfig()
+        for key in JudgeRewardConfig.model_fields:
+            if getattr(judge, key) != getattr(default_judge, key):
+                out.append(FieldIssue(f"reward.vl_judge.{key}", "is ignored with trainer: verl: its reward function "
+                                      "has no VL-judge term", "use trainer: trl for a vl_judge reward, or remove it"))
+        names = [c.name for c in self.reward.components]
+        for i, c in enumerate(self.reward.components):
+            if c.name == "qa_accuracy" and c.weight != 1.0:
+                out.append(FieldIssue(f"reward.components.{i}.weight", f"is {c.weight}, but with trainer: verl the "
+                                      "reward servers' QA accuracy always enters the reward with weight 1",
+                                      "set it to 1.0 and scale the other terms instead, or use trainer: trl"))
+            elif c.name == "timestamp_format" and c.weight:
+                out.append(FieldIssue(f"reward.components.{i}", "is ignored with trainer: verl: the video reward "
+                                      "servers add the timestamp-format term with their own weight: serve-reward's "
+                                      "format_weight, 0.2 for video by default", "remove it here and set "
+                                      "format_weight in the servers' serve-reward config"))
+            elif c.name not in ("qa_accuracy", "length", "timestamp_format") and c.weight:
+                out.append(FieldIssue(f"reward.components.{i}", f"is {c.name}, a term trainer: verl ignores: its "
+                                      "reward function adds only the servers' QA accuracy, their timestamp-format "
+                                      "term for video and the length term",
+                                      "use trainer: trl for this term, or remove it"))
+        if "qa_accuracy" not in names:
+            out.append(FieldIssue("reward.components", "has no qa_accuracy term, but with trainer: verl the reward "
+                                  "servers' QA accuracy always enters the reward (weight 1)",
+                                  "add {name: qa_accuracy, weight: 1.0}, or use trainer: trl"))
+        return out
+
+    def _trl_ignores(self) -> list[FieldIssue]:
+        """What ``trainer: trl`` would silently skip: verl-only keys without a TRL equivalent. (Mapped onto TRL's
+        GRPOConfig: kl_coef -> beta, entropy_coeff -> entropy_coef; see train/trl_grpo.py grpo_args.)"""
+        a, default = self.algorithm, AlgorithmConfig()
+        dpo = self.method == "dpo"
+        why = "is ignored with method: dpo" if dpo else "is ignored with trainer: trl"
+        step = ("one DPO step takes dpo.per_device_batch_size x dpo.gradient_accumulation_steps pairs" if dpo else
+                "one TRL step generates and learns from trl.per_device_batch_size x trl.gradient_accumulation_steps "
+                "completions, algorithm.num_generations per prompt")
+        sizes = "dpo.per_device_batch_size / dpo.gradient_accumulation_steps" if dpo else \
+            "trl.per_device_batch_size / trl.gradient_accumulation_steps"
+        out = []
+        if a.estimator != default.estimator:
+            out.append(FieldIssue("algorithm.estimator", f"{why} (an RL advantage estimator)" if dpo else
+                                  f"is {a.estimator}, but TRL's GRPOTrainer has no leave-one-out baseline: with "
+                                  "trainer: trl the advantage is always the group-relative one",
+                                  "remove it" if dpo else "use trainer: verl for RLOO, or trl.scale_rewards: none "
+                                  "for a group-mean baseline without std scaling, RLOO's advantage up to a factor "
+                                  "n/(n-1)"))
+        if a.mini_batch_size != default.mini_batch_size:
+            out.append(FieldIssue("algorithm.mini_batch_size", f"{why}: {step}", f"set {sizes} instead, and remove "
+                                  "it"))
+        if self.data.train_batch_size != DataConfig.model_fields["train_batch_size"].default:
+            out.append(FieldIssue("data.train_batch_size", f"{why}: {step}", f"set {sizes} instead, and remove it"))
+        if a.loss_agg_mode != default.loss_agg_mode:
+            twin = LOSS_TYPE_OF.get(a.loss_agg_mode)
+            if dpo:
+                hint = "set dpo.loss_type, and remove it"
+            elif twin:
+                hint = f"set trl.loss_type: {twin}, TRL's equivalent of {a.loss_agg_mode}, and remove it"
+            else:
+                hint = f"set trl.loss_type instead, and remove it: TRL has no equivalent of {a.loss_agg_mode}"
+            out.append(FieldIssue("algorithm.loss_agg_mode", f"{why}: TRL aggregates the loss as "
+                                  f"{'dpo' if dpo else 'trl'}.loss_type says", hint))
+        if dpo and a.entropy_coeff != default.entropy_coeff:
+            out.append(FieldIssue("algorithm.entropy_coeff", f"{why} (an RL entropy bonus)", "remove it"))
+        return out
+
+
+#: verl actor.loss_agg_mode -> the TRL GRPOConfig.loss_type that aggregates the same way: token-mean / dapo divide by
+#: the active tokens of the whole (accumulated) batch, seq-mean-token-mean / grpo average each caption's tokens then
+#: the captions, seq-mean-token-sum-norm / dr_grpo average the captions' token sums over the max response length
+LOSS_TYPE_OF = {"token-mean": "dapo", "seq-mean-token-mean": "grpo", "seq-mean-token-sum-norm": "dr_grpo"}

@@ -40,13 +40,14 @@ def plan(cfg: TrainConfig) -> list[str]:
                  "checkpoint selection: held-out QA accuracy on " + (", ".join(cfg.data.val_files) or "nothing "
                                                                      "(no data.val_files: final/ only)")]
     else:
-        lines = [f"{a.estimator.upper()} on {cfg.policy} with {cfg.trainer}: {a.num_generations} captions per image, "
+        lines = [f"{estimator(cfg)} on {cfg.policy} with {cfg.trainer}: {a.num_generations} captions per image, "
                  f"lr {a.lr}, KL {a.kl_coef}, {a.epochs} epoch(s){steps}",
                  "reward: " + " + ".join(f"{c.weight} x {c.name}" for c in cfg.reward.components if c.weight)
                  + (f" (QA through the reward service {', '.join(cfg.reward.qa.service.urls)})"
                     if cfg.reward.qa.service else "")]
-    if cfg.sft:
-        lines.insert(0, f"supervised warm start on {', '.join(cfg.sft.data_files)} ({cfg.sft.epochs} epochs)")
+    if cfg.sft and cfg.trainer == "trl":  # verl refuses sft: (TrainConfig._verl_ignores)
+        lines.insert(0, f"supervised warm start on {', '.join(cfg.sft.data_files)} ({cfg.sft.epochs} epochs) in "
+                     "OUTPUT/sft, then RL from it")
     if cfg.trainer == "verl":
         from caprl_kit.train.verl import dry_run
 
@@ -60,6 +61,15 @@ def plan(cfg: TrainConfig) -> list[str]:
 
         lines += check_dataset(cfg)
     return lines
+
+
+def estimator(cfg: TrainConfig) -> str:
+    """The advantage estimator the trainer really runs: verl's ``algorithm.adv_estimator``; TRL's GRPOTrainer (always
+    group-relative: RLOO is refused with trl) with its reward scaling and loss aggregation."""
+    if cfg.trainer == "verl":
+        return f"{cfg.algorithm.estimator.upper()} (loss {cfg.algorithm.loss_agg_mode})"
+    scale = {"group": "group std", "batch": "batch std", "none": "no std scaling"}[cfg.trl.scale_rewards]
+    return f"GRPO (TRL GRPOTrainer: {scale}, loss_type {cfg.trl.loss_type})"
 
 
 @releases_output_lock

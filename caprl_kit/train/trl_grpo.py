@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from caprl_kit.backends import loading
 from caprl_kit.backends.transformers_local import VISION_TOKENS
@@ -270,10 +270,32 @@ def load_policy(cfg: TrainConfig, policy: str) -> tuple[Any, Any]:
     return processor, model
 
 
+def grpo_args(cfg: TrainConfig, suppress: Sequence[int] = ()) -> Any:
+    """TRL's ``GRPOConfig`` for ``cfg``: ``algorithm.*`` where TRL has the same knob (kl_coef -> beta, entropy_coeff ->
+    entropy_coef: the mean per-token entropy bonus, verl's with its default token-mean aggregation), ``trl.*`` for
+    the rest. The verl-only keys without a TRL equivalent are refused when the config is validated
+    (``TrainConfig._trl_ignores``)."""
+    import torch
+    from trl import GRPOConfig
+
+    a, t, out = cfg.algorithm, cfg.trl, Path(str(cfg.output_dir))
+    return GRPOConfig(
+        output_dir=str(out), num_generations=a.num_generations, beta=a.kl_coef, learning_rate=a.lr,
+        lr_scheduler_type=a.lr_scheduler, warmup_ratio=a.warmup_ratio, num_train_epochs=a.epochs,
+        max_steps=a.max_steps or -1, per_device_train_batch_size=t.per_device_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps, max_completion_length=cfg.data.max_response_length,
+        temperature=a.temperature, top_p=a.top_p, loss_type=t.loss_type, scale_rewards=t.scale_rewards,
+        entropy_coef=a.entropy_coeff,
+        logging_steps=t.logging_steps, save_steps=a.save_steps, report_to=t.report_to, seed=a.seed,
+        logging_dir=str(out / "tensorboard"), remove_unused_columns=False, use_cpu=not torch.cuda.is_available(),
+        bf16=torch.cuda.is_available(), generation_kwargs={"suppress_tokens": list(suppress)},
+        disable_tqdm=True,
+    )
+
+
 def train_grpo(cfg: TrainConfig, *, progress: Progress | None = None,
                policy: str | None = None) -> RunReport:
-    import torch
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
     progress = progress or NullProgress()
     out = Path(str(cfg.output_dir))
@@ -285,17 +307,7 @@ def train_grpo(cfg: TrainConfig, *, progress: Progress | None = None,
     suppress = [vocab[x] for x in VISION_TOKENS if x in vocab]  # the same tokens the transformers back end bans
     reward = CaprlReward(cfg.reward, tokenizer=processor.tokenizer)
     train = load_rl_dataset(cfg.data.train_files, cfg.data.image_key, cfg.data.media_root)
-    args = GRPOConfig(
-        output_dir=str(out), num_generations=a.num_generations, beta=a.kl_coef, learning_rate=a.lr,
-        lr_scheduler_type=a.lr_scheduler, warmup_ratio=a.warmup_ratio, num_train_epochs=a.epochs,
-        max_steps=a.max_steps or -1, per_device_train_batch_size=t.per_device_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps, max_completion_length=cfg.data.max_response_length,
-        temperature=a.temperature, top_p=a.top_p, loss_type=t.loss_type, scale_rewards=t.scale_rewards,
-        logging_steps=t.logging_steps, save_steps=a.save_steps, report_to=t.report_to, seed=a.seed,
-        logging_dir=str(out / "tensorboard"), remove_unused_columns=False, use_cpu=not torch.cuda.is_available(),
-        bf16=torch.cuda.is_available(), generation_kwargs={"suppress_tokens": suppress},
-        disable_tqdm=True,
-    )
+    args = grpo_args(cfg, suppress)
     steps = a.max_steps or 0
     progress.start("grpo", total=steps or None)
     metrics = MetricsCallback(out / "metrics.jsonl", reward, progress, steps)
