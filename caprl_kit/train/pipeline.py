@@ -83,7 +83,7 @@ def run(cfg: TrainConfig, *, overwrite: bool = False, progress: Progress | None 
 
     preflight(cfg)  # before anything is loaded, launched or overwritten
     if cfg.trainer == "verl":
-        return launch_verl(cfg)
+        return launch_verl(cfg, overwrite=overwrite)
     # discard a previous run (warm start, checkpoints, best-on-validation) only if it is one
     prepare_output(str(cfg.output_dir), "train", overwrite=overwrite, config=cfg)
     policy = None
@@ -138,20 +138,26 @@ def run_curriculum(cfg: TrainConfig, *, overwrite: bool, progress: Progress) -> 
     return report
 
 
-def launch_verl(cfg: TrainConfig) -> RunReport:
-    """Validate (as --dry-run does), then run verl as a subprocess, streaming its log to OUTPUT/verl.log."""
-    from caprl_kit.train.verl import command, dry_run
+def launch_verl(cfg: TrainConfig, *, overwrite: bool = False) -> RunReport:
+    """Validate (as --dry-run does), then run verl as a subprocess, streaming its log to OUTPUT/verl.log. A rerun
+    resumes verl's newest checkpoint; ``overwrite`` discards the previous run (OUTPUT with its checkpoints/, verl's
+    checkpoints in a ``verl.checkpoint_dir`` elsewhere) and tells verl not to resume."""
+    from caprl_kit.train.verl import command, discard_checkpoints, dry_run
 
     for line in dry_run(cfg):
         log.info(line)
-    prepare_output(str(cfg.output_dir), "train", config=cfg)
+    prepare_output(str(cfg.output_dir), "train", overwrite=overwrite, config=cfg)
+    if overwrite and cfg.verl.checkpoint_dir:
+        for gone in discard_checkpoints(cfg.verl.checkpoint_dir):
+            log.info("overwrite: removed the previous run's verl checkpoint %s", gone)
     out = Path(str(cfg.output_dir))
     env = dict(os.environ)
     if cfg.verl.ray_address:
         env["RAY_ADDRESS"] = cfg.verl.ray_address
     t0 = time.perf_counter()
     with (out / "verl.log").open("w") as logf:
-        proc = subprocess.Popen(command(cfg), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        proc = subprocess.Popen(command(cfg, overwrite=overwrite), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, env=env)
         assert proc.stdout is not None
         for line in proc.stdout:
             logf.write(line)

@@ -13,6 +13,10 @@ from caprl_kit.errors import ConfigError, ConfigIssue
 from caprl_kit.train.config import TrainConfig
 
 
+#: verl's record of the newest checkpoint in ``trainer.default_local_dir`` (what ``resume_mode=auto`` reads)
+CHECKPOINT_TRACKER = "latest_checkpointed_iteration.txt"
+
+
 def dataset_file() -> str:
     """verl imports the dataset class by file path (``data.custom_cls.path``); importing the module here would
     import verl."""
@@ -27,7 +31,9 @@ def reward_file() -> str:
     return m.__file__
 
 
-def build_overrides(cfg: TrainConfig) -> list[str]:
+def build_overrides(cfg: TrainConfig, *, overwrite: bool = False) -> list[str]:
+    """verl's Hydra overrides for ``cfg``. verl resumes from the newest checkpoint in ``trainer.default_local_dir``
+    (``resume_mode=auto``) unless ``overwrite`` (``--overwrite``: the previous run is discarded, ``disable``)."""
     a, v, d = cfg.algorithm, cfg.verl, cfg.data
     ckpt = v.checkpoint_dir or (f"{cfg.output_dir}/checkpoints" if cfg.output_dir else "checkpoints")
     length = next((c for c in cfg.reward.components if c.name == "length"), None)
@@ -66,7 +72,7 @@ def build_overrides(cfg: TrainConfig) -> list[str]:
         f"trainer.project_name={v.project}", f"trainer.experiment_name={v.experiment}",
         f"trainer.default_local_dir={ckpt}", f"trainer.logger={_list(v.logger)}",
         f"trainer.total_epochs={a.epochs}", f"trainer.save_freq={a.save_steps}", f"trainer.test_freq={a.eval_steps}",
-        "trainer.resume_mode=auto",
+        f"trainer.resume_mode={'disable' if overwrite else 'auto'}",
     ]
     if a.max_steps:
         o.append(f"trainer.total_training_steps={a.max_steps}")
@@ -88,8 +94,24 @@ def _list(items: list[str]) -> str:
     return "[" + ",".join(items) + "]"
 
 
-def command(cfg: TrainConfig) -> list[str]:
-    return [cfg.verl.python, "-m", "verl.trainer.main_ppo", *build_overrides(cfg)]
+def command(cfg: TrainConfig, *, overwrite: bool = False) -> list[str]:
+    return [cfg.verl.python, "-m", "verl.trainer.main_ppo", *build_overrides(cfg, overwrite=overwrite)]
+
+
+def discard_checkpoints(folder: str) -> list[str]:
+    """Remove verl's checkpoints from ``folder`` (``verl.checkpoint_dir`` outside OUTPUT, on ``--overwrite``): its
+    ``global_step_N/`` folders and ``latest_checkpointed_iteration.txt``, nothing else. Returns what was removed."""
+    import shutil
+
+    root = Path(folder)
+    gone = [p for p in sorted(root.glob("global_step_*")) if p.is_dir() and p.name.rpartition("_")[2].isdigit()]
+    gone += [p for p in (root / CHECKPOINT_TRACKER,) if p.is_file()]
+    for p in gone:
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+    return [str(p) for p in gone]
 
 
 def compose(cfg: TrainConfig) -> Any:
