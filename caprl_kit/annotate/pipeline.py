@@ -16,14 +16,13 @@ from caprl_kit.annotate.config import AnnotateConfig
 from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.io.fs import atomic_write_text, join
-from caprl_kit.io.lock import releases_output_lock
 from caprl_kit.io.parquet import read_shard
 from caprl_kit.io.readers import detect_format, iter_items
 from caprl_kit.io.rundir import RunDir
 from caprl_kit.io.shards import iter_shards
 from caprl_kit.log import get_logger
 from caprl_kit.monitors import FLAG_METRIC, FLAGS, rates_from_metrics
-from caprl_kit.runners.driver import Stage, begin, fingerprint_items, run_stage
+from caprl_kit.runners.driver import Stage, begin, command, fingerprint_items, run_stage
 from caprl_kit.schemas.annotation import AnnotationRow
 from caprl_kit.schemas.run import ShardStats
 
@@ -78,7 +77,7 @@ def _seen_hashes(run: RunDir) -> dict[str, str]:
     return seen
 
 
-@releases_output_lock
+@command
 def run(cfg: AnnotateConfig, *, overwrite: bool = False, progress: Progress | None = None) -> RunReport:
     progress = progress or NullProgress()
     t0 = time.perf_counter()

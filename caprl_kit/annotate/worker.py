@@ -15,6 +15,7 @@ import pyarrow as pa
 
 from caprl_kit.annotate.config import AnnotateConfig
 from caprl_kit.backends import build_backend
+from caprl_kit.backends.pool import release
 from caprl_kit.backends.base import Backend, Request, Response, SamplingParams
 from caprl_kit.commands import NullProgress, Progress
 from caprl_kit.errors import MediaError
@@ -192,4 +193,4 @@ class Annotator:
         return next(iter(self.open_stream().run([(spec, items)])))
 
     def close(self) -> None:
-        self.backend.close()
+        release(self.backend)

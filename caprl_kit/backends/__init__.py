@@ -21,8 +21,12 @@ BACKENDS.register("lexical", target="caprl_kit.backends.lexical:LexicalBackend")
 
 
 def build_backend(cfg: "BackendConfig") -> "Backend":
-    """Instantiate the back end named by ``cfg.name`` (heavy imports happen here, not at config time)."""
-    return BACKENDS.get(cfg.name)(cfg)
+    """The back end named by ``cfg.name`` (heavy imports happen here, not at config time): the command's pooled
+    engine for this config when a command is running (``backends.pool``), else a new one the caller closes."""
+    from caprl_kit.backends.pool import current_pool
+
+    pool = current_pool()
+    return pool.get(cfg) if pool is not None else BACKENDS.get(cfg.name)(cfg)
 
 
 #: back end -> (module it imports, extra that installs it): checked before a run claims its output folder

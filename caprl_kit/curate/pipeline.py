@@ -17,11 +17,10 @@ from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.curate.config import CurateConfig
 from caprl_kit.curate.stages import STAGES, engines_of, generated_shards, make_worker, stage_dir
 from caprl_kit.errors import CaprlError
-from caprl_kit.io.lock import releases_output_lock
 from caprl_kit.io.readers import detect_format, iter_items
 from caprl_kit.io.shards import iter_shards
 from caprl_kit.log import get_logger
-from caprl_kit.runners.driver import Stage, begin, fingerprint_items, run_stage
+from caprl_kit.runners.driver import Stage, begin, command, fingerprint_items, run_stage
 
 log = get_logger(__name__)
 #: drop reasons that are the filter doing its job, not failures
@@ -66,7 +65,7 @@ def plan(cfg: CurateConfig) -> list[str]:
             f"export train/val Parquet + JSONL, audit table and funnel to {cfg.output_dir or '<--output>'}/dataset"]
 
 
-@releases_output_lock
+@command
 def run(cfg: CurateConfig, *, overwrite: bool = False, progress: Progress | None = None) -> RunReport:
     progress = progress or NullProgress()
     t0 = time.perf_counter()

@@ -29,11 +29,10 @@ from caprl_kit.evaluate.data import Sample, load_benchmark
 from caprl_kit.evaluate.metrics import score, scorer_for
 from caprl_kit.io.fs import atomic_write_text, join, url_to_fs
 from caprl_kit.io.layout import EVAL_ANSWERS_DIR, EVAL_CAPTIONS_DIR, EVAL_RESULTS, EVAL_RESULTS_LATEST, EVAL_SAMPLES
-from caprl_kit.io.lock import releases_output_lock
 from caprl_kit.io.parquet import read_shard
 from caprl_kit.io.rows import read_rows
 from caprl_kit.io.rundir import RunDir, prepare_output
-from caprl_kit.runners.driver import Listing, Stage, begin, run_stage
+from caprl_kit.runners.driver import Listing, Stage, begin, command, run_stage
 from caprl_kit.io.shards import Fingerprint, ShardSpec, iter_shards
 from caprl_kit.io.stats import StatsBuilder, utc_now
 from caprl_kit.log import get_logger
@@ -315,7 +314,7 @@ def plan(cfg: EvalConfig) -> list[str]:
     return lines
 
 
-@releases_output_lock
+@command
 def run(cfg: EvalConfig, *, overwrite: bool = False, progress: Progress | None = None) -> RunReport:
     progress = progress or NullProgress()
     if not cfg.benchmarks and cfg.qa_utility is None:

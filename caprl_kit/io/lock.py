@@ -1,7 +1,7 @@
 """The lock on a command's OUTPUT: ``OUTPUT/.caprl.lock`` says which run is writing the folder.
 
 ``prepare_output`` takes it when a run claims its folder (before ``--overwrite`` removes anything); the command's
-``run`` (decorated with ``releases_output_lock``) removes it when it returns, fails or is interrupted, and an
+``run`` (decorated with ``runners.driver.command``) removes it when it returns, fails or is interrupted, and an
 ``atexit`` hook removes what a process still holds when it exits. The file holds the host, pid and start time of
 the holder and is created atomically (``O_CREAT | O_EXCL`` on a local disk), so of two runs started on one folder
 the second is refused with the holder's name. A lock whose holder is gone (same host, the pid is not alive) is
@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import functools
 import json
 import os
 import socket
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Iterator
 
 from fsspec.implementations.local import LocalFileSystem
 
@@ -33,7 +32,6 @@ from caprl_kit.io.stats import utc_now
 from caprl_kit.log import get_logger
 
 log = get_logger(__name__)
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class OutputLocked(CaprlError):
@@ -153,17 +151,6 @@ def output_lock_scope() -> Iterator[None]:
         for key in taken:
             with contextlib.suppress(OSError):
                 release(key)
-
-
-def releases_output_lock(fn: F) -> F:
-    """Decorates a command's ``run``: the lock its ``prepare_output`` took is released when it ends."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with output_lock_scope():
-            return fn(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------- the file

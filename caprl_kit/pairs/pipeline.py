@@ -20,7 +20,6 @@ from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.io.fs import atomic_write_text, join, url_to_fs
 from caprl_kit.io.layout import PAIRS, PAIRS_JSONL, PAIRS_SAMPLES_DIR, PAIRS_SCORED_DIR, PAIRS_SUMMARY
-from caprl_kit.io.lock import releases_output_lock
 from caprl_kit.io.parquet import read_shard, write_shard
 from caprl_kit.io.rows import iter_jsonl
 from caprl_kit.io.rundir import RunDir
@@ -28,7 +27,7 @@ from caprl_kit.io.shards import Fingerprint, ShardSpec, iter_shards
 from caprl_kit.io.stats import StatsBuilder
 from caprl_kit.log import get_logger
 from caprl_kit.pairs.config import PairOptions, PairsConfig
-from caprl_kit.runners.driver import Listing, Stage, begin, run_stage
+from caprl_kit.runners.driver import Listing, Stage, begin, command, run_stage
 from caprl_kit.schemas.annotation import AnnotationRow
 from caprl_kit.schemas.pairs import PreferencePairRow, ScoredCaptionRow
 from caprl_kit.schemas.run import ShardStats
@@ -360,7 +359,7 @@ def plan(cfg: PairsConfig) -> list[str]:
             f"{PAIRS_JSONL} and {PAIRS_SUMMARY}"]
 
 
-@releases_output_lock
+@command
 def run(cfg: PairsConfig, *, overwrite: bool = False, progress: Progress | None = None) -> RunReport:
     from caprl_kit.annotate.pipeline import run as annotate
 

@@ -8,8 +8,9 @@ maps the stage's worker over the shards that are not done). A verb's ``run()`` k
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from caprl_kit.commands import Progress
 from caprl_kit.errors import ConfigError, ConfigIssue
@@ -18,6 +19,22 @@ from caprl_kit.io.shards import Fingerprint, ShardSpec
 from caprl_kit.schemas.run import ShardStats
 
 Shards = Iterable[tuple[ShardSpec, list[Any]]]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def command(fn: F) -> F:
+    """A command's ``run``: the engines it builds are built once per config and shared by its stages and tasks
+    (``backends.pool``), and closed, then the output lock its ``begin`` took released, when it returns, fails or is
+    interrupted. A command run inside another shares the outer one's engines."""
+    from caprl_kit.backends.pool import engine_pool
+    from caprl_kit.io.lock import output_lock_scope
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with output_lock_scope(), engine_pool():
+            return fn(*args, **kwargs)
+
+    return run  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)

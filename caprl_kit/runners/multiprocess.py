@@ -32,8 +32,16 @@ SHARDS_PER_WORKER = 3  #: one running, two queued: the next one enters the engin
 
 
 def _serve(rank: int, factory: WorkerFactory, gpus: str | None, max_retries: int, inbox: Any, outbox: Any) -> None:
-    """A worker process: shards from ``inbox`` until None; ("ok", shard id, stats) or ("error", shard id, exc) to
-    ``outbox``. A streaming worker runs each shard on a thread of its own that waits on the shared live stream."""
+    """A worker process: its engines are built once and closed when it leaves (``backends.pool``)."""
+    from caprl_kit.backends.pool import engine_pool
+
+    with engine_pool():
+        _work(rank, factory, gpus, max_retries, inbox, outbox)
+
+
+def _work(rank: int, factory: WorkerFactory, gpus: str | None, max_retries: int, inbox: Any, outbox: Any) -> None:
+    """Shards from ``inbox`` until None; ("ok", shard id, stats) or ("error", shard id, exc) to ``outbox``. A
+    streaming worker runs each shard on a thread of its own that waits on the shared live stream."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's: it stops the workers itself

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
-from caprl_kit.io.lock import releases_output_lock
 from caprl_kit.io.rundir import prepare_output
 from caprl_kit.log import get_logger
 from caprl_kit.registry import Registry
+from caprl_kit.runners.driver import command
 from caprl_kit.train.config import TrainConfig
 
 log = get_logger(__name__)
@@ -72,7 +72,7 @@ def estimator(cfg: TrainConfig) -> str:
     return f"GRPO (TRL GRPOTrainer: {scale}, loss_type {cfg.trl.loss_type})"
 
 
-@releases_output_lock
+@command
 def run(cfg: TrainConfig, *, overwrite: bool = False, progress: Progress | None = None) -> RunReport:
     progress = progress or NullProgress()
     if not cfg.output_dir:

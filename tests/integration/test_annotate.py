@@ -51,6 +51,8 @@ def config(tiny_models, inp: dict, out: Path, **extra) -> AnnotateConfig:
         "sharding": {"shard_size": 3},
         "output_dir": str(out),
     }
+    if extra.get("backend", {}).get("name", "transformers") != "transformers":
+        del data["backend"]  # another engine: none of the transformers settings apply (batch_size is refused)
     return AnnotateConfig.model_validate(deep_merge(data, extra))
 
 

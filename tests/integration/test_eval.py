@@ -226,3 +226,49 @@ def _yaml(tmp_path: Path, cfg: EvalConfig) -> Path:
     path = tmp_path / "eval.yaml"
     path.write_text(json.dumps(cfg.model_dump(mode="json", exclude={"output_dir"})))
     return path
+
+
+class _EngineLog:
+    """Counts the engines built and closed (wrapping the real transformers back end's __init__ and close)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from caprl_kit.backends.transformers_local import TransformersBackend
+
+        self.built: list[object] = []
+        self.closed: list[object] = []
+        init, close = TransformersBackend.__init__, TransformersBackend.close
+
+        def counted_init(backend, cfg):  # type: ignore[no-untyped-def]
+            init(backend, cfg)
+            self.built.append(backend)
+
+        def counted_close(backend):  # type: ignore[no-untyped-def]
+            self.closed.append(backend)
+            close(backend)
+
+        monkeypatch.setattr(TransformersBackend, "__init__", counted_init)
+        monkeypatch.setattr(TransformersBackend, "close", counted_close)
+
+
+def test_each_engine_is_built_once_per_command_and_closed_when_it_returns(tiny_models, bench: Path, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    engines = _EngineLog(monkeypatch)
+    run(cfg_for(tiny_models, bench, tmp_path / "eval", "tiny-a"))  # two benchmarks: caption + answer each
+    assert len(engines.built) == 2, "the captioner and the answerer, each built once for both benchmarks"
+    assert {id(e) for e in engines.closed} == {id(e) for e in engines.built}, "every engine closed on return"
+    assert len(engines.closed) == 2, "closed once each"
+
+
+def test_every_engine_is_closed_when_the_command_fails(tiny_models, bench: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import caprl_kit.evaluate.pipeline as pipeline
+
+    engines = _EngineLog(monkeypatch)
+
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise RuntimeError("the results could not be written")
+
+    monkeypatch.setattr(pipeline, "write_results", broken)
+    with pytest.raises(RuntimeError, match="could not be written"):
+        run(cfg_for(tiny_models, bench, tmp_path / "eval", "tiny-a"))
+    assert engines.built and {id(e) for e in engines.closed} == {id(e) for e in engines.built}
