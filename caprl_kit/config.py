@@ -41,9 +41,67 @@ class JobConfig(ConfigModel):
     output_dir: str | None = Field(None, description="Where the run writes (any fsspec URL); --output sets it")
 
     def fingerprint(self) -> str:
-        """sha256 of the config, minus fields that do not affect outputs (see ``volatile_fields``)."""
-        data = self.model_dump(mode="json", exclude=set(self.volatile_fields))
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+        """The resume identity of the whole config (``config_hash``)."""
+        return config_hash(config=self)
+
+
+# --------------------------------------------------------------------------- resume identity
+
+#: ``json_schema_extra`` of a field that does not change what a run produces (where the engine runs, how many
+#: requests are in flight, timeouts, batch sizes, export switches): left out of the resume identity
+VOLATILE = {"volatile": True}
+#: ``json_schema_extra`` of a field that names a registered prompt: its text is part of the resume identity
+PROMPT_NAME = {"prompt": True}
+
+
+def volatile(*args: Any, **kwargs: Any) -> Any:
+    """``Field(...)`` of a field that does not change a run's outputs (see ``identity``)."""
+    return Field(*args, json_schema_extra={**kwargs.pop("json_schema_extra", {}), **VOLATILE}, **kwargs)
+
+
+def prompt_field(*args: Any, **kwargs: Any) -> Any:
+    """``Field(...)`` of a field naming a registered prompt: its text is part of the resume identity."""
+    return Field(*args, json_schema_extra={**kwargs.pop("json_schema_extra", {}), **PROMPT_NAME}, **kwargs)
+
+
+def _marked(field: Any, mark: dict[str, bool]) -> bool:
+    extra = field.json_schema_extra
+    return isinstance(extra, dict) and all(extra.get(k) == v for k, v in mark.items())
+
+
+def identity(value: Any) -> Any:
+    """The part of a config value a run's outputs depend on, as JSON data: every field except the volatile ones
+    (marked ``VOLATILE`` on the field, or a command's ``volatile_fields``), and each registered prompt named in it
+    with its text, so an edited prompt text is a changed config."""
+    from pydantic_core import to_jsonable_python
+
+    if isinstance(value, BaseModel):
+        skip = getattr(value, "volatile_fields", frozenset())
+        out: dict[str, Any] = {}
+        for name, field in type(value).model_fields.items():
+            if name in skip or _marked(field, VOLATILE):
+                continue
+            item = getattr(value, name)
+            out[name] = _prompt(item) if _marked(field, PROMPT_NAME) else identity(item)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [identity(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): identity(v) for k, v in value.items()}
+    return to_jsonable_python(value)
+
+
+def _prompt(name: Any) -> Any:
+    from caprl_kit.prompts import PROMPTS
+
+    return {"name": name, "text": PROMPTS.get(name)} if isinstance(name, str) and name in PROMPTS else name
+
+
+def config_hash(**parts: Any) -> str:
+    """The one resume rule: sha256 over the ``identity`` of the named parts a stage's output depends on. A stage
+    whose hash changed is refused on resume; one whose only changes are volatile resumes."""
+    data = {k: identity(v) for k, v in parts.items()}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
 class FieldIssue(ValueError):

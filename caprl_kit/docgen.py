@@ -59,18 +59,23 @@ def _default(info: Any) -> str:
     return f"`{text}`" if len(text) <= 60 else f"`{text[:57]}...`"
 
 
-def rows(model: type[BaseModel], prefix: str = "") -> list[str]:
+def rows(model: type[BaseModel], prefix: str = "", volatile: bool = False) -> list[str]:
     out = []
+    top = getattr(model, "volatile_fields", frozenset())
     for name, info in model.model_fields.items():
         if name in ("kind",):
             continue
         key = f"{prefix}{name}"
         sub = _model_of(info.annotation)
         listed = typing.get_origin(info.annotation) is list
+        extra = info.json_schema_extra
+        vol = volatile or name in top or (isinstance(extra, dict) and bool(extra.get("volatile")))
         desc = (info.description or "").replace("|", "\\|").replace("\n", " ")
+        if vol and sub is None:
+            desc = f"{desc} *(volatile: a resume may change it)*".strip()
         out.append(f"| `{key}` | {_type_name(info.annotation)} | {_default(info)} | {desc} |")
         if sub is not None:
-            out += rows(sub, f"{key}[].") if listed else rows(sub, f"{key}.")
+            out += rows(sub, f"{key}[].", vol) if listed else rows(sub, f"{key}.", vol)
     return out
 
 

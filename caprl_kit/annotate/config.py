@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import AfterValidator, Field, model_validator
 
 from caprl_kit.backends.config import BATCH_LIMIT, BackendConfig
-from caprl_kit.config import ConfigModel, FieldIssue, JobConfig, raise_issues, registry_name
+from caprl_kit.config import ConfigModel, FieldIssue, JobConfig, prompt_field, raise_issues, registry_name, volatile
 from caprl_kit.io.config import InputConfig, MediaConfig, ShardingConfig
 from caprl_kit.monitors import MonitorConfig
 from caprl_kit.prompts import PROMPTS
@@ -15,10 +15,10 @@ from caprl_kit.runners.config import RunnerConfig
 
 
 class PromptConfig(ConfigModel):
-    image: Annotated[str, AfterValidator(registry_name(PROMPTS))] = Field(
+    image: Annotated[str, AfterValidator(registry_name(PROMPTS))] = prompt_field(
         "caprl_image", description="Prompt name for images (see caprl_kit/prompts.py)"
     )
-    video: Annotated[str, AfterValidator(registry_name(PROMPTS))] = Field(
+    video: Annotated[str, AfterValidator(registry_name(PROMPTS))] = prompt_field(
         "caprl_video_timestamped", description="Prompt name for videos"
     )
     text: str | None = Field(None, description="Custom prompt text for every item; overrides the names")
@@ -42,7 +42,7 @@ class BatchingConfig(ConfigModel):
 class AnnotateOutputConfig(ConfigModel):
     embed_media: bool = Field(False, description="Store the encoded media bytes in each row")
     dedup: bool = Field(False, description="Skip items whose content hash was already captioned in this run")
-    export_jsonl: bool = Field(False, description="Also write captions.jsonl (CapRL-2M style: path + caption)")
+    export_jsonl: bool = volatile(False, description="Also write captions.jsonl (CapRL-2M style: path + caption)")
     clean: bool = Field(False, description="Also write caption_clean: the first caption without its boilerplate "
                         "opener and closing meta remarks (monitors.*); the raw caption is kept")
 

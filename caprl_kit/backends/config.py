@@ -8,7 +8,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from caprl_kit.backends import BACKENDS
 from caprl_kit.backends.loading import DEVICE, DTYPES
-from caprl_kit.config import ConfigModel, FieldIssue, registry_name
+from caprl_kit.config import ConfigModel, FieldIssue, registry_name, volatile
 from caprl_kit.registry import suggest
 
 
@@ -38,26 +38,26 @@ class SamplingConfig(ConfigModel):
 
 
 class VLLMOptions(ConfigModel):
-    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine")
-    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0, description="On the CPU build: share of host RAM")
+    tensor_parallel_size: int = volatile(1, ge=1, description="GPUs per engine")
+    gpu_memory_utilization: float = volatile(0.9, gt=0.0, le=1.0, description="On the CPU build: share of host RAM")
     max_model_len: int | None = Field(None, ge=16, description="Context length; null = the model's")
     limit_mm_per_prompt: dict[str, int] = Field(
         default_factory=lambda: {"image": 1, "video": 1}, description="Media items allowed per prompt"
     )
-    enforce_eager: bool = Field(False, description="Disable CUDA graphs (required on CPU)")
-    max_num_seqs: int | None = Field(None, ge=1, description="Scheduler batch limit")
+    enforce_eager: bool = volatile(False, description="Disable CUDA graphs (required on CPU)")
+    max_num_seqs: int | None = volatile(None, ge=1, description="Scheduler batch limit")
     extra: dict[str, object] = Field(default_factory=dict, description="Further vllm.LLM keyword arguments")
 
 
 class OpenAIOptions(ConfigModel):
-    base_url: str = Field("http://127.0.0.1:8000/v1", description="Server base URL ending in /v1")
-    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the API key")
-    served_model: str | None = Field(None, description="Model name the server expects; default: backend.model")
-    max_concurrency: int = Field(16, ge=1, description="Requests in flight at once")
-    timeout_s: float = Field(600.0, gt=0, description="Per-request timeout")
-    max_retries: int = Field(5, ge=0, description="Retries on 429/5xx/timeouts (exponential backoff + jitter)")
-    backoff_base_s: float = Field(0.5, gt=0, description="First retry delay; doubles each retry")
-    backoff_max_s: float = Field(30.0, gt=0, description="Longest retry delay")
+    base_url: str = volatile("http://127.0.0.1:8000/v1", description="Server base URL ending in /v1")
+    api_key_env: str = volatile("OPENAI_API_KEY", description="Environment variable holding the API key")
+    served_model: str | None = volatile(None, description="Model name the server expects; default: backend.model")
+    max_concurrency: int = volatile(16, ge=1, description="Requests in flight at once")
+    timeout_s: float = volatile(600.0, gt=0, description="Per-request timeout")
+    max_retries: int = volatile(5, ge=0, description="Retries on 429/5xx/timeouts (exponential backoff + jitter)")
+    backoff_base_s: float = volatile(0.5, gt=0, description="First retry delay; doubles each retry")
+    backoff_max_s: float = volatile(30.0, gt=0, description="Longest retry delay")
     video_as: Literal["frames", "jpeg_sequence", "url"] = Field(
         "frames",
         description="Videos as image frames, as one vLLM data:video/jpeg frame sequence, or as the source URL",
@@ -75,8 +75,8 @@ class BackendConfig(ConfigModel):
     model: str | None = Field(None, description="Hub id or local path (not used by lexical)")
     trust_remote_code: bool = Field(False, description="Run code shipped with the model; off unless you trust it")
     dtype: Annotated[str, AfterValidator(_dtype)] = Field("auto", description="auto, float32, bfloat16 or float16")
-    device: Annotated[str, AfterValidator(_device)] = Field("auto", description="auto, cpu, cuda or cuda:N (transformers)")
-    batch_size: int = Field(8, ge=1, description="Requests per engine call (transformers, lexical); vllm is limited "
+    device: Annotated[str, AfterValidator(_device)] = volatile("auto", description="auto, cpu, cuda or cuda:N (transformers)")
+    batch_size: int = volatile(8, ge=1, description="Requests per engine call (transformers, lexical); vllm is limited "
                             "by vllm.max_num_seqs, openai by openai.max_concurrency")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     vllm: VLLMOptions = Field(default_factory=VLLMOptions)

@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import AfterValidator, Field, model_validator
 
 from caprl_kit.backends.config import BackendConfig, SamplingConfig, one_answer
-from caprl_kit.config import ConfigModel, JobConfig, registry_name
+from caprl_kit.config import ConfigModel, JobConfig, prompt_field, registry_name
 from caprl_kit.io.config import InputConfig, MediaConfig, ShardingConfig
 from caprl_kit.prompts import PROMPTS
 from caprl_kit.runners.config import RunnerConfig
@@ -66,8 +66,8 @@ class FilterConfig(ConfigModel):
 class ExportConfig(ConfigModel):
     val_fraction: float = Field(0.05, ge=0, lt=1, description="Share of items (not questions) in the val split")
     embed_media: bool = Field(False, description="Store image bytes in the Parquet `image` column")
-    image_prompt: Annotated[str, AfterValidator(registry_name(PROMPTS))] = Field("caprl_image")
-    video_prompt: Annotated[str, AfterValidator(registry_name(PROMPTS))] = Field("caprl_video_timestamped")
+    image_prompt: Annotated[str, AfterValidator(registry_name(PROMPTS))] = prompt_field("caprl_image")
+    video_prompt: Annotated[str, AfterValidator(registry_name(PROMPTS))] = prompt_field("caprl_video_timestamped")
     image_data_source: str = Field("image_caption_rl", description="data_source of image rows (CapRL-QA-75K)")
     video_data_source: str = Field("video_caption_rl", description="data_source of video rows")
 

@@ -8,12 +8,11 @@ only the answer stage), the final products in ``OUTPUT/dataset/``.
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import time
 from typing import Any
 
 from caprl_kit.commands import NullProgress, Progress, RunReport
+from caprl_kit.config import config_hash
 from caprl_kit.curate.config import CurateConfig
 from caprl_kit.curate.stages import STAGES, engines_of, generated_shards, make_worker, stage_dir
 from caprl_kit.errors import CaprlError
@@ -29,14 +28,13 @@ FILTERED = frozenset({"no_question_kept", "no_questions"})
 
 def stage_hash(cfg: CurateConfig, stage: str) -> str:
     """The config a stage's output depends on (and every earlier stage's)."""
-    parts: dict[str, Any] = {"input": cfg.input.model_dump(mode="json"), "import_mode": cfg.import_mode,
-                             "import_column": cfg.import_column, "media": cfg.media.model_dump(mode="json"),
-                             "seed": cfg.seed, "generate": cfg.generate.model_dump(mode="json")}
+    parts: dict[str, Any] = {"input": cfg.input, "import_mode": cfg.import_mode, "import_column": cfg.import_column,
+                             "media": cfg.media, "seed": cfg.seed, "generate": cfg.generate}
     if stage in ("parse", "answer"):
         parts["parse"] = True
     if stage == "answer":
-        parts["answer"] = cfg.answer.model_dump(mode="json")
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+        parts["answer"] = cfg.answer
+    return config_hash(**parts)
 
 
 def _with_columns(cfg: CurateConfig) -> CurateConfig:

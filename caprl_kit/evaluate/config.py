@@ -9,7 +9,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from caprl_kit.annotate.config import ignored_runner_decode
 from caprl_kit.backends.config import BackendConfig, SamplingConfig, one_answer
-from caprl_kit.config import ConfigModel, FieldIssue, JobConfig, raise_issues, registry_name
+from caprl_kit.config import ConfigModel, FieldIssue, JobConfig, prompt_field, raise_issues, registry_name
 from caprl_kit.evaluate.captions_file import CaptionsFileConfig
 from caprl_kit.evaluate.metrics import SCORERS
 from caprl_kit.io.config import MediaConfig, ShardingConfig
@@ -64,8 +64,8 @@ class EvalConfig(JobConfig):
     captioner: BackendConfig = Field(default_factory=_caption_backend, description="Captioner under test")
     captions: CaptionsFileConfig | None = Field(None, description="Precomputed captions (CapRL-2M / CapRL-Video-178K "
                                                 "style file): stage 1 is skipped and the captioner is not used")
-    caption_prompt: Annotated[str, AfterValidator(registry_name(PROMPTS))] = Field("caprl_image")
-    video_caption_prompt: Annotated[str, AfterValidator(registry_name(PROMPTS))] = Field("caprl_video_timestamped")
+    caption_prompt: Annotated[str, AfterValidator(registry_name(PROMPTS))] = prompt_field("caprl_image")
+    video_caption_prompt: Annotated[str, AfterValidator(registry_name(PROMPTS))] = prompt_field("caprl_video_timestamped")
     answerer: BackendConfig = Field(default_factory=_answer_backend, description="Text LLM answering from captions")
     compat: Literal["fixed", "official"] = Field("fixed", description="official reproduces the scorer's quirks")
     media: MediaConfig = Field(default_factory=MediaConfig)

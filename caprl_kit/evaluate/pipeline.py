@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-import hashlib
 import json
 import posixpath
 import time
@@ -22,6 +21,7 @@ from caprl_kit.annotate.pipeline import run as annotate
 from caprl_kit.backends import build_backend
 from caprl_kit.backends.base import Request, Response, SamplingParams
 from caprl_kit.commands import NullProgress, Progress, RunReport
+from caprl_kit.config import config_hash
 from caprl_kit.errors import ConfigError, ConfigIssue
 from caprl_kit.evaluate.config import BenchmarkConfig, EvalConfig
 from caprl_kit.evaluate.captions_file import CaptionsFileConfig, precomputed, read_captions
@@ -32,6 +32,7 @@ from caprl_kit.io.layout import EVAL_ANSWERS_DIR, EVAL_CAPTIONS_DIR, EVAL_RESULT
 from caprl_kit.io.parquet import read_shard
 from caprl_kit.io.rows import read_rows
 from caprl_kit.io.rundir import RunDir, prepare_output
+from caprl_kit.prompts import PROMPTS
 from caprl_kit.runners.driver import Listing, Stage, begin, command, run_stage
 from caprl_kit.io.shards import Fingerprint, ShardSpec, iter_shards
 from caprl_kit.io.stats import StatsBuilder, utc_now
@@ -170,13 +171,13 @@ def _fingerprint(samples: list[Sample]) -> str:
 
 
 def _stage2_hash(cfg: EvalConfig, scorer: str, captions_digest: str | None = None) -> str:
-    data: dict[str, Any] = {"answerer": cfg.answerer.model_dump(mode="json"), "scorer": scorer}
+    parts: dict[str, Any] = {"answerer": cfg.answerer, "scorer": scorer}
     if captions_digest is None:
-        data.update({"captioner": cfg.captioner.model_dump(mode="json"), "media": cfg.media.model_dump(mode="json"),
-                     "caption_prompt": [cfg.caption_prompt, cfg.video_caption_prompt]})
+        parts.update(captioner=cfg.captioner, media=cfg.media,
+                     caption_prompt=[PROMPTS.get(cfg.caption_prompt), PROMPTS.get(cfg.video_caption_prompt)])
     else:  # precomputed captions: the answers depend on those captions, not on a captioner
-        data["captions"] = captions_digest
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+        parts["captions"] = captions_digest
+    return config_hash(**parts)
 
 
 def summarize(rows: list[dict[str, Any]], compat: str, rescore: bool = True) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 RUN_MARKER = "caprl_run.json"
 RUN_MANIFEST = "run_manifest.json"
 RESOLVED_CONFIG = "config.resolved.yaml"
+CONFIG_IDENTITY = "config.identity.json"  # the resolved config's resume identity (caprl_kit.config.identity)
 OUTPUT_LOCK = ".caprl.lock"  # held while a command writes the folder (io/lock.py)
 #: a sharded stage's folder
 SHARD = "{shard:05d}.parquet"

@@ -5,6 +5,7 @@ Layout (any fsspec URL)::
     caprl_run.json           marks a folder as a caprl run (every verb writes it at the root of its OUTPUT)
     run_manifest.json        written at start; a rerun must match it (input, config, shard size)
     config.resolved.yaml     the config that ran
+    config.identity.json     its resume identity (volatile keys left out, prompt texts in): names a refused change
     00000.parquet            shard rows, written under a temp name and renamed
     00000_stats.json         written last: its presence marks shard 0 done
 """
@@ -22,7 +23,8 @@ from pydantic import BaseModel
 from caprl_kit.errors import CaprlError, ResumeRefused
 from caprl_kit.io import lock
 from caprl_kit.io.fs import atomic_write_text, join, remove_stale_tmp, url_to_fs
-from caprl_kit.io.layout import OUTPUT_LOCK, RESOLVED_CONFIG, RUN_MANIFEST, RUN_MARKER, SHARD, SHARD_STATS
+from caprl_kit.io.layout import (CONFIG_IDENTITY, OUTPUT_LOCK, RESOLVED_CONFIG, RUN_MANIFEST, RUN_MARKER, SHARD,
+                                 SHARD_STATS)
 from caprl_kit.io.parquet import read_shard, write_shard
 from caprl_kit.io.stats import utc_now
 from caprl_kit.log import get_logger
@@ -68,14 +70,17 @@ def is_caprl_run(fs: Any, path: str) -> bool:
     return fs.exists(join(path, MARKER)) or fs.exists(join(path, MANIFEST))
 
 
-def prepare_output(url: str, command: str, *, overwrite: bool = False, config: BaseModel | None = None) -> None:
+def prepare_output(url: str, command: str, *, overwrite: bool = False, config: BaseModel | None = None,
+                   refuse_changed: bool = False) -> None:
     """Claim ``url`` as the OUTPUT of a ``command`` run; call it after the inputs and the engine were checked.
 
     A new or empty folder, or one holding a caprl run, is used (``overwrite`` removes the run first). A file, a
     folder with other contents, or an unwritable place is refused with one message naming the path: nothing a
     user owns is deleted or mixed with our shards. The folder's lock (``io/lock.py``) is taken before anything is
     removed: a folder another live run holds is refused naming it. A folder inside one whose lock this process
-    holds (a command's own stage folder) is not locked again. ``config`` is recorded as ``config.resolved.yaml``.
+    holds (a command's own stage folder) is not locked again. ``config`` is recorded as ``config.resolved.yaml``
+    with its resume identity; ``refuse_changed``: a previous run whose identity differs is refused naming the
+    changed keys unless ``overwrite`` (a command without shards that resumes from its own state: ``caprl train``).
     """
     fs, path = url_to_fs(str(url))
     try:
@@ -102,7 +107,10 @@ def prepare_output(url: str, command: str, *, overwrite: bool = False, config: B
             marker = {"command": command, "caprl_kit_version": kit_version(), "created_at": utc_now()}
             atomic_write_text(fs, join(path, MARKER), json.dumps(marker, indent=2))
         if config is not None:
+            if refuse_changed and not overwrite:
+                _refuse_changed(fs, path, str(url), config)
             atomic_write_text(fs, join(path, RESOLVED), dump_resolved(config))
+            atomic_write_text(fs, join(path, CONFIG_IDENTITY), json.dumps(_identity(config), sort_keys=True))
     except (PermissionError, NotADirectoryError, FileExistsError) as exc:
         raise CaprlError(f"cannot write the output {url}: {exc.strerror or exc}. Choose a folder you can write to "
                          "(--output)") from exc
@@ -110,6 +118,22 @@ def prepare_output(url: str, command: str, *, overwrite: bool = False, config: B
         if isinstance(exc, CaprlError):
             raise
         raise CaprlError(f"cannot write the output {url}: {exc}. Choose another --output") from exc
+
+
+def _refuse_changed(fs: Any, path: str, url: str, config: BaseModel) -> None:
+    """A previous run in ``path`` made under another resume identity than ``config``'s is not resumed."""
+    try:
+        with fs.open(join(path, CONFIG_IDENTITY), "r") as fh:
+            before = json.loads(fh.read())
+    except FileNotFoundError:
+        return
+    except ValueError:
+        before = None
+    changed = _diff(before, _identity(config)) if before is not None else ["unreadable " + CONFIG_IDENTITY]
+    if changed:
+        raise ResumeRefused(f"{url} already holds a run made with another config ({', '.join(changed)}): resuming it "
+                            "would continue the old run's state under the new settings. Rerun with --overwrite to "
+                            "discard it, or choose another --output.")
 
 
 def read_model(fs: Any, path: str, model: type[BaseModel], what: str) -> Any:
@@ -127,6 +151,7 @@ class RunDir:
         self.url = str(url).rstrip("/")
         self.artifact = artifact
         self.fs, self.path = url_to_fs(self.url)
+        self._made_under: str | None = None  # the manifest's config hash, read at the first commit
 
     # ------------------------------------------------------------------ paths
     def file(self, name: str) -> str:
@@ -213,12 +238,19 @@ class RunDir:
         )
         if previous is not None:
             self._check_same_run(previous, new, config)
+            changed = {k: f"{v} -> {new.packages.get(k, 'absent')}" for k, v in previous.packages.items()
+                       if new.packages.get(k) != v}
+            if changed:
+                log.warning("resuming %s with other package versions than its finished shards were made with (%s): "
+                            "outputs may differ slightly", self.url, ", ".join(f"{k} {v}" for k, v in changed.items()))
+        self._check_shards(config_hash)
         self.fs.makedirs(self.path, exist_ok=True)
         stale = remove_stale_tmp(self.fs, self.path)
         if stale:
             log.warning("removed %d partial file(s) left by an interrupted run", stale)
         atomic_write_text(self.fs, self.file(MANIFEST), new.model_dump_json(indent=2))
         atomic_write_text(self.fs, self.file(RESOLVED), dump_resolved(config))
+        atomic_write_text(self.fs, self.file(CONFIG_IDENTITY), json.dumps(_identity(config), sort_keys=True))
         done = self.done_shards()
         if done:
             log.info("resuming %s: %d of %d shard(s) already done", self.url, len(done), new.n_shards)
@@ -242,15 +274,24 @@ class RunDir:
                 "Rerun with --overwrite to discard it, or choose another --output."
             )
 
+    def _check_shards(self, config_hash: str) -> None:
+        """Each finished shard's stats record the config it was made under: a shard made under another one (a run
+        whose manifest was lost or replaced) is never taken as this run's."""
+        other = [s.shard_id for s in self.read_stats() if s.config_hash != config_hash]
+        if other:
+            names = ", ".join(f"{i:05d}" for i in other[:5]) + (f" and {len(other) - 5} more" if len(other) > 5 else "")
+            raise ResumeRefused(f"{self.url} holds shard(s) {names} made under another config than this run's. "
+                                "Rerun with --overwrite to discard them, or choose another --output.")
+
     def _changed_keys(self, config: BaseModel) -> list[str]:
+        """The keys whose change refused the resume: the previous run's resume identity (volatile keys left out,
+        prompt texts in) against this one's."""
         try:
-            with self.fs.open(self.file(RESOLVED), "r") as fh:
-                old = yaml.safe_load(fh.read()) or {}
-        except FileNotFoundError:
+            with self.fs.open(self.file(CONFIG_IDENTITY), "r") as fh:
+                before = json.loads(fh.read())
+        except (FileNotFoundError, ValueError):
             return []
-        new = config.model_dump(mode="json")
-        volatile = getattr(config, "volatile_fields", frozenset())
-        return [k for k in _diff(old, new) if k.split(".")[0] not in volatile]
+        return _diff(before, _identity(config))
 
     def commit_shard(
         self,
@@ -259,14 +300,25 @@ class RunDir:
         stats: ShardStats,
         extra_schema: pa.Schema | None = None,
     ) -> None:
-        """Write the shard atomically, then its stats sidecar (which marks it done)."""
+        """Write the shard atomically, then its stats sidecar (which marks it done), stamped with the config the
+        run manifest says the shard is made under."""
         write_shard(self.shard_url(shard_id), rows, self.artifact, extra_schema)
+        if self._made_under is None:
+            manifest = self.manifest()
+            self._made_under = manifest.config_hash if manifest is not None else None
+        stats.config_hash = self._made_under
         atomic_write_text(self.fs, self.stats_path(shard_id), stats.model_dump_json(indent=2))
 
     def write_json(self, name: str, data: Any) -> str:
         path = self.file(name)
         atomic_write_text(self.fs, path, json.dumps(data, indent=2, default=str))
         return join(self.url, name)
+
+
+def _identity(config: BaseModel) -> Any:
+    from caprl_kit.config import identity
+
+    return identity(config)
 
 
 def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:

@@ -8,7 +8,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from caprl_kit.annotate.config import ignored_runner_decode
 from caprl_kit.backends.config import BackendConfig
-from caprl_kit.config import ConfigModel, FieldIssue, JobConfig, raise_issues, registry_name
+from caprl_kit.config import ConfigModel, FieldIssue, JobConfig, prompt_field, raise_issues, registry_name
 from caprl_kit.io.config import MediaConfig, ShardingConfig
 from caprl_kit.prompts import PROMPTS
 from caprl_kit.rewards.config import RewardConfig
@@ -49,7 +49,7 @@ class PairsConfig(JobConfig):
     data: PairsDataConfig
     captioner: BackendConfig = Field(default_factory=_sampler, description="The captioner whose samples are paired "
                                      "(its sampling.n captions per image, temperature > 0)")
-    prompt: Annotated[str, AfterValidator(registry_name(PROMPTS))] = Field(
+    prompt: Annotated[str, AfterValidator(registry_name(PROMPTS))] = prompt_field(
         "caprl_image", description="Caption prompt (sent to the captioner and written as the pairs' prompt)")
     reward: RewardConfig = Field(default_factory=RewardConfig, description="The training reward: terms and the "
                                  "answerer, in-process or a reward service (reward.qa.service)")

@@ -9,7 +9,6 @@ scored captions (``pairs.*`` may change between runs without rescoring anything)
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import posixpath
 import time
@@ -17,6 +16,7 @@ from collections import Counter
 from typing import Any, Iterator
 
 from caprl_kit.commands import NullProgress, Progress, RunReport
+from caprl_kit.config import config_hash
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.io.fs import atomic_write_text, join, url_to_fs
 from caprl_kit.io.layout import PAIRS, PAIRS_JSONL, PAIRS_SAMPLES_DIR, PAIRS_SCORED_DIR, PAIRS_SUMMARY
@@ -27,6 +27,7 @@ from caprl_kit.io.shards import Fingerprint, ShardSpec, iter_shards
 from caprl_kit.io.stats import StatsBuilder
 from caprl_kit.log import get_logger
 from caprl_kit.pairs.config import PairOptions, PairsConfig
+from caprl_kit.prompts import PROMPTS
 from caprl_kit.runners.driver import Listing, Stage, begin, command, run_stage
 from caprl_kit.schemas.annotation import AnnotationRow
 from caprl_kit.schemas.pairs import PreferencePairRow, ScoredCaptionRow
@@ -129,12 +130,10 @@ def sampling_config(cfg: PairsConfig) -> Any:
 
 
 def score_hash(cfg: PairsConfig) -> str:
-    """What the scores depend on; where the reward service runs (URLs, timeouts) is not part of it."""
-    parts = {k: getattr(cfg, k).model_dump(mode="json") for k in ("data", "captioner", "media")}
-    parts["reward"] = cfg.reward.model_dump(mode="json", exclude={"qa": {"service"}})
-    parts["scored_by_service"] = cfg.reward.qa.service is not None
-    parts["prompt"] = cfg.prompt
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    """What the scores depend on; where the reward service runs (URLs, timeouts) is volatile, whether one scores
+    is not."""
+    return config_hash(data=cfg.data, captioner=cfg.captioner, media=cfg.media, reward=cfg.reward,
+                       prompt=PROMPTS.get(cfg.prompt))
 
 
 class ScoreWorker:
@@ -286,7 +285,6 @@ def select_pairs(captions: list[dict[str, Any]], opts: PairOptions) -> tuple[lis
 
 def export_pairs(cfg: PairsConfig) -> dict[str, Any]:
     """pairs.parquet (+ .jsonl, same rows: TRL's conversational DPO format) and pairs_summary.json."""
-    from caprl_kit.prompts import PROMPTS
 
     run = RunDir(join(str(cfg.output_dir), PAIRS_SCORED_DIR), ScoredCaptionRow)
     prompt = [{"role": "user", "content": PROMPTS.get(cfg.prompt)}]

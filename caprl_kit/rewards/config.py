@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, model_validator
 
 from caprl_kit.backends.config import BackendConfig, SamplingConfig, one_answer
-from caprl_kit.config import ConfigModel, FieldIssue, raise_issues, registry_name
+from caprl_kit.config import ConfigModel, FieldIssue, raise_issues, registry_name, volatile
 from caprl_kit.rewards.registry import REWARDS
 
 
@@ -20,11 +20,11 @@ class RewardServiceConfig(ConfigModel):
     the server's own ``qa`` config (answerer, mode, qa_num) decides the score; this side only sends captions and
     their questions."""
 
-    urls: list[str] = Field(min_length=1, description="Reward server base URLs (round-robin with failover), e.g. "
+    urls: list[str] = volatile(min_length=1, description="Reward server base URLs (round-robin with failover), e.g. "
                             "http://127.0.0.1:18889")
-    token_env: str | None = Field(None, description="Env var holding the servers' bearer token")
-    timeout_s: float = Field(600.0, gt=0, description="Seconds one request may take")
-    max_captions_per_request: int = Field(64, ge=1, description="Captions per HTTP request; a larger call is split "
+    token_env: str | None = volatile(None, description="Env var holding the servers' bearer token")
+    timeout_s: float = volatile(600.0, gt=0, description="Seconds one request may take")
+    max_captions_per_request: int = volatile(64, ge=1, description="Captions per HTTP request; a larger call is split "
                                           "and its requests sent concurrently")
 
 

@@ -34,6 +34,7 @@ class ShardStats(Artifact):
         "duration_s": 200.0,
         "metrics": {"completion_tokens": 184000.0, "items_per_s": 5.0},
         "worker": {"host": "gpu-node-3", "pid": 41872, "node_id": "6f2c9d...", "gpu_ids": ["2"]},
+        "config_hash": "5d41402abc4b2a76b9719d911017c592",
     }
 
     shard_id: int = Field(description="Shard number")
@@ -49,6 +50,8 @@ class ShardStats(Artifact):
     duration_s: float = Field(description="Wall time of the shard")
     metrics: dict[str, float] = Field(default_factory=dict, description="Command-specific totals (tokens, ...)")
     worker: WorkerInfo | None = Field(None, description="Where the shard ran (absent in runs before it was recorded)")
+    config_hash: str | None = Field(None, description="Resume identity of the config the shard was made under (the "
+                                    "run manifest's at the time): a resume reuses the shard only under the same")
 
 
 class RunManifest(Artifact):
@@ -73,7 +76,8 @@ class RunManifest(Artifact):
     artifact: str = Field(description="schema_name/vN of the shards")
     caprl_kit_version: str = Field(description="Version that started the run")
     created_at: str = Field(description="ISO-8601 UTC time of the first start")
-    config_hash: str = Field(description="sha256 of the resolved config without volatile fields")
+    config_hash: str = Field(description="Resume identity of the stage's config (caprl_kit.config.config_hash: "
+                             "volatile fields left out, prompt texts in)")
     input_fingerprint: str = Field(description="sha256 over the ordered input keys (and sizes where known)")
     n_items: int = Field(description="Items in the input")
     n_shards: int = Field(description="Shards planned")

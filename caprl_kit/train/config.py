@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from caprl_kit.config import ConfigModel, FieldIssue, JobConfig, raise_issues
+from caprl_kit.config import ConfigModel, FieldIssue, JobConfig, raise_issues, volatile
 from caprl_kit.rewards.config import JudgeRewardConfig, QARewardConfig, RewardConfig, TimestampFormatConfig
 
 
@@ -35,7 +35,8 @@ class AlgorithmConfig(ConfigModel):
     warmup_ratio: float = Field(0.0, ge=0, le=1)
     lr_scheduler: str = Field("constant", description="constant | cosine | linear")
     epochs: int = Field(1, ge=1)
-    max_steps: int | None = Field(None, ge=1, description="Stop after this many RL steps")
+    max_steps: int | None = volatile(None, ge=1, description="Stop after this many RL steps (a resume may raise it "
+                                     "to train on)")
     mini_batch_size: int = Field(24, ge=1, description="Prompts per policy update (verl ppo_mini_batch_size; trl: "
                                  "trl.per_device_batch_size x trl.gradient_accumulation_steps)")
     temperature: float = Field(1.0, gt=0, description="Rollout temperature")
@@ -44,26 +45,26 @@ class AlgorithmConfig(ConfigModel):
     entropy_coeff: float = Field(0.0, description="Entropy bonus (verl actor.entropy_coeff, TRL "
                                  "GRPOConfig.entropy_coef)")
     loss_agg_mode: str = Field("token-mean", description="verl actor.loss_agg_mode (trl: trl.loss_type)")
-    save_steps: int = Field(100, ge=1, description="Checkpoint every N steps")
+    save_steps: int = volatile(100, ge=1, description="Checkpoint every N steps")
     eval_steps: int = Field(50, ge=1, description="Validate every N steps")
     seed: int = 0
 
 
 class VerlOptions(ConfigModel):
-    nnodes: int = Field(1, ge=1)
-    n_gpus_per_node: int = Field(8, ge=1)
-    tensor_parallel_size: int = Field(1, ge=1, description="Rollout vLLM TP")
-    gpu_memory_utilization: float = Field(0.6, gt=0, le=1, description="Rollout vLLM memory share")
+    nnodes: int = volatile(1, ge=1)
+    n_gpus_per_node: int = volatile(8, ge=1)
+    tensor_parallel_size: int = volatile(1, ge=1, description="Rollout vLLM TP")
+    gpu_memory_utilization: float = volatile(0.6, gt=0, le=1, description="Rollout vLLM memory share")
     strategy: Literal["fsdp", "fsdp2"] = "fsdp2"
-    max_token_len_per_gpu: int = Field(16384, ge=256, description="Dynamic batch token budget per GPU")
-    reward_urls: list[str] = Field(default_factory=list, description="caprl serve-reward replicas (round-robin)")
-    reward_workers: int = Field(8, ge=1, description="verl reward.num_workers")
-    ray_address: str | None = Field(None, description="Ray cluster to join (RAY_ADDRESS); None: verl starts one")
-    project: str = "caprl"
-    experiment: str = "run"
+    max_token_len_per_gpu: int = volatile(16384, ge=256, description="Dynamic batch token budget per GPU")
+    reward_urls: list[str] = volatile(default_factory=list, description="caprl serve-reward replicas (round-robin)")
+    reward_workers: int = volatile(8, ge=1, description="verl reward.num_workers")
+    ray_address: str | None = volatile(None, description="Ray cluster to join (RAY_ADDRESS); None: verl starts one")
+    project: str = volatile("caprl")
+    experiment: str = volatile("run")
     checkpoint_dir: str | None = Field(None, description="trainer.default_local_dir (default OUTPUT/checkpoints)")
-    logger: list[str] = Field(default_factory=lambda: ["console"])
-    python: str = Field("python3", description="Interpreter of the verl[vllm] environment")
+    logger: list[str] = volatile(default_factory=lambda: ["console"])
+    python: str = volatile("python3", description="Interpreter of the verl[vllm] environment")
     extra_overrides: list[str] = Field(default_factory=list, description="Raw verl Hydra overrides, appended last")
 
 
@@ -71,12 +72,12 @@ class TRLOptions(ConfigModel):
     per_device_batch_size: int = Field(8, ge=1, description="Completions per device per step; times "
                                        "gradient_accumulation_steps, a multiple of algorithm.num_generations")
     gradient_accumulation_steps: int = Field(1, ge=1)
-    logging_steps: int = Field(1, ge=1)
+    logging_steps: int = volatile(1, ge=1)
     loss_type: str = Field("grpo", description="TRL GRPOConfig.loss_type (grpo, dr_grpo, dapo, bnpo, ...)")
     scale_rewards: Literal["group", "batch", "none"] = Field(
         "group", description="Advantage scaling: group std (GRPO), batch std, or none (RLOO-like centering only)")
-    report_to: list[str] = Field(default_factory=lambda: ["tensorboard"])
-    resume: bool = Field(True, description="Resume from the newest checkpoint in the output directory")
+    report_to: list[str] = volatile(default_factory=lambda: ["tensorboard"])
+    resume: bool = volatile(True, description="Resume from the newest checkpoint in the output directory")
     max_pixels: int = Field(200704, ge=784, description="Image area cap for the policy's processor")
     select_on_val: bool = Field(True, description="With data.val_files: every algorithm.eval_steps caption the "
                                 "validation images greedily, score them, keep the best model in OUTPUT/best")

@@ -85,7 +85,7 @@ def run(cfg: TrainConfig, *, overwrite: bool = False, progress: Progress | None 
     if cfg.trainer == "verl":
         return launch_verl(cfg, overwrite=overwrite)
     # discard a previous run (warm start, checkpoints, best-on-validation) only if it is one
-    prepare_output(str(cfg.output_dir), "train", overwrite=overwrite, config=cfg)
+    prepare_output(str(cfg.output_dir), "train", overwrite=overwrite, config=cfg, refuse_changed=True)
     policy = None
     if cfg.sft is not None:
         from caprl_kit.train.sft import train_sft
@@ -121,7 +121,7 @@ def run_curriculum(cfg: TrainConfig, *, overwrite: bool, progress: Progress) -> 
     """Run the stages in order (each resumable in its own OUTPUT/<name>); a stage without its own policy starts
     from the previous stage's exported model."""
     t0 = time.perf_counter()
-    prepare_output(str(cfg.output_dir), "train", overwrite=overwrite, config=cfg)
+    prepare_output(str(cfg.output_dir), "train", overwrite=overwrite, config=cfg, refuse_changed=True)
     report = RunReport(command="train", output_dir=str(cfg.output_dir))
     previous: TrainConfig | None = None
     for name, stage, inherited in cfg.stage_configs():
@@ -146,7 +146,7 @@ def launch_verl(cfg: TrainConfig, *, overwrite: bool = False) -> RunReport:
 
     for line in dry_run(cfg):
         log.info(line)
-    prepare_output(str(cfg.output_dir), "train", overwrite=overwrite, config=cfg)
+    prepare_output(str(cfg.output_dir), "train", overwrite=overwrite, config=cfg, refuse_changed=True)
     if overwrite and cfg.verl.checkpoint_dir:
         for gone in discard_checkpoints(cfg.verl.checkpoint_dir):
             log.info("overwrite: removed the previous run's verl checkpoint %s", gone)

@@ -85,7 +85,8 @@ def test_folder_end_to_end_every_input_once(tiny_models, folder: Path, tmp_path:
     # shard layout, sidecars, schema tag, manifest, resolved config
     names = sorted(p.name for p in out.iterdir())
     assert names == ["00000.parquet", "00000_stats.json", "00001.parquet", "00001_stats.json", "00002.parquet",
-                     "00002_stats.json", "caprl_run.json", "captions.jsonl", "config.resolved.yaml", "run_manifest.json"]
+                     "00002_stats.json", "caprl_run.json", "captions.jsonl", "config.identity.json", "config.resolved.yaml",
+                     "run_manifest.json"]
     assert pq.read_schema(out / "00000.parquet").metadata[b"caprl.schema"] == b"annotation/v1"
     exported = [json.loads(line) for line in (out / "captions.jsonl").read_text().splitlines()]
     assert len(exported) == 6 and {"video", "caption"} <= set(exported[-1]) | {"video"}

@@ -213,8 +213,7 @@ def test_curate_generator_down_commits_nothing_and_the_rerun_works(env, tmp_path
     gen = ["import_mode=none", "generate.backend.name=openai", "generate.backend.model=gen",
            "generate.backend.openai.max_retries=0", "generate.backend.openai.timeout_s=5"]
     cli(verb(env, "curate", out, *gen, f"generate.backend.openai.base_url=http://127.0.0.1:{free_port()}/v1"), 2,
-        "generate with openai", "all 1 request(s) of this shard failed", "nothing of the shard was written",
-        "rerun")
+        "generate with openai", "failed (retries_exhausted", "the run stopped with shard(s)", "uncommitted", "rerun")
     assert not list(out.glob("generate/*_stats.json")) and not list(out.glob("generate/*.parquet"))
     assert not (out / "parse").exists() and not (out / "dataset").exists()
     with ChatServer() as server:  # the engine is up now: the same output, no --overwrite
@@ -228,8 +227,8 @@ def test_annotate_engine_down_commits_nothing_and_the_rerun_works(env, tmp_path:
     out = tmp_path / "ann"
     down = ["backend.name=openai", "backend.openai.max_retries=0", "backend.openai.timeout_s=5",
             f"backend.openai.base_url=http://127.0.0.1:{free_port()}/v1"]
-    cli(verb(env, "annotate", out, *down), 2, "annotate with openai", "all 1 request(s) of this shard failed",
-        "nothing of the shard was written")
+    cli(verb(env, "annotate", out, *down), 2, "annotate with openai", "failed (retries_exhausted",
+        "the run stopped with shard(s)", "uncommitted")
     assert not list(out.glob("*_stats.json")) and not list(out.glob("*.parquet"))
     cli(verb(env, "annotate", out), 0, "2 / 0")  # the fixed command (local model), no --overwrite
     assert sorted(p.name for p in out.glob("*_stats.json")) == ["00000_stats.json", "00001_stats.json"]

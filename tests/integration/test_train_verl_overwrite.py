@@ -88,3 +88,21 @@ def test_overwrite_discards_verls_checkpoints_in_a_checkpoint_dir_outside_the_ou
     assert launched(cfg) == {"resume_mode": "disable", "start": 0}
     assert steps(elsewhere) == ["global_step_1"]  # global_step_2 of the old run would be taken as the newest
     assert (elsewhere / "notes.txt").read_text() == "the user's"  # only verl's own checkpoints are removed
+
+
+def test_a_rerun_with_a_new_learning_rate_is_refused_and_volatile_changes_resume(tmp_path: Path, fake_verl) -> None:
+    from caprl_kit.errors import ResumeRefused
+
+    cfg = verl_cfg(tmp_path)
+    ckpt = tmp_path / "run" / "checkpoints"
+    run(cfg)
+    changed = cfg.model_copy(update={"algorithm": cfg.algorithm.model_copy(update={"lr": 5e-6})})
+    with pytest.raises(ResumeRefused, match=r"algorithm\.lr"):  # the old checkpoint would train on at the old rate
+        run(changed)
+    assert steps(ckpt) == ["global_step_1"], "nothing was launched"
+    moved = cfg.model_copy(update={"verl": cfg.verl.model_copy(update={"nnodes": 2, "n_gpus_per_node": 4,
+                                                                        "reward_urls": ["http://10.0.0.9:18889"]})})
+    run(moved)  # where it runs is volatile: the rerun resumes
+    assert launched(moved) == {"resume_mode": "auto", "start": 1}
+    run(changed, overwrite=True)  # the cure the message names
+    assert launched(changed) == {"resume_mode": "disable", "start": 0}
