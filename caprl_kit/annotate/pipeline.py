@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from caprl_kit.annotate.config import AnnotateConfig
+from caprl_kit.backends.base import RETRYABLE_KINDS
 from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.io.fs import atomic_write_text, join
@@ -61,10 +62,11 @@ def plan(cfg: AnnotateConfig) -> list[str]:
     return lines
 
 
-def make_annotator(cfg: AnnotateConfig, progress: Progress, seen: dict[str, str] | None = None):
+def make_annotator(cfg: AnnotateConfig, progress: Progress, seen: dict[str, str] | None = None,
+                   retry: frozenset[int] = frozenset()):
     from caprl_kit.annotate.worker import Annotator
 
-    return Annotator(cfg, progress=progress, seen_hashes=seen)
+    return Annotator(cfg, progress=progress, seen_hashes=seen, retry=retry)
 
 
 def _seen_hashes(run: RunDir) -> dict[str, str]:
@@ -78,7 +80,10 @@ def _seen_hashes(run: RunDir) -> dict[str, str]:
 
 
 @command
-def run(cfg: AnnotateConfig, *, overwrite: bool = False, progress: Progress | None = None) -> RunReport:
+def run(cfg: AnnotateConfig, *, overwrite: bool = False, retry_failed: bool = False,
+        progress: Progress | None = None) -> RunReport:
+    """``retry_failed``: the rows of finished shards whose status is a retryable failure (``RETRYABLE_KINDS``) are
+    redone, in place (the shard is rewritten with every other row as it was); unfinished shards run as usual."""
     progress = progress or NullProgress()
     t0 = time.perf_counter()
     listing = begin(cfg, "annotate", lambda: fingerprint_items(iter_items(cfg.input)), {"backend": cfg.backend},
@@ -86,8 +91,13 @@ def run(cfg: AnnotateConfig, *, overwrite: bool = False, progress: Progress | No
     run_dir = RunDir(cfg.output_dir, AnnotationRow)  # type: ignore[arg-type]
     # dedup across resumes needs the hashes of finished shards; across processes it is refused at config time
     seen = _seen_hashes(run_dir) if cfg.output.dedup and run_dir.exists() else {}  # begin removed it on --overwrite
-    stage = Stage(STAGE, "annotate", run_dir, cfg.fingerprint(), functools.partial(make_annotator, cfg, seen=seen),
-                  lambda: iter_shards(iter_items(cfg.input), cfg.sharding.shard_size), engines=(cfg.backend,))
+    retry = run_dir.shards_with(RETRYABLE_KINDS) if retry_failed and run_dir.exists() else frozenset()
+    if retry_failed:
+        log.info("--retry-failed: %d finished shard(s) hold retryable failures", len(retry))
+    stage = Stage(STAGE, "annotate", run_dir, cfg.fingerprint(),
+                  functools.partial(make_annotator, cfg, seen=seen, retry=retry),
+                  lambda: iter_shards(iter_items(cfg.input), cfg.sharding.shard_size), engines=(cfg.backend,),
+                  redo=retry)
     written, skipped = run_stage(cfg, stage, listing, progress=progress)
     report = summarize(run_dir, "annotate")
     report.shards_done, report.shards_skipped = len(written), skipped

@@ -16,7 +16,7 @@ import pyarrow as pa
 from caprl_kit.annotate.config import AnnotateConfig
 from caprl_kit.backends import build_backend
 from caprl_kit.backends.pool import release
-from caprl_kit.backends.base import Backend, Request, Response, SamplingParams
+from caprl_kit.backends.base import RETRYABLE_KINDS, Backend, Request, Response, SamplingParams
 from caprl_kit.commands import NullProgress, Progress
 from caprl_kit.errors import MediaError
 from caprl_kit.io.batching import Loaded
@@ -66,13 +66,14 @@ class Annotator:
     """Per-process worker state (the back end is built once); ``annotator(spec, items)`` does one shard."""
 
     def __init__(self, cfg: AnnotateConfig, progress: Progress | None = None, backend: Backend | None = None,
-                 seen_hashes: dict[str, str] | None = None):
+                 seen_hashes: dict[str, str] | None = None, retry: frozenset[int] = frozenset()):
         self.cfg = cfg
         self.progress = progress or NullProgress()
         self.backend = backend or build_backend(cfg.backend)
         self.run = RunDir(cfg.output_dir, AnnotationRow)  # type: ignore[arg-type]
         self.sampling = SamplingParams.from_config(cfg.backend.sampling)
         self.seen = seen_hashes if seen_hashes is not None else {}
+        self.retry = retry  # committed shards whose retryable rows are redone (``--retry-failed``)
 
     # ------------------------------------------------------------------ media
     def _loaded(self, items: list[InputItem]) -> Iterator[Loaded]:
@@ -141,10 +142,22 @@ class Annotator:
     def engine_label(self) -> str:
         return f"annotate with {self.cfg.backend.name}:{self.cfg.backend.model}"
 
+    def _kept(self, spec: ShardSpec) -> dict[str, dict[str, Any]]:
+        """A shard whose failed rows are retried: its rows that stay as they are, by key."""
+        if spec.shard_id not in self.retry:
+            return {}
+        rows = self.run.read_rows(spec.shard_id)
+        return {r["key"]: r for r in rows if r["status"] not in RETRYABLE_KINDS}
+
     def plan(self, spec: ShardSpec, items: list[InputItem]) -> Iterator[Work]:
-        loaded = self._loaded(items)
+        kept = self._kept(spec)
+        loaded = self._loaded([it for it in items if it.key not in kept])
         try:
-            for ld in loaded:
+            for it in items:
+                if it.key in kept:  # an ok (or not retryable) row of a retried shard: written again as it was
+                    yield Work([], lambda _, row=kept[it.key]: [row])
+                    continue
+                ld = next(loaded)
                 if ld.error is not None:
                     self.progress.advance("annotate", items=1, failed=1)
                     yield Work([], lambda _, ld=ld: [self._row(ld, None, ld.error.kind, str(ld.error))])

@@ -114,6 +114,11 @@ def estimate_tokens(request: Request) -> int:
 ENGINE_DOWN_KINDS = frozenset({"retries_exhausted", "server_error", "engine_error"})
 
 
+#: row statuses that a rerun may cure (``--retry-failed``): engine-level failures (in runs made before they stopped
+#: the run) and a generation that failed for one request (a server's garbled answer, an out-of-memory batch)
+RETRYABLE_KINDS = ENGINE_DOWN_KINDS | {"generation_failed"}
+
+
 def engine_failed(resp: Response) -> bool:
     """A response that failed for an engine-level reason: never a row, its shard is redone (runners/stream.py)."""
     return not resp.ok and resp.error_kind in ENGINE_DOWN_KINDS

@@ -80,6 +80,7 @@ def run_verb(
     overwrite: bool,
     verbose: int,
     log_file: Optional[str],
+    retry_failed: bool = False,
 ) -> None:
     """Shared body of the four verbs: load -> (dry run | run with progress) -> summary."""
     from caprl_kit.cli._console import console, out, progress, setup_logging, summary_table
@@ -102,7 +103,7 @@ def run_verb(
                 out.print(f"- {line}", markup=False, highlight=False)
             return
         with progress() as bar:
-            report = commands.run(cfg, overwrite=overwrite, progress=bar)
+            report = commands.run(cfg, overwrite=overwrite, retry_failed=retry_failed, progress=bar)
         console.print(summary_table(report))
         for note in report.notes:
             console.print(f"[yellow]note:[/] {note}")
@@ -197,10 +198,12 @@ def _make_verb(verb: str) -> Callable[..., None]:
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and the plan; touch nothing."),
         output: Optional[str] = typer.Option(None, "--output", "-o", help="Output directory (any fsspec URL)."),
         overwrite: bool = typer.Option(False, "--overwrite/--resume", help="Discard a previous run instead of resuming it."),
+        retry_failed: bool = typer.Option(False, "--retry-failed", help="Redo, in place, the rows of a finished run "
+                                          "whose status is a retryable failure (caprl annotate)."),
         verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="-v info, -vv debug."),
         log_file: Optional[str] = typer.Option(None, "--log-file", help="Also write debug logs to this file."),
     ) -> None:
-        run_verb(verb, config, overrides or [], dry_run, output, overwrite, verbose, log_file)
+        run_verb(verb, config, overrides or [], dry_run, output, overwrite, verbose, log_file, retry_failed)
 
     command.__doc__ = VERB_HELP[verb]
     return command

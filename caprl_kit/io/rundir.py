@@ -191,6 +191,15 @@ class RunDir:
             out.append(read_model(self.fs, self.stats_path(shard_id), ShardStats, f"stats of shard {shard_id}"))
         return out
 
+    def shards_with(self, statuses: Iterable[str]) -> frozenset[int]:
+        """Finished shards holding a row of one of ``statuses`` (read from their stats)."""
+        wanted = set(statuses)
+        return frozenset(s.shard_id for s in self.read_stats() if wanted & {k for k, n in s.status_counts.items() if n})
+
+    def read_rows(self, shard_id: int) -> list[dict[str, Any]]:
+        """Every row of a finished shard, every column."""
+        return read_shard(self.shard_url(shard_id), self.artifact).to_pylist()
+
     def shard_urls(self) -> list[str]:
         return [self.shard_url(i) for i in sorted(self.done_shards())]
 
@@ -302,6 +311,8 @@ class RunDir:
     ) -> None:
         """Write the shard atomically, then its stats sidecar (which marks it done), stamped with the config the
         run manifest says the shard is made under."""
+        if self.fs.exists(self.stats_path(shard_id)):  # a shard rewritten in place (--retry-failed): not done
+            self.fs.rm(self.stats_path(shard_id))     # until its new rows and stats are both there
         write_shard(self.shard_url(shard_id), rows, self.artifact, extra_schema)
         if self._made_under is None:
             manifest = self.manifest()

@@ -82,6 +82,7 @@ class Stage:
     shards: Callable[[], Shards]
     total: int | None = None  # progress total when it is not the item count
     engines: tuple[Any, ...] = ()  # the BackendConfigs a worker builds: what it asks of the cluster (GPUs)
+    redo: frozenset[int] = frozenset()  # finished shards to run again (their worker keeps what it need not redo)
 
 
 def run_stage(cfg: Any, stage: Stage, listing: Listing, *, progress: Progress) -> tuple[list[ShardStats], int]:
@@ -92,7 +93,7 @@ def run_stage(cfg: Any, stage: Stage, listing: Listing, *, progress: Progress) -
 
     done = stage.run_dir.open(command=stage.command, config=cfg, config_hash=stage.config_hash,
                               input_fingerprint=listing.fingerprint, n_items=listing.n_items,
-                              shard_size=cfg.sharding.shard_size)
+                              shard_size=cfg.sharding.shard_size) - stage.redo
     total = stage.total if stage.total is not None else listing.n_items
     progress.start(stage.name, total=total, completed=min(total, len(done) * cfg.sharding.shard_size))
     r = cfg.runner

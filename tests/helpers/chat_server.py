@@ -3,7 +3,8 @@
 The behaviour is chosen by the last user text: ``RATE`` answers 429 once then 200, ``FLAKY`` answers 503 twice,
 ``BAD`` answers 400, ``SLOW`` waits 0.2 s; anything else answers at once, with ``echo i: <text>``, or with what
 ``replies`` gives: scripted (content, finish_reason) pairs handed out in arrival order. ``fail_arrivals``: the
-arrival numbers (1-based, over every request) answered 503 (an outage); ``die_after``: the server stops listening
+arrival numbers (1-based, over every request) answered 503 (an outage); ``garbled_arrivals``: answered 200 with a
+body that is not JSON (a broken proxy); ``die_after``: the server stops listening
 once it has answered that many requests (killed mid-run; ``port`` starts a new one on the same port). It records
 every body and the most requests it ever had in flight.
 """
@@ -18,9 +19,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class ChatServer:
     def __init__(self, replies: list[tuple[str, str]] | None = None, *, fail_arrivals: set[int] = frozenset(),
-                 die_after: int | None = None, port: int = 0) -> None:
+                 garbled_arrivals: set[int] = frozenset(), die_after: int | None = None, port: int = 0) -> None:
         self.replies = list(replies or [])
-        self.fail_arrivals, self.die_after = set(fail_arrivals), die_after
+        self.fail_arrivals, self.garbled_arrivals, self.die_after = set(fail_arrivals), set(garbled_arrivals), die_after
         self.answered = 0
         self.bodies: list[dict] = []
         self.calls: dict[str, int] = {}
@@ -45,6 +46,15 @@ class ChatServer:
                     with server.lock:
                         server.in_flight -= 1
                     self.close_connection = True
+                    return
+                if arrival in server.garbled_arrivals:
+                    with server.lock:
+                        server.in_flight -= 1
+                    data = b"<html>502 Bad Gateway</html>"
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
                     return
                 if arrival in server.fail_arrivals:
                     with server.lock:

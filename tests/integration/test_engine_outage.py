@@ -7,6 +7,7 @@ wrapper below only breaks a stream, which a real server cannot be made to do at 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -165,3 +166,43 @@ def test_ctrl_c_while_annotate_waits_on_the_server_exits_130(tmp_path: Path) -> 
         output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, output
     assert "interrupted" in output and "Traceback" not in output
+
+
+def test_retry_failed_redoes_only_the_failed_rows_in_place_and_every_key_once(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from caprl_kit.cli import app
+
+    inp = _images(tmp_path / "in", 8)
+    out = tmp_path / "out"
+    with ChatServer(garbled_arrivals={2, 6}) as server:  # two answers the client cannot read: generation_failed
+        first = run(_config(inp, out, server.base_url))
+        assert first.n_failed == 2 and first.status_counts.get("generation_failed") == 2
+        before = {r["key"]: r for r in _rows(out)}
+        sent = len(server.bodies)
+        cfg = tmp_path / "annotate.yaml"
+        cfg.write_text(f"kind: annotate\ninput: {{path: {inp}}}\nsharding: {{shard_size: 4}}\n"
+                       f"backend: {{name: openai, model: scripted, sampling: {{n: 1}}, openai: {{base_url: "
+                       f"'{server.base_url}', max_concurrency: 2, max_retries: 0, backoff_base_s: 0.02, "
+                       "backoff_max_s: 0.05, timeout_s: 10}}\n")
+        result = CliRunner().invoke(app, ["annotate", "--config", str(cfg), "--output", str(out), "--retry-failed"])
+        assert result.exit_code == 0, result.output
+        assert len(server.bodies) - sent == 2, "only the two failed rows were sent again"
+    rows = _rows(out)
+    assert [r["key"] for r in rows] == sorted(p.name for p in inp.iterdir()), "every key exactly once"
+    assert {r["status"] for r in rows} == {"ok"}
+    for r in rows:
+        if before[r["key"]]["status"] == "ok":
+            assert r == before[r["key"]], "a row that was fine is written again as it was"
+    stats = [json.loads(p.read_text()) for p in sorted(out.glob("*_stats.json"))]
+    assert sum(s["n_failed"] for s in stats) == 0 and sum(s["n_items"] for s in stats) == 8
+
+
+def test_retry_failed_is_refused_where_a_command_does_not_redo_rows(tmp_path: Path) -> None:
+    from caprl_kit import commands
+    from caprl_kit.curate.config import CurateConfig
+    from caprl_kit.errors import ConfigError
+
+    cfg = CurateConfig.model_validate({"input": {"path": str(tmp_path)}, "output_dir": str(tmp_path / "o")})
+    with pytest.raises(ConfigError, match="--retry-failed"):
+        commands.run(cfg, retry_failed=True)
