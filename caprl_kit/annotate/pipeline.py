@@ -19,7 +19,7 @@ from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.io.fs import atomic_write_text, join
 from caprl_kit.io.parquet import read_shard
 from caprl_kit.io.readers import detect_format, iter_items
-from caprl_kit.io.rundir import RunDir
+from caprl_kit.io.rundir import RunDir, prepare_output
 from caprl_kit.io.shards import iter_shards
 from caprl_kit.log import get_logger
 from caprl_kit.monitors import FLAG_METRIC, FLAGS, rates_from_metrics
@@ -79,32 +79,50 @@ def _seen_hashes(run: RunDir) -> dict[str, str]:
     return seen
 
 
+def caption_stage(cfg: AnnotateConfig, *, retry_failed: bool = False) -> Stage:
+    """The caption stage, declared: one ``annotation`` row per input item in ``cfg.output_dir``; its output
+    depends on the whole annotate config's resume identity; its worker (annotate/worker.py) needs ``cfg.backend``.
+    ``caprl annotate`` runs it alone; eval's stage 1 (``captions/<task>``) and pairs' samples run it inside their
+    own command. ``retry_failed``: finished shards holding retryable failures are run again (``Annotator.retry``)."""
+    run_dir = RunDir(cfg.output_dir, AnnotationRow)  # type: ignore[arg-type]
+    # dedup across resumes needs the hashes of finished shards; across processes it is refused at config time
+    seen = _seen_hashes(run_dir) if cfg.output.dedup and run_dir.exists() else {}  # --overwrite removed it
+    retry = run_dir.shards_with(RETRYABLE_KINDS) if retry_failed and run_dir.exists() else frozenset()
+    if retry_failed:
+        log.info("--retry-failed: %d finished shard(s) hold retryable failures", len(retry))
+    return Stage(STAGE, "annotate", run_dir, cfg.fingerprint(),
+                 functools.partial(make_annotator, cfg, seen=seen, retry=retry),
+                 lambda: iter_shards(iter_items(cfg.input), cfg.sharding.shard_size), engines=(cfg.backend,),
+                 redo=retry)
+
+
+def caption(cfg: AnnotateConfig, progress: Progress) -> RunReport:
+    """The caption stage in a folder of the calling command (eval's ``captions/<task>``, pairs' ``samples/``),
+    which claimed its OUTPUT and checked its engines: the input listed, the stage run, its rows summarised."""
+    prepare_output(str(cfg.output_dir), STAGE)
+    listing = fingerprint_items(iter_items(cfg.input))
+    written, skipped = run_stage(cfg, caption_stage(cfg), listing, progress=progress)
+    report = summarize(RunDir(cfg.output_dir, AnnotationRow), STAGE)  # type: ignore[arg-type]
+    report.shards_done, report.shards_skipped = len(written), skipped
+    return report
+
+
 @command
 def run(cfg: AnnotateConfig, *, overwrite: bool = False, retry_failed: bool = False,
         progress: Progress | None = None) -> RunReport:
-    """``retry_failed``: the rows of finished shards whose status is a retryable failure (``RETRYABLE_KINDS``) are
-    redone, in place (the shard is rewritten with every other row as it was); unfinished shards run as usual."""
+    """``caprl annotate``: the caption stage over the input, then the summary (and captions.jsonl)."""
     progress = progress or NullProgress()
     t0 = time.perf_counter()
     listing = begin(cfg, "annotate", lambda: fingerprint_items(iter_items(cfg.input)), {"backend": cfg.backend},
                     overwrite=overwrite, record_config=False)
-    run_dir = RunDir(cfg.output_dir, AnnotationRow)  # type: ignore[arg-type]
-    # dedup across resumes needs the hashes of finished shards; across processes it is refused at config time
-    seen = _seen_hashes(run_dir) if cfg.output.dedup and run_dir.exists() else {}  # begin removed it on --overwrite
-    retry = run_dir.shards_with(RETRYABLE_KINDS) if retry_failed and run_dir.exists() else frozenset()
-    if retry_failed:
-        log.info("--retry-failed: %d finished shard(s) hold retryable failures", len(retry))
-    stage = Stage(STAGE, "annotate", run_dir, cfg.fingerprint(),
-                  functools.partial(make_annotator, cfg, seen=seen, retry=retry),
-                  lambda: iter_shards(iter_items(cfg.input), cfg.sharding.shard_size), engines=(cfg.backend,),
-                  redo=retry)
+    stage = caption_stage(cfg, retry_failed=retry_failed)
     written, skipped = run_stage(cfg, stage, listing, progress=progress)
-    report = summarize(run_dir, "annotate")
+    report = summarize(stage.run_dir, "annotate")
     report.shards_done, report.shards_skipped = len(written), skipped
     report.duration_s = time.perf_counter() - t0
     report.outputs["shards"] = str(cfg.output_dir)
     if cfg.output.export_jsonl:
-        report.outputs["captions.jsonl"] = export_jsonl(run_dir)
+        report.outputs["captions.jsonl"] = export_jsonl(stage.run_dir)
     log.info("annotate finished: %d items, %d ok, %d failed", report.n_items, report.n_ok, report.n_failed)
     return report
 

@@ -1,5 +1,5 @@
-"""caprl eval (Prism, spec §5): stage 1 captions every benchmark image/video (``caprl annotate`` underneath:
-cached, resumable), stage 2 a text answerer reads each caption + the question (sharded, resumable), then
+"""caprl eval (Prism, spec §5): stage 1 captions every benchmark image/video (annotate's caption stage in
+``captions/<task>``: cached, resumable), stage 2 a text answerer reads each caption + the question (sharded, resumable), then
 scoring: BoN and M_Acc per benchmark; plus the held-out QA utility on a curated set.
 
 Outputs in OUTPUT/: ``captions/<task>/`` (annotation shards), ``answers/<task>/`` (eval_sample shards),
@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterator, Sequence
 
 from caprl_kit.annotate.config import AnnotateConfig
-from caprl_kit.annotate.pipeline import run as annotate
+from caprl_kit.annotate.pipeline import caption
 from caprl_kit.backends import build_backend
 from caprl_kit.backends.base import Request, Response, SamplingParams
 from caprl_kit.commands import NullProgress, Progress, RunReport
@@ -72,10 +72,10 @@ def _captions_table(path: str, media_root: str | None, column: str, stamp: str) 
 
 def caption_stage(cfg: EvalConfig, task: str, media: list[tuple[str, str]], progress: Progress
                   ) -> tuple[dict[str, list[str]], dict[str, str], dict[str, float]]:
-    """Captions (n per item) for ``media`` [(path, media_type)], via the annotate pipeline (cached by shard), why
+    """Captions (n per item) for ``media`` [(path, media_type)], via annotate's caption stage (cached by shard), why
     the items without a caption have none (``status: error_message``), and the captions' hygiene flag rates."""
     out = join(str(cfg.output_dir), EVAL_CAPTIONS_DIR.format(task=task))
-    prepare_output(out, "annotate")  # claimed before the caption manifest lands in it
+    prepare_output(out, "annotate")  # claimed before the caption manifest lands in it (caption() keeps the claim)
     fs, base = url_to_fs(out)
     manifest = join(base, "manifest.jsonl")
     lines = "".join(json.dumps({"path": p, "key": p, "media_type": t}) + "\n" for p, t in media)
@@ -89,7 +89,7 @@ def caption_stage(cfg: EvalConfig, task: str, media: list[tuple[str, str]], prog
         "media": cfg.media.model_dump(), "sharding": cfg.sharding.model_dump(), "runner": cfg.runner.model_dump(),
         "output_dir": out,
     })
-    annotate(acfg, progress=progress)
+    caption(acfg, progress)
     captions: dict[str, list[str]] = {}
     failed: dict[str, str] = {}
     flags: Counter[str] = Counter()

@@ -359,13 +359,13 @@ def plan(cfg: PairsConfig) -> list[str]:
 
 @command
 def run(cfg: PairsConfig, *, overwrite: bool = False, progress: Progress | None = None) -> RunReport:
-    from caprl_kit.annotate.pipeline import run as annotate
+    from caprl_kit.annotate.pipeline import caption
 
     progress = progress or NullProgress()
     t0 = time.perf_counter()
     scoring = reward_engines(cfg)
     seen = begin(cfg, "pairs", lambda: listing(cfg), {"captioner": cfg.captioner, **scoring}, overwrite=overwrite)
-    sampled = annotate(sampling_config(cfg), progress=progress)
+    sampled = caption(sampling_config(cfg), progress)  # stage 1, in OUTPUT/samples
     stage = Stage("score", "pairs/score", RunDir(join(str(cfg.output_dir), PAIRS_SCORED_DIR), ScoredCaptionRow),
                   score_hash(cfg), functools.partial(make_scorer, cfg),
                   lambda: iter_shards(iter_rows(cfg), cfg.sharding.shard_size),
