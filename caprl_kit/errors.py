@@ -50,6 +50,11 @@ class EngineDown(BackendError):
     the shards it held uncommitted."""
 
 
+class ShardFailed(CaprlError):
+    """A shard (or the shards a broken stream held) failed ``runner.max_shard_retries`` times in a row for a
+    reason that is not an item's own (those are rows): the run stops with them uncommitted."""
+
+
 class EngineFailed(Exception):
     """A request failed for an engine-level reason (``backends.base.engine_failed``). Not a ``CaprlError``: the
     runner redoes the shards the stream held but had not committed, and gives up with ``EngineDown`` when the

@@ -6,7 +6,7 @@ import itertools
 from typing import Any, Callable, Iterable, Iterator
 
 from caprl_kit.commands import NullProgress, Progress
-from caprl_kit.errors import CaprlError
+from caprl_kit.errors import CaprlError, ShardFailed
 from caprl_kit.io.shards import ShardSpec
 from caprl_kit.log import get_logger
 from caprl_kit.schemas.run import ShardStats
@@ -16,10 +16,6 @@ log = get_logger(__name__)
 Worker = Callable[[ShardSpec, list[Any]], ShardStats]
 #: builds a worker in the process that runs it; the local runner hands it the live progress
 WorkerFactory = Callable[[Progress], Worker]
-
-
-class ShardFailed(CaprlError):
-    pass
 
 
 def run_one(worker: Worker, spec: ShardSpec, items: list[Any], max_retries: int) -> ShardStats:

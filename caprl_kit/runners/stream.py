@@ -1,17 +1,28 @@
 """The streaming stage engine: the work of every shard flows through one back-end stream.
 
-A stage says, per shard, which units of work it has (``Work``: the requests one output row needs and how the row
-comes from their responses) and how a finished shard is committed. ``ShardStream`` feeds all of it to
-``backend.stream`` as one continuous stream, so the engine stays full across batch and shard boundaries, gathers
-the responses by request id, and commits each shard (atomically, stats last) the moment its last response
-arrives, while the next shards are already in the engine. Memory is bounded by the back end's ``in_flight`` and
-the stage's own decode look-ahead, not by the shard size.
+A shard's life, from listing to commit (the walk a reader follows):
 
-Runners that hand a worker one shard per call (Ray actors, pool processes) keep one stream open across the calls
-(``LiveStream``): each call queues its shard on a ``ShardFeed`` and waits for its stats, so the engine never drains
-between shards as long as the runner keeps the next shard queued.
+1. ``runners/driver.run_stage``: the stage (``Stage``: name, folder, resume identity, worker, shards, engines) is
+   opened or resumed (``RunDir.open``: a changed identity is refused naming the keys; finished shards are skipped);
+   the runner (local | multiprocess | ray) takes the shards not done, in input order.
+2. The worker's ``open_stream()`` is a ``ShardStream`` over the stage and the process's pooled engine
+   (``backends/pool.py``); the local runner feeds it every shard (``runners/local.run_stream``), the others keep one
+   open across their calls (``LiveStream`` over a ``ShardFeed``), so the engine never drains between shards.
+3. ``ShardStream._requests``: ``stage.plan(spec, items)`` yields the shard's ``Work`` lazily (media decoded a
+   bounded window ahead); each request gets the id ``shard/work/request`` and goes into ``backend.stream``.
+4. ``ShardStream._take``: each response is filed under its unit of work; a unit whose responses are all in makes
+   its rows (``Work.finish``) and drops its media. An engine-level failure (``engine_failed``) is never a row: it
+   breaks the stream (``EngineFailed``).
+5. ``ShardStream._submit``: a shard whose every unit is finished goes to the writer thread, ``stage.commit``:
+   Parquet under a temp name + rename, then the stats sidecar stamped with the resume identity (the done marker),
+   while the engine already runs the next shards; ``_harvest`` hands the stats back and forgets the shard.
+6. A broken stream: the commits in flight are waited for (``_settle``), the shards still open are the
+   ``uncommitted()`` ones, and the runner redoes them on a new stream (``next_attempt``: ``runner.max_shard_retries``
+   times in a row), then stops the run with ``give_up`` (``EngineDown`` for an engine that kept failing). A shard is
+   committed or redone, never both, so every item is written exactly once.
+
+Memory is bounded by the back end's ``in_flight`` and the stage's decode look-ahead, not by the shard size.
 """
-
 from __future__ import annotations
 
 import queue
@@ -23,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 from caprl_kit.backends.base import IDLE, Request, Response, engine_failed
-from caprl_kit.errors import CaprlError, EngineDown, EngineFailed
+from caprl_kit.errors import CaprlError, EngineDown, EngineFailed, ShardFailed
 from caprl_kit.io.shards import ShardSpec
 from caprl_kit.io.stats import utc_now
 from caprl_kit.log import get_logger
@@ -268,8 +279,6 @@ class ShardFeed:
 def give_up(exc: BaseException, names: str, attempt: int) -> CaprlError:
     """The error that stops the run when a broken stream is not redone any more: the ``CaprlError`` itself, an
     engine that kept failing as ``EngineDown``, anything else as ``ShardFailed``."""
-    from caprl_kit.runners.local import ShardFailed
-
     if isinstance(exc, CaprlError):
         return exc
     if isinstance(exc, EngineFailed):

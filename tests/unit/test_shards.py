@@ -17,7 +17,8 @@ from caprl_kit.io.parquet import read_shard, rows_to_table, write_shard
 from caprl_kit.io.rundir import RunDir
 from caprl_kit.io.shards import Fingerprint, iter_shards, plan_shards
 from caprl_kit.io.stats import StatsBuilder
-from caprl_kit.runners.local import ShardFailed, run_local
+from caprl_kit.errors import ShardFailed
+from caprl_kit.runners.local import run_local
 from caprl_kit.schemas import InputManifestRow, ShardStats
 from caprl_kit.config import ConfigModel
 
