@@ -3,6 +3,10 @@
     .venv/bin/python benchmarks/stream.py [--n 768] [--max-running 64] [--step-s 0.02] [--json out.json]
     (also: .venv/bin/python benchmarks/annotate.py openai-gpu [...])
 
+    # the HTTP client's own cost, max_concurrency 64 and 512 (an instrument fast enough not to be the limit):
+    .venv/bin/python benchmarks/stream.py --phases raw-stream --n 3000 --max-running 512 --step-s 0.002 \
+        --median-tokens 20 --max-concurrency 64 512
+
 The server is benchmarks/gpu_timing_server.py, a MEASURING INSTRUMENT in its own process that emulates a GPU
 engine's decode timing (it runs no model): continuous batching over --max-running slots, one token per --step-s for
 every running request however many run, seeded lognormal lengths per request content, real HTTP. On the same N
@@ -16,6 +20,12 @@ small JPEGs, with backend.openai.max_concurrency = max_running (or --max-concurr
   texts hold no questions, so only the generate stage reaches the server);
 - batch-synchronous: today's figure before the streaming engine: ``backend.generate`` per batch of batch_size =
   max_running, each batch waiting for its slowest request.
+
+Per phase, measured in this process: the client's CPU time per item (``time.process_time()`` over the phase, all of
+this process's threads: the payloads' image encoding and JSON, the HTTP client, its event loop, and in the annotate
+and curate phases the pipeline's reading and decoding too; raw-stream and batch-synchronous get their images decoded
+before the clock starts; the server runs in its own process and is not counted). ``--max-concurrency`` takes several values: every phase runs once per value
+against the same server.
 
 Per phase, from the server's /stats between its first arrival and last completion: the ratio to capacity
 (completions per engine step / (max_running / mean length incl. prefill), that phase's lengths; per step, so the
@@ -94,8 +104,9 @@ def run(args: argparse.Namespace) -> dict:
     R = args.max_running
     ecfg = EngineConfig(max_running=R, step_s=args.step_s, prefill_steps=args.prefill_steps,
                         median_tokens=args.median_tokens, sigma=args.sigma, seed=args.seed)
+    sweep = args.max_concurrency or [R]
     results: dict = {"instrument": BANNER, "items": args.n, "max_running": R, "step_s": args.step_s,
-                     "max_concurrency": args.max_concurrency or R,
+                     "max_concurrency": sweep[0] if len(sweep) == 1 else sweep,
                      "prefill_steps": args.prefill_steps, "median_tokens": args.median_tokens, "sigma": args.sigma,
                      "shard_size": args.shard_size, "image_size": args.image_size, "runner": args.runner,
                      "num_workers": args.num_workers, "phases": {}}
@@ -103,7 +114,7 @@ def run(args: argparse.Namespace) -> dict:
         base = url.rsplit("/v1", 1)[0]
         backend = {"name": "openai", "model": "gpu-timing",  # batch_sync: waves of R
                    "sampling": {"n": 1, "temperature": 0.0, "max_tokens": 2048},
-                   "openai": {"base_url": url, "max_concurrency": args.max_concurrency or R}}
+                   "openai": {"base_url": url, "max_concurrency": sweep[0]}}
 
         runner = {"name": args.runner, "num_workers": args.num_workers}
 
@@ -112,44 +123,52 @@ def run(args: argparse.Namespace) -> dict:
             return [Request.user(text, images=[load_media(str(f), None, "image", MediaConfig())[0].image], id=f.name)
                     for f in files[:n]]
 
-        def raw_stream() -> None:
-            todo = requests()
+        def raw_stream(todo: list[Request]) -> None:
             out = list(build_backend(BackendConfig.model_validate(backend)).stream(todo))
             assert len(out) == args.n and all(r.ok for r in out), [r.error for r in out if not r.ok][:3]
 
-        def batch_sync() -> None:
-            todo = requests(args.sync_items)
+        def batch_sync(todo: list[Request]) -> None:
             be = build_backend(BackendConfig.model_validate(backend))
             for i in range(0, len(todo), R):  # the per-batch barrier of the stages before the streaming engine
                 out = be.generate(todo[i : i + R])
                 assert all(r.ok for r in out), [r.error for r in out if not r.ok][:3]
 
-        def annotate() -> None:
+        def out_dir(stage: str) -> str:  # one per max_concurrency of a sweep (a second run would resume the first)
+            return str(root / f"{stage}-mc{backend['openai']['max_concurrency']}")
+
+        def annotate(_: None) -> None:
             cfg = AnnotateConfig(input={"path": str(root / "images")}, backend=backend, runner=runner,
-                                 sharding={"shard_size": args.shard_size}, output_dir=str(root / "annotate"))
+                                 sharding={"shard_size": args.shard_size}, output_dir=out_dir("annotate"))
             report = annotate_run(cfg)
             assert report.n_ok == args.n, report.status_counts
 
-        def curate() -> None:
+        def curate(_: None) -> None:
             cfg = CurateConfig.model_validate({
                 "input": {"path": str(root / "images")}, "generate": {"backend": backend},
                 "answer": {"backend": {"name": "lexical"}}, "sharding": {"shard_size": args.shard_size},
                 "runner": runner,
-                "output_dir": str(root / "curate")})
+                "output_dir": out_dir("curate")})
             curate_run(cfg)
 
         phases = {"raw-stream": raw_stream, "annotate-stream": annotate, "curate-generate-stream": curate,
                   "batch-synchronous": batch_sync}
-        for name in args.phases:
+        prepare = {"raw-stream": requests, "batch-synchronous": lambda: requests(args.sync_items)}  # decoded untimed
+        for mc, name in [(mc, name) for mc in sweep for name in args.phases]:
+            backend["openai"]["max_concurrency"] = mc
+            key = name if len(sweep) == 1 else f"{name} mc={mc}"
             httpx.post(base + "/reset").raise_for_status()
-            t0 = time.perf_counter()
-            phases[name]()
-            wall = time.perf_counter() - t0
+            todo = prepare[name]() if name in prepare else None
+            t0, cpu0 = time.perf_counter(), time.process_time()
+            phases[name](todo)
+            del todo
+            wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
             st = httpx.get(base + "/stats", timeout=60).json()
             lengths = st.pop("lengths")
             ideal_steps = greedy_makespan_steps(lengths, R)
-            results["phases"][name] = p = {
-                "items": st["completed_sequences"],
+            results["phases"][key] = p = {
+                "items": st["completed_sequences"], "max_concurrency": mc,
+                "client_cpu_ms_per_item": 1000 * cpu / max(st["completed_sequences"], 1), "client_cpu_s": cpu,
+                "wall_ratio": st["items_per_s"] / st["capacity_items_per_s"],
                 "ratio_to_capacity": st["ratio_to_capacity"], "occupancy": st["occupancy"],
                 "occupancy_before_tail": st["occupancy_before_tail"], "tail_lost_share": st["tail_lost_share"],
                 "greedy_ideal_ratio": sum(lengths) / R / ideal_steps,  # same lengths, same order, no gaps
@@ -161,9 +180,10 @@ def run(args: argparse.Namespace) -> dict:
                 "engine_lag_s": st["engine_lag_s"], "occupancy_while_queued": st["occupancy_while_queued"],
                 "refill_gap_ms": st.get("refill_gap_ms"),
             }
-            print(f"  {name}: {p['ratio_to_capacity']:.3f}x capacity, occupancy {p['occupancy']:.3f} "
-                  f"(before tail {p['occupancy_before_tail']:.3f}), {p['items_per_s']:.1f} items/s, "
-                  f"window {p['window_s']:.1f} s, wall {wall:.1f} s", file=sys.stderr, flush=True)
+            print(f"  {key}: {p['ratio_to_capacity']:.3f}x capacity per step, {p['wall_ratio']:.3f}x wall, occupancy "
+                  f"{p['occupancy']:.3f} (before tail {p['occupancy_before_tail']:.3f}), {p['items_per_s']:.1f} "
+                  f"items/s, client CPU {p['client_cpu_ms_per_item']:.2f} ms/item, window {p['window_s']:.1f} s, "
+                  f"wall {wall:.1f} s", file=sys.stderr, flush=True)
     return results
 
 
@@ -173,13 +193,15 @@ def print_table(r: dict) -> None:
           f"max_concurrency {r.get('max_concurrency', r['max_running'])}, step {r['step_s']} s, prefill {r['prefill_steps']} step, lengths lognormal(median "
           f"{r['median_tokens']}, sigma {r['sigma']}), shards of {r['shard_size']}")
     cols = [("items", "items", "d"), ("items/s", "items_per_s", ".1f"), ("cap/s", "capacity_items_per_s", ".1f"),
-            ("ratio", "ratio_to_capacity", ".3f"), ("occupancy", "occupancy", ".3f"),
+            ("ratio", "ratio_to_capacity", ".3f"), ("wall ratio", "wall_ratio", ".3f"),
+            ("cpu ms", "client_cpu_ms_per_item", ".2f"), ("occupancy", "occupancy", ".3f"),
             ("occ<tail", "occupancy_before_tail", ".3f"), ("tail loss", "tail_lost_share", ".3f"),
             ("greedy", "greedy_ideal_ratio", ".3f"), ("vs greedy", "ratio_to_greedy_ideal", ".3f"),
             ("lag s", "engine_lag_s", ".2f"), ("window s", "window_s", ".1f")]
-    print(f"{'phase':<24}" + "".join(f"{h:>10}" for h, _, _ in cols))
+    width = max([24, *(len(name) + 1 for name in r["phases"])])
+    print(f"{'phase':<{width}}" + "".join(f"{h:>11}" for h, _, _ in cols))
     for name, p in r["phases"].items():
-        print(f"{name:<24}" + "".join(f"{p[k]:>10{f}}" for _, k, f in cols))
+        print(f"{name:<{width}}" + "".join(f"{p[k]:>11{f}}" for _, k, f in cols))
     for name, p in r["phases"].items():
         if p.get("refill_gap_ms"):
             g = p["refill_gap_ms"]
@@ -187,7 +209,9 @@ def print_table(r: dict) -> None:
                   f"(p50 {g['p50']:.0f}, p90 {g['p90']:.0f}, max {g['max']:.0f} ms; {g['n']} refills; step "
                   f"{r['step_s'] * 1000:.0f} ms)")
     print("ratio: completions per engine step / capacity per step (max_running / mean length incl. prefill, that "
-          "phase's lengths); occupancy: busy slot-steps / (max_running x steps), first arrival to last completion; "
+          "phase's lengths); wall ratio: items/s / cap/s (wall clock, the instrument's lag included); cpu ms: this "
+          "process's CPU time over the phase per item (the client's cost; the server's process is not counted); "
+          "occupancy: busy slot-steps / (max_running x steps), first arrival to last completion; "
           "occ<tail: before the last admission; tail loss: slot-steps lost after it; greedy: the ratio an ideal client "
           "reaches on those lengths (same order, no gap: its shortfall is the finite run's tail); vs greedy: ideal "
           "steps / measured steps; items/s and cap/s: wall clock at the nominal step (lag: the instrument's own delay)")
@@ -201,10 +225,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--image-size", type=int, default=64,
                     help="image side in pixels (64: scheduling only; e.g. 1024: the client's image encoding too)")
     ap.add_argument("--max-running", type=int, default=64, help="server slots = backend.openai.max_concurrency")
-    ap.add_argument("--max-concurrency", type=int, default=None,
-                    help="backend.openai.max_concurrency (default: --max-running). More than the server's slots "
-                         "keeps a queue at the server, as clients of vllm serve do, so a freed slot is refilled "
-                         "without waiting for the client's round trip")
+    ap.add_argument("--max-concurrency", type=int, nargs="+", default=None,
+                    help="backend.openai.max_concurrency (default: --max-running); several values: a sweep, every "
+                         "phase once per value. More than the server's slots keeps a queue at the server, as clients "
+                         "of vllm serve do, so a freed slot is refilled without waiting for the client's round trip")
     ap.add_argument("--step-s", type=float, default=0.02, help="server seconds per decode step")
     ap.add_argument("--median-tokens", type=float, default=150.0, help="server lognormal median length")
     ap.add_argument("--sigma", type=float, default=0.6, help="server lognormal sigma")
