@@ -3,8 +3,15 @@
 Async with bounded concurrency (``openai.max_concurrency`` requests in flight); images go as base64 data URLs,
 videos as image frames (``video_as: frames``), as one vLLM ``data:video/jpeg`` frame sequence
 (``jpeg_sequence``), or as the original URL (``url``). The API key is read from the environment variable named by
-``openai.api_key_env``. 429, 5xx, timeouts and connection errors are retried with exponential backoff and full
-jitter; any other 4xx becomes that request's error with the server's message, and the rest of the batch proceeds.
+``openai.api_key_env``. 408/409/425/429, 5xx, timeouts and connection errors are retried with exponential backoff
+and full jitter (a ``Retry-After`` header, in seconds or as an HTTP date, sets the wait instead, capped by
+``openai.backoff_max_s``); any other 4xx becomes that request's error with the server's message, and the rest of the
+batch proceeds.
+
+HTTP is aiohttp: one session per stream (or ``generate`` call) on its event loop, whose keep-alive pool holds up to
+``max_concurrency`` connections, each reused request after request; taking a connection from the pool and giving
+it back cost the same however many there are. Each request's JSON body is serialized once, before its first
+attempt (in ``stream``, on the caller's thread with the payload).
 
 An assistant prefill is sent as a final assistant message with ``continue_final_message: true`` and
 ``add_generation_prompt: false`` (understood by vLLM and SGLang).
@@ -14,12 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email.utils
 import io
+import json
+import math
 import os
 import queue
 import random
 import threading
 import time
+from datetime import UTC, datetime
 from typing import Any, Iterable, Iterator, Sequence
 
 from caprl_kit.backends.base import IDLE, BackendBase, Request, Response
@@ -31,6 +42,9 @@ from caprl_kit.log import get_logger
 log = get_logger(__name__)
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+#: seconds an idle pooled connection is kept: under the 5 s after which uvicorn (``vllm serve``, SGLang) closes an
+#: idle one, so the client drops a connection before the server can close it under a request being sent
+KEEPALIVE_S = 4.0
 
 
 class RequestFailed(Exception):
@@ -52,7 +66,7 @@ class OpenAIBackend(BackendBase):
 
     def __init__(self, cfg: BackendConfig):
         super().__init__(cfg)
-        import httpx  # noqa: F401  (fail early with a clear ImportError if missing)
+        import aiohttp  # noqa: F401  (fail early with a clear ImportError if missing)
 
         self.opts = cfg.openai
         self.url = self.opts.base_url.rstrip("/") + "/chat/completions"
@@ -61,7 +75,7 @@ class OpenAIBackend(BackendBase):
         if key is not None and not key.strip():
             raise BackendError(f"openai.api_key_env names ${self.opts.api_key_env}, which is set but empty: export "
                                f"{self.opts.api_key_env}=<key>, or unset it for a server that needs no key")
-        self.headers = {"Authorization": f"Bearer {key or 'EMPTY'}"}
+        self.headers = {"Authorization": f"Bearer {key or 'EMPTY'}", "Content-Type": "application/json"}
         self.max_in_flight = 0  # measured: most requests that were in flight at once
         self.image_fmt = self.opts.image_format.upper()
 
@@ -121,42 +135,65 @@ class OpenAIBackend(BackendBase):
         return body
 
     # ------------------------------------------------------------------ transport
-    async def _post(self, client: Any, body: dict[str, Any], sem: asyncio.Semaphore, state: dict[str, int]) -> Any:
-        import httpx
+    def encode(self, body: dict[str, Any]) -> bytes:
+        """A request's JSON body as sent (once per request: every attempt sends these bytes)."""
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def _session(self) -> Any:
+        """A pooled keep-alive session on the running loop: up to ``max_concurrency`` connections, each reused."""
+        import aiohttp
+
+        ssl: Any = True
+        if self.url.startswith("https:"):  # the CAs httpx trusts (certifi, or $SSL_CERT_FILE / $SSL_CERT_DIR)
+            import httpx
+
+            ssl = httpx.create_ssl_context()
+        connector = aiohttp.TCPConnector(limit=self.opts.max_concurrency, limit_per_host=0, ssl=ssl,
+                                         keepalive_timeout=KEEPALIVE_S, ttl_dns_cache=300)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.opts.timeout_s, sock_read=self.opts.timeout_s)
+        return aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self.headers,
+                                     proxy=env_proxy(self.url))
+
+    async def _post(self, session: Any, data: bytes, sem: asyncio.Semaphore, state: dict[str, int]) -> Any:
+        import aiohttp
 
         opts = self.opts
         for attempt in range(opts.max_retries + 1):
+            status, wait = None, None
             async with sem:
                 state["now"] += 1
                 self.max_in_flight = max(self.max_in_flight, state["now"])
                 try:
-                    resp = await client.post(self.url, json=body, headers=self.headers)
-                except (httpx.TimeoutException, httpx.TransportError) as exc:
-                    resp, error = None, f"{type(exc).__name__}: {exc}"
+                    async with session.post(self.url, data=data) as resp:
+                        status, raw, retry_after = resp.status, await resp.read(), resp.headers.get("Retry-After")
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    error = transport_error(exc, opts.timeout_s)
                 finally:
                     state["now"] -= 1
-            if resp is not None:
-                if resp.status_code < 400:
-                    return resp.json()
-                error = f"HTTP {resp.status_code}: {_message(resp)}"
-                if resp.status_code not in RETRY_STATUS:
-                    raise RequestFailed("bad_request" if resp.status_code < 500 else "server_error", error)
+            if status is not None:
+                if status < 400:
+                    return json.loads(raw)
+                error = f"HTTP {status}: {_message(raw)}"
+                if status not in RETRY_STATUS:
+                    raise RequestFailed("bad_request" if status < 500 else "server_error", error)
+                wait = retry_after_s(retry_after)
             if attempt == opts.max_retries:
                 raise RequestFailed("retries_exhausted", f"gave up after {attempt + 1} attempt(s): {error}")
-            delay = random.uniform(0, min(opts.backoff_max_s, opts.backoff_base_s * 2**attempt))
+            delay = (min(wait, opts.backoff_max_s) if wait is not None
+                     else random.uniform(0, min(opts.backoff_max_s, opts.backoff_base_s * 2**attempt)))
             log.info("retrying %s in %.2fs (%s)", self.url, delay, error)
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
-    async def _one(self, client: Any, request: Request, sem: asyncio.Semaphore, state: dict[str, int],
-                   body: dict[str, Any] | None = None) -> Response:
+    async def _one(self, session: Any, request: Request, sem: asyncio.Semaphore, state: dict[str, int],
+                   body: bytes | None = None) -> Response:
         t0 = time.perf_counter()
         try:
-            body = body if body is not None else self.payload(request)
+            body = body if body is not None else self.encode(self.payload(request))
         except MediaError as exc:
             return Response.failed(exc.kind, str(exc), request.id)
         try:
-            data = await self._post(client, body, sem, state)
+            data = await self._post(session, body, sem, state)
         except RequestFailed as exc:
             return Response.failed(exc.kind, str(exc), request.id)
         choices = data.get("choices") or []
@@ -173,13 +210,10 @@ class OpenAIBackend(BackendBase):
         )
 
     async def agenerate(self, requests: Sequence[Request]) -> list[Response]:
-        import httpx
-
         sem = asyncio.Semaphore(self.opts.max_concurrency)
         state = {"now": 0}
-        limits = httpx.Limits(max_connections=self.opts.max_concurrency)
-        async with httpx.AsyncClient(timeout=self.opts.timeout_s, limits=limits) as client:
-            return list(await asyncio.gather(*(self._one(client, r, sem, state) for r in requests)))
+        async with self._session() as session:
+            return list(await asyncio.gather(*(self._one(session, r, sem, state) for r in requests)))
 
     @property
     def in_flight(self) -> int:
@@ -190,8 +224,6 @@ class OpenAIBackend(BackendBase):
         ``max_concurrency`` slots frees, whatever batch or shard it belongs to, so the server never waits for the
         slowest request of a batch. Payloads (image encoding) are built here, on the caller's thread, while the
         event loop thread only does HTTP; retries as in ``generate``."""
-        import httpx
-
         limit = self.opts.max_concurrency
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, name="caprl-openai", daemon=True)
@@ -200,10 +232,9 @@ class OpenAIBackend(BackendBase):
         state = {"now": 0}
 
         async def setup() -> tuple[Any, asyncio.Semaphore]:
-            limits = httpx.Limits(max_connections=limit)
-            return httpx.AsyncClient(timeout=self.opts.timeout_s, limits=limits), asyncio.Semaphore(limit)
+            return self._session(), asyncio.Semaphore(limit)
 
-        client, sem = asyncio.run_coroutine_threadsafe(setup(), loop).result()
+        session, sem = asyncio.run_coroutine_threadsafe(setup(), loop).result()
 
         running: set[Any] = set()
 
@@ -232,11 +263,11 @@ class OpenAIBackend(BackendBase):
                 if request is IDLE:
                     continue
                 try:
-                    body = self.payload(request)
+                    body = self.encode(self.payload(request))
                 except MediaError as exc:
                     yield Response.failed(exc.kind, str(exc), request.id)
                     continue
-                fut = asyncio.run_coroutine_threadsafe(self._one(client, request, sem, state, body), loop)
+                fut = asyncio.run_coroutine_threadsafe(self._one(session, request, sem, state, body), loop)
                 running.add(fut)
                 fut.add_done_callback(lambda f, r=request: finished(r, f))
                 in_flight += 1
@@ -247,7 +278,7 @@ class OpenAIBackend(BackendBase):
             for fut in list(running):  # a cancelled future's callback removes it from ``running``
                 fut.cancel()
             try:
-                asyncio.run_coroutine_threadsafe(client.aclose(), loop).result(timeout=30)
+                asyncio.run_coroutine_threadsafe(session.close(), loop).result(timeout=30)
             finally:
                 loop.call_soon_threadsafe(loop.stop)
                 thread.join(timeout=30)
@@ -276,12 +307,66 @@ def _next(done: "queue.Queue[Response]") -> Response:
             continue
 
 
-def _message(resp: Any) -> str:
+def _message(raw: bytes) -> str:
+    """The server's error message in a failed answer's body."""
     try:
-        data = resp.json()
+        data = json.loads(raw)
     except ValueError:
-        return resp.text[:300]
+        return raw.decode(errors="replace")[:300]
     err = data.get("error") if isinstance(data, dict) else None
     if isinstance(err, dict):
         return str(err.get("message") or err)[:300]
+    if not isinstance(data, dict):
+        return str(data)[:300]
     return str(err or data.get("detail") or data.get("message") or data)[:300]
+
+
+def retry_after_s(value: str | None) -> float | None:
+    """The wait a ``Retry-After`` header asks for, in seconds (it gives seconds or an HTTP date); None without one."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
+def transport_error(exc: BaseException, timeout_s: float) -> str:
+    """A failed exchange in httpx's words (ConnectError, ConnectTimeout, ReadTimeout, RemoteProtocolError), so errors
+    and logs read as they did before aiohttp."""
+    import aiohttp
+
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        name = "ConnectError"
+    elif isinstance(exc, aiohttp.ConnectionTimeoutError):
+        name = "ConnectTimeout"
+    elif isinstance(exc, aiohttp.SocketTimeoutError):
+        name = "ReadTimeout"
+    elif isinstance(exc, aiohttp.ServerDisconnectedError):
+        name = "RemoteProtocolError"
+    else:
+        name = type(exc).__name__
+    if isinstance(exc, TimeoutError):
+        return f"{name}: no answer within {timeout_s:g} s"
+    return f"{name}: {exc}"
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy the environment names for ``url`` ($HTTP_PROXY / $HTTPS_PROXY / $ALL_PROXY unless $NO_PROXY
+    matches, as httpx honoured them), resolved once per session rather than per request."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return proxy

@@ -1,12 +1,14 @@
 """A scripted OpenAI-compatible chat server on 127.0.0.1 for fault tests (429s, 400s, slow replies).
 
-The behaviour is chosen by the last user text: ``RATE`` answers 429 once then 200, ``FLAKY`` answers 503 twice,
-``BAD`` answers 400, ``SLOW`` waits 0.2 s; anything else answers at once, with ``echo i: <text>``, or with what
-``replies`` gives: scripted (content, finish_reason) pairs handed out in arrival order. ``fail_arrivals``: the
-arrival numbers (1-based, over every request) answered 503 (an outage); ``garbled_arrivals``: answered 200 with a
-body that is not JSON (a broken proxy); ``die_after``: the server stops listening
-once it has answered that many requests (killed mid-run; ``port`` starts a new one on the same port). It records
-every body and the most requests it ever had in flight.
+The behaviour is chosen by the last user text: ``RATE`` answers 429 once then 200, ``WAIT`` answers 429 with
+``Retry-After: 1`` once then 200, ``FLAKY`` answers 503 twice, ``BAD`` answers 400, ``SLOW`` waits 0.2 s; anything
+else answers at once, with ``echo i: <text>``, or with what ``replies`` gives: scripted (content, finish_reason) pairs
+handed out in arrival order. ``fail_arrivals``: the arrival numbers (1-based, over every request) answered 503 (an
+outage); ``garbled_arrivals``: answered 200 with a body that is not JSON (a broken proxy); ``die_after``: the server
+stops listening once it has answered that many requests (killed mid-run; ``port`` starts a new one on the same port).
+``keep_alive``: HTTP/1.1, a connection serves request after request (default HTTP/1.0: one connection per request,
+so a killed server refuses every later one). It records every body, when each text arrived, the most requests it
+ever had in flight and the TCP connections it accepted.
 """
 
 from __future__ import annotations
@@ -19,20 +21,31 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class ChatServer:
     def __init__(self, replies: list[tuple[str, str]] | None = None, *, fail_arrivals: set[int] = frozenset(),
-                 garbled_arrivals: set[int] = frozenset(), die_after: int | None = None, port: int = 0) -> None:
+                 garbled_arrivals: set[int] = frozenset(), die_after: int | None = None, port: int = 0,
+                 keep_alive: bool = False) -> None:
         self.replies = list(replies or [])
         self.fail_arrivals, self.garbled_arrivals, self.die_after = set(fail_arrivals), set(garbled_arrivals), die_after
         self.answered = 0
         self.bodies: list[dict] = []
         self.calls: dict[str, int] = {}
+        self.arrived: dict[str, list[float]] = {}  # text -> time.monotonic() of each arrival
+        self.connections = 0  # TCP connections accepted
         self.in_flight = 0
         self.max_in_flight = 0
         self.lock = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+            disable_nagle_algorithm = keep_alive  # headers and body go out in two writes: no delayed-ACK wait
+
             def log_message(self, *args):  # quiet
                 pass
+
+            def setup(self):
+                super().setup()
+                with server.lock:
+                    server.connections += 1
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -74,8 +87,11 @@ class ChatServer:
                 text = _last_user_text(body["messages"])
                 with server.lock:
                     count = server.calls[text] = server.calls.get(text, 0) + 1
+                    server.arrived.setdefault(text, []).append(time.monotonic())
                 if "RATE" in text and count == 1:
                     return self._send(429, {"error": {"message": "rate limited"}})
+                if "WAIT" in text and count == 1:
+                    return self._send(429, {"error": {"message": "slow down"}}, {"Retry-After": "1"})
                 if "FLAKY" in text and count <= 2:
                     return self._send(503, {"error": {"message": "overloaded"}})
                 if "BAD" in text:
@@ -93,11 +109,13 @@ class ChatServer:
                             "finish_reason": "stop"} for i in range(n)]
                 self._send(200, {"choices": choices, "usage": {"prompt_tokens": 5, "completion_tokens": 3 * n}})
 
-            def _send(self, code, payload):
+            def _send(self, code, payload, headers=None):
                 data = json.dumps(payload).encode()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -112,7 +130,8 @@ class ChatServer:
         return self
 
     def kill(self) -> None:
-        """Stop listening: new connections are refused (HTTP/1.0: every request opens its own)."""
+        """Stop listening: new connections are refused (HTTP/1.0: every request opens its own; with ``keep_alive``
+        an open connection is still served)."""
         with self.lock:
             if getattr(self, "_killed", False):
                 return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,40 @@ def test_5xx_retried_until_success_and_until_exhausted() -> None:
         (gave_up,) = backend(server, max_retries=1).generate([Request.user("FLAKY b")])
     assert ok.ok and server.calls["FLAKY a"] == 3
     assert gave_up.error_kind == "retries_exhausted" and "503" in gave_up.error and server.calls["FLAKY b"] == 2
+
+
+def test_retry_after_sets_the_wait_capped_by_backoff_max() -> None:
+    with ChatServer() as server:  # "WAIT": 429 with Retry-After: 1 once (the backoff alone would wait <= 0.01 s)
+        (waited,) = backend(server, backoff_max_s=5.0).generate([Request.user("WAIT a")])
+        (capped,) = backend(server, backoff_max_s=0.05).generate([Request.user("WAIT b")])
+    first, retry = server.arrived["WAIT a"]
+    assert waited.ok and retry - first >= 0.95, f"retried after {retry - first:.3f} s"
+    first, retry = server.arrived["WAIT b"]
+    assert capped.ok and retry - first < 0.5, "Retry-After is capped by backoff_max_s"
+
+
+def test_retry_after_header_values() -> None:
+    from email.utils import format_datetime
+
+    from caprl_kit.backends.openai_http import retry_after_s
+
+    soon = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    past = format_datetime(datetime.now(UTC) - timedelta(seconds=30), usegmt=True)
+    assert retry_after_s("2") == 2.0 and retry_after_s("0.5") == 0.5 and retry_after_s("-3") == 0.0
+    assert 28 <= retry_after_s(soon) <= 30.5 and retry_after_s(past) == 0.0
+    assert retry_after_s(None) is None and retry_after_s("soon") is None and retry_after_s("nan") is None
+
+
+def test_connections_are_kept_alive_and_bounded_by_max_concurrency() -> None:
+    with ChatServer(keep_alive=True) as server:
+        b = backend(server, max_concurrency=4)
+        streamed = list(b.stream(Request.user(f"s {i}", id=str(i)) for i in range(300)))
+        after_stream = server.connections
+        batch = b.generate([Request.user(f"g {i}") for i in range(100)])
+    assert len(streamed) == 300 and all(r.ok for r in streamed) and all(r.ok for r in batch)
+    assert len(server.bodies) == 400
+    assert after_stream <= 4, f"the stream opened {after_stream} connections for 300 requests"
+    assert server.connections - after_stream <= 4, "generate opened more connections than max_concurrency"
 
 
 def test_400_is_an_error_on_that_request_only() -> None:
