@@ -1,16 +1,26 @@
 """Client for one or several reward-server replicas: round-robin, failover on connection errors/5xx/timeouts.
 
 4xx answers are the caller's fault and are raised at once (``RewardError`` with the server's message); when
-every replica fails, ``RewardError`` says why for each.
+every replica fails, ``RewardError`` says why for each. One client holds one pool of keep-alive connections
+(``httpx.Client``, shared by the threads that post and by ``apost`` on any event loop), closed with the client.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import json
 import threading
+import weakref
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 from caprl_kit.rewards.base import RewardError
+
+#: connections (and ``apost`` threads) one client keeps at most
+MAX_CONNECTIONS = 64
+#: seconds an idle connection is kept: under uvicorn's 5 s, so the client drops it before the server does
+KEEPALIVE_S = 4.0
 
 
 class RewardUnavailable(RewardError):
@@ -18,7 +28,11 @@ class RewardUnavailable(RewardError):
 
 
 class RewardClient:
+    """The replicas' client: one connection pool for every call, until ``close``."""
+
     def __init__(self, urls: Sequence[str] | str, token: str | None = None, timeout_s: float = 1800.0):
+        import httpx
+
         if isinstance(urls, str):
             urls = [u for u in urls.split(",") if u.strip()]
         if not urls:
@@ -28,6 +42,26 @@ class RewardClient:
         self.timeout_s = timeout_s
         self._next = itertools.cycle(range(len(self.urls)))
         self._lock = threading.Lock()
+        limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS,
+                              keepalive_expiry=KEEPALIVE_S)
+        self.http = httpx.Client(timeout=timeout_s, limits=limits,
+                                 headers={**self.headers, "Content-Type": "application/json"})
+        self._threads = ThreadPoolExecutor(MAX_CONNECTIONS, thread_name_prefix="caprl-reward")  # apost's posts
+        self._closer = weakref.finalize(self, _close, self.http, self._threads)
+
+    def close(self) -> None:
+        """Close the pool's connections; the client cannot post afterwards."""
+        self._closer()
+
+    @property
+    def closed(self) -> bool:
+        return not self._closer.alive
+
+    def __enter__(self) -> RewardClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _order(self) -> list[str]:
         with self._lock:
@@ -47,33 +81,36 @@ class RewardClient:
         return None
 
     def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST ``body`` (serialized once) to the first replica that answers; thread-safe. A connection that breaks
+        under the request (a pooled one the server closed just then) is retried once on a fresh one before the next
+        replica: scoring has no side effects."""
         import httpx
 
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         errors: list[str] = []
         for base in self._order():
-            try:
-                resp = httpx.post(base + path, json=body, headers=self.headers, timeout=self.timeout_s)
-            except httpx.HTTPError as exc:
-                errors.append(f"{base}: {type(exc).__name__}: {exc}")
-                continue
-            if (data := self._handle(base, resp, errors)) is not None:
-                return data
+            for again in (False, True):
+                try:
+                    resp = self.http.post(base + path, content=content)
+                except httpx.HTTPError as exc:
+                    errors.append(f"{base}: {type(exc).__name__}: {exc}")
+                    broken = isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError))
+                    if broken and not again:
+                        continue
+                    break
+                if (data := self._handle(base, resp, errors)) is not None:
+                    return data
+                break
         raise RewardUnavailable("every reward server failed: " + "; ".join(errors))
 
     async def apost(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        import httpx
+        """``post`` from an event loop (any loop: the call runs on one of the client's threads, on its pool)."""
+        return await asyncio.get_running_loop().run_in_executor(self._threads, self.post, path, body)
 
-        errors: list[str] = []
-        async with httpx.AsyncClient(timeout=self.timeout_s) as client:
-            for base in self._order():
-                try:
-                    resp = await client.post(base + path, json=body, headers=self.headers)
-                except httpx.HTTPError as exc:
-                    errors.append(f"{base}: {type(exc).__name__}: {exc}")
-                    continue
-                if (data := self._handle(base, resp, errors)) is not None:
-                    return data
-        raise RewardUnavailable("every reward server failed: " + "; ".join(errors))
+
+def _close(http: Any, threads: ThreadPoolExecutor) -> None:
+    threads.shutdown(wait=False, cancel_futures=True)
+    http.close()
 
 
 #: a caption's QA details as ``QAScorer.reduce`` writes them and the server's ``/v1/reward`` returns them
@@ -90,7 +127,8 @@ class RemoteQAScorer:
     questions go out in requests of ``max_captions_per_request``, sent concurrently; a failure raises
     ``RewardError`` (after the client's failover), never a silent zero. Each caption's details carry what the
     in-process scorer's do (``qa_reward`` and the ``QA_DETAILS`` keys, as the server reports them) plus the call's
-    service latency and throughput (``service_latency_s``, ``service_captions_per_s``)."""
+    service latency and throughput (``service_latency_s``, ``service_captions_per_s``). Its client's one
+    connection pool serves every call, and is closed with the scorer (``close``, or when it is collected)."""
 
     def __init__(self, cfg: Any):
         import os
@@ -98,6 +136,15 @@ class RemoteQAScorer:
         token = os.environ.get(cfg.token_env) if cfg.token_env else None
         self.cfg = cfg
         self.client = RewardClient(cfg.urls, token=token, timeout_s=cfg.timeout_s)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> RemoteQAScorer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _post(self, captions: list[str], qa_lists: list[list[Any]]) -> tuple[list[tuple[float, dict[str, Any]]],
                                                                               float]:
