@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> dict:
     results: dict = {"instrument": BANNER, "items": args.n, "max_running": R, "step_s": args.step_s,
                      "max_concurrency": sweep[0] if len(sweep) == 1 else sweep,
                      "prefill_steps": args.prefill_steps, "median_tokens": args.median_tokens, "sigma": args.sigma,
-                     "shard_size": args.shard_size, "image_size": args.image_size, "runner": args.runner,
+                     "shard_size": args.shard_size, "image_size": args.image_size, "embed_media": args.embed_media, "runner": args.runner,
                      "num_workers": args.num_workers, "phases": {}}
     with serve_process(ecfg) as url:
         base = url.rsplit("/v1", 1)[0]
@@ -138,7 +138,8 @@ def run(args: argparse.Namespace) -> dict:
 
         def annotate(_: None) -> None:
             cfg = AnnotateConfig(input={"path": str(root / "images")}, backend=backend, runner=runner,
-                                 sharding={"shard_size": args.shard_size}, output_dir=out_dir("annotate"))
+                                 sharding={"shard_size": args.shard_size}, output_dir=out_dir("annotate"),
+                                 output={"embed_media": args.embed_media})
             report = annotate_run(cfg)
             assert report.n_ok == args.n, report.status_counts
 
@@ -235,6 +236,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--prefill-steps", type=int, default=1, help="server steps per admission")
     ap.add_argument("--seed", type=int, default=0, help="server length seed")
     ap.add_argument("--shard-size", type=int, default=64)
+    ap.add_argument("--embed-media", action="store_true",
+                    help="annotate-stream: output.embed_media=true (each commit writes the photos' bytes: with large "
+                         "photos a commit takes long enough to show whether the engine waits for it)")
     ap.add_argument("--runner", default="local", choices=["local", "multiprocess", "ray"],
                     help="runner of the annotate / curate phases (multiprocess, ray: workers get shard after shard)")
     ap.add_argument("--num-workers", type=int, default=1, help="runner.num_workers (multiprocess, ray)")
