@@ -351,7 +351,7 @@ def _unwrap(tp: Any) -> Any:
         origin = typing.get_origin(tp)
         if origin is typing.Annotated:
             tp = typing.get_args(tp)[0]
-        elif origin in (typing.Union, getattr(__import__("types"), "UnionType")):
+        elif origin in (typing.Union, __import__("types").UnionType):
             members = [a for a in typing.get_args(tp) if a is not type(None)]
             models = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)]
             tp = models[0] if models else members[0]

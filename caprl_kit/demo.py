@@ -24,9 +24,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from caprl_kit.commands import NullProgress, Progress
 from caprl_kit.errors import CaprlError

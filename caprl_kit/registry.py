@@ -14,7 +14,7 @@ import difflib
 import importlib
 import importlib.util
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from caprl_kit.errors import CaprlError
 

@@ -63,7 +63,7 @@ class AnnotateConfig(JobConfig):
     monitors: MonitorConfig = Field(default_factory=MonitorConfig)
 
     @model_validator(mode="after")
-    def _needs_model(self) -> "AnnotateConfig":
+    def _needs_model(self) -> AnnotateConfig:
         issues = []
         if self.backend.name != "lexical" and not self.backend.model:
             issues.append(FieldIssue("backend.model", "is required", "set backend.model to a hub id or local path"))

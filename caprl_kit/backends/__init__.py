@@ -20,7 +20,7 @@ BACKENDS.register("openai", target="caprl_kit.backends.openai_http:OpenAIBackend
 BACKENDS.register("lexical", target="caprl_kit.backends.lexical:LexicalBackend")
 
 
-def build_backend(cfg: "BackendConfig") -> "Backend":
+def build_backend(cfg: BackendConfig) -> Backend:
     """The back end named by ``cfg.name`` (heavy imports happen here, not at config time): the command's pooled
     engine for this config when a command is running (``backends.pool``), else a new one the caller closes."""
     from caprl_kit.backends.pool import current_pool
@@ -33,7 +33,7 @@ def build_backend(cfg: "BackendConfig") -> "Backend":
 REQUIRED_MODULES = {"transformers": ("transformers", "core"), "vllm": ("vllm", "vllm"), "openai": ("httpx", "core")}
 
 
-def preflight_backend(cfg: "BackendConfig", key: str = "backend") -> None:
+def preflight_backend(cfg: BackendConfig, key: str = "backend") -> None:
     """Cheap checks a run makes before it writes anything: the back end exists, its package is installed, and its
     model resolves (``loading.resolve_model``: a local folder that holds a model with intact weights, or a hub id
     that is cached or downloadable now). Model loading itself reports deeper problems."""

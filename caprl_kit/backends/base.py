@@ -17,8 +17,9 @@ import itertools
 import queue
 import time
 from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Protocol
 
 from caprl_kit.backends.config import BackendConfig, SamplingConfig
 
@@ -35,10 +36,10 @@ class SamplingParams:
     repetition_penalty: float = 1.0
 
     @classmethod
-    def from_config(cls, cfg: SamplingConfig) -> "SamplingParams":
+    def from_config(cls, cfg: SamplingConfig) -> SamplingParams:
         return cls(**{**cfg.model_dump(), "stop": tuple(cfg.stop)})
 
-    def with_(self, **changes: Any) -> "SamplingParams":
+    def with_(self, **changes: Any) -> SamplingParams:
         return replace(self, **changes)
 
 
@@ -54,7 +55,7 @@ class Request:
 
     @classmethod
     def user(cls, text: str, *, images: Sequence[Any] = (), videos: Sequence[Any] = (), system: str | None = None,
-             prefill: str | None = None, sampling: SamplingParams | None = None, id: str | None = None) -> "Request":
+             prefill: str | None = None, sampling: SamplingParams | None = None, id: str | None = None) -> Request:
         """One user turn: media first, then the text (Qwen-VL's order)."""
         parts: list[dict[str, Any]] = [{"type": "image", "image": im} for im in images]
         parts += [{"type": "video", "video": v} for v in videos]
@@ -91,7 +92,7 @@ class Response:
         return self.texts[0] if self.texts else None
 
     @classmethod
-    def failed(cls, kind: str, message: str, id: str | None = None) -> "Response":
+    def failed(cls, kind: str, message: str, id: str | None = None) -> Response:
         return cls(error=message, error_kind=kind, id=id)
 
 
@@ -158,7 +159,7 @@ class Feed:
     def answered(self, n: int = 1) -> None:
         self.outstanding -= n
 
-    def __iter__(self) -> "Feed":
+    def __iter__(self) -> Feed:
         return self
 
     def __next__(self) -> Request:
@@ -263,7 +264,7 @@ class BackendBase:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> "BackendBase":
+    def __enter__(self) -> BackendBase:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -83,7 +83,7 @@ class BackendConfig(ConfigModel):
     openai: OpenAIOptions = Field(default_factory=OpenAIOptions)
 
     @model_validator(mode="after")
-    def _batch_size_used(self) -> "BackendConfig":
+    def _batch_size_used(self) -> BackendConfig:
         limit = BATCH_LIMIT.get(self.name)
         if limit is not None and self.batch_size != BackendConfig.model_fields["batch_size"].default:
             key, why = limit

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence
 
 from caprl_kit.backends.base import BackendBase, Request, Response
 from caprl_kit.backends.config import BackendConfig

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from caprl_kit.errors import BackendError, CaprlError
 from caprl_kit.log import get_logger
@@ -144,7 +145,7 @@ def load(what: str, model: str, loader: Callable[..., T], /, *args: Any, key: st
         return loader(*args, **kwargs)
     except CaprlError:
         raise
-    except Exception as exc:  # noqa: BLE001 - the loaders raise OSError, ValueError, RuntimeError, KeyError, ...
+    except Exception as exc:  # the loaders raise OSError, ValueError, RuntimeError, KeyError, ...
         log.debug("loading the %s of %s failed", what, model, exc_info=True)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise BackendError(f"could not load the {what} of {_name(model, key)}: {type(exc).__name__}: {first[:300]}; "

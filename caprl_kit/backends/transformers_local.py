@@ -10,7 +10,8 @@ bad one carries the error.
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from caprl_kit.backends import loading
 from caprl_kit.backends.base import BackendBase, Request, Response, SamplingParams, truncate_at_stop

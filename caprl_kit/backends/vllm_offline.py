@@ -12,7 +12,8 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from typing import Any, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 from caprl_kit._optional import require
 from caprl_kit.backends import loading

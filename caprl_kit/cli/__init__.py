@@ -5,9 +5,10 @@ Nothing heavy is imported here: torch, transformers, vllm, ray and verl load onl
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Optional
 
 import click
 import typer
@@ -73,13 +74,13 @@ def _errors(verbose: int = 0) -> Iterator[None]:
 
 def run_verb(
     verb: str,
-    config: Optional[str],
+    config: str | None,
     overrides: list[str],
     dry_run: bool,
-    output: Optional[str],
+    output: str | None,
     overwrite: bool,
     verbose: int,
-    log_file: Optional[str],
+    log_file: str | None,
     retry_failed: bool = False,
 ) -> None:
     """Shared body of the four verbs: load -> (dry run | run with progress) -> summary."""
@@ -193,15 +194,15 @@ def eval_compare(
 
 def _make_verb(verb: str) -> Callable[..., None]:
     def command(
-        config: Optional[str] = typer.Option(None, "--config", "-c", help="Built-in pipeline name (see `caprl pipelines`) or YAML path."),
-        overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides: key.path=value, ~key.path to delete."),
+        config: str | None = typer.Option(None, "--config", "-c", help="Built-in pipeline name (see `caprl pipelines`) or YAML path."),
+        overrides: list[str] | None = typer.Argument(None, help="Dotted overrides: key.path=value, ~key.path to delete."),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and the plan; touch nothing."),
-        output: Optional[str] = typer.Option(None, "--output", "-o", help="Output directory (any fsspec URL)."),
+        output: str | None = typer.Option(None, "--output", "-o", help="Output directory (any fsspec URL)."),
         overwrite: bool = typer.Option(False, "--overwrite/--resume", help="Discard a previous run instead of resuming it."),
         retry_failed: bool = typer.Option(False, "--retry-failed", help="Redo, in place, the rows of a finished run "
                                           "whose status is a retryable failure (caprl annotate)."),
         verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="-v info, -vv debug."),
-        log_file: Optional[str] = typer.Option(None, "--log-file", help="Also write debug logs to this file."),
+        log_file: str | None = typer.Option(None, "--log-file", help="Also write debug logs to this file."),
     ) -> None:
         run_verb(verb, config, overrides or [], dry_run, output, overwrite, verbose, log_file, retry_failed)
 
@@ -220,9 +221,9 @@ _verb_app("eval", "compare DIR [DIR ...] --output report.html").command("compare
 @app.command("serve-reward")
 def serve_reward(
     config: str = typer.Option(..., "--config", "-c", help="serve_reward pipeline name or YAML path."),
-    overrides: Optional[list[str]] = typer.Argument(None, help="Dotted overrides: key.path=value."),
-    host: Optional[str] = typer.Option(None, help="Bind address (default from config: 127.0.0.1)."),
-    port: Optional[int] = typer.Option(None, help="Port (default from config)."),
+    overrides: list[str] | None = typer.Argument(None, help="Dotted overrides: key.path=value."),
+    host: str | None = typer.Option(None, help="Bind address (default from config: 127.0.0.1)."),
+    port: int | None = typer.Option(None, help="Port (default from config)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True),
 ) -> None:
@@ -268,9 +269,9 @@ def demo(
     n_train: int = typer.Option(200, help="Training images."),
     n_val: int = typer.Option(100, help="Validation images (RL checkpoint selection)."),
     n_test: int = typer.Option(200, help="Held-out test images."),
-    sft_steps: Optional[int] = typer.Option(None, help="SFT steps (default: the recipe's)."),
-    rl_steps: Optional[int] = typer.Option(None, help="GRPO steps (default: the recipe's)."),
-    eval_steps: Optional[int] = typer.Option(None, help="Validate every N GRPO steps (default: the recipe's)."),
+    sft_steps: int | None = typer.Option(None, help="SFT steps (default: the recipe's)."),
+    rl_steps: int | None = typer.Option(None, help="GRPO steps (default: the recipe's)."),
+    eval_steps: int | None = typer.Option(None, help="Validate every N GRPO steps (default: the recipe's)."),
     trainers: bool = typer.Option(True, "--trainers/--no-trainers", help="Also train GRPO with the reward served "
                                   "over HTTP (caprl serve-reward on 127.0.0.1) and DPO on reward-ranked pairs, from "
                                   "the same warm start (about a third of the demo's run time)."),

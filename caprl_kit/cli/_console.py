@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from rich.console import Console
 from rich.logging import RichHandler
@@ -71,7 +71,7 @@ class RichProgress:
         self._tasks: dict[str, TaskID] = {}
         self._stats: dict[str, dict[str, float]] = {}
 
-    def __enter__(self) -> "RichProgress":
+    def __enter__(self) -> RichProgress:
         self._progress.start()
         return self
 

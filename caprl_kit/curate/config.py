@@ -30,7 +30,7 @@ class GenerateConfig(ConfigModel):
     max_questions: int | None = Field(None, ge=1, description="Keep at most this many parsed questions per item")
 
     @model_validator(mode="after")
-    def _one_generation(self) -> "GenerateConfig":
+    def _one_generation(self) -> GenerateConfig:
         if self.backend.sampling.n > 1:
             raise one_answer("backend.sampling.n", self.backend.sampling.n, "the generate stage parses one "
                              "generation per item", "set it to 1")
@@ -49,7 +49,7 @@ class AnswerConfig(ConfigModel):
     caption_column: str = Field("caption", description="Input column with captions for evidence=caption")
 
     @model_validator(mode="after")
-    def _one_answer(self) -> "AnswerConfig":
+    def _one_answer(self) -> AnswerConfig:
         if self.backend.sampling.n > 1:
             raise one_answer("backend.sampling.n", self.backend.sampling.n, "the answer stage reads one answer per "
                              "trial", "set it to 1; raise answer.rotations for more trials per question")

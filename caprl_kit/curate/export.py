@@ -21,13 +21,12 @@ from caprl_kit.curate.stages import stage_dir
 from caprl_kit.io.fs import atomic_write_bytes, atomic_write_text, join, url_to_fs
 from caprl_kit.io.layout import AUDIT, CURATED_SPLIT, CURATED_SPLIT_JSONL, FUNNEL
 from caprl_kit.io.locators import item_bytes, item_payload
+from caprl_kit.io.media import read_bytes
 from caprl_kit.io.parquet import read_shard, rows_to_table
 from caprl_kit.io.readers import InputItem
-from caprl_kit.io.media import read_bytes
 from caprl_kit.mcq.options import normalize_choice
 from caprl_kit.prompts import PROMPTS
-from caprl_kit.schemas.curate import CuratedQARow, MCQGenerationRow, MCQSetRow, QATrialsRow
-
+from caprl_kit.schemas.curate import CuratedQARow, QATrialsRow
 
 #: how many rejected-question messages (each naming its item key and question index) the funnel lists
 MAX_REJECTED_EXAMPLES = 50

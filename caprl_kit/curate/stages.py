@@ -14,7 +14,8 @@ from __future__ import annotations
 import functools
 import json
 import random
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from caprl_kit.backends import build_backend
 from caprl_kit.backends.base import Request, Response, SamplingParams

@@ -73,7 +73,7 @@ class EvalConfig(JobConfig):
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
 
     @model_validator(mode="after")
-    def _unique_benchmarks(self) -> "EvalConfig":
+    def _unique_benchmarks(self) -> EvalConfig:
         issues = []
         seen: set[str] = {"qa_utility"} if self.qa_utility is not None else set()
         for i, bench in enumerate(self.benchmarks):

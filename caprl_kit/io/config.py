@@ -48,7 +48,7 @@ class MediaConfig(ConfigModel):
     video_max_pixels: int = Field(200704, ge=1, description="Upper bound on area per video frame")
 
     @model_validator(mode="after")
-    def _ranges(self) -> "MediaConfig":
+    def _ranges(self) -> MediaConfig:
         if self.min_pixels > self.max_pixels:
             raise FieldIssue("min_pixels", f"min_pixels ({self.min_pixels}) must be <= max_pixels ({self.max_pixels})",
                              "lower min_pixels or raise max_pixels")

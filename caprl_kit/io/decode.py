@@ -23,8 +23,9 @@ import multiprocessing
 import pickle
 import signal
 from collections import deque
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from typing import Callable, Generator, Iterable, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -32,7 +33,7 @@ R = TypeVar("R")
 START_METHOD = "spawn"  # never fork: the parent may hold CUDA, an engine's threads, locks held by other threads
 
 
-def _result(fut: "Future[R]") -> R:
+def _result(fut: Future[R]) -> R:
     """``fut.result()`` in short waits: a SIGINT that the kernel delivered to another thread (tqdm's monitor, an
     HTTP client) only runs its handler when the main thread wakes, so an untimed wait could ignore Ctrl-C for as
     long as the running decode takes."""

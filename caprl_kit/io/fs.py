@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem

@@ -43,7 +43,7 @@ class Locator:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str | None) -> "Locator | None":
+    def from_json(cls, text: str | None) -> Locator | None:
         return cls(**json.loads(text)) if text else None
 
     def __str__(self) -> str:

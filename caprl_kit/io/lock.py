@@ -20,8 +20,9 @@ import json
 import os
 import socket
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from fsspec.implementations.local import LocalFileSystem
 
@@ -47,7 +48,7 @@ class Holder:
     since: str
 
     @classmethod
-    def me(cls) -> "Holder":
+    def me(cls) -> Holder:
         return cls(socket.gethostname(), os.getpid(), utc_now())
 
     def describe(self) -> str:

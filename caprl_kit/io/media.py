@@ -27,10 +27,11 @@ import os
 import stat
 import threading
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 

@@ -26,8 +26,9 @@ import os
 import posixpath
 import stat
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from caprl_kit.errors import CaprlError
 from caprl_kit.io.config import InputConfig

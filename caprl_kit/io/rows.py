@@ -6,7 +6,8 @@ JSON is one error naming the file and line; ``key`` turns errors into a ``Config
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.io.fs import url_to_fs

@@ -13,8 +13,9 @@ Layout (any fsspec URL)::
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from importlib import metadata
-from typing import Any, Iterable
+from typing import Any
 
 import pyarrow as pa
 import yaml
@@ -23,8 +24,15 @@ from pydantic import BaseModel
 from caprl_kit.errors import CaprlError, ResumeRefused
 from caprl_kit.io import lock
 from caprl_kit.io.fs import atomic_write_text, join, remove_stale_tmp, url_to_fs
-from caprl_kit.io.layout import (CONFIG_IDENTITY, OUTPUT_LOCK, RESOLVED_CONFIG, RUN_MANIFEST, RUN_MARKER, SHARD,
-                                 SHARD_STATS)
+from caprl_kit.io.layout import (
+    CONFIG_IDENTITY,
+    OUTPUT_LOCK,
+    RESOLVED_CONFIG,
+    RUN_MANIFEST,
+    RUN_MARKER,
+    SHARD,
+    SHARD_STATS,
+)
 from caprl_kit.io.parquet import read_shard, write_shard
 from caprl_kit.io.stats import utc_now
 from caprl_kit.log import get_logger

@@ -16,7 +16,18 @@ from caprl_kit.mcq.parse import ParseResult, Rejected, dedup, parse_generation
 from caprl_kit.mcq.validate import validate_mcq
 
 __all__ = [
-    "CANNOT_ANSWER", "NONE_OF_THE_ABOVE", "Shuffled", "extract_letter", "normalize_choice", "parse_easy", "render",
-    "shuffle_options", "split_question_full", "ParseResult", "Rejected", "dedup", "parse_generation",
+    "CANNOT_ANSWER",
+    "NONE_OF_THE_ABOVE",
+    "ParseResult",
+    "Rejected",
+    "Shuffled",
+    "dedup",
+    "extract_letter",
+    "normalize_choice",
+    "parse_easy",
+    "parse_generation",
+    "render",
+    "shuffle_options",
+    "split_question_full",
     "validate_mcq",
 ]

@@ -196,7 +196,7 @@ def _prepare(out: Path, seed: int, kind: str) -> tuple[Any, dict[str, int]]:
     return tokenizer, _special_ids(tokenizer)
 
 
-def _text_dims(dims: "TinyDims", tokenizer: Any, ids: dict[str, int]) -> dict[str, Any]:
+def _text_dims(dims: TinyDims, tokenizer: Any, ids: dict[str, int]) -> dict[str, Any]:
     """Decoder settings shared by the captioner's language model and the answerer."""
     return dict(
         vocab_size=_vocab_size(tokenizer),

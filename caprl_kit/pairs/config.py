@@ -59,7 +59,7 @@ class PairsConfig(JobConfig):
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
 
     @model_validator(mode="after")
-    def _check(self) -> "PairsConfig":
+    def _check(self) -> PairsConfig:
         s = self.captioner.sampling
         issues = []
         if s.n < 2:

@@ -3,7 +3,8 @@ qa_accuracy + 0.2 timestamp_format (video) + 0.2 length), with every term's deta
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from caprl_kit.backends.base import Backend
 from caprl_kit.monitors import flag_values

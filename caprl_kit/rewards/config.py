@@ -46,7 +46,7 @@ class QARewardConfig(ConfigModel):
         None, description="Score through caprl serve-reward over HTTP instead of the in-process answerer")
 
     @model_validator(mode="after")
-    def _one_sampling(self) -> "QARewardConfig":
+    def _one_sampling(self) -> QARewardConfig:
         issues = []
         if self.answerer.sampling != SamplingConfig():  # a resolved config dumps the default: that one is fine
             issues.append(FieldIssue("answerer.sampling", "is not used: the answerer samples with qa.sampling",
@@ -87,7 +87,7 @@ class JudgeRewardConfig(ConfigModel):
         description="Judge sampling")
 
     @model_validator(mode="after")
-    def _one_sampling(self) -> "JudgeRewardConfig":
+    def _one_sampling(self) -> JudgeRewardConfig:
         issues = []
         if self.judge.sampling != SamplingConfig():
             issues.append(FieldIssue("judge.sampling", "is not used: the judge samples with vl_judge.sampling",

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from caprl_kit.backends import build_backend
 from caprl_kit.backends.base import Backend, Request, SamplingParams

@@ -3,8 +3,9 @@ L2 <= L1). Tokens are counted with the policy's tokenizer (``add_special_tokens=
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cached_property
-from typing import Any, Sequence
+from typing import Any
 
 from caprl_kit.rewards.base import RewardOutput, completion_text
 from caprl_kit.rewards.config import LengthRewardConfig

@@ -10,7 +10,8 @@ All answer prompts of a batch go to the engine in one call (the reward server st
 from __future__ import annotations
 
 import random
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from caprl_kit.backends import build_backend
 from caprl_kit.backends.base import Backend, Request, Response, SamplingParams
@@ -19,7 +20,6 @@ from caprl_kit.rewards.base import RewardError, RewardOutput, completion_text, d
 from caprl_kit.rewards.config import QARewardConfig
 from caprl_kit.rewards.prompts import PREFILL, answer_prompt
 from caprl_kit.schemas.curate import MCQ
-
 
 #: per caption, its trials' (correct letter, shown choices)
 Trials = list[list[tuple[str, list[str]]]]
@@ -58,7 +58,7 @@ class QAScorer:
             out.append((s.question_full, s.answer, s.choices))
         return out
 
-    def plan(self, captions: Sequence[str], qa_lists: Sequence[list[MCQ]]) -> tuple[list[Request], "Trials"]:
+    def plan(self, captions: Sequence[str], qa_lists: Sequence[list[MCQ]]) -> tuple[list[Request], Trials]:
         """The answer prompts for ``captions`` (in order) and what each caption's trials expect."""
         requests: list[Request] = []
         plan: Trials = []
@@ -70,7 +70,7 @@ class QAScorer:
                 requests.append(Request.user(prompt, prefill=PREFILL, sampling=self.sampling))
         return requests, plan
 
-    def reduce(self, plan: "Trials", responses: Sequence[Response]) -> RewardOutput:
+    def reduce(self, plan: Trials, responses: Sequence[Response]) -> RewardOutput:
         """Rewards from the engine's answers to ``plan``'s prompts (in the order ``plan`` made them)."""
         failed = [r for r in responses if not r.ok]
         if failed:

@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from caprl_kit.backends.base import Feed, Request, Response
-from caprl_kit.config import ConfigModel, FieldIssue, JobConfig
+from caprl_kit.config import FieldIssue, JobConfig
 from caprl_kit.errors import InvalidMCQ
 from caprl_kit.log import get_logger
 from caprl_kit.mcq.options import split_question_full

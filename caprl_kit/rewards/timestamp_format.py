@@ -12,7 +12,8 @@ for a range, end >= start. No timestamp (or an empty caption) scores 0.
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from caprl_kit.rewards.base import RewardOutput, completion_text
 from caprl_kit.rewards.config import TimestampFormatConfig

@@ -3,7 +3,6 @@ chosen/rejected pairs in TRL's DPO format."""
 
 from __future__ import annotations
 
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from caprl_kit.io.layout import PAIRS, PAIRS_SCORED_DIR, SHARD, pattern

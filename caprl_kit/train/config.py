@@ -129,7 +129,7 @@ class TrainConfig(JobConfig):
         "override>}; a stage without its own policy starts from the previous stage's exported model "
         "(CapRL++ S2D-Boot: an image stage, then a video stage)")
 
-    def stage_configs(self) -> list[tuple[str, "TrainConfig", bool]]:
+    def stage_configs(self) -> list[tuple[str, TrainConfig, bool]]:
         """(name, validated config, policy inherited from the previous stage) per curriculum stage; every problem
         of every stage in one ConfigError, keys prefixed ``stages.<i>``."""
         from caprl_kit.config import deep_merge, validate
@@ -153,7 +153,7 @@ class TrainConfig(JobConfig):
         return out
 
     @model_validator(mode="after")
-    def _check(self) -> "TrainConfig":
+    def _check(self) -> TrainConfig:
         if self.stages and any(not isinstance(s, dict) for s in self.stages):
             raise ValueError("stages: each stage is a mapping {name: ..., <keys to override>}")
         if self.stages:

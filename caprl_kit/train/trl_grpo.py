@@ -10,8 +10,9 @@ processor, loadable by ``caprl annotate``/``caprl eval``).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from caprl_kit.backends import loading
 from caprl_kit.backends.transformers_local import VISION_TOKENS
@@ -20,9 +21,9 @@ from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.io.rows import read_rows
 from caprl_kit.log import get_logger
 from caprl_kit.monitors import FLAG_METRIC, TEXT_FLAGS
-from caprl_kit.train.official import normalize_rl_row
 from caprl_kit.rewards.combine import CaprlReward
 from caprl_kit.train.config import TrainConfig
+from caprl_kit.train.official import normalize_rl_row
 
 log = get_logger(__name__)
 
@@ -36,7 +37,7 @@ def load_rl_dataset(files: list[str], image_key: str = "images", media_root: str
     kind = "parquet" if all(f.endswith(".parquet") for f in files) else "json"
     try:
         ds = datasets.load_dataset(kind, data_files=files, split="train")
-    except Exception as exc:  # noqa: BLE001 - datasets wraps reader errors in its own types
+    except Exception as exc:  # datasets wraps reader errors in its own types
         cause = exc.__cause__ or exc
         raise CaprlError(f"could not read the training data {', '.join(files)}: {type(cause).__name__}: "
                          f"{str(cause)[:300]}") from exc
@@ -161,11 +162,11 @@ class ValidationCallback:
                 with metrics_path.open("a") as fh:
                     fh.write(json.dumps(record, default=float) + "\n")
 
-            def on_train_begin(self, args, state, control, model=None, **kw):  # noqa: N802
+            def on_train_begin(self, args, state, control, model=None, **kw):
                 if state.global_step == 0 and outer.best is None:
                     self._write(outer.evaluate(model, 0))
 
-            def on_step_end(self, args, state, control, model=None, **kw):  # noqa: N802
+            def on_step_end(self, args, state, control, model=None, **kw):
                 if state.global_step % every == 0 or state.global_step == state.max_steps:
                     self._write(outer.evaluate(model, state.global_step))
 
@@ -227,7 +228,7 @@ class MetricsCallback:
         outer = self
 
         class _CB(TrainerCallback):
-            def on_log(self, args, state, control, logs=None, **kw):  # noqa: N802
+            def on_log(self, args, state, control, logs=None, **kw):
                 record = {"step": state.global_step, **(logs or {})}
                 details = outer.reward.last_details if outer.reward is not None else []  # dpo: no reward calls
                 for source, target in PER_CAPTION.items():  # means over the last batch's captions
@@ -241,7 +242,7 @@ class MetricsCallback:
                 with outer.path.open("a") as fh:
                     fh.write(json.dumps(record, default=float) + "\n")
 
-            def on_step_end(self, args, state, control, **kw):  # noqa: N802
+            def on_step_end(self, args, state, control, **kw):
                 outer.progress.advance(outer.stage, items=1)
 
         return _CB()

@@ -12,7 +12,6 @@ from typing import Any
 from caprl_kit.errors import ConfigError, ConfigIssue
 from caprl_kit.train.config import TrainConfig
 
-
 #: verl's record of the newest checkpoint in ``trainer.default_local_dir`` (what ``resume_mode=auto`` reads)
 CHECKPOINT_TRACKER = "latest_checkpointed_iteration.txt"
 
@@ -165,10 +164,9 @@ def dry_run(cfg: TrainConfig) -> list[str]:
 
 def check_dataset(cfg: TrainConfig, vcfg: Any) -> list[str]:
     import datasets
+    from omegaconf import open_dict
     from verl.trainer.ppo.utils import create_rl_dataset
     from verl.utils.config import omega_conf_to_dataclass
-
-    from omegaconf import open_dict
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     model = omega_conf_to_dataclass(vcfg.actor_rollout_ref.model)
