@@ -20,7 +20,7 @@ _LAZY = {
     "SamplingParams": "caprl_kit.backends.base:SamplingParams",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["__version__", *_LAZY]  # noqa: PLE0604 - _LAZY's keys are strings; ruff does not see through the *
 
 
 def __getattr__(name: str) -> Any:

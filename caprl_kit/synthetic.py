@@ -51,7 +51,7 @@ class Scene:
                                                      (f"Where is the {f.shape}?", f.position, list(POSITIONS)))]
         out = []
         for question, truth, pool in asks:
-            options = rng.sample([x for x in pool if x != truth], 3) + [truth]
+            options = [*rng.sample([x for x in pool if x != truth], 3), truth]
             rng.shuffle(options)
             out.append({"question": question, "choices": [f"{'ABCD'[i]}) {o}" for i, o in enumerate(options)],
                         "answer": "ABCD"[options.index(truth)]})

@@ -83,7 +83,7 @@ def _cached_snapshot(repo_id: str) -> Path | None:
         return None
     try:
         found = try_to_load_from_cache(repo_id, "config.json")
-    except Exception:  # an id the hub client rejects: not cached
+    except Exception:  # noqa: BLE001 - an id the hub client rejects: not cached
         return None
     return Path(found).parent if isinstance(found, str) else None
 

@@ -108,7 +108,7 @@ class TransformersBackend(BackendBase):
                 prepared[i] = self._prepare(req)
             except MediaError as exc:
                 responses[i] = Response.failed(exc.kind, str(exc), req.id)
-            except Exception as exc:  # a malformed request fails alone
+            except Exception as exc:  # noqa: BLE001 - a malformed request fails alone
                 responses[i] = Response.failed("bad_request", f"{type(exc).__name__}: {exc}", req.id)
         groups: dict[SamplingParams, list[int]] = {}
         for i in prepared:
@@ -119,7 +119,7 @@ class TransformersBackend(BackendBase):
                 chunk = idx[start : start + size]
                 try:
                     outs = self._run(sampling, [prepared[i] for i in chunk])
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - the batch fails as rows, then is retried one by one
                     if len(chunk) == 1:
                         outs = [Response.failed("generation_failed", f"{type(exc).__name__}: {exc}")]
                     else:
@@ -128,7 +128,7 @@ class TransformersBackend(BackendBase):
                         for i in chunk:
                             try:
                                 outs += self._run(sampling, [prepared[i]])
-                            except Exception as one_exc:
+                            except Exception as one_exc:  # noqa: BLE001 - this request alone fails
                                 outs.append(Response.failed("generation_failed", f"{type(one_exc).__name__}: {one_exc}"))
                 for i, resp in zip(chunk, outs):
                     resp.id = requests[i].id

@@ -9,6 +9,7 @@ extra (GPU) or the vLLM CPU environment (``envs/setup_vllm.sh``). Scripts that b
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import time
@@ -121,7 +122,7 @@ class VLLMBackend(BackendBase):
                 index.append(i)
             except MediaError as exc:
                 responses[i] = Response.failed(exc.kind, str(exc), req.id)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - a malformed request fails alone
                 responses[i] = Response.failed("bad_request", f"{type(exc).__name__}: {exc}", req.id)
         if prompts:
             for i, resp in zip(index, self._run(prompts, params)):
@@ -133,7 +134,7 @@ class VLLMBackend(BackendBase):
         t0 = time.perf_counter()
         try:
             outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the batch fails as rows, then is retried one by one
             if len(prompts) == 1:
                 return [Response.failed("generation_failed", f"{type(exc).__name__}: {exc}")]
             log.warning("vLLM batch of %d failed (%s); retrying one by one", len(prompts), exc)
@@ -199,7 +200,7 @@ class VLLMBackend(BackendBase):
                     continue
                 try:
                     outputs = engine.step()
-                except Exception as exc:  # the engine failed as a whole: an engine-level failure, never a row
+                except Exception as exc:  # noqa: BLE001 - the engine failed as a whole: engine-level, never a row
                     if _engine_dead(exc):  # ... unless it is gone: every later step fails too, and the failed rows
                         from caprl_kit.errors import EngineDown  # would be committed as done shards
 
@@ -231,10 +232,8 @@ class VLLMBackend(BackendBase):
     def close(self) -> None:
         llm, self.llm = getattr(self, "llm", None), None
         if llm is not None:
-            try:
+            with contextlib.suppress(Exception):  # older/newer vLLM: fall back to garbage collection
                 llm.llm_engine.engine_core.shutdown()  # type: ignore[union-attr]
-            except Exception:  # older/newer vLLM: fall back to garbage collection
-                pass
             del llm
 
 

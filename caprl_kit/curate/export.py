@@ -67,7 +67,7 @@ def export(cfg: CurateConfig, items: dict[str, InputItem]) -> dict[str, Any]:
         "questions_rejected": Counter(), "questions_rejected_examples": [],
         "questions_answered": 0, "questions_pass_visual": 0, "questions_pass_text": 0,
         "questions_pass_both": 0, "questions_duplicate": 0, "questions_capped": 0, "questions_kept": 0,
-        "per_media_type": defaultdict(lambda: Counter()),
+        "per_media_type": defaultdict(Counter),
     }
     audit: list[dict[str, Any]] = []
     curated: dict[str, list[dict[str, Any]]] = {"train": [], "val": []}

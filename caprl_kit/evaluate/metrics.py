@@ -68,7 +68,7 @@ def _parse(expr: str):
 
     try:
         return parse(expr)
-    except Exception:  # math_verify raises on odd LaTeX; treat as unparseable
+    except Exception:  # noqa: BLE001 - math_verify raises on odd LaTeX; treat as unparseable
         return []
 
 
@@ -93,7 +93,7 @@ def verify_math(pred: str | None, gold: str, compat: Compat = "fixed") -> float:
         if candidate:
             try:
                 best = max(best, float(verify(gold_parsed, candidate)))
-            except Exception:
+            except Exception:  # noqa: BLE001 - math_verify raises on odd expressions: this candidate does not match
                 continue
     return best
 
@@ -141,8 +141,8 @@ def anls(prediction: str, gold: str | list[str], threshold: float = 0.5) -> floa
     golds = [gold] if isinstance(gold, str) else list(gold)
     best = 0.0
     p = " ".join(prediction.strip().lower().split())
-    for g in golds:
-        g = " ".join(g.strip().lower().split())
+    for gold_text in golds:
+        g = " ".join(gold_text.strip().lower().split())
         if not p and not g:
             return 1.0
         sim = 1.0 - Levenshtein.distance(p, g) / max(len(p), len(g))

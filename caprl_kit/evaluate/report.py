@@ -3,6 +3,7 @@ the caption-length distribution and example captions. ``caprl eval compare DIR [
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from pydantic import ValidationError
@@ -77,7 +78,7 @@ def render_report(runs: list[tuple[EvalResults, dict[str, list[dict[str, Any]]]]
         per_task.append({"name": task, "rows": rows, "blind": blind})
     chart = [(task, [(res.captioner, t.m_acc if (t := res.tasks.get(task)) and t.m_acc is not None else 0.0)
                      for res, _ in runs]) for task in tasks]
-    heads = [f"{a}-{b - 1 if b < 10**9 else '...'}" for a, b in zip(EDGES, EDGES[1:])]
+    heads = [f"{a}-{b - 1 if b < 10**9 else '...'}" for a, b in itertools.pairwise(EDGES)]
     examples = [{"captioner": res.captioner, "task": task, "caption": (r.get("caption") or "")[:400],
                  "score": r.get("score")}
                 for res, samples in runs for task, rows in list(samples.items())[:2] for r in rows[:2]]

@@ -187,9 +187,10 @@ def _read(fs: Any, file: str) -> Holder | None:
     try:
         d = json.loads(text)
         return Holder(str(d["host"]), int(d["pid"]), str(d["since"]))
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError) as exc:
         raise OutputLocked(f"the lock file {file} is unreadable ({text[:80]!r}): a run may be starting, or one was "
-                           "killed while it took the lock. If no run writes this folder, delete the file and rerun")
+                           "killed while it took the lock. If no run writes this folder, delete the file and rerun"
+                           ) from exc
 
 
 def _remove_if(fs: Any, file: str, holder: Holder) -> None:

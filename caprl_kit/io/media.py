@@ -398,7 +398,7 @@ def _probe_duration(data: bytes, source: str) -> float:
 
 def format_timestamp(seconds: float) -> str:
     """``[mm:ss]`` as CapRL++ captions cite it."""
-    s = int(round(seconds))
+    s = round(seconds)
     return f"{s // 60:02d}:{s % 60:02d}"
 
 

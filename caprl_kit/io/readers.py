@@ -308,10 +308,11 @@ def read_webdataset(cfg: InputConfig) -> Iterator[InputItem]:
     for shard in shards:
         with fs.open(shard, "rb") as fh:
             try:  # an uncompressed tar: headers only, each item located by its byte range
-                tar, url = tarfile.open(fileobj=fh, mode="r:"), fs.unstrip_protocol(shard)
+                tar = tarfile.open(fileobj=fh, mode="r:")  # noqa: SIM115 - closed by `with tar:` below
+                url = fs.unstrip_protocol(shard)
             except tarfile.ReadError:  # compressed: streamed, the bytes inline
                 fh.seek(0)
-                tar, url = tarfile.open(fileobj=fh, mode="r|*"), None
+                tar, url = tarfile.open(fileobj=fh, mode="r|*"), None  # noqa: SIM115 - closed by `with tar:`
             with tar:
                 yield from _tar_items(tar, url, posixpath.basename(shard), cfg)
 

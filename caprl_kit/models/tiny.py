@@ -117,7 +117,7 @@ def train_tokenizer(out_dir: Path, vocab_size: int = 1024, seed: int = 0, kind: 
     from transformers import PreTrainedTokenizerFast
 
     if kind == "words":
-        vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS + ["<unk>"] + word_vocabulary())}
+        vocab = {t: i for i, t in enumerate([*SPECIAL_TOKENS, "<unk>", *word_vocabulary()])}
         tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
         tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Punctuation()])
         tok.add_special_tokens(SPECIAL_TOKENS)

@@ -11,6 +11,7 @@ for a range, end >= start. No timestamp (or an empty caption) scores 0.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -51,7 +52,7 @@ def timestamp_format_score(caption: str, version: str = "v2", max_minute: int = 
     if n_all == 0:
         return 0.0
     validity = len(starts) / n_all
-    ordered = all(a <= b for a, b in zip(starts, starts[1:]))
+    ordered = all(a <= b for a, b in itertools.pairwise(starts))
     if version == "legacy":
         coverage = min(1.0, len(starts) / min_brackets)
         order = 1.0 if len(starts) < 2 or ordered else 0.0

@@ -92,7 +92,7 @@ class _Batcher:
             for i, (_, fut) in enumerate(batch):
                 if not fut.done():
                     fut.set_result((float(rewards[i]), float(qa[i]), float(fmt[i])))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever failed, every waiting sample hears of it
             for _, fut in batch:
                 if not fut.done():
                     fut.set_exception(exc)
@@ -128,7 +128,7 @@ async def compute_score(data_source: str, solution_str: str, ground_truth: Any, 
             raise RewardError("ground_truth holds no questions")
         prompt = [caption, [[render(q), q.answer] for q in qas]]
         total, qa, fmt = await _batcher(client, urls, batch_size, batch_wait_s).submit(prompt)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a failed reward scores 0 with reward_error=1, never stops training
         log.error("CapRL reward failed for a %s sample (score 0, reward_error=1): %s", data_source, exc)
         return {"score": 0.0, "qa_reward": 0.0, "format_reward": 0.0, "length_reward": float(length_reward),
                 "cap_tokens": float(cap_tokens), "reward_error": 1.0, **monitors}

@@ -124,9 +124,8 @@ def run_curriculum(cfg: TrainConfig, *, overwrite: bool, progress: Progress) -> 
     prepare_output(str(cfg.output_dir), "train", overwrite=overwrite, config=cfg, refuse_changed=True)
     report = RunReport(command="train", output_dir=str(cfg.output_dir))
     previous: TrainConfig | None = None
-    for name, stage, inherited in cfg.stage_configs():
-        if inherited and previous is not None:
-            stage = stage.model_copy(update={"policy": stage_model(previous)})
+    for name, own, inherited in cfg.stage_configs():
+        stage = own.model_copy(update={"policy": stage_model(previous)}) if inherited and previous is not None else own
         log.info("curriculum stage '%s': %s on %s", name, stage.task, stage.policy)
         sub = run(stage, overwrite=overwrite, progress=progress)
         report.metrics.update({f"{name}/{k}": v for k, v in sub.metrics.items()})
@@ -179,7 +178,7 @@ def export_checkpoint(checkpoint: str, target: str, python: str = "python3") -> 
         raise CaprlError(f"{checkpoint} is not a verl checkpoint directory (expected .../global_step_N/actor)")
     cmd = [python, "-m", "verl.model_merger", "merge", "--backend", "fsdp", "--local_dir", str(actor),
            "--target_dir", target]
-    result = subprocess.run(cmd, capture_output=True, text=True)
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)  # its stderr is reported below
     if result.returncode != 0:
         raise CaprlError(f"verl's model merger failed: {result.stderr[-2000:]}")
     return cmd

@@ -28,9 +28,10 @@ def load_pairs(files: list[str]) -> Any:
     kind = "parquet" if all(f.endswith(".parquet") for f in files) else "json"
     try:
         ds = datasets.load_dataset(kind, data_files=files, split="train")
-    except Exception as exc:  # noqa: BLE001 - datasets wraps reader errors in its own types
+    except Exception as exc:  # datasets wraps reader errors in its own types
         cause = exc.__cause__ or exc
-        raise CaprlError(f"could not read the pairs {', '.join(files)}: {type(cause).__name__}: {str(cause)[:300]}")
+        raise CaprlError(f"could not read the pairs {', '.join(files)}: {type(cause).__name__}: {str(cause)[:300]}"
+                         ) from exc
     missing = [c for c in PAIR_COLUMNS if c not in ds.column_names]
     if missing:
         raise CaprlError(f"{', '.join(files)}: not a pairs file (no column(s) {', '.join(missing)}); method: dpo "
@@ -54,7 +55,7 @@ def check_pairs(cfg: TrainConfig) -> list[str]:
     ds = load_pairs(cfg.data.train_files)
     lines = [f"dpo: {len(ds)} preference pairs in {', '.join(cfg.data.train_files)}"]
     if not Path(cfg.policy).is_dir():
-        return lines + [f"dpo: SKIPPED the collator check: the policy {cfg.policy} is not a local directory"]
+        return [*lines, f"dpo: SKIPPED the collator check: the policy {cfg.policy} is not a local directory"]
     from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 
     from caprl_kit.train.trl_grpo import load_processor
@@ -63,8 +64,8 @@ def check_pairs(cfg: TrainConfig) -> list[str]:
     processor = load_processor(cfg, cfg.policy)
     batch = DataCollatorForVisionPreference(processor)([dict(ds[0])])
     check_max_length(cfg, processor, ds)
-    return lines + [f"dpo: the first pair collates to {int(batch['input_ids'].shape[1])} tokens (chosen and rejected, "
-                    "image included) with the policy's processor"]
+    return [*lines, f"dpo: the first pair collates to {int(batch['input_ids'].shape[1])} tokens (chosen and rejected, "
+                     "image included) with the policy's processor"]
 
 
 def check_max_length(cfg: TrainConfig, processor: Any, ds: Any) -> None:
