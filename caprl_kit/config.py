@@ -76,7 +76,7 @@ def identity(value: Any) -> Any:
     from pydantic_core import to_jsonable_python
 
     if isinstance(value, BaseModel):
-        skip = getattr(value, "volatile_fields", frozenset())
+        skip: frozenset[str] = getattr(value, "volatile_fields", frozenset())
         out: dict[str, Any] = {}
         for name, field in type(value).model_fields.items():
             if name in skip or _marked(field, VOLATILE):

@@ -24,14 +24,18 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from caprl_kit.commands import NullProgress, Progress
 from caprl_kit.errors import CaprlError
 from caprl_kit.log import get_logger
+
+if TYPE_CHECKING:
+    from caprl_kit.pairs.config import PairsConfig
+    from caprl_kit.train.config import TrainConfig
 
 log = get_logger(__name__)
 
@@ -129,7 +133,8 @@ def _service_metrics(metrics_path: Path) -> dict[str, float]:
 
 
 def trainer_rows(out: Path, train_dir: Path, base: list[str], curated: dict[str, dict[str, Any]], test_set: str,
-                 *, seed: int, overwrite: bool, progress: Progress, dpo_overrides: list[str] = ()) -> dict[str, Any]:
+                 *, seed: int, overwrite: bool, progress: Progress,
+                 dpo_overrides: Sequence[str] = ()) -> dict[str, Any]:
     """The rows ``trainers`` adds (on by default): the same GRPO run with its reward served over HTTP by ``caprl serve-reward``,
     and DPO on pairs of the warm start's own samples scored by the QA reward; both start from the same warm start
     and are chosen on the same validation split, then evaluated on the same held-out split."""
@@ -146,7 +151,7 @@ def trainer_rows(out: Path, train_dir: Path, base: list[str], curated: dict[str,
             cfg = load_config("train/sanity_tiny_trl", [*base, f"policy={sft}", "~sft", f"output_dir={http_dir}",
                                                         "~reward.qa.mode", "~reward.qa.answerer",
                                                         f"reward.qa.service.urls=[{url}]"], kind="train")
-            train(cfg, overwrite=overwrite, progress=progress)
+            train(cast("TrainConfig", cfg), overwrite=overwrite, progress=progress)  # kind="train"
     best = json.loads((http_dir / "best.json").read_text())
     ev = evaluate_captioner(str(http_dir / "best"), "SFT + GRPO, reward over HTTP", test_set, None,
                             out / "eval" / "rl_http", progress=progress, overwrite=overwrite)
@@ -156,7 +161,7 @@ def trainer_rows(out: Path, train_dir: Path, base: list[str], curated: dict[str,
     pcfg = load_config("pairs/sanity_tiny", [f"data.path={curated['train']['dataset']}", f"captioner.model={sft}",
                                              f"captioner.sampling.seed={seed}", f"output_dir={out / 'pairs'}"],
                        kind="pairs")
-    report = pairs(pcfg, overwrite=overwrite, progress=progress)
+    report = pairs(cast("PairsConfig", pcfg), overwrite=overwrite, progress=progress)  # kind="pairs"
     summary = json.loads(Path(report.outputs["summary"]).read_text())
     dpo_dir = out / "train_dpo"
     if overwrite or not (dpo_dir / "final" / "config.json").is_file():
@@ -164,7 +169,7 @@ def trainer_rows(out: Path, train_dir: Path, base: list[str], curated: dict[str,
                                                      f"data.val_files=[{curated['val']['dataset']}]",
                                                      f"output_dir={dpo_dir}", f"algorithm.seed={seed}",
                                                      *dpo_overrides], kind="train")
-        train(dcfg, overwrite=overwrite, progress=progress)
+        train(cast("TrainConfig", dcfg), overwrite=overwrite, progress=progress)  # kind="train"
     best = json.loads((dpo_dir / "best.json").read_text())
     ev = evaluate_captioner(str(dpo_dir / "best"), "SFT + DPO on reward-ranked pairs", test_set, None,
                             out / "eval" / "dpo", progress=progress, overwrite=overwrite)
@@ -218,7 +223,7 @@ def run_demo(out_dir: str | Path = "demo_output", *, seed: int = 0, n_train: int
             overrides.append(f"{key}={value}")
     tcfg = load_config("train/sanity_tiny_trl", overrides, kind="train")
     if overwrite or not (train_dir / "final" / "config.json").is_file():
-        report = train(tcfg, overwrite=overwrite, progress=progress)
+        report = train(cast("TrainConfig", tcfg), overwrite=overwrite, progress=progress)  # kind="train"
         train_metrics = report.metrics
     else:
         log.info("reusing the finished training run in %s", train_dir)

@@ -61,7 +61,7 @@ def _default(info: Any) -> str:
 
 def rows(model: type[BaseModel], prefix: str = "", volatile: bool = False) -> list[str]:
     out = []
-    top = getattr(model, "volatile_fields", frozenset())
+    top: frozenset[str] = getattr(model, "volatile_fields", frozenset())
     for name, info in model.model_fields.items():
         if name in ("kind",):
             continue

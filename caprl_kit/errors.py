@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 class CaprlError(Exception):
@@ -70,7 +71,7 @@ class MediaError(CaprlError):
         self.reason = reason
         super().__init__(f"{kind}: {source}: {reason}")
 
-    def __reduce__(self):  # type: ignore[override]
+    def __reduce__(self) -> tuple[Any, tuple[str, str, str], dict[str, Any] | None]:
         # pickle (decode processes, Ray, the multiprocess runner) rebuilds it from its three fields, not from the
         # formatted message that ``Exception`` would pass back to __init__
         return type(self), (self.kind, self.source, self.reason), self.__dict__ or None

@@ -60,7 +60,7 @@ class Request:
         parts: list[dict[str, Any]] = [{"type": "image", "image": im} for im in images]
         parts += [{"type": "video", "video": v} for v in videos]
         parts.append({"type": "text", "text": text})
-        messages = [{"role": "system", "content": system}] if system else []
+        messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
         messages.append({"role": "user", "content": parts if (images or videos) else text})
         return cls(messages=messages, sampling=sampling, prefill=prefill, id=id)
 

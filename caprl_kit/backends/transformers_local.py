@@ -49,6 +49,7 @@ class TransformersBackend(BackendBase):
             self.model, self.processor = model, processor
             self.hf_config = model.config
         else:
+            assert cfg.model is not None  # refused above when there is neither a model nor backend.model
             self.hf_config = loading.load_hf_config(cfg.model, trust_remote_code=cfg.trust_remote_code)
             self.model, self.processor = self._load(self.hf_config)
         self.is_vlm = loading.is_vision_language(self.hf_config)
@@ -68,8 +69,9 @@ class TransformersBackend(BackendBase):
         t0 = time.perf_counter()
         model_cls, proc_cls = (AutoModelForImageTextToText, AutoProcessor) if vlm else (AutoModelForCausalLM,
                                                                                          AutoTokenizer)
-        model = loading.load("weights", name, model_cls.from_pretrained, name, trust_remote_code=remote,
-                             dtype=self.dtype)
+        # Any: transformers wraps PreTrainedModel.to with functools.wraps, which type-checks as unbound (self unfilled)
+        model: Any = loading.load("weights", name, model_cls.from_pretrained, name, trust_remote_code=remote,
+                                  dtype=self.dtype)
         processor = loading.load("processor", name, proc_cls.from_pretrained, name, trust_remote_code=remote)
         model.to(self.device).eval()
         log.info("loaded %s (%s) on %s in %.1fs", self.cfg.model, type(model).__name__, self.device,

@@ -208,7 +208,7 @@ class VLLMBackend(BackendBase):
                                          "request(s) in it; their shards were not written (vLLM's log above has "
                                          "the cause). Fix it and rerun: finished shards are kept") from None
                     log.warning("vLLM engine step failed (%s); failing %d request(s) in flight", exc, len(pending))
-                    for rid, (req_id, _) in list(pending.items()):
+                    for rid, (req_id, _started) in list(pending.items()):
                         engine.abort_request([rid])
                         yield Response.failed("engine_error", f"{type(exc).__name__}: {exc}", req_id)
                     pending.clear()
@@ -233,7 +233,7 @@ class VLLMBackend(BackendBase):
         llm, self.llm = getattr(self, "llm", None), None
         if llm is not None:
             with contextlib.suppress(Exception):  # older/newer vLLM: fall back to garbage collection
-                llm.llm_engine.engine_core.shutdown()  # type: ignore[union-attr]
+                llm.llm_engine.engine_core.shutdown()
             del llm
 
 

@@ -8,12 +8,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 import typer
 from typer.core import TyperGroup
 
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
+
+if TYPE_CHECKING:
+    from caprl_kit.rewards.server import RewardServerConfig
 
 app = typer.Typer(
     name="caprl",
@@ -113,7 +117,8 @@ class VerbGroup(TyperGroup):
     """A verb with helper sub-commands (``caprl annotate status DIR``): anything that is not one of them runs the
     verb itself, so ``caprl annotate --config X key=value`` and ``caprl annotate --help`` work as before."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    # ctx: the Context of the click that TyperGroup is built on (typer vendors its own click since 0.2x)
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
         if not args or args[0] not in self.commands:
             args = ["run", *args]
         return super().parse_args(ctx, args)
@@ -233,7 +238,8 @@ def serve_reward(
     with _errors(verbose):
         setup_logging(verbose)
         values = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
-        cfg = load_config(config, list(overrides or []), kind="serve_reward", values=values)
+        cfg = cast("RewardServerConfig",
+                   load_config(config, list(overrides or []), kind="serve_reward", values=values))
         from caprl_kit import commands
 
         if dry_run:

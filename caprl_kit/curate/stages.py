@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any
 
 from caprl_kit.backends import build_backend
@@ -39,6 +39,7 @@ from caprl_kit.io.stats import StatsBuilder
 from caprl_kit.mcq import NONE_OF_THE_ABOVE, extract_letter, parse_generation, shuffle_options
 from caprl_kit.mcq.validate import validate_mcq
 from caprl_kit.runners.stream import ShardStream, Work
+from caprl_kit.schemas._base import Artifact
 from caprl_kit.schemas.curate import MCQ, MCQGenerationRow, MCQSetRow, QATrialsRow
 from caprl_kit.schemas.run import ShardStats
 
@@ -46,7 +47,8 @@ STAGES = ("generate", "parse", "answer")
 
 
 def stage_dir(cfg: CurateConfig, stage: str) -> RunDir:
-    artifact = {"generate": MCQGenerationRow, "parse": MCQSetRow, "answer": QATrialsRow}[stage]
+    artifacts: dict[str, type[Artifact]] = {"generate": MCQGenerationRow, "parse": MCQSetRow, "answer": QATrialsRow}
+    artifact = artifacts[stage]
     return RunDir(join(str(cfg.output_dir), CURATE_STAGE_DIR.format(stage=stage)), artifact)
 
 
@@ -63,7 +65,7 @@ def _loader(cfg: CurateConfig) -> Callable[[InputItem], Loaded]:
     return functools.partial(_load_one, media_cfg=cfg.media)
 
 
-def _decoded(cfg: CurateConfig, items: list[InputItem]) -> Iterator[Loaded]:
+def _decoded(cfg: CurateConfig, items: list[InputItem]) -> Generator[Loaded, None, None]:
     """Decoded media a bounded window ahead of the engine; the first Ctrl-C cancels pending decodes."""
     r = cfg.runner
     return decode_map(_loader(cfg), items, r.decode_workers, ahead=r.decode_ahead, processes=r.decode_processes)
@@ -136,6 +138,16 @@ class GenerateWorker:
                     "finish_reason": resp.finish_reasons[0], "status": "ok"}
         return {**self._common(it), "status": resp.error_kind or "generation_failed", "error_message": resp.error}
 
+    # a Work's rows from its responses, arguments bound with functools.partial as each item is planned
+    def _media_failed_rows(self, it: InputItem, error: MediaError, _got: list[Response]) -> list[dict[str, Any]]:
+        return [{**self._common(it), "status": error.kind, "error_message": str(error)}]
+
+    def _imported_rows(self, it: InputItem, _got: list[Response]) -> list[dict[str, Any]]:
+        return [self._imported(it)]
+
+    def _generated_rows(self, it: InputItem, got: list[Response]) -> list[dict[str, Any]]:
+        return [self._generated(it, got[0])]
+
     def plan(self, spec: ShardSpec, items: list[InputItem]) -> Iterator[Work]:
         cfg = self.cfg
         sampling = SamplingParams.from_config(cfg.generate.backend.sampling).with_(seed=cfg.seed)
@@ -145,15 +157,14 @@ class GenerateWorker:
             for ld in loaded:
                 if ld.error is not None:
                     self.progress.advance("generate", items=1, failed=1)
-                    yield Work([], lambda _, ld=ld: [{**self._common(ld.item), "status": ld.error.kind,
-                                                      "error_message": str(ld.error)}])
+                    yield Work([], functools.partial(self._media_failed_rows, ld.item, ld.error))
                     continue
                 if self.backend is None:  # import mode: the media is checked, the questions come from the input
                     self.progress.advance("generate", items=1)
-                    yield Work([], lambda _, it=ld.item: [self._imported(it)])
+                    yield Work([], functools.partial(self._imported_rows, ld.item))
                     continue
                 yield Work([_media_request(ld, cfg.generate.user_text, system, sampling)],
-                           lambda got, it=ld.item: [self._generated(it, got[0])])
+                           functools.partial(self._generated_rows, ld.item))
         finally:
             loaded.close()
 
@@ -192,6 +203,7 @@ class ParseWorker:
         questions: list[dict[str, Any]] = []
         dropped: list[tuple[int, str, str]] = []  # (question index, kind, reason)
         if self.cfg.import_mode == "qa":
+            error: str | None
             try:
                 data = json.loads(row["raw_text"])
             except ValueError as exc:
@@ -283,6 +295,15 @@ class AnswerWorker:
         return {"key": key, "qa_index": qi, "mcq": mcq.model_dump(), **trials, "visual_acc": v_acc,
                 "text_acc": t_acc, "keep": keep, "reason": reason}
 
+    def _trial_rows(self, key: str, qi: int, mcq: MCQ, vis: list[Any], txt: list[Any],
+                    got: list[Response]) -> list[dict[str, Any]]:
+        return [self._trial_row(key, qi, mcq, vis, txt, got)]
+
+    @staticmethod
+    def _media_error_rows(key: str, qi: int, mcq: MCQ, err: str, _got: list[Response]) -> list[dict[str, Any]]:
+        return [{"key": key, "qa_index": qi, "mcq": mcq.model_dump(), "visual_trials": [], "text_trials": [],
+                 "visual_acc": 0.0, "text_acc": 0.0, "keep": False, "reason": "media_error", "error_message": err}]
+
     def plan(self, spec: ShardSpec, items: list[InputItem]) -> Iterator[Work]:
         cfg = self.cfg
         by_key = {it.key: it for it in items}
@@ -298,14 +319,10 @@ class AnswerWorker:
                     vis = [shuffle_options(mcq, rng, extra_option=NONE_OF_THE_ABOVE) for _ in range(cfg.answer.rotations)]
                     txt = [shuffle_options(mcq, rng, extra_option=None) for _ in range(cfg.answer.rotations)]
                     if ld is not None and ld.error is not None:
-                        yield Work([], lambda _, key=key, qi=qi, mcq=mcq, err=str(ld.error): [
-                            {"key": key, "qa_index": qi, "mcq": mcq.model_dump(), "visual_trials": [],
-                             "text_trials": [], "visual_acc": 0.0, "text_acc": 0.0, "keep": False,
-                             "reason": "media_error", "error_message": err}])
+                        yield Work([], functools.partial(self._media_error_rows, key, qi, mcq, str(ld.error)))
                         continue
                     yield Work(self._requests(ld, by_key[key], vis, txt),
-                               lambda got, key=key, qi=qi, mcq=mcq, vis=vis, txt=txt:
-                               [self._trial_row(key, qi, mcq, vis, txt, got)])
+                               functools.partial(self._trial_rows, key, qi, mcq, vis, txt))
                 self.progress.advance("answer", items=1)
         finally:
             if hasattr(loaded, "close"):

@@ -271,6 +271,7 @@ def read_hf_dataset(cfg: InputConfig) -> Iterator[InputItem]:
     typ = ds.data.schema.field(column).type if column in ds.column_names else None  # also for a plain dict feature
     struct = (typ is not None and pa.types.is_struct(typ) and typ.get_field_index("bytes") >= 0
               and not pa.types.is_null(typ.field("bytes").type))  # {bytes: None, path} everywhere: paths only
+    has_path = typ is not None and struct and typ.get_field_index("path") >= 0
     if cfg.bytes_column and cfg.bytes_column not in ds.column_names:
         raise CaprlError(f"{cfg.path} has no column '{cfg.bytes_column}' (input.bytes_column); it has "
                          f"{ds.column_names}")
@@ -285,7 +286,7 @@ def read_hf_dataset(cfg: InputConfig) -> Iterator[InputItem]:
             if where:
                 blobs = batch.column(where[0])
                 if struct and where[0] == column:
-                    if typ.get_field_index("path") >= 0:
+                    if has_path:
                         for row, p in zip(out, pc.struct_field(blobs, "path").to_pylist()):
                             row[column] = p
                     blobs = pc.struct_field(blobs, "bytes")
@@ -338,6 +339,7 @@ def _tar_items(tar: tarfile.TarFile, url: str | None, name: str, cfg: InputConfi
             else:
                 found = InputItem(key=key, media_type=mt,
                                   locator=Locator("tar", url, member.offset_data, size=member.size))
-        tar.members = []  # the listing keeps no member list: memory stays flat however many members a tar has
+        # the listing keeps no member list: memory stays flat however many members a tar has
+        tar.members = []  # type: ignore[attr-defined]  # TarFile.members: CPython's undocumented member list
     if found is not None:
         yield found

@@ -7,7 +7,7 @@ import os
 import socket
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,7 +32,7 @@ class StatsBuilder:
         self.status_counts: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
         self.errors_truncated = 0
-        self.metrics: Counter[str] = Counter()
+        self.metrics: defaultdict[str, float] = defaultdict(float)
         self.started_at, self._t0 = opened or (utc_now(), time.perf_counter())
 
     def add(self, status: str, error_message: str | None = None) -> None:

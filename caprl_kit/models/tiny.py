@@ -246,8 +246,10 @@ def _build_captioner(out: Path, seed: int, dims: TinyDims, min_pixels: int, max_
         Qwen2_5_VLForConditionalGeneration,
         Qwen2_5_VLProcessor,
         Qwen2VLImageProcessor,
-        Qwen2VLVideoProcessor,
     )
+
+    # by its module: transformers' top-level type stubs do not list Qwen2VLVideoProcessor
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
 
     tokenizer, ids = _prepare(out, seed, tokenizer)
     head_dim = dims.hidden // dims.heads
@@ -303,10 +305,19 @@ def build_answerer(out_dir: str | Path, seed: int = 0, dims: TinyDims = TinyDims
 
 def _build_answerer(out: Path, seed: int, dims: TinyDims, arch: str, tokenizer: str) -> None:
     import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
+    from transformers import (
+        PretrainedConfig,
+        PreTrainedModel,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+        Qwen3Config,
+        Qwen3ForCausalLM,
+    )
 
     tokenizer, ids = _prepare(out, seed, tokenizer)
     common = _text_dims(dims, tokenizer, ids)
+    config: PretrainedConfig
+    cls: type[PreTrainedModel]
     if arch == "qwen2":
         config, cls = Qwen2Config(**common), Qwen2ForCausalLM
     else:

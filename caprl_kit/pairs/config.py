@@ -29,6 +29,13 @@ class PairsDataConfig(ConfigModel):
     limit: int | None = Field(None, ge=1, description="Use only the first N rows")
 
 
+HygieneFlag = Literal["truncated", "repetitive", "boilerplate_opener", "meta_ending", "empty"]
+
+
+def _skip_flagged_default() -> list[HygieneFlag]:
+    return ["truncated", "empty"]
+
+
 class PairOptions(ConfigModel):
     min_margin: float = Field(0.2, ge=0.0, description="Smallest reward gap between chosen and rejected")
     per_image: int = Field(1, ge=1, description="Most pairs per image (each caption in at most one pair)")
@@ -36,8 +43,8 @@ class PairOptions(ConfigModel):
         None, ge=1.0, description="Pair only captions whose token counts are within this ratio (e.g. 1.5), so that "
         "'longer wins' cannot be the whole signal; null: no length control (the chosen-longer share is reported "
         "either way)")
-    skip_flagged: list[Literal["truncated", "repetitive", "boilerplate_opener", "meta_ending", "empty"]] = Field(
-        default_factory=lambda: ["truncated", "empty"],
+    skip_flagged: list[HygieneFlag] = Field(
+        default_factory=_skip_flagged_default,
         description="Captions with these hygiene flags are never chosen (they may still be rejected)")
 
 

@@ -317,7 +317,8 @@ def train_grpo(cfg: TrainConfig, *, progress: Progress | None = None,
     if cfg.data.val_files and t.select_on_val:
         validation = ValidationCallback(cfg, processor, out)
         callbacks.append(validation.as_trainer_callback(out / "metrics.jsonl", a.eval_steps))
-    trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=train,
+    # CaprlReward returns list[float]; TRL's RewardFunc says list[float | None], and list is invariant
+    trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=train,  # type: ignore[list-item]
                           processing_class=processor, callbacks=callbacks)
     from transformers import PrinterCallback
 
