@@ -185,7 +185,28 @@ def run_demo(out_dir: str | Path = "demo_output", *, seed: int = 0, n_train: int
              overwrite: bool = False) -> dict[str, Any]:
     """Run the demo into ``out_dir``; returns the summary (also written to ``summary.json``). ``sft_steps`` /
     ``rl_steps`` / ``eval_steps`` override the recipe (reduced runs); ``trainers`` adds the GRPO-over-HTTP and
-    DPO rows (:func:`trainer_rows`)."""
+    DPO rows (:func:`trainer_rows`).
+
+    ``out_dir`` is claimed first, as the verbs claim their output: a new or empty folder, or a previous demo run
+    (``caprl_run.json`` says ``demo``); anything else is refused naming it, before any work, and ``overwrite`` only
+    ever removes a previous demo run. Its lock is held until the demo returns."""
+    from caprl_kit.io.lock import output_lock_scope
+    from caprl_kit.io.rundir import prepare_output
+    from caprl_kit.models.tiny import check_options
+    from caprl_kit.synthetic import check_task_options
+
+    check_options(seed, tokenizer="words")
+    check_task_options(n_train=n_train, n_val=n_val, n_test=n_test, seed=seed)
+    with output_lock_scope():
+        prepare_output(str(out_dir), "demo", overwrite=overwrite, same_command=True, option="--out")
+        return _run_demo(Path(out_dir), seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, sft_steps=sft_steps,
+                         rl_steps=rl_steps, eval_steps=eval_steps, trainers=trainers, progress=progress,
+                         overwrite=overwrite)
+
+
+def _run_demo(out: Path, *, seed: int, n_train: int, n_val: int, n_test: int, sft_steps: int | None,
+              rl_steps: int | None, eval_steps: int | None, trainers: bool, progress: Progress | None,
+              overwrite: bool) -> dict[str, Any]:
     from caprl_kit.annotate.config import AnnotateConfig
     from caprl_kit.annotate.pipeline import run as annotate
     from caprl_kit.config import load_config
@@ -195,7 +216,6 @@ def run_demo(out_dir: str | Path = "demo_output", *, seed: int = 0, n_train: int
     from caprl_kit.train.pipeline import run as train
 
     progress = progress or NullProgress()
-    out = Path(out_dir)
     summary: dict[str, Any] = {"output_dir": str(out), "seed": seed}
 
     progress.start("tiny models", total=1)

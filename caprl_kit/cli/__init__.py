@@ -65,6 +65,19 @@ def _fail(exc: BaseException, verbose: int = 0) -> None:
 
 
 @contextmanager
+def _claimed(out: str | Path, command: str, *, overwrite: bool = False, option: str = "--out") -> Iterator[None]:
+    """A helper command's output claimed as the verbs claim theirs (``io/rundir.prepare_output``): a new or empty
+    folder, or one this command made before (``caprl_run.json`` names it); anything else is refused naming the
+    path, before any work. The output lock it takes is released when the block ends, however it ends."""
+    from caprl_kit.io.lock import output_lock_scope
+    from caprl_kit.io.rundir import prepare_output
+
+    with output_lock_scope():
+        prepare_output(str(out), command, overwrite=overwrite, same_command=True, option=option)
+        yield
+
+
+@contextmanager
 def _errors(verbose: int = 0) -> Iterator[None]:
     """The CLI's one error boundary (typer/click exits pass through)."""
     try:
@@ -269,7 +282,8 @@ def list_pipelines() -> None:
 
 @app.command("demo")
 def demo(
-    out: Path = typer.Option(Path("demo_output"), "--out", "-o", help="Where the demo writes everything."),
+    out: Path = typer.Option(Path("demo_output"), "--out", "-o", help="Where the demo writes everything (a new or "
+                             "empty folder, or a previous demo run)."),
     seed: int = typer.Option(0, help="Seed of the models, the data and training."),
     n_train: int = typer.Option(200, help="Training images."),
     n_val: int = typer.Option(100, help="Validation images (RL checkpoint selection)."),
@@ -280,7 +294,8 @@ def demo(
     trainers: bool = typer.Option(True, "--trainers/--no-trainers", help="Also train GRPO with the reward served "
                                   "over HTTP (caprl serve-reward on 127.0.0.1) and DPO on reward-ranked pairs, from "
                                   "the same warm start (about a third of the demo's run time)."),
-    overwrite: bool = typer.Option(False, "--overwrite/--resume", help="Redo finished steps instead of resuming."),
+    overwrite: bool = typer.Option(False, "--overwrite/--resume", help="Discard the previous demo run in --out "
+                                   "(only a folder the demo made) instead of resuming it."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True),
 ) -> None:
     """The offline demo on tiny models built locally: curate -> SFT + GRPO -> annotate -> eval -> report.html."""
@@ -310,7 +325,8 @@ app.add_typer(data_app, name="data")
 
 @data_app.command("synth")
 def data_synth(
-    out: Path = typer.Option(..., "--out", "-o", help="Directory for train/, val/ and test/ splits."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for train/, val/ and test/ splits (new, empty, "
+                             "or a previous data synth output)."),
     train: int = typer.Option(200, help="Training images."),
     val: int = typer.Option(50, help="Validation images."),
     test: int = typer.Option(50, help="Held-out test images."),
@@ -318,10 +334,12 @@ def data_synth(
 ) -> None:
     """The synthetic sanity task: shapes with known colour/position, MCQs, complete and incomplete captions."""
     from caprl_kit.cli._console import console
-    from caprl_kit.synthetic import write_sanity_task
+    from caprl_kit.synthetic import check_task_options, write_sanity_task
 
     with _errors():
-        paths = write_sanity_task(out, train, val, test, seed)
+        check_task_options(n_train=train, n_val=val, n_test=test, seed=seed)
+        with _claimed(out, "data synth"):
+            paths = write_sanity_task(out, train, val, test, seed)
     for split, path in paths.items():
         console.print(f"{split}: {path}")
 
@@ -332,18 +350,21 @@ app.add_typer(models_app, name="models")
 
 @models_app.command("tiny")
 def models_tiny(
-    out: Path = typer.Option(..., "--out", "-o", help="Directory to write captioner/ and answerer/ into."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory to write captioner/ and answerer/ into (new, "
+                             "empty, or a previous models tiny output)."),
     seed: int = typer.Option(0, help="Seed: the same seed gives the same weights."),
     answerer_arch: str = typer.Option("qwen2", help="qwen2 or qwen3."),
     tokenizer: str = typer.Option("bpe", help="bpe (byte-level, vLLM-ready) or words (closed word vocabulary)."),
 ) -> None:
     """Build tiny random-weight Qwen2.5-VL captioner + Qwen text answerer (a few MB, offline, seconds)."""
     from caprl_kit.cli._console import console, setup_logging
-    from caprl_kit.models.tiny import build_tiny_models
+    from caprl_kit.models.tiny import build_tiny_models, check_options
 
     setup_logging(0)
     with _errors():
-        paths = build_tiny_models(out, seed=seed, answerer_arch=answerer_arch, tokenizer=tokenizer)
+        check_options(seed, answerer_arch, tokenizer)
+        with _claimed(out, "models tiny"):
+            paths = build_tiny_models(out, seed=seed, answerer_arch=answerer_arch, tokenizer=tokenizer)
     for name, path in paths.items():
         console.print(f"{name}: {path}")
 

@@ -78,8 +78,44 @@ def is_caprl_run(fs: Any, path: str) -> bool:
     return fs.exists(join(path, MARKER)) or fs.exists(join(path, MANIFEST))
 
 
+def run_command(fs: Any, path: str) -> str | None:
+    """The command that made the caprl run in ``path``: its marker's ``command`` (else its run manifest's); None
+    when neither says (an empty marker a user added to resume a run of an older version)."""
+    for name in (MARKER, MANIFEST):
+        try:
+            with fs.open(join(path, name), "r") as fh:
+                command = json.loads(fh.read() or "{}").get("command")
+        except (FileNotFoundError, ValueError, AttributeError, UnicodeDecodeError):
+            continue
+        if isinstance(command, str) and command:
+            return command
+    return None
+
+
+def older_run_signs(fs: Any, path: str, entries: list[str], command: str) -> str | None:
+    """Why a folder without the marker looks like a ``command`` run of a version made before caprl-kit wrote it
+    (a verb's finished shards: ``NNNNN.parquet`` with its ``NNNNN_stats.json``; ``models tiny``: its
+    ``tiny_models.json``; ``demo``: its ``models/tiny_models.json``), else None. Only then may a message suggest
+    adding the marker: that turns a folder into one ``--overwrite`` deletes."""
+    names = set(entries)
+    if command == "models tiny":
+        return "a tiny-models build (tiny_models.json)" if "tiny_models.json" in names else None
+    if command == "demo":
+        return ("a demo's tiny models (models/tiny_models.json)"
+                if fs.exists(join(path, "models", "tiny_models.json")) else None)
+    if command in ("data synth", "train export"):
+        return None
+    suffix = SHARD_STATS.removeprefix("{shard:05d}")
+    shards = sorted(n for n in names if n.endswith(suffix) and n.removesuffix(suffix).isdigit()
+                    and SHARD.format(shard=int(n.removesuffix(suffix))) in names)
+    if shards:
+        first = int(shards[0].removesuffix(suffix))
+        return f"shard files {SHARD.format(shard=first)} + {shards[0]}"
+    return None
+
+
 def prepare_output(url: str, command: str, *, overwrite: bool = False, config: BaseModel | None = None,
-                   refuse_changed: bool = False) -> None:
+                   refuse_changed: bool = False, same_command: bool = False, option: str = "--output") -> None:
     """Claim ``url`` as the OUTPUT of a ``command`` run; call it after the inputs and the engine were checked.
 
     A new or empty folder, or one holding a caprl run, is used (``overwrite`` removes the run first). A file, a
@@ -89,21 +125,32 @@ def prepare_output(url: str, command: str, *, overwrite: bool = False, config: B
     holds (a command's own stage folder) is not locked again. ``config`` is recorded as ``config.resolved.yaml``
     with its resume identity; ``refuse_changed``: a previous run whose identity differs is refused naming the
     changed keys unless ``overwrite`` (a command without shards that resumes from its own state: ``caprl train``).
+    ``same_command``: a caprl run made by another command is refused too (the helper commands: ``caprl demo``,
+    ``models tiny``, ``data synth``, ``train export`` reuse only a folder they made). ``option`` is the flag the
+    messages name (``--out`` for the helpers).
     """
     fs, path = url_to_fs(str(url))
     try:
         exists = fs.exists(path)
         if exists and not fs.isdir(path):
-            raise CaprlError(f"output {url} is a file, not a folder; pass --output a folder (new or a previous run)")
+            raise CaprlError(f"output {url} is a file, not a folder; pass {option} a folder (new or a previous run)")
         if exists and not is_caprl_run(fs, path):
             entries = sorted(n for p in fs.ls(path, detail=False)
                              if (n := p.rstrip("/").rpartition("/")[2]) != OUTPUT_LOCK)
             if entries:
                 shown = ", ".join(entries[:5]) + (f", ... ({len(entries)} entries)" if len(entries) > 5 else "")
                 what = "--overwrite refused" if overwrite else "output refused"
+                older = older_run_signs(fs, path, entries, command)
+                hint = (f" It holds {older}, as a caprl run made before caprl-kit wrote {MARKER} does: if it is "
+                        f"one, add an empty {MARKER} to it to resume it." if older else "")
                 raise CaprlError(f"{what}: {url} is not a caprl run (no {MARKER}) and holds {shown}. Nothing was "
-                                 "deleted. Pass --output a new or empty folder, or a previous caprl run (a run "
-                                 f"made before caprl-kit wrote {MARKER}: add an empty {MARKER} to resume it).")
+                                 f"deleted. Pass {option} a new or empty folder, or a previous caprl {command} run."
+                                 + hint)
+        if exists and same_command and is_caprl_run(fs, path):
+            other = run_command(fs, path)
+            if other is not None and other != command:
+                raise CaprlError(f"output refused: {url} holds a caprl {other} run, not a {command} one. Nothing "
+                                 f"was deleted. Pass {option} a new or empty folder, or a previous {command} run.")
         fs.makedirs(path, exist_ok=True)
         lock.acquire(str(url))  # refused while another run writes here; before --overwrite removes anything
         if overwrite and exists and is_caprl_run(fs, path):
@@ -121,11 +168,11 @@ def prepare_output(url: str, command: str, *, overwrite: bool = False, config: B
             atomic_write_text(fs, join(path, CONFIG_IDENTITY), json.dumps(_identity(config), sort_keys=True))
     except (PermissionError, NotADirectoryError, FileExistsError) as exc:
         raise CaprlError(f"cannot write the output {url}: {exc.strerror or exc}. Choose a folder you can write to "
-                         "(--output)") from exc
+                         f"({option})") from exc
     except OSError as exc:
         if isinstance(exc, CaprlError):
             raise
-        raise CaprlError(f"cannot write the output {url}: {exc}. Choose another --output") from exc
+        raise CaprlError(f"cannot write the output {url}: {exc}. Choose another {option}") from exc
 
 
 def _refuse_changed(fs: Any, path: str, url: str, config: BaseModel) -> None:
