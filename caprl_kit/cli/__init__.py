@@ -181,16 +181,19 @@ def annotate_status(directory: str = typer.Argument(..., metavar="DIR", help="An
 
 def train_export(
     checkpoint: str = typer.Argument(..., metavar="CHECKPOINT", help="A verl checkpoint folder (global_step_N)."),
-    output: str = typer.Option(..., "--output", "-o", help="Where to write the Hugging Face model folder."),
+    output: str = typer.Option(..., "--output", "-o", help="Where to write the Hugging Face model folder (new, "
+                               "empty, or a previous export)."),
+    python: str | None = typer.Option(None, "--python", help="Interpreter of the environment with verl that runs "
+                                      "verl's model merger (default: the one caprl runs under)."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="-v info, -vv debug."),
 ) -> None:
     """Export a verl FSDP checkpoint to a Hugging Face model folder (for annotate/eval/serving)."""
     from caprl_kit.cli._console import console, setup_logging
-    from caprl_kit.train.pipeline import export_checkpoint
+    from caprl_kit.train.pipeline import export_model
 
     with _errors(verbose):
         setup_logging(verbose)
-        export_checkpoint(checkpoint, output)
+        export_model(checkpoint, output, python=python)
     console.print(f"exported {checkpoint} -> {output}")
 
 
@@ -200,12 +203,14 @@ def eval_compare(
 ) -> None:
     """Compare eval runs side by side in one HTML report (M_Acc per task, caption lengths, examples)."""
     from caprl_kit.cli._console import console
-    from caprl_kit.evaluate.report import compare
+    from caprl_kit.evaluate.report import claim_report_file, compare
     from caprl_kit.io.fs import atomic_write_text, url_to_fs
 
     with _errors():
+        page = compare(dirs)
+        claim_report_file(output)  # a new file, or a report caprl wrote before: never a file of the user's
         fs, path = url_to_fs(output)
-        atomic_write_text(fs, path, compare(dirs))
+        atomic_write_text(fs, path, page)
     console.print(f"report: {output}")
 
 

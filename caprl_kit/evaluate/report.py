@@ -89,3 +89,22 @@ def render_report(runs: list[tuple[EvalResults, dict[str, list[dict[str, Any]]]]
 
 def compare(output_dirs: list[str]) -> str:
     return render_report([load_run(d) for d in output_dirs])
+
+
+REPORT_TITLE = "<title>caprl eval report</title>"  #: in the head of every page render_report writes
+
+
+def claim_report_file(url: str) -> None:
+    """``caprl eval compare --output FILE``: a new file, or a report caprl wrote before (its title says so), may be
+    written; a folder or any other file is refused naming it, never replaced."""
+    fs, path = url_to_fs(url)
+    if not fs.exists(path):
+        return
+    if fs.isdir(path):
+        raise CaprlError(f"output refused: {url} is a folder; pass --output a file path such as "
+                         f"{url.rstrip('/')}/report.html")
+    with fs.open(path, "rb") as fh:
+        head = fh.read(4096)
+    if REPORT_TITLE.encode() not in head:
+        raise CaprlError(f"output refused: {url} exists and is not a caprl eval report. Nothing was written. Pass "
+                         "--output a new file, or a report `caprl eval compare` wrote before")

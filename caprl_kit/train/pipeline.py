@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -169,16 +173,93 @@ def launch_verl(cfg: TrainConfig, *, overwrite: bool = False) -> RunReport:
     return report
 
 
-def export_checkpoint(checkpoint: str, target: str, python: str = "python3") -> list[str]:
-    """verl FSDP checkpoint (``.../global_step_N/actor``) -> a Hugging Face directory, via verl's model merger."""
+#: what verl's FSDP model merger reads from a checkpoint's actor folder (besides the rank shards)
+MERGER_NEEDS = ("fsdp_config.json", "huggingface/config.json")
+EXPORT_LOG = "export.log"
+
+
+def checkpoint_actor(checkpoint: str) -> Path:
+    """The actor folder of a verl FSDP checkpoint (``.../global_step_N`` or its ``actor/``), checked complete as
+    verl's model merger reads it: ``fsdp_config.json`` with the world size, one ``model_world_size_W_rank_R.pt``
+    per rank and the ``huggingface/`` config. One message names the checkpoint and everything missing."""
     actor = Path(checkpoint)
     if (actor / "actor").is_dir():
         actor = actor / "actor"
     if not actor.is_dir():
         raise CaprlError(f"{checkpoint} is not a verl checkpoint directory (expected .../global_step_N/actor)")
+    missing = [name for name in MERGER_NEEDS if not (actor / name).is_file()]
+    world_size = None
+    if "fsdp_config.json" not in missing:
+        try:
+            world_size = json.loads((actor / "fsdp_config.json").read_text()).get("world_size")
+        except (ValueError, AttributeError, UnicodeDecodeError):
+            world_size = None
+        if not isinstance(world_size, int) or isinstance(world_size, bool) or world_size < 1:
+            missing.append("the world_size in fsdp_config.json")
+            world_size = None
+    if world_size is not None:
+        missing += [f"model_world_size_{world_size}_rank_{r}.pt" for r in range(world_size)
+                    if not (actor / f"model_world_size_{world_size}_rank_{r}.pt").is_file()]
+    if missing:
+        shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+        raise CaprlError(f"{checkpoint} is not a complete verl checkpoint: {actor} is missing {shown}. Export a "
+                         "checkpoint verl finished saving (the newest global_step_N may be one it was still writing "
+                         "when it stopped), or an earlier one")
+    return actor
+
+
+def merger_failure(checkpoint: str, python: str, output: str, log_file: str | None) -> CaprlError:
+    """verl's model merger failed: one message naming the checkpoint and the cause (its last error line); its full
+    output goes to ``log_file`` (and to the debug log, ``-vv``)."""
+    log.debug("verl's model merger output:\n%s", output)
+    where = "rerun with -vv for its full output"
+    if log_file:
+        try:
+            Path(log_file).write_text(output)
+            where = f"its full output is in {log_file}"
+        except OSError:
+            pass
+    if re.search(r"No module named '?verl", output):
+        cause = (f"verl is not installed for {python}: pass --python the interpreter of the environment that has "
+                 "verl (a curriculum uses verl.python)")
+    else:
+        errors = [line.strip() for line in output.splitlines()
+                  if re.match(r"^\s*([A-Za-z_][\w.]*)?(Error|Exception|Interrupt|Exit)\b.*", line)]
+        last = errors[-1] if errors else next((x.strip() for x in reversed(output.splitlines()) if x.strip()),
+                                             "no output")
+        cause = f"verl's model merger stopped with {last[:300]}"
+    return CaprlError(f"exporting {checkpoint} failed: {cause}; {where}")
+
+
+def export_checkpoint(checkpoint: str, target: str, python: str | None = None, log_file: str | None = None
+                      ) -> list[str]:
+    """verl FSDP checkpoint (``.../global_step_N/actor``) -> a Hugging Face directory, via verl's model merger run
+    by ``python``: the interpreter of the environment with verl (a curriculum passes ``verl.python``); by default
+    the one caprl runs under (``sys.executable``), never whatever ``python3`` comes first on PATH. A failure is one
+    message naming the checkpoint and the cause; the merger's full output goes to ``log_file``."""
+    actor = checkpoint_actor(checkpoint)
+    python = python or sys.executable
+    if shutil.which(python) is None:
+        raise CaprlError(f"cannot export {checkpoint}: the interpreter {python} is not an executable; pass --python "
+                         "the interpreter of the environment that has verl (a curriculum uses verl.python)")
     cmd = [python, "-m", "verl.model_merger", "merge", "--backend", "fsdp", "--local_dir", str(actor),
            "--target_dir", target]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)  # its stderr is reported below
     if result.returncode != 0:
-        raise CaprlError(f"verl's model merger failed: {result.stderr[-2000:]}")
+        raise merger_failure(checkpoint, python, f"$ {' '.join(cmd)}\n{result.stdout}{result.stderr}", log_file)
     return cmd
+
+
+def export_model(checkpoint: str, output: str, *, python: str | None = None) -> str:
+    """``caprl train export``: the checkpoint checked, then ``output`` claimed as the verbs claim theirs (a new or
+    empty folder, or a previous export: anything else is refused naming it, nothing of the user's is touched),
+    then verl's merger writes the Hugging Face model into it; a failed merge leaves its log in OUTPUT/export.log."""
+    from caprl_kit.io.lock import output_lock_scope
+
+    checkpoint_actor(checkpoint)
+    with output_lock_scope():
+        prepare_output(output, "train export", same_command=True)
+        log_file = Path(output) / EXPORT_LOG
+        export_checkpoint(checkpoint, output, python=python, log_file=str(log_file))
+        log_file.unlink(missing_ok=True)  # a previous failure's log: this export worked
+    return output
