@@ -16,6 +16,7 @@ from caprl_kit.annotate.config import AnnotateConfig
 from caprl_kit.backends.base import RETRYABLE_KINDS
 from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
+from caprl_kit.io.empty import describe as describe_empty
 from caprl_kit.io.fs import atomic_write_text, join
 from caprl_kit.io.parquet import read_shard
 from caprl_kit.io.readers import detect_format, iter_items
@@ -114,7 +115,7 @@ def run(cfg: AnnotateConfig, *, overwrite: bool = False, retry_failed: bool = Fa
     progress = progress or NullProgress()
     t0 = time.perf_counter()
     listing = begin(cfg, "annotate", lambda: fingerprint_items(iter_items(cfg.input)), {"backend": cfg.backend},
-                    overwrite=overwrite, record_config=False)
+                    overwrite=overwrite, record_config=False, empty=lambda: describe_empty(cfg.input))
     stage = caption_stage(cfg, retry_failed=retry_failed)
     written, skipped = run_stage(cfg, stage, listing, progress=progress)
     report = summarize(stage.run_dir, "annotate")

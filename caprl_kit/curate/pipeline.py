@@ -16,6 +16,7 @@ from caprl_kit.config import config_hash
 from caprl_kit.curate.config import CurateConfig
 from caprl_kit.curate.stages import STAGES, engines_of, generated_shards, make_worker, stage_dir
 from caprl_kit.errors import CaprlError
+from caprl_kit.io.empty import describe as describe_empty
 from caprl_kit.io.readers import detect_format, iter_items
 from caprl_kit.io.shards import iter_shards
 from caprl_kit.log import get_logger
@@ -71,7 +72,8 @@ def run(cfg: CurateConfig, *, overwrite: bool = False, progress: Progress | None
     engines = {"answer.backend": cfg.answer.backend}
     if cfg.import_mode == "none":
         engines["generate.backend"] = cfg.generate.backend
-    listing = begin(cfg, "curate", lambda: fingerprint_items(iter_items(cfg.input)), engines, overwrite=overwrite)
+    listing = begin(cfg, "curate", lambda: fingerprint_items(iter_items(cfg.input)), engines, overwrite=overwrite,
+                    empty=lambda: describe_empty(cfg.input))
     report = RunReport(command="curate", output_dir=cfg.output_dir, n_items=listing.n_items)
     for name in STAGES:  # generate reads the input; the later stages read what generate recorded of it
         shards = (lambda: iter_shards(iter_items(cfg.input), cfg.sharding.shard_size)) if name == "generate" \

@@ -111,6 +111,8 @@ def load_benchmark(bench: BenchmarkConfig) -> list[Sample]:
         sid = str(row.get("id", row.get("index", f"{bench.name}_{i:05d}")))
         samples.append(Sample(sid, media, bench.media_type, question_text(row), str(row["answer"])))
     if not samples:  # a score over nothing would enter the average as a real number
-        raise CaprlError(f"benchmark {bench.name}: {bench.path} holds no samples; point benchmarks[].path at a "
+        raise CaprlError(f"benchmark {bench.name}: {bench.path} has no rows, so nothing was written: looked for rows "
+                         f"with '{bench.media_type}' and 'answer' (a JSON list, JSONL or Parquet"
+                         f"{f', the first {bench.limit}' if bench.limit else ''}); point benchmarks[].path at a "
                          "non-empty file or remove the benchmark")
     return samples

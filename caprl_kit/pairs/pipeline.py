@@ -364,7 +364,10 @@ def run(cfg: PairsConfig, *, overwrite: bool = False, progress: Progress | None 
     progress = progress or NullProgress()
     t0 = time.perf_counter()
     scoring = reward_engines(cfg)
-    seen = begin(cfg, "pairs", lambda: listing(cfg), {"captioner": cfg.captioner, **scoring}, overwrite=overwrite)
+    seen = begin(cfg, "pairs", lambda: listing(cfg), {"captioner": cfg.captioner, **scoring}, overwrite=overwrite,
+                 empty=lambda: f"data.path {cfg.data.path} has no rows, so there is nothing to do and nothing was "
+                 f"written: looked for curated QA rows with '{cfg.data.image_key}' (data.image_key) and "
+                 "'reward_model'. Point data.path at caprl curate's dataset/train.parquet")
     sampled = caption(sampling_config(cfg), progress)  # stage 1, in OUTPUT/samples
     stage = Stage("score", "pairs/score", RunDir(join(str(cfg.output_dir), PAIRS_SCORED_DIR), ScoredCaptionRow),
                   score_hash(cfg), functools.partial(make_scorer, cfg),

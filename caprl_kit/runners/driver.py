@@ -54,16 +54,21 @@ def fingerprint_items(items: Iterable[Any]) -> Listing:
 
 
 def begin(cfg: Any, command: str, listing: Callable[[], Listing], engines: Mapping[str, Any], *,
-          overwrite: bool, record_config: bool = True) -> Listing:
-    """Checks in the order that writes nothing until all passed: an output folder is set, the input lists, every
-    engine's package and local model are there; then the output folder is claimed (``--overwrite`` only ever
-    removes a caprl run) and the resolved config recorded (``record_config=False`` where the root is itself a
-    stage folder, whose ``RunDir.open`` compares the previous resolved config before it writes the new one)."""
+          overwrite: bool, record_config: bool = True, empty: Callable[[], str] | None = None) -> Listing:
+    """Checks in the order that writes nothing until all passed: an output folder is set, the input lists (and
+    yields something: an empty one is ``EmptyInput`` with the message ``empty()`` builds, naming what was looked
+    for and where), every engine's package and local model are there; then the output folder is claimed
+    (``--overwrite`` only ever removes a caprl run) and the resolved config recorded (``record_config=False`` where
+    the root is itself a stage folder, whose ``RunDir.open`` compares the previous resolved config before it writes
+    the new one)."""
     from caprl_kit.backends import preflight_backend
+    from caprl_kit.io.empty import EmptyInput
 
     if not cfg.output_dir:
         raise ConfigError([ConfigIssue("output_dir", "no output directory", "pass --output DIR or set output_dir")])
     seen = listing()
+    if seen.n_items == 0 and empty is not None:
+        raise EmptyInput(empty())
     for key, backend in engines.items():
         preflight_backend(backend, key)
     prepare_output(str(cfg.output_dir), command, overwrite=overwrite, config=cfg if record_config else None)

@@ -82,7 +82,11 @@ def check_data(cfg: TrainConfig, *, sft: bool = True) -> None:
     """Training, validation (and SFT) files: present, readable, and in the layout the trainer reads."""
     what = "a curated QA file (`caprl curate` writes them to OUTPUT/dataset/)"
     if cfg.method == "dpo":
-        check_columns(cfg.data.train_files, "data.train_files", ["images", "prompt", "chosen", "rejected"],
+        from caprl_kit.train.trl_dpo import count_pairs, refuse_no_pairs
+
+        refuse_no_pairs(cfg.data.train_files)  # "0 pairs", not a reader's error on an empty file
+        check_columns([f for f in cfg.data.train_files if count_pairs(f) != 0], "data.train_files",
+                      ["images", "prompt", "chosen", "rejected"],
                       "a pairs file (`caprl train pairs` writes OUTPUT/pairs.parquet)")
     else:
         check_columns(cfg.data.train_files, "data.train_files", rl_columns(cfg), what)

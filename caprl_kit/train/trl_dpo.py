@@ -20,10 +20,37 @@ log = get_logger(__name__)
 PAIR_COLUMNS = ("images", "prompt", "chosen", "rejected")
 
 
+def count_pairs(path: str) -> int | None:
+    """Rows of a pairs file without loading it (Parquet metadata; JSONL: non-blank lines); None when it cannot be
+    counted (missing, unreadable: the checks that read it say why)."""
+    try:
+        if path.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            return int(pq.read_metadata(path).num_rows)
+        with open(path, "rb") as fh:
+            return sum(1 for line in fh if line.strip())
+    except Exception:  # noqa: BLE001 - any unreadable file is reported by the check that reads it
+        return None
+
+
+def refuse_no_pairs(files: list[str], key: str = "data.train_files") -> None:
+    """``method: dpo`` with files that hold 0 pairs in all: one message saying so (not a reader's error)."""
+    counts = [count_pairs(f) for f in files]
+    if files and all(n == 0 for n in counts):
+        raise CaprlError(f"{key}: {', '.join(files)} hold{'s' if len(files) == 1 else ''} 0 pairs: nothing to train "
+                         "on with method: dpo. `caprl train pairs` keeps only pairs whose reward margin reaches "
+                         "pairs.min_margin (see its pairs_summary.json): lower pairs.min_margin, or sample more "
+                         "captions per image (captioner.sampling.n)")
+
+
 def load_pairs(files: list[str]) -> Any:
     """The pairs files (Parquet or JSONL) as a ``datasets.Dataset`` with decoded-on-access images; a file that is
-    not a pairs file is one message naming the missing columns."""
+    not a pairs file is one message naming the missing columns, files with no pair say "0 pairs"."""
     import datasets
+
+    refuse_no_pairs(files)
+    files = [f for f in files if count_pairs(f) != 0]  # an empty file beside others adds nothing (and fails datasets)
 
     kind = "parquet" if all(f.endswith(".parquet") for f in files) else "json"
     try:
