@@ -13,6 +13,7 @@ from collections import Counter
 import json
 import posixpath
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterator, Sequence
 
@@ -22,7 +23,7 @@ from caprl_kit.backends import build_backend
 from caprl_kit.backends.base import Request, Response, SamplingParams
 from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.config import config_hash
-from caprl_kit.errors import ConfigError, ConfigIssue
+from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.evaluate.config import BenchmarkConfig, EvalConfig
 from caprl_kit.evaluate.captions_file import CaptionsFileConfig, precomputed, read_captions
 from caprl_kit.evaluate.data import Sample, load_benchmark
@@ -53,11 +54,25 @@ def label_of(cfg: EvalConfig) -> str:
     return posixpath.basename(cfg.captions.path) if cfg.captions else cfg.captioner.model or cfg.captioner.name
 
 
-def captions_for(cfg: EvalConfig, task: str, media: list[tuple[str, str]], progress: Progress
+@dataclass
+class ShardTally:
+    """The shards a run's stages wrote now and skipped (done by an earlier run): the summary's "shards written /
+    skipped" (captions and answers, every task)."""
+
+    written: int = 0
+    skipped: int = 0
+
+    def add(self, written: int, skipped: int) -> None:
+        self.written += written
+        self.skipped += skipped
+
+
+def captions_for(cfg: EvalConfig, task: str, media: list[tuple[str, str]], progress: Progress,
+                 shards: ShardTally | None = None
                  ) -> tuple[dict[str, list[str]], dict[str, str], dict[str, float], str | None]:
     """Stage 1: the captioner's captions, or the precomputed ones (``captions:``) with their digest."""
     if cfg.captions is None:
-        return (*caption_stage(cfg, task, media, progress), None)
+        return (*caption_stage(cfg, task, media, progress, shards), None)
     c = cfg.captions
     fs, path = url_to_fs(c.path)
     info = fs.info(path) if fs.exists(path) else {}
@@ -70,8 +85,8 @@ def _captions_table(path: str, media_root: str | None, column: str, stamp: str) 
     return read_captions(CaptionsFileConfig(path=path, media_root=media_root, caption_column=column))
 
 
-def caption_stage(cfg: EvalConfig, task: str, media: list[tuple[str, str]], progress: Progress
-                  ) -> tuple[dict[str, list[str]], dict[str, str], dict[str, float]]:
+def caption_stage(cfg: EvalConfig, task: str, media: list[tuple[str, str]], progress: Progress,
+                  shards: ShardTally | None = None) -> tuple[dict[str, list[str]], dict[str, str], dict[str, float]]:
     """Captions (n per item) for ``media`` [(path, media_type)], via annotate's caption stage (cached by shard), why
     the items without a caption have none (``status: error_message``), and the captions' hygiene flag rates."""
     out = join(str(cfg.output_dir), EVAL_CAPTIONS_DIR.format(task=task))
@@ -89,7 +104,9 @@ def caption_stage(cfg: EvalConfig, task: str, media: list[tuple[str, str]], prog
         "media": cfg.media.model_dump(), "sharding": cfg.sharding.model_dump(), "runner": cfg.runner.model_dump(),
         "output_dir": out,
     })
-    caption(acfg, progress)
+    done = caption(acfg, progress)
+    if shards is not None:
+        shards.add(done.shards_done, done.shards_skipped)
     captions: dict[str, list[str]] = {}
     failed: dict[str, str] = {}
     flags: Counter[str] = Counter()
@@ -206,23 +223,26 @@ def summarize(rows: list[dict[str, Any]], compat: str, rescore: bool = True) -> 
             "n_failed": len([sid for sid in reasons if sid not in per]), "failed": failed}
 
 
-def run_benchmark(cfg: EvalConfig, bench: BenchmarkConfig, samples: list[Sample], progress: Progress
-                  ) -> tuple[dict[str, Any], list[dict]]:
+def run_benchmark(cfg: EvalConfig, bench: BenchmarkConfig, samples: list[Sample], progress: Progress,
+                  shards: ShardTally | None = None) -> tuple[dict[str, Any], list[dict]]:
     scorer = bench.scorer if bench.scorer != "auto" else scorer_for(bench.name, samples[0].gold if samples else "")
     media = list(dict.fromkeys((s.media, s.media_type) for s in samples))
-    captions, no_caption, monitors, digest = captions_for(cfg, bench.name, media, progress)
+    captions, no_caption, monitors, digest = captions_for(cfg, bench.name, media, progress, shards)
     stage = Stage(f"answer {bench.name}", f"eval/{bench.name}",
                   RunDir(join(str(cfg.output_dir), EVAL_ANSWERS_DIR.format(task=bench.name)), EvalSample),
                   _stage2_hash(cfg, scorer, digest), functools.partial(AnswerWorker, cfg, bench.name, scorer, captions,
                                                                no_caption),
                   lambda: iter_shards(samples, cfg.sharding.shard_size),
                   total=sum(max(1, len(captions.get(s.media) or [])) for s in samples), engines=(cfg.answerer,))
-    run_stage(cfg, stage, Listing(_fingerprint(samples), len(samples)), progress=progress)
+    written, skipped = run_stage(cfg, stage, Listing(_fingerprint(samples), len(samples)), progress=progress)
+    if shards is not None:
+        shards.add(len(written), skipped)
     rows = [r for url in stage.run_dir.shard_urls() for r in read_shard(url, EvalSample).to_pylist()]
     return {**summarize(rows, cfg.compat), "caption_monitors": monitors}, rows
 
 
-def run_qa_utility(cfg: EvalConfig, progress: Progress) -> tuple[dict[str, Any], list[dict]]:
+def run_qa_utility(cfg: EvalConfig, progress: Progress, shards: ShardTally | None = None
+                   ) -> tuple[dict[str, Any], list[dict]]:
     """Caption the curated set's images, score the captions with the QA reward machinery (held-out QA accuracy)."""
     import pyarrow.parquet as pq
 
@@ -238,7 +258,8 @@ def run_qa_utility(cfg: EvalConfig, progress: Progress) -> tuple[dict[str, Any],
     for r in rows:
         video = bool(r.get("videos"))
         media.append(((r["videos"] if video else r["images"])[0], "video" if video else "image"))
-    captions, no_caption, monitors, _ = captions_for(cfg, "qa_utility", list(dict.fromkeys(media)), progress)
+    captions, no_caption, monitors, _ = captions_for(cfg, "qa_utility", list(dict.fromkeys(media)), progress,
+                                                     shards)
     scorer = qa_scorer(qu.qa)  # type: ignore[union-attr]  # in-process, or the reward service
     qas = [decode_ground_truth(r["reward_model"]["ground_truth"]) for r in rows]
     caps, gts, index, unscored = [], [], [], []
@@ -322,17 +343,38 @@ def run(cfg: EvalConfig, *, overwrite: bool = False, progress: Progress | None =
         raise ConfigError([ConfigIssue("benchmarks", "nothing to evaluate", "add benchmarks or qa_utility")])
     t0 = time.perf_counter()
     benchmarks = {bench.name: load_benchmark(bench) for bench in cfg.benchmarks}  # every file checked first
+    if cfg.qa_utility is not None:
+        refuse_empty_dataset(cfg.qa_utility.dataset)
     begin(cfg, "eval", lambda: Listing("", sum(map(len, benchmarks.values()))),
           {"answerer": cfg.answerer} | ({} if cfg.captions else {"captioner": cfg.captioner}), overwrite=overwrite)
     tasks: dict[str, Any] = {}
     all_samples: dict[str, list[dict]] = {}
+    shards = ShardTally()
     for bench in cfg.benchmarks:
-        tasks[bench.name], all_samples[bench.name] = run_benchmark(cfg, bench, benchmarks[bench.name], progress)
+        tasks[bench.name], all_samples[bench.name] = run_benchmark(cfg, bench, benchmarks[bench.name], progress,
+                                                                   shards)
     if cfg.qa_utility is not None:
-        tasks["qa_utility"], all_samples["qa_utility"] = run_qa_utility(cfg, progress)
+        tasks["qa_utility"], all_samples["qa_utility"] = run_qa_utility(cfg, progress, shards)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     outputs = write_results(cfg, tasks, all_samples, stamp)
-    return eval_report(cfg, tasks, outputs, stamp, time.perf_counter() - t0)
+    return eval_report(cfg, tasks, outputs, stamp, time.perf_counter() - t0, shards)
+
+
+def refuse_empty_dataset(dataset: str) -> None:
+    """A held-out QA set (``qa_utility.dataset``) with no rows is refused before anything is written: its score
+    over nothing would be no number at all. A missing or unreadable file is left to the read that reports it."""
+    import pyarrow.parquet as pq
+
+    fs, path = url_to_fs(dataset)
+    try:
+        with fs.open(path, "rb") as fh:
+            n_rows = pq.ParquetFile(fh).metadata.num_rows
+    except Exception:  # noqa: BLE001 - reported where the dataset is read
+        return
+    if n_rows == 0:
+        raise CaprlError(f"qa_utility.dataset {dataset} has no rows, so nothing was written: looked for curated QA "
+                         "rows (images or videos, reward_model.ground_truth) as caprl curate writes them to "
+                         "dataset/val.parquet. Point qa_utility.dataset at a non-empty one")
 
 
 def write_results(cfg: EvalConfig, tasks: dict[str, Any], all_samples: dict[str, list[dict]], stamp: str
@@ -353,12 +395,15 @@ def write_results(cfg: EvalConfig, tasks: dict[str, Any], all_samples: dict[str,
             "report": join(str(cfg.output_dir), "report.html")}
 
 
-def eval_report(cfg: EvalConfig, tasks: dict[str, Any], outputs: dict[str, str], stamp: str, secs: float
-                ) -> RunReport:
-    """The summary: scored and unscored samples per task, M_Acc/BoN, and a note for every task with gaps."""
+def eval_report(cfg: EvalConfig, tasks: dict[str, Any], outputs: dict[str, str], stamp: str, secs: float,
+                shards: ShardTally | None = None) -> RunReport:
+    """The summary: scored and unscored samples per task, M_Acc/BoN, a note for every task with gaps, and the
+    shards its stages wrote now and skipped (captions and answers, every task)."""
     n_ok, n_failed = sum(t["n_samples"] for t in tasks.values()), sum(t["n_failed"] for t in tasks.values())
+    shards = shards or ShardTally()
     report = RunReport(command="eval", output_dir=cfg.output_dir, n_items=n_ok + n_failed, n_ok=n_ok,
-                       n_failed=n_failed, duration_s=secs, outputs=outputs)
+                       n_failed=n_failed, shards_done=shards.written, shards_skipped=shards.skipped, duration_s=secs,
+                       outputs=outputs)
     for task, t in tasks.items():
         for status, count in t["failed"].items():
             report.status_counts[status] = report.status_counts.get(status, 0) + count

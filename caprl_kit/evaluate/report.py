@@ -63,11 +63,26 @@ def _length_counts(samples: dict[str, list[dict[str, Any]]]) -> list[int]:
     return counts
 
 
+def summary_rows(runs: list[EvalResults], tasks: list[str]) -> tuple[list[dict[str, Any]], list[str], bool]:
+    """Each run's average with the tasks it is over (those with a score), the tasks every run scored, and whether
+    the runs' averages are over different task sets (then each is marked and the shared-task average shown)."""
+    scored = [[t for t in tasks if (r := res.tasks.get(t)) is not None and r.m_acc is not None] for res in runs]
+    shared = [t for t in tasks if all(t in s for s in scored)]
+    rows = []
+    for res, own in zip(runs, scored):
+        values = [res.tasks[t].m_acc for t in shared]
+        rows.append({"r": res, "tasks": own,
+                     "shared_average": sum(v for v in values if v is not None) / len(values) if values else None})
+    return rows, shared, len({tuple(s) for s in scored}) > 1
+
+
 def render_report(runs: list[tuple[EvalResults, dict[str, list[dict[str, Any]]]]]) -> str:
-    """The page (reports/templates/eval_report.html.j2) for one run or several side by side."""
+    """The page (reports/templates/eval_report.html.j2) for one run or several side by side. Averages over
+    different task sets are marked, with the average over the tasks every run scored beside them."""
     from caprl_kit.reports import render
 
     tasks = list(dict.fromkeys(t for res, _ in runs for t in res.tasks))
+    summary, shared, differ = summary_rows([res for res, _ in runs], tasks)
     per_task = []
     for task in tasks:
         rows = [{"captioner": res.captioner, "t": res.tasks[task],
@@ -82,7 +97,7 @@ def render_report(runs: list[tuple[EvalResults, dict[str, list[dict[str, Any]]]]
     examples = [{"captioner": res.captioner, "task": task, "caption": (r.get("caption") or "")[:400],
                  "score": r.get("score")}
                 for res, samples in runs for task, rows in list(samples.items())[:2] for r in rows[:2]]
-    return render("eval_report.html.j2", results=[res for res, _ in runs], chart=chart, per_task=per_task,
+    return render("eval_report.html.j2", summary=summary, shared=shared, differ=differ, chart=chart, per_task=per_task,
                   length_heads=heads, lengths=[(res.captioner, _length_counts(samples)) for res, samples in runs],
                   examples=examples)
 

@@ -376,7 +376,8 @@ def run(cfg: PairsConfig, *, overwrite: bool = False, progress: Progress | None 
     written, skipped = run_stage(cfg, stage, seen, progress=progress)
     summary = export_pairs(cfg)
     report = RunReport(command="pairs", output_dir=str(cfg.output_dir), n_items=seen.n_items,
-                       n_ok=summary["images_with_pairs"], shards_done=len(written), shards_skipped=skipped,
+                       n_ok=summary["images_with_pairs"], shards_done=len(written) + sampled.shards_done,
+                       shards_skipped=skipped + sampled.shards_skipped,  # both stages: samples and scores
                        duration_s=time.perf_counter() - t0)
     report.n_failed = sampled.n_failed + summary["images_reward_failed"]
     report.status_counts = {"with_pairs": summary["images_with_pairs"], **summary["images_without_pairs"]}
