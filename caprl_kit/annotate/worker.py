@@ -23,7 +23,7 @@ from caprl_kit.io.batching import Loaded
 from caprl_kit.io.config import MediaConfig
 from caprl_kit.io.decode import decode_map
 from caprl_kit.io.locators import item_payload
-from caprl_kit.io.media import VideoClip, load_media
+from caprl_kit.io.media import VideoClip, load_media, url_limits
 from caprl_kit.io.readers import InputItem
 from caprl_kit.io.rundir import RunDir
 from caprl_kit.io.shards import ShardSpec
@@ -55,8 +55,8 @@ def load_item(item: InputItem, media_cfg: MediaConfig, keep_raw: bool) -> Loaded
     (naming the item's source, else its key). ``keep_raw``: keep the encoded bytes (``output.embed_media``).
     Module-level so decode processes can run it (``batching.decode_processes``)."""
     try:
-        media, raw = load_media(item.source or None, item_payload(item, media_cfg.max_file_bytes), item.media_type,
-                                media_cfg)
+        payload = item_payload(item, media_cfg.max_file_bytes, url_limits(media_cfg))
+        media, raw = load_media(item.source or None, payload, item.media_type, media_cfg)
     except MediaError as exc:
         return Loaded(item, error=MediaError(exc.kind, item.source or item.key, exc.reason))
     return Loaded(item, media=media, raw=raw if keep_raw else None)

@@ -21,7 +21,7 @@ from caprl_kit.curate.stages import stage_dir
 from caprl_kit.io.fs import atomic_write_bytes, atomic_write_text, join, url_to_fs
 from caprl_kit.io.layout import AUDIT, CURATED_SPLIT, CURATED_SPLIT_JSONL, FUNNEL
 from caprl_kit.io.locators import item_bytes, item_payload
-from caprl_kit.io.media import read_bytes
+from caprl_kit.io.media import read_bytes, url_limits
 from caprl_kit.io.parquet import read_shard, rows_to_table
 from caprl_kit.io.readers import InputItem
 from caprl_kit.mcq.options import normalize_choice
@@ -158,7 +158,7 @@ def _media_path(cfg: CurateConfig, item: InputItem) -> str:
     """A path verl and datasets can open: the source, or the embedded bytes written under dataset/media/."""
     if item.source and "://" not in item.source:
         return item.source
-    data = item_bytes(item, cfg.media.max_file_bytes)
+    data = item_bytes(item, cfg.media.max_file_bytes, url_limits(cfg.media))
     ext = ".mp4" if item.media_type == "video" else ".png"
     fs, base = url_to_fs(join(str(cfg.output_dir), "dataset", "media"))
     path = join(base, _item_id(item.key) + ext)
@@ -179,8 +179,9 @@ def _curated_row(cfg: CurateConfig, item: InputItem, kept: list[dict[str, Any]],
     if not video:
         data = None
         if cfg.export.embed_media:
-            data = item_payload(item, cfg.media.max_file_bytes)
-            data = data if data is not None else read_bytes(path, cfg.media.max_file_bytes)
+            data = item_payload(item, cfg.media.max_file_bytes, url_limits(cfg.media))
+            if data is None:
+                data = read_bytes(path, cfg.media.max_file_bytes, url_limits(cfg.media))
         image = {"bytes": data, "path": None if data is not None else path}
     return {
         "id": _item_id(item.key),

@@ -30,7 +30,7 @@ from caprl_kit.io.decode import decode_map
 from caprl_kit.io.fs import join
 from caprl_kit.io.layout import CURATE_STAGE_DIR
 from caprl_kit.io.locators import Locator, item_payload
-from caprl_kit.io.media import VideoClip, load_media
+from caprl_kit.io.media import VideoClip, load_media, url_limits
 from caprl_kit.io.parquet import read_shard
 from caprl_kit.io.readers import InputItem
 from caprl_kit.io.rundir import RunDir
@@ -55,7 +55,8 @@ def stage_dir(cfg: CurateConfig, stage: str) -> RunDir:
 def _load_one(item: InputItem, media_cfg: MediaConfig) -> Loaded:
     """Module-level (not a closure) so decode processes can run it (``runner.decode_processes``)."""
     try:
-        media, _ = load_media(item.source, item_payload(item, media_cfg.max_file_bytes), item.media_type, media_cfg)
+        payload = item_payload(item, media_cfg.max_file_bytes, url_limits(media_cfg))
+        media, _ = load_media(item.source, payload, item.media_type, media_cfg)
     except MediaError as exc:
         return Loaded(item, error=exc)
     return Loaded(item, media=media)

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from caprl_kit.config import ConfigModel, FieldIssue
+from caprl_kit.config import ConfigModel, FieldIssue, volatile
 
 IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"]
 VIDEO_EXTENSIONS = [".mp4", ".mkv", ".webm", ".mov", ".avi"]
@@ -42,6 +42,13 @@ class MediaConfig(ConfigModel):
         1 << 30, ge=1, description="Largest media file (or embedded bytes) read, in bytes; larger ones are `too_large` "
         "rows, checked before reading and enforced while reading"
     )
+    url_connect_timeout_s: float = volatile(
+        10.0, gt=0, description="http(s) media: longest wait for the connection (TCP + TLS); an item whose server "
+        "does not connect in time is a `url_timeout` row")
+    url_read_timeout_s: float = volatile(
+        60.0, gt=0, description="http(s) media: longest wait for the server's answer and then for each chunk of its "
+        "body (a server that accepts and never answers: a `url_timeout` row after this long); the body is capped "
+        "by `max_file_bytes` while streaming")
     video_fps: float = Field(2.0, gt=0, description="Frames sampled per second of video")
     video_max_frames: int = Field(32, ge=1, description="Most frames sampled from one video")
     video_min_frames: int = Field(4, ge=1, description="Fewest frames sampled (short clips)")

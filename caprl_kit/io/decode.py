@@ -15,13 +15,20 @@ interpreter start plus the imports ``fn`` needs (annotate and curate: once per s
 results must then be picklable: a module-level function (or a ``functools.partial`` of one), not a lambda, a
 closure or a bound method of an object that holds an engine; and a script calling it needs the
 ``if __name__ == "__main__":`` guard, as with any spawned process.
+
+A decode that waits on something slow (a URL read: io/urls.py) asks ``cancelled()`` in short waits: it is true in
+a decode thread once its ``decode_map`` ended early, so the thread stops at once and the interpreter's exit (which
+joins every pool thread) is not held up by it. Decode processes still running when ``decode_map`` ends early are
+terminated: they hold no state of the run, only the item they were decoding.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import pickle
 import signal
+import threading
 from collections import deque
 from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -31,6 +38,34 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 START_METHOD = "spawn"  # never fork: the parent may hold CUDA, an engine's threads, locks held by other threads
+_local = threading.local()
+
+
+class Cancelled(Exception):
+    """Raised by a wait (``io/urls.py``) in a decode thread whose ``decode_map`` ended early: nobody reads it."""
+
+
+def cancelled() -> bool:
+    """True in a decode thread whose ``decode_map`` has ended early (Ctrl-C, an error, the consumer closed it)."""
+    event = getattr(_local, "cancel", None)
+    return event is not None and event.is_set()
+
+
+def _call(cancel: threading.Event, fn: Callable[[T], R], item: T) -> R:
+    """``fn(item)`` in a decode thread, with ``cancelled()`` answering for this ``decode_map``."""
+    _local.cancel = cancel
+    try:
+        return fn(item)
+    finally:
+        _local.cancel = None
+
+
+def _stop_processes(pool: Executor) -> None:
+    """Terminate the decode processes of ``pool``: a running decode (a URL that does not answer) would otherwise
+    hold up the interpreter's exit, which waits for them."""
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        with contextlib.suppress(OSError, ValueError):  # already gone, or closed
+            proc.terminate()
 
 
 def _result(fut: Future[R]) -> R:
@@ -74,18 +109,21 @@ def decode_map(
         return
     limit = max(1, ahead if ahead is not None else 2 * workers)
     pool = _pool(workers, processes, fn)
+    cancel = threading.Event()
     pending: deque[Future[R]] = deque()
     it = iter(items)
     try:
         for item in it:
-            pending.append(pool.submit(fn, item))
+            pending.append(pool.submit(fn, item) if processes else pool.submit(_call, cancel, fn, item))
             if len(pending) >= limit:
                 yield _result(pending.popleft())
         while pending:
             yield _result(pending.popleft())
     except BaseException:  # KeyboardInterrupt, GeneratorExit, an error in fn: stop now, do not drain
-        for fut in pending:
-            fut.cancel()
+        cancel.set()  # running decodes waiting on a URL stop at once (``cancelled()``)
+        running = [fut for fut in pending if not fut.cancel() and not fut.done()]
+        if processes and running:
+            _stop_processes(pool)  # before shutdown, which forgets the processes
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)

@@ -15,8 +15,12 @@ from fsspec.implementations.local import LocalFileSystem
 TMP_MARK = ".tmp-"
 
 
-def url_to_fs(url: str) -> tuple[Any, str]:
-    fs, path = fsspec.core.url_to_fs(str(url))
+def url_to_fs(url: str, limits: Any = None) -> tuple[Any, str]:
+    """fsspec's filesystem and path for ``url``; an http(s) URL's filesystem waits at most ``limits``
+    (``io.urls.UrlLimits``; default: ``DEFAULT_LIMITS``) to connect and per read."""
+    from caprl_kit.io.urls import fsspec_options
+
+    fs, path = fsspec.core.url_to_fs(str(url), **fsspec_options(str(url), limits))
     return fs, path
 
 

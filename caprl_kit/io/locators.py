@@ -51,34 +51,38 @@ class Locator:
         return f"{self.url} ({where}{f', column {self.column}' if self.column else ''})"
 
 
-def item_payload(item: Any, max_bytes: int) -> bytes | None:
+def item_payload(item: Any, max_bytes: int, limits: Any = None) -> bytes | None:
     """The item's encoded bytes: inline, else read through its locator (None: the media is at ``item.source``).
-    Raises ``MediaError`` (a status row) when neither bytes nor a source exist or the bytes cannot be read."""
+    Raises ``MediaError`` (a status row) when the listing found the item unreadable (``item.problem``: an
+    ``invalid_path``), when neither bytes nor a source exist or the bytes cannot be read. ``limits``: the
+    timeouts of a read from an http(s) file (``io.urls.UrlLimits``)."""
     from caprl_kit.io.media import _check_size, _io_errors
+    from caprl_kit.io.urls import call_cancellable, is_http
 
     if item.data is not None or item.locator is None:
         return item.data
     loc: Locator = item.locator
     if loc.size is not None:
         _check_size(loc.size, max_bytes, str(loc))  # before reading; inline bytes get the same cap when decoded
-    with _io_errors(str(loc)):
-        data = LOCATORS.get(loc.kind)(loc)
+    read = LOCATORS.get(loc.kind)
+    with _io_errors(str(loc)):  # an http(s) file: bounded by the limits, in a wait Ctrl-C ends at once
+        data = call_cancellable(lambda: read(loc, limits=limits)) if is_http(loc.url) else read(loc)
     if data is None and not item.source:
         raise MediaError("no_media", item.key, f"the row has no media bytes ({loc}) and no path")
     return data
 
 
-def item_bytes(item: Any, max_bytes: int) -> bytes:
+def item_bytes(item: Any, max_bytes: int, limits: Any = None) -> bytes:
     """The item's encoded bytes wherever they are: inline, located, or at ``item.source``."""
     from caprl_kit.io.media import read_bytes
 
-    data = item_payload(item, max_bytes)
-    return data if data is not None else read_bytes(item.source, max_bytes)
+    data = item_payload(item, max_bytes, limits)
+    return data if data is not None else read_bytes(item.source, max_bytes, limits)
 
 
 @LOCATORS.register("tar")
-def read_tar_member(loc: Locator) -> bytes:
-    fs, path = url_to_fs(loc.url)
+def read_tar_member(loc: Locator, limits: Any = None) -> bytes:
+    fs, path = url_to_fs(loc.url, limits)
     size = loc.size or 0
     data = fs.cat_file(path, start=loc.offset, end=loc.offset + size)  # one ranged read (no read-ahead block)
     if len(data) != size:
@@ -88,10 +92,10 @@ def read_tar_member(loc: Locator) -> bytes:
 
 
 @functools.lru_cache(maxsize=8)
-def _row_group_starts(url: str) -> tuple[int, ...]:
+def _row_group_starts(url: str, limits: Any = None) -> tuple[int, ...]:
     import pyarrow.parquet as pq
 
-    fs, path = url_to_fs(url)
+    fs, path = url_to_fs(url, limits)
     with fs.open(path, "rb") as fh:
         meta = pq.ParquetFile(fh).metadata
     starts, n = [], 0
@@ -102,10 +106,10 @@ def _row_group_starts(url: str) -> tuple[int, ...]:
 
 
 @functools.lru_cache(maxsize=2)  # a worker reads its shard's rows in order: each row group is read once
-def _row_group_column(url: str, group: int, column: str) -> Any:
+def _row_group_column(url: str, group: int, column: str, limits: Any = None) -> Any:
     import pyarrow.parquet as pq
 
-    fs, path = url_to_fs(url)
+    fs, path = url_to_fs(url, limits)
     with fs.open(path, "rb") as fh:  # kept chunked: combining a binary column over 2 GiB would overflow
         return pq.ParquetFile(fh).read_row_group(group, columns=[column]).column(0)
 
@@ -118,16 +122,16 @@ def _value(array: Any, index: int, field: str | None) -> bytes | None:
 
 
 @LOCATORS.register("parquet")
-def read_parquet_cell(loc: Locator) -> bytes | None:
+def read_parquet_cell(loc: Locator, limits: Any = None) -> bytes | None:
     import bisect
 
-    starts = _row_group_starts(loc.url)
+    starts = _row_group_starts(loc.url, limits)
     if not 0 <= loc.offset < starts[-1]:
         raise MediaError("file_not_found", str(loc), f"the file has {starts[-1]} rows; was it changed since the run "
                          "began?")
     group = bisect.bisect_right(starts, loc.offset) - 1
     try:
-        return _value(_row_group_column(loc.url, group, loc.column), loc.offset - starts[group], loc.field)
+        return _value(_row_group_column(loc.url, group, loc.column, limits), loc.offset - starts[group], loc.field)
     except (ValueError, KeyError) as exc:  # pyarrow's ArrowInvalid / ArrowKeyError: a broken or changed file
         raise MediaError("file_not_found", str(loc), f"cannot read the cell: {exc}") from None
 
@@ -144,7 +148,7 @@ def open_hf_dataset(path: str) -> Any:
 
 
 @LOCATORS.register("hf_dataset")
-def read_hf_cell(loc: Locator) -> bytes | None:
+def read_hf_cell(loc: Locator, limits: Any = None) -> bytes | None:  # a local folder: no URL reads
     ds = open_hf_dataset(loc.url)
     if not 0 <= loc.offset < len(ds):
         raise MediaError("file_not_found", str(loc), f"the dataset has {len(ds)} rows; was it changed since the run "

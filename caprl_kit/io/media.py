@@ -14,8 +14,12 @@ Reads are defensive: only regular files are opened (a FIFO, device, socket or di
 more than ``media.max_file_bytes`` (checked against the size first, then enforced by reading at most one byte
 more, so a file whose size is unknown or wrong cannot grow memory).
 
+An http(s) URL is read by ``io/urls.py``: connect and read timeouts (``media.url_connect_timeout_s`` /
+``media.url_read_timeout_s``), the same size cap while streaming, and a wait that Ctrl-C ends at once.
+
 Every failure is a ``MediaError`` with a stable ``kind``: ``file_not_found``, ``not_a_regular_file``,
-``empty_file``, ``failed_to_decode``, ``too_large``, ``no_frames``.
+``empty_file``, ``failed_to_decode``, ``too_large``, ``no_frames``, ``invalid_path`` (a path with a NUL byte or
+bytes that are not UTF-8), ``url_timeout`` and ``url_error`` (io/urls.py).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from typing import Any
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from caprl_kit.errors import MediaError
+from caprl_kit.io.urls import UrlLimits
 
 IMAGE_FACTOR = 28  # Qwen-VL: patch 14 x merge 2
 MAX_FILE_BYTES = 1 << 30  # default of media.max_file_bytes (1 GiB)
@@ -80,15 +85,16 @@ def describe(src: Any) -> str:
     return str(src)
 
 
-def read_bytes(src: str | Path | bytes, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+def read_bytes(src: str | Path | bytes, max_bytes: int = MAX_FILE_BYTES, limits: UrlLimits | None = None) -> bytes:
     """Bytes of a local path or fsspec URL (``memory://``, ``s3://`` ...), or the bytes themselves.
 
-    Only regular files are opened; at most ``max_bytes`` are read (``too_large`` above that)."""
+    Only regular files are opened; at most ``max_bytes`` are read (``too_large`` above that); ``limits``: the
+    timeouts of an http(s) read (default: ``io.urls.DEFAULT_LIMITS``)."""
     if isinstance(src, (bytes, bytearray, memoryview)):
         data = bytes(src)
         _check_size(len(data), max_bytes, describe(src), " of embedded media")
     else:
-        data = _read_file(str(src), max_bytes)
+        data = _read_file(str(src), max_bytes, limits)
     if not data:
         raise MediaError("empty_file", describe(src), "the file is empty (0 bytes)")
     return data
@@ -137,26 +143,81 @@ def _not_regular(source: str, what: str) -> MediaError:
     return MediaError("not_a_regular_file", source, f"{what}, not a regular file: only regular files are read")
 
 
+def printable(text: str) -> str:
+    """``text`` as UTF-8 can hold it: bytes that were not UTF-8 (surrogate escapes) as ``\\xNN``, NUL as ``\\x00``."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte (JSON "\\ud800")
+        return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\0", "\\x00")
+    return raw.decode("utf-8", "backslashreplace").replace("\0", "\\x00")
+
+
+def path_problem(path: str) -> str | None:
+    """Why ``path`` cannot be opened as written (a NUL byte, bytes that are not UTF-8), else None."""
+    if "\0" in path:
+        return f"the path holds a NUL byte (at character {path.index(chr(0))})"
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the path is not valid UTF-8 (its bytes shown as \\xNN); rename the file or write the path in UTF-8"
+    return None
+
+
 @contextmanager
 def _io_errors(source: str, detail: bool = True) -> Iterator[None]:
-    """A failed open/stat/read as ``MediaError("file_not_found")`` (``detail``: the OS's text for a missing file)."""
+    """A failed open/stat/read as ``MediaError("file_not_found")`` (``detail``: the OS's text for a missing file);
+    a path the OS cannot take as ``invalid_path``; a network failure (fsspec's http filesystem) as ``url_timeout``
+    / ``url_error``."""
     try:
         yield
     except FileNotFoundError as exc:
         raise MediaError("file_not_found", source, (detail and str(exc)) or "no such file") from None
+    except TimeoutError as exc:  # aiohttp's socket timeouts are TimeoutErrors too
+        raise MediaError("url_timeout", source, f"no answer in time: {type(exc).__name__} {exc}".strip()) from None
     except OSError as exc:
         raise MediaError("file_not_found", source, f"cannot read: {exc}") from None
+    except ValueError:  # "embedded null byte", a UnicodeEncodeError of a path
+        problem = path_problem(source)
+        if problem is None:
+            raise
+        raise MediaError("invalid_path", printable(source), problem) from None
+    except Exception as exc:
+        if not type(exc).__module__.startswith("aiohttp"):  # e.g. ClientResponseError: an HTTP 500 from fsspec
+            raise
+        raise MediaError("url_error", source, f"{type(exc).__name__}: {exc}") from None
 
 
-def _read_file(src: str, max_bytes: int) -> bytes:
+def _read_file(src: str, max_bytes: int, limits: UrlLimits | None = None) -> bytes:
     from fsspec.implementations.local import LocalFileSystem
 
     from caprl_kit.io.fs import url_to_fs
+    from caprl_kit.io.urls import is_http, read_url
 
+    problem = path_problem(src)
+    if problem is not None:
+        raise MediaError("invalid_path", printable(src), problem)
+    if is_http(src):
+        return read_url(src, max_bytes, limits)
     with _io_errors(src):
         fs, path = url_to_fs(src)
         if isinstance(fs, LocalFileSystem):
             return _read_local(path, max_bytes, src)
+    return _read_remote(fs, path, src, max_bytes)
+
+
+def _read_remote(fs: Any, path: str, src: str, max_bytes: int) -> bytes:
+    """A file of another fsspec filesystem (``memory://`` at once; ``s3://`` ... in cancellable waits)."""
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    from caprl_kit.io.urls import call_cancellable
+
+    if not isinstance(fs, MemoryFileSystem):  # a network read: Ctrl-C must not wait for it
+        return call_cancellable(lambda: _read_fs(fs, path, src, max_bytes))
+    return _read_fs(fs, path, src, max_bytes)
+
+
+def _read_fs(fs: Any, path: str, src: str, max_bytes: int) -> bytes:
+    with _io_errors(src):
         info = fs.info(path)
     kind = info.get("type")
     if kind == "directory":
@@ -402,13 +463,21 @@ def format_timestamp(seconds: float) -> str:
     return f"{s // 60:02d}:{s % 60:02d}"
 
 
+def url_limits(cfg: Any) -> UrlLimits:
+    """The URL timeouts of a ``MediaConfig`` (defaults for an object without them)."""
+    from caprl_kit.io.urls import DEFAULT_LIMITS
+
+    return UrlLimits(getattr(cfg, "url_connect_timeout_s", DEFAULT_LIMITS.connect_s),
+                     getattr(cfg, "url_read_timeout_s", DEFAULT_LIMITS.read_s))
+
+
 def load_media(source: str | None, data: bytes | None, media_type: str, cfg: Any) -> tuple[LoadedImage | VideoClip, bytes]:
     """Decode an input item's image or video with ``MediaConfig`` settings; returns (media, encoded bytes).
     Embedded ``data`` gets the same ``max_file_bytes`` cap as a file. Raises ``MediaError`` naming the source."""
     label = source or describe(data)
     cap = cfg.max_file_bytes
     try:
-        raw = read_bytes(data if data is not None else source, cap)  # type: ignore[arg-type]
+        raw = read_bytes(data if data is not None else source, cap, url_limits(cfg))  # type: ignore[arg-type]
         if media_type == "video":
             media: LoadedImage | VideoClip = load_video(
                 raw, fps=cfg.video_fps, min_frames=cfg.video_min_frames, max_frames=cfg.video_max_frames,

@@ -40,6 +40,8 @@ VOLATILE_CHANGES: dict[str, Any] = {
     "batching.decode_workers": 1,
     "batching.max_batch_tokens": 4096,
     "runner.max_shard_retries": 3,
+    "media.url_connect_timeout_s": 3.0,
+    "media.url_read_timeout_s": 5.0,
     "description": "moved to another cluster",
 }
 
