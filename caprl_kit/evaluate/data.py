@@ -43,6 +43,19 @@ def question_text(row: dict[str, Any]) -> str:
     return q
 
 
+def _question_problem(row: dict[str, Any]) -> str | None:
+    """Why ``row`` asks no question (None: it asks one). An official row asks its ``prompt`` (a Qwen chat string,
+    the text after the media); our rows ask ``question``: a missing, null or blank one is refused at the start."""
+    if isinstance(row.get("prompt"), str):
+        return None if question_text(row).strip() else "'prompt' holds no question after the media"
+    q = row.get("question")
+    if q is None:
+        return "'question' is missing" if "question" not in row else "'question' is null"
+    if not str(q).strip():
+        return f"'question' is empty ({q!r})"
+    return None
+
+
 def read_rows(bench: BenchmarkConfig) -> list[dict[str, Any]]:
     """The benchmark file's rows: a JSON list (or ``{"data": [...]}``), JSONL, or Parquet. A missing or malformed
     file is a ``CaprlError`` naming the file (and, for JSON/JSONL, the line)."""
@@ -105,6 +118,9 @@ def load_benchmark(bench: BenchmarkConfig) -> list[Sample]:
         if row["answer"] is None or not str(row["answer"]).strip():  # would be scored against the string "None"
             raise CaprlError(f"benchmark {bench.name}: {bench.path} row {i}: 'answer' is empty ({row['answer']!r}); "
                              "fix or drop the row")
+        question = _question_problem(row)
+        if question:  # would ask the answerer "" or "None" and score the reply as a real sample
+            raise CaprlError(f"benchmark {bench.name}: {bench.path} row {i}: {question}; fix or drop the row")
         media = str(media)
         if "://" not in media and not media.startswith("/"):
             media = posixpath.join(root, media)

@@ -30,6 +30,12 @@ class InputConfig(ConfigModel):
     video_extensions: list[str] = Field(default_factory=lambda: list(VIDEO_EXTENSIONS),
                                         description="File suffixes read as videos")
     limit: int | None = Field(None, ge=1, description="Process only the first N items")
+    duplicate_keys: Literal["error", "keep_first", "suffix"] = volatile(
+        "error", description="An item key seen before in the listing (keys name output rows and resume): `error` "
+        "stops before anything is written, naming the first repeated keys; `keep_first` skips the repeats (a "
+        "warning counts them); `suffix` renames them KEY#2, KEY#3, ... The check keeps every key in memory while "
+        "listing: about 80 bytes plus the key's length per key (~120 MB per million 35-character keys). Volatile: "
+        "its effect is on the listing, which the input fingerprint covers")
 
 
 class MediaConfig(ConfigModel):

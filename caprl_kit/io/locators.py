@@ -59,6 +59,8 @@ def item_payload(item: Any, max_bytes: int, limits: Any = None) -> bytes | None:
     from caprl_kit.io.media import _check_size, _io_errors
     from caprl_kit.io.urls import call_cancellable, is_http
 
+    if getattr(item, "problem", None):
+        raise MediaError("invalid_path", item.source or item.key, item.problem)
     if item.data is not None or item.locator is None:
         return item.data
     loc: Locator = item.locator
@@ -117,7 +119,10 @@ def _row_group_column(url: str, group: int, column: str, limits: Any = None) -> 
 def _value(array: Any, index: int, field: str | None) -> bytes | None:
     value = array[index].as_py()
     if field is not None:
-        value = (value or {}).get(field)
+        value = (value or {}).get(field) if isinstance(value, dict) or value is None else value
+    if value is not None and not isinstance(value, (bytes, bytearray, memoryview)):  # the listing checks the type
+        raise MediaError("failed_to_decode", f"row {index}", f"the cell holds {type(value).__name__}, not encoded "
+                         "bytes; point input.bytes_column at a binary column")
     return bytes(value) if value is not None else None
 
 

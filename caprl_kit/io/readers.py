@@ -18,6 +18,10 @@ listing and shard ``i`` always holds the same items. Paths may be any fsspec URL
   compressed ones are streamed and carry their bytes inline.
 
 Embedded media travel as ``Locator``s (``io/locators.py``): the worker that decodes an item reads its bytes.
+
+Odd rows are rows: a path with a NUL byte or bytes that are not UTF-8 is listed with its ``problem`` (key and
+source written printable, ``\\xNN``) and becomes an ``invalid_path`` row naming its manifest row; a binary path or
+key column is decoded as UTF-8. Every key is checked against the keys listed before it (``input.duplicate_keys``).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from caprl_kit.errors import CaprlError
 from caprl_kit.io.config import InputConfig
 from caprl_kit.io.fs import url_to_fs
 from caprl_kit.io.locators import Locator
+from caprl_kit.io.media import path_problem, printable
 from caprl_kit.log import get_logger
 from caprl_kit.registry import Registry
 
@@ -51,6 +56,7 @@ class InputItem:
     media_type: str = "image"
     extra: dict[str, Any] = field(default_factory=dict)
     locator: Locator | None = None  # embedded bytes, where the worker reads them (``locators.item_payload``)
+    problem: str | None = None  # why the listing found it unreadable: an ``invalid_path`` row (``item_payload``)
 
     @property
     def size(self) -> int | None:
@@ -88,12 +94,63 @@ def detect_format(cfg: InputConfig) -> str:
 
 
 def iter_items(cfg: InputConfig) -> Iterator[InputItem]:
-    """All items of the input, streamed in deterministic order (``input.limit`` applied)."""
+    """All items of the input, streamed in deterministic order (``input.limit`` applied), each key once
+    (``input.duplicate_keys``)."""
     reader = READERS.get(detect_format(cfg))
-    for i, item in enumerate(reader(cfg)):
+    for i, item in enumerate(unique_keys(reader(cfg), cfg)):
         if cfg.limit is not None and i >= cfg.limit:
             return
         yield item
+
+
+DUPLICATES_SHOWN = 5
+_warned: set[tuple[str, str, int]] = set()
+
+
+def unique_keys(items: Iterator[InputItem], cfg: InputConfig) -> Iterator[InputItem]:
+    """``items`` with ``input.duplicate_keys`` applied to a key seen before. Keys name the output rows and what a
+    resume skips: two items with one key would collide in the output. ``error`` lists on (without yielding) to
+    name up to five repeated keys, within ``input.limit``, then raises before the run writes anything (the
+    fingerprint pass lists the input first). Memory: every key, once (see the field's description)."""
+    seen: set[str] = set()
+    last_suffix: dict[str, int] = {}  # keys renamed so far -> their highest suffix (``suffix``)
+    repeats: list[tuple[int, str]] = []  # (item number, key)
+    skipped = 0
+    for n, item in enumerate(items):
+        if cfg.limit is not None and n - skipped >= cfg.limit:
+            break
+        if item.key in seen:
+            if cfg.duplicate_keys == "keep_first":
+                skipped += 1
+                if len(repeats) < DUPLICATES_SHOWN:
+                    repeats.append((n, item.key))
+                continue
+            if cfg.duplicate_keys == "suffix":
+                k = last_suffix.get(item.key, 1) + 1
+                while f"{item.key}#{k}" in seen:
+                    k += 1
+                last_suffix[item.key] = k
+                item.key = f"{item.key}#{k}"
+            else:
+                repeats.append((n, item.key))
+                if len(repeats) >= DUPLICATES_SHOWN:
+                    break
+                continue
+        seen.add(item.key)
+        if not repeats or cfg.duplicate_keys != "error":
+            yield item
+    shown = ", ".join(f"{key!r} (item {n})" for n, key in repeats[:DUPLICATES_SHOWN])
+    if repeats and cfg.duplicate_keys == "error":
+        raise CaprlError(
+            f"input {cfg.path}: item keys repeat, and keys must be unique (they name the output rows and what a "
+            f"resume skips); {'the first repeats' if len(repeats) > 1 else 'the repeat'}: {shown}. Fix: make the "
+            f"keys unique{f' (input.key_column={cfg.key_column})' if cfg.key_column else ''}, or set "
+            "input.duplicate_keys=keep_first (skip the repeats) or input.duplicate_keys=suffix (rename them "
+            "KEY#2, KEY#3, ...)")
+    if skipped and (mark := (cfg.path, shown, skipped)) not in _warned:  # once, not once per listing pass
+        _warned.add(mark)
+        log.warning("input %s: %d item(s) skipped whose key was listed before (input.duplicate_keys=keep_first): %s%s",
+                    cfg.path, skipped, shown, ", ..." if skipped > DUPLICATES_SHOWN else "")
 
 
 # --------------------------------------------------------------------------- readers
@@ -137,7 +194,9 @@ def read_folder(cfg: InputConfig) -> Iterator[InputItem]:
                 yield from walk(name, (*ancestors, key))
             elif (mt := media_type_of(name, cfg)) is not None:
                 rel = name[len(root) + 1 :] if name.startswith(root + "/") else posixpath.basename(name)
-                yield InputItem(key=rel, source=prefix + name, media_type=mt)
+                problem = path_problem(name)  # a file name that is not UTF-8: its row could not be written
+                yield InputItem(key=printable(rel), source=prefix + (printable(name) if problem else name),
+                                media_type=mt, problem=problem and f"in input folder {cfg.path}: {problem}")
 
     if not fs.isdir(root):
         raise CaprlError(f"input.path is not a folder: {cfg.path}")
@@ -166,17 +225,31 @@ def _rows_to_items(rows: Iterator[dict[str, Any]], cfg: InputConfig, base_dir: s
         if isinstance(path, dict):  # HF Image layout {bytes, path}
             data = data or path.get("bytes")
             path = path.get("path")
+        path = _text(path)  # a binary path column: UTF-8 (bytes that are not: an invalid_path row)
         if data is None and not path and locator is None:
             raise CaprlError(f"manifest row {i} has neither '{cfg.path_column}' nor bytes; set input.path_column"
                              f"{' / input.bytes_column' if not cfg.bytes_column else ''}")
         source = _resolve(base_dir, str(path)) if path else None
-        key = row.get(cfg.key_column) if cfg.key_column else (str(path) if path else f"row_{i:08d}")
+        key = _text(row.get(cfg.key_column)) if cfg.key_column else (str(path) if path else f"row_{i:08d}")
         missing = [c for c in cfg.carry_columns if c not in row]
         if missing:
             raise CaprlError(f"manifest row {i} lacks carry_columns {missing}")
         media = cfg.media_type if cfg.media_type != "auto" else (media_type_of(str(path), cfg) if path else None)
-        yield InputItem(key=str(key), source=source, data=bytes(data) if data is not None else None,
-                        media_type=media or "image", extra={c: row[c] for c in cfg.carry_columns}, locator=locator)
+        problem = path_problem(source) if source else None
+        if problem:  # an invalid_path row where the path is what would be read; else only a label, made printable
+            source = printable(source)  # type: ignore[arg-type]
+            problem = f"manifest row {i} ({cfg.path_column}): {problem}" if data is None and locator is None else None
+        yield InputItem(key=printable(str(key)), source=source, data=bytes(data) if data is not None else None,
+                        media_type=media or "image", extra={c: row[c] for c in cfg.carry_columns}, locator=locator,
+                        problem=problem)
+
+
+def _text(value: Any) -> Any:
+    """A path or key cell as text: bytes (a binary Parquet column) decoded as UTF-8, bytes that are not UTF-8 kept
+    as surrogate escapes (so ``path_problem`` reports them); anything else as it is."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "surrogateescape")
+    return value
 
 
 def _manifest_dir(cfg: InputConfig) -> str:
@@ -220,14 +293,19 @@ def read_parquet(cfg: InputConfig) -> Iterator[InputItem]:
                 if cfg.bytes_column and cfg.bytes_column not in names:
                     raise CaprlError(f"{url} has no column '{cfg.bytes_column}' (input.bytes_column); it has "
                                      f"{sorted(names)}")
-                struct = (cfg.path_column in names and pa.types.is_struct(schema.field(cfg.path_column).type)
-                          and schema.field(cfg.path_column).type.get_field_index("bytes") >= 0)
-                wanted = [cfg.key_column, *cfg.carry_columns] + ([] if struct else [cfg.path_column])
+                field = bytes_field(url, cfg.bytes_column, schema.field(cfg.bytes_column).type) \
+                    if cfg.bytes_column else None
+                path_col = cfg.path_column
+                if field == "bytes" and path_col not in names:  # an image struct as bytes_column: its path names it
+                    path_col = str(cfg.bytes_column)
+                struct = (path_col in names and pa.types.is_struct(schema.field(path_col).type)
+                          and schema.field(path_col).type.get_field_index("bytes") >= 0)
+                wanted = [cfg.key_column, *cfg.carry_columns] + ([] if struct else [path_col])
                 columns = [c for c in dict.fromkeys(wanted) if c and c in names]
-                if struct and schema.field(cfg.path_column).type.get_field_index("path") >= 0:
-                    columns.append(f"{cfg.path_column}.path")  # the struct with its path only: no bytes read
-                where = (cfg.bytes_column, None) if cfg.bytes_column else (cfg.path_column, "bytes") if struct \
-                    else None
+                if struct and schema.field(path_col).type.get_field_index("path") >= 0:
+                    columns.append(f"{path_col}.path")  # the struct with its path only: no bytes read
+                where = (cfg.bytes_column, field) if cfg.bytes_column else (path_col, "bytes") if struct else None
+                moved = path_col != cfg.path_column and path_col not in (cfg.key_column, *cfg.carry_columns)
                 if columns:
                     listed = (row for b in pf.iter_batches(batch_size=BATCH_ROWS, columns=columns)
                               for row in b.to_pylist())
@@ -236,10 +314,41 @@ def read_parquet(cfg: InputConfig) -> Iterator[InputItem]:
                 for n, row in enumerate(listed):
                     if where:
                         row[_LOCATOR] = Locator("parquet", url, n, column=where[0], field=where[1])
+                    if moved:
+                        row[cfg.path_column] = row.pop(path_col, None)
                     yield row
 
     base = _absolute(cfg.path.rstrip("/")) if fs.isdir(path) else _manifest_dir(cfg)
     yield from _rows_to_items(rows(), cfg, base)
+
+
+def _binary(typ: Any) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_binary(typ) or pa.types.is_large_binary(typ) or pa.types.is_fixed_size_binary(typ)
+
+
+def bytes_field(where: str, column: str, typ: Any) -> str | None:
+    """How ``input.bytes_column`` holds the media, from its Arrow type: None for encoded bytes (binary), ``"bytes"``
+    for an image struct ``{bytes, path}`` (the CapRL-QA-75K / HF ``Image`` layout); any other type is refused
+    here, at the start, naming the column and its type (rather than failing every shard)."""
+    import pyarrow as pa
+
+    if _binary(typ):
+        return None
+    if pa.types.is_struct(typ) and typ.get_field_index("bytes") >= 0 and _binary(typ.field("bytes").type):
+        return "bytes"
+    if pa.types.is_string(typ) or pa.types.is_large_string(typ):
+        hint = "; a column of paths or URLs is input.path_column"
+    elif pa.types.is_list(typ) or pa.types.is_large_list(typ):
+        hint = "; a list per row does not say which entry is the media: write one value per row"
+    elif pa.types.is_struct(typ):
+        hint = ("; a struct without binary `bytes` holds no media bytes: set input.path_column to it if it holds "
+                "paths")
+    else:
+        hint = ""
+    raise CaprlError(f"{where}: input.bytes_column '{column}' has Arrow type {typ}, not encoded media bytes (binary) "
+                     f"nor an image struct {{bytes: binary, path: string}}{hint}")
 
 
 @READERS.register("csv")
@@ -275,7 +384,8 @@ def read_hf_dataset(cfg: InputConfig) -> Iterator[InputItem]:
     if cfg.bytes_column and cfg.bytes_column not in ds.column_names:
         raise CaprlError(f"{cfg.path} has no column '{cfg.bytes_column}' (input.bytes_column); it has "
                          f"{ds.column_names}")
-    where = (cfg.bytes_column, None) if cfg.bytes_column else (column, "bytes") if struct else None
+    where = ((cfg.bytes_column, bytes_field(cfg.path, cfg.bytes_column, ds.data.schema.field(cfg.bytes_column).type))
+             if cfg.bytes_column else (column, "bytes") if struct else None)
     plain = [c for c in dict.fromkeys([cfg.key_column, *cfg.carry_columns, column])
              if c and c in ds.column_names and c != (where and where[0])]
 
@@ -285,8 +395,8 @@ def read_hf_dataset(cfg: InputConfig) -> Iterator[InputItem]:
             out = batch.select(plain).to_pylist() if plain else [{} for _ in range(batch.num_rows)]
             if where:
                 blobs = batch.column(where[0])
-                if struct and where[0] == column:
-                    if has_path:
+                if where[1] == "bytes":  # an image struct: its bytes (and, as the path column, its path)
+                    if where[0] == column and has_path:
                         for row, p in zip(out, pc.struct_field(blobs, "path").to_pylist()):
                             row[column] = p
                     blobs = pc.struct_field(blobs, "bytes")
@@ -332,7 +442,7 @@ def _tar_items(tar: tarfile.TarFile, url: str | None, name: str, cfg: InputConfi
             current, found = stem, None
         mt = media_type_of(member.name, cfg)
         if found is None and mt is not None:
-            key = f"{name}/{stem}"
+            key = printable(f"{name}/{stem}")  # a member name that is not UTF-8 (tarfile's surrogate escapes)
             if url is None:
                 data = tar.extractfile(member).read()  # type: ignore[union-attr]
                 found = InputItem(key=key, data=data, media_type=mt)

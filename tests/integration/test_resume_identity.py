@@ -42,6 +42,7 @@ VOLATILE_CHANGES: dict[str, Any] = {
     "runner.max_shard_retries": 3,
     "media.url_connect_timeout_s": 3.0,
     "media.url_read_timeout_s": 5.0,
+    "input.duplicate_keys": "suffix",  # no key repeats: the listing, and so the fingerprint, is the same
     "description": "moved to another cluster",
 }
 
