@@ -136,9 +136,9 @@ def summarize(run_dir: RunDir, command: str) -> RunReport:
         report.n_failed += s.n_failed
         for k, v in s.status_counts.items():
             report.status_counts[k] = report.status_counts.get(k, 0) + v
-        for k, v in s.metrics.items():
-            if k != "items_per_s":
-                report.metrics[k] = report.metrics.get(k, 0.0) + v
+        for name, value in s.metrics.items():
+            if name != "items_per_s":
+                report.metrics[name] = report.metrics.get(name, 0.0) + value
     prefix = FLAG_METRIC.format("")
     for flag, rate in rates_from_metrics(report.metrics).items():  # counts per shard -> one rate per flag
         report.metrics[f"caption_{flag}_rate"] = rate

@@ -9,14 +9,15 @@ a shard stops the run (nothing of that shard is committed).
 from __future__ import annotations
 
 import functools
-from typing import Any, Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
+from typing import Any
 
 import pyarrow as pa
 
 from caprl_kit.annotate.config import AnnotateConfig
 from caprl_kit.backends import build_backend
-from caprl_kit.backends.pool import release
 from caprl_kit.backends.base import RETRYABLE_KINDS, Backend, Request, Response, SamplingParams
+from caprl_kit.backends.pool import release
 from caprl_kit.commands import NullProgress, Progress
 from caprl_kit.errors import MediaError
 from caprl_kit.io.batching import Loaded
@@ -28,8 +29,8 @@ from caprl_kit.io.readers import InputItem
 from caprl_kit.io.rundir import RunDir
 from caprl_kit.io.shards import ShardSpec
 from caprl_kit.io.stats import StatsBuilder
-from caprl_kit.monitors import FLAG_METRIC, caption_flags, clean_caption, flag_counts
 from caprl_kit.log import get_logger
+from caprl_kit.monitors import FLAG_METRIC, caption_flags, clean_caption, flag_counts
 from caprl_kit.prompts import PROMPTS
 from caprl_kit.runners.stream import ShardStream, Work
 from caprl_kit.schemas.annotation import AnnotationRow
@@ -76,7 +77,7 @@ class Annotator:
         self.retry = retry  # committed shards whose retryable rows are redone (``--retry-failed``)
 
     # ------------------------------------------------------------------ media
-    def _loaded(self, items: list[InputItem]) -> Iterator[Loaded]:
+    def _loaded(self, items: list[InputItem]) -> Generator[Loaded, None, None]:
         # decodes run a bounded window ahead while the engine works (an engine that keeps many requests in flight,
         # like vllm, takes them in bursts: up to 64 ahead); Ctrl-C cancels them (io/decode.py). The loader is a
         # module-level function, not a method: decode processes get it pickled, and self holds the engine.
@@ -106,7 +107,7 @@ class Annotator:
         row = AnnotationRow(
             key=ld.item.key,
             source=ld.item.source,
-            media_type=ld.item.media_type,  # type: ignore[arg-type]
+            media_type=ld.item.media_type,
             media_bytes=ld.raw if self.cfg.output.embed_media else None,
             caption=resp.texts[0] if resp and resp.ok and resp.texts else None,
             captions=resp.texts if resp and resp.ok else [],
@@ -155,25 +156,33 @@ class Annotator:
         try:
             for it in items:
                 if it.key in kept:  # an ok (or not retryable) row of a retried shard: written again as it was
-                    yield Work([], lambda _, row=kept[it.key]: [row])
+                    yield Work([], functools.partial(_as_is, kept[it.key]))
                     continue
                 ld = next(loaded)
                 if ld.error is not None:
                     self.progress.advance("annotate", items=1, failed=1)
-                    yield Work([], lambda _, ld=ld: [self._row(ld, None, ld.error.kind, str(ld.error))])
+                    yield Work([], functools.partial(self._media_failed, ld))
                     continue
-                h = ld.media.content_hash if ld.media is not None else None  # type: ignore[union-attr]
-                if self.cfg.output.dedup and h is not None:
-                    # an item is never a duplicate of itself: a shard redone after a broken stream plans its items
-                    # again, and the first of each content must keep its caption
-                    if self.seen.setdefault(h, ld.item.key) != ld.item.key:
-                        self.progress.advance("annotate", items=1)
-                        yield Work([], lambda _, ld=ld, k=self.seen[h]: [self._row(ld, None, "duplicate",
-                                                                                   f"same content as {k}")])
-                        continue
-                yield Work([self._request(ld)], lambda got, ld=ld: [self._finish(ld, got[0])])
+                h = ld.media.content_hash if ld.media is not None else None
+                # an item is never a duplicate of itself: a shard redone after a broken stream plans its items
+                # again, and the first of each content must keep its caption
+                if self.cfg.output.dedup and h is not None and self.seen.setdefault(h, ld.item.key) != ld.item.key:
+                    self.progress.advance("annotate", items=1)
+                    yield Work([], functools.partial(self._duplicate, ld, self.seen[h]))
+                    continue
+                yield Work([self._request(ld)], functools.partial(self._answered, ld))
         finally:
             loaded.close()  # on Ctrl-C or an error: pending decodes are cancelled, not waited for
+
+    def _media_failed(self, ld: Loaded, _: list[Response]) -> list[dict[str, Any]]:
+        assert ld.error is not None
+        return [self._row(ld, None, ld.error.kind, str(ld.error))]
+
+    def _duplicate(self, ld: Loaded, first: str, _: list[Response]) -> list[dict[str, Any]]:
+        return [self._row(ld, None, "duplicate", f"same content as {first}")]
+
+    def _answered(self, ld: Loaded, got: list[Response]) -> list[dict[str, Any]]:
+        return [self._finish(ld, got[0])]
 
     def _finish(self, ld: Loaded, resp: Response) -> dict[str, Any]:
         if resp.ok:
@@ -207,3 +216,8 @@ class Annotator:
 
     def close(self) -> None:
         release(self.backend)
+
+
+def _as_is(row: dict[str, Any], _: list[Response]) -> list[dict[str, Any]]:
+    """A kept row of a retried shard, written again unchanged."""
+    return [row]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import functools
 import io
 import json
 import math
@@ -30,8 +31,9 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from caprl_kit.backends.base import IDLE, BackendBase, Request, Response
 from caprl_kit.backends.config import BackendConfig
@@ -269,7 +271,7 @@ class OpenAIBackend(BackendBase):
                     continue
                 fut = asyncio.run_coroutine_threadsafe(self._one(session, request, sem, state, body), loop)
                 running.add(fut)
-                fut.add_done_callback(lambda f, r=request: finished(r, f))
+                fut.add_done_callback(functools.partial(finished, request))
                 in_flight += 1
             while in_flight:
                 yield _next(done)
@@ -298,7 +300,7 @@ class OpenAIBackend(BackendBase):
         return box["out"]
 
 
-def _next(done: "queue.Queue[Response]") -> Response:
+def _next(done: queue.Queue[Response]) -> Response:
     """The next finished response, waiting in short steps so that Ctrl-C is handled at once (see io/decode.py)."""
     while True:
         try:

@@ -9,13 +9,14 @@ Outputs in OUTPUT/: ``captions/<task>/`` (annotation shards), ``answers/<task>/`
 from __future__ import annotations
 
 import functools
-from collections import Counter
 import json
 import posixpath
 import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from caprl_kit.annotate.config import AnnotateConfig
 from caprl_kit.annotate.pipeline import caption
@@ -24,8 +25,8 @@ from caprl_kit.backends.base import Request, Response, SamplingParams
 from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.config import config_hash
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
-from caprl_kit.evaluate.config import BenchmarkConfig, EvalConfig
 from caprl_kit.evaluate.captions_file import CaptionsFileConfig, precomputed, read_captions
+from caprl_kit.evaluate.config import BenchmarkConfig, EvalConfig
 from caprl_kit.evaluate.data import Sample, load_benchmark
 from caprl_kit.evaluate.metrics import score, scorer_for
 from caprl_kit.io.fs import atomic_write_text, join, url_to_fs
@@ -33,12 +34,12 @@ from caprl_kit.io.layout import EVAL_ANSWERS_DIR, EVAL_CAPTIONS_DIR, EVAL_RESULT
 from caprl_kit.io.parquet import read_shard
 from caprl_kit.io.rows import read_rows
 from caprl_kit.io.rundir import RunDir, prepare_output
-from caprl_kit.prompts import PROMPTS
-from caprl_kit.runners.driver import Listing, Stage, begin, command, run_stage
 from caprl_kit.io.shards import Fingerprint, ShardSpec, iter_shards
 from caprl_kit.io.stats import StatsBuilder, utc_now
 from caprl_kit.log import get_logger
 from caprl_kit.monitors import flag_counts, flag_rates
+from caprl_kit.prompts import PROMPTS
+from caprl_kit.runners.driver import Listing, Stage, begin, command, run_stage
 from caprl_kit.runners.stream import ShardStream, Work
 from caprl_kit.schemas.annotation import AnnotationRow
 from caprl_kit.schemas.evaluation import EvalResults, EvalSample
@@ -156,13 +157,18 @@ class AnswerWorker:
             caps = self.captions.get(s.media) or []
             if not caps:
                 self.progress.advance(f"answer {self.task}", items=1, failed=1)
-                yield Work([], lambda _, s=s: [self._row(s, 0, "", None, self.no_caption.get(s.media, "no caption"))])
+                yield Work([], functools.partial(self._uncaptioned, s))
                 continue
             what = "a video" if s.media_type == "video" else "an image"
             for ci, cap in enumerate(caps):
                 text = CAPTION_SENTENCE.format(what=what, caption=cap) + s.question
-                yield Work([Request.user(text, sampling=self.sampling)],
-                           lambda got, s=s, ci=ci, cap=cap: [self._row(s, ci, cap, got[0])])
+                yield Work([Request.user(text, sampling=self.sampling)], functools.partial(self._answered, s, ci, cap))
+
+    def _uncaptioned(self, s: Sample, _: list[Response]) -> list[dict[str, Any]]:
+        return [self._row(s, 0, "", None, self.no_caption.get(s.media, "no caption"))]
+
+    def _answered(self, s: Sample, ci: int, cap: str, got: list[Response]) -> list[dict[str, Any]]:
+        return [self._row(s, ci, cap, got[0])]
 
     def commit(self, spec: ShardSpec, samples: list[Sample], rows: list[dict[str, Any]],
                responses: Sequence[Response], opened: tuple[str, float]) -> ShardStats:
@@ -197,7 +203,7 @@ def _stage2_hash(cfg: EvalConfig, scorer: str, captions_digest: str | None = Non
     return config_hash(**parts)
 
 
-def summarize(rows: list[dict[str, Any]], compat: str, rescore: bool = True) -> dict[str, Any]:
+def summarize(rows: list[dict[str, Any]], compat: Literal["fixed", "official"], rescore: bool = True) -> dict[str, Any]:
     """BoN (mean of per-sample max) and M_Acc (mean of per-sample mean) over the scored caption slots. Slots that
     were not scored (no caption, answerer failed) are left out and counted; a sample with no scored slot is failed."""
     per: dict[str, list[float]] = {}
@@ -355,7 +361,7 @@ def run(cfg: EvalConfig, *, overwrite: bool = False, progress: Progress | None =
                                                                    shards)
     if cfg.qa_utility is not None:
         tasks["qa_utility"], all_samples["qa_utility"] = run_qa_utility(cfg, progress, shards)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     outputs = write_results(cfg, tasks, all_samples, stamp)
     return eval_report(cfg, tasks, outputs, stamp, time.perf_counter() - t0, shards)
 

@@ -13,7 +13,8 @@ import json
 import posixpath
 import time
 from collections import Counter
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.config import config_hash
@@ -254,7 +255,8 @@ def select_pairs(captions: list[dict[str, Any]], opts: PairOptions) -> tuple[lis
     ok = [c for c in captions if c["status"] == "ok"]
     if len(ok) < 2:
         return [], "failed"
-    candidates, reasons = [], Counter()
+    candidates: list[Any] = []
+    reasons: Counter[str] = Counter()
     for a in ok:
         for b in ok:
             margin = a["score"] - b["score"]
@@ -292,7 +294,8 @@ def export_pairs(cfg: PairsConfig) -> dict[str, Any]:
     for url in run.shard_urls():
         for r in read_shard(url, ScoredCaptionRow).to_pylist():
             groups.setdefault(r["row"], []).append(r)  # by row: ids need not be unique
-    pairs, dropped = [], Counter()
+    pairs: list[dict[str, Any]] = []
+    dropped: Counter[str] = Counter()
     for rows in groups.values():
         chosen, why = select_pairs(rows, cfg.pairs)
         if why:

@@ -12,8 +12,9 @@ import itertools
 import json
 import threading
 import weakref
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Any
 
 from caprl_kit.rewards.base import RewardError
 

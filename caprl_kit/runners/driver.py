@@ -9,8 +9,9 @@ maps the stage's worker over the shards that are not done). A verb's ``run()`` k
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from caprl_kit.commands import Progress
 from caprl_kit.errors import ConfigError, ConfigIssue

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from caprl_kit.commands import NullProgress, Progress
 from caprl_kit.errors import CaprlError, ShardFailed

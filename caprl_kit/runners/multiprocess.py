@@ -18,7 +18,8 @@ import os
 import pickle
 import queue
 import threading
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from caprl_kit.commands import NullProgress, Progress
 from caprl_kit.errors import CaprlError
@@ -183,7 +184,7 @@ class _Processes:
                         names = ", ".join(self.held[rank].values()) or "none"
                         raise CaprlError(f"worker process {rank} (pid {p.pid}) died with exit code {p.exitcode} "
                                          f"while holding shard(s) {names} (killed, or out of memory?); finished "
-                                         "shards are kept, rerun to resume")
+                                         "shards are kept, rerun to resume") from None
         if kind == "error":
             raise value
         for held in self.held:

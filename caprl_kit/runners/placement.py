@@ -11,8 +11,9 @@ dropped, so the same config runs on a laptop and on a GPU cluster; an explicit `
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from pydantic import Field
 
@@ -45,7 +46,7 @@ class WorkerResources:
         """More than one GPU per worker: the engine's GPUs must sit together, in a bundle of their own."""
         return self.num_gpus > 1
 
-    def on(self, gpus_available: float) -> "WorkerResources":
+    def on(self, gpus_available: float) -> WorkerResources:
         """This need on a cluster with ``gpus_available`` GPUs: a derived need is dropped where there is none."""
         if gpus_available or self.needs_gpu or not self.num_gpus:
             return self
@@ -65,6 +66,6 @@ def worker_resources(engines: Iterable[Any], runner: Any) -> WorkerResources:
     needs = [engine_gpus(b) for b in engines]
     res = runner.resources
     gpus = float(res.num_gpus) if res.num_gpus is not None else float(sum(n for n, _ in needs))
-    explicit = res.num_gpus is not None and res.num_gpus > 0 or any(e for _, e in needs)
+    explicit = (res.num_gpus is not None and res.num_gpus > 0) or any(e for _, e in needs)
     cpus = float(res.num_cpus) if res.num_cpus is not None else 1.0
     return WorkerResources(cpus, gpus, explicit, res.start_timeout_s)

@@ -31,7 +31,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from caprl_kit._optional import require
 from caprl_kit.commands import NullProgress, Progress
@@ -240,7 +241,7 @@ def _check_fits(ray: Any, res: WorkerResources) -> None:
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     if any(n.get("GPU", 0) >= res.num_gpus and n.get("CPU", 0) >= res.num_cpus for n in nodes):
         return
-    largest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
+    largest: dict[str, Any] = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
     raise CaprlError(f"a worker needs {res.num_cpus:g} CPU and {res.num_gpus:g} GPU on one node; the largest node "
                      f"of the Ray cluster has {largest.get('CPU', 0):g} CPU / {largest.get('GPU', 0):g} GPU. Lower "
                      "tensor_parallel_size or runner.resources (num_gpus, num_cpus), or add a larger node")

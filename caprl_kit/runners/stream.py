@@ -29,9 +29,10 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Protocol
 
 from caprl_kit.backends.base import IDLE, Request, Response, engine_failed
 from caprl_kit.errors import CaprlError, EngineDown, EngineFailed, ShardFailed
@@ -60,8 +61,10 @@ class Work:
 class StreamStage(Protocol):
     """What a stage provides to the engine (annotate, curate generate/answer, eval answer)."""
 
-    #: says what the engine was doing when a request failed for an engine-level reason (``EngineFailed``)
-    engine_label: str
+    @property
+    def engine_label(self) -> str:
+        """What the engine was doing, for the message of an engine-level failure (``EngineFailed``)."""
+        ...
 
     def plan(self, spec: ShardSpec, items: list[Any]) -> Iterable[Work]:
         """The shard's work in output order, produced lazily (it may decode media as it goes)."""
@@ -119,7 +122,7 @@ class ShardStream:
         """Shards taken from the input but not committed (to redo after a failure), in input order."""
         return [(sh.spec, sh.items) for _, sh in sorted(self._open.items())]
 
-    def _requests(self, shards: Iterable[Any]) -> Iterator[Request]:
+    def _requests(self, shards: Iterable[Any]) -> Generator[Request, None, None]:
         for shard in shards:
             if shard is IDLE:  # a live feed with no shard queued: the engine keeps running what it holds
                 yield IDLE
@@ -196,7 +199,7 @@ class ShardStream:
         request was handed out)."""
         return bool(self._committing) or any(sh.remaining for sh in self._open.values())
 
-    def serve(self, feed: "ShardFeed", on_commit: Callable[[ShardStats], None]) -> None:
+    def serve(self, feed: ShardFeed, on_commit: Callable[[ShardStats], None]) -> None:
         """Long-lived: shards come from ``feed`` as they are queued, each committed shard's stats go to
         ``on_commit`` (also a shard whose rows needed no engine, before the feed is waited on); returns when the feed
         is closed and every shard taken from it is committed."""
@@ -237,7 +240,7 @@ class ShardStream:
             raise RuntimeError(f"the engine's stream ended without answering every request of shard(s) {names}")
 
     @staticmethod
-    def _close(responses: Iterator[Response], requests: Iterator[Request]) -> None:
+    def _close(responses: Iterator[Response], requests: Generator[Request, None, None]) -> None:
         """The engine's stream cancels what it holds; pending decodes are dropped."""
         try:
             getattr(responses, "close", lambda: None)()

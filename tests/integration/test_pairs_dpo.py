@@ -102,7 +102,8 @@ def test_pairs_resume_reselects_without_rescoring_and_refuses_a_changed_reward(t
     before = {f.name: f.stat().st_mtime_ns for f in (pairs_run / "scored").glob("*.parquet")}
     report = run_pairs(PairsConfig.model_validate(pairs_data(tiny_models, curated, pairs_run,
                                                              pairs={"min_margin": 0.0, "per_image": 1})))
-    assert report.shards_skipped == len(before) and report.shards_done == 0
+    samples = list((pairs_run / "samples").glob("*_stats.json"))
+    assert report.shards_skipped == len(samples) + len(before) and report.shards_done == 0, "both stages resumed"
     assert {f.name: f.stat().st_mtime_ns for f in (pairs_run / "scored").glob("*.parquet")} == before
     one_each = json.loads((pairs_run / "pairs_summary.json").read_text())
     assert one_each["pairs"] <= one_each["images"] and one_each["options"]["per_image"] == 1
