@@ -13,7 +13,6 @@ with "The answer is"; generation continues it). A bad input never raises out of 
 
 from __future__ import annotations
 
-import itertools
 import queue
 import time
 from collections import deque
@@ -253,13 +252,6 @@ class BackendBase:
             for rid, resp in zip(ids, responses):
                 resp.id = rid
                 yield resp
-
-    def generate_stream(self, requests: Iterable[Request], batch_size: int | None = None) -> Iterator[Response]:
-        """Stream any number of requests through ``generate`` in batches, in order; memory stays per batch."""
-        it = iter(requests)
-        size = batch_size or self.cfg.batch_size
-        while batch := list(itertools.islice(it, size)):
-            yield from self.generate(batch)
 
     def close(self) -> None:
         pass

@@ -457,12 +457,6 @@ def _probe_duration(data: bytes, source: str) -> float:
         return last + 1 / rate
 
 
-def format_timestamp(seconds: float) -> str:
-    """``[mm:ss]`` as CapRL++ captions cite it."""
-    s = round(seconds)
-    return f"{s // 60:02d}:{s % 60:02d}"
-
-
 def url_limits(cfg: Any) -> UrlLimits:
     """The URL timeouts of a ``MediaConfig`` (defaults for an object without them)."""
     from caprl_kit.io.urls import DEFAULT_LIMITS

@@ -212,9 +212,6 @@ class RunDir:
     def file(self, name: str) -> str:
         return join(self.path, name)
 
-    def shard_path(self, shard_id: int) -> str:
-        return self.file(SHARD.format(shard=shard_id))
-
     def stats_path(self, shard_id: int) -> str:
         return self.file(SHARD_STATS.format(shard=shard_id))
 
@@ -374,12 +371,6 @@ class RunDir:
             self._made_under = manifest.config_hash if manifest is not None else None
         stats.config_hash = self._made_under
         atomic_write_text(self.fs, self.stats_path(shard_id), stats.model_dump_json(indent=2))
-
-    def write_json(self, name: str, data: Any) -> str:
-        path = self.file(name)
-        atomic_write_text(self.fs, path, json.dumps(data, indent=2, default=str))
-        return join(self.url, name)
-
 
 def _identity(config: BaseModel) -> Any:
     from caprl_kit.config import identity

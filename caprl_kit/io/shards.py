@@ -27,12 +27,6 @@ class ShardSpec:
         return self.stop - self.start
 
 
-def plan_shards(n_items: int, shard_size: int) -> list[ShardSpec]:
-    if shard_size < 1:
-        raise ValueError("shard_size must be >= 1")
-    return [ShardSpec(i, s, min(s + shard_size, n_items)) for i, s in enumerate(range(0, n_items, shard_size))]
-
-
 def iter_shards(items: Iterable[T], shard_size: int) -> Iterator[tuple[ShardSpec, list[T]]]:
     """Cut a stream into consecutive shards; holds one shard in memory at a time."""
     it = iter(items)

@@ -12,7 +12,7 @@ from caprl_kit.mcq.options import (
     shuffle_options,
     split_question_full,
 )
-from caprl_kit.mcq.parse import ParseResult, Rejected, dedup, parse_generation
+from caprl_kit.mcq.parse import ParseResult, Rejected, parse_generation
 from caprl_kit.mcq.validate import validate_mcq
 
 __all__ = [
@@ -21,7 +21,6 @@ __all__ = [
     "ParseResult",
     "Rejected",
     "Shuffled",
-    "dedup",
     "extract_letter",
     "normalize_choice",
     "parse_easy",

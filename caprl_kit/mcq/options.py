@@ -36,14 +36,6 @@ def normalize_choice(choice: str) -> tuple[str | None, str]:
     return None, choice.strip()
 
 
-def canonical(mcq: MCQ | dict, where: str | None = None) -> MCQ:
-    """The strict validator (``caprl_kit.mcq.validate.validate_mcq``): canonical ``"X) text"`` choices (keeps given
-    labels; labels unlabelled ones A, B, ...) and the answer as a label, or ``InvalidMCQ`` with the reason."""
-    from caprl_kit.mcq.validate import validate_mcq
-
-    return validate_mcq(mcq, where)
-
-
 def choice_texts(mcq: MCQ) -> list[tuple[str, str]]:
     return [(normalize_choice(c)[0] or LETTERS[i], normalize_choice(c)[1]) for i, c in enumerate(mcq.choices)]
 

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 
 from caprl_kit.errors import InvalidMCQ
-from caprl_kit.mcq.options import CHOICE_RE, normalize_choice
+from caprl_kit.mcq.options import CHOICE_RE
 from caprl_kit.mcq.validate import validate_mcq
 from caprl_kit.schemas.curate import MCQ
 
@@ -152,15 +152,3 @@ def parse_generation(text: str, max_questions: int | None = None) -> ParseResult
             break
     return result
 
-
-def dedup(questions: list[MCQ]) -> list[MCQ]:
-    """Drop repeats (same normalised stem and answer text), keeping the first."""
-    seen: set[tuple[str, str]] = set()
-    out = []
-    for q in questions:
-        answer_text = next((normalize_choice(c)[1] for c in q.choices if normalize_choice(c)[0] == q.answer), "")
-        key = (_clean(q.question).lower(), _clean(answer_text).lower())
-        if key not in seen:
-            seen.add(key)
-            out.append(q)
-    return out

@@ -101,10 +101,10 @@ def test_stop_strings_cut_the_text(answerer) -> None:
     assert cut.finish_reasons == ["stop"]
 
 
-def test_streaming_in_batches_keeps_order(answerer) -> None:
+def test_streaming_answers_every_request_by_id(answerer) -> None:
     reqs = [Request.user(f"Item {i}", id=str(i), sampling=SamplingParams(max_tokens=2)) for i in range(7)]
-    ids = [r.id for r in answerer.generate_stream(iter(reqs), batch_size=3)]
-    assert ids == [str(i) for i in range(7)]
+    ids = [r.id for r in answerer.stream(iter(reqs))]
+    assert sorted(ids, key=int) == [str(i) for i in range(7)]
 
 
 def test_trust_remote_code_is_off_by_default() -> None:

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from caprl_kit.errors import MediaError
-from caprl_kit.io.media import format_timestamp, load_image, load_video, sample_times, smart_resize
+from caprl_kit.io.media import load_image, load_video, sample_times, smart_resize
 from media_factory import make_image, make_image_bytes, make_video_bytes
 
 
@@ -159,10 +159,6 @@ def test_video_with_zero_decodable_frames() -> None:
     with pytest.raises(MediaError) as err:
         load_video(bytes(data))
     assert err.value.kind == "no_frames"
-
-
-def test_timestamp_format() -> None:
-    assert format_timestamp(0) == "00:00" and format_timestamp(75.4) == "01:15" and format_timestamp(600) == "10:00"
 
 
 # --------------------------------------------------------------------------- defensive reads

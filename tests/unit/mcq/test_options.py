@@ -6,8 +6,9 @@ import random
 
 import pytest
 
+from caprl_kit.mcq.validate import validate_mcq
 from caprl_kit.mcq.options import (
-    CANNOT_ANSWER, canonical, extract_letter, normalize_choice, official_shuffle, parse_easy, render, shuffle_options,
+    CANNOT_ANSWER, extract_letter, normalize_choice, official_shuffle, parse_easy, render, shuffle_options,
     split_question_full,
 )
 from caprl_kit.schemas import MCQ
@@ -25,7 +26,7 @@ def test_normalize_choice(raw: str, expected: tuple) -> None:
 
 
 def test_video_qa_labels_are_canonicalised() -> None:
-    q = canonical({"question": "Color?", "choices": ["A. Black", "B. White"], "answer": "B"})
+    q = validate_mcq({"question": "Color?", "choices": ["A. Black", "B. White"], "answer": "B"})
     assert q.choices == ["A) Black", "B) White"] and q.answer == "B"
 
 

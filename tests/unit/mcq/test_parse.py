@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from caprl_kit.mcq import parse_generation
-from caprl_kit.mcq.parse import dedup
 from caprl_kit.schemas import MCQ
 
 RB = ["A) Red", "B) Blue", "C) Green", "D) Black"]
@@ -114,10 +113,3 @@ def test_table_size() -> None:
 def test_max_questions_caps_the_output() -> None:
     text = "".join(official(i, f"Q{i}?", ["A) x", "B) y"], "A") for i in range(1, 8))
     assert len(parse_generation(text, max_questions=5).questions) == 5
-
-
-def test_dedup_across_lists() -> None:
-    a = MCQ(question="What color?", choices=["A) red", "B) blue"], answer="A")
-    b = MCQ(question="what  color?", choices=["A) blue", "B) red"], answer="B")
-    c = MCQ(question="What color?", choices=["A) red", "B) blue"], answer="B")
-    assert dedup([a, b, c]) == [a, c]
