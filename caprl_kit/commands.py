@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
+from caprl_kit.progress import NullProgress, Progress, RunReport
 from caprl_kit.registry import Registry
 
 #: command name -> its config model (lazy). The config model names the module holding ``run``/``plan``.
@@ -16,45 +16,6 @@ COMMANDS.register("annotate", target="caprl_kit.annotate.config:AnnotateConfig")
 COMMANDS.register("eval", target="caprl_kit.evaluate.config:EvalConfig")
 COMMANDS.register("pairs", target="caprl_kit.pairs.config:PairsConfig")
 COMMANDS.register("serve_reward", target="caprl_kit.rewards.server:RewardServerConfig")
-
-
-class Progress(Protocol):
-    """What long jobs report while they run. The CLI renders it with Rich; the library default ignores it."""
-
-    def start(self, stage: str, total: int | None, completed: int = 0) -> None: ...
-
-    def advance(self, stage: str, items: int = 1, failed: int = 0, tokens: int = 0) -> None: ...
-
-    def finish(self, stage: str) -> None: ...
-
-
-class NullProgress:
-    def start(self, stage: str, total: int | None, completed: int = 0) -> None:
-        pass
-
-    def advance(self, stage: str, items: int = 1, failed: int = 0, tokens: int = 0) -> None:
-        pass
-
-    def finish(self, stage: str) -> None:
-        pass
-
-
-@dataclass
-class RunReport:
-    """What a run did, for the CLI's summary table and for callers."""
-
-    command: str
-    output_dir: str | None
-    n_items: int = 0
-    n_ok: int = 0
-    n_failed: int = 0
-    shards_done: int = 0
-    shards_skipped: int = 0
-    duration_s: float = 0.0
-    status_counts: dict[str, int] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
-    outputs: dict[str, str] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
 
 
 def _module(cfg: Any):
@@ -85,3 +46,6 @@ def run(cfg: Any, *, overwrite: bool = False, retry_failed: bool = False, progre
         raise ConfigError([ConfigIssue("--retry-failed", "redoes rows of a finished run; --overwrite discards it",
                                        "pass one of them")])
     return fn(cfg, overwrite=overwrite, progress=progress or NullProgress(), **extra)
+
+
+__all__ = ["COMMANDS", "NullProgress", "Progress", "RunReport", "plan", "run"]

@@ -29,9 +29,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from caprl_kit.commands import NullProgress, Progress
 from caprl_kit.errors import CaprlError
 from caprl_kit.log import get_logger
+from caprl_kit.progress import NullProgress, Progress
 
 if TYPE_CHECKING:
     from caprl_kit.pairs.config import PairsConfig

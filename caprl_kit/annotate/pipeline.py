@@ -14,7 +14,6 @@ from typing import Any
 
 from caprl_kit.annotate.config import AnnotateConfig
 from caprl_kit.backends.base import RETRYABLE_KINDS
-from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.io.empty import describe as describe_empty
 from caprl_kit.io.fs import atomic_write_text, join
@@ -24,6 +23,7 @@ from caprl_kit.io.rundir import RunDir, prepare_output
 from caprl_kit.io.shards import iter_shards
 from caprl_kit.log import get_logger
 from caprl_kit.monitors import FLAG_METRIC, FLAGS, rates_from_metrics
+from caprl_kit.progress import NullProgress, Progress, RunReport
 from caprl_kit.runners.driver import Stage, begin, command, fingerprint_items, run_stage
 from caprl_kit.schemas.annotation import AnnotationRow
 from caprl_kit.schemas.run import ShardStats

@@ -18,7 +18,6 @@ from caprl_kit.annotate.config import AnnotateConfig
 from caprl_kit.backends import build_backend
 from caprl_kit.backends.base import RETRYABLE_KINDS, Backend, Request, Response, SamplingParams
 from caprl_kit.backends.pool import release
-from caprl_kit.commands import NullProgress, Progress
 from caprl_kit.errors import MediaError
 from caprl_kit.io.batching import Loaded
 from caprl_kit.io.config import MediaConfig
@@ -31,6 +30,7 @@ from caprl_kit.io.shards import ShardSpec
 from caprl_kit.io.stats import StatsBuilder
 from caprl_kit.log import get_logger
 from caprl_kit.monitors import FLAG_METRIC, caption_flags, clean_caption, flag_counts
+from caprl_kit.progress import NullProgress, Progress
 from caprl_kit.prompts import PROMPTS
 from caprl_kit.runners.stream import ShardStream, Work
 from caprl_kit.schemas.annotation import AnnotationRow

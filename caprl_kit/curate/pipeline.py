@@ -11,7 +11,6 @@ import functools
 import time
 from typing import Any
 
-from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.config import config_hash
 from caprl_kit.curate.config import CurateConfig
 from caprl_kit.curate.stages import STAGES, engines_of, generated_shards, make_worker, stage_dir
@@ -20,6 +19,7 @@ from caprl_kit.io.empty import describe as describe_empty
 from caprl_kit.io.readers import detect_format, iter_items
 from caprl_kit.io.shards import iter_shards
 from caprl_kit.log import get_logger
+from caprl_kit.progress import NullProgress, Progress, RunReport
 from caprl_kit.runners.driver import Stage, begin, command, fingerprint_items, run_stage
 
 log = get_logger(__name__)

@@ -19,7 +19,6 @@ from typing import Any
 
 from caprl_kit.backends import build_backend
 from caprl_kit.backends.base import Request, Response, SamplingParams
-from caprl_kit.commands import NullProgress, Progress
 from caprl_kit.curate.config import CurateConfig
 from caprl_kit.curate.filter import decide
 from caprl_kit.curate.prompts import ANSWER_TEMPLATE, CAPTION_EVIDENCE_TEMPLATE, GENERATION_PROMPT
@@ -38,6 +37,7 @@ from caprl_kit.io.shards import ShardSpec
 from caprl_kit.io.stats import StatsBuilder
 from caprl_kit.mcq import NONE_OF_THE_ABOVE, extract_letter, parse_generation, shuffle_options
 from caprl_kit.mcq.validate import validate_mcq
+from caprl_kit.progress import NullProgress, Progress
 from caprl_kit.runners.stream import ShardStream, Work
 from caprl_kit.schemas._base import Artifact
 from caprl_kit.schemas.curate import MCQ, MCQGenerationRow, MCQSetRow, QATrialsRow

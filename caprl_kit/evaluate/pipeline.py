@@ -22,7 +22,6 @@ from caprl_kit.annotate.config import AnnotateConfig
 from caprl_kit.annotate.pipeline import caption
 from caprl_kit.backends import build_backend
 from caprl_kit.backends.base import Request, Response, SamplingParams
-from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.config import config_hash
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.evaluate.captions_file import CaptionsFileConfig, precomputed, read_captions
@@ -38,6 +37,7 @@ from caprl_kit.io.shards import Fingerprint, ShardSpec, iter_shards
 from caprl_kit.io.stats import StatsBuilder, utc_now
 from caprl_kit.log import get_logger
 from caprl_kit.monitors import flag_counts, flag_rates
+from caprl_kit.progress import NullProgress, Progress, RunReport
 from caprl_kit.prompts import PROMPTS
 from caprl_kit.runners.driver import Listing, Stage, begin, command, run_stage
 from caprl_kit.runners.stream import ShardStream, Work

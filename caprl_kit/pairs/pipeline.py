@@ -16,7 +16,6 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.config import config_hash
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.io.fs import atomic_write_text, join, url_to_fs
@@ -28,6 +27,7 @@ from caprl_kit.io.shards import Fingerprint, ShardSpec, iter_shards
 from caprl_kit.io.stats import StatsBuilder
 from caprl_kit.log import get_logger
 from caprl_kit.pairs.config import PairOptions, PairsConfig
+from caprl_kit.progress import NullProgress, Progress, RunReport
 from caprl_kit.prompts import PROMPTS
 from caprl_kit.runners.driver import Listing, Stage, begin, command, run_stage
 from caprl_kit.schemas.annotation import AnnotationRow

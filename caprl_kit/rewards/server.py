@@ -388,7 +388,7 @@ def plan(cfg: RewardServerConfig) -> list[str]:
 def run(cfg: RewardServerConfig, *, overwrite: bool = False, progress: Any = None) -> Any:
     import uvicorn
 
-    from caprl_kit.commands import RunReport
+    from caprl_kit.progress import RunReport
 
     app = create_app(cfg)
     log.info("reward server on http://%s:%d", cfg.host, cfg.port)

@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from caprl_kit.commands import Progress
 from caprl_kit.errors import ConfigError, ConfigIssue
 from caprl_kit.io.rundir import RunDir, prepare_output
 from caprl_kit.io.shards import Fingerprint, ShardSpec
+from caprl_kit.progress import Progress
 from caprl_kit.schemas.run import ShardStats
 
 Shards = Iterable[tuple[ShardSpec, list[Any]]]

@@ -6,10 +6,10 @@ import itertools
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from caprl_kit.commands import NullProgress, Progress
 from caprl_kit.errors import CaprlError, ShardFailed
 from caprl_kit.io.shards import ShardSpec
 from caprl_kit.log import get_logger
+from caprl_kit.progress import NullProgress, Progress
 from caprl_kit.schemas.run import ShardStats
 
 log = get_logger(__name__)

@@ -21,9 +21,9 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from caprl_kit.commands import NullProgress, Progress
 from caprl_kit.errors import CaprlError
 from caprl_kit.io.shards import ShardSpec
+from caprl_kit.progress import NullProgress, Progress
 from caprl_kit.runners.local import WorkerFactory, run_one
 from caprl_kit.runners.placement import WorkerResources
 from caprl_kit.runners.stream import LiveStream

@@ -12,10 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.io.rundir import prepare_output
 from caprl_kit.log import get_logger
+from caprl_kit.progress import NullProgress, Progress, RunReport
 from caprl_kit.registry import Registry
 from caprl_kit.runners.driver import command
 from caprl_kit.train.config import TrainConfig

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 from caprl_kit.backends import loading
-from caprl_kit.commands import NullProgress, Progress
 from caprl_kit.errors import CaprlError
 from caprl_kit.log import get_logger
+from caprl_kit.progress import NullProgress, Progress
 from caprl_kit.train.config import TrainConfig
 
 log = get_logger(__name__)

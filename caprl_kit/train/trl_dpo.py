@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.log import get_logger
+from caprl_kit.progress import NullProgress, Progress, RunReport
 from caprl_kit.train.config import TrainConfig
 
 log = get_logger(__name__)

@@ -16,11 +16,11 @@ from typing import Any
 
 from caprl_kit.backends import loading
 from caprl_kit.backends.transformers_local import VISION_TOKENS
-from caprl_kit.commands import NullProgress, Progress, RunReport
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.io.rows import read_rows
 from caprl_kit.log import get_logger
 from caprl_kit.monitors import FLAG_METRIC, TEXT_FLAGS
+from caprl_kit.progress import NullProgress, Progress, RunReport
 from caprl_kit.rewards.combine import CaprlReward
 from caprl_kit.train.config import TrainConfig
 from caprl_kit.train.official import normalize_rl_row
