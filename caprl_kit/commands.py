@@ -27,8 +27,9 @@ def plan(cfg: Any) -> list[str]:
     return _module(cfg).plan(cfg)
 
 
-def run(cfg: Any, *, overwrite: bool = False, retry_failed: bool = False, progress: Progress | None = None
-        ) -> RunReport:
+def run(
+    cfg: Any, *, overwrite: bool = False, retry_failed: bool = False, progress: Progress | None = None
+) -> RunReport:
     """Run the command that ``cfg`` belongs to (``cfg.kind``). ``retry_failed``: redo the rows of a finished run
     whose status is a retryable failure (the commands whose ``run`` takes it; the others refuse it)."""
     import inspect
@@ -39,12 +40,24 @@ def run(cfg: Any, *, overwrite: bool = False, retry_failed: bool = False, progre
     extra: dict[str, Any] = {}
     if retry_failed:
         if "retry_failed" not in inspect.signature(fn).parameters:
-            raise ConfigError([ConfigIssue("--retry-failed", f"caprl {cfg.kind} does not redo single rows",
-                                           "rerun without it; caprl annotate redoes its failed rows")])
+            raise ConfigError(
+                [
+                    ConfigIssue(
+                        "--retry-failed",
+                        f"caprl {cfg.kind} does not redo single rows",
+                        "rerun without it; caprl annotate redoes its failed rows",
+                    )
+                ]
+            )
         extra["retry_failed"] = True
     if retry_failed and overwrite:
-        raise ConfigError([ConfigIssue("--retry-failed", "redoes rows of a finished run; --overwrite discards it",
-                                       "pass one of them")])
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    "--retry-failed", "redoes rows of a finished run; --overwrite discards it", "pass one of them"
+                )
+            ]
+        )
     return fn(cfg, overwrite=overwrite, progress=progress or NullProgress(), **extra)
 
 

@@ -46,35 +46,63 @@ def curate_split(manifest: Path, out: Path, *, overwrite: bool, progress: Progre
     from caprl_kit.curate.config import CurateConfig
     from caprl_kit.curate.pipeline import run as curate
 
-    cfg = CurateConfig.model_validate({
-        "input": {"path": str(manifest)}, "import_mode": "qa",
-        "answer": {"backend": {"name": "lexical"}, "evidence": "caption"},
-        "export": {"val_fraction": 0.0}, "sharding": {"shard_size": 64}, "output_dir": str(out)})
+    cfg = CurateConfig.model_validate(
+        {
+            "input": {"path": str(manifest)},
+            "import_mode": "qa",
+            "answer": {"backend": {"name": "lexical"}, "evidence": "caption"},
+            "export": {"val_fraction": 0.0},
+            "sharding": {"shard_size": 64},
+            "output_dir": str(out),
+        }
+    )
     report = curate(cfg, overwrite=overwrite, progress=progress)
     funnel = json.loads((out / "dataset" / "funnel.json").read_text())
-    return {"items_in": funnel["items_in"], "items_kept": funnel["items_kept"], "dropped": funnel["items_dropped"],
-            "questions_in": funnel["questions_parsed"], "questions_kept": funnel["questions_kept"],
-            "dataset": report.outputs["train.parquet"], "funnel": funnel}
+    return {
+        "items_in": funnel["items_in"],
+        "items_kept": funnel["items_kept"],
+        "dropped": funnel["items_dropped"],
+        "questions_in": funnel["questions_parsed"],
+        "questions_kept": funnel["questions_kept"],
+        "dataset": report.outputs["train.parquet"],
+        "funnel": funnel,
+    }
 
 
-def evaluate_captioner(model: str, label: str, dataset: str, blind: str | None, out: Path, *, progress: Progress,
-                       overwrite: bool) -> dict[str, Any]:
+def evaluate_captioner(
+    model: str, label: str, dataset: str, blind: str | None, out: Path, *, progress: Progress, overwrite: bool
+) -> dict[str, Any]:
     """Held-out QA accuracy of greedy captions (every question once, lexical answerer) + the blind ceiling."""
     from caprl_kit.evaluate.config import EvalConfig
     from caprl_kit.evaluate.pipeline import run as evaluate
 
-    cfg = EvalConfig.model_validate({
-        "label": label,
-        "qa_utility": {"dataset": dataset, "qa": {"answerer": {"name": "lexical"}, "mode": "all_qa"},
-                       "blind_captions": blind},
-        "captioner": {"name": "transformers", "model": model, "batch_size": 32,
-                      "sampling": {"n": 1, "temperature": 0.0, "max_tokens": 16}},
-        "sharding": {"shard_size": 100}, "output_dir": str(out)})
+    cfg = EvalConfig.model_validate(
+        {
+            "label": label,
+            "qa_utility": {
+                "dataset": dataset,
+                "qa": {"answerer": {"name": "lexical"}, "mode": "all_qa"},
+                "blind_captions": blind,
+            },
+            "captioner": {
+                "name": "transformers",
+                "model": model,
+                "batch_size": 32,
+                "sampling": {"n": 1, "temperature": 0.0, "max_tokens": 16},
+            },
+            "sharding": {"shard_size": 100},
+            "output_dir": str(out),
+        }
+    )
     report = evaluate(cfg, overwrite=overwrite, progress=progress)
     task = json.loads(Path(report.outputs["results"]).read_text())["tasks"]["qa_utility"]
-    return {"accuracy": report.metrics["qa_utility M_Acc"], "blind_ceiling": report.metrics.get("qa_utility blind_ceiling"),
-            "monitors": task.get("caption_monitors", {}), "results": report.outputs["results"],
-            "report": report.outputs["report"]}
+    return {
+        "accuracy": report.metrics["qa_utility M_Acc"],
+        "blind_ceiling": report.metrics.get("qa_utility blind_ceiling"),
+        "monitors": task.get("caption_monitors", {}),
+        "results": report.outputs["results"],
+        "report": report.outputs["report"],
+    }
 
 
 @contextmanager
@@ -89,11 +117,22 @@ def reward_server(out: Path) -> Iterator[str]:
         port = s.getsockname()[1]
     out.mkdir(parents=True, exist_ok=True)
     recipe = out / "serve_reward.yaml"
-    recipe.write_text(yaml.safe_dump({"kind": "serve_reward", "host": "127.0.0.1", "port": port,
-                                      "qa": {"mode": "all_qa", "answerer": {"name": "lexical"}}}))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "kind": "serve_reward",
+                "host": "127.0.0.1",
+                "port": port,
+                "qa": {"mode": "all_qa", "answerer": {"name": "lexical"}},
+            }
+        )
+    )
     log_file = (out / "serve_reward.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "caprl_kit.cli", "serve-reward", "--config", str(recipe)],
-                            stdout=log_file, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "caprl_kit.cli", "serve-reward", "--config", str(recipe)],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -132,9 +171,18 @@ def _service_metrics(metrics_path: Path) -> dict[str, float]:
     return out
 
 
-def trainer_rows(out: Path, train_dir: Path, base: list[str], curated: dict[str, dict[str, Any]], test_set: str,
-                 *, seed: int, overwrite: bool, progress: Progress,
-                 dpo_overrides: Sequence[str] = ()) -> dict[str, Any]:
+def trainer_rows(
+    out: Path,
+    train_dir: Path,
+    base: list[str],
+    curated: dict[str, dict[str, Any]],
+    test_set: str,
+    *,
+    seed: int,
+    overwrite: bool,
+    progress: Progress,
+    dpo_overrides: Sequence[str] = (),
+) -> dict[str, Any]:
     """The rows ``trainers`` adds (on by default): the same GRPO run with its reward served over HTTP by ``caprl serve-reward``,
     and DPO on pairs of the warm start's own samples scored by the QA reward; both start from the same warm start
     and are chosen on the same validation split, then evaluated on the same held-out split."""
@@ -148,41 +196,101 @@ def trainer_rows(out: Path, train_dir: Path, base: list[str], curated: dict[str,
     if overwrite or not (http_dir / "final" / "config.json").is_file():
         with reward_server(out / "reward_server") as url:
             # the server scores with its own qa config (every question once, lexical): the local one goes
-            cfg = load_config("train/sanity_tiny_trl", [*base, f"policy={sft}", "~sft", f"output_dir={http_dir}",
-                                                        "~reward.qa.mode", "~reward.qa.answerer",
-                                                        f"reward.qa.service.urls=[{url}]"], kind="train")
+            cfg = load_config(
+                "train/sanity_tiny_trl",
+                [
+                    *base,
+                    f"policy={sft}",
+                    "~sft",
+                    f"output_dir={http_dir}",
+                    "~reward.qa.mode",
+                    "~reward.qa.answerer",
+                    f"reward.qa.service.urls=[{url}]",
+                ],
+                kind="train",
+            )
             train(cast("TrainConfig", cfg), overwrite=overwrite, progress=progress)  # kind="train"
     best = json.loads((http_dir / "best.json").read_text())
-    ev = evaluate_captioner(str(http_dir / "best"), "SFT + GRPO, reward over HTTP", test_set, None,
-                            out / "eval" / "rl_http", progress=progress, overwrite=overwrite)
-    rows["grpo_http"] = {"accuracy": ev["accuracy"], "best_step": best["step"], "monitors": ev["monitors"],
-                         "reward_service": _service_metrics(http_dir / "metrics.jsonl"), "results": ev["results"]}
+    ev = evaluate_captioner(
+        str(http_dir / "best"),
+        "SFT + GRPO, reward over HTTP",
+        test_set,
+        None,
+        out / "eval" / "rl_http",
+        progress=progress,
+        overwrite=overwrite,
+    )
+    rows["grpo_http"] = {
+        "accuracy": ev["accuracy"],
+        "best_step": best["step"],
+        "monitors": ev["monitors"],
+        "reward_service": _service_metrics(http_dir / "metrics.jsonl"),
+        "results": ev["results"],
+    }
 
-    pcfg = load_config("pairs/sanity_tiny", [f"data.path={curated['train']['dataset']}", f"captioner.model={sft}",
-                                             f"captioner.sampling.seed={seed}", f"output_dir={out / 'pairs'}"],
-                       kind="pairs")
+    pcfg = load_config(
+        "pairs/sanity_tiny",
+        [
+            f"data.path={curated['train']['dataset']}",
+            f"captioner.model={sft}",
+            f"captioner.sampling.seed={seed}",
+            f"output_dir={out / 'pairs'}",
+        ],
+        kind="pairs",
+    )
     report = pairs(cast("PairsConfig", pcfg), overwrite=overwrite, progress=progress)  # kind="pairs"
     summary = json.loads(Path(report.outputs["summary"]).read_text())
     dpo_dir = out / "train_dpo"
     if overwrite or not (dpo_dir / "final" / "config.json").is_file():
-        dcfg = load_config("train/sanity_tiny_dpo", [f"policy={sft}", f"data.train_files=[{report.outputs['pairs']}]",
-                                                     f"data.val_files=[{curated['val']['dataset']}]",
-                                                     f"output_dir={dpo_dir}", f"algorithm.seed={seed}",
-                                                     *dpo_overrides], kind="train")
+        dcfg = load_config(
+            "train/sanity_tiny_dpo",
+            [
+                f"policy={sft}",
+                f"data.train_files=[{report.outputs['pairs']}]",
+                f"data.val_files=[{curated['val']['dataset']}]",
+                f"output_dir={dpo_dir}",
+                f"algorithm.seed={seed}",
+                *dpo_overrides,
+            ],
+            kind="train",
+        )
         train(cast("TrainConfig", dcfg), overwrite=overwrite, progress=progress)  # kind="train"
     best = json.loads((dpo_dir / "best.json").read_text())
-    ev = evaluate_captioner(str(dpo_dir / "best"), "SFT + DPO on reward-ranked pairs", test_set, None,
-                            out / "eval" / "dpo", progress=progress, overwrite=overwrite)
-    rows["dpo"] = {"accuracy": ev["accuracy"], "best_step": best["step"], "monitors": ev["monitors"],
-                   "pairs": summary["pairs"], "chosen_longer_share": summary["chosen_longer_share"],
-                   "mean_margin": summary["mean_margin"], "results": ev["results"]}
+    ev = evaluate_captioner(
+        str(dpo_dir / "best"),
+        "SFT + DPO on reward-ranked pairs",
+        test_set,
+        None,
+        out / "eval" / "dpo",
+        progress=progress,
+        overwrite=overwrite,
+    )
+    rows["dpo"] = {
+        "accuracy": ev["accuracy"],
+        "best_step": best["step"],
+        "monitors": ev["monitors"],
+        "pairs": summary["pairs"],
+        "chosen_longer_share": summary["chosen_longer_share"],
+        "mean_margin": summary["mean_margin"],
+        "results": ev["results"],
+    }
     return rows
 
 
-def run_demo(out_dir: str | Path = "demo_output", *, seed: int = 0, n_train: int = 200, n_val: int = 100,
-             n_test: int = 200, sft_steps: int | None = None, rl_steps: int | None = None,
-             eval_steps: int | None = None, trainers: bool = True, progress: Progress | None = None,
-             overwrite: bool = False) -> dict[str, Any]:
+def run_demo(
+    out_dir: str | Path = "demo_output",
+    *,
+    seed: int = 0,
+    n_train: int = 200,
+    n_val: int = 100,
+    n_test: int = 200,
+    sft_steps: int | None = None,
+    rl_steps: int | None = None,
+    eval_steps: int | None = None,
+    trainers: bool = True,
+    progress: Progress | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
     """Run the demo into ``out_dir``; returns the summary (also written to ``summary.json``). ``sft_steps`` /
     ``rl_steps`` / ``eval_steps`` override the recipe (reduced runs); ``trainers`` adds the GRPO-over-HTTP and
     DPO rows (:func:`trainer_rows`).
@@ -199,14 +307,35 @@ def run_demo(out_dir: str | Path = "demo_output", *, seed: int = 0, n_train: int
     check_task_options(n_train=n_train, n_val=n_val, n_test=n_test, seed=seed)
     with output_lock_scope():
         prepare_output(str(out_dir), "demo", overwrite=overwrite, same_command=True, option="--out")
-        return _run_demo(Path(out_dir), seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, sft_steps=sft_steps,
-                         rl_steps=rl_steps, eval_steps=eval_steps, trainers=trainers, progress=progress,
-                         overwrite=overwrite)
+        return _run_demo(
+            Path(out_dir),
+            seed=seed,
+            n_train=n_train,
+            n_val=n_val,
+            n_test=n_test,
+            sft_steps=sft_steps,
+            rl_steps=rl_steps,
+            eval_steps=eval_steps,
+            trainers=trainers,
+            progress=progress,
+            overwrite=overwrite,
+        )
 
 
-def _run_demo(out: Path, *, seed: int, n_train: int, n_val: int, n_test: int, sft_steps: int | None,
-              rl_steps: int | None, eval_steps: int | None, trainers: bool, progress: Progress | None,
-              overwrite: bool) -> dict[str, Any]:
+def _run_demo(
+    out: Path,
+    *,
+    seed: int,
+    n_train: int,
+    n_val: int,
+    n_test: int,
+    sft_steps: int | None,
+    rl_steps: int | None,
+    eval_steps: int | None,
+    trainers: bool,
+    progress: Progress | None,
+    overwrite: bool,
+) -> dict[str, Any]:
     from caprl_kit.annotate.config import AnnotateConfig
     from caprl_kit.annotate.pipeline import run as annotate
     from caprl_kit.config import load_config
@@ -229,16 +358,26 @@ def _run_demo(out: Path, *, seed: int, n_train: int, n_val: int, n_test: int, sf
         fh.write(json.dumps({"path": "images/corrupt.png", "qa": [], "caption": "", "caption_incomplete": ""}) + "\n")
     (out / "data" / "train" / "images" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
 
-    curated = {split: curate_split(manifests[split], out / "curate" / split, overwrite=overwrite, progress=progress)
-               for split in SPLITS}
+    curated = {
+        split: curate_split(manifests[split], out / "curate" / split, overwrite=overwrite, progress=progress)
+        for split in SPLITS
+    }
     summary["curate"] = {k: {x: y for x, y in v.items() if x != "funnel"} for k, v in curated.items()}
 
     train_dir = out / "train"
-    overrides = [f"policy={models['captioner']}", f"data.train_files=[{curated['train']['dataset']}]",
-                 f"data.val_files=[{curated['val']['dataset']}]", f"sft.data_files=[{manifests['train']}]",
-                 f"output_dir={train_dir}", f"algorithm.seed={seed}"]
-    for key, value in (("sft.max_steps", sft_steps), ("algorithm.max_steps", rl_steps),
-                       ("algorithm.eval_steps", eval_steps)):
+    overrides = [
+        f"policy={models['captioner']}",
+        f"data.train_files=[{curated['train']['dataset']}]",
+        f"data.val_files=[{curated['val']['dataset']}]",
+        f"sft.data_files=[{manifests['train']}]",
+        f"output_dir={train_dir}",
+        f"algorithm.seed={seed}",
+    ]
+    for key, value in (
+        ("sft.max_steps", sft_steps),
+        ("algorithm.max_steps", rl_steps),
+        ("algorithm.eval_steps", eval_steps),
+    ):
         if value:
             overrides.append(f"{key}={value}")
     tcfg = load_config("train/sanity_tiny_trl", overrides, kind="train")
@@ -249,31 +388,73 @@ def _run_demo(out: Path, *, seed: int, n_train: int, n_val: int, n_test: int, sf
         log.info("reusing the finished training run in %s", train_dir)
         train_metrics = {}
     best = json.loads((train_dir / "best.json").read_text())
-    summary["train"] = {"sft": str(train_dir / "sft"), "best": str(train_dir / "best"), "best_step": best["step"],
-                        "best_val_qa_accuracy": best["val_qa_accuracy"], **train_metrics}
+    summary["train"] = {
+        "sft": str(train_dir / "sft"),
+        "best": str(train_dir / "best"),
+        "best_step": best["step"],
+        "best_val_qa_accuracy": best["val_qa_accuracy"],
+        **train_metrics,
+    }
 
     acfg = AnnotateConfig(
         input={"path": str(out / "data" / "test" / "images")},
-        backend={"name": "transformers", "model": str(train_dir / "best"), "batch_size": 32,
-                 "sampling": {"n": 1, "temperature": 0.0, "max_tokens": 16}},
-        sharding={"shard_size": 100}, output={"export_jsonl": True}, output_dir=str(out / "annotate"))
+        backend={
+            "name": "transformers",
+            "model": str(train_dir / "best"),
+            "batch_size": 32,
+            "sampling": {"n": 1, "temperature": 0.0, "max_tokens": 16},
+        },
+        sharding={"shard_size": 100},
+        output={"export_jsonl": True},
+        output_dir=str(out / "annotate"),
+    )
     report = annotate(acfg, overwrite=overwrite, progress=progress)
-    summary["annotate"] = {"items": report.n_items, "ok": report.n_ok, "failed": report.n_failed,
-                           "captions_jsonl": report.outputs.get("captions.jsonl")}
+    summary["annotate"] = {
+        "items": report.n_items,
+        "ok": report.n_ok,
+        "failed": report.n_failed,
+        "captions_jsonl": report.outputs.get("captions.jsonl"),
+    }
 
     test_set, blind = curated["test"]["dataset"], str(manifests["train"])
-    a0 = evaluate_captioner(str(train_dir / "sft"), "SFT warm start only", test_set, None, out / "eval" / "sft",
-                            progress=progress, overwrite=overwrite)
-    a1 = evaluate_captioner(str(train_dir / "best"), "SFT + GRPO (CapRL)", test_set, blind, out / "eval" / "rl",
-                            progress=progress, overwrite=overwrite)
-    summary["eval"] = {"A0_sft": a0["accuracy"], "A1_rl": a1["accuracy"], "blind_ceiling": a1["blind_ceiling"],
-                       "gain": a1["accuracy"] - a0["accuracy"], "results": [a0["results"], a1["results"]],
-                       "monitors": {"A0_sft": a0["monitors"], "A1_rl": a1["monitors"]}}
+    a0 = evaluate_captioner(
+        str(train_dir / "sft"),
+        "SFT warm start only",
+        test_set,
+        None,
+        out / "eval" / "sft",
+        progress=progress,
+        overwrite=overwrite,
+    )
+    a1 = evaluate_captioner(
+        str(train_dir / "best"),
+        "SFT + GRPO (CapRL)",
+        test_set,
+        blind,
+        out / "eval" / "rl",
+        progress=progress,
+        overwrite=overwrite,
+    )
+    summary["eval"] = {
+        "A0_sft": a0["accuracy"],
+        "A1_rl": a1["accuracy"],
+        "blind_ceiling": a1["blind_ceiling"],
+        "gain": a1["accuracy"] - a0["accuracy"],
+        "results": [a0["results"], a1["results"]],
+        "monitors": {"A0_sft": a0["monitors"], "A1_rl": a1["monitors"]},
+    }
     if trainers:
-        summary["trainers"] = trainer_rows(out, train_dir, [o for o in overrides if not o.startswith(("policy=",
-                                           "output_dir="))], curated, test_set, seed=seed, overwrite=overwrite,
-                                           progress=progress, dpo_overrides=[o for o in overrides if o.startswith(
-                                               ("algorithm.max_steps=", "algorithm.eval_steps="))])
+        summary["trainers"] = trainer_rows(
+            out,
+            train_dir,
+            [o for o in overrides if not o.startswith(("policy=", "output_dir="))],
+            curated,
+            test_set,
+            seed=seed,
+            overwrite=overwrite,
+            progress=progress,
+            dpo_overrides=[o for o in overrides if o.startswith(("algorithm.max_steps=", "algorithm.eval_steps="))],
+        )
     summary["report"] = str(write_report(out, summary, curated))
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary

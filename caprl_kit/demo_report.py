@@ -30,8 +30,10 @@ def _samples(out: Path, n: int = 8) -> list[dict[str, Any]]:
     if not test.is_file() or not runs["rl"]:
         return []
     rows = pq.read_table(test, columns=["id", "images"]).to_pylist()[:n]
-    return [{"thumb": _thumb(r["images"][0]), "sft": runs["sft"].get(r["id"], {}), "rl": runs["rl"].get(r["id"], {})}
-            for r in rows]
+    return [
+        {"thumb": _thumb(r["images"][0]), "sft": runs["sft"].get(r["id"], {}), "rl": runs["rl"].get(r["id"], {})}
+        for r in rows
+    ]
 
 
 def write_report(out: Path, summary: dict[str, Any], curated: dict[str, dict[str, Any]]) -> Path:
@@ -49,18 +51,34 @@ def write_report(out: Path, summary: dict[str, Any], curated: dict[str, dict[str
         for key, label in (("grpo_http", "SFT + GRPO, reward over HTTP"), ("dpo", "SFT + DPO on reward-ranked pairs")):
             proof.append((label, trainers[key]["accuracy"]))
             rows.append((label, trainers[key]["accuracy"], trainers[key].get("monitors", {})))
-    proof += [("SFT warm start only (A0)", ev["A0_sft"]),
-              ("image-blind ceiling (best single fixed caption)", ev["blind_ceiling"])]
+    proof += [
+        ("SFT warm start only (A0)", ev["A0_sft"]),
+        ("image-blind ceiling (best single fixed caption)", ev["blind_ceiling"]),
+    ]
     rows.append(("SFT warm start only", ev["A0_sft"], ev.get("monitors", {}).get("A0_sft", {})))
     page = render(
-        "demo.html.j2", ev=ev, best=summary["train"], curated=curated, flags=FLAGS, samples=_samples(out),
+        "demo.html.j2",
+        ev=ev,
+        best=summary["train"],
+        curated=curated,
+        flags=FLAGS,
+        samples=_samples(out),
         verdict="RL beats SFT-only and the blind ceiling" if wins else "RL did NOT beat both baselines in this run",
-        proof=proof, eval_rows=rows, trainers=trainers,
+        proof=proof,
+        eval_rows=rows,
+        trainers=trainers,
         sft=[(m["step"], m["loss"]) for m in read_rows(str(train_dir / "sft_metrics.jsonl"), missing_ok=True)],
         reward=[(m["step"], m["reward"]) for m in metrics if "reward" in m],
         val=[(m["step"], m["val/qa_accuracy"]) for m in metrics if "val/qa_accuracy" in m],
-        funnel_keys=["items_in", "items_kept", "questions_parsed", "questions_pass_visual", "questions_pass_text",
-                     "questions_kept"])
+        funnel_keys=[
+            "items_in",
+            "items_kept",
+            "questions_parsed",
+            "questions_pass_visual",
+            "questions_pass_text",
+            "questions_kept",
+        ],
+    )
     path = out / "report.html"
     tmp = path.with_suffix(".html.partial")
     tmp.write_text(page)

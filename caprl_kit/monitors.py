@@ -48,12 +48,17 @@ DEFAULT_META_ENDINGS = [
 
 class MonitorConfig(ConfigModel):
     ngram: int = Field(4, ge=1, description="Words per n-gram of the repetition monitor")
-    max_repeat_share: float = Field(0.3, ge=0.0, le=1.0, description="A caption whose share of repeated n-grams is "
-                                    "above this is flagged repetitive")
-    openers: list[str] = Field(default_factory=lambda: list(DEFAULT_OPENERS), description="Regular expressions of "
-                               "boilerplate openers, matched at the start of a caption (case-insensitive)")
-    meta_endings: list[str] = Field(default_factory=lambda: list(DEFAULT_META_ENDINGS), description="Regular "
-                                    "expressions searched in a caption's last sentence (case-insensitive)")
+    max_repeat_share: float = Field(
+        0.3, ge=0.0, le=1.0, description="A caption whose share of repeated n-grams is above this is flagged repetitive"
+    )
+    openers: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_OPENERS),
+        description="Regular expressions of boilerplate openers, matched at the start of a caption (case-insensitive)",
+    )
+    meta_endings: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_META_ENDINGS),
+        description="Regular expressions searched in a caption's last sentence (case-insensitive)",
+    )
 
 
 _WORDS = re.compile(r"\w+|[^\w\s]")
@@ -117,7 +122,7 @@ def clean_caption(text: str | None, cfg: MonitorConfig | None = None) -> str | N
     body = " ".join(sentences)
     m = _opener(body, cfg)
     if m:
-        rest = body.lstrip()[m.end():].lstrip(" ,:;-")
+        rest = body.lstrip()[m.end() :].lstrip(" ,:;-")
         if rest:
             body = rest[0].upper() + rest[1:]
     return body if body.strip() else text
@@ -149,5 +154,5 @@ def rates_from_metrics(metrics: dict[str, float]) -> dict[str, float]:
     """``flag_rates`` from summed shard-stats metrics (``FLAG_METRIC`` names); empty when none were recorded (a
     run made before the monitors)."""
     prefix = FLAG_METRIC.format("")
-    counts = {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}
+    counts = {k[len(prefix) :]: v for k, v in metrics.items() if k.startswith(prefix)}
     return flag_rates(counts) if counts.get("captions") else {}

@@ -95,8 +95,8 @@ def _load_from_file(spec: str) -> Any:
     if not file.is_file():
         raise CaprlError(f"file:{spec}: {file} does not exist")
     mod_spec = importlib.util.spec_from_file_location(f"caprl_user_{file.stem}", file)
-    module = importlib.util.module_from_spec(mod_spec)  # type: ignore[arg-type]
-    mod_spec.loader.exec_module(module)  # type: ignore[union-attr]
+    module = importlib.util.module_from_spec(mod_spec)  # type: ignore[arg-type]  # spec_from_file_location found the file
+    mod_spec.loader.exec_module(module)  # type: ignore[union-attr]  # a file spec always has a loader
     if not hasattr(module, attr):
         raise CaprlError(f"file:{spec}: {file} defines no '{attr}'")
     return getattr(module, attr)

@@ -15,8 +15,12 @@ from pathlib import Path
 from PIL import Image, ImageDraw
 
 COLORS = {
-    "red": (220, 30, 30), "green": (30, 170, 60), "blue": (40, 80, 220), "yellow": (240, 210, 30),
-    "purple": (140, 50, 170), "orange": (245, 140, 20),
+    "red": (220, 30, 30),
+    "green": (30, 170, 60),
+    "blue": (40, 80, 220),
+    "yellow": (240, 210, 30),
+    "purple": (140, 50, 170),
+    "orange": (245, 140, 20),
 }
 SHAPES = ["circle", "square", "triangle", "star"]
 POSITIONS = {"left": (0.25, 0.5), "right": (0.75, 0.5), "top": (0.5, 0.22), "bottom": (0.5, 0.78)}
@@ -44,17 +48,31 @@ class Scene:
     def mcqs(self, rng: random.Random) -> list[dict]:
         if len(self.facts) == 1:
             f = self.facts[0]
-            asks = [("What color is the object?", f.color, list(COLORS)), ("What shape is the object?", f.shape, SHAPES),
-                    ("Where is the object?", f.position, list(POSITIONS))]
+            asks = [
+                ("What color is the object?", f.color, list(COLORS)),
+                ("What shape is the object?", f.shape, SHAPES),
+                ("Where is the object?", f.position, list(POSITIONS)),
+            ]
         else:
-            asks = [q for f in self.facts for q in ((f"What color is the {f.shape}?", f.color, list(COLORS)),
-                                                     (f"Where is the {f.shape}?", f.position, list(POSITIONS)))]
+            asks = [
+                q
+                for f in self.facts
+                for q in (
+                    (f"What color is the {f.shape}?", f.color, list(COLORS)),
+                    (f"Where is the {f.shape}?", f.position, list(POSITIONS)),
+                )
+            ]
         out = []
         for question, truth, pool in asks:
             options = [*rng.sample([x for x in pool if x != truth], 3), truth]
             rng.shuffle(options)
-            out.append({"question": question, "choices": [f"{'ABCD'[i]}) {o}" for i, o in enumerate(options)],
-                        "answer": "ABCD"[options.index(truth)]})
+            out.append(
+                {
+                    "question": question,
+                    "choices": [f"{'ABCD'[i]}) {o}" for i, o in enumerate(options)],
+                    "answer": "ABCD"[options.index(truth)],
+                }
+            )
         return out
 
 
@@ -115,8 +133,16 @@ def incomplete_caption(scene: Scene, rng: random.Random) -> str:
     return " ".join(parts)
 
 
-def write_sanity_task(out_dir: str | Path, n_train: int = 200, n_val: int = 50, n_test: int = 50, seed: int = 0,
-                      questions_per_image: int = 3, size: int = 84, max_shapes: int = 1) -> dict[str, Path]:
+def write_sanity_task(
+    out_dir: str | Path,
+    n_train: int = 200,
+    n_val: int = 50,
+    n_test: int = 50,
+    seed: int = 0,
+    questions_per_image: int = 3,
+    size: int = 84,
+    max_shapes: int = 1,
+) -> dict[str, Path]:
     """The synthetic sanity task: scenes (one shape each by default) split by image into train/val/test, each
     with a JSONL manifest of ``path``, ``qa`` (up to ``questions_per_image`` four-option MCQs), ``caption``
     (complete) and ``caption_incomplete`` (what an SFT set would hold). Feed the manifests to ``caprl curate``
@@ -126,21 +152,35 @@ def write_sanity_task(out_dir: str | Path, n_train: int = 200, n_val: int = 50, 
 
     from caprl_kit.io.fs import staged_dir
 
-    check_task_options(n_train=n_train, n_val=n_val, n_test=n_test, seed=seed,
-                       questions_per_image=questions_per_image, size=size, max_shapes=max_shapes)
+    check_task_options(
+        n_train=n_train,
+        n_val=n_val,
+        n_test=n_test,
+        seed=seed,
+        questions_per_image=questions_per_image,
+        size=size,
+        max_shapes=max_shapes,
+    )
     out = Path(out_dir)
     rng = random.Random(seed)
     manifests = {}
     for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
         with staged_dir(out / split) as tmp:
-            scenes = write_scenes(tmp / "images", n, seed=rng.randrange(1 << 30), size=size,
-                                  max_shapes=max_shapes)
+            scenes = write_scenes(tmp / "images", n, seed=rng.randrange(1 << 30), size=size, max_shapes=max_shapes)
             lines = []
             for s in scenes:
                 qa = s.mcqs(rng)
                 rng.shuffle(qa)
-                lines.append(json.dumps({"path": f"images/{s.key}.png", "qa": qa[:questions_per_image],
-                                         "caption": s.caption(), "caption_incomplete": incomplete_caption(s, rng)}))
+                lines.append(
+                    json.dumps(
+                        {
+                            "path": f"images/{s.key}.png",
+                            "qa": qa[:questions_per_image],
+                            "caption": s.caption(),
+                            "caption_incomplete": incomplete_caption(s, rng),
+                        }
+                    )
+                )
             (tmp / "manifest.jsonl").write_text("".join(line + "\n" for line in lines))
         manifests[split] = out / split / "manifest.jsonl"
     return manifests
@@ -156,7 +196,8 @@ def check_task_options(**options: int) -> None:
         if not isinstance(value, int) or isinstance(value, bool) or value < lowest[name]:
             issues.append(ConfigIssue(name, f"must be an integer >= {lowest[name]}, got {value!r}"))
     if isinstance(options.get("max_shapes"), int) and options["max_shapes"] > len(SHAPES):
-        issues.append(ConfigIssue("max_shapes", f"must be <= {len(SHAPES)} (distinct shapes), got "
-                                  f"{options['max_shapes']}"))
+        issues.append(
+            ConfigIssue("max_shapes", f"must be <= {len(SHAPES)} (distinct shapes), got {options['max_shapes']}")
+        )
     if issues:
         raise ConfigError(issues)

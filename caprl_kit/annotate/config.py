@@ -27,24 +27,36 @@ class PromptConfig(ConfigModel):
 
 class BatchingConfig(ConfigModel):
     max_batch_tokens: int = Field(
-        32768, ge=1, description="Cap on estimated prompt tokens (text + visual) per engine call (transformers, "
-        "lexical; vllm and openai schedule by vllm.max_num_seqs / openai.max_concurrency)"
+        32768,
+        ge=1,
+        description="Cap on estimated prompt tokens (text + visual) per engine call (transformers, "
+        "lexical; vllm and openai schedule by vllm.max_num_seqs / openai.max_concurrency)",
     )
-    window: int = Field(16, ge=1, description="Items decoded ahead of the engine and sorted by size together before "
-                        "cutting batches (transformers): decoded media in memory stay within about 2 x window items, "
-                        "whatever the shard size (vllm, openai: the decode-ahead only, at least half their requests "
-                        "in flight, up to 64)")
+    window: int = Field(
+        16,
+        ge=1,
+        description="Items decoded ahead of the engine and sorted by size together before "
+        "cutting batches (transformers): decoded media in memory stay within about 2 x window items, "
+        "whatever the shard size (vllm, openai: the decode-ahead only, at least half their requests "
+        "in flight, up to 64)",
+    )
     decode_workers: int = Field(2, ge=0, description="Background threads decoding/resizing media (0: inline)")
-    decode_processes: bool = Field(False, description="Decode in decode_workers spawned processes instead of threads: "
-                                   "for video when the engine's Python side keeps the GIL busy (docs/dataflow.md)")
+    decode_processes: bool = Field(
+        False,
+        description="Decode in decode_workers spawned processes instead of threads: "
+        "for video when the engine's Python side keeps the GIL busy (docs/dataflow.md)",
+    )
 
 
 class AnnotateOutputConfig(ConfigModel):
     embed_media: bool = Field(False, description="Store the encoded media bytes in each row")
     dedup: bool = Field(False, description="Skip items whose content hash was already captioned in this run")
     export_jsonl: bool = volatile(False, description="Also write captions.jsonl (CapRL-2M style: path + caption)")
-    clean: bool = Field(False, description="Also write caption_clean: the first caption without its boilerplate "
-                        "opener and closing meta remarks (monitors.*); the raw caption is kept")
+    clean: bool = Field(
+        False,
+        description="Also write caption_clean: the first caption without its boilerplate "
+        "opener and closing meta remarks (monitors.*); the raw caption is kept",
+    )
 
 
 class AnnotateConfig(JobConfig):
@@ -68,28 +80,45 @@ class AnnotateConfig(JobConfig):
         if self.backend.name != "lexical" and not self.backend.model:
             issues.append(FieldIssue("backend.model", "is required", "set backend.model to a hub id or local path"))
         if self.output.dedup and self.runner.name != "local":
-            issues.append(FieldIssue("output.dedup", f"works with runner.name=local only (content hashes are shared "
-                                     f"within one process; with {self.runner.name} each worker would see only its "
-                                     "own items)", "use runner.name=local, or turn dedup off and drop duplicates by "
-                                     "content_hash after"))
+            issues.append(
+                FieldIssue(
+                    "output.dedup",
+                    f"works with runner.name=local only (content hashes are shared "
+                    f"within one process; with {self.runner.name} each worker would see only its "
+                    "own items)",
+                    "use runner.name=local, or turn dedup off and drop duplicates by content_hash after",
+                )
+            )
         limit = BATCH_LIMIT.get(self.backend.name)
         if limit is not None and self.batching.max_batch_tokens != BatchingConfig().max_batch_tokens:
-            issues.append(FieldIssue("batching.max_batch_tokens", f"is ignored by the {self.backend.name} back end: "
-                                     f"{limit[1]}", f"set backend.{limit[0]} instead, or remove max_batch_tokens"))
-        issues += ignored_runner_decode(self.runner, "caprl annotate reads {use} for this, not runner.{key}",
-                                        "set {use} instead")
+            issues.append(
+                FieldIssue(
+                    "batching.max_batch_tokens",
+                    f"is ignored by the {self.backend.name} back end: {limit[1]}",
+                    f"set backend.{limit[0]} instead, or remove max_batch_tokens",
+                )
+            )
+        issues += ignored_runner_decode(
+            self.runner, "caprl annotate reads {use} for this, not runner.{key}", "set {use} instead"
+        )
         raise_issues(issues)
         return self
 
 
 #: runner.decode_* -> the key caprl annotate reads instead (only caprl curate reads runner.decode_*)
-ANNOTATE_DECODE = {"decode_workers": "batching.decode_workers", "decode_processes": "batching.decode_processes",
-                   "decode_ahead": "batching.window"}
+ANNOTATE_DECODE = {
+    "decode_workers": "batching.decode_workers",
+    "decode_processes": "batching.decode_processes",
+    "decode_ahead": "batching.window",
+}
 
 
 def ignored_runner_decode(runner: RunnerConfig, why: str, hint: str) -> list[FieldIssue]:
     """A refusal per ``runner.decode_*`` key set away from its default on a command that does not read it; ``why`` and
     ``hint`` may name ``{key}`` and ``{use}`` (the annotate key that does the job)."""
     default = RunnerConfig()
-    return [FieldIssue(f"runner.{key}", "is ignored: " + why.format(key=key, use=use), hint.format(key=key, use=use))
-            for key, use in ANNOTATE_DECODE.items() if getattr(runner, key) != getattr(default, key)]
+    return [
+        FieldIssue(f"runner.{key}", "is ignored: " + why.format(key=key, use=use), hint.format(key=key, use=use))
+        for key, use in ANNOTATE_DECODE.items()
+        if getattr(runner, key) != getattr(default, key)
+    ]

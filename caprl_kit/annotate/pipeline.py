@@ -63,8 +63,9 @@ def plan(cfg: AnnotateConfig) -> list[str]:
     return lines
 
 
-def make_annotator(cfg: AnnotateConfig, progress: Progress, seen: dict[str, str] | None = None,
-                   retry: frozenset[int] = frozenset()):
+def make_annotator(
+    cfg: AnnotateConfig, progress: Progress, seen: dict[str, str] | None = None, retry: frozenset[int] = frozenset()
+):
     from caprl_kit.annotate.worker import Annotator
 
     return Annotator(cfg, progress=progress, seen_hashes=seen, retry=retry)
@@ -85,16 +86,22 @@ def caption_stage(cfg: AnnotateConfig, *, retry_failed: bool = False) -> Stage:
     depends on the whole annotate config's resume identity; its worker (annotate/worker.py) needs ``cfg.backend``.
     ``caprl annotate`` runs it alone; eval's stage 1 (``captions/<task>``) and pairs' samples run it inside their
     own command. ``retry_failed``: finished shards holding retryable failures are run again (``Annotator.retry``)."""
-    run_dir = RunDir(cfg.output_dir, AnnotationRow)  # type: ignore[arg-type]
+    run_dir = RunDir(cfg.output_dir, AnnotationRow)  # type: ignore[arg-type]  # output_dir is set: begin() refuses a run without one
     # dedup across resumes needs the hashes of finished shards; across processes it is refused at config time
     seen = _seen_hashes(run_dir) if cfg.output.dedup and run_dir.exists() else {}  # --overwrite removed it
     retry = run_dir.shards_with(RETRYABLE_KINDS) if retry_failed and run_dir.exists() else frozenset()
     if retry_failed:
         log.info("--retry-failed: %d finished shard(s) hold retryable failures", len(retry))
-    return Stage(STAGE, "annotate", run_dir, cfg.fingerprint(),
-                 functools.partial(make_annotator, cfg, seen=seen, retry=retry),
-                 lambda: iter_shards(iter_items(cfg.input), cfg.sharding.shard_size), engines=(cfg.backend,),
-                 redo=retry)
+    return Stage(
+        STAGE,
+        "annotate",
+        run_dir,
+        cfg.fingerprint(),
+        functools.partial(make_annotator, cfg, seen=seen, retry=retry),
+        lambda: iter_shards(iter_items(cfg.input), cfg.sharding.shard_size),
+        engines=(cfg.backend,),
+        redo=retry,
+    )
 
 
 def caption(cfg: AnnotateConfig, progress: Progress) -> RunReport:
@@ -103,19 +110,27 @@ def caption(cfg: AnnotateConfig, progress: Progress) -> RunReport:
     prepare_output(str(cfg.output_dir), STAGE)
     listing = fingerprint_items(iter_items(cfg.input))
     written, skipped = run_stage(cfg, caption_stage(cfg), listing, progress=progress)
-    report = summarize(RunDir(cfg.output_dir, AnnotationRow), STAGE)  # type: ignore[arg-type]
+    report = summarize(RunDir(cfg.output_dir, AnnotationRow), STAGE)  # type: ignore[arg-type]  # output_dir is set: the caller's folder
     report.shards_done, report.shards_skipped = len(written), skipped
     return report
 
 
 @command
-def run(cfg: AnnotateConfig, *, overwrite: bool = False, retry_failed: bool = False,
-        progress: Progress | None = None) -> RunReport:
+def run(
+    cfg: AnnotateConfig, *, overwrite: bool = False, retry_failed: bool = False, progress: Progress | None = None
+) -> RunReport:
     """``caprl annotate``: the caption stage over the input, then the summary (and captions.jsonl)."""
     progress = progress or NullProgress()
     t0 = time.perf_counter()
-    listing = begin(cfg, "annotate", lambda: fingerprint_items(iter_items(cfg.input)), {"backend": cfg.backend},
-                    overwrite=overwrite, record_config=False, empty=lambda: describe_empty(cfg.input))
+    listing = begin(
+        cfg,
+        "annotate",
+        lambda: fingerprint_items(iter_items(cfg.input)),
+        {"backend": cfg.backend},
+        overwrite=overwrite,
+        record_config=False,
+        empty=lambda: describe_empty(cfg.input),
+    )
     stage = caption_stage(cfg, retry_failed=retry_failed)
     written, skipped = run_stage(cfg, stage, listing, progress=progress)
     report = summarize(stage.run_dir, "annotate")
@@ -155,8 +170,11 @@ def export_jsonl(run_dir: RunDir) -> str:
         t = read_shard(url, AnnotationRow, columns=["key", "source", "media_type", "caption", "status"])
         for row in t.to_pylist():
             if row["status"] == "ok":
-                lines.append(json.dumps({row["media_type"]: row["source"] or row["key"], "caption": row["caption"]},
-                                        ensure_ascii=False))
+                lines.append(
+                    json.dumps(
+                        {row["media_type"]: row["source"] or row["key"], "caption": row["caption"]}, ensure_ascii=False
+                    )
+                )
     path = join(run_dir.path, "captions.jsonl")
     atomic_write_text(run_dir.fs, path, "\n".join(lines) + ("\n" if lines else ""))
     return join(run_dir.url, "captions.jsonl")
@@ -199,8 +217,10 @@ def shards_per_node(stats: list[ShardStats]) -> list[dict[str, Any]]:
     for s in stats:
         w = s.worker
         node = (w.node_id or w.host) if w else "unknown (not recorded)"
-        n = nodes.setdefault(node, {"node": node, "host": w.host if w else None, "shards": 0, "items": 0,
-                                    "workers": set(), "gpu_ids": set()})
+        n = nodes.setdefault(
+            node,
+            {"node": node, "host": w.host if w else None, "shards": 0, "items": 0, "workers": set(), "gpu_ids": set()},
+        )
         n["shards"] += 1
         n["items"] += s.n_items
         if w:

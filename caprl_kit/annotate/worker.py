@@ -66,12 +66,18 @@ def load_item(item: InputItem, media_cfg: MediaConfig, keep_raw: bool) -> Loaded
 class Annotator:
     """Per-process worker state (the back end is built once); ``annotator(spec, items)`` does one shard."""
 
-    def __init__(self, cfg: AnnotateConfig, progress: Progress | None = None, backend: Backend | None = None,
-                 seen_hashes: dict[str, str] | None = None, retry: frozenset[int] = frozenset()):
+    def __init__(
+        self,
+        cfg: AnnotateConfig,
+        progress: Progress | None = None,
+        backend: Backend | None = None,
+        seen_hashes: dict[str, str] | None = None,
+        retry: frozenset[int] = frozenset(),
+    ):
         self.cfg = cfg
         self.progress = progress or NullProgress()
         self.backend = backend or build_backend(cfg.backend)
-        self.run = RunDir(cfg.output_dir, AnnotationRow)  # type: ignore[arg-type]
+        self.run = RunDir(cfg.output_dir, AnnotationRow)  # type: ignore[arg-type]  # output_dir is set: begin() refuses a run without one
         self.sampling = SamplingParams.from_config(cfg.backend.sampling)
         self.seen = seen_hashes if seen_hashes is not None else {}
         self.retry = retry  # committed shards whose retryable rows are redone (``--retry-failed``)
@@ -98,7 +104,7 @@ class Annotator:
         _, text = self.prompt_for(ld.item.media_type)
         if isinstance(ld.media, VideoClip):
             return Request.user(text, videos=[ld.media], system=self.cfg.prompt.system)
-        return Request.user(text, images=[ld.media.image], system=self.cfg.prompt.system)  # type: ignore[union-attr]
+        return Request.user(text, images=[ld.media.image], system=self.cfg.prompt.system)  # type: ignore[union-attr]  # not a video, so an ImageMedia
 
     def _row(self, ld: Loaded, resp: Response | None, status: str, error: str | None) -> dict[str, Any]:
         prompt_id, prompt = self.prompt_for(ld.item.media_type)
@@ -114,14 +120,22 @@ class Annotator:
             model=self.backend.model_id,
             prompt_id=prompt_id,
             prompt=prompt,
-            sampling={"n": s.n, "temperature": s.temperature, "top_p": s.top_p, "top_k": s.top_k,
-                      "max_tokens": s.max_tokens, "seed": s.seed, "repetition_penalty": s.repetition_penalty},
+            sampling={
+                "n": s.n,
+                "temperature": s.temperature,
+                "top_p": s.top_p,
+                "top_k": s.top_k,
+                "max_tokens": s.max_tokens,
+                "seed": s.seed,
+                "repetition_penalty": s.repetition_penalty,
+            },
             prompt_tokens=resp.prompt_tokens if resp else None,
             completion_tokens=resp.completion_tokens if resp and resp.ok else [],
             finish_reasons=resp.finish_reasons if resp and resp.ok else [],
             caption_flags=self._flags(resp) if resp and resp.ok else [],
             caption_clean=clean_caption(resp.texts[0], self.cfg.monitors)
-            if self.cfg.output.clean and resp and resp.ok and resp.texts else None,
+            if self.cfg.output.clean and resp and resp.ok and resp.texts
+            else None,
             width=media.width if media is not None else None,
             height=media.height if media is not None else None,
             n_frames=len(media.frames) if isinstance(media, VideoClip) else None,
@@ -191,8 +205,14 @@ class Annotator:
         self.progress.advance("annotate", items=1, failed=1)
         return self._row(ld, resp, resp.error_kind or "generation_failed", resp.error)
 
-    def commit(self, spec: ShardSpec, items: list[InputItem], rows: list[dict[str, Any]],
-               responses: Sequence[Response], opened: tuple[str, float]) -> ShardStats:
+    def commit(
+        self,
+        spec: ShardSpec,
+        items: list[InputItem],
+        rows: list[dict[str, Any]],
+        responses: Sequence[Response],
+        opened: tuple[str, float],
+    ) -> ShardStats:
         assert len(rows) == len(items), "every input item yields exactly one row"
         stats = StatsBuilder(spec.shard_id, AnnotationRow.schema_id(), opened=opened)
         for r in rows:
@@ -207,8 +227,9 @@ class Annotator:
 
     def open_stream(self) -> ShardStream:
         """The engine over any number of shards (the local runner feeds it every shard)."""
-        return ShardStream(self, self.backend, window=self.cfg.batching.window,
-                           max_batch_tokens=self.cfg.batching.max_batch_tokens)
+        return ShardStream(
+            self, self.backend, window=self.cfg.batching.window, max_batch_tokens=self.cfg.batching.max_batch_tokens
+        )
 
     def __call__(self, spec: ShardSpec, items: list[InputItem]) -> ShardStats:
         """One shard (runners that hand out shards one at a time)."""

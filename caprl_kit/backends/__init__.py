@@ -43,8 +43,11 @@ def preflight_backend(cfg: BackendConfig, key: str = "backend") -> None:
     BACKENDS.get(cfg.name)  # unknown name -> suggestions
     module, extra = REQUIRED_MODULES.get(cfg.name, (None, None))
     if module and not is_available(module):
-        hint = "pip install -e '.[vllm]' in its own environment (see docs/environments.md)" if extra == "vllm" \
+        hint = (
+            "pip install -e '.[vllm]' in its own environment (see docs/environments.md)"
+            if extra == "vllm"
             else f"pip install {module}"
+        )
         raise MissingExtra(f"{key}.name={cfg.name} needs the '{module}' package, which is not installed here: {hint}")
     if cfg.name in ("transformers", "vllm") and cfg.model:
         from caprl_kit.backends.loading import resolve_model

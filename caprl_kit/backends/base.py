@@ -53,8 +53,17 @@ class Request:
     group: Any = None
 
     @classmethod
-    def user(cls, text: str, *, images: Sequence[Any] = (), videos: Sequence[Any] = (), system: str | None = None,
-             prefill: str | None = None, sampling: SamplingParams | None = None, id: str | None = None) -> Request:
+    def user(
+        cls,
+        text: str,
+        *,
+        images: Sequence[Any] = (),
+        videos: Sequence[Any] = (),
+        system: str | None = None,
+        prefill: str | None = None,
+        sampling: SamplingParams | None = None,
+        id: str | None = None,
+    ) -> Request:
         """One user turn: media first, then the text (Qwen-VL's order)."""
         parts: list[dict[str, Any]] = [{"type": "image", "image": im} for im in images]
         parts += [{"type": "video", "video": v} for v in videos]
@@ -98,8 +107,12 @@ class Response:
 def estimate_tokens(request: Request) -> int:
     """Rough prompt tokens of a request (text + Qwen-VL visual tokens: one per 28x28 patch, video frames paired),
     for batching by size."""
-    text = sum(len(m["content"]) // 4 if isinstance(m["content"], str) else
-               sum(len(p.get("text", "")) // 4 for p in m["content"]) for m in request.messages)
+    text = sum(
+        len(m["content"]) // 4
+        if isinstance(m["content"], str)
+        else sum(len(p.get("text", "")) // 4 for p in m["content"])
+        for m in request.messages
+    )
     visual = 0
     for im in request.media("image"):
         visual += (getattr(im, "width", 448) // 28) * (getattr(im, "height", 448) // 28)
@@ -214,8 +227,9 @@ class BackendBase:
         of ``batch_size``; vllm and openai override it."""
         return self.cfg.batch_size
 
-    def stream(self, requests: Iterable[Request], *, window: int | None = None, max_batch_tokens: int | None = None,
-               **_: Any) -> Iterator[Response]:
+    def stream(
+        self, requests: Iterable[Request], *, window: int | None = None, max_batch_tokens: int | None = None, **_: Any
+    ) -> Iterator[Response]:
         """Responses as they complete, each with its request's id. Here, for engines whose step cost grows with the
         batch (transformers, lexical): token-budgeted batches of at most ``in_flight`` requests, cut from windows of
         ``window`` requests sorted by estimated prompt tokens (little padding), never mixing request groups (shards);
@@ -227,8 +241,12 @@ class BackendBase:
         ahead = next(it, None)
         while ahead is not None:
             chunk: list[Request] = []
-            while ahead is not None and ahead is not IDLE and len(chunk) < limit and (
-                    not chunk or ahead.group == chunk[0].group):
+            while (
+                ahead is not None
+                and ahead is not IDLE
+                and len(chunk) < limit
+                and (not chunk or ahead.group == chunk[0].group)
+            ):
                 chunk.append(ahead)
                 ahead = next(it, None)
             if chunk:

@@ -15,8 +15,11 @@ from caprl_kit.registry import suggest
 def _dtype(name: str) -> str:
     if name not in DTYPES:
         close = suggest(name, list(DTYPES))
-        raise ValueError(f"unknown dtype '{name}'" + (f"; did you mean '{close}'?" if close else "")
-                         + f" (use one of {', '.join(DTYPES)})")
+        raise ValueError(
+            f"unknown dtype '{name}'"
+            + (f"; did you mean '{close}'?" if close else "")
+            + f" (use one of {', '.join(DTYPES)})"
+        )
     return name
 
 
@@ -64,8 +67,10 @@ class OpenAIOptions(ConfigModel):
     )
     extra_body: dict[str, object] = Field(default_factory=dict, description="Extra JSON fields per request")
     image_format: Literal["jpeg", "png"] = Field(
-        "jpeg", description="How images travel: jpeg (quality 95: ~10 ms and ~0.3 MB per 1 MP image) or png (lossless:"
-        " ~0.4 s and ~3 MB, which caps one client at ~2 images/s)")
+        "jpeg",
+        description="How images travel: jpeg (quality 95: ~10 ms and ~0.3 MB per 1 MP image) or png (lossless:"
+        " ~0.4 s and ~3 MB, which caps one client at ~2 images/s)",
+    )
 
 
 class BackendConfig(ConfigModel):
@@ -75,9 +80,15 @@ class BackendConfig(ConfigModel):
     model: str | None = Field(None, description="Hub id or local path (not used by lexical)")
     trust_remote_code: bool = Field(False, description="Run code shipped with the model; off unless you trust it")
     dtype: Annotated[str, AfterValidator(_dtype)] = Field("auto", description="auto, float32, bfloat16 or float16")
-    device: Annotated[str, AfterValidator(_device)] = volatile("auto", description="auto, cpu, cuda or cuda:N (transformers)")
-    batch_size: int = volatile(8, ge=1, description="Requests per engine call (transformers, lexical); vllm is limited "
-                            "by vllm.max_num_seqs, openai by openai.max_concurrency")
+    device: Annotated[str, AfterValidator(_device)] = volatile(
+        "auto", description="auto, cpu, cuda or cuda:N (transformers)"
+    )
+    batch_size: int = volatile(
+        8,
+        ge=1,
+        description="Requests per engine call (transformers, lexical); vllm is limited "
+        "by vllm.max_num_seqs, openai by openai.max_concurrency",
+    )
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     vllm: VLLMOptions = Field(default_factory=VLLMOptions)
     openai: OpenAIOptions = Field(default_factory=OpenAIOptions)
@@ -87,20 +98,29 @@ class BackendConfig(ConfigModel):
         limit = BATCH_LIMIT.get(self.name)
         if limit is not None and self.batch_size != BackendConfig.model_fields["batch_size"].default:
             key, why = limit
-            raise FieldIssue("batch_size", f"is ignored by the {self.name} back end: {why}", f"set {key} instead, "
-                             "or remove batch_size")
+            raise FieldIssue(
+                "batch_size",
+                f"is ignored by the {self.name} back end: {why}",
+                f"set {key} instead, or remove batch_size",
+            )
         return self
 
 
 #: back ends that stream requests without batch_size -> (the key that does limit them, how)
 BATCH_LIMIT = {
-    "vllm": ("vllm.max_num_seqs", ("vLLM's scheduler runs up to vllm.max_num_seqs sequences at once, vLLM's "
-                                   "default when null, and the stream keeps twice that many requests in the engine")),
+    "vllm": (
+        "vllm.max_num_seqs",
+        (
+            "vLLM's scheduler runs up to vllm.max_num_seqs sequences at once, vLLM's "
+            "default when null, and the stream keeps twice that many requests in the engine"
+        ),
+    ),
     "openai": ("openai.max_concurrency", "openai.max_concurrency requests are in flight at once, whatever the batch"),
 }
 
 
 def one_answer(path: str, n: int, reader: str, instead: str) -> FieldIssue:
     """The refusal of a ``sampling.n`` above 1 where the caller reads only the first completion of each request."""
-    return FieldIssue(path, f"is {n}, but {reader}: the other {n - 1} completion(s) would be generated and thrown "
-                      "away", instead)
+    return FieldIssue(
+        path, f"is {n}, but {reader}: the other {n - 1} completion(s) would be generated and thrown away", instead
+    )

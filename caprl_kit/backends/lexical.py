@@ -29,8 +29,9 @@ from caprl_kit.backends.config import BackendConfig
 
 OPTION_RE = re.compile(r"^\s*(?:[-*•]\s*)?[(（]?([A-I])[)）.．:：]\s*(.+?)\s*$", re.MULTILINE)
 CAPTION_RE = re.compile(r"<Caption Start>(.*?)<Caption End>", re.DOTALL)
-CANNOT_RE = re.compile(r"\b(can ?not|cannot|can't|unable to) (be )?answer|none of the above|not (mentioned|stated)",
-                       re.IGNORECASE)
+CANNOT_RE = re.compile(
+    r"\b(can ?not|cannot|can't|unable to) (be )?answer|none of the above|not (mentioned|stated)", re.IGNORECASE
+)
 WORD_RE = re.compile(r"[a-z0-9]+")
 CLAUSE_RE = re.compile(
     r"[.;,!?\n]+|\b(?:but|while|whereas)\b"
@@ -71,7 +72,7 @@ def parse_prompt(text: str) -> tuple[str, str, list[tuple[str, str]]]:
         m = list(re.finditer(r"Caption:\s*(.*?)(?:\n\s*Question:|$)", text, re.DOTALL))
         caption = m[-1].group(1) if m else ""
     q_at = text.rfind("Question:")
-    question = text[q_at + len("Question:"):] if q_at >= 0 else text
+    question = text[q_at + len("Question:") :] if q_at >= 0 else text
     options = [(m.group(1), m.group(2)) for m in OPTION_RE.finditer(question)]
     first = OPTION_RE.search(question)
     stem = question[: first.start()] if first else question
@@ -124,9 +125,16 @@ class LexicalBackend(BackendBase):
             body = f"{letter}." if letter else "none of the options."
             reply = f" {body}" if req.prefill is not None else f"The answer is {body}"
             n = self.sampling_of(req).n
-            out.append(Response(texts=[reply] * n, prompt_tokens=len(text.split()),
-                                completion_tokens=[len(reply.split())] * n, finish_reasons=["stop"] * n,
-                                latency_s=time.perf_counter() - t0, id=req.id))
+            out.append(
+                Response(
+                    texts=[reply] * n,
+                    prompt_tokens=len(text.split()),
+                    completion_tokens=[len(reply.split())] * n,
+                    finish_reasons=["stop"] * n,
+                    latency_s=time.perf_counter() - t0,
+                    id=req.id,
+                )
+            )
         return out
 
 

@@ -62,8 +62,9 @@ def resolve_model(model: str, *, key: str | None = None) -> str:
         check_model_dir(path, model, key)
         return str(path)
     if not HUB_ID.match(model):
-        raise BackendError(f"{_name(model, key)} does not exist; {_set(key)} to a local model "
-                           "directory or a Hugging Face hub id")
+        raise BackendError(
+            f"{_name(model, key)} does not exist; {_set(key)} to a local model directory or a Hugging Face hub id"
+        )
     cached = _cached_snapshot(model)
     if cached is not None:
         check_model_dir(cached, model, key)
@@ -72,7 +73,8 @@ def resolve_model(model: str, *, key: str | None = None) -> str:
         raise BackendError(
             f"{_name(model, key)} is not a local directory and not in the Hugging Face cache, and the hub is "
             f"offline (HF_HUB_OFFLINE=1): download it first (`huggingface-cli download {model}` on a machine with "
-            f"network, then copy the cache), or {_set(key)} to a local model directory")
+            f"network, then copy the cache), or {_set(key)} to a local model directory"
+        )
     return model
 
 
@@ -92,15 +94,19 @@ def check_model_dir(path: Path, model: str, key: str | None = None) -> None:
     """A local model directory: ``config.json`` present, weights present and not truncated."""
     where = _name(model, key)
     if not path.is_dir():
-        raise BackendError(f"{where} is a file, not a model directory; {_set(key)} to the folder holding "
-                           "config.json and the weights")
+        raise BackendError(
+            f"{where} is a file, not a model directory; {_set(key)} to the folder holding config.json and the weights"
+        )
     if not (path / "config.json").is_file():
-        raise BackendError(f"{where} has no config.json: it is not a Hugging Face model directory (or an "
-                           f"unfinished download/build); {_set(key)} to a complete model directory")
+        raise BackendError(
+            f"{where} has no config.json: it is not a Hugging Face model directory (or an "
+            f"unfinished download/build); {_set(key)} to a complete model directory"
+        )
     weights = sorted({p for g in WEIGHT_GLOBS for p in path.glob(g)})
     if not weights:
-        raise BackendError(f"{where} holds no weights (model.safetensors or pytorch_model.bin); download or build "
-                           "the model again")
+        raise BackendError(
+            f"{where} holds no weights (model.safetensors or pytorch_model.bin); download or build the model again"
+        )
     for index in (p for p in weights if p.name.endswith(".index.json")):
         try:
             shards = set(json.loads(index.read_text())["weight_map"].values())
@@ -108,13 +114,17 @@ def check_model_dir(path: Path, model: str, key: str | None = None) -> None:
             raise BackendError(f"{where}: {index.name} is corrupt ({exc}); download the model again") from None
         missing = sorted(s for s in shards if not (path / s).is_file())
         if missing:
-            raise BackendError(f"{where}: weight shard(s) {', '.join(missing)} listed in {index.name} are "
-                               "missing; download the model again")
+            raise BackendError(
+                f"{where}: weight shard(s) {', '.join(missing)} listed in {index.name} are "
+                "missing; download the model again"
+            )
     for file in (p for p in weights if p.suffix == ".safetensors"):
         problem = safetensors_problem(file)
         if problem:
-            raise BackendError(f"{where}: {file.name} is {problem}; the download or save was interrupted: "
-                               "download or build the model again")
+            raise BackendError(
+                f"{where}: {file.name} is {problem}; the download or save was interrupted: "
+                "download or build the model again"
+            )
 
 
 def safetensors_problem(file: Path) -> str | None:
@@ -137,8 +147,7 @@ def safetensors_problem(file: Path) -> str | None:
     return None
 
 
-def load(what: str, model: str, loader: Callable[..., T], /, *args: Any, key: str | None = None,
-         **kwargs: Any) -> T:
+def load(what: str, model: str, loader: Callable[..., T], /, *args: Any, key: str | None = None, **kwargs: Any) -> T:
     """``loader(*args, **kwargs)`` (a ``from_pretrained``), with any failure turned into one ``BackendError``
     naming ``model`` and what was being loaded."""
     try:
@@ -148,8 +157,10 @@ def load(what: str, model: str, loader: Callable[..., T], /, *args: Any, key: st
     except Exception as exc:  # the loaders raise OSError, ValueError, RuntimeError, KeyError, ...
         log.debug("loading the %s of %s failed", what, model, exc_info=True)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise BackendError(f"could not load the {what} of {_name(model, key)}: {type(exc).__name__}: {first[:300]}; "
-                           "check that it is a complete Hugging Face model directory or hub id (-vv logs the full error)") from exc
+        raise BackendError(
+            f"could not load the {what} of {_name(model, key)}: {type(exc).__name__}: {first[:300]}; "
+            "check that it is a complete Hugging Face model directory or hub id (-vv logs the full error)"
+        ) from exc
 
 
 def load_hf_config(model: str, *, key: str | None = None, trust_remote_code: bool = False) -> Any:
@@ -170,8 +181,10 @@ def architecture(hf_config: Any) -> str:
 
 
 def text_only_error(model: str, hf_config: Any, key: str | None = None) -> BackendError:
-    return BackendError(f"{_name(model, key)} is a text-only model ({architecture(hf_config)}); a captioner needs a "
-                        f"vision-language model ({VLM_EXAMPLE})")
+    return BackendError(
+        f"{_name(model, key)} is a text-only model ({architecture(hf_config)}); a captioner needs a "
+        f"vision-language model ({VLM_EXAMPLE})"
+    )
 
 
 def require_vision_language(model: str, hf_config: Any, key: str | None = None) -> None:
@@ -189,8 +202,10 @@ def resolve_device(device: str) -> str:
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         index = int(device.split(":", 1)[1]) if ":" in device else 0
         if index >= n:
-            raise BackendError(f"device '{device}' is not available: this machine has {n} CUDA GPU(s); set the "
-                               "back end's device to auto or cpu" + (f" (or cuda:0..cuda:{n - 1})" if n else ""))
+            raise BackendError(
+                f"device '{device}' is not available: this machine has {n} CUDA GPU(s); set the "
+                "back end's device to auto or cpu" + (f" (or cuda:0..cuda:{n - 1})" if n else "")
+            )
     if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise BackendError("device 'mps' is not available on this machine; set the back end's device to auto or cpu")
     return device

@@ -75,8 +75,10 @@ class OpenAIBackend(BackendBase):
         self.served_model = self.opts.served_model or cfg.model or "default"
         key = os.environ.get(self.opts.api_key_env)
         if key is not None and not key.strip():
-            raise BackendError(f"openai.api_key_env names ${self.opts.api_key_env}, which is set but empty: export "
-                               f"{self.opts.api_key_env}=<key>, or unset it for a server that needs no key")
+            raise BackendError(
+                f"openai.api_key_env names ${self.opts.api_key_env}, which is set but empty: export "
+                f"{self.opts.api_key_env}=<key>, or unset it for a server that needs no key"
+            )
         self.headers = {"Authorization": f"Bearer {key or 'EMPTY'}", "Content-Type": "application/json"}
         self.max_in_flight = 0  # measured: most requests that were in flight at once
         self.image_fmt = self.opts.image_format.upper()
@@ -150,11 +152,13 @@ class OpenAIBackend(BackendBase):
             import httpx
 
             ssl = httpx.create_ssl_context()
-        connector = aiohttp.TCPConnector(limit=self.opts.max_concurrency, limit_per_host=0, ssl=ssl,
-                                         keepalive_timeout=KEEPALIVE_S, ttl_dns_cache=300)
+        connector = aiohttp.TCPConnector(
+            limit=self.opts.max_concurrency, limit_per_host=0, ssl=ssl, keepalive_timeout=KEEPALIVE_S, ttl_dns_cache=300
+        )
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.opts.timeout_s, sock_read=self.opts.timeout_s)
-        return aiohttp.ClientSession(connector=connector, timeout=timeout, headers=self.headers,
-                                     proxy=env_proxy(self.url))
+        return aiohttp.ClientSession(
+            connector=connector, timeout=timeout, headers=self.headers, proxy=env_proxy(self.url)
+        )
 
     async def _post(self, session: Any, data: bytes, sem: asyncio.Semaphore, state: dict[str, int]) -> Any:
         import aiohttp
@@ -181,14 +185,18 @@ class OpenAIBackend(BackendBase):
                 wait = retry_after_s(retry_after)
             if attempt == opts.max_retries:
                 raise RequestFailed("retries_exhausted", f"gave up after {attempt + 1} attempt(s): {error}")
-            delay = (min(wait, opts.backoff_max_s) if wait is not None
-                     else random.uniform(0, min(opts.backoff_max_s, opts.backoff_base_s * 2**attempt)))
+            delay = (
+                min(wait, opts.backoff_max_s)
+                if wait is not None
+                else random.uniform(0, min(opts.backoff_max_s, opts.backoff_base_s * 2**attempt))
+            )
             log.info("retrying %s in %.2fs (%s)", self.url, delay, error)
             await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
-    async def _one(self, session: Any, request: Request, sem: asyncio.Semaphore, state: dict[str, int],
-                   body: bytes | None = None) -> Response:
+    async def _one(
+        self, session: Any, request: Request, sem: asyncio.Semaphore, state: dict[str, int], body: bytes | None = None
+    ) -> Response:
         t0 = time.perf_counter()
         try:
             body = body if body is not None else self.encode(self.payload(request))

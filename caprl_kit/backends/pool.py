@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
+
 class EnginePool:
     """Engines keyed by their whole config; ``builds`` counts the engines this pool built."""
 

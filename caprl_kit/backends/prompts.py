@@ -47,8 +47,9 @@ def render_request(request: Request, template: Any, is_vlm: bool, model_id: str)
         raise MediaError("unsupported_media", model_id, "this model takes text only")
     if request.prefill is not None:
         messages.append({"role": "assistant", "content": request.prefill})
-        out.text = template.apply_chat_template(messages, tokenize=False, add_generation_prompt=False,
-                                                continue_final_message=True)
+        out.text = template.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=False, continue_final_message=True
+        )
     else:
         out.text = template.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return out

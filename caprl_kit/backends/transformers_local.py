@@ -26,6 +26,7 @@ log = get_logger(__name__)
 #: tokens a captioner must never emit: they are placeholders for vision features
 VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>")
 
+
 def resolve_dtype(dtype: str, device: str):
     import torch
 
@@ -67,15 +68,18 @@ class TransformersBackend(BackendBase):
         name, remote = str(self.cfg.model), self.cfg.trust_remote_code
         vlm = loading.is_vision_language(hf_config)
         t0 = time.perf_counter()
-        model_cls, proc_cls = (AutoModelForImageTextToText, AutoProcessor) if vlm else (AutoModelForCausalLM,
-                                                                                         AutoTokenizer)
+        model_cls, proc_cls = (
+            (AutoModelForImageTextToText, AutoProcessor) if vlm else (AutoModelForCausalLM, AutoTokenizer)
+        )
         # Any: transformers wraps PreTrainedModel.to with functools.wraps, which type-checks as unbound (self unfilled)
-        model: Any = loading.load("weights", name, model_cls.from_pretrained, name, trust_remote_code=remote,
-                                  dtype=self.dtype)
+        model: Any = loading.load(
+            "weights", name, model_cls.from_pretrained, name, trust_remote_code=remote, dtype=self.dtype
+        )
         processor = loading.load("processor", name, proc_cls.from_pretrained, name, trust_remote_code=remote)
         model.to(self.device).eval()
-        log.info("loaded %s (%s) on %s in %.1fs", self.cfg.model, type(model).__name__, self.device,
-                 time.perf_counter() - t0)
+        log.info(
+            "loaded %s (%s) on %s in %.1fs", self.cfg.model, type(model).__name__, self.device, time.perf_counter() - t0
+        )
         return model, processor
 
     # ------------------------------------------------------------------ prompts and media
@@ -93,8 +97,13 @@ class TransformersBackend(BackendBase):
         if clips:
             kwargs["videos"] = [c.frames for c in clips]
             kwargs["video_metadata"] = [
-                {"fps": c.sample_fps or 2.0, "duration": c.duration, "total_num_frames": len(c.frames),
-                 "frames_indices": list(range(len(c.frames)))} for c in clips
+                {
+                    "fps": c.sample_fps or 2.0,
+                    "duration": c.duration,
+                    "total_num_frames": len(c.frames),
+                    "frames_indices": list(range(len(c.frames))),
+                }
+                for c in clips
             ]
             kwargs["do_sample_frames"] = False
         return self.processor(text=texts, images=images, return_tensors="pt", padding=True, **kwargs)
@@ -131,7 +140,9 @@ class TransformersBackend(BackendBase):
                             try:
                                 outs += self._run(sampling, [prepared[i]])
                             except Exception as one_exc:  # noqa: BLE001 - this request alone fails
-                                outs.append(Response.failed("generation_failed", f"{type(one_exc).__name__}: {one_exc}"))
+                                outs.append(
+                                    Response.failed("generation_failed", f"{type(one_exc).__name__}: {one_exc}")
+                                )
                 for i, resp in zip(chunk, outs):
                     resp.id = requests[i].id
                     responses[i] = resp

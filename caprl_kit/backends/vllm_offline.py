@@ -80,8 +80,9 @@ class VLLMBackend(BackendBase):
         self.llm = loading.load("weights (vLLM engine)", model, vllm.LLM, **kwargs)
         log.info("vLLM engine for %s ready in %.1fs", cfg.model, time.perf_counter() - t0)
         loader = AutoProcessor if self.is_vlm else AutoTokenizer
-        self.template = loading.load("processor", model, loader.from_pretrained, model,
-                                     trust_remote_code=cfg.trust_remote_code)
+        self.template = loading.load(
+            "processor", model, loader.from_pretrained, model, trust_remote_code=cfg.trust_remote_code
+        )
         self._vllm = vllm
         self._ids = itertools.count()
 
@@ -142,13 +143,15 @@ class VLLMBackend(BackendBase):
         latency = time.perf_counter() - t0
         out = []
         for o in outputs:
-            out.append(Response(
-                texts=[c.text for c in o.outputs],
-                prompt_tokens=len(o.prompt_token_ids or []),
-                completion_tokens=[len(c.token_ids) for c in o.outputs],
-                finish_reasons=[c.finish_reason or "stop" for c in o.outputs],
-                latency_s=latency,
-            ))
+            out.append(
+                Response(
+                    texts=[c.text for c in o.outputs],
+                    prompt_tokens=len(o.prompt_token_ids or []),
+                    completion_tokens=[len(c.token_ids) for c in o.outputs],
+                    finish_reasons=[c.finish_reason or "stop" for c in o.outputs],
+                    latency_s=latency,
+                )
+            )
         return out
 
     @property
@@ -204,9 +207,11 @@ class VLLMBackend(BackendBase):
                     if _engine_dead(exc):  # ... unless it is gone: every later step fails too, and the failed rows
                         from caprl_kit.errors import EngineDown  # would be committed as done shards
 
-                        raise EngineDown(f"vLLM's engine died ({type(exc).__name__}: {exc}) with {len(pending)} "
-                                         "request(s) in it; their shards were not written (vLLM's log above has "
-                                         "the cause). Fix it and rerun: finished shards are kept") from None
+                        raise EngineDown(
+                            f"vLLM's engine died ({type(exc).__name__}: {exc}) with {len(pending)} "
+                            "request(s) in it; their shards were not written (vLLM's log above has "
+                            "the cause). Fix it and rerun: finished shards are kept"
+                        ) from None
                     log.warning("vLLM engine step failed (%s); failing %d request(s) in flight", exc, len(pending))
                     for rid, (req_id, _started) in list(pending.items()):
                         engine.abort_request([rid])
@@ -244,4 +249,3 @@ def _engine_dead(exc: BaseException) -> bool:
     except ImportError:  # another vLLM layout: recognise it by name
         return type(exc).__name__ == "EngineDeadError"
     return isinstance(exc, EngineDeadError)
-

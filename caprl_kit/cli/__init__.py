@@ -34,7 +34,7 @@ VERB_HELP = {
     "annotate": "Caption images/videos at scale into resumable Parquet shards.",
     "eval": "Evaluate captioners Prism-style: answer benchmark questions from captions alone.",
     "pairs": "Preference pairs for DPO: sample n captions per image, score them with the CapRL reward, pair "
-             "the best with the worst (TRL's DPO format).",
+    "the best with the worst (TRL's DPO format).",
 }
 
 
@@ -58,8 +58,10 @@ def _fail(exc: BaseException, verbose: int = 0) -> None:
         if verbose > 1:
             console.print_exception(show_locals=False)
         first = (str(exc).strip().splitlines() or [""])[0]
-        console.print(f"[bold red]error:[/] {escape(type(exc).__name__)}: {escape(first)} "
-                      "(rerun with -vv for the traceback)", highlight=False)
+        console.print(
+            f"[bold red]error:[/] {escape(type(exc).__name__)}: {escape(first)} (rerun with -vv for the traceback)",
+            highlight=False,
+        )
         raise typer.Exit(1)
     raise typer.Exit(2)
 
@@ -106,7 +108,9 @@ def run_verb(
     with _errors(verbose):
         setup_logging(verbose, log_file)
         if not config:
-            raise ConfigError([ConfigIssue("--config", "missing", "pass --config NAME_OR_PATH (see `caprl pipelines`)")])
+            raise ConfigError(
+                [ConfigIssue("--config", "missing", "pass --config NAME_OR_PATH (see `caprl pipelines`)")]
+            )
         cfg = load_config(config, list(overrides), kind=verb, values={"output_dir": output} if output else None)
         if not dry_run and not cfg.output_dir:
             raise ConfigError([ConfigIssue("output_dir", "no output directory", "pass --output DIR or set output_dir")])
@@ -138,15 +142,21 @@ class VerbGroup(TyperGroup):
 
 
 def _verb_app(verb: str, helpers: str = "") -> typer.Typer:
-    sub = typer.Typer(cls=VerbGroup, add_completion=False, help=VERB_HELP[verb], pretty_exceptions_enable=False,
-                      context_settings={"help_option_names": ["-h", "--help"]})
+    sub = typer.Typer(
+        cls=VerbGroup,
+        add_completion=False,
+        help=VERB_HELP[verb],
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
     sub.command("run", help=VERB_HELP[verb] + (f"\n\nSub-commands: {helpers}" if helpers else ""))(_make_verb(verb))
     app.add_typer(sub, name=verb)
     return sub
 
 
-def annotate_status(directory: str = typer.Argument(..., metavar="DIR", help="An annotate output folder (local or fsspec URL).")
-                    ) -> None:
+def annotate_status(
+    directory: str = typer.Argument(..., metavar="DIR", help="An annotate output folder (local or fsspec URL)."),
+) -> None:
     """Progress of a running or finished annotate job: shards, items, failures by status, throughput."""
     from rich.table import Table
 
@@ -174,17 +184,28 @@ def annotate_status(directory: str = typer.Argument(..., metavar="DIR", help="An
     for col in ("node", "host", "shards", "items", "workers", "GPU ids"):
         nodes.add_column(col, justify="right" if col in ("shards", "items", "workers") else "left")
     for n in info["nodes"]:
-        nodes.add_row(n["node"], str(n["host"]), str(n["shards"]), str(n["items"]), str(n["workers"]),
-                      ",".join(n["gpu_ids"]) or "-")
+        nodes.add_row(
+            n["node"],
+            str(n["host"]),
+            str(n["shards"]),
+            str(n["items"]),
+            str(n["workers"]),
+            ",".join(n["gpu_ids"]) or "-",
+        )
     out.print(nodes)
 
 
 def train_export(
     checkpoint: str = typer.Argument(..., metavar="CHECKPOINT", help="A verl checkpoint folder (global_step_N)."),
-    output: str = typer.Option(..., "--output", "-o", help="Where to write the Hugging Face model folder (new, "
-                               "empty, or a previous export)."),
-    python: str | None = typer.Option(None, "--python", help="Interpreter of the environment with verl that runs "
-                                      "verl's model merger (default: the one caprl runs under)."),
+    output: str = typer.Option(
+        ..., "--output", "-o", help="Where to write the Hugging Face model folder (new, empty, or a previous export)."
+    ),
+    python: str | None = typer.Option(
+        None,
+        "--python",
+        help="Interpreter of the environment with verl that runs "
+        "verl's model merger (default: the one caprl runs under).",
+    ),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="-v info, -vv debug."),
 ) -> None:
     """Export a verl FSDP checkpoint to a Hugging Face model folder (for annotate/eval/serving)."""
@@ -198,7 +219,9 @@ def train_export(
 
 
 def eval_compare(
-    dirs: list[str] = typer.Argument(..., metavar="DIR...", help="Eval output folders to compare (each holds results_latest.json)."),
+    dirs: list[str] = typer.Argument(
+        ..., metavar="DIR...", help="Eval output folders to compare (each holds results_latest.json)."
+    ),
     output: str = typer.Option("report.html", "--output", "-o", help="The HTML report to write."),
 ) -> None:
     """Compare eval runs side by side in one HTML report (M_Acc per task, caption lengths, examples)."""
@@ -216,13 +239,22 @@ def eval_compare(
 
 def _make_verb(verb: str) -> Callable[..., None]:
     def command(
-        config: str | None = typer.Option(None, "--config", "-c", help="Built-in pipeline name (see `caprl pipelines`) or YAML path."),
-        overrides: list[str] | None = typer.Argument(None, help="Dotted overrides: key.path=value, ~key.path to delete."),
+        config: str | None = typer.Option(
+            None, "--config", "-c", help="Built-in pipeline name (see `caprl pipelines`) or YAML path."
+        ),
+        overrides: list[str] | None = typer.Argument(
+            None, help="Dotted overrides: key.path=value, ~key.path to delete."
+        ),
         dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and the plan; touch nothing."),
         output: str | None = typer.Option(None, "--output", "-o", help="Output directory (any fsspec URL)."),
-        overwrite: bool = typer.Option(False, "--overwrite/--resume", help="Discard a previous run instead of resuming it."),
-        retry_failed: bool = typer.Option(False, "--retry-failed", help="Redo, in place, the rows of a finished run "
-                                          "whose status is a retryable failure (caprl annotate)."),
+        overwrite: bool = typer.Option(
+            False, "--overwrite/--resume", help="Discard a previous run instead of resuming it."
+        ),
+        retry_failed: bool = typer.Option(
+            False,
+            "--retry-failed",
+            help="Redo, in place, the rows of a finished run whose status is a retryable failure (caprl annotate).",
+        ),
         verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="-v info, -vv debug."),
         log_file: str | None = typer.Option(None, "--log-file", help="Also write debug logs to this file."),
     ) -> None:
@@ -256,8 +288,7 @@ def serve_reward(
     with _errors(verbose):
         setup_logging(verbose)
         values = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
-        cfg = cast("RewardServerConfig",
-                   load_config(config, list(overrides or []), kind="serve_reward", values=values))
+        cfg = cast("RewardServerConfig", load_config(config, list(overrides or []), kind="serve_reward", values=values))
         from caprl_kit import commands
 
         if dry_run:
@@ -287,8 +318,12 @@ def list_pipelines() -> None:
 
 @app.command("demo")
 def demo(
-    out: Path = typer.Option(Path("demo_output"), "--out", "-o", help="Where the demo writes everything (a new or "
-                             "empty folder, or a previous demo run)."),
+    out: Path = typer.Option(
+        Path("demo_output"),
+        "--out",
+        "-o",
+        help="Where the demo writes everything (a new or empty folder, or a previous demo run).",
+    ),
     seed: int = typer.Option(0, help="Seed of the models, the data and training."),
     n_train: int = typer.Option(200, help="Training images."),
     n_val: int = typer.Option(100, help="Validation images (RL checkpoint selection)."),
@@ -296,11 +331,18 @@ def demo(
     sft_steps: int | None = typer.Option(None, help="SFT steps (default: the recipe's)."),
     rl_steps: int | None = typer.Option(None, help="GRPO steps (default: the recipe's)."),
     eval_steps: int | None = typer.Option(None, help="Validate every N GRPO steps (default: the recipe's)."),
-    trainers: bool = typer.Option(True, "--trainers/--no-trainers", help="Also train GRPO with the reward served "
-                                  "over HTTP (caprl serve-reward on 127.0.0.1) and DPO on reward-ranked pairs, from "
-                                  "the same warm start (about a third of the demo's run time)."),
-    overwrite: bool = typer.Option(False, "--overwrite/--resume", help="Discard the previous demo run in --out "
-                                   "(only a folder the demo made) instead of resuming it."),
+    trainers: bool = typer.Option(
+        True,
+        "--trainers/--no-trainers",
+        help="Also train GRPO with the reward served "
+        "over HTTP (caprl serve-reward on 127.0.0.1) and DPO on reward-ranked pairs, from "
+        "the same warm start (about a third of the demo's run time).",
+    ),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite/--resume",
+        help="Discard the previous demo run in --out (only a folder the demo made) instead of resuming it.",
+    ),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True),
 ) -> None:
     """The offline demo on tiny models built locally: curate -> SFT + GRPO -> annotate -> eval -> report.html."""
@@ -310,17 +352,31 @@ def demo(
     with _errors(verbose):
         setup_logging(verbose)
         with progress() as bar:
-            summary = run_demo(out, seed=seed, n_train=n_train, n_val=n_val, n_test=n_test, sft_steps=sft_steps,
-                               rl_steps=rl_steps, eval_steps=eval_steps, trainers=trainers, progress=bar,
-                               overwrite=overwrite)
+            summary = run_demo(
+                out,
+                seed=seed,
+                n_train=n_train,
+                n_val=n_val,
+                n_test=n_test,
+                sft_steps=sft_steps,
+                rl_steps=rl_steps,
+                eval_steps=eval_steps,
+                trainers=trainers,
+                progress=bar,
+                overwrite=overwrite,
+            )
     ev = summary["eval"]
-    console.print(f"held-out QA accuracy: SFT + GRPO [bold]{ev['A1_rl']:.3f}[/], SFT only {ev['A0_sft']:.3f}, "
-                  f"image-blind ceiling {ev['blind_ceiling']:.3f} (gain {ev['gain']:+.3f})")
+    console.print(
+        f"held-out QA accuracy: SFT + GRPO [bold]{ev['A1_rl']:.3f}[/], SFT only {ev['A0_sft']:.3f}, "
+        f"image-blind ceiling {ev['blind_ceiling']:.3f} (gain {ev['gain']:+.3f})"
+    )
     for key, label in (("grpo_http", "SFT + GRPO, reward over HTTP"), ("dpo", "SFT + DPO on reward-ranked pairs")):
         if key in summary.get("trainers", {}):
             console.print(f"held-out QA accuracy: {label} [bold]{summary['trainers'][key]['accuracy']:.3f}[/]")
-    console.print(f"curate: {summary['curate']['train']['items_kept']}/{summary['curate']['train']['items_in']} "
-                  f"training images kept; annotate: {summary['annotate']['ok']} captions")
+    console.print(
+        f"curate: {summary['curate']['train']['items_kept']}/{summary['curate']['train']['items_in']} "
+        f"training images kept; annotate: {summary['annotate']['ok']} captions"
+    )
     console.print(f"report: {summary['report']}")
 
 
@@ -330,8 +386,12 @@ app.add_typer(data_app, name="data")
 
 @data_app.command("synth")
 def data_synth(
-    out: Path = typer.Option(..., "--out", "-o", help="Directory for train/, val/ and test/ splits (new, empty, "
-                             "or a previous data synth output)."),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        "-o",
+        help="Directory for train/, val/ and test/ splits (new, empty, or a previous data synth output).",
+    ),
     train: int = typer.Option(200, help="Training images."),
     val: int = typer.Option(50, help="Validation images."),
     test: int = typer.Option(50, help="Held-out test images."),
@@ -355,8 +415,12 @@ app.add_typer(models_app, name="models")
 
 @models_app.command("tiny")
 def models_tiny(
-    out: Path = typer.Option(..., "--out", "-o", help="Directory to write captioner/ and answerer/ into (new, "
-                             "empty, or a previous models tiny output)."),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        "-o",
+        help="Directory to write captioner/ and answerer/ into (new, empty, or a previous models tiny output).",
+    ),
     seed: int = typer.Option(0, help="Seed: the same seed gives the same weights."),
     answerer_arch: str = typer.Option("qwen2", help="qwen2 or qwen3."),
     tokenizer: str = typer.Option("bpe", help="bpe (byte-level, vLLM-ready) or words (closed word vocabulary)."),

@@ -44,8 +44,9 @@ def setup_logging(verbose: int = 0, log_file: str | None = None) -> None:
         except OSError as exc:
             from caprl_kit.errors import CaprlError
 
-            raise CaprlError(f"--log-file {log_file}: {exc.strerror or exc}; its folder must exist and be "
-                             "writable") from exc
+            raise CaprlError(
+                f"--log-file {log_file}: {exc.strerror or exc}; its folder must exist and be writable"
+            ) from exc
         fh.setLevel(logging.DEBUG)
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(fh)

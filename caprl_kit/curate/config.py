@@ -14,13 +14,15 @@ from caprl_kit.runners.config import RunnerConfig
 
 
 def _generator() -> BackendConfig:  # spec §1.2: temperature 0.1, 2048 tokens, repetition penalty 1.05
-    return BackendConfig(name="openai", sampling=SamplingConfig(temperature=0.1, max_tokens=2048,
-                                                                repetition_penalty=1.05))
+    return BackendConfig(
+        name="openai", sampling=SamplingConfig(temperature=0.1, max_tokens=2048, repetition_penalty=1.05)
+    )
 
 
 def _answerer() -> BackendConfig:  # spec §1.4: temperature 0.1, 4 tokens, repetition penalty 1.05
-    return BackendConfig(name="transformers", sampling=SamplingConfig(temperature=0.1, max_tokens=4,
-                                                                      repetition_penalty=1.05))
+    return BackendConfig(
+        name="transformers", sampling=SamplingConfig(temperature=0.1, max_tokens=4, repetition_penalty=1.05)
+    )
 
 
 class GenerateConfig(ConfigModel):
@@ -32,8 +34,12 @@ class GenerateConfig(ConfigModel):
     @model_validator(mode="after")
     def _one_generation(self) -> GenerateConfig:
         if self.backend.sampling.n > 1:
-            raise one_answer("backend.sampling.n", self.backend.sampling.n, "the generate stage parses one "
-                             "generation per item", "set it to 1")
+            raise one_answer(
+                "backend.sampling.n",
+                self.backend.sampling.n,
+                "the generate stage parses one generation per item",
+                "set it to 1",
+            )
         return self
 
 
@@ -41,18 +47,26 @@ class AnswerConfig(ConfigModel):
     backend: BackendConfig = Field(default_factory=_answerer, description="LVLM answering (e.g. 3B)")
     rotations: int = Field(4, ge=1, description="Shuffled trials per question and condition (spec §1.4)")
     compat: Literal["fixed", "official"] = Field(
-        "fixed", description="official: correct = letter is a substring of the output (spec §1.4); "
-        "fixed: the extracted letter equals the answer")
+        "fixed",
+        description="official: correct = letter is a substring of the output (spec §1.4); "
+        "fixed: the extracted letter equals the answer",
+    )
     evidence: Literal["media", "caption"] = Field(
-        "media", description="What the visual answerer gets: the media, or a caption column (input.caption_column) "
-        "as a cheap stand-in (text LLM / lexical curation)")
+        "media",
+        description="What the visual answerer gets: the media, or a caption column (input.caption_column) "
+        "as a cheap stand-in (text LLM / lexical curation)",
+    )
     caption_column: str = Field("caption", description="Input column with captions for evidence=caption")
 
     @model_validator(mode="after")
     def _one_answer(self) -> AnswerConfig:
         if self.backend.sampling.n > 1:
-            raise one_answer("backend.sampling.n", self.backend.sampling.n, "the answer stage reads one answer per "
-                             "trial", "set it to 1; raise answer.rotations for more trials per question")
+            raise one_answer(
+                "backend.sampling.n",
+                self.backend.sampling.n,
+                "the answer stage reads one answer per trial",
+                "set it to 1; raise answer.rotations for more trials per question",
+            )
         return self
 
 
@@ -79,10 +93,15 @@ class CurateConfig(JobConfig):
     kind: Literal["curate"] = "curate"
     input: InputConfig
     import_mode: Literal["none", "text", "qa"] = Field(
-        "none", description="none: generate MCQs; text: input.import_column holds generator-style QA text; "
-        "qa: it holds QA lists ({question, choices, answer}, or JSON of them)")
-    import_column: str = Field("qa", description="Input column used by import_mode; a dotted name reads inside a "
-                               "column (reward_model.ground_truth for CapRL-QA-75K / CapRL-Video-QA-20K)")
+        "none",
+        description="none: generate MCQs; text: input.import_column holds generator-style QA text; "
+        "qa: it holds QA lists ({question, choices, answer}, or JSON of them)",
+    )
+    import_column: str = Field(
+        "qa",
+        description="Input column used by import_mode; a dotted name reads inside a "
+        "column (reward_model.ground_truth for CapRL-QA-75K / CapRL-Video-QA-20K)",
+    )
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     answer: AnswerConfig = Field(default_factory=AnswerConfig)
     filter: FilterConfig = Field(default_factory=FilterConfig)

@@ -62,18 +62,31 @@ def export(cfg: CurateConfig, items: dict[str, InputItem]) -> dict[str, Any]:
 
     f = cfg.filter
     funnel: dict[str, Any] = {
-        "items_in": len(items), "items_kept": 0, "items_dropped": Counter(),
-        "questions_generated_blocks": 0, "questions_parsed": 0, "questions_rejected_by_parser": 0,
-        "questions_rejected": Counter(), "questions_rejected_examples": [],
-        "questions_answered": 0, "questions_pass_visual": 0, "questions_pass_text": 0,
-        "questions_pass_both": 0, "questions_duplicate": 0, "questions_capped": 0, "questions_kept": 0,
+        "items_in": len(items),
+        "items_kept": 0,
+        "items_dropped": Counter(),
+        "questions_generated_blocks": 0,
+        "questions_parsed": 0,
+        "questions_rejected_by_parser": 0,
+        "questions_rejected": Counter(),
+        "questions_rejected_examples": [],
+        "questions_answered": 0,
+        "questions_pass_visual": 0,
+        "questions_pass_text": 0,
+        "questions_pass_both": 0,
+        "questions_duplicate": 0,
+        "questions_capped": 0,
+        "questions_kept": 0,
         "per_media_type": defaultdict(Counter),
     }
     audit: list[dict[str, Any]] = []
     curated: dict[str, list[dict[str, Any]]] = {"train": [], "val": []}
     answerer = cfg.answer.backend.model or cfg.answer.backend.name
-    generator = ((cfg.generate.backend.model or cfg.generate.backend.name) if cfg.import_mode == "none"
-                 else f"import:{cfg.import_mode}")
+    generator = (
+        (cfg.generate.backend.model or cfg.generate.backend.name)
+        if cfg.import_mode == "none"
+        else f"import:{cfg.import_mode}"
+    )
     for key, item in items.items():  # input order
         per_type = funnel["per_media_type"][item.media_type]
         per_type["items_in"] += 1
@@ -98,8 +111,11 @@ def export(cfg: CurateConfig, items: dict[str, InputItem]) -> dict[str, Any]:
         seen: set[tuple[str, str]] = set()
         for t in sorted(trials_by_key.get(key, []), key=lambda r: r["qa_index"]):
             funnel["questions_answered"] += 1
-            keep, why = (decide(t["visual_acc"], t["text_acc"], f) if t["reason"] not in ("media_error", "answer_failed")
-                         else (False, t["reason"]))
+            keep, why = (
+                decide(t["visual_acc"], t["text_acc"], f)
+                if t["reason"] not in ("media_error", "answer_failed")
+                else (False, t["reason"])
+            )
             funnel["questions_pass_visual"] += int(t["visual_acc"] > f.min_visual_acc)
             funnel["questions_pass_text"] += int(t["text_acc"] < f.max_text_acc)
             if keep:
@@ -149,8 +165,13 @@ def export(cfg: CurateConfig, items: dict[str, InputItem]) -> dict[str, Any]:
     assert funnel["items_in"] == funnel["items_kept"] + sum(funnel["items_dropped"].values())
     atomic_write_text(fs, join(out_path, "funnel.html"), funnel_html(funnel))
     atomic_write_text(fs, join(root, FUNNEL), json.dumps(funnel, indent=2))
-    written.update({"audit.parquet": join(str(cfg.output_dir), AUDIT), "funnel.json": join(str(cfg.output_dir), FUNNEL),
-                    "funnel.html": join(out_dir, "funnel.html")})
+    written.update(
+        {
+            "audit.parquet": join(str(cfg.output_dir), AUDIT),
+            "funnel.json": join(str(cfg.output_dir), FUNNEL),
+            "funnel.html": join(out_dir, "funnel.html"),
+        }
+    )
     return {"funnel": funnel, "outputs": written}
 
 
@@ -167,8 +188,15 @@ def _media_path(cfg: CurateConfig, item: InputItem) -> str:
     return path
 
 
-def _curated_row(cfg: CurateConfig, item: InputItem, kept: list[dict[str, Any]], split: str, index: int,
-                 generator: str, answerer: str) -> dict[str, Any]:
+def _curated_row(
+    cfg: CurateConfig,
+    item: InputItem,
+    kept: list[dict[str, Any]],
+    split: str,
+    index: int,
+    generator: str,
+    answerer: str,
+) -> dict[str, Any]:
     path = _media_path(cfg, item)
     video = item.media_type == "video"
     if video:
@@ -192,8 +220,14 @@ def _curated_row(cfg: CurateConfig, item: InputItem, kept: list[dict[str, Any]],
         "data_source": cfg.export.video_data_source if video else cfg.export.image_data_source,
         "ability": "caption",
         "reward_model": {"style": "rule", "ground_truth": kept},
-        "extra_info": {"index": index, "split": split, "key": item.key, "source": item.source,
-                       "generator": generator, "answerer": answerer},
+        "extra_info": {
+            "index": index,
+            "split": split,
+            "key": item.key,
+            "source": item.source,
+            "generator": generator,
+            "answerer": answerer,
+        },
     }
 
 
@@ -208,9 +242,15 @@ def funnel_html(f: dict[str, Any]) -> str:
     tables."""
     from caprl_kit.reports import render
 
-    steps = [("items in", f["items_in"]), ("items kept", f["items_kept"]),
-             ("question blocks", f["questions_generated_blocks"]), ("questions parsed", f["questions_parsed"]),
-             ("answered", f["questions_answered"]), ("pass visual", f["questions_pass_visual"]),
-             ("pass text-only", f["questions_pass_text"]), ("pass both", f["questions_pass_both"]),
-             ("kept", f["questions_kept"])]
+    steps = [
+        ("items in", f["items_in"]),
+        ("items kept", f["items_kept"]),
+        ("question blocks", f["questions_generated_blocks"]),
+        ("questions parsed", f["questions_parsed"]),
+        ("answered", f["questions_answered"]),
+        ("pass visual", f["questions_pass_visual"]),
+        ("pass text-only", f["questions_pass_text"]),
+        ("pass both", f["questions_pass_both"]),
+        ("kept", f["questions_kept"]),
+    ]
     return render("funnel.html.j2", f=f, steps=steps)

@@ -29,8 +29,14 @@ FILTERED = frozenset({"no_question_kept", "no_questions"})
 
 def stage_hash(cfg: CurateConfig, stage: str) -> str:
     """The config a stage's output depends on (and every earlier stage's)."""
-    parts: dict[str, Any] = {"input": cfg.input, "import_mode": cfg.import_mode, "import_column": cfg.import_column,
-                             "media": cfg.media, "seed": cfg.seed, "generate": cfg.generate}
+    parts: dict[str, Any] = {
+        "input": cfg.input,
+        "import_mode": cfg.import_mode,
+        "import_column": cfg.import_column,
+        "media": cfg.media,
+        "seed": cfg.seed,
+        "generate": cfg.generate,
+    }
     if stage in ("parse", "answer"):
         parts["parse"] = True
     if stage == "answer":
@@ -55,13 +61,20 @@ def plan(cfg: CurateConfig) -> list[str]:
         listing = f"read {n} item(s) from {cfg.input.path} (format: {fmt})"
     except CaprlError as exc:
         n, listing = 0, f"WARNING: cannot list the input yet: {exc}"
-    gen = (f"generate MCQs with {cfg.generate.backend.name}:{cfg.generate.backend.model}"
-           if cfg.import_mode == "none" else f"import {cfg.import_mode} from column '{cfg.import_column}'")
-    return [listing, gen, "parse them (unparseable blocks kept with reasons)",
-            f"answer each question {cfg.answer.rotations}x with the {cfg.answer.evidence} and {cfg.answer.rotations}x "
-            f"text-only with {cfg.answer.backend.name}:{cfg.answer.backend.model}",
-            f"keep when visual acc > {cfg.filter.min_visual_acc} and text acc < {cfg.filter.max_text_acc}; "
-            f"export train/val Parquet + JSONL, audit table and funnel to {cfg.output_dir or '<--output>'}/dataset"]
+    gen = (
+        f"generate MCQs with {cfg.generate.backend.name}:{cfg.generate.backend.model}"
+        if cfg.import_mode == "none"
+        else f"import {cfg.import_mode} from column '{cfg.import_column}'"
+    )
+    return [
+        listing,
+        gen,
+        "parse them (unparseable blocks kept with reasons)",
+        f"answer each question {cfg.answer.rotations}x with the {cfg.answer.evidence} and {cfg.answer.rotations}x "
+        f"text-only with {cfg.answer.backend.name}:{cfg.answer.backend.model}",
+        f"keep when visual acc > {cfg.filter.min_visual_acc} and text acc < {cfg.filter.max_text_acc}; "
+        f"export train/val Parquet + JSONL, audit table and funnel to {cfg.output_dir or '<--output>'}/dataset",
+    ]
 
 
 @command
@@ -72,14 +85,30 @@ def run(cfg: CurateConfig, *, overwrite: bool = False, progress: Progress | None
     engines = {"answer.backend": cfg.answer.backend}
     if cfg.import_mode == "none":
         engines["generate.backend"] = cfg.generate.backend
-    listing = begin(cfg, "curate", lambda: fingerprint_items(iter_items(cfg.input)), engines, overwrite=overwrite,
-                    empty=lambda: describe_empty(cfg.input))
+    listing = begin(
+        cfg,
+        "curate",
+        lambda: fingerprint_items(iter_items(cfg.input)),
+        engines,
+        overwrite=overwrite,
+        empty=lambda: describe_empty(cfg.input),
+    )
     report = RunReport(command="curate", output_dir=cfg.output_dir, n_items=listing.n_items)
     for name in STAGES:  # generate reads the input; the later stages read what generate recorded of it
-        shards = (lambda: iter_shards(iter_items(cfg.input), cfg.sharding.shard_size)) if name == "generate" \
+        shards = (
+            (lambda: iter_shards(iter_items(cfg.input), cfg.sharding.shard_size))
+            if name == "generate"
             else (lambda: generated_shards(cfg))
-        stage = Stage(name, f"curate/{name}", stage_dir(cfg, name), stage_hash(cfg, name),
-                      functools.partial(make_worker, cfg, name), shards, engines=engines_of(cfg, name))
+        )
+        stage = Stage(
+            name,
+            f"curate/{name}",
+            stage_dir(cfg, name),
+            stage_hash(cfg, name),
+            functools.partial(make_worker, cfg, name),
+            shards,
+            engines=engines_of(cfg, name),
+        )
         written, skipped = run_stage(cfg, stage, listing, progress=progress)
         report.shards_done, report.shards_skipped = report.shards_done + len(written), report.shards_skipped + skipped
         report.metrics[f"{name}_requests"] = sum(s.metrics.get("requests", 0) for s in stage.run_dir.read_stats())

@@ -79,9 +79,17 @@ def generated_shards(cfg: CurateConfig) -> Iterator[tuple[ShardSpec, list[InputI
     start = 0
     for sid in sorted(run.done_shards()):
         rows = read_shard(run.shard_url(sid), MCQGenerationRow).to_pylist()
-        items = [InputItem(key=r["key"], source=r["source"], data=r.get("media_bytes"), media_type=r["media_type"],
-                           extra=json.loads(r["carry"]) if r.get("carry") else {},
-                           locator=Locator.from_json(r.get("media_locator"))) for r in rows]
+        items = [
+            InputItem(
+                key=r["key"],
+                source=r["source"],
+                data=r.get("media_bytes"),
+                media_type=r["media_type"],
+                extra=json.loads(r["carry"]) if r.get("carry") else {},
+                locator=Locator.from_json(r.get("media_locator")),
+            )
+            for r in rows
+        ]
         yield ShardSpec(sid, start, start + len(items)), items
         start += len(items)
 
@@ -103,7 +111,7 @@ def column_value(row: dict[str, Any], column: str) -> Any:
 def _media_request(ld: Loaded, text: str, system: str | None, sampling: SamplingParams) -> Request:
     if isinstance(ld.media, VideoClip):
         return Request.user(text, videos=[ld.media], system=system, sampling=sampling)
-    return Request.user(text, images=[ld.media.image], system=system, sampling=sampling)  # type: ignore[union-attr]
+    return Request.user(text, images=[ld.media.image], system=system, sampling=sampling)  # type: ignore[union-attr]  # an image item: its media is an ImageMedia
 
 
 class GenerateWorker:
@@ -114,29 +122,43 @@ class GenerateWorker:
         self.progress = progress or NullProgress()
         self.run = stage_dir(cfg, "generate")
         self.backend = build_backend(cfg.generate.backend) if cfg.import_mode == "none" else None
-        self.model = (cfg.generate.backend.model or cfg.generate.backend.name) if self.backend \
-            else f"import:{cfg.import_mode}"
+        self.model = (
+            (cfg.generate.backend.model or cfg.generate.backend.name) if self.backend else f"import:{cfg.import_mode}"
+        )
         self.engine_label = f"generate with {cfg.generate.backend.name}:{cfg.generate.backend.model}"
 
     def _common(self, it: InputItem) -> dict[str, Any]:
-        return {"key": it.key, "source": it.source, "media_type": it.media_type, "model": self.model,
-                "media_bytes": it.data if not it.source else None,
-                "media_locator": it.locator.to_json() if it.locator else None,
-                "carry": json.dumps(it.extra, default=str) if it.extra else None}
+        return {
+            "key": it.key,
+            "source": it.source,
+            "media_type": it.media_type,
+            "model": self.model,
+            "media_bytes": it.data if not it.source else None,
+            "media_locator": it.locator.to_json() if it.locator else None,
+            "carry": json.dumps(it.extra, default=str) if it.extra else None,
+        }
 
     def _imported(self, it: InputItem) -> dict[str, Any]:
         value = column_value(it.extra, self.cfg.import_column)
         if value is None:
-            return {**self._common(it), "status": "no_import_data",
-                    "error_message": f"input column '{self.cfg.import_column}' is empty"}
+            return {
+                **self._common(it),
+                "status": "no_import_data",
+                "error_message": f"input column '{self.cfg.import_column}' is empty",
+            }
         text = value if isinstance(value, str) else json.dumps(value, default=str)
         return {**self._common(it), "raw_text": text, "status": "ok"}
 
     def _generated(self, it: InputItem, resp: Response) -> dict[str, Any]:
         self.progress.advance("generate", items=1, failed=int(not resp.ok), tokens=sum(resp.completion_tokens))
         if resp.ok:
-            return {**self._common(it), "raw_text": resp.texts[0], "completion_tokens": resp.completion_tokens[0],
-                    "finish_reason": resp.finish_reasons[0], "status": "ok"}
+            return {
+                **self._common(it),
+                "raw_text": resp.texts[0],
+                "completion_tokens": resp.completion_tokens[0],
+                "finish_reason": resp.finish_reasons[0],
+                "status": "ok",
+            }
         return {**self._common(it), "status": resp.error_kind or "generation_failed", "error_message": resp.error}
 
     # a Work's rows from its responses, arguments bound with functools.partial as each item is planned
@@ -164,13 +186,21 @@ class GenerateWorker:
                     self.progress.advance("generate", items=1)
                     yield Work([], functools.partial(self._imported_rows, ld.item))
                     continue
-                yield Work([_media_request(ld, cfg.generate.user_text, system, sampling)],
-                           functools.partial(self._generated_rows, ld.item))
+                yield Work(
+                    [_media_request(ld, cfg.generate.user_text, system, sampling)],
+                    functools.partial(self._generated_rows, ld.item),
+                )
         finally:
             loaded.close()
 
-    def commit(self, spec: ShardSpec, items: list[InputItem], rows: list[dict[str, Any]],
-               responses: Sequence[Response], opened: tuple[str, float]) -> ShardStats:
+    def commit(
+        self,
+        spec: ShardSpec,
+        items: list[InputItem],
+        rows: list[dict[str, Any]],
+        responses: Sequence[Response],
+        opened: tuple[str, float],
+    ) -> ShardStats:
         stats = StatsBuilder(spec.shard_id, MCQGenerationRow.schema_id(), opened=opened)
         for r in rows:
             stats.add(r["status"], r.get("error_message"))
@@ -199,8 +229,14 @@ class ParseWorker:
         key = row["key"]
         base = {"key": key, "source": row["source"], "media_type": row["media_type"]}
         if row["status"] != "ok":
-            return {**base, "questions": [], "n_blocks": 0, "n_dropped": 0, "status": row["status"],
-                    "error_message": row["error_message"]}
+            return {
+                **base,
+                "questions": [],
+                "n_blocks": 0,
+                "n_dropped": 0,
+                "status": row["status"],
+                "error_message": row["error_message"],
+            }
         questions: list[dict[str, Any]] = []
         dropped: list[tuple[int, str, str]] = []  # (question index, kind, reason)
         if self.cfg.import_mode == "qa":
@@ -212,8 +248,14 @@ class ParseWorker:
             else:
                 error = None if isinstance(data, list) else f"import QA list is a {type(data).__name__}, not a list"
             if error is not None:
-                return {**base, "questions": [], "n_blocks": 0, "n_dropped": 0, "status": "unparseable",
-                        "error_message": error}
+                return {
+                    **base,
+                    "questions": [],
+                    "n_blocks": 0,
+                    "n_dropped": 0,
+                    "status": "unparseable",
+                    "error_message": error,
+                }
             for qi, q in enumerate(data):
                 try:
                     questions.append(validate_mcq(q).model_dump())
@@ -225,11 +267,19 @@ class ParseWorker:
             questions = [q.model_dump() for q in result.questions]
             dropped = [(r.index, r.kind, r.reason) for r in result.rejected]
             n_blocks, empty = result.n_blocks, "no question blocks found"
-        rejected = [{"index": i, "kind": kind, "reason": f"{key} question {i}: {reason}"} for i, kind, reason in dropped]
+        rejected = [
+            {"index": i, "kind": kind, "reason": f"{key} question {i}: {reason}"} for i, kind, reason in dropped
+        ]
         reasons = sorted({reason for _, _, reason in dropped})
-        return {**base, "questions": questions, "n_blocks": n_blocks, "n_dropped": len(rejected), "rejected": rejected,
-                "status": "ok" if questions else "no_questions",
-                "error_message": None if questions else ("; ".join(reasons) if reasons else empty)}
+        return {
+            **base,
+            "questions": questions,
+            "n_blocks": n_blocks,
+            "n_dropped": len(rejected),
+            "rejected": rejected,
+            "status": "ok" if questions else "no_questions",
+            "error_message": None if questions else ("; ".join(reasons) if reasons else empty),
+        }
 
     def __call__(self, spec: ShardSpec, items: list[InputItem]) -> ShardStats:
         stats = StatsBuilder(spec.shard_id, MCQSetRow.schema_id())
@@ -268,42 +318,92 @@ class AnswerWorker:
         for v in vis:
             if self.cfg.answer.evidence == "caption":
                 caption = item.extra.get(self.cfg.answer.caption_column) or ""
-                out.append(Request.user(CAPTION_EVIDENCE_TEMPLATE.format(caption=caption, question=v.question_full),
-                                        sampling=self.sampling))
+                out.append(
+                    Request.user(
+                        CAPTION_EVIDENCE_TEMPLATE.format(caption=caption, question=v.question_full),
+                        sampling=self.sampling,
+                    )
+                )
             else:
-                out.append(_media_request(ld, ANSWER_TEMPLATE.format(question=v.question_full), None,  # type: ignore[arg-type]
-                                          self.sampling))
-        return out + [Request.user(ANSWER_TEMPLATE.format(question=t.question_full), sampling=self.sampling)
-                      for t in txt]
+                out.append(
+                    _media_request(
+                        ld,  # type: ignore[arg-type]  # media evidence: the item was decoded for it
+                        ANSWER_TEMPLATE.format(question=v.question_full),
+                        None,
+                        self.sampling,
+                    )
+                )
+        return out + [
+            Request.user(ANSWER_TEMPLATE.format(question=t.question_full), sampling=self.sampling) for t in txt
+        ]
 
-    def _trial_row(self, key: str, qi: int, mcq: MCQ, vis: list[Any], txt: list[Any],
-                   got: list[Response]) -> dict[str, Any]:
+    def _trial_row(
+        self, key: str, qi: int, mcq: MCQ, vis: list[Any], txt: list[Any], got: list[Response]
+    ) -> dict[str, Any]:
         trials: dict[str, list[dict[str, Any]]] = {"visual_trials": [], "text_trials": []}
         failure = next((f"{r.error_kind}: {r.error}" for r in got if not r.ok), None)
-        for name, shuffles, outs in (("visual_trials", vis, got[: len(vis)]), ("text_trials", txt, got[len(vis):])):
+        for name, shuffles, outs in (("visual_trials", vis, got[: len(vis)]), ("text_trials", txt, got[len(vis) :])):
             for r, (sh, resp) in enumerate(zip(shuffles, outs)):
                 if not resp.ok:
                     continue
                 letter, correct = self._correct(resp.texts[0], sh.answer, sh.choices)
-                trials[name].append({"rotation": r, "choices": sh.choices, "answer": sh.answer,
-                                     "response": resp.texts[0], "predicted": letter, "correct": correct})
+                trials[name].append(
+                    {
+                        "rotation": r,
+                        "choices": sh.choices,
+                        "answer": sh.answer,
+                        "response": resp.texts[0],
+                        "predicted": letter,
+                        "correct": correct,
+                    }
+                )
         if failure is not None:  # the question cannot be judged: dropped under its own reason
-            return {"key": key, "qa_index": qi, "mcq": mcq.model_dump(), **trials, "visual_acc": 0.0,
-                    "text_acc": 0.0, "keep": False, "reason": "answer_failed", "error_message": failure}
+            return {
+                "key": key,
+                "qa_index": qi,
+                "mcq": mcq.model_dump(),
+                **trials,
+                "visual_acc": 0.0,
+                "text_acc": 0.0,
+                "keep": False,
+                "reason": "answer_failed",
+                "error_message": failure,
+            }
         v_acc = sum(t["correct"] for t in trials["visual_trials"]) / len(vis)
         t_acc = sum(t["correct"] for t in trials["text_trials"]) / len(txt)
         keep, reason = decide(v_acc, t_acc, self.cfg.filter)
-        return {"key": key, "qa_index": qi, "mcq": mcq.model_dump(), **trials, "visual_acc": v_acc,
-                "text_acc": t_acc, "keep": keep, "reason": reason}
+        return {
+            "key": key,
+            "qa_index": qi,
+            "mcq": mcq.model_dump(),
+            **trials,
+            "visual_acc": v_acc,
+            "text_acc": t_acc,
+            "keep": keep,
+            "reason": reason,
+        }
 
-    def _trial_rows(self, key: str, qi: int, mcq: MCQ, vis: list[Any], txt: list[Any],
-                    got: list[Response]) -> list[dict[str, Any]]:
+    def _trial_rows(
+        self, key: str, qi: int, mcq: MCQ, vis: list[Any], txt: list[Any], got: list[Response]
+    ) -> list[dict[str, Any]]:
         return [self._trial_row(key, qi, mcq, vis, txt, got)]
 
     @staticmethod
     def _media_error_rows(key: str, qi: int, mcq: MCQ, err: str, _got: list[Response]) -> list[dict[str, Any]]:
-        return [{"key": key, "qa_index": qi, "mcq": mcq.model_dump(), "visual_trials": [], "text_trials": [],
-                 "visual_acc": 0.0, "text_acc": 0.0, "keep": False, "reason": "media_error", "error_message": err}]
+        return [
+            {
+                "key": key,
+                "qa_index": qi,
+                "mcq": mcq.model_dump(),
+                "visual_trials": [],
+                "text_trials": [],
+                "visual_acc": 0.0,
+                "text_acc": 0.0,
+                "keep": False,
+                "reason": "media_error",
+                "error_message": err,
+            }
+        ]
 
     def plan(self, spec: ShardSpec, items: list[InputItem]) -> Iterator[Work]:
         cfg = self.cfg
@@ -317,21 +417,31 @@ class AnswerWorker:
                 for qi, q in enumerate(s["questions"]):
                     mcq = MCQ.model_validate(q)
                     rng = random.Random(f"{cfg.seed}:{key}:{qi}")  # independent of sharding: resumes are identical
-                    vis = [shuffle_options(mcq, rng, extra_option=NONE_OF_THE_ABOVE) for _ in range(cfg.answer.rotations)]
+                    vis = [
+                        shuffle_options(mcq, rng, extra_option=NONE_OF_THE_ABOVE) for _ in range(cfg.answer.rotations)
+                    ]
                     txt = [shuffle_options(mcq, rng, extra_option=None) for _ in range(cfg.answer.rotations)]
                     if ld is not None and ld.error is not None:
                         yield Work([], functools.partial(self._media_error_rows, key, qi, mcq, str(ld.error)))
                         continue
-                    yield Work(self._requests(ld, by_key[key], vis, txt),
-                               functools.partial(self._trial_rows, key, qi, mcq, vis, txt))
+                    yield Work(
+                        self._requests(ld, by_key[key], vis, txt),
+                        functools.partial(self._trial_rows, key, qi, mcq, vis, txt),
+                    )
                 self.progress.advance("answer", items=1)
         finally:
             if hasattr(loaded, "close"):
                 loaded.close()
         self.progress.advance("answer", items=len(items) - len(sets))
 
-    def commit(self, spec: ShardSpec, items: list[InputItem], rows: list[dict[str, Any]],
-               responses: Sequence[Response], opened: tuple[str, float]) -> ShardStats:
+    def commit(
+        self,
+        spec: ShardSpec,
+        items: list[InputItem],
+        rows: list[dict[str, Any]],
+        responses: Sequence[Response],
+        opened: tuple[str, float],
+    ) -> ShardStats:
         stats = StatsBuilder(spec.shard_id, QATrialsRow.schema_id(), opened=opened)
         for r in rows:
             error = r.pop("error_message", None)

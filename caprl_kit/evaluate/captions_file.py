@@ -24,8 +24,10 @@ MEDIA_COLUMNS = ("image", "video", "path", "images", "videos")
 
 
 class CaptionsFileConfig(ConfigModel):
-    path: str = Field(description="JSONL/Parquet of {image|video: path, caption: text} rows (CapRL-2M / "
-                      "CapRL-Video-178K style, or caprl annotate's captions.jsonl)")
+    path: str = Field(
+        description="JSONL/Parquet of {image|video: path, caption: text} rows (CapRL-2M / "
+        "CapRL-Video-178K style, or caprl annotate's captions.jsonl)"
+    )
     media_root: str | None = Field(None, description="Root for relative media paths (default: the file's folder)")
     caption_column: str = Field("caption", description="Column holding the caption text")
 
@@ -44,16 +46,24 @@ def read_captions(cfg: CaptionsFileConfig) -> dict[str, list[str]]:
         media = media[0] if isinstance(media, list) and media else media
         text = row.get(cfg.caption_column)
         if not isinstance(media, str) or not isinstance(text, str):
-            raise ConfigError([ConfigIssue("captions.path", f"{cfg.path} row {n} needs a media path ("
-                                           f"{' / '.join(MEDIA_COLUMNS)}) and a '{cfg.caption_column}' text",
-                                           "set captions.caption_column, or fix the row")])
+            raise ConfigError(
+                [
+                    ConfigIssue(
+                        "captions.path",
+                        f"{cfg.path} row {n} needs a media path ("
+                        f"{' / '.join(MEDIA_COLUMNS)}) and a '{cfg.caption_column}' text",
+                        "set captions.caption_column, or fix the row",
+                    )
+                ]
+            )
         full = media if "://" in media or media.startswith("/") else posixpath.join(root, media)
         out.setdefault(_norm(full), []).append(text)
     return out
 
 
-def precomputed(cfg: CaptionsFileConfig, media: list[tuple[str, str]], table: dict[str, list[str]]
-                ) -> tuple[dict[str, list[str]], dict[str, str], dict[str, float], str]:
+def precomputed(
+    cfg: CaptionsFileConfig, media: list[tuple[str, str]], table: dict[str, list[str]]
+) -> tuple[dict[str, list[str]], dict[str, str], dict[str, float], str]:
     """(captions by the benchmark's media string, why the others have none, the captions' monitor rates, a digest
     of the captions used: the answers cached under another digest are not reused)."""
     captions: dict[str, list[str]] = {}

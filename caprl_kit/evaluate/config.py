@@ -26,11 +26,15 @@ def _scorer_name(name: str) -> str:
 
 class BenchmarkConfig(ConfigModel):
     name: str = Field(description="Task name (official routing: 'info' -> chart+ANLS, 'char' -> chart scoring)")
-    path: str = Field(description="Official lmm_eval_*.json (list of rows with image, prompt, answer), or JSONL/"
-                      "Parquet rows with image|video, question, [options], answer")
+    path: str = Field(
+        description="Official lmm_eval_*.json (list of rows with image, prompt, answer), or JSONL/"
+        "Parquet rows with image|video, question, [options], answer"
+    )
     image_root: str | None = Field(None, description="Root for relative media paths (default: the file's folder)")
     media_type: Literal["image", "video"] = "image"
-    scorer: Annotated[str, AfterValidator(_scorer_name)] = Field("auto", description="auto | math | chart | anls_chart | mcq")
+    scorer: Annotated[str, AfterValidator(_scorer_name)] = Field(
+        "auto", description="auto | math | chart | anls_chart | mcq"
+    )
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N rows")
 
 
@@ -44,12 +48,17 @@ def _answer_backend() -> BackendConfig:  # spec §5.1: one answer per caption, t
 
 class QAUtilityConfig(ConfigModel):
     dataset: str = Field(description="Curated QA Parquet (caprl curate output, e.g. dataset/val.parquet)")
-    qa: QARewardConfig = Field(default_factory=lambda: QARewardConfig(mode="all_qa"),
-                               description="Answerer and mode; all_qa asks every held-out question once")
+    qa: QARewardConfig = Field(
+        default_factory=lambda: QARewardConfig(mode="all_qa"),
+        description="Answerer and mode; all_qa asks every held-out question once",
+    )
     limit: int | None = Field(None, ge=1)
-    blind_captions: str | None = Field(None, description="JSONL/Parquet/text file of candidate fixed captions: "
-                                       "reports the image-blind ceiling, the best score one caption reaches on "
-                                       "every item (e.g. the training set's reference captions)")
+    blind_captions: str | None = Field(
+        None,
+        description="JSONL/Parquet/text file of candidate fixed captions: "
+        "reports the image-blind ceiling, the best score one caption reaches on "
+        "every item (e.g. the training set's reference captions)",
+    )
     blind_caption_column: str = Field("caption", description="Column holding the candidates (JSONL/Parquet)")
 
 
@@ -62,10 +71,15 @@ class EvalConfig(JobConfig):
     benchmarks: list[BenchmarkConfig] = Field(default_factory=list)
     qa_utility: QAUtilityConfig | None = Field(None, description="Held-out QA utility on a curated set")
     captioner: BackendConfig = Field(default_factory=_caption_backend, description="Captioner under test")
-    captions: CaptionsFileConfig | None = Field(None, description="Precomputed captions (CapRL-2M / CapRL-Video-178K "
-                                                "style file): stage 1 is skipped and the captioner is not used")
+    captions: CaptionsFileConfig | None = Field(
+        None,
+        description="Precomputed captions (CapRL-2M / CapRL-Video-178K "
+        "style file): stage 1 is skipped and the captioner is not used",
+    )
     caption_prompt: Annotated[str, AfterValidator(registry_name(PROMPTS))] = prompt_field("caprl_image")
-    video_caption_prompt: Annotated[str, AfterValidator(registry_name(PROMPTS))] = prompt_field("caprl_video_timestamped")
+    video_caption_prompt: Annotated[str, AfterValidator(registry_name(PROMPTS))] = prompt_field(
+        "caprl_video_timestamped"
+    )
     answerer: BackendConfig = Field(default_factory=_answer_backend, description="Text LLM answering from captions")
     compat: Literal["fixed", "official"] = Field("fixed", description="official reproduces the scorer's quirks")
     media: MediaConfig = Field(default_factory=MediaConfig)
@@ -78,16 +92,28 @@ class EvalConfig(JobConfig):
         seen: set[str] = {"qa_utility"} if self.qa_utility is not None else set()
         for i, bench in enumerate(self.benchmarks):
             if bench.name in seen:
-                issues.append(FieldIssue(f"benchmarks.{i}.name", f"'{bench.name}' is already a task name in this "
-                                         "eval", "give every benchmark its own name"))
+                issues.append(
+                    FieldIssue(
+                        f"benchmarks.{i}.name",
+                        f"'{bench.name}' is already a task name in this eval",
+                        "give every benchmark its own name",
+                    )
+                )
             seen.add(bench.name)
         if self.answerer.sampling.n > 1:
-            issues.append(one_answer("answerer.sampling.n", self.answerer.sampling.n, "caprl eval reads one answer "
-                                     "per caption", "set it to 1; captioner.sampling.n sets how many captions, "
-                                     "each answered once, an item gets"))
+            issues.append(
+                one_answer(
+                    "answerer.sampling.n",
+                    self.answerer.sampling.n,
+                    "caprl eval reads one answer per caption",
+                    "set it to 1; captioner.sampling.n sets how many captions, each answered once, an item gets",
+                )
+            )
         issues += ignored_runner_decode(
-            self.runner, "caprl eval captions through caprl annotate with annotate's default {use}; eval has no key "
-            "for it yet", "remove it, or caption with caprl annotate, setting {use} and output.export_jsonl there, "
-            "and pass its captions.jsonl as captions.path")
+            self.runner,
+            "caprl eval captions through caprl annotate with annotate's default {use}; eval has no key for it yet",
+            "remove it, or caption with caprl annotate, setting {use} and output.export_jsonl there, "
+            "and pass its captions.jsonl as captions.path",
+        )
         raise_issues(issues)
         return self

@@ -15,8 +15,11 @@ from caprl_kit.evaluate.config import BenchmarkConfig
 from caprl_kit.io.fs import url_to_fs
 
 #: the prefix the official stage 2 replaces with the caption sentence (spec §5.1)
-OFFICIAL_PREFIX = re.compile(r"^(?:<\|im_start\|>system\n.*?<\|im_end\|>\n)?<\|im_start\|>user\n"
-                             r"(?:<\|vision_start\|><\|(?:image|video)_pad\|><\|vision_end\|>)+", re.DOTALL)
+OFFICIAL_PREFIX = re.compile(
+    r"^(?:<\|im_start\|>system\n.*?<\|im_end\|>\n)?<\|im_start\|>user\n"
+    r"(?:<\|vision_start\|><\|(?:image|video)_pad\|><\|vision_end\|>)+",
+    re.DOTALL,
+)
 OFFICIAL_SUFFIX = re.compile(r"<\|im_end\|>\s*<\|im_start\|>assistant\s*$", re.DOTALL)
 
 
@@ -90,8 +93,10 @@ def read_rows(bench: BenchmarkConfig) -> list[dict[str, Any]]:
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as line_exc:
-                raise CaprlError(f"{where} line {number} is not valid JSON ({line_exc.msg}, column "
-                                 f"{line_exc.colno}); JSONL holds one JSON object per line") from None
+                raise CaprlError(
+                    f"{where} line {number} is not valid JSON ({line_exc.msg}, column "
+                    f"{line_exc.colno}); JSONL holds one JSON object per line"
+                ) from None
     else:
         if isinstance(data, dict):  # {"data": [...]}, or a JSONL file of one row
             data = data["data"] if isinstance(data.get("data"), list) else [data]
@@ -113,11 +118,15 @@ def load_benchmark(bench: BenchmarkConfig) -> list[Sample]:
         if isinstance(media, list):
             media = media[0] if media else None
         if not media or "answer" not in row:
-            raise CaprlError(f"benchmark {bench.name}: {bench.path} row {i}: needs '{bench.media_type}' and "
-                             f"'answer' (found {', '.join(row) or 'no keys'})")
+            raise CaprlError(
+                f"benchmark {bench.name}: {bench.path} row {i}: needs '{bench.media_type}' and "
+                f"'answer' (found {', '.join(row) or 'no keys'})"
+            )
         if row["answer"] is None or not str(row["answer"]).strip():  # would be scored against the string "None"
-            raise CaprlError(f"benchmark {bench.name}: {bench.path} row {i}: 'answer' is empty ({row['answer']!r}); "
-                             "fix or drop the row")
+            raise CaprlError(
+                f"benchmark {bench.name}: {bench.path} row {i}: 'answer' is empty ({row['answer']!r}); "
+                "fix or drop the row"
+            )
         question = _question_problem(row)
         if question:  # would ask the answerer "" or "None" and score the reply as a real sample
             raise CaprlError(f"benchmark {bench.name}: {bench.path} row {i}: {question}; fix or drop the row")
@@ -127,8 +136,10 @@ def load_benchmark(bench: BenchmarkConfig) -> list[Sample]:
         sid = str(row.get("id", row.get("index", f"{bench.name}_{i:05d}")))
         samples.append(Sample(sid, media, bench.media_type, question_text(row), str(row["answer"])))
     if not samples:  # a score over nothing would enter the average as a real number
-        raise CaprlError(f"benchmark {bench.name}: {bench.path} has no rows, so nothing was written: looked for rows "
-                         f"with '{bench.media_type}' and 'answer' (a JSON list, JSONL or Parquet"
-                         f"{f', the first {bench.limit}' if bench.limit else ''}); point benchmarks[].path at a "
-                         "non-empty file or remove the benchmark")
+        raise CaprlError(
+            f"benchmark {bench.name}: {bench.path} has no rows, so nothing was written: looked for rows "
+            f"with '{bench.media_type}' and 'answer' (a JSON list, JSONL or Parquet"
+            f"{f', the first {bench.limit}' if bench.limit else ''}); point benchmarks[].path at a "
+            "non-empty file or remove the benchmark"
+        )
     return samples

@@ -26,9 +26,10 @@ def load_run(output_dir: str) -> tuple[EvalResults, dict[str, list[dict[str, Any
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "<root>"
-        raise CaprlError(f"{output_dir}/results_latest.json is not a valid caprl eval results file ({where}: "
-                         f"{first['msg']}); rerun `caprl eval` into {output_dir}, or drop it from the comparison"
-                         ) from None
+        raise CaprlError(
+            f"{output_dir}/results_latest.json is not a valid caprl eval results file ({where}: "
+            f"{first['msg']}); rerun `caprl eval` into {output_dir}, or drop it from the comparison"
+        ) from None
     samples: dict[str, list[dict[str, Any]]] = {}
     for task in results.tasks:
         files = sorted(fs.glob(f"{base.rstrip('/')}/" + EVAL_SAMPLES.format(task=task, ts="*")))
@@ -71,8 +72,13 @@ def summary_rows(runs: list[EvalResults], tasks: list[str]) -> tuple[list[dict[s
     rows = []
     for res, own in zip(runs, scored):
         values = [res.tasks[t].m_acc for t in shared]
-        rows.append({"r": res, "tasks": own,
-                     "shared_average": sum(v for v in values if v is not None) / len(values) if values else None})
+        rows.append(
+            {
+                "r": res,
+                "tasks": own,
+                "shared_average": sum(v for v in values if v is not None) / len(values) if values else None,
+            }
+        )
     return rows, shared, len({tuple(s) for s in scored}) > 1
 
 
@@ -85,21 +91,48 @@ def render_report(runs: list[tuple[EvalResults, dict[str, list[dict[str, Any]]]]
     summary, shared, differ = summary_rows([res for res, _ in runs], tasks)
     per_task = []
     for task in tasks:
-        rows = [{"captioner": res.captioner, "t": res.tasks[task],
-                 "flags": _hygiene(res.tasks[task].caption_monitors, res.tasks[task].cannot_answer_rate)}
-                for res, _ in runs if task in res.tasks]
-        blind = next((res.tasks[task] for res, _ in runs if task in res.tasks and res.tasks[task].blind_ceiling
-                      is not None), None)
+        rows = [
+            {
+                "captioner": res.captioner,
+                "t": res.tasks[task],
+                "flags": _hygiene(res.tasks[task].caption_monitors, res.tasks[task].cannot_answer_rate),
+            }
+            for res, _ in runs
+            if task in res.tasks
+        ]
+        blind = next(
+            (res.tasks[task] for res, _ in runs if task in res.tasks and res.tasks[task].blind_ceiling is not None),
+            None,
+        )
         per_task.append({"name": task, "rows": rows, "blind": blind})
-    chart = [(task, [(res.captioner, t.m_acc if (t := res.tasks.get(task)) and t.m_acc is not None else 0.0)
-                     for res, _ in runs]) for task in tasks]
+    chart = [
+        (
+            task,
+            [
+                (res.captioner, t.m_acc if (t := res.tasks.get(task)) and t.m_acc is not None else 0.0)
+                for res, _ in runs
+            ],
+        )
+        for task in tasks
+    ]
     heads = [f"{a}-{b - 1 if b < 10**9 else '...'}" for a, b in itertools.pairwise(EDGES)]
-    examples = [{"captioner": res.captioner, "task": task, "caption": (r.get("caption") or "")[:400],
-                 "score": r.get("score")}
-                for res, samples in runs for task, rows in list(samples.items())[:2] for r in rows[:2]]
-    return render("eval_report.html.j2", summary=summary, shared=shared, differ=differ, chart=chart, per_task=per_task,
-                  length_heads=heads, lengths=[(res.captioner, _length_counts(samples)) for res, samples in runs],
-                  examples=examples)
+    examples = [
+        {"captioner": res.captioner, "task": task, "caption": (r.get("caption") or "")[:400], "score": r.get("score")}
+        for res, samples in runs
+        for task, rows in list(samples.items())[:2]
+        for r in rows[:2]
+    ]
+    return render(
+        "eval_report.html.j2",
+        summary=summary,
+        shared=shared,
+        differ=differ,
+        chart=chart,
+        per_task=per_task,
+        length_heads=heads,
+        lengths=[(res.captioner, _length_counts(samples)) for res, samples in runs],
+        examples=examples,
+    )
 
 
 def compare(output_dirs: list[str]) -> str:
@@ -116,10 +149,13 @@ def claim_report_file(url: str) -> None:
     if not fs.exists(path):
         return
     if fs.isdir(path):
-        raise CaprlError(f"output refused: {url} is a folder; pass --output a file path such as "
-                         f"{url.rstrip('/')}/report.html")
+        raise CaprlError(
+            f"output refused: {url} is a folder; pass --output a file path such as {url.rstrip('/')}/report.html"
+        )
     with fs.open(path, "rb") as fh:
         head = fh.read(4096)
     if REPORT_TITLE.encode() not in head:
-        raise CaprlError(f"output refused: {url} exists and is not a caprl eval report. Nothing was written. Pass "
-                         "--output a new file, or a report `caprl eval compare` wrote before")
+        raise CaprlError(
+            f"output refused: {url} exists and is not a caprl eval report. Nothing was written. Pass "
+            "--output a new file, or a report `caprl eval compare` wrote before"
+        )

@@ -13,29 +13,41 @@ VIDEO_EXTENSIONS = [".mp4", ".mkv", ".webm", ".mov", ".avi"]
 
 
 class InputConfig(ConfigModel):
-    path: str = Field(description="Folder, manifest (.jsonl/.csv/.parquet), HF dataset dir, or .tar glob; any fsspec URL")
+    path: str = Field(
+        description="Folder, manifest (.jsonl/.csv/.parquet), HF dataset dir, or .tar glob; any fsspec URL"
+    )
     format: Literal["auto", "folder", "jsonl", "csv", "parquet", "hf_dataset", "webdataset"] = Field(
         "auto", description="How to read `path`; auto picks by suffix / folder contents"
     )
     media_type: Literal["auto", "image", "video"] = Field("auto", description="auto decides per file by extension")
     key_column: str | None = Field(None, description="Manifest column with item ids (default: row path or index)")
-    path_column: str = Field("path", description="Manifest column with a path or fsspec URL (a list: its first entry, "
-                             "as CapRL-Video-QA-20K's `videos`)")
-    media_root: str | None = Field(None, description="Root that relative manifest paths resolve against (default: the "
-                                   "manifest's folder), e.g. the LLaVA-Video-178K root for CapRL-Video-QA-20K")
+    path_column: str = Field(
+        "path",
+        description="Manifest column with a path or fsspec URL (a list: its first entry, "
+        "as CapRL-Video-QA-20K's `videos`)",
+    )
+    media_root: str | None = Field(
+        None,
+        description="Root that relative manifest paths resolve against (default: the "
+        "manifest's folder), e.g. the LLaVA-Video-178K root for CapRL-Video-QA-20K",
+    )
     bytes_column: str | None = Field(None, description="Manifest column with encoded media bytes")
     carry_columns: list[str] = Field(default_factory=list, description="User columns copied into the output rows")
-    image_extensions: list[str] = Field(default_factory=lambda: list(IMAGE_EXTENSIONS),
-                                        description="File suffixes read as images")
-    video_extensions: list[str] = Field(default_factory=lambda: list(VIDEO_EXTENSIONS),
-                                        description="File suffixes read as videos")
+    image_extensions: list[str] = Field(
+        default_factory=lambda: list(IMAGE_EXTENSIONS), description="File suffixes read as images"
+    )
+    video_extensions: list[str] = Field(
+        default_factory=lambda: list(VIDEO_EXTENSIONS), description="File suffixes read as videos"
+    )
     limit: int | None = Field(None, ge=1, description="Process only the first N items")
     duplicate_keys: Literal["error", "keep_first", "suffix"] = volatile(
-        "error", description="An item key seen before in the listing (keys name output rows and resume): `error` "
+        "error",
+        description="An item key seen before in the listing (keys name output rows and resume): `error` "
         "stops before anything is written, naming the first repeated keys; `keep_first` skips the repeats (a "
         "warning counts them); `suffix` renames them KEY#2, KEY#3, ... The check keeps every key in memory while "
         "listing: about 80 bytes plus the key's length per key (~120 MB per million 35-character keys). Volatile: "
-        "its effect is on the listing, which the input fingerprint covers")
+        "its effect is on the listing, which the input fingerprint covers",
+    )
 
 
 class MediaConfig(ConfigModel):
@@ -45,16 +57,24 @@ class MediaConfig(ConfigModel):
         178_956_970, ge=1, description="Decompression-bomb guard: larger images are rejected before decoding"
     )
     max_file_bytes: int = Field(
-        1 << 30, ge=1, description="Largest media file (or embedded bytes) read, in bytes; larger ones are `too_large` "
-        "rows, checked before reading and enforced while reading"
+        1 << 30,
+        ge=1,
+        description="Largest media file (or embedded bytes) read, in bytes; larger ones are `too_large` "
+        "rows, checked before reading and enforced while reading",
     )
     url_connect_timeout_s: float = volatile(
-        10.0, gt=0, description="http(s) media: longest wait for the connection (TCP + TLS); an item whose server "
-        "does not connect in time is a `url_timeout` row")
+        10.0,
+        gt=0,
+        description="http(s) media: longest wait for the connection (TCP + TLS); an item whose server "
+        "does not connect in time is a `url_timeout` row",
+    )
     url_read_timeout_s: float = volatile(
-        60.0, gt=0, description="http(s) media: longest wait for the server's answer and then for each chunk of its "
+        60.0,
+        gt=0,
+        description="http(s) media: longest wait for the server's answer and then for each chunk of its "
         "body (a server that accepts and never answers: a `url_timeout` row after this long); the body is capped "
-        "by `max_file_bytes` while streaming")
+        "by `max_file_bytes` while streaming",
+    )
     video_fps: float = Field(2.0, gt=0, description="Frames sampled per second of video")
     video_max_frames: int = Field(32, ge=1, description="Most frames sampled from one video")
     video_min_frames: int = Field(4, ge=1, description="Fewest frames sampled (short clips)")
@@ -63,14 +83,23 @@ class MediaConfig(ConfigModel):
     @model_validator(mode="after")
     def _ranges(self) -> MediaConfig:
         if self.min_pixels > self.max_pixels:
-            raise FieldIssue("min_pixels", f"min_pixels ({self.min_pixels}) must be <= max_pixels ({self.max_pixels})",
-                             "lower min_pixels or raise max_pixels")
+            raise FieldIssue(
+                "min_pixels",
+                f"min_pixels ({self.min_pixels}) must be <= max_pixels ({self.max_pixels})",
+                "lower min_pixels or raise max_pixels",
+            )
         if self.min_pixels > self.video_max_pixels:
-            raise FieldIssue("min_pixels", f"min_pixels ({self.min_pixels}) must be <= video_max_pixels "
-                             f"({self.video_max_pixels})", "lower min_pixels or raise video_max_pixels")
+            raise FieldIssue(
+                "min_pixels",
+                f"min_pixels ({self.min_pixels}) must be <= video_max_pixels ({self.video_max_pixels})",
+                "lower min_pixels or raise video_max_pixels",
+            )
         if self.video_min_frames > self.video_max_frames:
-            raise FieldIssue("video_min_frames", f"video_min_frames ({self.video_min_frames}) must be <= "
-                             f"video_max_frames ({self.video_max_frames})", "lower one or raise the other")
+            raise FieldIssue(
+                "video_min_frames",
+                f"video_min_frames ({self.video_min_frames}) must be <= video_max_frames ({self.video_max_frames})",
+                "lower one or raise the other",
+            )
         return self
 
 

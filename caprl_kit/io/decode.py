@@ -91,10 +91,13 @@ def _pool(workers: int, processes: bool, fn: Callable) -> Executor:
     try:
         pickle.dumps(fn)
     except Exception as exc:  # say so now, not as a PicklingError on the first result
-        raise TypeError(f"decode_map(processes=True) needs a picklable fn (a module-level function or a "
-                        f"functools.partial of one), got {fn!r}: {exc}") from exc
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(START_METHOD),
-                               initializer=_ignore_sigint)
+        raise TypeError(
+            f"decode_map(processes=True) needs a picklable fn (a module-level function or a "
+            f"functools.partial of one), got {fn!r}: {exc}"
+        ) from exc
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context(START_METHOD), initializer=_ignore_sigint
+    )
 
 
 def decode_map(

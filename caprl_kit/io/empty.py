@@ -16,8 +16,10 @@ class EmptyInput(CaprlError):
 
 
 def _extensions(cfg: InputConfig) -> str:
-    return (f"the image extensions {' '.join(cfg.image_extensions)} and the video extensions "
-            f"{' '.join(cfg.video_extensions)} (input.image_extensions / input.video_extensions)")
+    return (
+        f"the image extensions {' '.join(cfg.image_extensions)} and the video extensions "
+        f"{' '.join(cfg.video_extensions)} (input.image_extensions / input.video_extensions)"
+    )
 
 
 def _other_files(cfg: InputConfig) -> str:
@@ -39,17 +41,22 @@ def describe(cfg: InputConfig) -> str:
 
     fmt = detect_format(cfg)
     if fmt == "folder":
-        return (f"input.path {cfg.path} holds no media files, so there is nothing to do and nothing was written: "
-                f"looked for {_extensions(cfg)} in the folder and its sub-folders{_other_files(cfg)}. Point "
-                "input.path at a folder of images or videos, or list their suffixes in input.image_extensions")
+        return (
+            f"input.path {cfg.path} holds no media files, so there is nothing to do and nothing was written: "
+            f"looked for {_extensions(cfg)} in the folder and its sub-folders{_other_files(cfg)}. Point "
+            "input.path at a folder of images or videos, or list their suffixes in input.image_extensions"
+        )
     if fmt == "webdataset":  # a glob that matches nothing is refused by the reader, naming the glob
-        return (f"the .tar shard(s) of input.path {cfg.path} hold no media member, so there is nothing to do and "
-                f"nothing was written: looked for members with {_extensions(cfg)}")
+        return (
+            f"the .tar shard(s) of input.path {cfg.path} hold no media member, so there is nothing to do and "
+            f"nothing was written: looked for members with {_extensions(cfg)}"
+        )
     if fmt == "hf_dataset":
-        return (f"the dataset at input.path {cfg.path} has no rows, so there is nothing to do and nothing was "
-                "written")
+        return f"the dataset at input.path {cfg.path} has no rows, so there is nothing to do and nothing was written"
     column = f"'{cfg.path_column}' (input.path_column)"
     if cfg.bytes_column:
         column += f" or '{cfg.bytes_column}' (input.bytes_column)"
-    return (f"input.path {cfg.path} has no rows, so there is nothing to do and nothing was written: looked for "
-            f"rows with a {column} column. Point input.path at a manifest with rows")
+    return (
+        f"input.path {cfg.path} has no rows, so there is nothing to do and nothing was written: looked for "
+        f"rows with a {column} column. Point input.path at a manifest with rows"
+    )

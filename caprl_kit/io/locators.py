@@ -88,8 +88,11 @@ def read_tar_member(loc: Locator, limits: Any = None) -> bytes:
     size = loc.size or 0
     data = fs.cat_file(path, start=loc.offset, end=loc.offset + size)  # one ranged read (no read-ahead block)
     if len(data) != size:
-        raise MediaError("file_not_found", str(loc), f"the tar ends after {len(data)} of the member's {loc.size} "
-                         "bytes; was it changed since the run began?")
+        raise MediaError(
+            "file_not_found",
+            str(loc),
+            f"the tar ends after {len(data)} of the member's {loc.size} bytes; was it changed since the run began?",
+        )
     return data
 
 
@@ -121,8 +124,11 @@ def _value(array: Any, index: int, field: str | None) -> bytes | None:
     if field is not None:
         value = (value or {}).get(field) if isinstance(value, dict) or value is None else value
     if value is not None and not isinstance(value, (bytes, bytearray, memoryview)):  # the listing checks the type
-        raise MediaError("failed_to_decode", f"row {index}", f"the cell holds {type(value).__name__}, not encoded "
-                         "bytes; point input.bytes_column at a binary column")
+        raise MediaError(
+            "failed_to_decode",
+            f"row {index}",
+            f"the cell holds {type(value).__name__}, not encoded bytes; point input.bytes_column at a binary column",
+        )
     return bytes(value) if value is not None else None
 
 
@@ -132,8 +138,9 @@ def read_parquet_cell(loc: Locator, limits: Any = None) -> bytes | None:
 
     starts = _row_group_starts(loc.url, limits)
     if not 0 <= loc.offset < starts[-1]:
-        raise MediaError("file_not_found", str(loc), f"the file has {starts[-1]} rows; was it changed since the run "
-                         "began?")
+        raise MediaError(
+            "file_not_found", str(loc), f"the file has {starts[-1]} rows; was it changed since the run began?"
+        )
     group = bisect.bisect_right(starts, loc.offset) - 1
     try:
         return _value(_row_group_column(loc.url, group, loc.column, limits), loc.offset - starts[group], loc.field)
@@ -156,6 +163,7 @@ def open_hf_dataset(path: str) -> Any:
 def read_hf_cell(loc: Locator, limits: Any = None) -> bytes | None:  # a local folder: no URL reads
     ds = open_hf_dataset(loc.url)
     if not 0 <= loc.offset < len(ds):
-        raise MediaError("file_not_found", str(loc), f"the dataset has {len(ds)} rows; was it changed since the run "
-                         "began?")
+        raise MediaError(
+            "file_not_found", str(loc), f"the dataset has {len(ds)} rows; was it changed since the run began?"
+        )
     return _value(ds[loc.offset].column(loc.column), 0, loc.field)

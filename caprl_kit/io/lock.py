@@ -107,16 +107,19 @@ def acquire(url: str) -> bool:
             raise OutputLocked(
                 f"output {url} is locked by a caprl run on host {other.host} (pid {other.pid}, since "
                 f"{other.since}), which cannot be checked from {me.host}. Wait for that run to end or choose "
-                f"another --output; if that run is gone, delete {file} and rerun")
+                f"another --output; if that run is gone, delete {file} and rerun"
+            )
         if _alive(other.pid):  # this very process too: a lock it did not take here is another run's
             raise OutputLocked(
                 f"output {url} is in use by another caprl run ({other.describe()}). Wait for it to end or "
-                f"choose another --output; if that run is gone, delete {file} and rerun")
-        log.warning("output %s: the run that locked it (%s) is gone; taking its lock over", url,
-                    other.describe())
+                f"choose another --output; if that run is gone, delete {file} and rerun"
+            )
+        log.warning("output %s: the run that locked it (%s) is gone; taking its lock over", url, other.describe())
         _remove_if(fs, file, other)
-    raise OutputLocked(f"could not take the lock {file}: other runs keep taking and releasing it. Make sure only "
-                       "one run writes this --output, then rerun")
+    raise OutputLocked(
+        f"could not take the lock {file}: other runs keep taking and releasing it. Make sure only "
+        "one run writes this --output, then rerun"
+    )
 
 
 def release(url: str) -> None:
@@ -188,9 +191,10 @@ def _read(fs: Any, file: str) -> Holder | None:
         d = json.loads(text)
         return Holder(str(d["host"]), int(d["pid"]), str(d["since"]))
     except (ValueError, KeyError, TypeError) as exc:
-        raise OutputLocked(f"the lock file {file} is unreadable ({text[:80]!r}): a run may be starting, or one was "
-                           "killed while it took the lock. If no run writes this folder, delete the file and rerun"
-                           ) from exc
+        raise OutputLocked(
+            f"the lock file {file} is unreadable ({text[:80]!r}): a run may be starting, or one was "
+            "killed while it took the lock. If no run writes this folder, delete the file and rerun"
+        ) from exc
 
 
 def _remove_if(fs: Any, file: str, holder: Holder) -> None:

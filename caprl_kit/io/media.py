@@ -100,8 +100,13 @@ def read_bytes(src: str | Path | bytes, max_bytes: int = MAX_FILE_BYTES, limits:
     return data
 
 
-_FILE_TYPES = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-               (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a directory"))
+_FILE_TYPES = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a directory"),
+)
 
 
 def file_type(mode: int) -> str:
@@ -113,13 +118,20 @@ def file_type(mode: int) -> str:
 
 def _check_size(size: int, max_bytes: int, source: str, what: str = "") -> None:
     if size > max_bytes:
-        raise MediaError("too_large", source, f"{size} bytes{what}, over media.max_file_bytes={max_bytes} "
-                         "(raise it if the file is trusted)")
+        raise MediaError(
+            "too_large",
+            source,
+            f"{size} bytes{what}, over media.max_file_bytes={max_bytes} (raise it if the file is trusted)",
+        )
 
 
 def _over_cap(source: str, max_bytes: int, listed: Any) -> MediaError:
-    return MediaError("too_large", source, f"more than media.max_file_bytes={max_bytes} bytes read although its "
-                      f"listed size was {listed} (raise the cap if the file is trusted)")
+    return MediaError(
+        "too_large",
+        source,
+        f"more than media.max_file_bytes={max_bytes} bytes read although its "
+        f"listed size was {listed} (raise the cap if the file is trusted)",
+    )
 
 
 def _read_capped(fh: Any, max_bytes: int, size: int | None) -> bytes:
@@ -254,8 +266,9 @@ def _read_local(path: str, max_bytes: int, source: str) -> bytes:
     return data
 
 
-def smart_resize(height: int, width: int, factor: int = IMAGE_FACTOR, min_pixels: int = 3136,
-                 max_pixels: int = 1003520) -> tuple[int, int]:
+def smart_resize(
+    height: int, width: int, factor: int = IMAGE_FACTOR, min_pixels: int = 3136, max_pixels: int = 1003520
+) -> tuple[int, int]:
     """Qwen-VL's resize rule: both sides multiples of ``factor``, area within [min_pixels, max_pixels],
     aspect ratio kept as closely as possible."""
     if max(height, width) / max(1, min(height, width)) > 200:
@@ -329,8 +342,12 @@ def load_image(
         try:
             img = _open_image(data, max_image_pixels)
         except Image.DecompressionBombError as exc:
-            raise MediaError("too_large", source, f"{exc} (media.max_image_pixels={max_image_pixels}; "
-                             "decompression-bomb guard, raise it if the image is trusted)") from None
+            raise MediaError(
+                "too_large",
+                source,
+                f"{exc} (media.max_image_pixels={max_image_pixels}; "
+                "decompression-bomb guard, raise it if the image is trusted)",
+            ) from None
         except UnidentifiedImageError:
             raise MediaError("failed_to_decode", source, "not a readable image: unrecognised format") from None
         except (OSError, ValueError, SyntaxError) as exc:
@@ -397,7 +414,7 @@ def load_video(
                 t = float(frame.time) if frame.time is not None else (prev[0] + 1 / 25 if prev else 0.0)
                 while j < len(targets) and t >= targets[j]:
                     use_prev = prev is not None and abs(prev[0] - targets[j]) <= abs(t - targets[j])
-                    chosen_t, chosen = prev if use_prev else (t, frame)  # type: ignore[misc]
+                    chosen_t, chosen = prev if use_prev else (t, frame)  # type: ignore[misc]  # prev is set once a frame was seen
                     picked.append(chosen.to_image())
                     stamps.append(round(chosen_t, 3))
                     j += 1
@@ -415,8 +432,14 @@ def load_video(
         j += 1
     h, w = smart_resize(picked[0].height, picked[0].width, min_pixels=min_pixels, max_pixels=max_pixels)
     picked = [to_rgb(f).resize((w, h), Image.Resampling.BICUBIC) for f in picked]
-    return VideoClip(frames=picked, timestamps=stamps, duration=round(duration, 3), source=source,
-                     content_hash=digest, sample_fps=len(picked) / duration)
+    return VideoClip(
+        frames=picked,
+        timestamps=stamps,
+        duration=round(duration, 3),
+        source=source,
+        content_hash=digest,
+        sample_fps=len(picked) / duration,
+    )
 
 
 @contextmanager
@@ -461,24 +484,38 @@ def url_limits(cfg: Any) -> UrlLimits:
     """The URL timeouts of a ``MediaConfig`` (defaults for an object without them)."""
     from caprl_kit.io.urls import DEFAULT_LIMITS
 
-    return UrlLimits(getattr(cfg, "url_connect_timeout_s", DEFAULT_LIMITS.connect_s),
-                     getattr(cfg, "url_read_timeout_s", DEFAULT_LIMITS.read_s))
+    return UrlLimits(
+        getattr(cfg, "url_connect_timeout_s", DEFAULT_LIMITS.connect_s),
+        getattr(cfg, "url_read_timeout_s", DEFAULT_LIMITS.read_s),
+    )
 
 
-def load_media(source: str | None, data: bytes | None, media_type: str, cfg: Any) -> tuple[LoadedImage | VideoClip, bytes]:
+def load_media(
+    source: str | None, data: bytes | None, media_type: str, cfg: Any
+) -> tuple[LoadedImage | VideoClip, bytes]:
     """Decode an input item's image or video with ``MediaConfig`` settings; returns (media, encoded bytes).
     Embedded ``data`` gets the same ``max_file_bytes`` cap as a file. Raises ``MediaError`` naming the source."""
     label = source or describe(data)
     cap = cfg.max_file_bytes
     try:
-        raw = read_bytes(data if data is not None else source, cap, url_limits(cfg))  # type: ignore[arg-type]
+        raw = read_bytes(data if data is not None else source, cap, url_limits(cfg))  # type: ignore[arg-type]  # one of data and source is given (load_media's contract)
         if media_type == "video":
             media: LoadedImage | VideoClip = load_video(
-                raw, fps=cfg.video_fps, min_frames=cfg.video_min_frames, max_frames=cfg.video_max_frames,
-                max_pixels=cfg.video_max_pixels, max_bytes=cap)
+                raw,
+                fps=cfg.video_fps,
+                min_frames=cfg.video_min_frames,
+                max_frames=cfg.video_max_frames,
+                max_pixels=cfg.video_max_pixels,
+                max_bytes=cap,
+            )
         else:
-            media = load_image(raw, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels,
-                               max_image_pixels=cfg.max_image_pixels, max_bytes=cap)
+            media = load_image(
+                raw,
+                min_pixels=cfg.min_pixels,
+                max_pixels=cfg.max_pixels,
+                max_image_pixels=cfg.max_image_pixels,
+                max_bytes=cap,
+            )
     except MediaError as exc:
         raise MediaError(exc.kind, label, exc.reason) from None
     media.source = label

@@ -19,7 +19,9 @@ from caprl_kit.schemas._base import Artifact
 SCHEMA_KEY = b"caprl.schema"
 
 
-def rows_to_table(rows: Iterable[BaseModel | dict[str, Any]], artifact: type[Artifact], extra: pa.Schema | None = None) -> pa.Table:
+def rows_to_table(
+    rows: Iterable[BaseModel | dict[str, Any]], artifact: type[Artifact], extra: pa.Schema | None = None
+) -> pa.Table:
     """Build a table with exactly ``artifact``'s Arrow schema (plus ``extra`` user columns).
 
     Dict rows are validated by the artifact's model (defaults filled in). Raises ``SchemaError`` on unknown
@@ -62,8 +64,13 @@ def rows_to_table(rows: Iterable[BaseModel | dict[str, Any]], artifact: type[Art
     return table
 
 
-def write_shard(path: str, rows: Iterable[BaseModel | dict[str, Any]], artifact: type[Artifact],
-                extra: pa.Schema | None = None, compression: str = "zstd") -> int:
+def write_shard(
+    path: str,
+    rows: Iterable[BaseModel | dict[str, Any]],
+    artifact: type[Artifact],
+    extra: pa.Schema | None = None,
+    compression: str = "zstd",
+) -> int:
     """Validate ``rows`` and write them atomically to ``path`` (any fsspec URL). Returns the row count."""
     table = rows_to_table(rows, artifact, extra)
     buf = io.BytesIO()

@@ -82,8 +82,13 @@ def detect_format(cfg: InputConfig) -> str:
     if cfg.format != "auto":
         return cfg.format
     path = cfg.path.lower().rstrip("/")
-    for suffix, fmt in ((".jsonl", "jsonl"), (".ndjson", "jsonl"), (".csv", "csv"), (".parquet", "parquet"),
-                        (".tar", "webdataset")):
+    for suffix, fmt in (
+        (".jsonl", "jsonl"),
+        (".ndjson", "jsonl"),
+        (".csv", "csv"),
+        (".parquet", "parquet"),
+        (".tar", "webdataset"),
+    ):
         if path.endswith(suffix):
             return fmt
     if fs.isdir(root) and (fs.exists(f"{root}/dataset_info.json") or fs.exists(f"{root}/dataset_dict.json")):
@@ -146,11 +151,17 @@ def unique_keys(items: Iterator[InputItem], cfg: InputConfig) -> Iterator[InputI
             f"resume skips); {'the first repeats' if len(repeats) > 1 else 'the repeat'}: {shown}. Fix: make the "
             f"keys unique{f' (input.key_column={cfg.key_column})' if cfg.key_column else ''}, or set "
             "input.duplicate_keys=keep_first (skip the repeats) or input.duplicate_keys=suffix (rename them "
-            "KEY#2, KEY#3, ...)")
+            "KEY#2, KEY#3, ...)"
+        )
     if skipped and (mark := (cfg.path, shown, skipped)) not in _warned:  # once, not once per listing pass
         _warned.add(mark)
-        log.warning("input %s: %d item(s) skipped whose key was listed before (input.duplicate_keys=keep_first): %s%s",
-                    cfg.path, skipped, shown, ", ..." if skipped > DUPLICATES_SHOWN else "")
+        log.warning(
+            "input %s: %d item(s) skipped whose key was listed before (input.duplicate_keys=keep_first): %s%s",
+            cfg.path,
+            skipped,
+            shown,
+            ", ..." if skipped > DUPLICATES_SHOWN else "",
+        )
 
 
 # --------------------------------------------------------------------------- readers
@@ -187,16 +198,24 @@ def read_folder(cfg: InputConfig) -> Iterator[InputItem]:
             if key is not None:
                 if key in seen:
                     why = "a symlink loop" if key in ancestors else "a directory already listed"
-                    log.warning("input folder: not following %s: it leads to %s (%s)", name, why,
-                                os.path.realpath(name) if local else name)
+                    log.warning(
+                        "input folder: not following %s: it leads to %s (%s)",
+                        name,
+                        why,
+                        os.path.realpath(name) if local else name,
+                    )
                     continue
                 seen.add(key)
                 yield from walk(name, (*ancestors, key))
             elif (mt := media_type_of(name, cfg)) is not None:
                 rel = name[len(root) + 1 :] if name.startswith(root + "/") else posixpath.basename(name)
                 problem = path_problem(name)  # a file name that is not UTF-8: its row could not be written
-                yield InputItem(key=printable(rel), source=prefix + (printable(name) if problem else name),
-                                media_type=mt, problem=problem and f"in input folder {cfg.path}: {problem}")
+                yield InputItem(
+                    key=printable(rel),
+                    source=prefix + (printable(name) if problem else name),
+                    media_type=mt,
+                    problem=problem and f"in input folder {cfg.path}: {problem}",
+                )
 
     if not fs.isdir(root):
         raise CaprlError(f"input.path is not a folder: {cfg.path}")
@@ -227,8 +246,10 @@ def _rows_to_items(rows: Iterator[dict[str, Any]], cfg: InputConfig, base_dir: s
             path = path.get("path")
         path = _text(path)  # a binary path column: UTF-8 (bytes that are not: an invalid_path row)
         if data is None and not path and locator is None:
-            raise CaprlError(f"manifest row {i} has neither '{cfg.path_column}' nor bytes; set input.path_column"
-                             f"{' / input.bytes_column' if not cfg.bytes_column else ''}")
+            raise CaprlError(
+                f"manifest row {i} has neither '{cfg.path_column}' nor bytes; set input.path_column"
+                f"{' / input.bytes_column' if not cfg.bytes_column else ''}"
+            )
         source = _resolve(base_dir, str(path)) if path else None
         key = _text(row.get(cfg.key_column)) if cfg.key_column else (str(path) if path else f"row_{i:08d}")
         missing = [c for c in cfg.carry_columns if c not in row]
@@ -237,11 +258,17 @@ def _rows_to_items(rows: Iterator[dict[str, Any]], cfg: InputConfig, base_dir: s
         media = cfg.media_type if cfg.media_type != "auto" else (media_type_of(str(path), cfg) if path else None)
         problem = path_problem(source) if source else None
         if problem:  # an invalid_path row where the path is what would be read; else only a label, made printable
-            source = printable(source)  # type: ignore[arg-type]
+            source = printable(source)  # type: ignore[arg-type]  # printable takes the bytes or str a listing yields
             problem = f"manifest row {i} ({cfg.path_column}): {problem}" if data is None and locator is None else None
-        yield InputItem(key=printable(str(key)), source=source, data=bytes(data) if data is not None else None,
-                        media_type=media or "image", extra={c: row[c] for c in cfg.carry_columns}, locator=locator,
-                        problem=problem)
+        yield InputItem(
+            key=printable(str(key)),
+            source=source,
+            data=bytes(data) if data is not None else None,
+            media_type=media or "image",
+            extra={c: row[c] for c in cfg.carry_columns},
+            locator=locator,
+            problem=problem,
+        )
 
 
 def _text(value: Any) -> Any:
@@ -291,15 +318,22 @@ def read_parquet(cfg: InputConfig) -> Iterator[InputItem]:
                 schema = pf.schema_arrow
                 names = set(schema.names)
                 if cfg.bytes_column and cfg.bytes_column not in names:
-                    raise CaprlError(f"{url} has no column '{cfg.bytes_column}' (input.bytes_column); it has "
-                                     f"{sorted(names)}")
-                field = bytes_field(url, cfg.bytes_column, schema.field(cfg.bytes_column).type) \
-                    if cfg.bytes_column else None
+                    raise CaprlError(
+                        f"{url} has no column '{cfg.bytes_column}' (input.bytes_column); it has {sorted(names)}"
+                    )
+                field = (
+                    bytes_field(url, cfg.bytes_column, schema.field(cfg.bytes_column).type)
+                    if cfg.bytes_column
+                    else None
+                )
                 path_col = cfg.path_column
                 if field == "bytes" and path_col not in names:  # an image struct as bytes_column: its path names it
                     path_col = str(cfg.bytes_column)
-                struct = (path_col in names and pa.types.is_struct(schema.field(path_col).type)
-                          and schema.field(path_col).type.get_field_index("bytes") >= 0)
+                struct = (
+                    path_col in names
+                    and pa.types.is_struct(schema.field(path_col).type)
+                    and schema.field(path_col).type.get_field_index("bytes") >= 0
+                )
                 wanted = [cfg.key_column, *cfg.carry_columns] + ([] if struct else [path_col])
                 columns = [c for c in dict.fromkeys(wanted) if c and c in names]
                 if struct and schema.field(path_col).type.get_field_index("path") >= 0:
@@ -307,8 +341,9 @@ def read_parquet(cfg: InputConfig) -> Iterator[InputItem]:
                 where = (cfg.bytes_column, field) if cfg.bytes_column else (path_col, "bytes") if struct else None
                 moved = path_col != cfg.path_column and path_col not in (cfg.key_column, *cfg.carry_columns)
                 if columns:
-                    listed = (row for b in pf.iter_batches(batch_size=BATCH_ROWS, columns=columns)
-                              for row in b.to_pylist())
+                    listed = (
+                        row for b in pf.iter_batches(batch_size=BATCH_ROWS, columns=columns) for row in b.to_pylist()
+                    )
                 else:  # only the bytes column: nothing to read here
                     listed = ({} for _ in range(pf.metadata.num_rows))
                 for n, row in enumerate(listed):
@@ -343,12 +378,13 @@ def bytes_field(where: str, column: str, typ: Any) -> str | None:
     elif pa.types.is_list(typ) or pa.types.is_large_list(typ):
         hint = "; a list per row does not say which entry is the media: write one value per row"
     elif pa.types.is_struct(typ):
-        hint = ("; a struct without binary `bytes` holds no media bytes: set input.path_column to it if it holds "
-                "paths")
+        hint = "; a struct without binary `bytes` holds no media bytes: set input.path_column to it if it holds paths"
     else:
         hint = ""
-    raise CaprlError(f"{where}: input.bytes_column '{column}' has Arrow type {typ}, not encoded media bytes (binary) "
-                     f"nor an image struct {{bytes: binary, path: string}}{hint}")
+    raise CaprlError(
+        f"{where}: input.bytes_column '{column}' has Arrow type {typ}, not encoded media bytes (binary) "
+        f"nor an image struct {{bytes: binary, path: string}}{hint}"
+    )
 
 
 @READERS.register("csv")
@@ -378,16 +414,29 @@ def read_hf_dataset(cfg: InputConfig) -> Iterator[InputItem]:
     column = cfg.path_column if cfg.path_column in ds.column_names else "image"
     local = cfg.model_copy(update={"path_column": column})
     typ = ds.data.schema.field(column).type if column in ds.column_names else None  # also for a plain dict feature
-    struct = (typ is not None and pa.types.is_struct(typ) and typ.get_field_index("bytes") >= 0
-              and not pa.types.is_null(typ.field("bytes").type))  # {bytes: None, path} everywhere: paths only
+    struct = (
+        typ is not None
+        and pa.types.is_struct(typ)
+        and typ.get_field_index("bytes") >= 0
+        and not pa.types.is_null(typ.field("bytes").type)
+    )  # {bytes: None, path} everywhere: paths only
     has_path = typ is not None and struct and typ.get_field_index("path") >= 0
     if cfg.bytes_column and cfg.bytes_column not in ds.column_names:
-        raise CaprlError(f"{cfg.path} has no column '{cfg.bytes_column}' (input.bytes_column); it has "
-                         f"{ds.column_names}")
-    where = ((cfg.bytes_column, bytes_field(cfg.path, cfg.bytes_column, ds.data.schema.field(cfg.bytes_column).type))
-             if cfg.bytes_column else (column, "bytes") if struct else None)
-    plain = [c for c in dict.fromkeys([cfg.key_column, *cfg.carry_columns, column])
-             if c and c in ds.column_names and c != (where and where[0])]
+        raise CaprlError(
+            f"{cfg.path} has no column '{cfg.bytes_column}' (input.bytes_column); it has {ds.column_names}"
+        )
+    where = (
+        (cfg.bytes_column, bytes_field(cfg.path, cfg.bytes_column, ds.data.schema.field(cfg.bytes_column).type))
+        if cfg.bytes_column
+        else (column, "bytes")
+        if struct
+        else None
+    )
+    plain = [
+        c
+        for c in dict.fromkeys([cfg.key_column, *cfg.carry_columns, column])
+        if c and c in ds.column_names and c != (where and where[0])
+    ]
 
     def rows() -> Iterator[dict[str, Any]]:
         n = 0
@@ -444,11 +493,12 @@ def _tar_items(tar: tarfile.TarFile, url: str | None, name: str, cfg: InputConfi
         if found is None and mt is not None:
             key = printable(f"{name}/{stem}")  # a member name that is not UTF-8 (tarfile's surrogate escapes)
             if url is None:
-                data = tar.extractfile(member).read()  # type: ignore[union-attr]
+                data = tar.extractfile(member).read()  # type: ignore[union-attr]  # a regular file member: extractfile returns its stream
                 found = InputItem(key=key, data=data, media_type=mt)
             else:
-                found = InputItem(key=key, media_type=mt,
-                                  locator=Locator("tar", url, member.offset_data, size=member.size))
+                found = InputItem(
+                    key=key, media_type=mt, locator=Locator("tar", url, member.offset_data, size=member.size)
+                )
         # the listing keeps no member list: memory stays flat however many members a tar has
         tar.members = []  # type: ignore[attr-defined]  # TarFile.members: CPython's undocumented member list
     if found is not None:

@@ -29,14 +29,16 @@ def iter_jsonl(url: str, *, key: str | None = None) -> Iterator[dict[str, Any]]:
                     try:
                         yield json.loads(line)
                     except json.JSONDecodeError as exc:
-                        raise _fail(f"{url} line {number} is not valid JSON ({exc.msg})", key,
-                                    "one JSON object per line") from None
+                        raise _fail(
+                            f"{url} line {number} is not valid JSON ({exc.msg})", key, "one JSON object per line"
+                        ) from None
     except UnicodeDecodeError as exc:
         raise _fail(f"{url} is not UTF-8 text ({exc.reason})", key, "write JSON Lines in UTF-8") from None
 
 
-def read_rows(url: str, *, columns: list[str] | None = None, key: str | None = None,
-              missing_ok: bool = False) -> list[dict[str, Any]]:
+def read_rows(
+    url: str, *, columns: list[str] | None = None, key: str | None = None, missing_ok: bool = False
+) -> list[dict[str, Any]]:
     """Every row of ``url`` (``.parquet``: Parquet; anything else: JSON Lines, blank lines skipped). ``columns``
     reads only those Parquet columns; ``missing_ok`` gives ``[]`` for a file that does not exist."""
     import pyarrow.parquet as pq

@@ -66,8 +66,6 @@ def kit_version() -> str:
         return "0+unknown"
 
 
-
-
 def dump_resolved(config: BaseModel) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
@@ -101,21 +99,37 @@ def older_run_signs(fs: Any, path: str, entries: list[str], command: str) -> str
     if command == "models tiny":
         return "a tiny-models build (tiny_models.json)" if "tiny_models.json" in names else None
     if command == "demo":
-        return ("a demo's tiny models (models/tiny_models.json)"
-                if fs.exists(join(path, "models", "tiny_models.json")) else None)
+        return (
+            "a demo's tiny models (models/tiny_models.json)"
+            if fs.exists(join(path, "models", "tiny_models.json"))
+            else None
+        )
     if command in ("data synth", "train export"):
         return None
     suffix = SHARD_STATS.removeprefix("{shard:05d}")
-    shards = sorted(n for n in names if n.endswith(suffix) and n.removesuffix(suffix).isdigit()
-                    and SHARD.format(shard=int(n.removesuffix(suffix))) in names)
+    shards = sorted(
+        n
+        for n in names
+        if n.endswith(suffix)
+        and n.removesuffix(suffix).isdigit()
+        and SHARD.format(shard=int(n.removesuffix(suffix))) in names
+    )
     if shards:
         first = int(shards[0].removesuffix(suffix))
         return f"shard files {SHARD.format(shard=first)} + {shards[0]}"
     return None
 
 
-def prepare_output(url: str, command: str, *, overwrite: bool = False, config: BaseModel | None = None,
-                   refuse_changed: bool = False, same_command: bool = False, option: str = "--output") -> None:
+def prepare_output(
+    url: str,
+    command: str,
+    *,
+    overwrite: bool = False,
+    config: BaseModel | None = None,
+    refuse_changed: bool = False,
+    same_command: bool = False,
+    option: str = "--output",
+) -> None:
     """Claim ``url`` as the OUTPUT of a ``command`` run; call it after the inputs and the engine were checked.
 
     A new or empty folder, or one holding a caprl run, is used (``overwrite`` removes the run first). A file, a
@@ -135,22 +149,30 @@ def prepare_output(url: str, command: str, *, overwrite: bool = False, config: B
         if exists and not fs.isdir(path):
             raise CaprlError(f"output {url} is a file, not a folder; pass {option} a folder (new or a previous run)")
         if exists and not is_caprl_run(fs, path):
-            entries = sorted(n for p in fs.ls(path, detail=False)
-                             if (n := p.rstrip("/").rpartition("/")[2]) != OUTPUT_LOCK)
+            entries = sorted(
+                n for p in fs.ls(path, detail=False) if (n := p.rstrip("/").rpartition("/")[2]) != OUTPUT_LOCK
+            )
             if entries:
                 shown = ", ".join(entries[:5]) + (f", ... ({len(entries)} entries)" if len(entries) > 5 else "")
                 what = "--overwrite refused" if overwrite else "output refused"
                 older = older_run_signs(fs, path, entries, command)
-                hint = (f" It holds {older}, as a caprl run made before caprl-kit wrote {MARKER} does: if it is "
-                        f"one, add an empty {MARKER} to it to resume it." if older else "")
-                raise CaprlError(f"{what}: {url} is not a caprl run (no {MARKER}) and holds {shown}. Nothing was "
-                                 f"deleted. Pass {option} a new or empty folder, or a previous caprl {command} run."
-                                 + hint)
+                hint = (
+                    f" It holds {older}, as a caprl run made before caprl-kit wrote {MARKER} does: if it is "
+                    f"one, add an empty {MARKER} to it to resume it."
+                    if older
+                    else ""
+                )
+                raise CaprlError(
+                    f"{what}: {url} is not a caprl run (no {MARKER}) and holds {shown}. Nothing was "
+                    f"deleted. Pass {option} a new or empty folder, or a previous caprl {command} run." + hint
+                )
         if exists and same_command and is_caprl_run(fs, path):
             other = run_command(fs, path)
             if other is not None and other != command:
-                raise CaprlError(f"output refused: {url} holds a caprl {other} run, not a {command} one. Nothing "
-                                 f"was deleted. Pass {option} a new or empty folder, or a previous {command} run.")
+                raise CaprlError(
+                    f"output refused: {url} holds a caprl {other} run, not a {command} one. Nothing "
+                    f"was deleted. Pass {option} a new or empty folder, or a previous {command} run."
+                )
         fs.makedirs(path, exist_ok=True)
         lock.acquire(str(url))  # refused while another run writes here; before --overwrite removes anything
         if overwrite and exists and is_caprl_run(fs, path):
@@ -167,8 +189,9 @@ def prepare_output(url: str, command: str, *, overwrite: bool = False, config: B
             atomic_write_text(fs, join(path, RESOLVED), dump_resolved(config))
             atomic_write_text(fs, join(path, CONFIG_IDENTITY), json.dumps(_identity(config), sort_keys=True))
     except (PermissionError, NotADirectoryError, FileExistsError) as exc:
-        raise CaprlError(f"cannot write the output {url}: {exc.strerror or exc}. Choose a folder you can write to "
-                         f"({option})") from exc
+        raise CaprlError(
+            f"cannot write the output {url}: {exc.strerror or exc}. Choose a folder you can write to ({option})"
+        ) from exc
     except OSError as exc:
         if isinstance(exc, CaprlError):
             raise
@@ -186,9 +209,11 @@ def _refuse_changed(fs: Any, path: str, url: str, config: BaseModel) -> None:
         before = None
     changed = _diff(before, _identity(config)) if before is not None else ["unreadable " + CONFIG_IDENTITY]
     if changed:
-        raise ResumeRefused(f"{url} already holds a run made with another config ({', '.join(changed)}): resuming it "
-                            "would continue the old run's state under the new settings. Rerun with --overwrite to "
-                            "discard it, or choose another --output.")
+        raise ResumeRefused(
+            f"{url} already holds a run made with another config ({', '.join(changed)}): resuming it "
+            "would continue the old run's state under the new settings. Rerun with --overwrite to "
+            "discard it, or choose another --output."
+        )
 
 
 def read_model(fs: Any, path: str, model: type[BaseModel], what: str) -> Any:
@@ -197,8 +222,10 @@ def read_model(fs: Any, path: str, model: type[BaseModel], what: str) -> Any:
         with fs.open(path, "r") as fh:
             return model.model_validate_json(fh.read())
     except (ValueError, UnicodeDecodeError) as exc:
-        raise CaprlError(f"{path} is corrupt ({what}: {str(exc).splitlines()[0]}). Delete that file to redo "
-                         "what it records, or rerun with --overwrite to start the run over") from exc
+        raise CaprlError(
+            f"{path} is corrupt ({what}: {str(exc).splitlines()[0]}). Delete that file to redo "
+            "what it records, or rerun with --overwrite to start the run over"
+        ) from exc
 
 
 class RunDir:
@@ -299,11 +326,18 @@ class RunDir:
         )
         if previous is not None:
             self._check_same_run(previous, new, config)
-            changed = {k: f"{v} -> {new.packages.get(k, 'absent')}" for k, v in previous.packages.items()
-                       if new.packages.get(k) != v}
+            changed = {
+                k: f"{v} -> {new.packages.get(k, 'absent')}"
+                for k, v in previous.packages.items()
+                if new.packages.get(k) != v
+            }
             if changed:
-                log.warning("resuming %s with other package versions than its finished shards were made with (%s): "
-                            "outputs may differ slightly", self.url, ", ".join(f"{k} {v}" for k, v in changed.items()))
+                log.warning(
+                    "resuming %s with other package versions than its finished shards were made with (%s): "
+                    "outputs may differ slightly",
+                    self.url,
+                    ", ".join(f"{k} {v}" for k, v in changed.items()),
+                )
         self._check_shards(config_hash)
         self.fs.makedirs(self.path, exist_ok=True)
         stale = remove_stale_tmp(self.fs, self.path)
@@ -322,8 +356,11 @@ class RunDir:
         if old.artifact != new.artifact:
             problems.append(f"artifact {old.artifact} -> {new.artifact}")
         if old.input_fingerprint != new.input_fingerprint or old.n_items != new.n_items:
-            problems.append(f"input changed ({old.n_items} -> {new.n_items} items, fingerprint differs)"
-                            if old.n_items != new.n_items else "input changed (same count, different items)")
+            problems.append(
+                f"input changed ({old.n_items} -> {new.n_items} items, fingerprint differs)"
+                if old.n_items != new.n_items
+                else "input changed (same count, different items)"
+            )
         if old.shard_size != new.shard_size:
             problems.append(f"shard_size {old.shard_size} -> {new.shard_size}")
         if old.config_hash != new.config_hash:
@@ -341,8 +378,10 @@ class RunDir:
         other = [s.shard_id for s in self.read_stats() if s.config_hash != config_hash]
         if other:
             names = ", ".join(f"{i:05d}" for i in other[:5]) + (f" and {len(other) - 5} more" if len(other) > 5 else "")
-            raise ResumeRefused(f"{self.url} holds shard(s) {names} made under another config than this run's. "
-                                "Rerun with --overwrite to discard them, or choose another --output.")
+            raise ResumeRefused(
+                f"{self.url} holds shard(s) {names} made under another config than this run's. "
+                "Rerun with --overwrite to discard them, or choose another --output."
+            )
 
     def _changed_keys(self, config: BaseModel) -> list[str]:
         """The keys whose change refused the resume: the previous run's resume identity (volatile keys left out,
@@ -364,13 +403,14 @@ class RunDir:
         """Write the shard atomically, then its stats sidecar (which marks it done), stamped with the config the
         run manifest says the shard is made under."""
         if self.fs.exists(self.stats_path(shard_id)):  # a shard rewritten in place (--retry-failed): not done
-            self.fs.rm(self.stats_path(shard_id))     # until its new rows and stats are both there
+            self.fs.rm(self.stats_path(shard_id))  # until its new rows and stats are both there
         write_shard(self.shard_url(shard_id), rows, self.artifact, extra_schema)
         if self._made_under is None:
             manifest = self.manifest()
             self._made_under = manifest.config_hash if manifest is not None else None
         stats.config_hash = self._made_under
         atomic_write_text(self.fs, self.stats_path(shard_id), stats.model_dump_json(indent=2))
+
 
 def _identity(config: BaseModel) -> Any:
     from caprl_kit.config import identity

@@ -21,8 +21,14 @@ def utc_now() -> str:
 class StatsBuilder:
     """Collects what a shard did. Keeps at most ``max_errors`` distinct messages; the rest are counted."""
 
-    def __init__(self, shard_id: int, artifact: str, max_errors: int = 20, max_message_len: int = 200,
-                 opened: tuple[str, float] | None = None):
+    def __init__(
+        self,
+        shard_id: int,
+        artifact: str,
+        max_errors: int = 20,
+        max_message_len: int = 200,
+        opened: tuple[str, float] | None = None,
+    ):
         """``opened``: (ISO time, perf_counter) when the shard's work began, if before this builder (a streamed
         shard is opened when its first item is planned and committed when its last response arrives)."""
         self.shard_id = shard_id

@@ -66,7 +66,7 @@ def call_cancellable(fn: Callable[[], T], abort: Callable[[], None] | None = Non
     def target() -> None:
         try:
             box["value"] = fn()
-        except BaseException as exc:  # handed to the waiting thread  # noqa: BLE001
+        except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread, which raises it
             box["error"] = exc
         finally:
             done.set()
@@ -85,8 +85,9 @@ def call_cancellable(fn: Callable[[], T], abort: Callable[[], None] | None = Non
     return box["value"]
 
 
-def _connection_class(base: type[http.client.HTTPConnection], limits: UrlLimits,
-                      opened: list[http.client.HTTPConnection]) -> Any:
+def _connection_class(
+    base: type[http.client.HTTPConnection], limits: UrlLimits, opened: list[http.client.HTTPConnection]
+) -> Any:
     """``base`` whose socket connects within ``limits.connect_s`` and then waits at most ``limits.read_s`` per
     read; each connection is recorded in ``opened`` so an abandoned read can shut its socket."""
 
@@ -100,7 +101,7 @@ def _connection_class(base: type[http.client.HTTPConnection], limits: UrlLimits,
             if conn.sock is not None:
                 conn.sock.settimeout(limits.read_s)
 
-        conn.connect = timed_connect  # type: ignore[method-assign]
+        conn.connect = timed_connect  # type: ignore[method-assign]  # per-connection timeouts: the instance's connect is wrapped
         opened.append(conn)
         return conn
 
@@ -114,8 +115,11 @@ def _opener(limits: UrlLimits, opened: list[http.client.HTTPConnection]) -> urll
 
     class Https(urllib.request.HTTPSHandler):
         def https_open(self, req: Any) -> Any:
-            return self.do_open(_connection_class(http.client.HTTPSConnection, limits, opened), req,
-                                context=self._context)  # type: ignore[attr-defined]
+            return self.do_open(
+                _connection_class(http.client.HTTPSConnection, limits, opened),
+                req,
+                context=self._context,  # type: ignore[attr-defined]  # HTTPSHandler's own SSL context, not in typeshed
+            )
 
     return urllib.request.build_opener(Http, Https)
 
@@ -157,8 +161,10 @@ def _fetch(url: str, max_bytes: int, limits: UrlLimits, opened: list[http.client
 def _media_error(exc: BaseException, url: str, limits: UrlLimits) -> MediaError | None:
     """The status row a failed URL read becomes (None: not a network failure)."""
     connect = f"no connection within media.url_connect_timeout_s={limits.connect_s:g} s"
-    silent = (f"the server sent nothing for media.url_read_timeout_s={limits.read_s:g} s (it accepted the "
-              "connection but does not answer)")
+    silent = (
+        f"the server sent nothing for media.url_read_timeout_s={limits.read_s:g} s (it accepted the "
+        "connection but does not answer)"
+    )
     if isinstance(exc, urllib.error.HTTPError):
         what = f"HTTP {exc.code} {exc.reason}"
         return MediaError("file_not_found" if exc.code in (404, 410) else "url_error", url, what)

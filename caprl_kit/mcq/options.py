@@ -107,14 +107,17 @@ def official_shuffle(question_full: str, answer: str, rng: random.Random) -> Shu
     suffix = f"\n   - F) {CANNOT_ANSWER}"
     if answer not in labels:
         return Shuffled(question_full=base + suffix, choices=[f"{label}) {t}" for label, t in found], answer=answer)
-    stem = base[: OFFICIAL_OPTION_RE.search(base).start()].rstrip()  # type: ignore[union-attr]
+    stem = base[: OFFICIAL_OPTION_RE.search(base).start()].rstrip()  # type: ignore[union-attr]  # found is not empty, so the pattern matches
     stem = re.sub(r"\n\s*$", "", stem)
     texts = [t.strip() for _, t in found]
     correct = texts[labels.index(answer)]
     rng.shuffle(texts)
     shown = [f"{LETTERS[i]}) {t}" for i, t in enumerate(texts)]
-    return Shuffled(question_full=stem + "".join(f"\n   - {c}" for c in shown) + suffix,
-                    choices=[*shown, f"F) {CANNOT_ANSWER}"], answer=LETTERS[texts.index(correct)])
+    return Shuffled(
+        question_full=stem + "".join(f"\n   - {c}" for c in shown) + suffix,
+        choices=[*shown, f"F) {CANNOT_ANSWER}"],
+        answer=LETTERS[texts.index(correct)],
+    )
 
 
 # --------------------------------------------------------------------------- answer letters

@@ -25,8 +25,9 @@ QUESTION_RE = re.compile(
     r"^\s*(?:#{1,6}\s*)?(?:\*\*\s*)?(?:(?:question|q)\s*)?(\d{1,3})\s*[.)．:：]\s*(?:\*\*)?\s*(.*?)\s*(?:\*\*)?\s*$",
     re.IGNORECASE,
 )
-QUESTION_WORD_RE = re.compile(r"^\s*(?:#{1,6}\s*)?(?:\*\*\s*)?(?:question|q)\s*[:：]\s*(?:\*\*)?\s*(.*?)\s*(?:\*\*)?\s*$",
-                              re.IGNORECASE)
+QUESTION_WORD_RE = re.compile(
+    r"^\s*(?:#{1,6}\s*)?(?:\*\*\s*)?(?:question|q)\s*[:：]\s*(?:\*\*)?\s*(.*?)\s*(?:\*\*)?\s*$", re.IGNORECASE
+)
 ANSWER_RE = re.compile(
     r"^\s*(?:[-*•]\s*)?(?:\*\*)?\s*(?:correct\s+)?answer\s*(?:\*\*)?\s*[:：]\s*(?:\*\*)?\s*(.*?)\s*(?:\*\*)?\s*$",
     re.IGNORECASE,
@@ -151,4 +152,3 @@ def parse_generation(text: str, max_questions: int | None = None) -> ParseResult
         if max_questions is not None and len(result.questions) >= max_questions:
             break
     return result
-

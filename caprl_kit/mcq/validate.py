@@ -58,9 +58,13 @@ def _choices(choices: Any, where: str | None) -> list[tuple[str, str]]:
     if len(choices) < 2:
         raise _fail("too_few_choices", f"needs at least 2 choices, got {len(choices)}", where)
     if len(choices) > MAX_CHOICES:
-        raise _fail("too_many_choices", f"{len(choices)} choices, at most {MAX_CHOICES}: the reward appends a "
-                    f"cannot-answer option (curation: none of the above) as one more label, and labels run "
-                    f"A-{LETTERS[-1]}", where)
+        raise _fail(
+            "too_many_choices",
+            f"{len(choices)} choices, at most {MAX_CHOICES}: the reward appends a "
+            f"cannot-answer option (curation: none of the above) as one more label, and labels run "
+            f"A-{LETTERS[-1]}",
+            where,
+        )
     pairs = []
     for i, c in enumerate(choices):
         m = CHOICE_RE.match(c)
@@ -101,12 +105,14 @@ def _answer(answer: Any, pairs: list[tuple[str, str]], where: str | None) -> str
     if m:
         label, text = m.group(1).upper(), _norm(m.group(2))
         if label not in labels:
-            raise _fail("answer_not_a_label", f"answer {raw!r}: label {label!r} is not one of the labels {shown}",
-                        where)
+            raise _fail(
+                "answer_not_a_label", f"answer {raw!r}: label {label!r} is not one of the labels {shown}", where
+            )
         own = _norm(dict(pairs)[label])
         if text != own and text in by_text:
-            raise _fail("answer_mismatch", f"answer {raw!r} names label {label} but the text of choice "
-                                           f"{by_text[text]}", where)
+            raise _fail(
+                "answer_mismatch", f"answer {raw!r} names label {label} but the text of choice {by_text[text]}", where
+            )
         return label
     raise _fail("answer_not_a_choice", f"answer {raw!r} is neither a label ({shown}) nor the text of a choice", where)
 

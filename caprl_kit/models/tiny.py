@@ -94,7 +94,9 @@ def tokenizer_corpus(seed: int = 0, n_lines: int = 4000) -> list[str]:
                 f"**Answer:** B) {opts[1]}\nThe answer is {rng.choice('ABCDEF')}."
             )
         else:
-            lines.append(" ".join(rng.choice(vocab) for _ in range(12)) + f" [0{rng.randint(0, 9)}:{rng.randint(10, 59)}]")
+            lines.append(
+                " ".join(rng.choice(vocab) for _ in range(12)) + f" [0{rng.randint(0, 9)}:{rng.randint(10, 59)}]"
+            )
     return lines
 
 
@@ -121,10 +123,16 @@ def train_tokenizer(out_dir: Path, vocab_size: int = 1024, seed: int = 0, kind: 
         tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
         tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Punctuation()])
         tok.add_special_tokens(SPECIAL_TOKENS)
-        fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                       unk_token="<unk>", additional_special_tokens=SPECIAL_TOKENS[1:],
-                                       model_max_length=4096, padding_side="left",
-                                       clean_up_tokenization_spaces=False)
+        fast = PreTrainedTokenizerFast(
+            tokenizer_object=tok,
+            eos_token="<|im_end|>",
+            pad_token="<|endoftext|>",
+            unk_token="<unk>",
+            additional_special_tokens=SPECIAL_TOKENS[1:],
+            model_max_length=4096,
+            padding_side="left",
+            clean_up_tokenization_spaces=False,
+        )
         fast.chat_template = CHAT_TEMPLATE
         fast.save_pretrained(out_dir)
         return fast
@@ -178,11 +186,17 @@ def check_options(seed: int = 0, answerer_arch: str = "qwen2", tokenizer: str = 
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         issues.append(ConfigIssue("seed", f"must be a non-negative integer, got {seed!r}"))
     if answerer_arch not in ANSWERER_ARCHS:
-        issues.append(ConfigIssue("answerer_arch", f"unknown architecture {answerer_arch!r}",
-                                  f"use one of {', '.join(ANSWERER_ARCHS)}"))
+        issues.append(
+            ConfigIssue(
+                "answerer_arch", f"unknown architecture {answerer_arch!r}", f"use one of {', '.join(ANSWERER_ARCHS)}"
+            )
+        )
     if tokenizer not in TOKENIZER_KINDS:
-        issues.append(ConfigIssue("tokenizer", f"unknown tokenizer kind {tokenizer!r}",
-                                  f"use one of {', '.join(TOKENIZER_KINDS)}"))
+        issues.append(
+            ConfigIssue(
+                "tokenizer", f"unknown tokenizer kind {tokenizer!r}", f"use one of {', '.join(TOKENIZER_KINDS)}"
+            )
+        )
     if issues:
         raise ConfigError(issues)
 
@@ -228,8 +242,14 @@ def _vocab_size(tokenizer) -> int:
     return ((n + 63) // 64) * 64
 
 
-def build_captioner(out_dir: str | Path, seed: int = 0, dims: TinyDims = TinyDims(),
-                    min_pixels: int = 3136, max_pixels: int = 50176, tokenizer: str = "bpe") -> Path:
+def build_captioner(
+    out_dir: str | Path,
+    seed: int = 0,
+    dims: TinyDims = TinyDims(),
+    min_pixels: int = 3136,
+    max_pixels: int = 50176,
+    tokenizer: str = "bpe",
+) -> Path:
     """A tiny random Qwen2.5-VL with processor (image + video) and chat template at ``out_dir`` (built under a
     temporary name and renamed when complete)."""
     check_options(seed, tokenizer=tokenizer)
@@ -257,8 +277,11 @@ def _build_captioner(out: Path, seed: int, dims: TinyDims, min_pixels: int, max_
         text_config=dict(
             **_text_dims(dims, tokenizer, ids),
             max_window_layers=dims.layers,
-            rope_parameters={"rope_type": "default", "rope_theta": 1_000_000.0,
-                             "mrope_section": _mrope_section(head_dim)},
+            rope_parameters={
+                "rope_type": "default",
+                "rope_theta": 1_000_000.0,
+                "mrope_section": _mrope_section(head_dim),
+            },
         ),
         vision_config=dict(
             depth=dims.vision_depth,
@@ -292,8 +315,9 @@ def _build_captioner(out: Path, seed: int, dims: TinyDims, min_pixels: int, max_
     processor.save_pretrained(out)
 
 
-def build_answerer(out_dir: str | Path, seed: int = 0, dims: TinyDims = TinyDims(), arch: str = "qwen2",
-                   tokenizer: str = "bpe") -> Path:
+def build_answerer(
+    out_dir: str | Path, seed: int = 0, dims: TinyDims = TinyDims(), arch: str = "qwen2", tokenizer: str = "bpe"
+) -> Path:
     """A tiny random Qwen2 (``arch="qwen3"``: Qwen3) causal LM with the shared tokenizer at ``out_dir`` (built
     under a temporary name and renamed when complete)."""
     check_options(seed, answerer_arch=arch, tokenizer=tokenizer)
@@ -333,8 +357,9 @@ def _mrope_section(head_dim: int) -> list[int]:
     return [t, h, half - t - h]
 
 
-def build_tiny_models(out_dir: str | Path, seed: int = 0, answerer_arch: str = "qwen2",
-                      tokenizer: str = "bpe") -> dict[str, Path]:
+def build_tiny_models(
+    out_dir: str | Path, seed: int = 0, answerer_arch: str = "qwen2", tokenizer: str = "bpe"
+) -> dict[str, Path]:
     """Both tiny models under ``out_dir`` (``captioner/``, ``answerer/``); reuses a finished build.
     ``tokenizer="words"`` gives them the closed word-level vocabulary (transformers only; vLLM needs BPE).
 

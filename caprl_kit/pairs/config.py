@@ -20,12 +20,15 @@ def _sampler() -> BackendConfig:
 
 
 class PairsDataConfig(ConfigModel):
-    path: str = Field(description="A curated QA file (caprl curate's dataset/train.parquet or .jsonl; image paths, "
-                      "not embedded bytes): its images are captioned, its questions score them")
+    path: str = Field(
+        description="A curated QA file (caprl curate's dataset/train.parquet or .jsonl; image paths, "
+        "not embedded bytes): its images are captioned, its questions score them"
+    )
     image_key: str = Field("images", description="Column with the image path(s) (a list: its first entry)")
     id_key: str = Field("id", description="Column with row ids (the row index when the file has none)")
-    media_root: str | None = Field(None, description="Folder relative image paths resolve against (default: the "
-                                   "data file's folder)")
+    media_root: str | None = Field(
+        None, description="Folder relative image paths resolve against (default: the data file's folder)"
+    )
     limit: int | None = Field(None, ge=1, description="Use only the first N rows")
 
 
@@ -40,12 +43,16 @@ class PairOptions(ConfigModel):
     min_margin: float = Field(0.2, ge=0.0, description="Smallest reward gap between chosen and rejected")
     per_image: int = Field(1, ge=1, description="Most pairs per image (each caption in at most one pair)")
     max_length_ratio: float | None = Field(
-        None, ge=1.0, description="Pair only captions whose token counts are within this ratio (e.g. 1.5), so that "
+        None,
+        ge=1.0,
+        description="Pair only captions whose token counts are within this ratio (e.g. 1.5), so that "
         "'longer wins' cannot be the whole signal; null: no length control (the chosen-longer share is reported "
-        "either way)")
+        "either way)",
+    )
     skip_flagged: list[HygieneFlag] = Field(
         default_factory=_skip_flagged_default,
-        description="Captions with these hygiene flags are never chosen (they may still be rejected)")
+        description="Captions with these hygiene flags are never chosen (they may still be rejected)",
+    )
 
 
 class PairsConfig(JobConfig):
@@ -54,12 +61,17 @@ class PairsConfig(JobConfig):
 
     kind: Literal["pairs"] = "pairs"
     data: PairsDataConfig
-    captioner: BackendConfig = Field(default_factory=_sampler, description="The captioner whose samples are paired "
-                                     "(its sampling.n captions per image, temperature > 0)")
+    captioner: BackendConfig = Field(
+        default_factory=_sampler,
+        description="The captioner whose samples are paired (its sampling.n captions per image, temperature > 0)",
+    )
     prompt: Annotated[str, AfterValidator(registry_name(PROMPTS))] = prompt_field(
-        "caprl_image", description="Caption prompt (sent to the captioner and written as the pairs' prompt)")
-    reward: RewardConfig = Field(default_factory=RewardConfig, description="The training reward: terms and the "
-                                 "answerer, in-process or a reward service (reward.qa.service)")
+        "caprl_image", description="Caption prompt (sent to the captioner and written as the pairs' prompt)"
+    )
+    reward: RewardConfig = Field(
+        default_factory=RewardConfig,
+        description="The training reward: terms and the answerer, in-process or a reward service (reward.qa.service)",
+    )
     pairs: PairOptions = Field(default_factory=PairOptions)
     media: MediaConfig = Field(default_factory=MediaConfig)
     sharding: ShardingConfig = Field(default_factory=ShardingConfig)
@@ -70,15 +82,28 @@ class PairsConfig(JobConfig):
         s = self.captioner.sampling
         issues = []
         if s.n < 2:
-            issues.append(FieldIssue("captioner.sampling.n", f"is {s.n}: pairs need at least 2 captions per image",
-                                     "set captioner.sampling.n to 4 or 8"))
+            issues.append(
+                FieldIssue(
+                    "captioner.sampling.n",
+                    f"is {s.n}: pairs need at least 2 captions per image",
+                    "set captioner.sampling.n to 4 or 8",
+                )
+            )
         if s.temperature == 0:
-            issues.append(FieldIssue("captioner.sampling.temperature", "is 0: greedy sampling gives n identical "
-                                     "captions", "set a temperature such as 1.0"))
+            issues.append(
+                FieldIssue(
+                    "captioner.sampling.temperature",
+                    "is 0: greedy sampling gives n identical captions",
+                    "set a temperature such as 1.0",
+                )
+            )
         if self.captioner.name != "lexical" and not self.captioner.model:
             issues.append(FieldIssue("captioner.model", "is required", "set captioner.model to a hub id or local path"))
         issues += ignored_runner_decode(
-            self.runner, "caprl train pairs samples through caprl annotate with annotate's default {use}; pairs has "
-            "no key for it yet", "remove it")
+            self.runner,
+            "caprl train pairs samples through caprl annotate with annotate's default {use}; pairs has "
+            "no key for it yet",
+            "remove it",
+        )
         raise_issues(issues)
         return self

@@ -50,9 +50,15 @@ def _columns(cfg: PairsConfig) -> list[str]:
 
     fs, path = url_to_fs(cfg.data.path)
     if not fs.exists(path) or fs.isdir(path):
-        raise ConfigError([ConfigIssue("data.path", f"{cfg.data.path} " + ("is a folder" if fs.exists(path) else
-                                       "does not exist"), "point it at one curated QA file (caprl curate's "
-                                       "dataset/train.parquet or .jsonl)")])
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    "data.path",
+                    f"{cfg.data.path} " + ("is a folder" if fs.exists(path) else "does not exist"),
+                    "point it at one curated QA file (caprl curate's dataset/train.parquet or .jsonl)",
+                )
+            ]
+        )
     if _is_parquet(path):
         with fs.open(path, "rb") as fh:
             return list(pq.ParquetFile(fh).schema_arrow.names)
@@ -71,9 +77,16 @@ def iter_rows(cfg: PairsConfig) -> Iterator[dict[str, Any]]:
     names = _columns(cfg)
     missing = [c for c in (d.image_key, "reward_model") if c not in names]
     if missing:
-        raise ConfigError([ConfigIssue("data.path", f"{d.path} has no column(s) {', '.join(missing)} (it has "
-                                       f"{', '.join(names) or 'none'})", "pairs need image paths (data.image_key) "
-                                       "and reward_model.ground_truth, as caprl curate writes them")])
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    "data.path",
+                    f"{d.path} has no column(s) {', '.join(missing)} (it has {', '.join(names) or 'none'})",
+                    "pairs need image paths (data.image_key) "
+                    "and reward_model.ground_truth, as caprl curate writes them",
+                )
+            ]
+        )
     has_id = d.id_key in names
     base = _absolute(d.media_root) if d.media_root else _absolute(posixpath.dirname(d.path.rstrip("/")))
     fs, path = url_to_fs(d.path)
@@ -93,13 +106,20 @@ def iter_rows(cfg: PairsConfig) -> Iterator[dict[str, Any]]:
         media = row.get(d.image_key)
         first = (media[0] if media else None) if isinstance(media, list) else media
         if not isinstance(first, str) or not first:
-            raise CaprlError(f"{d.path} row {i}: no image path in '{d.image_key}' (embedded image bytes are not "
-                             "supported here: write the images to files and list their paths)")
+            raise CaprlError(
+                f"{d.path} row {i}: no image path in '{d.image_key}' (embedded image bytes are not "
+                "supported here: write the images to files and list their paths)"
+            )
         rm = row.get("reward_model") or {}
         key = str(row.get(d.id_key)) if has_id else first  # what the sampling run keys the row by (annotate)
         # the samples caption the first image only, so the pairs carry that one
-        yield {"row": i, "id": key if has_id else str(i), "key": key, "images": [_resolve(base, first)],
-               "ground_truth": rm.get("ground_truth") if isinstance(rm, dict) else None}
+        yield {
+            "row": i,
+            "id": key if has_id else str(i),
+            "key": key,
+            "images": [_resolve(base, first)],
+            "ground_truth": rm.get("ground_truth") if isinstance(rm, dict) else None,
+        }
 
 
 def listing(cfg: PairsConfig) -> Listing:
@@ -118,13 +138,25 @@ def sampling_config(cfg: PairsConfig) -> Any:
 
     d = cfg.data
     names = _columns(cfg)
-    return AnnotateConfig.model_validate({
-        "input": {"path": d.path, "format": "parquet" if _is_parquet(d.path) else "jsonl", "media_type": "image",
-                  "path_column": d.image_key, "key_column": d.id_key if d.id_key in names else None,
-                  "media_root": d.media_root, "limit": d.limit},
-        "backend": cfg.captioner.model_dump(), "prompt": {"image": cfg.prompt}, "media": cfg.media.model_dump(),
-        "sharding": cfg.sharding.model_dump(), "runner": cfg.runner.model_dump(),
-        "output_dir": join(str(cfg.output_dir), PAIRS_SAMPLES_DIR)})
+    return AnnotateConfig.model_validate(
+        {
+            "input": {
+                "path": d.path,
+                "format": "parquet" if _is_parquet(d.path) else "jsonl",
+                "media_type": "image",
+                "path_column": d.image_key,
+                "key_column": d.id_key if d.id_key in names else None,
+                "media_root": d.media_root,
+                "limit": d.limit,
+            },
+            "backend": cfg.captioner.model_dump(),
+            "prompt": {"image": cfg.prompt},
+            "media": cfg.media.model_dump(),
+            "sharding": cfg.sharding.model_dump(),
+            "runner": cfg.runner.model_dump(),
+            "output_dir": join(str(cfg.output_dir), PAIRS_SAMPLES_DIR),
+        }
+    )
 
 
 # --------------------------------------------------------------------------- stage 2: the scores
@@ -133,8 +165,9 @@ def sampling_config(cfg: PairsConfig) -> Any:
 def score_hash(cfg: PairsConfig) -> str:
     """What the scores depend on; where the reward service runs (URLs, timeouts) is volatile, whether one scores
     is not."""
-    return config_hash(data=cfg.data, captioner=cfg.captioner, media=cfg.media, reward=cfg.reward,
-                       prompt=PROMPTS.get(cfg.prompt))
+    return config_hash(
+        data=cfg.data, captioner=cfg.captioner, media=cfg.media, reward=cfg.reward, prompt=PROMPTS.get(cfg.prompt)
+    )
 
 
 class ScoreWorker:
@@ -171,7 +204,9 @@ class ScoreWorker:
         result: list[list[dict[str, Any]] | str] = []
         i = 0
         for cs, _, _ in groups:
-            result.append([{**d, "score": s} for d, s in zip(out.details[i:i + len(cs)], out.scores[i:i + len(cs)])])
+            result.append(
+                [{**d, "score": s} for d, s in zip(out.details[i : i + len(cs)], out.scores[i : i + len(cs)])]
+            )
             i += len(cs)
         return result
 
@@ -179,34 +214,47 @@ class ScoreWorker:
         cols = ["key", "captions", "completion_tokens", "finish_reasons", "caption_flags", "status", "error_message"]
         sampled = read_shard(self.samples.shard_url(spec.shard_id), AnnotationRow, columns=cols).to_pylist()
         if len(sampled) != len(items) or any(s["key"] != it["key"] for s, it in zip(sampled, items)):
-            raise CaprlError(f"samples shard {spec.name} does not hold the rows of QA shard {spec.name}: the samples "
-                             "run and the data file disagree; rerun with --overwrite")
+            raise CaprlError(
+                f"samples shard {spec.name} does not hold the rows of QA shard {spec.name}: the samples "
+                "run and the data file disagree; rerun with --overwrite"
+            )
         stats = StatsBuilder(spec.shard_id, ScoredCaptionRow.schema_id())
         rows: list[dict[str, Any]] = []
         todo = [(it, s) for it, s in zip(items, sampled) if s["status"] == "ok" and s["captions"]]
         scored = self._score([(s["captions"], it["ground_truth"], it["images"]) for it, s in todo])
         if todo and all(isinstance(r, str) for r in scored):  # not one item's fault: nothing is committed
-            raise CaprlError(f"shard {spec.name}: the reward failed for every item (e.g. {scored[0]}); fix it "
-                             "and rerun: finished shards are kept")
+            raise CaprlError(
+                f"shard {spec.name}: the reward failed for every item (e.g. {scored[0]}); fix it "
+                "and rerun: finished shards are kept"
+            )
         by_key = {id(s): r for (_, s), r in zip(todo, scored)}
         for it, s in zip(items, sampled):
             base = {"row": it["row"], "id": it["id"], "key": it["key"], "images": it["images"]}
             result = by_key.get(id(s))
             if result is None:
-                rows.append({**base, "caption_index": -1, "status": s["status"] if s["status"] != "ok" else
-                             "no_caption", "error_message": s["error_message"] or "the captioner returned nothing"})
+                rows.append(
+                    {
+                        **base,
+                        "caption_index": -1,
+                        "status": s["status"] if s["status"] != "ok" else "no_caption",
+                        "error_message": s["error_message"] or "the captioner returned nothing",
+                    }
+                )
                 continue
             for ci, cap in enumerate(s["captions"]):
-                common = {**base, "caption_index": ci, "caption": cap,
-                          "completion_tokens": _at(s["completion_tokens"], ci),
-                          "finish_reason": _at(s["finish_reasons"], ci),
-                          "caption_flags": _at(s["caption_flags"], ci) or []}
+                common = {
+                    **base,
+                    "caption_index": ci,
+                    "caption": cap,
+                    "completion_tokens": _at(s["completion_tokens"], ci),
+                    "finish_reason": _at(s["finish_reasons"], ci),
+                    "caption_flags": _at(s["caption_flags"], ci) or [],
+                }
                 if isinstance(result, str):
                     rows.append({**common, "status": "reward_failed", "error_message": result})
                 else:
                     d = result[ci]
-                    rows.append({**common, "score": float(d["score"]), "qa_reward": d.get("qa_reward"),
-                                 "status": "ok"})
+                    rows.append({**common, "score": float(d["score"]), "qa_reward": d.get("qa_reward"), "status": "ok"})
         for r in rows:
             stats.add(r["status"], r.get("error_message"))
             if r["status"] == "ok":
@@ -265,7 +313,10 @@ def select_pairs(captions: list[dict[str, Any]], opts: PairOptions) -> tuple[lis
             if set(a["caption_flags"] or []) & set(opts.skip_flagged):
                 reasons["flagged"] += 1
                 continue
-            ta, tb = a["completion_tokens"] or len(a["caption"].split()), b["completion_tokens"] or len(b["caption"].split())
+            ta, tb = (
+                a["completion_tokens"] or len(a["caption"].split()),
+                b["completion_tokens"] or len(b["caption"].split()),
+            )
             if opts.max_length_ratio and max(ta, tb) > opts.max_length_ratio * max(1, min(ta, tb)):
                 reasons["length"] += 1
                 continue
@@ -301,22 +352,36 @@ def export_pairs(cfg: PairsConfig) -> dict[str, Any]:
         if why:
             dropped[why] += 1
         for a, b in chosen:
-            pairs.append({"id": a["id"], "images": a["images"], "prompt": prompt,
-                          "chosen": [{"role": "assistant", "content": a["caption"]}],
-                          "rejected": [{"role": "assistant", "content": b["caption"]}],
-                          "chosen_score": a["score"], "rejected_score": b["score"],
-                          "margin": a["score"] - b["score"], "chosen_tokens": a["completion_tokens"],
-                          "rejected_tokens": b["completion_tokens"]})
+            pairs.append(
+                {
+                    "id": a["id"],
+                    "images": a["images"],
+                    "prompt": prompt,
+                    "chosen": [{"role": "assistant", "content": a["caption"]}],
+                    "rejected": [{"role": "assistant", "content": b["caption"]}],
+                    "chosen_score": a["score"],
+                    "rejected_score": b["score"],
+                    "margin": a["score"] - b["score"],
+                    "chosen_tokens": a["completion_tokens"],
+                    "rejected_tokens": b["completion_tokens"],
+                }
+            )
     out = str(cfg.output_dir)
     write_shard(join(out, PAIRS), pairs, PreferencePairRow)
     fs, base = url_to_fs(out)
     atomic_write_text(fs, join(base, PAIRS_JSONL), "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in pairs))
     scored = [r for rows in groups.values() for r in rows if r["status"] == "ok"]
-    longer = [p["chosen_tokens"] > p["rejected_tokens"] for p in pairs
-              if p["chosen_tokens"] is not None and p["rejected_tokens"] is not None]
+    longer = [
+        p["chosen_tokens"] > p["rejected_tokens"]
+        for p in pairs
+        if p["chosen_tokens"] is not None and p["rejected_tokens"] is not None
+    ]
     summary = {
-        "images": len(groups), "images_with_pairs": len({p["id"] for p in pairs}), "pairs": len(pairs),
-        "images_without_pairs": dict(dropped), "captions_scored": len(scored),
+        "images": len(groups),
+        "images_with_pairs": len({p["id"] for p in pairs}),
+        "pairs": len(pairs),
+        "images_without_pairs": dict(dropped),
+        "captions_scored": len(scored),
         "captions_failed": sum(r["status"] != "ok" for rows in groups.values() for r in rows),
         "images_reward_failed": sum(any(r["status"] == "reward_failed" for r in rows) for rows in groups.values()),
         "mean_score": sum(r["score"] for r in scored) / len(scored) if scored else None,
@@ -348,16 +413,21 @@ def plan(cfg: PairsConfig) -> list[str]:
         head = f"WARNING: cannot read the data yet: {exc}"
     s = cfg.captioner.sampling
     terms = " + ".join(f"{c.weight} x {c.name}" for c in cfg.reward.components if c.weight)
-    where = f"reward service {', '.join(cfg.reward.qa.service.urls)}, its own qa config" if cfg.reward.qa.service \
+    where = (
+        f"reward service {', '.join(cfg.reward.qa.service.urls)}, its own qa config"
+        if cfg.reward.qa.service
         else f"answerer {cfg.reward.qa.answerer.name}:{cfg.reward.qa.answerer.model or ''}, mode {cfg.reward.qa.mode}"
+    )
     p = cfg.pairs
-    return [head,
-            f"sample {s.n} captions per image with {cfg.captioner.name}:{cfg.captioner.model} (temperature "
-            f"{s.temperature}, max_tokens {s.max_tokens}) into {join(cfg.output_dir or '<--output>', PAIRS_SAMPLES_DIR)}",
-            f"score every caption with {terms} ({where})",
-            f"pair them: margin >= {p.min_margin}, at most {p.per_image} pair(s) per image, length ratio "
-            f"{p.max_length_ratio or 'free'}, never choose {', '.join(p.skip_flagged) or 'any flag'}; write {PAIRS}, "
-            f"{PAIRS_JSONL} and {PAIRS_SUMMARY}"]
+    return [
+        head,
+        f"sample {s.n} captions per image with {cfg.captioner.name}:{cfg.captioner.model} (temperature "
+        f"{s.temperature}, max_tokens {s.max_tokens}) into {join(cfg.output_dir or '<--output>', PAIRS_SAMPLES_DIR)}",
+        f"score every caption with {terms} ({where})",
+        f"pair them: margin >= {p.min_margin}, at most {p.per_image} pair(s) per image, length ratio "
+        f"{p.max_length_ratio or 'free'}, never choose {', '.join(p.skip_flagged) or 'any flag'}; write {PAIRS}, "
+        f"{PAIRS_JSONL} and {PAIRS_SUMMARY}",
+    ]
 
 
 @command
@@ -367,27 +437,57 @@ def run(cfg: PairsConfig, *, overwrite: bool = False, progress: Progress | None 
     progress = progress or NullProgress()
     t0 = time.perf_counter()
     scoring = reward_engines(cfg)
-    seen = begin(cfg, "pairs", lambda: listing(cfg), {"captioner": cfg.captioner, **scoring}, overwrite=overwrite,
-                 empty=lambda: f"data.path {cfg.data.path} has no rows, so there is nothing to do and nothing was "
-                 f"written: looked for curated QA rows with '{cfg.data.image_key}' (data.image_key) and "
-                 "'reward_model'. Point data.path at caprl curate's dataset/train.parquet")
+    seen = begin(
+        cfg,
+        "pairs",
+        lambda: listing(cfg),
+        {"captioner": cfg.captioner, **scoring},
+        overwrite=overwrite,
+        empty=lambda: (
+            f"data.path {cfg.data.path} has no rows, so there is nothing to do and nothing was "
+            f"written: looked for curated QA rows with '{cfg.data.image_key}' (data.image_key) and "
+            "'reward_model'. Point data.path at caprl curate's dataset/train.parquet"
+        ),
+    )
     sampled = caption(sampling_config(cfg), progress)  # stage 1, in OUTPUT/samples
-    stage = Stage("score", "pairs/score", RunDir(join(str(cfg.output_dir), PAIRS_SCORED_DIR), ScoredCaptionRow),
-                  score_hash(cfg), functools.partial(make_scorer, cfg),
-                  lambda: iter_shards(iter_rows(cfg), cfg.sharding.shard_size),
-                  total=seen.n_items * cfg.captioner.sampling.n, engines=tuple(scoring.values()))
+    stage = Stage(
+        "score",
+        "pairs/score",
+        RunDir(join(str(cfg.output_dir), PAIRS_SCORED_DIR), ScoredCaptionRow),
+        score_hash(cfg),
+        functools.partial(make_scorer, cfg),
+        lambda: iter_shards(iter_rows(cfg), cfg.sharding.shard_size),
+        total=seen.n_items * cfg.captioner.sampling.n,
+        engines=tuple(scoring.values()),
+    )
     written, skipped = run_stage(cfg, stage, seen, progress=progress)
     summary = export_pairs(cfg)
-    report = RunReport(command="pairs", output_dir=str(cfg.output_dir), n_items=seen.n_items,
-                       n_ok=summary["images_with_pairs"], shards_done=len(written) + sampled.shards_done,
-                       shards_skipped=skipped + sampled.shards_skipped,  # both stages: samples and scores
-                       duration_s=time.perf_counter() - t0)
+    report = RunReport(
+        command="pairs",
+        output_dir=str(cfg.output_dir),
+        n_items=seen.n_items,
+        n_ok=summary["images_with_pairs"],
+        shards_done=len(written) + sampled.shards_done,
+        shards_skipped=skipped + sampled.shards_skipped,  # both stages: samples and scores
+        duration_s=time.perf_counter() - t0,
+    )
     report.n_failed = sampled.n_failed + summary["images_reward_failed"]
     report.status_counts = {"with_pairs": summary["images_with_pairs"], **summary["images_without_pairs"]}
-    report.metrics.update({k: float(summary[k]) for k in ("pairs", "captions_scored", "mean_score", "mean_margin",
-                                                          "chosen_longer_share") if summary[k] is not None})
+    report.metrics.update(
+        {
+            k: float(summary[k])
+            for k in ("pairs", "captions_scored", "mean_score", "mean_margin", "chosen_longer_share")
+            if summary[k] is not None
+        }
+    )
     out = str(cfg.output_dir)
-    report.outputs.update({"pairs": join(out, PAIRS), "pairs.jsonl": join(out, PAIRS_JSONL),
-                           "summary": join(out, PAIRS_SUMMARY), "scored": join(out, PAIRS_SCORED_DIR)})
+    report.outputs.update(
+        {
+            "pairs": join(out, PAIRS),
+            "pairs.jsonl": join(out, PAIRS_JSONL),
+            "summary": join(out, PAIRS_SUMMARY),
+            "scored": join(out, PAIRS_SCORED_DIR),
+        }
+    )
     log.info("pairs: %d pair(s) from %d image(s)", summary["pairs"], summary["images"])
     return report

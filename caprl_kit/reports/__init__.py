@@ -15,11 +15,17 @@ def _env() -> Any:
 
     from caprl_kit.reports import charts
 
-    env = Environment(loader=PackageLoader("caprl_kit.reports", "templates"), undefined=StrictUndefined,
-                      autoescape=select_autoescape(["html", "j2"], default_for_string=True, default=True),
-                      trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.globals.update(hbars=charts.hbars, grouped_hbars=charts.grouped_hbars, line_chart=charts.line_chart,
-                       palette=charts.PALETTE)
+    env = Environment(
+        loader=PackageLoader("caprl_kit.reports", "templates"),
+        undefined=StrictUndefined,
+        autoescape=select_autoescape(["html", "j2"], default_for_string=True, default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.globals.update(
+        hbars=charts.hbars, grouped_hbars=charts.grouped_hbars, line_chart=charts.line_chart, palette=charts.PALETTE
+    )
     env.filters.update(num=charts.num, pct=charts.pct)
     return env
 

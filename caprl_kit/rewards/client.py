@@ -43,10 +43,12 @@ class RewardClient:
         self.timeout_s = timeout_s
         self._next = itertools.cycle(range(len(self.urls)))
         self._lock = threading.Lock()
-        limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS,
-                              keepalive_expiry=KEEPALIVE_S)
-        self.http = httpx.Client(timeout=timeout_s, limits=limits,
-                                 headers={**self.headers, "Content-Type": "application/json"})
+        limits = httpx.Limits(
+            max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS, keepalive_expiry=KEEPALIVE_S
+        )
+        self.http = httpx.Client(
+            timeout=timeout_s, limits=limits, headers={**self.headers, "Content-Type": "application/json"}
+        )
         self._threads = ThreadPoolExecutor(MAX_CONNECTIONS, thread_name_prefix="caprl-reward")  # apost's posts
         self._closer = weakref.finalize(self, _close, self.http, self._threads)
 
@@ -147,8 +149,7 @@ class RemoteQAScorer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _post(self, captions: list[str], qa_lists: list[list[Any]]) -> tuple[list[tuple[float, dict[str, Any]]],
-                                                                              float]:
+    def _post(self, captions: list[str], qa_lists: list[list[Any]]) -> tuple[list[tuple[float, dict[str, Any]]], float]:
         """(score, QA details) per caption, and the request's seconds."""
         import time
 
@@ -158,8 +159,10 @@ class RemoteQAScorer:
         details = data.get("details") or []
         if len(details) != len(captions):
             raise RewardError(f"the reward server answered {len(details)} results for {len(captions)} captions")
-        scored = [(float(d.get("qa_rewards", d.get("rewards", 0.0))), {k: d[k] for k in QA_DETAILS if k in d})
-                  for d in details]
+        scored = [
+            (float(d.get("qa_rewards", d.get("rewards", 0.0))), {k: d[k] for k in QA_DETAILS if k in d})
+            for d in details
+        ]
         return scored, time.perf_counter() - t0
 
     def score(self, captions: Sequence[str], qa_lists: Sequence[list[Any]]) -> Any:
@@ -175,8 +178,10 @@ class RemoteQAScorer:
         if not asked:
             return RewardOutput(scores, [{"qa_reward": 0.0, **d} for d in qa_details])
         step = self.cfg.max_captions_per_request
-        chunks = [([captions[i] for i in asked[k:k + step]], [qa_lists[i] for i in asked[k:k + step]])
-                  for k in range(0, len(asked), step)]
+        chunks = [
+            ([captions[i] for i in asked[k : k + step]], [qa_lists[i] for i in asked[k : k + step]])
+            for k in range(0, len(asked), step)
+        ]
         t0 = time.perf_counter()
         with ThreadPoolExecutor(max_workers=min(16, len(chunks))) as pool:
             results = list(pool.map(lambda c: self._post(*c), chunks))
@@ -185,6 +190,8 @@ class RemoteQAScorer:
             scores[i], qa_details[i] = s, d
         latency = sum(sec for _, sec in results) / len(results)
         rate = len(asked) / wall if wall > 0 else 0.0
-        details = [{"qa_reward": s, **d, "service_latency_s": latency, "service_captions_per_s": rate}
-                   for s, d in zip(scores, qa_details)]
+        details = [
+            {"qa_reward": s, **d, "service_latency_s": latency, "service_captions_per_s": rate}
+            for s, d in zip(scores, qa_details)
+        ]
         return RewardOutput(scores, details)

@@ -32,8 +32,11 @@ class CaprlReward:
 
     def __init__(self, cfg: RewardConfig | None = None, engine: Backend | None = None, tokenizer: Any = None):
         self.cfg = cfg or RewardConfig()
-        self.terms = [(c.name, c.weight, build_term(c.name, self.cfg, engine, tokenizer))
-                      for c in self.cfg.components if c.weight != 0.0]
+        self.terms = [
+            (c.name, c.weight, build_term(c.name, self.cfg, engine, tokenizer))
+            for c in self.cfg.components
+            if c.weight != 0.0
+        ]
         self.last_details: list[dict[str, Any]] = []
 
     def compute(self, completions: Sequence[Any], **columns: Any) -> RewardOutput:

@@ -20,49 +20,76 @@ class RewardServiceConfig(ConfigModel):
     the server's own ``qa`` config (answerer, mode, qa_num) decides the score; this side only sends captions and
     their questions."""
 
-    urls: list[str] = volatile(min_length=1, description="Reward server base URLs (round-robin with failover), e.g. "
-                            "http://127.0.0.1:18889")
+    urls: list[str] = volatile(
+        min_length=1, description="Reward server base URLs (round-robin with failover), e.g. http://127.0.0.1:18889"
+    )
     token_env: str | None = volatile(None, description="Env var holding the servers' bearer token")
     timeout_s: float = volatile(600.0, gt=0, description="Seconds one request may take")
-    max_captions_per_request: int = volatile(64, ge=1, description="Captions per HTTP request; a larger call is split "
-                                          "and its requests sent concurrently")
+    max_captions_per_request: int = volatile(
+        64, ge=1, description="Captions per HTTP request; a larger call is split and its requests sent concurrently"
+    )
 
 
 class QARewardConfig(ConfigModel):
     mode: Literal["shuffle", "all_qa"] = Field(
-        "shuffle", description="shuffle: qa_num draws with replacement, options shuffled + cannot-answer option; "
-        "all_qa: every question once, unshuffled, no extra option (spec §2.2)")
+        "shuffle",
+        description="shuffle: qa_num draws with replacement, options shuffled + cannot-answer option; "
+        "all_qa: every question once, unshuffled, no extra option (spec §2.2)",
+    )
     qa_num: int = Field(8, ge=1, description="Questions drawn per caption in shuffle mode (spec §2.2: 8)")
     task: Literal["image", "video"] = Field("image", description="Selects the answerer prompt")
     compat: Literal["fixed", "official"] = Field(
-        "fixed", description="official: cannot-answer always labelled F, first-[A-I]-letter parsing, video prompt "
-        "indentation (spec §2.2); fixed: next free label, robust letter extraction")
+        "fixed",
+        description="official: cannot-answer always labelled F, first-[A-I]-letter parsing, video prompt "
+        "indentation (spec §2.2); fixed: next free label, robust letter extraction",
+    )
     seed: int | None = Field(None, description="Seed for question draws and shuffles (None: fresh randomness)")
-    answerer: BackendConfig = Field(default_factory=lambda: BackendConfig(name="lexical"),
-                                    description="Text LLM answering from the caption")
-    sampling: SamplingConfig = Field(default_factory=_answer_sampling, description="Answerer sampling (n: 1, one "
-                                     "answer per question)")
+    answerer: BackendConfig = Field(
+        default_factory=lambda: BackendConfig(name="lexical"), description="Text LLM answering from the caption"
+    )
+    sampling: SamplingConfig = Field(
+        default_factory=_answer_sampling, description="Answerer sampling (n: 1, one answer per question)"
+    )
     service: RewardServiceConfig | None = Field(
-        None, description="Score through caprl serve-reward over HTTP instead of the in-process answerer")
+        None, description="Score through caprl serve-reward over HTTP instead of the in-process answerer"
+    )
 
     @model_validator(mode="after")
     def _one_sampling(self) -> QARewardConfig:
         issues = []
         if self.answerer.sampling != SamplingConfig():  # a resolved config dumps the default: that one is fine
-            issues.append(FieldIssue("answerer.sampling", "is not used: the answerer samples with qa.sampling",
-                                     "move these keys to qa.sampling"))
+            issues.append(
+                FieldIssue(
+                    "answerer.sampling",
+                    "is not used: the answerer samples with qa.sampling",
+                    "move these keys to qa.sampling",
+                )
+            )
         if self.sampling.n > 1:
-            issues.append(one_answer("sampling.n", self.sampling.n, "the QA reward reads one answer per question",
-                                     "set it to 1; raise qa_num to ask more questions per caption"))
+            issues.append(
+                one_answer(
+                    "sampling.n",
+                    self.sampling.n,
+                    "the QA reward reads one answer per question",
+                    "set it to 1; raise qa_num to ask more questions per caption",
+                )
+            )
         if self.service is not None:  # the server's own qa config scores: a different local one would be ignored
             default = QARewardConfig()
-            ignored = [k for k in ("mode", "qa_num", "compat", "seed", "answerer", "sampling")
-                       if getattr(self, k) != getattr(default, k)]
+            ignored = [
+                k
+                for k in ("mode", "qa_num", "compat", "seed", "answerer", "sampling")
+                if getattr(self, k) != getattr(default, k)
+            ]
             if ignored:
-                issues.append(FieldIssue(ignored[0], f"is set, but with qa.service the reward server's own qa config "
-                                         f"decides ({', '.join(ignored)} would be ignored)", "set them in the "
-                                         "server's config (caprl serve-reward), or drop qa.service to score "
-                                         "in-process"))
+                issues.append(
+                    FieldIssue(
+                        ignored[0],
+                        f"is set, but with qa.service the reward server's own qa config "
+                        f"decides ({', '.join(ignored)} would be ignored)",
+                        "set them in the server's config (caprl serve-reward), or drop qa.service to score in-process",
+                    )
+                )
         raise_issues(issues)
         return self
 
@@ -74,8 +101,10 @@ class LengthRewardConfig(ConfigModel):
 
 
 class TimestampFormatConfig(ConfigModel):
-    version: Literal["v2", "legacy"] = Field("v2", description="v2: 0.5 validity + 0.5 chronology (default); "
-                                             "legacy: 0.45/0.25/0.30 with min_brackets (spec §2.4)")
+    version: Literal["v2", "legacy"] = Field(
+        "v2",
+        description="v2: 0.5 validity + 0.5 chronology (default); legacy: 0.45/0.25/0.30 with min_brackets (spec §2.4)",
+    )
     max_minute: int = Field(599, ge=0, description="Largest valid minute value")
     min_brackets: int = Field(3, ge=1, description="legacy only: timestamps needed for full coverage")
 
@@ -84,32 +113,43 @@ class JudgeRewardConfig(ConfigModel):
     judge: BackendConfig = Field(default_factory=BackendConfig, description="Vision-language judge model")
     sampling: SamplingConfig = Field(
         default_factory=lambda: SamplingConfig(n=1, temperature=0.2, top_p=1.0, max_tokens=256),
-        description="Judge sampling")
+        description="Judge sampling",
+    )
 
     @model_validator(mode="after")
     def _one_sampling(self) -> JudgeRewardConfig:
         issues = []
         if self.judge.sampling != SamplingConfig():
-            issues.append(FieldIssue("judge.sampling", "is not used: the judge samples with vl_judge.sampling",
-                                     "move these keys to vl_judge.sampling"))
+            issues.append(
+                FieldIssue(
+                    "judge.sampling",
+                    "is not used: the judge samples with vl_judge.sampling",
+                    "move these keys to vl_judge.sampling",
+                )
+            )
         if self.sampling.n > 1:
-            issues.append(one_answer("sampling.n", self.sampling.n, "the judge reads one verdict per caption",
-                                     "set it to 1"))
+            issues.append(
+                one_answer("sampling.n", self.sampling.n, "the judge reads one verdict per caption", "set it to 1")
+            )
         raise_issues(issues)
         return self
 
 
 class ComponentConfig(ConfigModel):
     name: Annotated[str, AfterValidator(registry_name(REWARDS))] = Field(
-        description="qa_accuracy | length | timestamp_format | vl_judge | file:path.py:fn")
+        description="qa_accuracy | length | timestamp_format | vl_judge | file:path.py:fn"
+    )
     weight: float = Field(1.0, description="Weight in the total")
 
 
 class RewardConfig(ConfigModel):
     components: list[ComponentConfig] = Field(
-        default_factory=lambda: [ComponentConfig(name="qa_accuracy", weight=1.0),
-                                 ComponentConfig(name="length", weight=0.0)],
-        description="Weighted terms; CapRL++ video: qa_accuracy 1.0 + timestamp_format 0.2 + length 0.2")
+        default_factory=lambda: [
+            ComponentConfig(name="qa_accuracy", weight=1.0),
+            ComponentConfig(name="length", weight=0.0),
+        ],
+        description="Weighted terms; CapRL++ video: qa_accuracy 1.0 + timestamp_format 0.2 + length 0.2",
+    )
     qa: QARewardConfig = Field(default_factory=QARewardConfig)
     length: LengthRewardConfig = Field(default_factory=LengthRewardConfig)
     timestamp_format: TimestampFormatConfig = Field(default_factory=TimestampFormatConfig)

@@ -15,9 +15,15 @@ from caprl_kit.rewards.base import RewardError, RewardOutput, completion_text
 from caprl_kit.rewards.config import JudgeRewardConfig
 
 WEIGHTS = {"factuality": 0.30, "temporal_alignment": 0.25, "coverage": 0.25, "hallucination": 0.20}
-ALIASES = {"factuality": "factuality", "fact": "factuality", "temporal_alignment": "temporal_alignment",
-           "temporal": "temporal_alignment", "coverage": "coverage", "hallucination": "hallucination",
-           "hallucination_penalty": "hallucination"}
+ALIASES = {
+    "factuality": "factuality",
+    "fact": "factuality",
+    "temporal_alignment": "temporal_alignment",
+    "temporal": "temporal_alignment",
+    "coverage": "coverage",
+    "hallucination": "hallucination",
+    "hallucination_penalty": "hallucination",
+}
 
 JUDGE_PROMPT = """You are judging a caption of the attached {media}. Score it on four criteria, each between 0 and 1:
 - factuality: is everything the caption states true of the {media}?
@@ -77,16 +83,27 @@ class VLJudgeReward:
         self.engine = engine or build_backend(self.cfg.judge)
         self.sampling = SamplingParams.from_config(self.cfg.sampling)
 
-    def compute(self, completions: Sequence[Any], videos: Sequence[Any] | None = None,
-                images: Sequence[Any] | None = None, **_: Any) -> RewardOutput:
+    def compute(
+        self,
+        completions: Sequence[Any],
+        videos: Sequence[Any] | None = None,
+        images: Sequence[Any] | None = None,
+        **_: Any,
+    ) -> RewardOutput:
         requests = []
         for i, c in enumerate(completions):
             video = _first(videos[i]) if videos is not None else None
             image = _first(images[i]) if images is not None else None
             media = "video" if video is not None else "image"
             prompt = JUDGE_PROMPT.format(media=media, caption=completion_text(c))
-            requests.append(Request.user(prompt, videos=[video] if video is not None else [],
-                                         images=[image] if image is not None else [], sampling=self.sampling))
+            requests.append(
+                Request.user(
+                    prompt,
+                    videos=[video] if video is not None else [],
+                    images=[image] if image is not None else [],
+                    sampling=self.sampling,
+                )
+            )
         responses = self.engine.generate(requests)
         failed = [r for r in responses if not r.ok]
         if failed:

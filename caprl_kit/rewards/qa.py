@@ -80,8 +80,9 @@ class QAScorer:
         for trials in plan:
             if not trials:
                 scores.append(0.0)
-                details.append({"qa_reward": 0.0, "n_questions": 0, "correct": [], "predicted": [],
-                                "cannot_answer": []})
+                details.append(
+                    {"qa_reward": 0.0, "n_questions": 0, "correct": [], "predicted": [], "cannot_answer": []}
+                )
                 continue
             predicted, correct, cannot = [], [], []
             for answer, choices in trials:
@@ -94,8 +95,15 @@ class QAScorer:
                     cannot.append(letter == offered)
             score = sum(correct) / len(correct)
             scores.append(score)
-            details.append({"qa_reward": score, "n_questions": len(trials), "correct": correct, "predicted": predicted,
-                            "cannot_answer": cannot})
+            details.append(
+                {
+                    "qa_reward": score,
+                    "n_questions": len(trials),
+                    "correct": correct,
+                    "predicted": predicted,
+                    "cannot_answer": cannot,
+                }
+            )
         return RewardOutput(scores, details)
 
     def score(self, captions: Sequence[str], qa_lists: Sequence[list[MCQ]]) -> RewardOutput:
@@ -129,13 +137,20 @@ class QAAccuracyReward:
         self.scorer = qa_scorer(cfg, engine)
         self.last_details: list[dict[str, Any]] = []
 
-    def compute(self, completions: Sequence[Any], ground_truth: Sequence[Any] | None = None,
-                reward_model: Sequence[Any] | None = None, **_: Any) -> RewardOutput:
+    def compute(
+        self,
+        completions: Sequence[Any],
+        ground_truth: Sequence[Any] | None = None,
+        reward_model: Sequence[Any] | None = None,
+        **_: Any,
+    ) -> RewardOutput:
         if ground_truth is None and reward_model is not None:
             ground_truth = [rm["ground_truth"] for rm in reward_model]
         if ground_truth is None:
             raise RewardError("qa_accuracy needs a ground_truth (or reward_model) column")
-        out = self.scorer.score([completion_text(c) for c in completions], [decode_ground_truth(g) for g in ground_truth])
+        out = self.scorer.score(
+            [completion_text(c) for c in completions], [decode_ground_truth(g) for g in ground_truth]
+        )
         self.last_details = out.details
         return out
 

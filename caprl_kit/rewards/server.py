@@ -18,7 +18,6 @@ large -> 413, wrong shape, empty QA list or invalid MCQ -> 422 naming the offend
 401, engine failure -> 503 with the message: never the silent zero rewards of the official server.
 """
 
-
 import asyncio
 import contextlib
 import itertools
@@ -57,14 +56,18 @@ class RewardServerConfig(JobConfig):
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024, description="Larger requests get 413")
     qa: QARewardConfig = Field(default_factory=QARewardConfig, description="QA reward and its answerer engine")
     format_weight: float | None = Field(
-        None, description="Weight of the timestamp-format term; default 0.2 for video, 0 for image (spec §2.4)")
+        None, description="Weight of the timestamp-format term; default 0.2 for video, 0 for image (spec §2.4)"
+    )
     timestamp_format: TimestampFormatConfig = Field(default_factory=TimestampFormatConfig)
 
     @model_validator(mode="after")
     def _scores_itself(self) -> "RewardServerConfig":
         if self.qa.service is not None:
-            raise FieldIssue("qa.service", "a reward server scores with its own answerer (qa.answerer), not "
-                             "through another server", "remove qa.service")
+            raise FieldIssue(
+                "qa.service",
+                "a reward server scores with its own answerer (qa.answerer), not through another server",
+                "remove qa.service",
+            )
         return self
 
 
@@ -171,8 +174,12 @@ class Scorer:
                     broken = list(self.jobs.values())
                     self.jobs.clear()
                     self.feed = Feed()
-                log.warning("reward engine failed with %d request(s) in it (%s: %s); retrying each on its own",
-                            len(broken), type(exc).__name__, exc)
+                log.warning(
+                    "reward engine failed with %d request(s) in it (%s: %s); retrying each on its own",
+                    len(broken),
+                    type(exc).__name__,
+                    exc,
+                )
                 for job in broken:
                     self._alone(job)
 
@@ -187,7 +194,7 @@ class Scorer:
             if job.left:
                 return
             del self.jobs[job_id]
-        self._finish(job, job.responses)  # type: ignore[arg-type]
+        self._finish(job, job.responses)  # type: ignore[arg-type]  # every response is in once the job is finished
 
     def _alone(self, job: _Job) -> None:
         self.retried_alone += 1
@@ -284,12 +291,20 @@ def create_app(cfg: RewardServerConfig, engine: Any = None) -> Any:
         from caprl_kit.errors import ConfigError, ConfigIssue
 
         state = "empty" if token is not None else "unset"
-        raise ConfigError([ConfigIssue("token_env", f"names ${cfg.token_env}, which is {state}",
-                                       f"export {cfg.token_env}=<token>, or drop token_env to serve without auth")])
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    "token_env",
+                    f"names ${cfg.token_env}, which is {state}",
+                    f"export {cfg.token_env}=<token>, or drop token_env to serve without auth",
+                )
+            ]
+        )
     scorer = Scorer(cfg, engine)
     registry = CollectorRegistry()
-    requests_total = Counter("caprl_reward_requests", "Requests by endpoint and status", ["endpoint", "code"],
-                             registry=registry)
+    requests_total = Counter(
+        "caprl_reward_requests", "Requests by endpoint and status", ["endpoint", "code"], registry=registry
+    )
     latency = Histogram("caprl_reward_latency_seconds", "Request latency", ["endpoint"], registry=registry)
     in_flight = Gauge("caprl_reward_in_flight_prompts", "Answer prompts inside the engine", registry=registry)
     in_flight.set_function(lambda: max(0, scorer.feed.outstanding))
@@ -380,9 +395,11 @@ def create_app(cfg: RewardServerConfig, engine: Any = None) -> Any:
 
 def plan(cfg: RewardServerConfig) -> list[str]:
     auth = f"bearer token from ${cfg.token_env}" if cfg.token_env else "no auth"
-    return [f"serve the {cfg.qa.task} QA reward on http://{cfg.host}:{cfg.port} ({auth})",
-            f"answerer: {cfg.qa.answerer.name}:{cfg.qa.answerer.model or ''} compat={cfg.qa.compat} "
-            f"mode={cfg.qa.mode} qa_num={cfg.qa.qa_num}"]
+    return [
+        f"serve the {cfg.qa.task} QA reward on http://{cfg.host}:{cfg.port} ({auth})",
+        f"answerer: {cfg.qa.answerer.name}:{cfg.qa.answerer.model or ''} compat={cfg.qa.compat} "
+        f"mode={cfg.qa.mode} qa_num={cfg.qa.qa_num}",
+    ]
 
 
 def run(cfg: RewardServerConfig, *, overwrite: bool = False, progress: Any = None) -> Any:

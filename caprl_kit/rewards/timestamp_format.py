@@ -72,8 +72,9 @@ class TimestampFormatReward:
 
     def compute(self, completions: Sequence[Any], **_: Any) -> RewardOutput:
         c = self.cfg
-        scores = [timestamp_format_score(completion_text(x), c.version, c.max_minute, c.min_brackets)
-                  for x in completions]
+        scores = [
+            timestamp_format_score(completion_text(x), c.version, c.max_minute, c.min_brackets) for x in completions
+        ]
         return RewardOutput(scores, [{"format_reward": s} for s in scores])
 
     def __call__(self, completions: Sequence[Any], **columns: Any) -> list[float]:

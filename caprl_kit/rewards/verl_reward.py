@@ -34,8 +34,15 @@ from caprl_kit.rewards.client import RewardClient
 from caprl_kit.rewards.length import length_score
 
 log = get_logger(__name__)
-KEYS = ("score", "qa_reward", "format_reward", "length_reward", "cap_tokens", "reward_error",
-        *(FLAG_METRIC.format(f) for f in TEXT_FLAGS))
+KEYS = (
+    "score",
+    "qa_reward",
+    "format_reward",
+    "length_reward",
+    "cap_tokens",
+    "reward_error",
+    *(FLAG_METRIC.format(f) for f in TEXT_FLAGS),
+)
 
 
 @lru_cache(maxsize=8)
@@ -108,11 +115,22 @@ def _batcher(client: RewardClient, urls: str, batch_size: int, wait_s: float) ->
     return _BATCHERS[key]
 
 
-async def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_info: dict | None = None,
-                        reward_urls: str | None = None, token_env: str | None = None,
-                        length_tokenizer: str | None = None, length_weight: float = 0.0, length_l1: int = 2048,
-                        length_l2: int = 3072, batch_size: int = 64, batch_wait_s: float = 0.05,
-                        timeout_s: float = 1800.0, **_: Any) -> dict[str, float]:
+async def compute_score(
+    data_source: str,
+    solution_str: str,
+    ground_truth: Any,
+    extra_info: dict | None = None,
+    reward_urls: str | None = None,
+    token_env: str | None = None,
+    length_tokenizer: str | None = None,
+    length_weight: float = 0.0,
+    length_l1: int = 2048,
+    length_l2: int = 3072,
+    batch_size: int = 64,
+    batch_wait_s: float = 0.05,
+    timeout_s: float = 1800.0,
+    **_: Any,
+) -> dict[str, float]:
     caption = solution_str or ""
     monitors = flag_values(caption)
     cap_tokens = 0
@@ -130,7 +148,21 @@ async def compute_score(data_source: str, solution_str: str, ground_truth: Any, 
         total, qa, fmt = await _batcher(client, urls, batch_size, batch_wait_s).submit(prompt)
     except Exception as exc:  # noqa: BLE001 - a failed reward scores 0 with reward_error=1, never stops training
         log.error("CapRL reward failed for a %s sample (score 0, reward_error=1): %s", data_source, exc)
-        return {"score": 0.0, "qa_reward": 0.0, "format_reward": 0.0, "length_reward": float(length_reward),
-                "cap_tokens": float(cap_tokens), "reward_error": 1.0, **monitors}
-    return {"score": total + length_weight * length_reward, "qa_reward": qa, "format_reward": fmt,
-            "length_reward": float(length_reward), "cap_tokens": float(cap_tokens), "reward_error": 0.0, **monitors}
+        return {
+            "score": 0.0,
+            "qa_reward": 0.0,
+            "format_reward": 0.0,
+            "length_reward": float(length_reward),
+            "cap_tokens": float(cap_tokens),
+            "reward_error": 1.0,
+            **monitors,
+        }
+    return {
+        "score": total + length_weight * length_reward,
+        "qa_reward": qa,
+        "format_reward": fmt,
+        "length_reward": float(length_reward),
+        "cap_tokens": float(cap_tokens),
+        "reward_error": 0.0,
+        **monitors,
+    }

@@ -35,7 +35,7 @@ def command(fn: F) -> F:
         with output_lock_scope(), engine_pool():
             return fn(*args, **kwargs)
 
-    return run  # type: ignore[return-value]
+    return run  # type: ignore[return-value]  # functools.wraps keeps fn's signature
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,16 @@ def fingerprint_items(items: Iterable[Any]) -> Listing:
     return Listing(fp.hexdigest(), fp.count)
 
 
-def begin(cfg: Any, command: str, listing: Callable[[], Listing], engines: Mapping[str, Any], *,
-          overwrite: bool, record_config: bool = True, empty: Callable[[], str] | None = None) -> Listing:
+def begin(
+    cfg: Any,
+    command: str,
+    listing: Callable[[], Listing],
+    engines: Mapping[str, Any],
+    *,
+    overwrite: bool,
+    record_config: bool = True,
+    empty: Callable[[], str] | None = None,
+) -> Listing:
     """Checks in the order that writes nothing until all passed: an output folder is set, the input lists (and
     yields something: an empty one is ``EmptyInput`` with the message ``empty()`` builds, naming what was looked
     for and where), every engine's package and local model are there; then the output folder is claimed
@@ -97,14 +105,30 @@ def run_stage(cfg: Any, stage: Stage, listing: Listing, *, progress: Progress) -
     from caprl_kit.runners import RUNNERS
     from caprl_kit.runners.placement import worker_resources
 
-    done = stage.run_dir.open(command=stage.command, config=cfg, config_hash=stage.config_hash,
-                              input_fingerprint=listing.fingerprint, n_items=listing.n_items,
-                              shard_size=cfg.sharding.shard_size) - stage.redo
+    done = (
+        stage.run_dir.open(
+            command=stage.command,
+            config=cfg,
+            config_hash=stage.config_hash,
+            input_fingerprint=listing.fingerprint,
+            n_items=listing.n_items,
+            shard_size=cfg.sharding.shard_size,
+        )
+        - stage.redo
+    )
     total = stage.total if stage.total is not None else listing.n_items
     progress.start(stage.name, total=total, completed=min(total, len(done) * cfg.sharding.shard_size))
     r = cfg.runner
-    written, skipped = RUNNERS.get(r.name)(stage.shards(), stage.worker, done=done, max_retries=r.max_shard_retries,
-                                           num_workers=r.num_workers, address=r.address, progress=progress,
-                                           stage=stage.name, resources=worker_resources(stage.engines, r))
+    written, skipped = RUNNERS.get(r.name)(
+        stage.shards(),
+        stage.worker,
+        done=done,
+        max_retries=r.max_shard_retries,
+        num_workers=r.num_workers,
+        address=r.address,
+        progress=progress,
+        stage=stage.name,
+        resources=worker_resources(stage.engines, r),
+    )
     progress.finish(stage.name)
     return written, skipped

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Set as AbstractSet
 from typing import Any
 
 from caprl_kit.errors import CaprlError, ShardFailed
@@ -33,8 +33,9 @@ def run_one(worker: Worker, spec: ShardSpec, items: list[Any], max_retries: int)
     raise AssertionError("unreachable")
 
 
-def _todo(shards: Iterable[tuple[ShardSpec, list[Any]]], done: set[int], skips: list[int]
-          ) -> Iterator[tuple[ShardSpec, list[Any]]]:
+def _todo(
+    shards: Iterable[tuple[ShardSpec, list[Any]]], done: AbstractSet[int], skips: list[int]
+) -> Iterator[tuple[ShardSpec, list[Any]]]:
     for spec, items in shards:
         if spec.shard_id in done:
             skips[0] += 1
@@ -66,8 +67,9 @@ def run_stream(worker: Any, shards: Iterator[tuple[ShardSpec, list[Any]]], max_r
             attempt = next_attempt(attempt, len(written) > committed)
             if attempt > max_retries:
                 raise give_up(exc, names, attempt) from exc
-            log.warning("the stream failed (%r) with shard(s) %s open; redoing them (%d/%d)", exc, names,
-                        attempt, max_retries)
+            log.warning(
+                "the stream failed (%r) with shard(s) %s open; redoing them (%d/%d)", exc, names, attempt, max_retries
+            )
             source = itertools.chain(left, source)
 
 
@@ -75,7 +77,7 @@ def run_local(
     shards: Iterable[tuple[ShardSpec, list[Any]]],
     factory: WorkerFactory,
     *,
-    done: set[int] = frozenset(),  # type: ignore[assignment]
+    done: AbstractSet[int] = frozenset(),
     max_retries: int = 1,
     num_workers: int = 1,
     address: str | None = None,
@@ -97,8 +99,7 @@ def run_local(
             if worker is None:
                 worker = factory(progress or NullProgress())
             if hasattr(worker, "open_stream"):  # the streaming engine takes every remaining shard at once
-                written += run_stream(worker, itertools.chain([(spec, items)], _todo(shards, done, skips)),
-                                      max_retries)
+                written += run_stream(worker, itertools.chain([(spec, items)], _todo(shards, done, skips)), max_retries)
                 break
             written.append(run_one(worker, spec, items, max_retries))
         skipped += skips[0]

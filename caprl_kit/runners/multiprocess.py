@@ -18,7 +18,7 @@ import os
 import pickle
 import queue
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Set as AbstractSet
 from typing import Any
 
 from caprl_kit.errors import CaprlError
@@ -59,7 +59,7 @@ def _work(rank: int, factory: WorkerFactory, gpus: str | None, max_retries: int,
         try:
             stats = live.run(spec, items) if live is not None else run_one(worker, spec, items, max_retries)
             outbox.put(("ok", spec.shard_id, stats))
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:  # noqa: BLE001 - the driver must hear of whatever stopped the shard
             outbox.put(("error", spec.shard_id, _portable(exc)))
 
     parent = os.getppid()
@@ -84,7 +84,7 @@ def _portable(exc: BaseException) -> BaseException:
     try:
         pickle.loads(pickle.dumps(exc))
         return exc
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - any pickling failure: send the text instead
         return CaprlError(f"{type(exc).__name__}: {exc}")
 
 
@@ -101,10 +101,17 @@ def gpu_groups(visible: list[str], per_worker: float, num_workers: int) -> list[
     if len(groups) < num_workers:
         from caprl_kit.errors import ConfigError, ConfigIssue
 
-        raise ConfigError([ConfigIssue("runner.num_workers", f"{num_workers} workers x {k} GPU(s) each need "
-                                       f"{num_workers * k} GPUs; CUDA_VISIBLE_DEVICES shows {len(visible)}",
-                                       f"use runner.num_workers <= {max(1, len(groups))}, or a smaller "
-                                       "tensor_parallel_size / runner.resources.num_gpus")])
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    "runner.num_workers",
+                    f"{num_workers} workers x {k} GPU(s) each need "
+                    f"{num_workers * k} GPUs; CUDA_VISIBLE_DEVICES shows {len(visible)}",
+                    f"use runner.num_workers <= {max(1, len(groups))}, or a smaller "
+                    "tensor_parallel_size / runner.resources.num_gpus",
+                )
+            ]
+        )
     return groups
 
 
@@ -112,7 +119,7 @@ def run_multiprocess(
     shards: Iterable[tuple[ShardSpec, list[Any]]],
     factory: WorkerFactory,
     *,
-    done: set[int] = frozenset(),  # type: ignore[assignment]
+    done: AbstractSet[int] = frozenset(),
     max_retries: int = 1,
     num_workers: int = 2,
     address: str | None = None,
@@ -143,16 +150,30 @@ def run_multiprocess(
 
 
 class _Processes:
-    def __init__(self, factory: WorkerFactory, groups: list[str] | None, n: int, max_retries: int,
-                 progress: Progress, stage: str):
+    def __init__(
+        self, factory: WorkerFactory, groups: list[str] | None, n: int, max_retries: int, progress: Progress, stage: str
+    ):
         ctx = mp.get_context("spawn")
         self.outbox = ctx.Queue()
         self.inboxes = [ctx.Queue() for _ in range(n)]
         # not daemons: a daemon process may not start children, and vLLM's engine and decode processes do; close()
         # stops them, and a worker whose driver is gone leaves on its own
-        self.procs = [ctx.Process(target=_serve, name=f"caprl-worker-{rank}", daemon=False,
-                                  args=(rank, factory, groups[rank % len(groups)] if groups else None, max_retries,
-                                        self.inboxes[rank], self.outbox)) for rank in range(n)]
+        self.procs = [
+            ctx.Process(
+                target=_serve,
+                name=f"caprl-worker-{rank}",
+                daemon=False,
+                args=(
+                    rank,
+                    factory,
+                    groups[rank % len(groups)] if groups else None,
+                    max_retries,
+                    self.inboxes[rank],
+                    self.outbox,
+                ),
+            )
+            for rank in range(n)
+        ]
         for p in self.procs:
             p.start()
         self.held: list[dict[int, str]] = [{} for _ in range(n)]  # per process: shard id -> name, in flight
@@ -182,16 +203,22 @@ class _Processes:
                 for rank, p in enumerate(self.procs):
                     if not p.is_alive() and self.outbox.empty():  # its last words may still be in the queue
                         names = ", ".join(self.held[rank].values()) or "none"
-                        raise CaprlError(f"worker process {rank} (pid {p.pid}) died with exit code {p.exitcode} "
-                                         f"while holding shard(s) {names} (killed, or out of memory?); finished "
-                                         "shards are kept, rerun to resume") from None
+                        raise CaprlError(
+                            f"worker process {rank} (pid {p.pid}) died with exit code {p.exitcode} "
+                            f"while holding shard(s) {names} (killed, or out of memory?); finished "
+                            "shards are kept, rerun to resume"
+                        ) from None
         if kind == "error":
             raise value
         for held in self.held:
             held.pop(sid, None)
         stats: ShardStats = value
-        self.progress.advance(self.stage, items=stats.n_items, failed=stats.n_failed,
-                              tokens=int(stats.metrics.get("completion_tokens", 0)))
+        self.progress.advance(
+            self.stage,
+            items=stats.n_items,
+            failed=stats.n_failed,
+            tokens=int(stats.metrics.get("completion_tokens", 0)),
+        )
         self.written.append(stats)
 
     def close(self) -> None:

@@ -22,11 +22,19 @@ from caprl_kit.config import ConfigModel
 
 class ResourcesConfig(ConfigModel):
     num_cpus: float | None = Field(None, gt=0, description="CPUs per worker (Ray's scheduling); null: 1")
-    num_gpus: float | None = Field(None, ge=0, description="GPUs per worker; null: what the stage's engines need "
-                                   "(vllm: tensor_parallel_size; transformers: 1 unless on cpu); fractions pack "
-                                   "small models several to a GPU")
-    start_timeout_s: float = Field(600.0, gt=0, description="runner: ray: how long to wait for every worker to be "
-                                   "placed before failing with what the cluster lacks (never a silent hang)")
+    num_gpus: float | None = Field(
+        None,
+        ge=0,
+        description="GPUs per worker; null: what the stage's engines need "
+        "(vllm: tensor_parallel_size; transformers: 1 unless on cpu); fractions pack "
+        "small models several to a GPU",
+    )
+    start_timeout_s: float = Field(
+        600.0,
+        gt=0,
+        description="runner: ray: how long to wait for every worker to be "
+        "placed before failing with what the cluster lacks (never a silent hang)",
+    )
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Set as AbstractSet
 from typing import Any
 
 from caprl_kit._optional import require
@@ -72,7 +72,7 @@ def run_ray(
     shards: Iterable[tuple[ShardSpec, list[Any]]],
     factory: WorkerFactory,
     *,
-    done: set[int] = frozenset(),  # type: ignore[assignment]
+    done: AbstractSet[int] = frozenset(),
     max_retries: int = 1,
     num_workers: int = 1,
     address: str | None = None,
@@ -169,8 +169,11 @@ class _Pool:
             try:
                 stats = ShardStats.model_validate_json(_get(ray, ref, actor_died=None))
             except ray.exceptions.RayActorError as exc:
-                log.warning("the worker running shard %s died (%s); redoing the shard on another worker",
-                            spec.name, str(exc).splitlines()[0])
+                log.warning(
+                    "the worker running shard %s died (%s); redoing the shard on another worker",
+                    spec.name,
+                    str(exc).splitlines()[0],
+                )
                 self.redo.append((spec, items))
                 free = sum(a is actor for a in self.idle)  # its free slots would queue work on a dead actor
                 self.idle = deque(a for a in self.idle if a is not actor)
@@ -178,16 +181,22 @@ class _Pool:
                     self.restarting[actor.ready.remote()] = actor
                 continue
             self.idle.append(actor)
-            self.progress.advance(self.stage, items=stats.n_items, failed=stats.n_failed,
-                                  tokens=int(stats.metrics.get("completion_tokens", 0)))
+            self.progress.advance(
+                self.stage,
+                items=stats.n_items,
+                failed=stats.n_failed,
+                tokens=int(stats.metrics.get("completion_tokens", 0)),
+            )
             self.written.append(stats)
         if self.idle or self.running:
             self.stalled_since = None
         elif block:  # every worker is dead or restarting
             self.stalled_since = self.stalled_since or time.monotonic()
             if time.monotonic() - self.stalled_since > self.timeout_s:
-                raise CaprlError(f"every Ray worker died and none came back within {self.timeout_s:g} s (the "
-                                 f"cluster has {_free(ray)} free); finished shards are kept, rerun to resume")
+                raise CaprlError(
+                    f"every Ray worker died and none came back within {self.timeout_s:g} s (the "
+                    f"cluster has {_free(ray)} free); finished shards are kept, rerun to resume"
+                )
 
 
 def _get(ray: Any, ref: Any, actor_died: str | None = "a Ray worker could not start") -> Any:
@@ -203,29 +212,47 @@ def _get(ray: Any, ref: Any, actor_died: str | None = "a Ray worker could not st
         raise CaprlError(f"{actor_died}: {exc}") from None
 
 
-def _start_actors(ray: Any, factory: WorkerFactory, max_retries: int, num_workers: int,
-                  resources: WorkerResources | None, groups: list[Any]) -> list[Any]:
+def _start_actors(
+    ray: Any,
+    factory: WorkerFactory,
+    max_retries: int,
+    num_workers: int,
+    resources: WorkerResources | None,
+    groups: list[Any],
+) -> list[Any]:
     res = (resources or WorkerResources(1.0, 0.0, False)).on(ray.cluster_resources().get("GPU", 0))
     _check_fits(ray, res)
-    log.info("ray: %d worker(s), each %g CPU / %g GPU%s", num_workers, res.num_cpus, res.num_gpus,
-             " in a placement group of its own" if res.tensor_parallel else "")
+    log.info(
+        "ray: %d worker(s), each %g CPU / %g GPU%s",
+        num_workers,
+        res.num_cpus,
+        res.num_gpus,
+        " in a placement group of its own" if res.tensor_parallel else "",
+    )
     cls = ray.remote(_ShardActor)
     actors = []
     for _ in range(num_workers):
         # restarted without limit; a call on a dead actor is not retried by Ray: the pool redoes the shard elsewhere
-        opts: dict[str, Any] = {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus, "max_restarts": -1,
-                                "max_task_retries": 0, "max_concurrency": SHARDS_PER_ACTOR + 1}  # + ready()
+        opts: dict[str, Any] = {
+            "num_cpus": res.num_cpus,
+            "num_gpus": res.num_gpus,
+            "max_restarts": -1,
+            "max_task_retries": 0,
+            "max_concurrency": SHARDS_PER_ACTOR + 1,
+        }  # + ready()
         if res.tensor_parallel:
             opts.update(_own_bundle(res, groups))
         actors.append(cls.options(**opts).remote(factory, max_retries))
     pending = [a.ready.remote() for a in actors]
     ready, _ = ray.wait(pending, num_returns=len(pending), timeout=res.start_timeout_s)
     if len(ready) < len(pending):
-        raise CaprlError(f"Ray placed {len(ready)} of {num_workers} worker(s) of {res.num_cpus:g} CPU / "
-                         f"{res.num_gpus:g} GPU within {res.start_timeout_s:g} s; the cluster has {_free(ray)} "
-                         "free. Lower runner.num_workers or the GPUs per worker (tensor_parallel_size, "
-                         "runner.resources.num_gpus), add nodes, or raise runner.resources.start_timeout_s if "
-                         "nodes are still joining")
+        raise CaprlError(
+            f"Ray placed {len(ready)} of {num_workers} worker(s) of {res.num_cpus:g} CPU / "
+            f"{res.num_gpus:g} GPU within {res.start_timeout_s:g} s; the cluster has {_free(ray)} "
+            "free. Lower runner.num_workers or the GPUs per worker (tensor_parallel_size, "
+            "runner.resources.num_gpus), add nodes, or raise runner.resources.start_timeout_s if "
+            "nodes are still joining"
+        )
     for ref in ready:
         _get(ray, ref)  # a worker that failed to build its engine says why here
     return actors
@@ -242,9 +269,11 @@ def _check_fits(ray: Any, res: WorkerResources) -> None:
     if any(n.get("GPU", 0) >= res.num_gpus and n.get("CPU", 0) >= res.num_cpus for n in nodes):
         return
     largest: dict[str, Any] = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
-    raise CaprlError(f"a worker needs {res.num_cpus:g} CPU and {res.num_gpus:g} GPU on one node; the largest node "
-                     f"of the Ray cluster has {largest.get('CPU', 0):g} CPU / {largest.get('GPU', 0):g} GPU. Lower "
-                     "tensor_parallel_size or runner.resources (num_gpus, num_cpus), or add a larger node")
+    raise CaprlError(
+        f"a worker needs {res.num_cpus:g} CPU and {res.num_gpus:g} GPU on one node; the largest node "
+        f"of the Ray cluster has {largest.get('CPU', 0):g} CPU / {largest.get('GPU', 0):g} GPU. Lower "
+        "tensor_parallel_size or runner.resources (num_gpus, num_cpus), or add a larger node"
+    )
 
 
 def _own_bundle(res: WorkerResources, groups: list[Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ A shard's life, from listing to commit (the walk a reader follows):
 
 Memory is bounded by the back end's ``in_flight`` and the stage's decode look-ahead, not by the shard size.
 """
+
 from __future__ import annotations
 
 import queue
@@ -70,8 +71,14 @@ class StreamStage(Protocol):
         """The shard's work in output order, produced lazily (it may decode media as it goes)."""
         ...
 
-    def commit(self, spec: ShardSpec, items: list[Any], rows: list[Row], responses: Sequence[Response],
-               opened: tuple[str, float]) -> ShardStats:
+    def commit(
+        self,
+        spec: ShardSpec,
+        items: list[Any],
+        rows: list[Row],
+        responses: Sequence[Response],
+        opened: tuple[str, float],
+    ) -> ShardStats:
         """Write the shard's rows (atomically, stats last) and return its stats (``StatsBuilder(opened=...)``)."""
         ...
 
@@ -146,8 +153,7 @@ class ShardStream:
 
     def _take(self, resp: Response) -> None:
         if engine_failed(resp):  # never a row: the stream breaks and the runner redoes the uncommitted shards
-            raise EngineFailed(f"{self.stage.engine_label}: request {resp.id} failed ({resp.error_kind}: "
-                               f"{resp.error})")
+            raise EngineFailed(f"{self.stage.engine_label}: request {resp.id} failed ({resp.error_kind}: {resp.error})")
         sid, wi, ri = (int(x) for x in str(resp.id).split("/"))
         sh = self._open[sid]
         work = sh.works[wi]
@@ -166,8 +172,9 @@ class ShardStream:
         sh = self._open[sid]
         rows = [row for work in sh.works for row in (work.rows or [])]
         sh.works = []
-        self._committing.append((sid, self._writer.submit(self.stage.commit, sh.spec, sh.items, rows,
-                                                          sh.responses, sh.opened)))
+        self._committing.append(
+            (sid, self._writer.submit(self.stage.commit, sh.spec, sh.items, rows, sh.responses, sh.opened))
+        )
 
     def _harvest(self, wait: bool = False) -> Iterator[ShardStats]:
         """Stats of the finished commits in the order they were handed to the writer (``wait``: every one). A
@@ -218,8 +225,7 @@ class ShardStream:
 
     def run(self, shards: Iterable[Any]) -> Iterator[ShardStats]:
         requests = self._requests(shards)
-        responses = self.backend.stream(requests, **self.options) if self.backend is not None \
-            else _no_engine(requests)
+        responses = self.backend.stream(requests, **self.options) if self.backend is not None else _no_engine(requests)
         try:
             for resp in responses:
                 self._take(resp)
@@ -285,9 +291,11 @@ def give_up(exc: BaseException, names: str, attempt: int) -> CaprlError:
     if isinstance(exc, CaprlError):
         return exc
     if isinstance(exc, EngineFailed):
-        return EngineDown(f"{exc}; the engine kept failing ({attempt} time(s) in a row), so the run stopped with "
-                          f"shard(s) {names} uncommitted. Check that the engine is up and reachable, then rerun: "
-                          "finished shards are kept")
+        return EngineDown(
+            f"{exc}; the engine kept failing ({attempt} time(s) in a row), so the run stopped with "
+            f"shard(s) {names} uncommitted. Check that the engine is up and reachable, then rerun: "
+            "finished shards are kept"
+        )
     return ShardFailed(f"shard(s) {names} failed {attempt} time(s): {exc!r}")
 
 
@@ -352,6 +360,11 @@ class LiveStream:
                     for fut in waiting:
                         fut.set_exception(err)
                     return
-                log.warning("the stream failed (%r) with shard(s) %s open; redoing them (%d/%d)", exc, names,
-                            attempt, self.max_retries)
+                log.warning(
+                    "the stream failed (%r) with shard(s) %s open; redoing them (%d/%d)",
+                    exc,
+                    names,
+                    attempt,
+                    self.max_retries,
+                )
                 feed = ShardFeed(self.queue, first=left)

@@ -29,8 +29,12 @@ def model_to_arrow(model: type[BaseModel]) -> pa.Schema:
 def _field(name: str, info: Any) -> pa.Field:
     extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
     if extra.get("arrow") == "json":
-        return pa.field(name, pa.string(), nullable=not info.is_required(),
-                        metadata={"description": f"{info.description} (JSON text)"})
+        return pa.field(
+            name,
+            pa.string(),
+            nullable=not info.is_required(),
+            metadata={"description": f"{info.description} (JSON text)"},
+        )
     arrow_type, nullable = _type(info.annotation)
     if extra.get("arrow"):
         arrow_type = _NARROW[extra["arrow"]]
@@ -40,8 +44,11 @@ def _field(name: str, info: Any) -> pa.Field:
 
 def json_fields(model: type[BaseModel]) -> list[str]:
     """Fields stored as JSON text in Arrow (``json_schema_extra={"arrow": "json"}``)."""
-    return [n for n, i in model.model_fields.items()
-            if isinstance(i.json_schema_extra, dict) and i.json_schema_extra.get("arrow") == "json"]
+    return [
+        n
+        for n, i in model.model_fields.items()
+        if isinstance(i.json_schema_extra, dict) and i.json_schema_extra.get("arrow") == "json"
+    ]
 
 
 def _type(tp: Any) -> tuple[pa.DataType, bool]:

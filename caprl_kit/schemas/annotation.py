@@ -36,8 +36,15 @@ class AnnotationRow(Artifact):
         "model": "internlm/CapRL-3B",
         "prompt_id": "caprl_image",
         "prompt": "Please describe this image in detail.",
-        "sampling": {"n": 1, "temperature": 1.0, "top_p": 1.0, "top_k": None, "max_tokens": 2048, "seed": 0,
-                     "repetition_penalty": 1.0},
+        "sampling": {
+            "n": 1,
+            "temperature": 1.0,
+            "top_p": 1.0,
+            "top_k": None,
+            "max_tokens": 2048,
+            "seed": 0,
+            "repetition_penalty": 1.0,
+        },
         "prompt_tokens": 312,
         "completion_tokens": [9],
         "finish_reasons": ["stop"],
@@ -66,10 +73,16 @@ class AnnotationRow(Artifact):
     prompt_tokens: int | None = Field(None, description="Prompt tokens including visual tokens")
     completion_tokens: list[int] = Field(default_factory=list, description="Tokens of each caption")
     finish_reasons: list[str] = Field(default_factory=list, description="stop or length, per caption")
-    caption_flags: list[list[str]] = Field(default_factory=list, description="Hygiene flags per caption: truncated, "
-                                           "repetitive, boilerplate_opener, meta_ending, empty (caprl_kit/monitors.py)")
-    caption_clean: str | None = Field(None, description="The first caption without its boilerplate opener and closing "
-                                      "meta remarks, when output.clean is on")
+    caption_flags: list[list[str]] = Field(
+        default_factory=list,
+        description="Hygiene flags per caption: truncated, "
+        "repetitive, boilerplate_opener, meta_ending, empty (caprl_kit/monitors.py)",
+    )
+    caption_clean: str | None = Field(
+        None,
+        description="The first caption without its boilerplate opener and closing "
+        "meta remarks, when output.clean is on",
+    )
     width: int | None = Field(None, description="Width of the decoded image or frames")
     height: int | None = Field(None, description="Height of the decoded image or frames")
     n_frames: int | None = Field(None, description="Frames sampled from a video")

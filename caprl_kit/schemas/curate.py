@@ -47,12 +47,21 @@ class MCQGenerationRow(Artifact):
     finish_reason: str | None = Field(None, description="stop, length, or error")
     status: str = Field(description="ok, or the failure kind (e.g. failed_to_decode)")
     error_message: str | None = Field(None, description="Why the row failed, null when ok")
-    media_bytes: bytes | None = Field(None, description="The item's bytes when the input embeds them (no source "
-                                      "path, e.g. a compressed WebDataset tar): later stages read them here")
-    media_locator: str | None = Field(None, description="Where the input embeds the item's bytes (JSON: kind, url, "
-                                      "offset, size, column, field), read by the worker that needs them")
-    carry: str | None = Field(None, description="JSON of the input columns the later stages use (import / caption "
-                              "columns), so the input is listed once")
+    media_bytes: bytes | None = Field(
+        None,
+        description="The item's bytes when the input embeds them (no source "
+        "path, e.g. a compressed WebDataset tar): later stages read them here",
+    )
+    media_locator: str | None = Field(
+        None,
+        description="Where the input embeds the item's bytes (JSON: kind, url, "
+        "offset, size, column, field), read by the worker that needs them",
+    )
+    carry: str | None = Field(
+        None,
+        description="JSON of the input columns the later stages use (import / caption "
+        "columns), so the input is listed once",
+    )
 
 
 class RejectedQuestion(BaseModel):
@@ -77,8 +86,13 @@ class MCQSetRow(Artifact):
         "questions": [{"question": "What colour is the car?", "choices": ["A) Red", "B) Blue"], "answer": "A"}],
         "n_blocks": 2,
         "n_dropped": 1,
-        "rejected": [{"index": 1, "kind": "answer_not_a_label",
-                      "reason": "img_0001 question 1: answer 'E' is not one of the labels A, B"}],
+        "rejected": [
+            {
+                "index": 1,
+                "kind": "answer_not_a_label",
+                "reason": "img_0001 question 1: answer 'E' is not one of the labels A, B",
+            }
+        ],
         "status": "ok",
         "error_message": None,
     }
@@ -115,12 +129,24 @@ class QATrialsRow(Artifact):
         "qa_index": 0,
         "mcq": {"question": "What colour is the car?", "choices": ["A) Red", "B) Blue"], "answer": "A"},
         "visual_trials": [
-            {"rotation": 0, "choices": ["A) Blue", "B) Red", "C) None of the above"], "answer": "B",
-             "response": "B", "predicted": "B", "correct": True}
+            {
+                "rotation": 0,
+                "choices": ["A) Blue", "B) Red", "C) None of the above"],
+                "answer": "B",
+                "response": "B",
+                "predicted": "B",
+                "correct": True,
+            }
         ],
         "text_trials": [
-            {"rotation": 0, "choices": ["A) Blue", "B) Red"], "answer": "B", "response": "A", "predicted": "A",
-             "correct": False}
+            {
+                "rotation": 0,
+                "choices": ["A) Blue", "B) Red"],
+                "answer": "B",
+                "response": "A",
+                "predicted": "A",
+                "correct": False,
+            }
         ],
         "visual_acc": 1.0,
         "text_acc": 0.0,
@@ -188,8 +214,14 @@ class CuratedQARow(Artifact):
             "style": "rule",
             "ground_truth": [{"question": "What colour is the car?", "choices": ["A) Red", "B) Blue"], "answer": "A"}],
         },
-        "extra_info": {"index": 0, "split": "train", "key": "img_0001", "source": "images/img_0001.jpg",
-                       "generator": "Qwen/Qwen2.5-VL-72B-Instruct", "answerer": "Qwen/Qwen2.5-VL-3B-Instruct"},
+        "extra_info": {
+            "index": 0,
+            "split": "train",
+            "key": "img_0001",
+            "source": "images/img_0001.jpg",
+            "generator": "Qwen/Qwen2.5-VL-72B-Instruct",
+            "answerer": "Qwen/Qwen2.5-VL-3B-Instruct",
+        },
     }
 
     id: str = Field(description="Hex id of the item (CapRL-QA-75K layout)")

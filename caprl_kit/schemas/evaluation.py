@@ -36,8 +36,11 @@ class EvalSample(Artifact):
     prediction: str | None = Field(None, description="Answer extracted from the response")
     score: float | None = Field(description="Metric value for this sample (null when it was not scored)")
     metric: str = Field(description="Metric name")
-    status: str | None = Field(None, description="ok, or why the sample was not scored (no_caption, answer_failed); "
-                               "null in shards written before this column (= ok)")
+    status: str | None = Field(
+        None,
+        description="ok, or why the sample was not scored (no_caption, answer_failed); "
+        "null in shards written before this column (= ok)",
+    )
     error_message: str | None = Field(None, description="Why the sample was not scored, null when ok")
 
 
@@ -45,21 +48,31 @@ class TaskResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     metric: str = Field(description="Metric name")
-    m_acc: float | None = Field(description="Mean accuracy over all captions (the paper's number); null when no "
-                                "sample could be scored")
+    m_acc: float | None = Field(
+        description="Mean accuracy over all captions (the paper's number); null when no sample could be scored"
+    )
     bon: float | None = Field(description="Best-of-n accuracy over an item's captions; null when none was scored")
     n_samples: int = Field(description="Scored samples")
     n_failed: int = Field(0, description="Samples not scored (no caption, answerer failed): left out of m_acc/bon")
     failed: dict[str, int] = Field(default_factory=dict, description="Unscored samples per reason")
-    blind_ceiling: float | None = Field(None, description="qa_utility: the best score one fixed caption reaches on "
-                                        "every item (what a captioner that ignores the image can get)")
+    blind_ceiling: float | None = Field(
+        None,
+        description="qa_utility: the best score one fixed caption reaches on "
+        "every item (what a captioner that ignores the image can get)",
+    )
     blind_caption: str | None = Field(None, description="The fixed caption reaching blind_ceiling")
-    cannot_answer_rate: float | None = Field(None, description="qa_utility: share of the answerer's answers that "
-                                             "took the cannot-answer option (the caption lacked the answer), over "
-                                             "trials that offered it (qa.mode sample/shuffle; null for all_qa)")
-    caption_monitors: dict[str, float] = Field(default_factory=dict, description="Share of the task's captions per "
-                                               "hygiene flag (truncated, repetitive, boilerplate_opener, meta_ending, "
-                                               "empty; caprl_kit/monitors.py)")
+    cannot_answer_rate: float | None = Field(
+        None,
+        description="qa_utility: share of the answerer's answers that "
+        "took the cannot-answer option (the caption lacked the answer), over "
+        "trials that offered it (qa.mode sample/shuffle; null for all_qa)",
+    )
+    caption_monitors: dict[str, float] = Field(
+        default_factory=dict,
+        description="Share of the task's captions per "
+        "hygiene flag (truncated, repetitive, boilerplate_opener, meta_ending, "
+        "empty; caprl_kit/monitors.py)",
+    )
 
 
 class EvalResults(Artifact):

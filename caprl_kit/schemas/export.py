@@ -21,7 +21,9 @@ def render(artifact: type[Artifact]) -> dict[str, str]:
     json_schema["$id"] = f"caprl-kit/{artifact.schema_id()}"
     example = artifact.model_validate(artifact.example).model_dump(mode="json")
     arrow = artifact.arrow_schema()
-    arrow_text = arrow.to_string(truncate_metadata=False, show_field_metadata=True, show_schema_metadata=True, element_size_limit=100_000)
+    arrow_text = arrow.to_string(
+        truncate_metadata=False, show_field_metadata=True, show_schema_metadata=True, element_size_limit=100_000
+    )
     return {
         f"{stem}.schema.json": json.dumps(json_schema, indent=2, sort_keys=True) + "\n",
         f"{stem}.arrow.txt": arrow_text + "\n",

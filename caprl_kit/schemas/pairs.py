@@ -50,8 +50,9 @@ class ScoredCaptionRow(Artifact):
     completion_tokens: int | None = Field(None, description="Caption tokens (the captioner's tokenizer)")
     finish_reason: str | None = Field(None, description="stop or length")
     caption_flags: list[str] = Field(default_factory=list, description="Caption hygiene flags (caprl_kit/monitors.py)")
-    status: str = Field(description="ok, or why the caption has no score (the sampling item's failure kind, "
-                        "no_caption, reward_failed)")
+    status: str = Field(
+        description="ok, or why the caption has no score (the sampling item's failure kind, no_caption, reward_failed)"
+    )
     error_message: str | None = Field(None, description="Why, when status is not ok")
 
 

@@ -25,10 +25,12 @@ class RewardRequest(Artifact):
         description="One [caption, [[question_full, answer_letter], ...]] pair per caption",
         json_schema_extra={"arrow": "json"},
     )
-    query: list[Any] = Field(default_factory=list, description="Unused; kept for the official clients",
-                             json_schema_extra={"arrow": "json"})
-    labels: list[Any] = Field(default_factory=list, description="Unused; kept for the official clients",
-                              json_schema_extra={"arrow": "json"})
+    query: list[Any] = Field(
+        default_factory=list, description="Unused; kept for the official clients", json_schema_extra={"arrow": "json"}
+    )
+    labels: list[Any] = Field(
+        default_factory=list, description="Unused; kept for the official clients", json_schema_extra={"arrow": "json"}
+    )
     score_mode: str | None = Field(None, description="qa or vl_judge; the server's default when null")
 
 

@@ -12,7 +12,9 @@ class WorkerInfo(BaseModel):
     host: str = Field(description="Host name")
     pid: int = Field(description="Process id of the worker")
     node_id: str | None = Field(None, description="Ray node id (runner: ray), else null")
-    gpu_ids: list[str] = Field(default_factory=list, description="GPUs given to the worker (Ray's or CUDA_VISIBLE_DEVICES)")
+    gpu_ids: list[str] = Field(
+        default_factory=list, description="GPUs given to the worker (Ray's or CUDA_VISIBLE_DEVICES)"
+    )
 
 
 class ShardStats(Artifact):
@@ -50,8 +52,11 @@ class ShardStats(Artifact):
     duration_s: float = Field(description="Wall time of the shard")
     metrics: dict[str, float] = Field(default_factory=dict, description="Command-specific totals (tokens, ...)")
     worker: WorkerInfo | None = Field(None, description="Where the shard ran (absent in runs before it was recorded)")
-    config_hash: str | None = Field(None, description="Resume identity of the config the shard was made under (the "
-                                    "run manifest's at the time): a resume reuses the shard only under the same")
+    config_hash: str | None = Field(
+        None,
+        description="Resume identity of the config the shard was made under (the "
+        "run manifest's at the time): a resume reuses the shard only under the same",
+    )
 
 
 class RunManifest(Artifact):
@@ -76,8 +81,10 @@ class RunManifest(Artifact):
     artifact: str = Field(description="schema_name/vN of the shards")
     caprl_kit_version: str = Field(description="Version that started the run")
     created_at: str = Field(description="ISO-8601 UTC time of the first start")
-    config_hash: str = Field(description="Resume identity of the stage's config (caprl_kit.config.config_hash: "
-                             "volatile fields left out, prompt texts in)")
+    config_hash: str = Field(
+        description="Resume identity of the stage's config (caprl_kit.config.config_hash: "
+        "volatile fields left out, prompt texts in)"
+    )
     input_fingerprint: str = Field(description="sha256 over the ordered input keys (and sizes where known)")
     n_items: int = Field(description="Items in the input")
     n_shards: int = Field(description="Shards planned")

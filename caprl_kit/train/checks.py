@@ -18,8 +18,10 @@ def file_columns(path: str, key: str) -> list[str]:
     """Top-level column names of a Parquet or JSONL file (schema / first row only), or a ``CaprlError``."""
     p = Path(path)
     if not p.is_file():
-        raise CaprlError(f"{key}: {path} does not exist" + (" (it is a directory: list the files in it)"
-                                                             if p.is_dir() else "; fix the path in the config"))
+        raise CaprlError(
+            f"{key}: {path} does not exist"
+            + (" (it is a directory: list the files in it)" if p.is_dir() else "; fix the path in the config")
+        )
     if path.endswith(".parquet"):
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -35,8 +37,10 @@ def file_columns(path: str, key: str) -> list[str]:
             try:
                 row = json.loads(raw)
             except json.JSONDecodeError as exc:
-                raise CaprlError(f"{key}: {path} line {number} is not valid JSON ({exc.msg}, column {exc.colno}); "
-                                 "training files are Parquet or JSONL (one JSON object per line)") from None
+                raise CaprlError(
+                    f"{key}: {path} line {number} is not valid JSON ({exc.msg}, column {exc.colno}); "
+                    "training files are Parquet or JSONL (one JSON object per line)"
+                ) from None
             except ValueError as exc:  # not UTF-8
                 raise CaprlError(f"{key}: {path} line {number} is not JSON text ({exc})") from None
             if not isinstance(row, dict):
@@ -51,8 +55,10 @@ def check_columns(files: list[str], key: str, required: list[Any], what: str) ->
         wanted = {c if isinstance(c, str) else " or ".join(c): (c,) if isinstance(c, str) else c for c in required}
         missing = [label for label, options in wanted.items() if not set(options) & set(names)]
         if missing:
-            raise CaprlError(f"{key}.{i}: {f} is not {what}: it lacks column(s) {', '.join(missing)} (expected "
-                             f"{', '.join(wanted)}; found {', '.join(names) or 'none'})")
+            raise CaprlError(
+                f"{key}.{i}: {f} is not {what}: it lacks column(s) {', '.join(missing)} (expected "
+                f"{', '.join(wanted)}; found {', '.join(names) or 'none'})"
+            )
 
 
 def check_ground_truth(files: list[str], key: str) -> None:
@@ -69,8 +75,10 @@ def check_ground_truth(files: list[str], key: str) -> None:
             try:
                 decode_ground_truth(rm.get("ground_truth") if isinstance(rm, dict) else None)
             except CaprlError as exc:
-                raise CaprlError(f"{key}.{i}: {f} row {n}: {exc}; fix or drop that question (caprl curate drops "
-                                 "invalid questions with their reason)") from None
+                raise CaprlError(
+                    f"{key}.{i}: {f} row {n}: {exc}; fix or drop that question (caprl curate drops "
+                    "invalid questions with their reason)"
+                ) from None
 
 
 def rl_columns(cfg: TrainConfig) -> list[str | tuple[str, ...]]:
@@ -85,9 +93,12 @@ def check_data(cfg: TrainConfig, *, sft: bool = True) -> None:
         from caprl_kit.train.trl_dpo import count_pairs, refuse_no_pairs
 
         refuse_no_pairs(cfg.data.train_files)  # "0 pairs", not a reader's error on an empty file
-        check_columns([f for f in cfg.data.train_files if count_pairs(f) != 0], "data.train_files",
-                      ["images", "prompt", "chosen", "rejected"],
-                      "a pairs file (`caprl train pairs` writes OUTPUT/pairs.parquet)")
+        check_columns(
+            [f for f in cfg.data.train_files if count_pairs(f) != 0],
+            "data.train_files",
+            ["images", "prompt", "chosen", "rejected"],
+            "a pairs file (`caprl train pairs` writes OUTPUT/pairs.parquet)",
+        )
     else:
         check_columns(cfg.data.train_files, "data.train_files", rl_columns(cfg), what)
         check_ground_truth(cfg.data.train_files, "data.train_files")
@@ -100,8 +111,12 @@ def check_data(cfg: TrainConfig, *, sft: bool = True) -> None:
 def check_sft_data(cfg: TrainConfig) -> None:
     s = cfg.sft
     assert s is not None
-    check_columns(s.data_files, "sft.data_files", [s.image_column, s.caption_column],
-                  "an (image, caption) file for the warm start")
+    check_columns(
+        s.data_files,
+        "sft.data_files",
+        [s.image_column, s.caption_column],
+        "an (image, caption) file for the warm start",
+    )
 
 
 def check_policy(policy: str, key: str = "policy") -> str:

@@ -17,8 +17,11 @@ class DataConfig(ConfigModel):
     prompt_key: str = "prompt"
     image_key: str = "images"
     video_key: str = "videos"
-    media_root: str | None = Field(None, description="Folder that relative image/video paths in the data files are "
-                                   "resolved against (e.g. the LLaVA-Video-178K root for CapRL-Video-QA-20K)")
+    media_root: str | None = Field(
+        None,
+        description="Folder that relative image/video paths in the data files are "
+        "resolved against (e.g. the LLaVA-Video-178K root for CapRL-Video-QA-20K)",
+    )
     max_prompt_length: int = Field(2048, ge=16, description="Prompt tokens incl. visual tokens")
     max_response_length: int = Field(1024, ge=1, description="Caption tokens generated per rollout")
     train_batch_size: int = Field(96, ge=1, description="Prompts (images) per RL step (verl; trl: trl.* sizes)")
@@ -26,24 +29,34 @@ class DataConfig(ConfigModel):
 
 
 class AlgorithmConfig(ConfigModel):
-    estimator: Literal["grpo", "rloo"] = Field("grpo", description="Group baseline: GRPO (z-score) or RLOO (verl "
-                                               "only; trl: trl.scale_rewards)")
+    estimator: Literal["grpo", "rloo"] = Field(
+        "grpo", description="Group baseline: GRPO (z-score) or RLOO (verl only; trl: trl.scale_rewards)"
+    )
     num_generations: int = Field(8, ge=2, description="Captions sampled per image (the group size)")
-    kl_coef: float = Field(0.01, ge=0, description="KL loss coefficient; 0 drops the reference model. "
-                           "UNKNOWN in sources for CapRL v1 (spec §7)")
+    kl_coef: float = Field(
+        0.01,
+        ge=0,
+        description="KL loss coefficient; 0 drops the reference model. UNKNOWN in sources for CapRL v1 (spec §7)",
+    )
     lr: float = Field(1e-6, gt=0, description="Learning rate")
     warmup_ratio: float = Field(0.0, ge=0, le=1)
     lr_scheduler: str = Field("constant", description="constant | cosine | linear")
     epochs: int = Field(1, ge=1)
-    max_steps: int | None = volatile(None, ge=1, description="Stop after this many RL steps (a resume may raise it "
-                                     "to train on)")
-    mini_batch_size: int = Field(24, ge=1, description="Prompts per policy update (verl ppo_mini_batch_size; trl: "
-                                 "trl.per_device_batch_size x trl.gradient_accumulation_steps)")
+    max_steps: int | None = volatile(
+        None, ge=1, description="Stop after this many RL steps (a resume may raise it to train on)"
+    )
+    mini_batch_size: int = Field(
+        24,
+        ge=1,
+        description="Prompts per policy update (verl ppo_mini_batch_size; trl: "
+        "trl.per_device_batch_size x trl.gradient_accumulation_steps)",
+    )
     temperature: float = Field(1.0, gt=0, description="Rollout temperature")
     top_p: float = Field(1.0, gt=0, le=1)
     freeze_vision_tower: bool = Field(False, description="Train only the language side (official repo issue #11)")
-    entropy_coeff: float = Field(0.0, description="Entropy bonus (verl actor.entropy_coeff, TRL "
-                                 "GRPOConfig.entropy_coef)")
+    entropy_coeff: float = Field(
+        0.0, description="Entropy bonus (verl actor.entropy_coeff, TRL GRPOConfig.entropy_coef)"
+    )
     loss_agg_mode: str = Field("token-mean", description="verl actor.loss_agg_mode (trl: trl.loss_type)")
     save_steps: int = volatile(100, ge=1, description="Checkpoint every N steps")
     eval_steps: int = Field(50, ge=1, description="Validate every N steps")
@@ -69,18 +82,26 @@ class VerlOptions(ConfigModel):
 
 
 class TRLOptions(ConfigModel):
-    per_device_batch_size: int = Field(8, ge=1, description="Completions per device per step; times "
-                                       "gradient_accumulation_steps, a multiple of algorithm.num_generations")
+    per_device_batch_size: int = Field(
+        8,
+        ge=1,
+        description="Completions per device per step; times "
+        "gradient_accumulation_steps, a multiple of algorithm.num_generations",
+    )
     gradient_accumulation_steps: int = Field(1, ge=1)
     logging_steps: int = volatile(1, ge=1)
     loss_type: str = Field("grpo", description="TRL GRPOConfig.loss_type (grpo, dr_grpo, dapo, bnpo, ...)")
     scale_rewards: Literal["group", "batch", "none"] = Field(
-        "group", description="Advantage scaling: group std (GRPO), batch std, or none (RLOO-like centering only)")
+        "group", description="Advantage scaling: group std (GRPO), batch std, or none (RLOO-like centering only)"
+    )
     report_to: list[str] = volatile(default_factory=lambda: ["tensorboard"])
     resume: bool = volatile(True, description="Resume from the newest checkpoint in the output directory")
     max_pixels: int = Field(200704, ge=784, description="Image area cap for the policy's processor")
-    select_on_val: bool = Field(True, description="With data.val_files: every algorithm.eval_steps caption the "
-                                "validation images greedily, score them, keep the best model in OUTPUT/best")
+    select_on_val: bool = Field(
+        True,
+        description="With data.val_files: every algorithm.eval_steps caption the "
+        "validation images greedily, score them, keep the best model in OUTPUT/best",
+    )
     val_max_items: int | None = Field(None, ge=1, description="Validate on at most this many items")
 
 
@@ -90,8 +111,9 @@ class DPOOptions(ConfigModel):
     per_device_batch_size: int = Field(8, ge=1, description="Pairs per device per step")
     gradient_accumulation_steps: int = Field(1, ge=1)
     max_length: int | None = Field(None, ge=16, description="Truncate prompt+caption (tokens); null: no truncation")
-    sft_weight: float = Field(0.0, ge=0, description="Adds TRL's 'sft' loss on the chosen caption with this weight "
-                              "(RPO-style); 0: plain DPO")
+    sft_weight: float = Field(
+        0.0, ge=0, description="Adds TRL's 'sft' loss on the chosen caption with this weight (RPO-style); 0: plain DPO"
+    )
 
 
 class SFTConfig(ConfigModel):
@@ -102,8 +124,11 @@ class SFTConfig(ConfigModel):
     lr: float = Field(1e-4, gt=0)
     batch_size: int = Field(8, ge=1)
     max_steps: int | None = Field(None, ge=1)
-    freeze_vision_tower: bool = Field(False, description="Train only the language side; a random-init vision tower "
-                                      "trained at the language side's lr loses the small-object evidence")
+    freeze_vision_tower: bool = Field(
+        False,
+        description="Train only the language side; a random-init vision tower "
+        "trained at the language side's lr loses the small-object evidence",
+    )
     log_steps: int = Field(10, ge=1, description="Write the loss to OUTPUT/sft_metrics.jsonl every N steps")
 
 
@@ -113,8 +138,10 @@ class TrainConfig(JobConfig):
     kind: Literal["train"] = "train"
     trainer: Literal["trl", "verl"] = Field("trl", description="trl: one machine (CPU or one GPU); verl: clusters")
     method: Literal["grpo", "dpo"] = Field(
-        "grpo", description="grpo: RL with the reward (algorithm.*); dpo: TRL's DPOTrainer on preference pairs "
-        "(caprl train pairs) in data.train_files, the reward only selecting checkpoints on data.val_files")
+        "grpo",
+        description="grpo: RL with the reward (algorithm.*); dpo: TRL's DPOTrainer on preference pairs "
+        "(caprl train pairs) in data.train_files, the reward only selecting checkpoints on data.val_files",
+    )
     policy: str = Field(description="Captioner to train: hub id or local path")
     task: Literal["image", "video"] = Field("image", description="video data needs trainer: verl")
     data: DataConfig
@@ -125,9 +152,11 @@ class TrainConfig(JobConfig):
     trl: TRLOptions = Field(default_factory=TRLOptions)
     dpo: DPOOptions = Field(default_factory=DPOOptions, description="method: dpo only")
     stages: list[dict[str, Any]] = Field(
-        default_factory=list, description="Curriculum: run these stages in order, each {name: ..., <keys to "
+        default_factory=list,
+        description="Curriculum: run these stages in order, each {name: ..., <keys to "
         "override>}; a stage without its own policy starts from the previous stage's exported model "
-        "(CapRL++ S2D-Boot: an image stage, then a video stage)")
+        "(CapRL++ S2D-Boot: an image stage, then a video stage)",
+    )
 
     def stage_configs(self) -> list[tuple[str, TrainConfig, bool]]:
         """(name, validated config, policy inherited from the previous stage) per curriculum stage; every problem
@@ -160,31 +189,49 @@ class TrainConfig(JobConfig):
             return self  # each stage is validated as a whole config (stage_configs)
         issues: list[FieldIssue] = []
         if self.method == "dpo" and (self.trainer != "trl" or self.task != "image"):
-            issues.append(FieldIssue("method", "dpo runs with trainer: trl on image data here (verl users: the pairs "
-                                     "file is TRL's DPO format, docs/train.md)",
-                                     "set trainer: trl and task: image, or method: grpo"))
+            issues.append(
+                FieldIssue(
+                    "method",
+                    "dpo runs with trainer: trl on image data here (verl users: the pairs "
+                    "file is TRL's DPO format, docs/train.md)",
+                    "set trainer: trl and task: image, or method: grpo",
+                )
+            )
         if self.trainer == "trl" and self.task == "video":
             issues.append(FieldIssue("task", "video is not supported by TRL's GRPOTrainer here", "set trainer: verl"))
         if self.trainer == "verl" and not self.data.val_files:
-            issues.append(FieldIssue("data.val_files", "is empty, but verl requires it (its trainer always builds a "
-                                     "validation set)", "list the validation files"))
+            issues.append(
+                FieldIssue(
+                    "data.val_files",
+                    "is empty, but verl requires it (its trainer always builds a validation set)",
+                    "list the validation files",
+                )
+            )
         if self.trainer == "trl" and self.method == "grpo":
             # TRL's GRPOConfig: the generation batch (per device x accumulation steps x processes; one process
             # here) holds whole groups of num_generations completions
             t, n = self.trl, self.algorithm.num_generations
             batch = t.per_device_batch_size * t.gradient_accumulation_steps
             if batch % n:
-                issues.append(FieldIssue(
-                    "trl.per_device_batch_size",
-                    f"per_device_batch_size x gradient_accumulation_steps ({t.per_device_batch_size} x "
-                    f"{t.gradient_accumulation_steps} = {batch}) must be a multiple of algorithm.num_generations "
-                    f"({n}): TRL samples whole groups of completions",
-                    f"set trl.per_device_batch_size to a multiple of {n // math.gcd(n, t.gradient_accumulation_steps)}"
-                    ", or change algorithm.num_generations"))
+                issues.append(
+                    FieldIssue(
+                        "trl.per_device_batch_size",
+                        f"per_device_batch_size x gradient_accumulation_steps ({t.per_device_batch_size} x "
+                        f"{t.gradient_accumulation_steps} = {batch}) must be a multiple of algorithm.num_generations "
+                        f"({n}): TRL samples whole groups of completions",
+                        f"set trl.per_device_batch_size to a multiple of {n // math.gcd(n, t.gradient_accumulation_steps)}"
+                        ", or change algorithm.num_generations",
+                    )
+                )
         if self.reward.length.tokenizer is not None:
-            issues.append(FieldIssue("reward.length.tokenizer", "is ignored by caprl train: the length term counts "
-                                     "caption tokens with the policy's own tokenizer (spec §2.3)",
-                                     "remove it (caprl train pairs reads it)"))
+            issues.append(
+                FieldIssue(
+                    "reward.length.tokenizer",
+                    "is ignored by caprl train: the length term counts "
+                    "caption tokens with the policy's own tokenizer (spec §2.3)",
+                    "remove it (caprl train pairs reads it)",
+                )
+            )
         issues += self._verl_ignores() if self.trainer == "verl" else self._trl_ignores()
         raise_issues(issues)
         return self
@@ -195,51 +242,97 @@ class TrainConfig(JobConfig):
         their own serve-reward config, plus the length term computed here (reward.length.l1/l2 and its weight)."""
         out = []
         if self.sft is not None:
-            out.append(FieldIssue("sft", "is ignored with trainer: verl: only the embedded trainer (trainer: trl) runs "
-                                  "the supervised warm start before RL", "run the warm start with trainer: trl, in a "
-                                  "separate run or as a first trainer: trl stage in stages:, and set policy to the "
-                                  "model it exports: OUTPUT/sft, or final/"))
+            out.append(
+                FieldIssue(
+                    "sft",
+                    "is ignored with trainer: verl: only the embedded trainer (trainer: trl) runs "
+                    "the supervised warm start before RL",
+                    "run the warm start with trainer: trl, in a "
+                    "separate run or as a first trainer: trl stage in stages:, and set policy to the "
+                    "model it exports: OUTPUT/sft, or final/",
+                )
+            )
         q, default_q = self.reward.qa, QARewardConfig()
         servers = "the reward servers (verl.reward_urls) score QA with their own caprl serve-reward qa config"
         for key in ("mode", "qa_num", "task", "compat", "seed", "answerer", "sampling"):
             if getattr(q, key) != getattr(default_q, key):
-                out.append(FieldIssue(f"reward.qa.{key}", f"is ignored with trainer: verl: {servers}",
-                                      f"set qa.{key} in the servers' serve-reward config, and remove it here"))
+                out.append(
+                    FieldIssue(
+                        f"reward.qa.{key}",
+                        f"is ignored with trainer: verl: {servers}",
+                        f"set qa.{key} in the servers' serve-reward config, and remove it here",
+                    )
+                )
         if q.service is not None:
-            out.append(FieldIssue("reward.qa.service", "is not used by verl: its reward function reaches the servers "
-                                  "listed in verl.reward_urls", "move the URLs to verl.reward_urls"))
+            out.append(
+                FieldIssue(
+                    "reward.qa.service",
+                    "is not used by verl: its reward function reaches the servers listed in verl.reward_urls",
+                    "move the URLs to verl.reward_urls",
+                )
+            )
         ts, default_ts = self.reward.timestamp_format, TimestampFormatConfig()
         for key in TimestampFormatConfig.model_fields:
             if getattr(ts, key) != getattr(default_ts, key):
-                out.append(FieldIssue(f"reward.timestamp_format.{key}", "is ignored with trainer: verl: the video "
-                                      "reward servers compute the timestamp-format term with their own "
-                                      "timestamp_format config", f"set timestamp_format.{key} in the servers' "
-                                      "serve-reward config, and remove it here"))
+                out.append(
+                    FieldIssue(
+                        f"reward.timestamp_format.{key}",
+                        "is ignored with trainer: verl: the video "
+                        "reward servers compute the timestamp-format term with their own "
+                        "timestamp_format config",
+                        f"set timestamp_format.{key} in the servers' serve-reward config, and remove it here",
+                    )
+                )
         judge, default_judge = self.reward.vl_judge, JudgeRewardConfig()
         for key in JudgeRewardConfig.model_fields:
             if getattr(judge, key) != getattr(default_judge, key):
-                out.append(FieldIssue(f"reward.vl_judge.{key}", "is ignored with trainer: verl: its reward function "
-                                      "has no VL-judge term", "use trainer: trl for a vl_judge reward, or remove it"))
+                out.append(
+                    FieldIssue(
+                        f"reward.vl_judge.{key}",
+                        "is ignored with trainer: verl: its reward function has no VL-judge term",
+                        "use trainer: trl for a vl_judge reward, or remove it",
+                    )
+                )
         names = [c.name for c in self.reward.components]
         for i, c in enumerate(self.reward.components):
             if c.name == "qa_accuracy" and c.weight != 1.0:
-                out.append(FieldIssue(f"reward.components.{i}.weight", f"is {c.weight}, but with trainer: verl the "
-                                      "reward servers' QA accuracy always enters the reward with weight 1",
-                                      "set it to 1.0 and scale the other terms instead, or use trainer: trl"))
+                out.append(
+                    FieldIssue(
+                        f"reward.components.{i}.weight",
+                        f"is {c.weight}, but with trainer: verl the "
+                        "reward servers' QA accuracy always enters the reward with weight 1",
+                        "set it to 1.0 and scale the other terms instead, or use trainer: trl",
+                    )
+                )
             elif c.name == "timestamp_format" and c.weight:
-                out.append(FieldIssue(f"reward.components.{i}", "is ignored with trainer: verl: the video reward "
-                                      "servers add the timestamp-format term with their own weight: serve-reward's "
-                                      "format_weight, 0.2 for video by default", "remove it here and set "
-                                      "format_weight in the servers' serve-reward config"))
+                out.append(
+                    FieldIssue(
+                        f"reward.components.{i}",
+                        "is ignored with trainer: verl: the video reward "
+                        "servers add the timestamp-format term with their own weight: serve-reward's "
+                        "format_weight, 0.2 for video by default",
+                        "remove it here and set format_weight in the servers' serve-reward config",
+                    )
+                )
             elif c.name not in ("qa_accuracy", "length", "timestamp_format") and c.weight:
-                out.append(FieldIssue(f"reward.components.{i}", f"is {c.name}, a term trainer: verl ignores: its "
-                                      "reward function adds only the servers' QA accuracy, their timestamp-format "
-                                      "term for video and the length term",
-                                      "use trainer: trl for this term, or remove it"))
+                out.append(
+                    FieldIssue(
+                        f"reward.components.{i}",
+                        f"is {c.name}, a term trainer: verl ignores: its "
+                        "reward function adds only the servers' QA accuracy, their timestamp-format "
+                        "term for video and the length term",
+                        "use trainer: trl for this term, or remove it",
+                    )
+                )
         if "qa_accuracy" not in names:
-            out.append(FieldIssue("reward.components", "has no qa_accuracy term, but with trainer: verl the reward "
-                                  "servers' QA accuracy always enters the reward (weight 1)",
-                                  "add {name: qa_accuracy, weight: 1.0}, or use trainer: trl"))
+            out.append(
+                FieldIssue(
+                    "reward.components",
+                    "has no qa_accuracy term, but with trainer: verl the reward "
+                    "servers' QA accuracy always enters the reward (weight 1)",
+                    "add {name: qa_accuracy, weight: 1.0}, or use trainer: trl",
+                )
+            )
         return out
 
     def _trl_ignores(self) -> list[FieldIssue]:
@@ -248,22 +341,35 @@ class TrainConfig(JobConfig):
         a, default = self.algorithm, AlgorithmConfig()
         dpo = self.method == "dpo"
         why = "is ignored with method: dpo" if dpo else "is ignored with trainer: trl"
-        step = ("one DPO step takes dpo.per_device_batch_size x dpo.gradient_accumulation_steps pairs" if dpo else
-                "one TRL step generates and learns from trl.per_device_batch_size x trl.gradient_accumulation_steps "
-                "completions, algorithm.num_generations per prompt")
-        sizes = "dpo.per_device_batch_size / dpo.gradient_accumulation_steps" if dpo else \
-            "trl.per_device_batch_size / trl.gradient_accumulation_steps"
+        step = (
+            "one DPO step takes dpo.per_device_batch_size x dpo.gradient_accumulation_steps pairs"
+            if dpo
+            else "one TRL step generates and learns from trl.per_device_batch_size x trl.gradient_accumulation_steps "
+            "completions, algorithm.num_generations per prompt"
+        )
+        sizes = (
+            "dpo.per_device_batch_size / dpo.gradient_accumulation_steps"
+            if dpo
+            else "trl.per_device_batch_size / trl.gradient_accumulation_steps"
+        )
         out = []
         if a.estimator != default.estimator:
-            out.append(FieldIssue("algorithm.estimator", f"{why} (an RL advantage estimator)" if dpo else
-                                  f"is {a.estimator}, but TRL's GRPOTrainer has no leave-one-out baseline: with "
-                                  "trainer: trl the advantage is always the group-relative one",
-                                  "remove it" if dpo else "use trainer: verl for RLOO, or trl.scale_rewards: none "
-                                  "for a group-mean baseline without std scaling, RLOO's advantage up to a factor "
-                                  "n/(n-1)"))
+            out.append(
+                FieldIssue(
+                    "algorithm.estimator",
+                    f"{why} (an RL advantage estimator)"
+                    if dpo
+                    else f"is {a.estimator}, but TRL's GRPOTrainer has no leave-one-out baseline: with "
+                    "trainer: trl the advantage is always the group-relative one",
+                    "remove it"
+                    if dpo
+                    else "use trainer: verl for RLOO, or trl.scale_rewards: none "
+                    "for a group-mean baseline without std scaling, RLOO's advantage up to a factor "
+                    "n/(n-1)",
+                )
+            )
         if a.mini_batch_size != default.mini_batch_size:
-            out.append(FieldIssue("algorithm.mini_batch_size", f"{why}: {step}", f"set {sizes} instead, and remove "
-                                  "it"))
+            out.append(FieldIssue("algorithm.mini_batch_size", f"{why}: {step}", f"set {sizes} instead, and remove it"))
         if self.data.train_batch_size != DataConfig.model_fields["train_batch_size"].default:
             out.append(FieldIssue("data.train_batch_size", f"{why}: {step}", f"set {sizes} instead, and remove it"))
         if a.loss_agg_mode != default.loss_agg_mode:
@@ -274,8 +380,13 @@ class TrainConfig(JobConfig):
                 hint = f"set trl.loss_type: {twin}, TRL's equivalent of {a.loss_agg_mode}, and remove it"
             else:
                 hint = f"set trl.loss_type instead, and remove it: TRL has no equivalent of {a.loss_agg_mode}"
-            out.append(FieldIssue("algorithm.loss_agg_mode", f"{why}: TRL aggregates the loss as "
-                                  f"{'dpo' if dpo else 'trl'}.loss_type says", hint))
+            out.append(
+                FieldIssue(
+                    "algorithm.loss_agg_mode",
+                    f"{why}: TRL aggregates the loss as {'dpo' if dpo else 'trl'}.loss_type says",
+                    hint,
+                )
+            )
         if dpo and a.entropy_coeff != default.entropy_coeff:
             out.append(FieldIssue("algorithm.entropy_coeff", f"{why} (an RL entropy bonus)", "remove it"))
         return out

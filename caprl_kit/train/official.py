@@ -28,8 +28,9 @@ def _under(root: str, path: Any) -> Any:
     return posixpath.join(root, path)
 
 
-def normalize_rl_row(row: dict[str, Any], image_key: str = "images", video_key: str = "videos",
-                     media_root: str | None = None) -> dict[str, Any]:
+def normalize_rl_row(
+    row: dict[str, Any], image_key: str = "images", video_key: str = "videos", media_root: str | None = None
+) -> dict[str, Any]:
     """In place (and returned): ``image`` -> ``images: [image]`` when the row has no ``image_key`` list; relative
     image/video paths joined to ``media_root``."""
     if row.get(image_key) is None and row.get(SINGLE_IMAGE) is not None:

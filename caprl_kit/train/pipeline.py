@@ -32,26 +32,39 @@ def plan(cfg: TrainConfig) -> list[str]:
         lines = []
         stages = cfg.stage_configs()
         for i, (name, stage, inherited) in enumerate(stages):
-            lines.append(f"stage {i + 1}/{len(stages)} '{name}' ({stage.task}, {stage.trainer})"
-                         + (f": starts from stage '{stages[i - 1][0]}''s exported model" if inherited else ""))
+            lines.append(
+                f"stage {i + 1}/{len(stages)} '{name}' ({stage.task}, {stage.trainer})"
+                + (f": starts from stage '{stages[i - 1][0]}''s exported model" if inherited else "")
+            )
             lines += ["  " + x for x in plan(stage)]
         return lines
     a = cfg.algorithm
     steps = f", at most {a.max_steps} steps" if a.max_steps else ""
     if cfg.method == "dpo":
-        lines = [f"DPO ({cfg.dpo.loss_type}, beta {cfg.dpo.beta}) on {cfg.policy} with trl: preference pairs from "
-                 f"{', '.join(cfg.data.train_files)}, lr {a.lr}, {a.epochs} epoch(s){steps}",
-                 "checkpoint selection: held-out QA accuracy on " + (", ".join(cfg.data.val_files) or "nothing "
-                                                                     "(no data.val_files: final/ only)")]
+        lines = [
+            f"DPO ({cfg.dpo.loss_type}, beta {cfg.dpo.beta}) on {cfg.policy} with trl: preference pairs from "
+            f"{', '.join(cfg.data.train_files)}, lr {a.lr}, {a.epochs} epoch(s){steps}",
+            "checkpoint selection: held-out QA accuracy on "
+            + (", ".join(cfg.data.val_files) or "nothing (no data.val_files: final/ only)"),
+        ]
     else:
-        lines = [f"{estimator(cfg)} on {cfg.policy} with {cfg.trainer}: {a.num_generations} captions per image, "
-                 f"lr {a.lr}, KL {a.kl_coef}, {a.epochs} epoch(s){steps}",
-                 "reward: " + " + ".join(f"{c.weight} x {c.name}" for c in cfg.reward.components if c.weight)
-                 + (f" (QA through the reward service {', '.join(cfg.reward.qa.service.urls)})"
-                    if cfg.reward.qa.service else "")]
+        lines = [
+            f"{estimator(cfg)} on {cfg.policy} with {cfg.trainer}: {a.num_generations} captions per image, "
+            f"lr {a.lr}, KL {a.kl_coef}, {a.epochs} epoch(s){steps}",
+            "reward: "
+            + " + ".join(f"{c.weight} x {c.name}" for c in cfg.reward.components if c.weight)
+            + (
+                f" (QA through the reward service {', '.join(cfg.reward.qa.service.urls)})"
+                if cfg.reward.qa.service
+                else ""
+            ),
+        ]
     if cfg.sft and cfg.trainer == "trl":  # verl refuses sft: (TrainConfig._verl_ignores)
-        lines.insert(0, f"supervised warm start on {', '.join(cfg.sft.data_files)} ({cfg.sft.epochs} epochs) in "
-                     "OUTPUT/sft, then RL from it")
+        lines.insert(
+            0,
+            f"supervised warm start on {', '.join(cfg.sft.data_files)} ({cfg.sft.epochs} epochs) in "
+            "OUTPUT/sft, then RL from it",
+        )
     if cfg.trainer == "verl":
         from caprl_kit.train.verl import dry_run
 
@@ -159,8 +172,9 @@ def launch_verl(cfg: TrainConfig, *, overwrite: bool = False) -> RunReport:
         env["RAY_ADDRESS"] = cfg.verl.ray_address
     t0 = time.perf_counter()
     with (out / "verl.log").open("w") as logf:
-        proc = subprocess.Popen(command(cfg, overwrite=overwrite), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, env=env)
+        proc = subprocess.Popen(
+            command(cfg, overwrite=overwrite), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+        )
         assert proc.stdout is not None
         for line in proc.stdout:
             logf.write(line)
@@ -198,13 +212,18 @@ def checkpoint_actor(checkpoint: str) -> Path:
             missing.append("the world_size in fsdp_config.json")
             world_size = None
     if world_size is not None:
-        missing += [f"model_world_size_{world_size}_rank_{r}.pt" for r in range(world_size)
-                    if not (actor / f"model_world_size_{world_size}_rank_{r}.pt").is_file()]
+        missing += [
+            f"model_world_size_{world_size}_rank_{r}.pt"
+            for r in range(world_size)
+            if not (actor / f"model_world_size_{world_size}_rank_{r}.pt").is_file()
+        ]
     if missing:
         shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
-        raise CaprlError(f"{checkpoint} is not a complete verl checkpoint: {actor} is missing {shown}. Export a "
-                         "checkpoint verl finished saving (the newest global_step_N may be one it was still writing "
-                         "when it stopped), or an earlier one")
+        raise CaprlError(
+            f"{checkpoint} is not a complete verl checkpoint: {actor} is missing {shown}. Export a "
+            "checkpoint verl finished saving (the newest global_step_N may be one it was still writing "
+            "when it stopped), or an earlier one"
+        )
     return actor
 
 
@@ -220,19 +239,26 @@ def merger_failure(checkpoint: str, python: str, output: str, log_file: str | No
         except OSError:
             pass
     if re.search(r"No module named '?verl", output):
-        cause = (f"verl is not installed for {python}: pass --python the interpreter of the environment that has "
-                 "verl (a curriculum uses verl.python)")
+        cause = (
+            f"verl is not installed for {python}: pass --python the interpreter of the environment that has "
+            "verl (a curriculum uses verl.python)"
+        )
     else:
-        errors = [line.strip() for line in output.splitlines()
-                  if re.match(r"^\s*([A-Za-z_][\w.]*)?(Error|Exception|Interrupt|Exit)\b.*", line)]
-        last = errors[-1] if errors else next((x.strip() for x in reversed(output.splitlines()) if x.strip()),
-                                             "no output")
+        errors = [
+            line.strip()
+            for line in output.splitlines()
+            if re.match(r"^\s*([A-Za-z_][\w.]*)?(Error|Exception|Interrupt|Exit)\b.*", line)
+        ]
+        last = (
+            errors[-1] if errors else next((x.strip() for x in reversed(output.splitlines()) if x.strip()), "no output")
+        )
         cause = f"verl's model merger stopped with {last[:300]}"
     return CaprlError(f"exporting {checkpoint} failed: {cause}; {where}")
 
 
-def export_checkpoint(checkpoint: str, target: str, python: str | None = None, log_file: str | None = None
-                      ) -> list[str]:
+def export_checkpoint(
+    checkpoint: str, target: str, python: str | None = None, log_file: str | None = None
+) -> list[str]:
     """verl FSDP checkpoint (``.../global_step_N/actor``) -> a Hugging Face directory, via verl's model merger run
     by ``python``: the interpreter of the environment with verl (a curriculum passes ``verl.python``); by default
     the one caprl runs under (``sys.executable``), never whatever ``python3`` comes first on PATH. A failure is one
@@ -240,10 +266,22 @@ def export_checkpoint(checkpoint: str, target: str, python: str | None = None, l
     actor = checkpoint_actor(checkpoint)
     python = python or sys.executable
     if shutil.which(python) is None:
-        raise CaprlError(f"cannot export {checkpoint}: the interpreter {python} is not an executable; pass --python "
-                         "the interpreter of the environment that has verl (a curriculum uses verl.python)")
-    cmd = [python, "-m", "verl.model_merger", "merge", "--backend", "fsdp", "--local_dir", str(actor),
-           "--target_dir", target]
+        raise CaprlError(
+            f"cannot export {checkpoint}: the interpreter {python} is not an executable; pass --python "
+            "the interpreter of the environment that has verl (a curriculum uses verl.python)"
+        )
+    cmd = [
+        python,
+        "-m",
+        "verl.model_merger",
+        "merge",
+        "--backend",
+        "fsdp",
+        "--local_dir",
+        str(actor),
+        "--target_dir",
+        target,
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)  # its stderr is reported below
     if result.returncode != 0:
         raise merger_failure(checkpoint, python, f"$ {' '.join(cmd)}\n{result.stdout}{result.stderr}", log_file)

@@ -49,8 +49,14 @@ def train_sft(cfg: TrainConfig, progress: Progress | None = None) -> str:
     skipped: dict[str, int] = {}
     processor = loading.load("processor", cfg.policy, AutoProcessor.from_pretrained, cfg.policy, key="policy")
     processor.tokenizer.padding_side = "right"
-    model = loading.load("weights", cfg.policy, AutoModelForImageTextToText.from_pretrained, cfg.policy,
-                         key="policy", dtype=torch.float32)
+    model = loading.load(
+        "weights",
+        cfg.policy,
+        AutoModelForImageTextToText.from_pretrained,
+        cfg.policy,
+        key="policy",
+        dtype=torch.float32,
+    )
     model.train()
     if s.freeze_vision_tower:
         log.info("SFT: froze %d vision-tower parameters", freeze_vision(model))
@@ -78,13 +84,16 @@ def train_sft(cfg: TrainConfig, progress: Progress | None = None) -> str:
                 images.append(image)
             if not batch:
                 continue
-            prompts = [[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": CAPRL_IMAGE}]}]
-                       for _ in batch]
+            prompts = [
+                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": CAPRL_IMAGE}]}] for _ in batch
+            ]
             heads = [processor.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
             texts = [h + r[s.caption_column] + processor.tokenizer.eos_token for h, r in zip(heads, batch)]
             enc = processor(text=texts, images=images, return_tensors="pt", padding=True)
-            head_lens = [len(processor(text=[h], images=[im], return_tensors="pt")["input_ids"][0])
-                         for h, im in zip(heads, images)]
+            head_lens = [
+                len(processor(text=[h], images=[im], return_tensors="pt")["input_ids"][0])
+                for h, im in zip(heads, images)
+            ]
             labels = enc["input_ids"].clone()
             for i, n in enumerate(head_lens):
                 labels[i, :n] = -100

@@ -38,10 +38,12 @@ def refuse_no_pairs(files: list[str], key: str = "data.train_files") -> None:
     """``method: dpo`` with files that hold 0 pairs in all: one message saying so (not a reader's error)."""
     counts = [count_pairs(f) for f in files]
     if files and all(n == 0 for n in counts):
-        raise CaprlError(f"{key}: {', '.join(files)} hold{'s' if len(files) == 1 else ''} 0 pairs: nothing to train "
-                         "on with method: dpo. `caprl train pairs` keeps only pairs whose reward margin reaches "
-                         "pairs.min_margin (see its pairs_summary.json): lower pairs.min_margin, or sample more "
-                         "captions per image (captioner.sampling.n)")
+        raise CaprlError(
+            f"{key}: {', '.join(files)} hold{'s' if len(files) == 1 else ''} 0 pairs: nothing to train "
+            "on with method: dpo. `caprl train pairs` keeps only pairs whose reward margin reaches "
+            "pairs.min_margin (see its pairs_summary.json): lower pairs.min_margin, or sample more "
+            "captions per image (captioner.sampling.n)"
+        )
 
 
 def load_pairs(files: list[str]) -> Any:
@@ -57,15 +59,20 @@ def load_pairs(files: list[str]) -> Any:
         ds = datasets.load_dataset(kind, data_files=files, split="train")
     except Exception as exc:  # datasets wraps reader errors in its own types
         cause = exc.__cause__ or exc
-        raise CaprlError(f"could not read the pairs {', '.join(files)}: {type(cause).__name__}: {str(cause)[:300]}"
-                         ) from exc
+        raise CaprlError(
+            f"could not read the pairs {', '.join(files)}: {type(cause).__name__}: {str(cause)[:300]}"
+        ) from exc
     missing = [c for c in PAIR_COLUMNS if c not in ds.column_names]
     if missing:
-        raise CaprlError(f"{', '.join(files)}: not a pairs file (no column(s) {', '.join(missing)}); method: dpo "
-                         "trains on the output of `caprl train pairs` (pairs.parquet)")
+        raise CaprlError(
+            f"{', '.join(files)}: not a pairs file (no column(s) {', '.join(missing)}); method: dpo "
+            "trains on the output of `caprl train pairs` (pairs.parquet)"
+        )
     if len(ds) == 0:
-        raise CaprlError(f"{', '.join(files)}: no pairs to train on (see pairs_summary.json: lower pairs.min_margin "
-                         "or sample more captions per image)")
+        raise CaprlError(
+            f"{', '.join(files)}: no pairs to train on (see pairs_summary.json: lower pairs.min_margin "
+            "or sample more captions per image)"
+        )
     keep = [c for c in ds.column_names if c not in PAIR_COLUMNS]
     return ds.remove_columns(keep).cast_column("images", datasets.Sequence(datasets.Image()))
 
@@ -91,8 +98,11 @@ def check_pairs(cfg: TrainConfig) -> list[str]:
     processor = load_processor(cfg, cfg.policy)
     batch = DataCollatorForVisionPreference(processor)([dict(ds[0])])
     check_max_length(cfg, processor, ds)
-    return [*lines, f"dpo: the first pair collates to {int(batch['input_ids'].shape[1])} tokens (chosen and rejected, "
-                     "image included) with the policy's processor"]
+    return [
+        *lines,
+        f"dpo: the first pair collates to {int(batch['input_ids'].shape[1])} tokens (chosen and rejected, "
+        "image included) with the policy's processor",
+    ]
 
 
 def check_max_length(cfg: TrainConfig, processor: Any, ds: Any) -> None:
@@ -106,9 +116,15 @@ def check_max_length(cfg: TrainConfig, processor: Any, ds: Any) -> None:
     pair = {**dict(ds[0]), "chosen": empty, "rejected": empty}
     prompt = int(DataCollatorForVisionPreference(processor)([pair])["input_ids"].shape[1])
     if cfg.dpo.max_length <= prompt:
-        raise ConfigError([ConfigIssue("dpo.max_length", f"is {cfg.dpo.max_length}, but the first pair's prompt "
-                                       f"alone is {prompt} tokens (image included)", f"raise it well above {prompt}, "
-                                       "set it to null, or lower trl.max_pixels")])
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    "dpo.max_length",
+                    f"is {cfg.dpo.max_length}, but the first pair's prompt alone is {prompt} tokens (image included)",
+                    f"raise it well above {prompt}, set it to null, or lower trl.max_pixels",
+                )
+            ]
+        )
 
 
 def train_dpo(cfg: TrainConfig, *, progress: Progress | None = None, policy: str | None = None) -> RunReport:
@@ -128,13 +144,27 @@ def train_dpo(cfg: TrainConfig, *, progress: Progress | None = None, policy: str
     check_max_length(cfg, processor, train)
     losses = [d.loss_type] + (["sft"] if d.sft_weight else [])
     args = DPOConfig(
-        output_dir=str(out), beta=d.beta, loss_type=losses, loss_weights=[1.0, d.sft_weight] if d.sft_weight else None,
-        learning_rate=a.lr, lr_scheduler_type=a.lr_scheduler, warmup_ratio=a.warmup_ratio, num_train_epochs=a.epochs,
-        max_steps=a.max_steps or -1, per_device_train_batch_size=d.per_device_batch_size,
-        gradient_accumulation_steps=d.gradient_accumulation_steps, max_length=d.max_length,
-        logging_steps=t.logging_steps, save_steps=a.save_steps, report_to=t.report_to, seed=a.seed,
-        logging_dir=str(out / "tensorboard"), remove_unused_columns=False, use_cpu=not torch.cuda.is_available(),
-        bf16=torch.cuda.is_available(), disable_tqdm=True,
+        output_dir=str(out),
+        beta=d.beta,
+        loss_type=losses,
+        loss_weights=[1.0, d.sft_weight] if d.sft_weight else None,
+        learning_rate=a.lr,
+        lr_scheduler_type=a.lr_scheduler,
+        warmup_ratio=a.warmup_ratio,
+        num_train_epochs=a.epochs,
+        max_steps=a.max_steps or -1,
+        per_device_train_batch_size=d.per_device_batch_size,
+        gradient_accumulation_steps=d.gradient_accumulation_steps,
+        max_length=d.max_length,
+        logging_steps=t.logging_steps,
+        save_steps=a.save_steps,
+        report_to=t.report_to,
+        seed=a.seed,
+        logging_dir=str(out / "tensorboard"),
+        remove_unused_columns=False,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=torch.cuda.is_available(),
+        disable_tqdm=True,
     )
     progress.start("dpo", total=a.max_steps or None)
     metrics = MetricsCallback(out / "metrics.jsonl", None, progress, a.max_steps or 0, stage="dpo")
@@ -148,7 +178,8 @@ def train_dpo(cfg: TrainConfig, *, progress: Progress | None = None, policy: str
     resume = t.resume and any(out.glob("checkpoint-*"))
     result = trainer.train(resume_from_checkpoint=True if resume else None)
     progress.finish("dpo")
-    report = finish(trainer, result, processor, out, n_items=len(train), policy=policy, validation=validation,
-                    resumed=resume)
+    report = finish(
+        trainer, result, processor, out, n_items=len(train), policy=policy, validation=validation, resumed=resume
+    )
     report.metrics["pairs"] = float(len(train))
     return report

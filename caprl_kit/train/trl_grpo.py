@@ -39,8 +39,9 @@ def load_rl_dataset(files: list[str], image_key: str = "images", media_root: str
         ds = datasets.load_dataset(kind, data_files=files, split="train")
     except Exception as exc:  # datasets wraps reader errors in its own types
         cause = exc.__cause__ or exc
-        raise CaprlError(f"could not read the training data {', '.join(files)}: {type(cause).__name__}: "
-                         f"{str(cause)[:300]}") from exc
+        raise CaprlError(
+            f"could not read the training data {', '.join(files)}: {type(cause).__name__}: {str(cause)[:300]}"
+        ) from exc
 
     def to_trl(row: dict[str, Any]) -> dict[str, Any]:
         msgs = [{"role": m["role"], "content": m["content"].replace("<image>", "").strip()} for m in row["prompt"]]
@@ -55,8 +56,10 @@ def check_dataset(cfg: TrainConfig) -> list[str]:
     """Dry-run check for ``trainer: trl``: load the training (and validation) rows the way the trainer does and
     render the first prompt with the policy's processor, image included; skipped when the policy is not local."""
     if not Path(cfg.policy).is_dir():
-        return [f"trl: SKIPPED the dataset check: the policy {cfg.policy} is not a local directory "
-                "(its processor is needed to render the prompts)"]
+        return [
+            f"trl: SKIPPED the dataset check: the policy {cfg.policy} is not a local directory "
+            "(its processor is needed to render the prompts)"
+        ]
     missing = [f for f in cfg.data.train_files + cfg.data.val_files if not Path(f).is_file()]
     if missing:
         return [f"trl: SKIPPED the dataset check: missing data file(s) {', '.join(missing)}"]
@@ -76,17 +79,32 @@ def check_dataset(cfg: TrainConfig) -> list[str]:
     processor = loading.load("processor", cfg.policy, AutoProcessor.from_pretrained, cfg.policy, key="policy")
     ds = load_rl_dataset(cfg.data.train_files, cfg.data.image_key, cfg.data.media_root)
     row = ds[0]
-    messages = [{"role": m["role"], "content": ([{"type": "image"}, {"type": "text", "text": m["content"]}]
-                                                if m["role"] == "user" else m["content"])} for m in row["prompt"]]
+    messages = [
+        {
+            "role": m["role"],
+            "content": (
+                [{"type": "image"}, {"type": "text", "text": m["content"]}] if m["role"] == "user" else m["content"]
+            ),
+        }
+        for m in row["prompt"]
+    ]
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     enc = processor(text=[text], images=row["images"][:1], return_tensors="pt")
     n_tokens = int(enc["input_ids"].shape[1])
     if n_tokens > cfg.data.max_prompt_length:
-        raise ConfigError([ConfigIssue("data.max_prompt_length", f"the first prompt has {n_tokens} tokens "
-                                       f"(image included), over {cfg.data.max_prompt_length}", "raise it or lower "
-                                       "trl.max_pixels")])
-    lines = [f"trl: loaded {len(ds)} training rows; the first prompt renders to {n_tokens} tokens with the policy's "
-             "processor"]
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    "data.max_prompt_length",
+                    f"the first prompt has {n_tokens} tokens (image included), over {cfg.data.max_prompt_length}",
+                    "raise it or lower trl.max_pixels",
+                )
+            ]
+        )
+    lines = [
+        f"trl: loaded {len(ds)} training rows; the first prompt renders to {n_tokens} tokens with the policy's "
+        "processor"
+    ]
     if cfg.data.val_files:
         lines.append(f"trl: {len(read_val_rows(cfg))} validation items")
     return lines + sft_lines
@@ -127,9 +145,15 @@ class ValidationCallback:
         from caprl_kit.backends.config import BackendConfig
         from caprl_kit.backends.transformers_local import TransformersBackend
 
-        backend = TransformersBackend(BackendConfig(name="transformers", batch_size=32, sampling={
-            "n": 1, "temperature": 0.0, "max_tokens": self.cfg.data.max_response_length}),
-            model=model, processor=self.processor)
+        backend = TransformersBackend(
+            BackendConfig(
+                name="transformers",
+                batch_size=32,
+                sampling={"n": 1, "temperature": 0.0, "max_tokens": self.cfg.data.max_response_length},
+            ),
+            model=model,
+            processor=self.processor,
+        )
         requests = [Request(messages=_with_image(p, im)) for p, im in zip(self.prompts, self.images)]
         was_training = model.training
         model.eval()
@@ -148,8 +172,13 @@ class ValidationCallback:
             save_atomically(self.out / "best", model, self.processor)
             self.state_path.write_text(json.dumps(self.best))
             record["val/best"] = True
-        log.info("step %d: validation QA accuracy %.3f (best %.3f at step %d)", step, acc,
-                 self.best["val_qa_accuracy"], self.best["step"])
+        log.info(
+            "step %d: validation QA accuracy %.3f (best %.3f at step %d)",
+            step,
+            acc,
+            self.best["val_qa_accuracy"],
+            self.best["step"],
+        )
         return record
 
     def as_trainer_callback(self, metrics_path: Path, every: int) -> Any:
@@ -190,7 +219,8 @@ def _with_image(messages: Any, image: str) -> list[dict[str, Any]]:
         text = m["content"]
         if "<image>" in text:
             parts = [{"type": "image", "image": image}] + (
-                [{"type": "text", "text": t}] if (t := text.replace("<image>", "").strip()) else [])
+                [{"type": "text", "text": t}] if (t := text.replace("<image>", "").strip()) else []
+            )
             out.append({"role": m["role"], "content": parts})
         else:
             out.append({"role": m["role"], "content": text})
@@ -206,9 +236,11 @@ def read_val_rows(cfg: TrainConfig) -> list[dict[str, Any]]:
 
 #: reward details (per caption) -> their logged means: the terms, the reward service's latency and captions/s when
 #: scored through caprl serve-reward (reward.qa.service), the caption monitors' flags (truncation: TRL's clipped_ratio)
-PER_CAPTION = {**{k: f"reward_detail/{k}" for k in ("qa_reward", "length_reward", "cap_tokens", "format_reward")},
-               **{f"service_{k}": f"reward_service/{k}" for k in ("latency_s", "captions_per_s")},
-               **{FLAG_METRIC.format(f): f"monitor/{f}" for f in TEXT_FLAGS}}
+PER_CAPTION = {
+    **{k: f"reward_detail/{k}" for k in ("qa_reward", "length_reward", "cap_tokens", "format_reward")},
+    **{f"service_{k}": f"reward_service/{k}" for k in ("latency_s", "captions_per_s")},
+    **{FLAG_METRIC.format(f): f"monitor/{f}" for f in TEXT_FLAGS},
+}
 #: reward details (per question) -> their logged shares: answered correctly; the cannot-answer option taken (the
 #: caption did not hold the answer, by the answerer's own account)
 PER_QUESTION = {"correct": "reward_detail/question_accuracy", "cannot_answer": "reward_detail/cannot_answer_rate"}
@@ -264,8 +296,14 @@ def load_policy(cfg: TrainConfig, policy: str) -> tuple[Any, Any]:
     from transformers import AutoModelForImageTextToText
 
     processor = load_processor(cfg, policy)
-    model = loading.load("weights", policy, AutoModelForImageTextToText.from_pretrained, policy, key="policy",
-                         dtype=torch.float32 if not torch.cuda.is_available() else torch.bfloat16)
+    model = loading.load(
+        "weights",
+        policy,
+        AutoModelForImageTextToText.from_pretrained,
+        policy,
+        key="policy",
+        dtype=torch.float32 if not torch.cuda.is_available() else torch.bfloat16,
+    )
     if cfg.algorithm.freeze_vision_tower:
         log.info("froze %d vision-tower parameters", freeze_vision(model))
     return processor, model
@@ -281,21 +319,36 @@ def grpo_args(cfg: TrainConfig, suppress: Sequence[int] = ()) -> Any:
 
     a, t, out = cfg.algorithm, cfg.trl, Path(str(cfg.output_dir))
     return GRPOConfig(
-        output_dir=str(out), num_generations=a.num_generations, beta=a.kl_coef, learning_rate=a.lr,
-        lr_scheduler_type=a.lr_scheduler, warmup_ratio=a.warmup_ratio, num_train_epochs=a.epochs,
-        max_steps=a.max_steps or -1, per_device_train_batch_size=t.per_device_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps, max_completion_length=cfg.data.max_response_length,
-        temperature=a.temperature, top_p=a.top_p, loss_type=t.loss_type, scale_rewards=t.scale_rewards,
+        output_dir=str(out),
+        num_generations=a.num_generations,
+        beta=a.kl_coef,
+        learning_rate=a.lr,
+        lr_scheduler_type=a.lr_scheduler,
+        warmup_ratio=a.warmup_ratio,
+        num_train_epochs=a.epochs,
+        max_steps=a.max_steps or -1,
+        per_device_train_batch_size=t.per_device_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        max_completion_length=cfg.data.max_response_length,
+        temperature=a.temperature,
+        top_p=a.top_p,
+        loss_type=t.loss_type,
+        scale_rewards=t.scale_rewards,
         entropy_coef=a.entropy_coeff,
-        logging_steps=t.logging_steps, save_steps=a.save_steps, report_to=t.report_to, seed=a.seed,
-        logging_dir=str(out / "tensorboard"), remove_unused_columns=False, use_cpu=not torch.cuda.is_available(),
-        bf16=torch.cuda.is_available(), generation_kwargs={"suppress_tokens": list(suppress)},
+        logging_steps=t.logging_steps,
+        save_steps=a.save_steps,
+        report_to=t.report_to,
+        seed=a.seed,
+        logging_dir=str(out / "tensorboard"),
+        remove_unused_columns=False,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=torch.cuda.is_available(),
+        generation_kwargs={"suppress_tokens": list(suppress)},
         disable_tqdm=True,
     )
 
 
-def train_grpo(cfg: TrainConfig, *, progress: Progress | None = None,
-               policy: str | None = None) -> RunReport:
+def train_grpo(cfg: TrainConfig, *, progress: Progress | None = None, policy: str | None = None) -> RunReport:
     from trl import GRPOTrainer
 
     progress = progress or NullProgress()
@@ -318,20 +371,36 @@ def train_grpo(cfg: TrainConfig, *, progress: Progress | None = None,
         validation = ValidationCallback(cfg, processor, out)
         callbacks.append(validation.as_trainer_callback(out / "metrics.jsonl", a.eval_steps))
     # CaprlReward returns list[float]; TRL's RewardFunc says list[float | None], and list is invariant
-    trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=train,  # type: ignore[list-item]
-                          processing_class=processor, callbacks=callbacks)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[reward],  # type: ignore[list-item]  # TRL types rewards list[float | None]; ours return list[float] (lists are invariant)
+        args=args,
+        train_dataset=train,
+        processing_class=processor,
+        callbacks=callbacks,
+    )
     from transformers import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)  # the library logs; metrics go to metrics.jsonl and TensorBoard
     resume = t.resume and any(out.glob("checkpoint-*"))  # --overwrite already emptied OUTPUT (pipeline.run)
     result = trainer.train(resume_from_checkpoint=True if resume else None)
     progress.finish("grpo")
-    return finish(trainer, result, processor, out, n_items=len(train), policy=policy, validation=validation,
-                  resumed=resume)
+    return finish(
+        trainer, result, processor, out, n_items=len(train), policy=policy, validation=validation, resumed=resume
+    )
 
 
-def finish(trainer: Any, result: Any, processor: Any, out: Path, *, n_items: int, policy: str,
-           validation: ValidationCallback | None, resumed: bool) -> RunReport:
+def finish(
+    trainer: Any,
+    result: Any,
+    processor: Any,
+    out: Path,
+    *,
+    n_items: int,
+    policy: str,
+    validation: ValidationCallback | None,
+    resumed: bool,
+) -> RunReport:
     """After a TRL run (GRPO or DPO): ``final/`` (model + processor, saved under a hidden sibling name and swapped
     in: a run killed while saving leaves ``final/`` absent or the previous complete one) and the report (loss,
     steps, the best validation checkpoint)."""
@@ -346,8 +415,9 @@ def finish(trainer: Any, result: Any, processor: Any, out: Path, *, n_items: int
     report.outputs.update({"final": str(final), "metrics": str(out / "metrics.jsonl"), "policy": str(policy)})
     if validation is not None and validation.best is not None:
         report.outputs["best"] = str(out / "best")
-        report.metrics.update({"best_val_qa_accuracy": validation.best["val_qa_accuracy"],
-                               "best_step": float(validation.best["step"])})
+        report.metrics.update(
+            {"best_val_qa_accuracy": validation.best["val_qa_accuracy"], "best_step": float(validation.best["step"])}
+        )
     if resumed:
         report.notes.append("resumed from the newest checkpoint in the output directory")
     return report

@@ -37,26 +37,40 @@ def build_overrides(cfg: TrainConfig, *, overwrite: bool = False) -> list[str]:
     ckpt = v.checkpoint_dir or (f"{cfg.output_dir}/checkpoints" if cfg.output_dir else "checkpoints")
     length = next((c for c in cfg.reward.components if c.name == "length"), None)
     o = [
-        f"algorithm.adv_estimator={a.estimator}", "algorithm.use_kl_in_reward=False",
-        f"data.train_files={_list(d.train_files)}", f"data.val_files={_list(d.val_files)}",
-        f"data.prompt_key={d.prompt_key}", f"data.image_key={d.image_key}", f"data.video_key={d.video_key}",
-        f"data.train_batch_size={d.train_batch_size}", f"data.max_prompt_length={d.max_prompt_length}",
-        f"data.max_response_length={d.max_response_length}", f"data.filter_overlong_prompts={d.filter_overlong_prompts}",
-        f"data.seed={a.seed}", f"data.custom_cls.path={dataset_file()}", "data.custom_cls.name=CaprlRLDataset",
-        f"actor_rollout_ref.model.path={cfg.policy}", "actor_rollout_ref.model.use_remove_padding=True",
+        f"algorithm.adv_estimator={a.estimator}",
+        "algorithm.use_kl_in_reward=False",
+        f"data.train_files={_list(d.train_files)}",
+        f"data.val_files={_list(d.val_files)}",
+        f"data.prompt_key={d.prompt_key}",
+        f"data.image_key={d.image_key}",
+        f"data.video_key={d.video_key}",
+        f"data.train_batch_size={d.train_batch_size}",
+        f"data.max_prompt_length={d.max_prompt_length}",
+        f"data.max_response_length={d.max_response_length}",
+        f"data.filter_overlong_prompts={d.filter_overlong_prompts}",
+        f"data.seed={a.seed}",
+        f"data.custom_cls.path={dataset_file()}",
+        "data.custom_cls.name=CaprlRLDataset",
+        f"actor_rollout_ref.model.path={cfg.policy}",
+        "actor_rollout_ref.model.use_remove_padding=True",
         "actor_rollout_ref.model.enable_gradient_checkpointing=True",
-        f"actor_rollout_ref.actor.strategy={v.strategy}", f"actor_rollout_ref.actor.optim.lr={a.lr}",
+        f"actor_rollout_ref.actor.strategy={v.strategy}",
+        f"actor_rollout_ref.actor.optim.lr={a.lr}",
         f"actor_rollout_ref.actor.optim.lr_warmup_steps_ratio={a.warmup_ratio}",
         f"actor_rollout_ref.actor.ppo_mini_batch_size={a.mini_batch_size}",
         "actor_rollout_ref.actor.use_dynamic_bsz=True",
         f"actor_rollout_ref.actor.ppo_max_token_len_per_gpu={v.max_token_len_per_gpu}",
-        f"actor_rollout_ref.actor.use_kl_loss={a.kl_coef > 0}", f"actor_rollout_ref.actor.kl_loss_coef={a.kl_coef}",
-        "actor_rollout_ref.actor.kl_loss_type=low_var_kl", f"actor_rollout_ref.actor.entropy_coeff={a.entropy_coeff}",
+        f"actor_rollout_ref.actor.use_kl_loss={a.kl_coef > 0}",
+        f"actor_rollout_ref.actor.kl_loss_coef={a.kl_coef}",
+        "actor_rollout_ref.actor.kl_loss_type=low_var_kl",
+        f"actor_rollout_ref.actor.entropy_coeff={a.entropy_coeff}",
         f"actor_rollout_ref.actor.loss_agg_mode={a.loss_agg_mode}",
         f"actor_rollout_ref.actor.freeze_vision_tower={a.freeze_vision_tower}",
         "actor_rollout_ref.actor.checkpoint.save_contents=[model,optimizer,extra,hf_model]",
-        "actor_rollout_ref.rollout.name=vllm", f"actor_rollout_ref.rollout.n={a.num_generations}",
-        f"actor_rollout_ref.rollout.temperature={a.temperature}", f"actor_rollout_ref.rollout.top_p={a.top_p}",
+        "actor_rollout_ref.rollout.name=vllm",
+        f"actor_rollout_ref.rollout.n={a.num_generations}",
+        f"actor_rollout_ref.rollout.temperature={a.temperature}",
+        f"actor_rollout_ref.rollout.top_p={a.top_p}",
         f"actor_rollout_ref.rollout.tensor_model_parallel_size={v.tensor_parallel_size}",
         f"actor_rollout_ref.rollout.gpu_memory_utilization={v.gpu_memory_utilization}",
         f"actor_rollout_ref.rollout.max_model_len={d.max_prompt_length + d.max_response_length}",
@@ -64,22 +78,31 @@ def build_overrides(cfg: TrainConfig, *, overwrite: bool = False) -> list[str]:
         f"actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu={v.max_token_len_per_gpu}",
         "actor_rollout_ref.ref.log_prob_use_dynamic_bsz=True",
         f"actor_rollout_ref.ref.log_prob_max_token_len_per_gpu={v.max_token_len_per_gpu}",
-        f"reward.custom_reward_function.path={reward_file()}", "reward.custom_reward_function.name=compute_score",
+        f"reward.custom_reward_function.path={reward_file()}",
+        "reward.custom_reward_function.name=compute_score",
         f"+reward.custom_reward_function.reward_kwargs.reward_urls='{','.join(v.reward_urls)}'",
-        "reward.reward_manager.name=naive", f"reward.num_workers={v.reward_workers}",
-        f"trainer.nnodes={v.nnodes}", f"trainer.n_gpus_per_node={v.n_gpus_per_node}",
-        f"trainer.project_name={v.project}", f"trainer.experiment_name={v.experiment}",
-        f"trainer.default_local_dir={ckpt}", f"trainer.logger={_list(v.logger)}",
-        f"trainer.total_epochs={a.epochs}", f"trainer.save_freq={a.save_steps}", f"trainer.test_freq={a.eval_steps}",
+        "reward.reward_manager.name=naive",
+        f"reward.num_workers={v.reward_workers}",
+        f"trainer.nnodes={v.nnodes}",
+        f"trainer.n_gpus_per_node={v.n_gpus_per_node}",
+        f"trainer.project_name={v.project}",
+        f"trainer.experiment_name={v.experiment}",
+        f"trainer.default_local_dir={ckpt}",
+        f"trainer.logger={_list(v.logger)}",
+        f"trainer.total_epochs={a.epochs}",
+        f"trainer.save_freq={a.save_steps}",
+        f"trainer.test_freq={a.eval_steps}",
         f"trainer.resume_mode={'disable' if overwrite else 'auto'}",
     ]
     if a.max_steps:
         o.append(f"trainer.total_training_steps={a.max_steps}")
     if length is not None and length.weight:
-        o += [f"+reward.custom_reward_function.reward_kwargs.length_tokenizer={cfg.policy}",
-              f"+reward.custom_reward_function.reward_kwargs.length_weight={length.weight}",
-              f"+reward.custom_reward_function.reward_kwargs.length_l1={cfg.reward.length.l1}",
-              f"+reward.custom_reward_function.reward_kwargs.length_l2={cfg.reward.length.l2}"]
+        o += [
+            f"+reward.custom_reward_function.reward_kwargs.length_tokenizer={cfg.policy}",
+            f"+reward.custom_reward_function.reward_kwargs.length_weight={length.weight}",
+            f"+reward.custom_reward_function.reward_kwargs.length_l1={cfg.reward.length.l1}",
+            f"+reward.custom_reward_function.reward_kwargs.length_l2={cfg.reward.length.l2}",
+        ]
     if d.media_root:
         o.append(f"+data.media_root={d.media_root}")
     if cfg.task == "video":
@@ -128,8 +151,13 @@ def compose(cfg: TrainConfig) -> Any:
         cause = str(exc.__cause__ or exc)
         bad = next((o for o in cfg.verl.extra_overrides if o.split("=")[0].lstrip("+~") in str(exc)), None)
         path = "verl.extra_overrides" if bad else "verl"
-        raise ConfigError([ConfigIssue(path, f"verl rejects the generated config: {exc}",
-                                       f"{cause[:200]}" if cause != str(exc) else None)]) from None
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    path, f"verl rejects the generated config: {exc}", f"{cause[:200]}" if cause != str(exc) else None
+                )
+            ]
+        ) from None
 
 
 def dry_run(cfg: TrainConfig) -> list[str]:
@@ -147,17 +175,23 @@ def dry_run(cfg: TrainConfig) -> list[str]:
     lines.append("verl: validate_config passed")
     served = [f"{c.weight} x {c.name}" for c in cfg.reward.components if c.name != "length" and c.weight]
     urls = ", ".join(cfg.verl.reward_urls) or "$CAPRL_REWARD_URLS"
-    lines.append(f"reward: {' + '.join(served) or 'nothing'} computed by the reward servers at {urls} (their "
-                 "serve-reward config must hold these terms and weights); length computed in the reward function")
+    lines.append(
+        f"reward: {' + '.join(served) or 'nothing'} computed by the reward servers at {urls} (their "
+        "serve-reward config must hold these terms and weights); length computed in the reward function"
+    )
     decoder = any(importlib.util.find_spec(m) for m in ("torchcodec", "decord"))
     if Path(cfg.policy).is_dir() and cfg.task == "video" and not decoder:
-        lines.append("verl: SKIPPED the dataset check: verl decodes video files through qwen_vl_utils, which needs "
-                     "torchcodec or decord (neither is installed here; verl[verl-core] brings torchcodec)")
+        lines.append(
+            "verl: SKIPPED the dataset check: verl decodes video files through qwen_vl_utils, which needs "
+            "torchcodec or decord (neither is installed here; verl[verl-core] brings torchcodec)"
+        )
     elif Path(cfg.policy).is_dir():
         lines += check_dataset(cfg, vcfg)
     else:
-        lines.append(f"verl: SKIPPED the dataset check: the policy {cfg.policy} is not a local directory "
-                     "(its processor is needed to load the data the way verl does)")
+        lines.append(
+            f"verl: SKIPPED the dataset check: the policy {cfg.policy} is not a local directory "
+            "(its processor is needed to load the data the way verl does)"
+        )
     lines.append("command: " + " ".join(shlex.quote(x) for x in command(cfg)))
     return lines
 
@@ -176,12 +210,21 @@ def check_dataset(cfg: TrainConfig, vcfg: Any) -> list[str]:
         data_cfg.filter_overlong_prompts_workers = None
     out = []
     for files in (list(vcfg.data.train_files), list(vcfg.data.val_files)):
-        n_rows = sum(len(datasets.load_dataset("parquet" if f.endswith(".parquet") else "json", data_files=f,
-                                               split="train")) for f in files)
+        n_rows = sum(
+            len(datasets.load_dataset("parquet" if f.endswith(".parquet") else "json", data_files=f, split="train"))
+            for f in files
+        )
         ds = create_rl_dataset(files, data_cfg, model.tokenizer, model.processor)
         if len(ds) != n_rows:
-            raise ConfigError([ConfigIssue("data", f"verl kept {len(ds)} of {n_rows} rows of {files}: rows were "
-                                           "dropped (too long for data.max_prompt_length, or broken media)")])
+            raise ConfigError(
+                [
+                    ConfigIssue(
+                        "data",
+                        f"verl kept {len(ds)} of {n_rows} rows of {files}: rows were "
+                        "dropped (too long for data.max_prompt_length, or broken media)",
+                    )
+                ]
+            )
         if len(ds):
             _check_media_reached(ds[0], files, data_cfg)
         out.append(f"verl: create_rl_dataset loaded all {n_rows} rows of {', '.join(files)}")
@@ -198,6 +241,13 @@ def _check_media_reached(row: dict[str, Any], files: list[str], data_cfg: Any) -
     text += " ".join(str(p.get("text", "")) for p in parts if p.get("type") == "text")
     for kind, key in (("image", data_cfg.image_key), ("video", data_cfg.video_key)):
         if f"<{kind}>" in text and not any(p.get("type") == kind for p in parts):
-            raise ConfigError([ConfigIssue(f"data.{kind}_key", f"verl read the first row of {files[0]} without its "
-                                           f"{kind}: the prompt says <{kind}> but column '{key}' holds none",
-                                           f"set data.{kind}_key to the column with the {kind}s")])
+            raise ConfigError(
+                [
+                    ConfigIssue(
+                        f"data.{kind}_key",
+                        f"verl read the first row of {files[0]} without its "
+                        f"{kind}: the prompt says <{kind}> but column '{key}' holds none",
+                        f"set data.{kind}_key to the column with the {kind}s",
+                    )
+                ]
+            )
