@@ -229,4 +229,6 @@ def test_a_worker_killed_mid_run_loses_nothing(cluster, tiny_models, tmp_path: P
     assert sorted(keys) == sorted(f"img_{i:02d}.png" for i in range(24))  # every key exactly once
     assert report.n_ok == 24
     pids = {s.worker.pid for s in run_dir.read_stats()}
-    assert killed[0] in pids and len(pids) >= 2  # the killed worker had written shards; others finished the run
+    # another worker finished the run; a shard the killed one had committed on its writer thread but not yet
+    # reported may be redone there (rewritten atomically: every key still once, as checked above)
+    assert pids - {killed[0]}
