@@ -270,6 +270,15 @@ class RunDir:
             out.append(read_model(self.fs, self.stats_path(shard_id), ShardStats, f"stats of shard {shard_id}"))
         return out
 
+    def committed(self, shard_id: int) -> ShardStats | None:
+        """The stats of shard ``shard_id`` when it is committed under this run's config (its sidecar is there and
+        stamped with the manifest's config hash), else None."""
+        if not self.fs.exists(self.stats_path(shard_id)):
+            return None
+        stats: ShardStats = read_model(self.fs, self.stats_path(shard_id), ShardStats, f"stats of shard {shard_id}")
+        manifest = self.manifest()
+        return stats if manifest is not None and stats.config_hash == manifest.config_hash else None
+
     def shards_with(self, statuses: Iterable[str]) -> frozenset[int]:
         """Finished shards holding a row of one of ``statuses`` (read from their stats)."""
         wanted = set(statuses)

@@ -129,6 +129,7 @@ def run_stage(cfg: Any, stage: Stage, listing: Listing, *, progress: Progress) -
         progress=progress,
         stage=stage.name,
         resources=worker_resources(stage.engines, r),
+        committed=lambda shard_id: None if shard_id in stage.redo else stage.run_dir.committed(shard_id),
     )
     progress.finish(stage.name)
     return written, skipped

@@ -84,6 +84,7 @@ def run_local(
     progress: Progress | None = None,
     stage: str = "annotate",
     resources: Any = None,  # one worker in this process: it uses whatever devices the process sees
+    committed: Callable[[int], ShardStats | None] | None = None,  # a dead worker ends the run here: nothing redone
 ) -> tuple[list[ShardStats], int]:
     """Returns (stats of the shards written now, number of shards skipped as already done)."""
     worker: Worker | None = None

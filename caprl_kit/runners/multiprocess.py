@@ -18,7 +18,7 @@ import os
 import pickle
 import queue
 import threading
-from collections.abc import Iterable, Set as AbstractSet
+from collections.abc import Callable, Iterable, Set as AbstractSet
 from typing import Any
 
 from caprl_kit.errors import CaprlError
@@ -126,6 +126,7 @@ def run_multiprocess(
     progress: Progress | None = None,
     stage: str = "annotate",
     resources: WorkerResources | None = None,
+    committed: Callable[[int], ShardStats | None] | None = None,  # a dead process ends the run here: nothing redone
 ) -> tuple[list[ShardStats], int]:
     progress = progress or NullProgress()
     visible = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g]

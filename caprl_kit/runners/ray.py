@@ -18,7 +18,9 @@ Ray node id and GPU ids that ran it (``caprl annotate status`` shows shards per 
 
 Faults: a shard whose actor died (killed, out of memory, its node left the cluster) is redone on the next free
 actor, so the run goes on with the rest; the dead actor rejoins when Ray has restarted it (``max_restarts=-1``),
-wherever it fits. The half-written shard was never committed, so every item ends up exactly once. The user sees a
+wherever it fits. A half-written shard was never committed, and a shard the actor committed but did not get to
+report (its writer thread commits) is found by its stats sidecar and kept, not redone: every item ends up exactly
+once. The user sees a
 warning naming the shard and the cause; when no worker is alive or coming back for ``start_timeout_s``, the run
 stops with what the cluster has free (finished shards kept, a rerun resumes).
 
@@ -31,7 +33,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Set as AbstractSet
+from collections.abc import Callable, Iterable, Set as AbstractSet
 from typing import Any
 
 from caprl_kit._optional import require
@@ -79,6 +81,7 @@ def run_ray(
     progress: Progress | None = None,
     stage: str = "annotate",
     resources: WorkerResources | None = None,
+    committed: Callable[[int], ShardStats | None] | None = None,
 ) -> tuple[list[ShardStats], int]:
     ray = require("ray", extra="ray")
     progress = progress or NullProgress()
@@ -96,7 +99,14 @@ def run_ray(
                 continue
             if pool is None:  # the first shard to do: start the pool (a finished run starts nothing)
                 actors = _start_actors(ray, factory, max_retries, num_workers, resources, groups)
-                pool = _Pool(ray, actors, progress, stage, (resources or WorkerResources(1, 0, False)).start_timeout_s)
+                pool = _Pool(
+                    ray,
+                    actors,
+                    progress,
+                    stage,
+                    (resources or WorkerResources(1, 0, False)).start_timeout_s,
+                    committed or (lambda _: None),
+                )
             pool.submit(spec, items)
         if pool is None:
             return [], skipped
@@ -122,8 +132,17 @@ class _Pool:
     it fits. When no actor is alive or coming back for ``timeout_s``, the run stops (finished shards kept; a rerun
     resumes)."""
 
-    def __init__(self, ray: Any, actors: list[Any], progress: Progress, stage: str, timeout_s: float):
+    def __init__(
+        self,
+        ray: Any,
+        actors: list[Any],
+        progress: Progress,
+        stage: str,
+        timeout_s: float,
+        committed: Callable[[int], ShardStats | None],
+    ):
         self.ray, self.progress, self.stage, self.timeout_s = ray, progress, stage, timeout_s
+        self.committed = committed
         self.idle: deque[Any] = deque(a for a in actors for _ in range(SHARDS_PER_ACTOR))
         self.running: dict[Any, tuple[Any, ShardSpec, list[Any]]] = {}  # stats ref -> (actor, shard, items)
         self.restarting: dict[Any, Any] = {}  # ready ref -> actor
@@ -147,6 +166,22 @@ class _Pool:
             else:
                 self.step(block=True)
 
+    def _drop(self, actor: Any) -> None:
+        """A dead actor's slots leave the pool (they would queue work on it) and rejoin once Ray restarted it."""
+        free = sum(a is actor for a in self.idle)
+        self.idle = deque(a for a in self.idle if a is not actor)
+        for _ in range(free + 1):
+            self.restarting[actor.ready.remote()] = actor
+
+    def _done(self, stats: ShardStats) -> None:
+        self.progress.advance(
+            self.stage,
+            items=stats.n_items,
+            failed=stats.n_failed,
+            tokens=int(stats.metrics.get("completion_tokens", 0)),
+        )
+        self.written.append(stats)
+
     def _any_done(self) -> bool:
         return bool(self.ray.wait(list(self.running), num_returns=1, timeout=0)[0])
 
@@ -169,25 +204,21 @@ class _Pool:
             try:
                 stats = ShardStats.model_validate_json(_get(ray, ref, actor_died=None))
             except ray.exceptions.RayActorError as exc:
+                self._drop(actor)
+                on_disk = self.committed(spec.shard_id)  # its writer thread may have committed it before the kill
+                if on_disk is not None:
+                    log.info("the worker that committed shard %s died before reporting it; kept", spec.name)
+                    self._done(on_disk)
+                    continue
                 log.warning(
                     "the worker running shard %s died (%s); redoing the shard on another worker",
                     spec.name,
                     str(exc).splitlines()[0],
                 )
                 self.redo.append((spec, items))
-                free = sum(a is actor for a in self.idle)  # its free slots would queue work on a dead actor
-                self.idle = deque(a for a in self.idle if a is not actor)
-                for _ in range(free + 1):
-                    self.restarting[actor.ready.remote()] = actor
                 continue
             self.idle.append(actor)
-            self.progress.advance(
-                self.stage,
-                items=stats.n_items,
-                failed=stats.n_failed,
-                tokens=int(stats.metrics.get("completion_tokens", 0)),
-            )
-            self.written.append(stats)
+            self._done(stats)
         if self.idle or self.running:
             self.stalled_since = None
         elif block:  # every worker is dead or restarting
