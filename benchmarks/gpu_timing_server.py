@@ -94,6 +94,7 @@ class _Stats:
     max_waiting: int = 0
     free_since: deque = field(default_factory=deque)  # when each slot that nobody waited for was freed
     refill_gaps: list[float] = field(default_factory=list)  # slot freed -> next request arrived (client latency)
+    arrivals: list[str] = field(default_factory=list)  # each request's prompt_key, in arrival order
 
 
 class Engine:
@@ -194,6 +195,7 @@ class Engine:
             "engine_lag_s": round(st.lag_s, 4),
             "steps": len(st.steps),
             "lengths": st.lengths,
+            "arrivals": st.arrivals,
         }
         if st.first_arrival is None or st.last_done is None or not st.steps:
             return out
@@ -233,10 +235,20 @@ class Engine:
         return out
 
 
+def _messages_key(body: dict[str, Any]) -> bytes:
+    return json.dumps(body.get("messages"), sort_keys=True, separators=(",", ":")).encode()
+
+
 def lengths_for(cfg: EngineConfig, body: dict[str, Any]) -> list[int]:
     """The seeded length of each choice of a chat request (from its messages only)."""
-    key = json.dumps(body.get("messages"), sort_keys=True, separators=(",", ":")).encode()
+    key = _messages_key(body)
     return [cfg.length_of(key, i) for i in range(int(body.get("n") or 1))]
+
+
+def prompt_key(body: dict[str, Any]) -> str:
+    """A short digest of a chat request's messages: ``/stats`` lists them in arrival order (``arrivals``), so a test
+    can see which prompts reached the engine one after another."""
+    return hashlib.sha256(_messages_key(body)).hexdigest()[:16]
 
 
 def make_app(cfg: EngineConfig) -> Any:
@@ -262,6 +274,7 @@ def make_app(cfg: EngineConfig) -> Any:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             return JSONResponse({"error": {"message": "messages must be a non-empty list"}}, status_code=400)
+        engine.stats.arrivals.append(prompt_key(body))
         max_tokens = int(body.get("max_tokens") or cfg.max_len)
         wanted = lengths_for(cfg, body)
         lengths = [min(n, max_tokens) for n in wanted]

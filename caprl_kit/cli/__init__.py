@@ -278,6 +278,9 @@ def serve_reward(
     overrides: list[str] | None = typer.Argument(None, help="Dotted overrides: key.path=value."),
     host: str | None = typer.Option(None, help="Bind address (default from config: 127.0.0.1)."),
     port: int | None = typer.Option(None, help="Port (default from config)."),
+    workers: int | None = typer.Option(
+        None, help="Server processes sharing the port (default from config: 1); answerer openai or lexical."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the resolved config and exit."),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True),
 ) -> None:
@@ -287,7 +290,7 @@ def serve_reward(
 
     with _errors(verbose):
         setup_logging(verbose)
-        values = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+        values = {k: v for k, v in (("host", host), ("port", port), ("workers", workers)) if v is not None}
         cfg = cast("RewardServerConfig", load_config(config, list(overrides or []), kind="serve_reward", values=values))
         from caprl_kit import commands
 

@@ -45,6 +45,11 @@ from caprl_kit.schemas.reward import RewardRequest
 
 log = get_logger(__name__)
 
+#: answerers that several server processes can share: a client of one engine server, or no model at all
+MULTI_WORKER_ANSWERERS = ("openai", "lexical")
+#: ``workers > 1``: the resolved config, handed by ``run`` to each worker process (``worker_app``)
+WORKER_CONFIG_ENV = "CAPRL_REWARD_SERVER_CONFIG"
+
 
 class RewardServerConfig(JobConfig):
     pipeline_module: ClassVar[str] = "caprl_kit.rewards.server"
@@ -59,6 +64,12 @@ class RewardServerConfig(JobConfig):
         None, description="Weight of the timestamp-format term; default 0.2 for video, 0 for image (spec §2.4)"
     )
     timestamp_format: TimestampFormatConfig = Field(default_factory=TimestampFormatConfig)
+    workers: int = Field(
+        1,
+        ge=1,
+        description="Server processes sharing the port (uvicorn workers), each with its own answerer client; "
+        "above 1 only for an answerer behind HTTP (openai) or the lexical one",
+    )
 
     @model_validator(mode="after")
     def _scores_itself(self) -> "RewardServerConfig":
@@ -67,6 +78,12 @@ class RewardServerConfig(JobConfig):
                 "qa.service",
                 "a reward server scores with its own answerer (qa.answerer), not through another server",
                 "remove qa.service",
+            )
+        if self.workers > 1 and self.qa.answerer.name not in MULTI_WORKER_ANSWERERS:
+            raise FieldIssue(
+                "workers",
+                f"each worker would load its own {self.qa.answerer.name} engine with the model",
+                "serve the answerer once (vllm serve) and point qa.answerer at it (name: openai), or set workers: 1",
             )
         return self
 
@@ -281,13 +298,10 @@ def official_to_mcqs(prompts: list[list[Any]]) -> tuple[list[str], list[list[MCQ
 # --------------------------------------------------------------------------- the app
 
 
-def create_app(cfg: RewardServerConfig, engine: Any = None) -> Any:
-    from fastapi import FastAPI, Request
-    from fastapi.responses import JSONResponse, PlainTextResponse
-    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-
+def bearer_token(cfg: RewardServerConfig) -> str | None:
+    """The token requests must carry (None: no auth); a ``token_env`` that is unset or empty is a ConfigError."""
     token = os.environ.get(cfg.token_env) if cfg.token_env else None
-    if cfg.token_env and not (token or "").strip():  # checked before the answerer loads
+    if cfg.token_env and not (token or "").strip():
         from caprl_kit.errors import ConfigError, ConfigIssue
 
         state = "empty" if token is not None else "unset"
@@ -300,6 +314,15 @@ def create_app(cfg: RewardServerConfig, engine: Any = None) -> Any:
                 )
             ]
         )
+    return token
+
+
+def create_app(cfg: RewardServerConfig, engine: Any = None) -> Any:
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse, PlainTextResponse
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+    token = bearer_token(cfg)  # checked before the answerer loads
     scorer = Scorer(cfg, engine)
     registry = CollectorRegistry()
     requests_total = Counter(
@@ -393,21 +416,44 @@ def create_app(cfg: RewardServerConfig, engine: Any = None) -> Any:
     return app
 
 
+def worker_app() -> Any:
+    """One worker process's app (``workers > 1``; uvicorn calls it as an app factory): the config ``run`` resolved."""
+    return create_app(RewardServerConfig.model_validate_json(os.environ[WORKER_CONFIG_ENV]))
+
+
 def plan(cfg: RewardServerConfig) -> list[str]:
     auth = f"bearer token from ${cfg.token_env}" if cfg.token_env else "no auth"
+    workers = f", {cfg.workers} worker processes" if cfg.workers > 1 else ""
     return [
-        f"serve the {cfg.qa.task} QA reward on http://{cfg.host}:{cfg.port} ({auth})",
+        f"serve the {cfg.qa.task} QA reward on http://{cfg.host}:{cfg.port} ({auth}{workers})",
         f"answerer: {cfg.qa.answerer.name}:{cfg.qa.answerer.model or ''} compat={cfg.qa.compat} "
         f"mode={cfg.qa.mode} qa_num={cfg.qa.qa_num}",
     ]
 
 
 def run(cfg: RewardServerConfig, *, overwrite: bool = False, progress: Any = None) -> Any:
+    """Serve until SIGINT/SIGTERM. ``workers > 1``: uvicorn's supervisor binds the port and starts that many worker
+    processes (spawned, each building the app with ``worker_app``), restarts one that dies, and stops them all on
+    the signal; the kernel hands each connection to one worker, so a request, with every question of its captions,
+    is scored by one worker."""
     import uvicorn
 
+    from caprl_kit.backends import build_backend
     from caprl_kit.progress import RunReport
 
-    app = create_app(cfg)
     log.info("reward server on http://%s:%d", cfg.host, cfg.port)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning")
+    if cfg.workers == 1:
+        uvicorn.run(create_app(cfg), host=cfg.host, port=cfg.port, log_level="warning")
+        return RunReport(command="serve_reward", output_dir=None)
+    bearer_token(cfg)  # what each worker would refuse, refused once here
+    build_backend(cfg.qa.answerer).close()  # likewise the answerer's settings (an openai key variable set but empty)
+    os.environ[WORKER_CONFIG_ENV] = cfg.model_dump_json()
+    uvicorn.run(
+        f"{__name__}:worker_app",
+        factory=True,
+        workers=cfg.workers,
+        host=cfg.host,
+        port=cfg.port,
+        log_level="warning",
+    )
     return RunReport(command="serve_reward", output_dir=None)

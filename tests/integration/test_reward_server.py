@@ -4,6 +4,8 @@ engine faults (503, never zeros), auth, metrics; the client's failover; the CLI 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import os
 import signal
@@ -338,3 +340,122 @@ def test_a_short_request_is_answered_before_a_long_one_sent_earlier() -> None:
     assert [r.status_code for r in responses] == [200, 200]
     assert finished == [short, long_]
     assert list(scorer.scored) == [1, 1]
+
+
+# --------------------------------------------------------------------------- several workers, prompt order (issue 22)
+
+
+def _children(pid: int) -> list[int]:
+    """Live child processes of ``pid`` that multiprocessing spawned as workers (not its resource tracker)."""
+    out = []
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"spawn_main" in cmdline:
+            out.append(int(child))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads worker processes from /proc (Linux)")
+def test_cli_workers_2_score_concurrent_requests_and_stop_together(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    conf = tmp_path / "rm.yaml"
+    conf.write_text(json.dumps({"kind": "serve_reward", "qa": {"answerer": {"name": "lexical"}, "seed": 0}}))
+    proc = subprocess.Popen([sys.executable, "-m", "caprl_kit", "serve-reward", "-c", str(conf), "--port", str(port),
+                             "--workers", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    workers: list[int] = []
+    try:
+        deadline, healthy = time.time() + 90, False
+        while len(workers) < 2 or not healthy:
+            if time.time() > deadline or proc.poll() is not None:
+                raise AssertionError(proc.stdout.read() if proc.poll() is not None else "workers did not start")
+            time.sleep(0.2)
+            workers = _children(proc.pid)
+            with contextlib.suppress(httpx.HTTPError):
+                healthy = httpx.get(f"{url}/health", timeout=1).status_code == 200
+        bodies = [{"prompts": [[FULL if i % 2 else HALF, [[SQUARE_Q, "B"]]], [FULL, [[CIRCLE_Q, "A"]]]],
+                   "query": [], "labels": []} for i in range(40)]
+
+        async def fire() -> list[httpx.Response]:  # one connection per request: the kernel picks a worker for each
+            async def one(b: dict) -> httpx.Response:
+                async with httpx.AsyncClient(timeout=60) as client:
+                    return await client.post(f"{url}/get_reward", json=b)
+
+            return await asyncio.gather(*(one(b) for b in bodies))
+
+        responses = asyncio.run(fire())
+        typed_r = httpx.post(f"{url}/v1/reward", json={"captions": [FULL], "ground_truth": [[typed("B")]]})
+        assert [r.status_code for r in responses] == [200] * 40
+        # the lexical answerer: FULL says the square is blue, HALF says nothing of it
+        assert [r.json()["rewards"] for r in responses] == [[1.0, 1.0] if i % 2 else [0.0, 1.0] for i in range(40)]
+        assert typed_r.status_code == 200 and typed_r.json()["rewards"] == [1.0]
+        assert len(_children(proc.pid)) == 2  # both workers still up, none restarted after a crash
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+    output = proc.stdout.read()
+    assert code == 0, output
+    assert "Traceback" not in output
+    for pid in workers:  # the supervisor stopped its workers before it exited
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+
+
+def test_workers_above_1_refused_for_an_answerer_that_loads_the_model() -> None:
+    from caprl_kit.config import load_config
+    from caprl_kit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="workers") as err:
+        load_config("serve_reward/qa_image_qwen25_3b", ["workers=2"], kind="serve_reward")
+    assert "vllm serve" in str(err.value)
+    assert cfg(workers=3).workers == 3  # the lexical answerer loads no model: fine
+
+
+def test_one_captions_answer_prompts_reach_the_engine_one_after_another() -> None:
+    """Prefix affinity: a caption's answer prompts share everything up to the question, so they reach the engine
+    adjacent (and a request's captions in a row), whatever else is queued: the order the GPU-timing instrument saw
+    them arrive, with concurrent requests from 12 clients and one request in flight at a time to the engine."""
+    pytest.importorskip("fastapi")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from gpu_timing_server import EngineConfig, prompt_key, serve_thread
+
+    from caprl_kit.mcq.validate import validate_mcq
+
+    questions = [typed("B"), typed("A", "What color is the circle?"), typed("A", "Is there a red shape?")]
+    mcqs = [validate_mcq(q, "q") for q in questions]
+    captions = [f"{FULL} Take {i}." for i in range(24)]
+    engine_cfg = EngineConfig(max_running=4, step_s=0.002, prefill_steps=1, median_tokens=2, sigma=0.6, seed=3)
+    with serve_thread(engine_cfg) as engine_url:
+        server_cfg = cfg(qa={"mode": "all_qa", "answerer": {"name": "openai", "model": "gpu-timing", "openai": {
+            "base_url": engine_url, "max_concurrency": 1}}})
+        app = create_app(server_cfg)
+        scorer, backend = app.state.scorer, app.state.scorer.qa.engine
+        owner = {}  # all_qa asks every question once, unshuffled: each caption's prompts are known in advance
+        for caption in captions:
+            for request in scorer.qa.plan([caption], [mcqs])[0]:
+                owner[prompt_key(backend.payload(request))] = caption
+        assert len(owner) == 3 * len(captions)
+
+        async def fire(url: str) -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=60) as client:
+                return await asyncio.gather(*(
+                    client.post(f"{url}/v1/reward", json={"captions": captions[i : i + 2],
+                                                          "ground_truth": [questions, questions]})
+                    for i in range(0, len(captions), 2)))
+
+        with serve(app) as url:
+            responses = asyncio.run(fire(url))
+        arrivals = httpx.get(engine_url.rsplit("/v1", 1)[0] + "/stats").json()["arrivals"]
+    assert [r.status_code for r in responses] == [200] * 12
+    assert backend.max_in_flight == 1 and len(arrivals) == 3 * len(captions)
+    order = [owner[key] for key in arrivals]
+    runs = [caption for caption, _ in itertools.groupby(order)]
+    assert sorted(runs) == sorted(captions)  # every caption's 3 prompts arrived as one run, nobody else's between
+    pairs = {(captions[i], captions[i + 1]) for i in range(0, len(captions), 2)}
+    assert all((runs[k], runs[k + 1]) in pairs for k in range(0, len(runs), 2))  # a request's captions in a row
