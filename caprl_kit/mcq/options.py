@@ -37,7 +37,12 @@ def normalize_choice(choice: str) -> tuple[str | None, str]:
 
 
 def choice_texts(mcq: MCQ) -> list[tuple[str, str]]:
-    return [(normalize_choice(c)[0] or LETTERS[i], normalize_choice(c)[1]) for i, c in enumerate(mcq.choices)]
+    """(label, text) per choice; an unlabelled choice takes its position's letter."""
+    out = []
+    for i, choice in enumerate(mcq.choices):
+        label, text = normalize_choice(choice)
+        out.append((label or LETTERS[i], text))
+    return out
 
 
 def render(mcq: MCQ, choices: Sequence[str] | None = None) -> str:
@@ -50,7 +55,7 @@ def split_question_full(question_full: str) -> MCQ | None:
     lines = question_full.split("\n")
     stem_lines, choices = [], []
     for line in lines:
-        label, text = normalize_choice(line) if CHOICE_RE.match(line) else (None, line)
+        label, text = normalize_choice(line)
         if label and text:
             choices.append(f"{label}) {text}")
         elif not choices:
@@ -74,11 +79,13 @@ def shuffle_options(
     extra_option: str | None = CANNOT_ANSWER,
     extra_label: Literal["next", "F"] = "next",
     shuffle: bool = True,
+    pairs: list[tuple[str, str]] | None = None,
 ) -> Shuffled:
     """Shuffle the options, relabel from A, track the answer, and append ``extra_option`` (the cannot-answer
     option for rewards, "None of the above" for curation). ``extra_label="F"`` reproduces the official server,
-    which always labels it F (so 4 options run A, B, C, D, F; spec §2.2)."""
-    pairs = choice_texts(mcq)
+    which always labels it F (so 4 options run A, B, C, D, F; spec §2.2). ``pairs``: ``choice_texts(mcq)``, when
+    the caller shuffles one MCQ many times."""
+    pairs = choice_texts(mcq) if pairs is None else pairs
     pairs = [(label, text) for label, text in pairs if text.strip() != CANNOT_ANSWER]
     texts = [t for _, t in pairs]
     labels = [label for label, _ in pairs]

@@ -15,7 +15,15 @@ from typing import Any
 
 from caprl_kit.backends import build_backend
 from caprl_kit.backends.base import Backend, Request, Response, SamplingParams
-from caprl_kit.mcq.options import CANNOT_ANSWER, extract_letter, official_shuffle, parse_easy, render, shuffle_options
+from caprl_kit.mcq.options import (
+    CANNOT_ANSWER,
+    choice_texts,
+    extract_letter,
+    official_shuffle,
+    parse_easy,
+    render,
+    shuffle_options,
+)
 from caprl_kit.rewards.base import RewardError, RewardOutput, completion_text, decode_ground_truth
 from caprl_kit.rewards.config import QARewardConfig
 from caprl_kit.rewards.prompts import PREFILL, answer_prompt
@@ -49,12 +57,16 @@ class QAScorer:
         if cfg.mode == "all_qa":
             return [(render(q), q.answer, q.choices) for q in qas]
         out = []
+        parsed: dict[int, list[tuple[str, str]]] = {}  # each question's choices, parsed once for all its draws
         for _ in range(cfg.qa_num):
             q = self.rng.choice(qas)
             if cfg.compat == "official":
                 s = official_shuffle(render(q), q.answer, self.rng)
             else:
-                s = shuffle_options(q, self.rng, extra_option=CANNOT_ANSWER, extra_label="next")
+                pairs = parsed.get(id(q))
+                if pairs is None:
+                    pairs = parsed[id(q)] = choice_texts(q)
+                s = shuffle_options(q, self.rng, extra_option=CANNOT_ANSWER, extra_label="next", pairs=pairs)
             out.append((s.question_full, s.answer, s.choices))
         return out
 
