@@ -358,7 +358,8 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads worker processes from /proc (Linux)")
+@pytest.mark.skipif(not Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").exists(),
+                    reason="reads the worker processes from /proc (Linux)")
 def test_cli_workers_2_score_concurrent_requests_and_stop_together(tmp_path: Path) -> None:
     import socket
 
