@@ -1,7 +1,7 @@
 """Captions scored per second by the reward server.
 
     .venv/bin/python benchmarks/reward_server.py --engine gpu-timing                 # the documented 0.5 s steps
-    .venv/bin/python benchmarks/reward_server.py --engine gpu-timing --preset fast   # 10 ms steps, ~340 prompts/s
+    .venv/bin/python benchmarks/reward_server.py --engine gpu-timing --preset fast   # 10 ms steps, ~360 prompts/s
     .venv/bin/python benchmarks/reward_server.py --engine gpu-timing --preset fast --workers 2
     .venv/bin/python benchmarks/reward_server.py [--captions 128] [--qa-num 8] [--engine transformers|lexical]
 
@@ -121,7 +121,7 @@ def main() -> None:
 PRESETS = {
     # the settings docs/rewards.md and docs/dataflow.md quote: a slow engine, 0.5 s per decode step (~22 prompts/s)
     "doc": {"captions": 128, "clients": 16, "batch": 4, "max_running": 64, "step_s": 0.5},
-    # a fast engine: 10 ms steps, 20 slots: ~340 answer prompts/s of capacity (reward answers are ~5 tokens long)
+    # a fast engine: 10 ms steps, 20 slots: ~360 answer prompts/s of capacity (reward answers are ~5 tokens long)
     "fast": {"captions": 1024, "clients": 16, "batch": 4, "max_running": 20, "step_s": 0.01},
 }
 
