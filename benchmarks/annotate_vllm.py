@@ -111,7 +111,7 @@ def main() -> None:
     prompt = PROMPTS.get(cfg.prompt.image)
     s = SamplingParams.from_config(cfg.backend.sampling)
     media = cfg.media
-    decoded = [load_image(f, min_pixels=media.min_pixels, max_pixels=media.max_pixels).image for f in files]
+    decoded = [load_image(f, min_pixels=media.min_pixels, max_pixels=media.max_pixels).pixels for f in files]
     requests = [Request.user(prompt, images=[im], sampling=s) for im in decoded]
     backend.generate(requests[: args.batch_size])  # warm-up: a full batch (first-use kernel setup is not timed)
 

@@ -9,6 +9,7 @@ a shard stops the run (nothing of that shard is committed).
 from __future__ import annotations
 
 import functools
+from collections import Counter
 from collections.abc import Generator, Iterator, Sequence
 from typing import Any
 
@@ -23,7 +24,7 @@ from caprl_kit.io.batching import Loaded
 from caprl_kit.io.config import MediaConfig
 from caprl_kit.io.decode import decode_map
 from caprl_kit.io.locators import item_payload
-from caprl_kit.io.media import VideoClip, load_media, url_limits
+from caprl_kit.io.media import ImageWire, LoadedImage, VideoClip, load_media, url_limits
 from caprl_kit.io.readers import InputItem
 from caprl_kit.io.rundir import RunDir
 from caprl_kit.io.shards import ShardSpec
@@ -51,13 +52,14 @@ def carry_schema(names: list[str], items: list[InputItem]) -> pa.Schema | None:
     return pa.schema(fields)
 
 
-def load_item(item: InputItem, media_cfg: MediaConfig, keep_raw: bool) -> Loaded:
-    """One input item's media decoded with ``media`` settings; a bad file is a ``Loaded`` with its ``MediaError``
-    (naming the item's source, else its key). ``keep_raw``: keep the encoded bytes (``output.embed_media``).
-    Module-level so decode processes can run it (``batching.decode_processes``)."""
+def load_item(item: InputItem, media_cfg: MediaConfig, keep_raw: bool, wire: ImageWire | None = None) -> Loaded:
+    """One input item's media decoded with ``media`` settings (an image in the back end's wire form when it has
+    one); a bad file is a ``Loaded`` with its ``MediaError`` (naming the item's source, else its key). ``keep_raw``:
+    keep the encoded bytes (``output.embed_media``). Module-level so decode processes can run it
+    (``batching.decode_processes``)."""
     try:
         payload = item_payload(item, media_cfg.max_file_bytes, url_limits(media_cfg))
-        media, raw = load_media(item.source or None, payload, item.media_type, media_cfg)
+        media, raw = load_media(item.source or None, payload, item.media_type, media_cfg, wire)
     except MediaError as exc:
         return Loaded(item, error=MediaError(exc.kind, item.source or item.key, exc.reason))
     return Loaded(item, media=media, raw=raw if keep_raw else None)
@@ -81,6 +83,7 @@ class Annotator:
         self.sampling = SamplingParams.from_config(cfg.backend.sampling)
         self.seen = seen_hashes if seen_hashes is not None else {}
         self.retry = retry  # committed shards whose retryable rows are redone (``--retry-failed``)
+        self.sent: dict[int, Counter[str]] = {}  # per open shard: images sent as their own bytes / encoded here
 
     # ------------------------------------------------------------------ media
     def _loaded(self, items: list[InputItem]) -> Generator[Loaded, None, None]:
@@ -89,7 +92,9 @@ class Annotator:
         # module-level function, not a method: decode processes get it pickled, and self holds the engine.
         b = self.cfg.batching
         ahead = max(b.window, min(64, getattr(self.backend, "in_flight", 0) // 2))
-        load = functools.partial(load_item, media_cfg=self.cfg.media, keep_raw=self.cfg.output.embed_media)
+        load = functools.partial(
+            load_item, media_cfg=self.cfg.media, keep_raw=self.cfg.output.embed_media, wire=self.backend.image_wire
+        )
         return decode_map(load, items, b.decode_workers, ahead=ahead, processes=b.decode_processes)
 
     # ------------------------------------------------------------------ prompts and rows
@@ -104,7 +109,7 @@ class Annotator:
         _, text = self.prompt_for(ld.item.media_type)
         if isinstance(ld.media, VideoClip):
             return Request.user(text, videos=[ld.media], system=self.cfg.prompt.system)
-        return Request.user(text, images=[ld.media.image], system=self.cfg.prompt.system)  # type: ignore[union-attr]  # not a video, so an ImageMedia
+        return Request.user(text, images=[ld.media.payload], system=self.cfg.prompt.system)  # type: ignore[union-attr]  # not a video, so a LoadedImage
 
     def _row(self, ld: Loaded, resp: Response | None, status: str, error: str | None) -> dict[str, Any]:
         prompt_id, prompt = self.prompt_for(ld.item.media_type)
@@ -167,6 +172,7 @@ class Annotator:
     def plan(self, spec: ShardSpec, items: list[InputItem]) -> Iterator[Work]:
         kept = self._kept(spec)
         loaded = self._loaded([it for it in items if it.key not in kept])
+        sent = self.sent[spec.shard_id] = Counter()  # a redone shard counts afresh
         try:
             for it in items:
                 if it.key in kept:  # an ok (or not retryable) row of a retried shard: written again as it was
@@ -184,6 +190,8 @@ class Annotator:
                     self.progress.advance("annotate", items=1)
                     yield Work([], functools.partial(self._duplicate, ld, self.seen[h]))
                     continue
+                if isinstance(ld.media, LoadedImage) and ld.media.encoded is not None:
+                    sent[ld.media.encoded.sent] += 1
                 yield Work([self._request(ld)], functools.partial(self._answered, ld))
         finally:
             loaded.close()  # on Ctrl-C or an error: pending decodes are cancelled, not waited for
@@ -221,6 +229,8 @@ class Annotator:
             stats.add_metric("prompt_tokens", r["prompt_tokens"] or 0)
             for name, count in flag_counts(r["caption_flags"]).items():
                 stats.add_metric(FLAG_METRIC.format(name), count)
+        for how, count in self.sent.pop(spec.shard_id, Counter()).items():
+            stats.add_metric(f"images_sent_{how}", count)  # original: the file's own bytes; encoded: made here
         built = stats.build()
         self.run.commit_shard(spec.shard_id, rows, built, carry_schema(self.cfg.input.carry_columns, items))
         return built

@@ -18,9 +18,12 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from caprl_kit.backends.config import BackendConfig, SamplingConfig
+
+if TYPE_CHECKING:
+    from caprl_kit.io.media import ImageWire
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,9 @@ class Backend(Protocol):
     name: str
     model_id: str
 
+    @property
+    def image_wire(self) -> ImageWire | None: ...
+
     def generate(self, requests: Sequence[Request]) -> list[Response]: ...
 
     def stream(self, requests: Iterable[Request]) -> Iterator[Response]: ...
@@ -220,6 +226,12 @@ class BackendBase:
 
     def generate(self, requests: Sequence[Request]) -> list[Response]:
         raise NotImplementedError
+
+    @property
+    def image_wire(self) -> ImageWire | None:
+        """How this back end takes images over the wire, built in the decode workers (``io.media.wire_image``);
+        None: it takes pixels (an engine in this process)."""
+        return None
 
     @property
     def in_flight(self) -> int:

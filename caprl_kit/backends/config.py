@@ -68,8 +68,15 @@ class OpenAIOptions(ConfigModel):
     extra_body: dict[str, object] = Field(default_factory=dict, description="Extra JSON fields per request")
     image_format: Literal["jpeg", "png"] = Field(
         "jpeg",
-        description="How images travel: jpeg (quality 95: ~10 ms and ~0.3 MB per 1 MP image) or png (lossless:"
-        " ~0.4 s and ~3 MB, which caps one client at ~2 images/s)",
+        description="How an image decoded here travels: jpeg (quality 95: ~4 ms and ~0.3 MB per 1 MP photo) or png"
+        " (lossless: ~0.4 s and ~1.3 MB, which caps one client at ~2 images/s)",
+    )
+    image_resize: Literal["client", "server"] = Field(
+        "client",
+        description="Who resizes images to the pixel budget: client (decoded, resized to media.min/max_pixels and"
+        " encoded here) or server (the server's processor resizes, e.g. vllm serve --mm-processor-kwargs"
+        " '{\"max_pixels\": ...}': an upright RGB/grayscale JPEG, PNG or WebP is sent as its own bytes, others as"
+        " with client)",
     )
 
 

@@ -1,7 +1,9 @@
 """Any OpenAI-compatible chat server (``vllm serve``, SGLang, LMDeploy, hosted APIs).
 
 Async with bounded concurrency (``openai.max_concurrency`` requests in flight); images go as base64 data URLs,
-videos as image frames (``video_as: frames``), as one vLLM ``data:video/jpeg`` frame sequence
+made in the stage's decode workers (``image_wire``): with ``openai.image_resize: server`` a file the server reads as
+it is (an upright RGB/grayscale JPEG, PNG or WebP) goes as its own bytes, any other image is decoded, resized to
+the media pixel budget and encoded (``image_format``) here; videos as image frames (``video_as: frames``), as one vLLM ``data:video/jpeg`` frame sequence
 (``jpeg_sequence``), or as the original URL (``url``). The API key is read from the environment variable named by
 ``openai.api_key_env``. 408/409/425/429, 5xx, timeouts and connection errors are retried with exponential backoff
 and full jitter (a ``Retry-After`` header, in seconds or as an HTTP date, sets the wait instead, capped by
@@ -38,7 +40,16 @@ from typing import Any
 from caprl_kit.backends.base import IDLE, BackendBase, Request, Response
 from caprl_kit.backends.config import BackendConfig
 from caprl_kit.errors import BackendError, MediaError
-from caprl_kit.io.media import VideoClip, load_image, load_video
+from caprl_kit.io.media import (
+    EncodedImage,
+    ImageWire,
+    VideoClip,
+    describe,
+    encode_image,
+    load_video,
+    read_bytes,
+    wire_image,
+)
 from caprl_kit.log import get_logger
 
 log = get_logger(__name__)
@@ -55,12 +66,16 @@ class RequestFailed(Exception):
         super().__init__(message)
 
 
-def image_data_url(image: Any, fmt: str = "PNG") -> str:
-    img = image if hasattr(image, "mode") else load_image(image).image
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
-    mime = "image/png" if fmt == "PNG" else "image/jpeg"
-    return f"data:{mime};base64,{base64.b64encode(buf.getvalue()).decode()}"
+def image_data_url(image: Any, fmt: str = "PNG", wire: ImageWire | None = None) -> str:
+    """An image part's URL: an ``EncodedImage`` (made in a decode worker) as it is; pixels encoded as they are; a
+    path, URL or bytes in the ``wire`` form (default: decoded, resized to the default pixel budget, encoded)."""
+    if isinstance(image, EncodedImage):
+        return image.url
+    if hasattr(image, "mode"):
+        return encode_image(image, fmt)
+    made = wire_image(read_bytes(image), wire or ImageWire(fmt), source=describe(image)).encoded
+    assert made is not None
+    return made.url
 
 
 class OpenAIBackend(BackendBase):
@@ -84,13 +99,18 @@ class OpenAIBackend(BackendBase):
         self.image_fmt = self.opts.image_format.upper()
 
     # ------------------------------------------------------------------ payloads
+    @property
+    def image_wire(self) -> ImageWire:
+        return ImageWire(self.image_fmt, originals=self.opts.image_resize == "server")
+
     def _content(self, content: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
         if isinstance(content, str):
             return content
         out: list[dict[str, Any]] = []
         for p in content:
             if p.get("type") == "image":
-                out.append({"type": "image_url", "image_url": {"url": image_data_url(p["image"], self.image_fmt)}})
+                url = image_data_url(p["image"], self.image_fmt, self.image_wire)
+                out.append({"type": "image_url", "image_url": {"url": url}})
             elif p.get("type") == "video":
                 out += self._video_parts(p["video"])
             else:

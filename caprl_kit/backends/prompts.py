@@ -33,7 +33,7 @@ def render_request(request: Request, template: Any, is_vlm: bool, model_id: str)
             for p in content:
                 if p.get("type") == "image":
                     img = p["image"]
-                    out.images.append(img if isinstance(img, Image.Image) else load_image(img).image)
+                    out.images.append(img if isinstance(img, Image.Image) else load_image(img).pixels)
                     parts.append({"type": "image"})
                 elif p.get("type") == "video":
                     clip = p["video"]

@@ -18,7 +18,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any
 
 from caprl_kit.backends import build_backend
-from caprl_kit.backends.base import Request, Response, SamplingParams
+from caprl_kit.backends.base import Backend, Request, Response, SamplingParams
 from caprl_kit.curate.config import CurateConfig
 from caprl_kit.curate.filter import decide
 from caprl_kit.curate.prompts import ANSWER_TEMPLATE, CAPTION_EVIDENCE_TEMPLATE, GENERATION_PROMPT
@@ -29,7 +29,7 @@ from caprl_kit.io.decode import decode_map
 from caprl_kit.io.fs import join
 from caprl_kit.io.layout import CURATE_STAGE_DIR
 from caprl_kit.io.locators import Locator, item_payload
-from caprl_kit.io.media import VideoClip, load_media, url_limits
+from caprl_kit.io.media import ImageWire, VideoClip, load_media, url_limits
 from caprl_kit.io.parquet import read_shard
 from caprl_kit.io.readers import InputItem
 from caprl_kit.io.rundir import RunDir
@@ -52,24 +52,27 @@ def stage_dir(cfg: CurateConfig, stage: str) -> RunDir:
     return RunDir(join(str(cfg.output_dir), CURATE_STAGE_DIR.format(stage=stage)), artifact)
 
 
-def _load_one(item: InputItem, media_cfg: MediaConfig) -> Loaded:
-    """Module-level (not a closure) so decode processes can run it (``runner.decode_processes``)."""
+def _load_one(item: InputItem, media_cfg: MediaConfig, wire: ImageWire | None) -> Loaded:
+    """Module-level (not a closure) so decode processes can run it (``runner.decode_processes``); an image in the
+    generator back end's wire form when it has one."""
     try:
         payload = item_payload(item, media_cfg.max_file_bytes, url_limits(media_cfg))
-        media, _ = load_media(item.source, payload, item.media_type, media_cfg)
+        media, _ = load_media(item.source, payload, item.media_type, media_cfg, wire)
     except MediaError as exc:
         return Loaded(item, error=exc)
     return Loaded(item, media=media)
 
 
-def _loader(cfg: CurateConfig) -> Callable[[InputItem], Loaded]:
-    return functools.partial(_load_one, media_cfg=cfg.media)
+def _loader(cfg: CurateConfig, wire: ImageWire | None = None) -> Callable[[InputItem], Loaded]:
+    return functools.partial(_load_one, media_cfg=cfg.media, wire=wire)
 
 
-def _decoded(cfg: CurateConfig, items: list[InputItem]) -> Generator[Loaded, None, None]:
-    """Decoded media a bounded window ahead of the engine; the first Ctrl-C cancels pending decodes."""
+def _decoded(cfg: CurateConfig, items: list[InputItem], backend: Backend | None) -> Generator[Loaded, None, None]:
+    """Decoded media (in ``backend``'s wire form) a bounded window ahead of the engine; the first Ctrl-C cancels
+    pending decodes."""
     r = cfg.runner
-    return decode_map(_loader(cfg), items, r.decode_workers, ahead=r.decode_ahead, processes=r.decode_processes)
+    load = _loader(cfg, backend.image_wire if backend else None)
+    return decode_map(load, items, r.decode_workers, ahead=r.decode_ahead, processes=r.decode_processes)
 
 
 def generated_shards(cfg: CurateConfig) -> Iterator[tuple[ShardSpec, list[InputItem]]]:
@@ -111,7 +114,7 @@ def column_value(row: dict[str, Any], column: str) -> Any:
 def _media_request(ld: Loaded, text: str, system: str | None, sampling: SamplingParams) -> Request:
     if isinstance(ld.media, VideoClip):
         return Request.user(text, videos=[ld.media], system=system, sampling=sampling)
-    return Request.user(text, images=[ld.media.image], system=system, sampling=sampling)  # type: ignore[union-attr]  # an image item: its media is an ImageMedia
+    return Request.user(text, images=[ld.media.payload], system=system, sampling=sampling)  # type: ignore[union-attr]  # an image item: its media is a LoadedImage
 
 
 class GenerateWorker:
@@ -175,7 +178,7 @@ class GenerateWorker:
         cfg = self.cfg
         sampling = SamplingParams.from_config(cfg.generate.backend.sampling).with_(seed=cfg.seed)
         system = cfg.generate.system_prompt or GENERATION_PROMPT
-        loaded = _decoded(cfg, items)
+        loaded = _decoded(cfg, items, self.backend)
         try:
             for ld in loaded:
                 if ld.error is not None:
@@ -410,7 +413,7 @@ class AnswerWorker:
         by_key = {it.key: it for it in items}
         sets = [r for r in read_shard(self.src.shard_url(spec.shard_id), MCQSetRow).to_pylist() if r["questions"]]
         wanted = [by_key[s["key"]] for s in sets]
-        loaded = _decoded(cfg, wanted) if cfg.answer.evidence == "media" else iter([None] * len(wanted))
+        loaded = _decoded(cfg, wanted, self.backend) if cfg.answer.evidence == "media" else iter([None] * len(wanted))
         try:
             for s, ld in zip(sets, loaded):
                 key = s["key"]

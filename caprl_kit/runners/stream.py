@@ -26,6 +26,7 @@ Memory is bounded by the back end's ``in_flight`` and the stage's decode look-ah
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import time
@@ -109,6 +110,15 @@ class _Open:
     opened: tuple[str, float] = field(default_factory=lambda: (utc_now(), time.perf_counter()))
 
 
+@functools.cache
+def warm_commit() -> None:
+    """Import what a commit needs (Arrow's first ``from_pylist`` loads pandas: ~0.3 s) before the first request, so
+    the first commit does not stall the engine's feed on imports; once per process."""
+    import pyarrow as pa
+
+    pa.Table.from_pylist([{"warm": 1}])
+
+
 class ShardStream:
     """``for stats in ShardStream(stage, backend).run(shards)``: shards committed in the order they complete.
 
@@ -124,6 +134,7 @@ class ShardStream:
         self._open: dict[int, _Open] = {}
         self._committing: deque[tuple[int, Future]] = deque()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="caprl-commit")
+        warm_commit()
 
     def uncommitted(self) -> list[tuple[ShardSpec, list[Any]]]:
         """Shards taken from the input but not committed (to redo after a failure), in input order."""

@@ -76,7 +76,7 @@ def train_sft(cfg: TrainConfig, progress: Progress | None = None) -> str:
             batch, images = [], []
             for i in idx.tolist():
                 try:
-                    image = load_image(rows[i][s.image_column]).image
+                    image = load_image(rows[i][s.image_column]).pixels
                 except MediaError as exc:  # bad input is skipped with a count, never a crashed job
                     skipped[exc.kind] = skipped.get(exc.kind, 0) + 1
                     continue
