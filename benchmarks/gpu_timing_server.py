@@ -239,16 +239,17 @@ def _messages_key(body: dict[str, Any]) -> bytes:
     return json.dumps(body.get("messages"), sort_keys=True, separators=(",", ":")).encode()
 
 
-def lengths_for(cfg: EngineConfig, body: dict[str, Any]) -> list[int]:
-    """The seeded length of each choice of a chat request (from its messages only)."""
-    key = _messages_key(body)
+def lengths_for(cfg: EngineConfig, body: dict[str, Any], key: bytes | None = None) -> list[int]:
+    """The seeded length of each choice of a chat request (from its messages only; ``key``: ``_messages_key(body)``
+    when the caller has it)."""
+    key = key if key is not None else _messages_key(body)
     return [cfg.length_of(key, i) for i in range(int(body.get("n") or 1))]
 
 
-def prompt_key(body: dict[str, Any]) -> str:
+def prompt_key(body: dict[str, Any], key: bytes | None = None) -> str:
     """A short digest of a chat request's messages: ``/stats`` lists them in arrival order (``arrivals``), so a test
     can see which prompts reached the engine one after another."""
-    return hashlib.sha256(_messages_key(body)).hexdigest()[:16]
+    return hashlib.sha256(key if key is not None else _messages_key(body)).hexdigest()[:16]
 
 
 def make_app(cfg: EngineConfig) -> Any:
@@ -274,9 +275,10 @@ def make_app(cfg: EngineConfig) -> Any:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             return JSONResponse({"error": {"message": "messages must be a non-empty list"}}, status_code=400)
-        engine.stats.arrivals.append(prompt_key(body))
+        key = _messages_key(body)  # once per request: with photos in it, a message list is ~0.3 MB of JSON
+        engine.stats.arrivals.append(prompt_key(body, key))
         max_tokens = int(body.get("max_tokens") or cfg.max_len)
-        wanted = lengths_for(cfg, body)
+        wanted = lengths_for(cfg, body, key)
         lengths = [min(n, max_tokens) for n in wanted]
         await engine.submit(lengths)
         choices = [{"index": i, "message": {"role": "assistant", "content": " ".join(["tok"] * n)},

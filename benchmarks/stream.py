@@ -22,10 +22,14 @@ small JPEGs, with backend.openai.max_concurrency = max_running (or --max-concurr
   max_running, each batch waiting for its slowest request.
 
 Per phase, measured in this process: the client's CPU time per item (``time.process_time()`` over the phase, all of
-this process's threads: the payloads' image encoding and JSON, the HTTP client, its event loop, and in the annotate
-and curate phases the pipeline's reading and decoding too; raw-stream and batch-synchronous get their images decoded
-before the clock starts; the server runs in its own process and is not counted). ``--max-concurrency`` takes several values: every phase runs once per value
-against the same server.
+this process's threads: the payloads' JSON, the HTTP client, its event loop, and in the annotate and curate phases
+the pipeline's reading, decoding, resizing and image encoding too; raw-stream and batch-synchronous get their images
+made into their wire form before the clock starts; the server runs in its own process and is not counted). Before
+the timed phases, an untimed warm-up runs each selected phase on 16 photos (imports and first-use setup, paid once
+per process in a real run). ``--max-concurrency`` takes several values: every phase runs once per value against
+the same server. Photos: ``--image-size`` (1024: ~1 MP, 1632x1224: 2 MP camera-size JPEGs, quality 90) and
+``--image-resize`` (``backend.openai.image_resize``: client or server); ``--preset fast`` is a GPU-class instrument
+(~140 items/s of capacity); ``--busy N`` adds N processes that each keep a core busy (a competing load).
 
 Per phase, from the server's /stats between its first arrival and last completion: the ratio to capacity
 (completions per engine step / (max_running / mean length incl. prefill), that phase's lengths; per step, so the
@@ -85,6 +89,21 @@ def image_size(text: str) -> tuple[int, int]:
     return int(w), int(h or w)
 
 
+def _spin() -> None:
+    while True:
+        pass
+
+
+def busy_processes(n: int) -> list:
+    """``n`` processes that keep a core busy each (a competing load), started now; terminate them when done."""
+    import multiprocessing as mp
+
+    procs = [mp.get_context("spawn").Process(target=_spin, daemon=True) for _ in range(n)]
+    for p in procs:
+        p.start()
+    return procs
+
+
 def greedy_makespan_steps(lengths: list[int], slots: int) -> int:
     """Steps to run ``lengths`` in this order on ``slots``, each admitted the step a slot frees (the ideal client)."""
     free = [0] * slots
@@ -122,7 +141,7 @@ def run(args: argparse.Namespace) -> dict:
                      "max_concurrency": sweep[0] if len(sweep) == 1 else sweep,
                      "prefill_steps": args.prefill_steps, "median_tokens": args.median_tokens, "sigma": args.sigma,
                      "shard_size": args.shard_size, "image_size": size, "image_resize": args.image_resize, "embed_media": args.embed_media, "runner": args.runner,
-                     "num_workers": args.num_workers, "phases": {}}
+                     "num_workers": args.num_workers, "busy": args.busy, "phases": {}}
     with serve_process(ecfg) as url:
         base = url.rsplit("/v1", 1)[0]
         backend = {"name": "openai", "model": "gpu-timing",  # batch_sync: waves of R
@@ -180,6 +199,7 @@ def run(args: argparse.Namespace) -> dict:
         phases = {"raw-stream": raw_stream, "annotate-stream": annotate, "curate-generate-stream": curate,
                   "batch-synchronous": batch_sync}
         prepare = {"raw-stream": requests, "batch-synchronous": lambda: requests(args.sync_items)}  # decoded untimed
+        load = busy_processes(args.busy)
         for mc, name in [(mc, name) for mc in sweep for name in args.phases]:
             backend["openai"]["max_concurrency"] = mc
             key = name if len(sweep) == 1 else f"{name} mc={mc}"
@@ -211,6 +231,8 @@ def run(args: argparse.Namespace) -> dict:
                   f"{p['occupancy']:.3f} (before tail {p['occupancy_before_tail']:.3f}), {p['items_per_s']:.1f} "
                   f"items/s, client CPU {p['client_cpu_ms_per_item']:.2f} ms/item, window {p['window_s']:.1f} s, "
                   f"wall {wall:.1f} s", file=sys.stderr, flush=True)
+        for proc in load:
+            proc.terminate()
     return results
 
 
@@ -276,6 +298,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--runner", default="local", choices=["local", "multiprocess", "ray"],
                     help="runner of the annotate / curate phases (multiprocess, ray: workers get shard after shard)")
     ap.add_argument("--num-workers", type=int, default=1, help="runner.num_workers (multiprocess, ray)")
+    ap.add_argument("--busy", type=int, default=0,
+                    help="processes that each keep a core busy while the phases run (a competing CPU load)")
     ap.add_argument("--phases", nargs="+", default=list(PHASES), choices=list(PHASES))
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args(argv)

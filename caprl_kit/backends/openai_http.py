@@ -22,10 +22,8 @@ An assistant prefill is sent as a final assistant message with ``continue_final_
 from __future__ import annotations
 
 import asyncio
-import base64
 import email.utils
 import functools
-import io
 import json
 import math
 import os
@@ -46,6 +44,7 @@ from caprl_kit.io.media import (
     VideoClip,
     describe,
     encode_image,
+    jpeg_base64,
     load_video,
     read_bytes,
     wire_image,
@@ -101,7 +100,8 @@ class OpenAIBackend(BackendBase):
     # ------------------------------------------------------------------ payloads
     @property
     def image_wire(self) -> ImageWire:
-        return ImageWire(self.image_fmt, originals=self.opts.image_resize == "server")
+        frame_quality = {"frames": 95, "jpeg_sequence": 75}.get(self.opts.video_as)  # url: the source goes as it is
+        return ImageWire(self.image_fmt, originals=self.opts.image_resize == "server", frame_quality=frame_quality)
 
     def _content(self, content: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
         if isinstance(content, str):
@@ -124,13 +124,12 @@ class OpenAIBackend(BackendBase):
                 raise MediaError("bad_request", video.source, "video_as=url needs a path or URL, not decoded frames")
             return [{"type": "video_url", "video_url": {"url": str(video)}}]
         clip = video if isinstance(video, VideoClip) else load_video(video)
+        quality = self.image_wire.frame_quality or 95
+        frames = clip.encoded_frames  # made in a decode worker, else here
+        if frames is None:
+            frames = [jpeg_base64(f, quality) for f in clip.frames]
         if mode == "frames":
-            return [{"type": "image_url", "image_url": {"url": image_data_url(f, "JPEG")}} for f in clip.frames]
-        frames = []
-        for f in clip.frames:
-            buf = io.BytesIO()
-            f.save(buf, format="JPEG")
-            frames.append(base64.b64encode(buf.getvalue()).decode())
+            return [{"type": "image_url", "image_url": {"url": f"data:image/jpeg;base64,{f}"}} for f in frames]
         return [{"type": "video_url", "video_url": {"url": "data:video/jpeg;base64," + ",".join(frames)}}]
 
     def payload(self, request: Request) -> dict[str, Any]:

@@ -58,6 +58,7 @@ class ImageWire:
 
     fmt: str = "JPEG"
     originals: bool = False
+    frame_quality: int | None = None  #: a video's frames as JPEGs of this quality (None: frames stay pixels)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class VideoClip:
     content_hash: str | None = None
     sample_fps: float = 0.0
     meta: dict[str, Any] = field(default_factory=dict)
+    encoded_frames: list[str] | None = None  #: base64 JPEGs of ``frames`` made in a decode worker (``ImageWire``)
 
     @property
     def width(self) -> int:
@@ -489,6 +491,12 @@ def wire_image(data: bytes, wire: ImageWire, source: str | None = None, **load: 
     return loaded
 
 
+def jpeg_base64(img: Image.Image, quality: int) -> str:
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=quality)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
 def encode_image(img: Image.Image, fmt: str = "JPEG") -> str:
     """``img`` as a ``data:`` URL: JPEG (quality 95) or PNG (lossless)."""
     buf = io.BytesIO()
@@ -623,7 +631,7 @@ def load_media(
     try:
         raw = read_bytes(data if data is not None else source, cap, url_limits(cfg))  # type: ignore[arg-type]  # one of data and source is given (load_media's contract)
         if media_type == "video":
-            media: LoadedImage | VideoClip = load_video(
+            clip = load_video(
                 raw,
                 fps=cfg.video_fps,
                 min_frames=cfg.video_min_frames,
@@ -631,6 +639,9 @@ def load_media(
                 max_pixels=cfg.video_max_pixels,
                 max_bytes=cap,
             )
+            if wire is not None and wire.frame_quality is not None:
+                clip.encoded_frames = [jpeg_base64(f, wire.frame_quality) for f in clip.frames]
+            media: LoadedImage | VideoClip = clip
         else:
             load = {
                 "min_pixels": cfg.min_pixels,

@@ -167,3 +167,28 @@ def test_annotate_sends_originals_when_the_server_resizes_and_records_it(tmp_pat
         assert stats.metrics.get("images_sent_encoded") == 3 and "images_sent_original" not in stats.metrics
     upright = smart_resize(1600, 1200)[::-1]  # stored 1600x1200 with EXIF Orientation 6: 1200 wide, 1600 high
     assert (rows["rotated.jpg"]["width"], rows["rotated.jpg"]["height"]) == upright
+
+
+@pytest.mark.parametrize("video_as, quality", [("frames", 95), ("jpeg_sequence", 75)])
+def test_a_videos_frames_are_encoded_in_the_decode_worker_as_the_back_end_would(video_as, quality) -> None:
+    from media_factory import make_video_bytes
+
+    from caprl_kit.backends.base import Request
+    from caprl_kit.backends.config import BackendConfig
+    from caprl_kit.backends.openai_http import OpenAIBackend
+    from caprl_kit.io.config import MediaConfig
+    from caprl_kit.io.media import load_media
+
+    backend = OpenAIBackend(BackendConfig.model_validate(
+        {"name": "openai", "model": "m", "openai": {"base_url": "http://127.0.0.1:9/v1", "video_as": video_as}}))
+    assert backend.image_wire.frame_quality == quality
+    data = make_video_bytes(n_frames=20, fps=10)
+    wired, _ = load_media(None, data, "video", MediaConfig(video_max_frames=4), backend.image_wire)
+    plain, _ = load_media(None, data, "video", MediaConfig(video_max_frames=4))
+    assert wired.encoded_frames is not None and len(wired.encoded_frames) == len(wired.frames) == 4
+    assert plain.encoded_frames is None
+    sent = [backend.payload(Request.user("describe", videos=[clip]))["messages"][0]["content"] for clip in (wired,
+                                                                                                          plain)]
+    assert sent[0] == sent[1]  # the same parts, whether the worker or the payload encoded them
+    urls = [p.get("image_url", p.get("video_url"))["url"] for p in sent[0] if p["type"] != "text"]
+    assert len(urls) == (4 if video_as == "frames" else 1)
