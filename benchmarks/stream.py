@@ -1,6 +1,11 @@
 """The openai back end against a GPU-timed loopback server: does the streaming engine keep a GPU engine full?
 
-    .venv/bin/python benchmarks/stream.py [--n 768] [--max-running 64] [--step-s 0.02] [--json out.json]
+    .venv/bin/python benchmarks/stream.py [--n 4000] [--max-running 64] [--step-s 0.01] [--json out.json]
+    (the defaults are the settings docs/dataflow.md quotes: 64 slots x 10 ms, max_concurrency 128, shards of 64)
+
+    # photos, a GPU-class instrument (~142 items/s of capacity), the server resizing:
+    .venv/bin/python benchmarks/stream.py --preset fast --image-size 1024 --image-resize server --n 6144 \
+        --shard-size 256 --phases raw-stream annotate-stream
     (also: .venv/bin/python benchmarks/annotate.py openai-gpu [...])
 
     # the HTTP client's own cost, max_concurrency 64 and 512 (an instrument fast enough not to be the limit):
@@ -136,7 +141,7 @@ def run(args: argparse.Namespace) -> dict:
     R = args.max_running
     ecfg = EngineConfig(max_running=R, step_s=args.step_s, prefill_steps=args.prefill_steps,
                         median_tokens=args.median_tokens, sigma=args.sigma, seed=args.seed)
-    sweep = args.max_concurrency or [R]
+    sweep = args.max_concurrency or [2 * R]
     results: dict = {"instrument": BANNER, "items": args.n, "max_running": R, "step_s": args.step_s,
                      "max_concurrency": sweep[0] if len(sweep) == 1 else sweep,
                      "prefill_steps": args.prefill_steps, "median_tokens": args.median_tokens, "sigma": args.sigma,
@@ -268,7 +273,7 @@ def print_table(r: dict) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", type=int, default=768, help="images (small JPEGs)")
+    ap.add_argument("--n", type=int, default=4000, help="images")
     ap.add_argument("--sync-items", type=int, default=256,
                     help="items of the batch-synchronous phase (whole batches; each batch is measured alike)")
     ap.add_argument("--image-size", type=image_size, default=(64, 64),
@@ -281,12 +286,12 @@ def main(argv: list[str] | None = None) -> None:
                     help="fast: a GPU-class instrument (128 slots x 5 ms steps, median 150 tokens: ~140 items/s of "
                          "capacity; max_concurrency 256 keeps a queue at the server, as clients of vllm serve do); "
                          "its settings replace --max-running, --step-s, --median-tokens and --max-concurrency")
-    ap.add_argument("--max-running", type=int, default=64, help="server slots = backend.openai.max_concurrency")
+    ap.add_argument("--max-running", type=int, default=64, help="server slots (the engine's max_num_seqs)")
     ap.add_argument("--max-concurrency", type=int, nargs="+", default=None,
-                    help="backend.openai.max_concurrency (default: --max-running); several values: a sweep, every "
+                    help="backend.openai.max_concurrency (default: 2 x --max-running); several values: a sweep, every "
                          "phase once per value. More than the server's slots keeps a queue at the server, as clients "
                          "of vllm serve do, so a freed slot is refilled without waiting for the client's round trip")
-    ap.add_argument("--step-s", type=float, default=0.02, help="server seconds per decode step")
+    ap.add_argument("--step-s", type=float, default=0.01, help="server seconds per decode step")
     ap.add_argument("--median-tokens", type=float, default=150.0, help="server lognormal median length")
     ap.add_argument("--sigma", type=float, default=0.6, help="server lognormal sigma")
     ap.add_argument("--prefill-steps", type=int, default=1, help="server steps per admission")
