@@ -470,8 +470,8 @@ def wire_image(data: bytes, wire: ImageWire, source: str | None = None, **load: 
     """An image file in a back end's wire form (``ImageWire``): its own bytes when they can go as they are, else
     decoded with ``load_image(**load)`` and encoded (JPEG quality 95 or PNG). The pixels are not kept. ``source``
     names the file in a ``MediaError``."""
-    header = as_sent(data, load.get("max_image_pixels", 178_956_970)) if wire.originals else None
-    if header is not None:
+    header = as_sent(data, load.get("max_image_pixels", 178_956_970))
+    if header is not None and wire.originals:
         width, height, mime = header
         return LoadedImage(
             image=None,
@@ -481,6 +481,18 @@ def wire_image(data: bytes, wire: ImageWire, source: str | None = None, **load: 
             source=source or describe(data),
             encoded=EncodedImage(f"data:{mime};base64,{base64.b64encode(data).decode()}", "original"),
         )
+    if header is not None and header[2] == "image/jpeg" and wire.fmt == "JPEG":
+        fast = _jpeg_to_jpeg(data, header[0], header[1], load.get("min_pixels", 3136), load.get("max_pixels", 1003520))
+        if fast is not None:
+            width, height, url = fast
+            return LoadedImage(
+                image=None,
+                width=width,
+                height=height,
+                content_hash=hashlib.sha256(data).hexdigest(),
+                source=source or describe(data),
+                encoded=EncodedImage(url, "encoded"),
+            )
     try:
         loaded = load_image(data, **load)
     except MediaError as exc:
@@ -489,6 +501,40 @@ def wire_image(data: bytes, wire: ImageWire, source: str | None = None, **load: 
     loaded.encoded = EncodedImage(encode_image(loaded.image, wire.fmt), "encoded")
     loaded.image = None
     return loaded
+
+
+#: OpenCV's reduced-scale JPEG decodes (the DCT scaling of Pillow's ``draft``), by factor
+_REDUCED = {2: "IMREAD_REDUCED_COLOR_2", 4: "IMREAD_REDUCED_COLOR_4", 8: "IMREAD_REDUCED_COLOR_8"}
+
+
+def _jpeg_to_jpeg(
+    data: bytes, width: int, height: int, min_pixels: int, max_pixels: int
+) -> tuple[int, int, str] | None:
+    """A plain JPEG (upright RGB or grayscale, checked by ``as_sent``) resized and re-encoded entirely in OpenCV:
+    the same decoder (libjpeg-turbo), scale reduction and bicubic as ``load_image`` + ``resample``, without the
+    copies between Pillow and NumPy (~3 ms of a 2 MP photo). None (``load_image`` then decodes it and names what is
+    wrong) where OpenCV is missing or the file does not end with its end-of-image marker: OpenCV would fill a
+    truncated file with gray where Pillow refuses it."""
+    cv2 = _opencv()
+    if cv2 is None or not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+        return None
+    import numpy as np
+
+    h, w = smart_resize(height, width, min_pixels=min_pixels, max_pixels=max_pixels)
+    k = max((f for f in _REDUCED if width // w >= f and height // h >= f), default=1)
+    flag = getattr(cv2, _REDUCED[k]) if k > 1 else cv2.IMREAD_COLOR
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), flag | cv2.IMREAD_IGNORE_ORIENTATION)
+    if arr is None:
+        return None
+    k = min(arr.shape[1] // w, arr.shape[0] // h)
+    if k >= 2:  # what is left of a whole factor: a box reduction, as Pillow's reduce
+        arr = cv2.resize(arr, (arr.shape[1] // k, arr.shape[0] // k), interpolation=cv2.INTER_AREA)
+    if arr.shape[:2] != (h, w):
+        arr = cv2.resize(arr, (w, h), interpolation=cv2.INTER_CUBIC)
+    ok, buf = cv2.imencode(".jpg", arr, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    if not ok:
+        return None
+    return w, h, f"data:image/jpeg;base64,{base64.b64encode(buf.tobytes()).decode()}"
 
 
 def jpeg_base64(img: Image.Image, quality: int) -> str:

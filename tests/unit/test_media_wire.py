@@ -192,3 +192,21 @@ def test_a_videos_frames_are_encoded_in_the_decode_worker_as_the_back_end_would(
     assert sent[0] == sent[1]  # the same parts, whether the worker or the payload encoded them
     urls = [p.get("image_url", p.get("video_url"))["url"] for p in sent[0] if p["type"] != "text"]
     assert len(urls) == (4 if video_as == "frames" else 1)
+
+
+@pytest.mark.parametrize("size", [(1632, 1224), (4000, 3000), (200, 150)])
+def test_a_plain_jpeg_resized_in_opencv_matches_the_pillow_path(size) -> None:
+    data = encoded(photo(*size), quality=90)
+    got = wire_image(data, ImageWire("JPEG"), max_pixels=1003520)
+    assert got.encoded is not None and got.encoded.sent == "encoded"
+    sent = Image.open(io.BytesIO(url_bytes(got.encoded.url)[1]))
+    reference = load_image(data, max_pixels=1003520).pixels  # Pillow's decode (+ draft), box + bicubic
+    assert sent.format == "JPEG" and sent.size == reference.size == (got.width, got.height)
+    assert mean_abs_diff(sent.convert("RGB"), reference) < 2.5
+
+
+def test_a_truncated_jpeg_is_refused_not_sent_half_gray() -> None:
+    data = encoded(photo(1632, 1224), quality=90)
+    with pytest.raises(MediaError) as err:
+        wire_image(data[: len(data) // 2], ImageWire("JPEG"), source="half.jpg")
+    assert err.value.kind == "failed_to_decode" and err.value.source == "half.jpg"
