@@ -245,13 +245,15 @@ def memory_media_child(kind: str, n: int, model: str, window: int | None, decode
 
     folder = media_folder(kind, n)
     root = Path(tempfile.mkdtemp(prefix=f"caprl-bench-mem-{kind}-{n}-"))
-    batching = {k: v for k, v in (("window", window), ("decode_workers", decode_workers)) if v is not None}
+    batching = {k: v for k, v in (("window", window),) if v is not None}
+    decode = {"workers": decode_workers} if decode_workers is not None else {}
     cfg = AnnotateConfig(
         input={"path": str(folder)},
         backend={"name": "transformers", "model": model, "batch_size": batch,
                  "sampling": {"n": 1, "temperature": 0.0, "max_tokens": 4}},
         sharding={"shard_size": max(n, 1000)},
         batching=batching,
+        decode=decode,
         output={"dedup": False},
         output_dir=str(root / "out"),
     )
@@ -274,7 +276,7 @@ def memory_media_child(kind: str, n: int, model: str, window: int | None, decode
 
     shutil.rmtree(root, ignore_errors=True)
     return {"kind": kind, "items": n, "ok": report.n_ok, "seconds": time.perf_counter() - t0,
-            "window": cfg.batching.window, "decode_workers": cfg.batching.decode_workers, "batch_size": batch,
+            "window": cfg.batching.window, "decode_workers": cfg.decode.workers, "batch_size": batch,
             "rss_before_run_mb": rss_before,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_samples": samples}
 
@@ -390,7 +392,7 @@ def main() -> None:
     mm.add_argument("--photos", type=int, nargs="*", default=[30, 300], help="photo counts (none: skip photos)")
     mm.add_argument("--videos", type=int, nargs="*", default=[20, 100], help="video counts (none: skip videos)")
     mm.add_argument("--window", type=int, default=None, help="batching.window (default: the config default)")
-    mm.add_argument("--decode-workers", type=int, default=None, help="batching.decode_workers (default: config's)")
+    mm.add_argument("--decode-workers", type=int, default=None, help="decode.workers (default: config's)")
     mm.add_argument("--batch", type=int, default=8, help="backend.batch_size")
     mm.add_argument("--trace", action="store_true", help="print the sampled RSS of each run")
     em = sub.add_parser("embedded", help="(f) listing embedded media: time, RSS, bytes read, what a shard carries")

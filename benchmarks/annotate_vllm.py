@@ -74,7 +74,7 @@ def main() -> None:
     ap.add_argument("--stop", nargs="*", default=["s "], help="stop strings that make lengths vary (the default gives "
                     "p10/p50/p90/max about 8/46/160/256 tokens with the tiny captioner)")
     ap.add_argument("--window", type=int, default=None, help="batching.window (decode look-ahead); default: config's")
-    ap.add_argument("--decode-workers", type=int, default=None, help="batching.decode_workers; default: config's")
+    ap.add_argument("--decode-workers", type=int, default=None, help="decode.workers; default: config's")
     ap.add_argument("--seed", type=int, default=-1, help="per-request sampling seed (-1: unseeded; see above)")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds; the fastest per token counts")
     ap.add_argument("--json", type=Path, help="also write the results here")
@@ -104,7 +104,8 @@ def main() -> None:
                     "vllm": {"max_num_seqs": args.max_num_seqs, "enforce_eager": True, "max_model_len": 4096,
                              "gpu_memory_utilization": 0.3, "limit_mm_per_prompt": {"image": 1}}},
         "sharding": {"shard_size": args.shard_size}, "output_dir": str(root / "ours"),
-        "batching": {k: v for k, v in (("window", args.window), ("decode_workers", args.decode_workers)) if v is not None}})
+        "batching": {"window": args.window} if args.window is not None else {},
+        "decode": {"workers": args.decode_workers} if args.decode_workers is not None else {}})
     t0 = time.perf_counter()
     backend = build_backend(cfg.backend)
     load_s = time.perf_counter() - t0

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
 from caprl_kit.backends.config import BATCH_LIMIT, BackendConfig
 from caprl_kit.config import ConfigModel, FieldIssue, JobConfig, prompt_field, raise_issues, registry_name, volatile
-from caprl_kit.io.config import InputConfig, MediaConfig, ShardingConfig
+from caprl_kit.io.config import DecodeConfig, InputConfig, MediaConfig, ShardingConfig, refuse_moved_decode_keys
 from caprl_kit.monitors import MonitorConfig
 from caprl_kit.prompts import PROMPTS
 from caprl_kit.runners.config import RunnerConfig
@@ -38,13 +38,7 @@ class BatchingConfig(ConfigModel):
         description="Items decoded ahead of the engine and sorted by size together before "
         "cutting batches (transformers): decoded media in memory stay within about 2 x window items, "
         "whatever the shard size (vllm, openai: the decode-ahead only, at least half their requests "
-        "in flight, up to 64)",
-    )
-    decode_workers: int = Field(2, ge=0, description="Background threads decoding/resizing media (0: inline)")
-    decode_processes: bool = Field(
-        False,
-        description="Decode in decode_workers spawned processes instead of threads: "
-        "for video when the engine's Python side keeps the GIL busy (docs/dataflow.md)",
+        "in flight, up to 64; decode.ahead overrides it)",
     )
 
 
@@ -70,9 +64,15 @@ class AnnotateConfig(JobConfig):
     media: MediaConfig = Field(default_factory=MediaConfig)
     sharding: ShardingConfig = Field(default_factory=ShardingConfig)
     batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    decode: DecodeConfig = Field(default_factory=DecodeConfig)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     output: AnnotateOutputConfig = Field(default_factory=AnnotateOutputConfig)
     monitors: MonitorConfig = Field(default_factory=MonitorConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        return refuse_moved_decode_keys(data)
 
     @model_validator(mode="after")
     def _needs_model(self) -> AnnotateConfig:
@@ -98,27 +98,5 @@ class AnnotateConfig(JobConfig):
                     f"set backend.{limit[0]} instead, or remove max_batch_tokens",
                 )
             )
-        issues += ignored_runner_decode(
-            self.runner, "caprl annotate reads {use} for this, not runner.{key}", "set {use} instead"
-        )
         raise_issues(issues)
         return self
-
-
-#: runner.decode_* -> the key caprl annotate reads instead (only caprl curate reads runner.decode_*)
-ANNOTATE_DECODE = {
-    "decode_workers": "batching.decode_workers",
-    "decode_processes": "batching.decode_processes",
-    "decode_ahead": "batching.window",
-}
-
-
-def ignored_runner_decode(runner: RunnerConfig, why: str, hint: str) -> list[FieldIssue]:
-    """A refusal per ``runner.decode_*`` key set away from its default on a command that does not read it; ``why`` and
-    ``hint`` may name ``{key}`` and ``{use}`` (the annotate key that does the job)."""
-    default = RunnerConfig()
-    return [
-        FieldIssue(f"runner.{key}", "is ignored: " + why.format(key=key, use=use), hint.format(key=key, use=use))
-        for key, use in ANNOTATE_DECODE.items()
-        if getattr(runner, key) != getattr(default, key)
-    ]

@@ -56,7 +56,7 @@ def load_item(item: InputItem, media_cfg: MediaConfig, keep_raw: bool, wire: Ima
     """One input item's media decoded with ``media`` settings (an image in the back end's wire form when it has
     one); a bad file is a ``Loaded`` with its ``MediaError`` (naming the item's source, else its key). ``keep_raw``:
     keep the encoded bytes (``output.embed_media``). Module-level so decode processes can run it
-    (``batching.decode_processes``)."""
+    (``decode.processes``)."""
     try:
         payload = item_payload(item, media_cfg.max_file_bytes, url_limits(media_cfg))
         media, raw = load_media(item.source or None, payload, item.media_type, media_cfg, wire)
@@ -90,12 +90,12 @@ class Annotator:
         # decodes run a bounded window ahead while the engine works (an engine that keeps many requests in flight,
         # like vllm, takes them in bursts: up to 64 ahead); Ctrl-C cancels them (io/decode.py). The loader is a
         # module-level function, not a method: decode processes get it pickled, and self holds the engine.
-        b = self.cfg.batching
-        ahead = max(b.window, min(64, getattr(self.backend, "in_flight", 0) // 2))
+        d = self.cfg.decode
+        ahead = d.ahead or max(self.cfg.batching.window, min(64, getattr(self.backend, "in_flight", 0) // 2))
         load = functools.partial(
             load_item, media_cfg=self.cfg.media, keep_raw=self.cfg.output.embed_media, wire=self.backend.image_wire
         )
-        return decode_map(load, items, b.decode_workers, ahead=ahead, processes=b.decode_processes)
+        return decode_map(load, items, d.workers, ahead=ahead, processes=d.processes)
 
     # ------------------------------------------------------------------ prompts and rows
     def prompt_for(self, media_type: str) -> tuple[str, str]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
 from caprl_kit.backends.config import BackendConfig, SamplingConfig, one_answer
 from caprl_kit.config import ConfigModel, JobConfig, prompt_field, registry_name
-from caprl_kit.io.config import InputConfig, MediaConfig, ShardingConfig
+from caprl_kit.io.config import DecodeConfig, InputConfig, MediaConfig, ShardingConfig, refuse_moved_decode_keys
 from caprl_kit.prompts import PROMPTS
 from caprl_kit.runners.config import RunnerConfig
 
@@ -108,5 +108,11 @@ class CurateConfig(JobConfig):
     export: ExportConfig = Field(default_factory=ExportConfig)
     media: MediaConfig = Field(default_factory=MediaConfig)
     sharding: ShardingConfig = Field(default_factory=lambda: ShardingConfig(shard_size=100))
+    decode: DecodeConfig = Field(default_factory=DecodeConfig)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     seed: int = Field(0, description="Seeds option shuffles and sampling: reruns give identical outputs")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        return refuse_moved_decode_keys(data)

@@ -53,7 +53,7 @@ def stage_dir(cfg: CurateConfig, stage: str) -> RunDir:
 
 
 def _load_one(item: InputItem, media_cfg: MediaConfig, wire: ImageWire | None) -> Loaded:
-    """Module-level (not a closure) so decode processes can run it (``runner.decode_processes``); an image in the
+    """Module-level (not a closure) so decode processes can run it (``decode.processes``); an image in the
     generator back end's wire form when it has one."""
     try:
         payload = item_payload(item, media_cfg.max_file_bytes, url_limits(media_cfg))
@@ -70,9 +70,9 @@ def _loader(cfg: CurateConfig, wire: ImageWire | None = None) -> Callable[[Input
 def _decoded(cfg: CurateConfig, items: list[InputItem], backend: Backend | None) -> Generator[Loaded, None, None]:
     """Decoded media (in ``backend``'s wire form) a bounded window ahead of the engine; the first Ctrl-C cancels
     pending decodes."""
-    r = cfg.runner
+    d = cfg.decode
     load = _loader(cfg, backend.image_wire if backend else None)
-    return decode_map(load, items, r.decode_workers, ahead=r.decode_ahead, processes=r.decode_processes)
+    return decode_map(load, items, d.workers, ahead=d.ahead or 64, processes=d.processes)
 
 
 def generated_shards(cfg: CurateConfig) -> Iterator[tuple[ShardSpec, list[InputItem]]]:

@@ -3,16 +3,15 @@ held-out QA utility on a curated set."""
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from caprl_kit.annotate.config import ignored_runner_decode
 from caprl_kit.backends.config import BackendConfig, SamplingConfig, one_answer
 from caprl_kit.config import ConfigModel, FieldIssue, JobConfig, prompt_field, raise_issues, registry_name
 from caprl_kit.evaluate.captions_file import CaptionsFileConfig
 from caprl_kit.evaluate.metrics import SCORERS
-from caprl_kit.io.config import MediaConfig, ShardingConfig
+from caprl_kit.io.config import DecodeConfig, MediaConfig, ShardingConfig, refuse_moved_decode_keys
 from caprl_kit.prompts import PROMPTS
 from caprl_kit.rewards.config import QARewardConfig
 from caprl_kit.runners.config import RunnerConfig
@@ -84,7 +83,13 @@ class EvalConfig(JobConfig):
     compat: Literal["fixed", "official"] = Field("fixed", description="official reproduces the scorer's quirks")
     media: MediaConfig = Field(default_factory=MediaConfig)
     sharding: ShardingConfig = Field(default_factory=lambda: ShardingConfig(shard_size=200))
+    decode: DecodeConfig = Field(default_factory=DecodeConfig)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        return refuse_moved_decode_keys(data)
 
     @model_validator(mode="after")
     def _unique_benchmarks(self) -> EvalConfig:
@@ -109,11 +114,5 @@ class EvalConfig(JobConfig):
                     "set it to 1; captioner.sampling.n sets how many captions, each answered once, an item gets",
                 )
             )
-        issues += ignored_runner_decode(
-            self.runner,
-            "caprl eval captions through caprl annotate with annotate's default {use}; eval has no key for it yet",
-            "remove it, or caption with caprl annotate, setting {use} and output.export_jsonl there, "
-            "and pass its captions.jsonl as captions.path",
-        )
         raise_issues(issues)
         return self

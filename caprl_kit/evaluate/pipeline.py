@@ -111,6 +111,7 @@ def caption_stage(
             "prompt": {"image": cfg.caption_prompt, "video": cfg.video_caption_prompt},
             "media": cfg.media.model_dump(),
             "sharding": cfg.sharding.model_dump(),
+            "decode": cfg.decode.model_dump(),
             "runner": cfg.runner.model_dump(),
             "output_dir": out,
         }

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from caprl_kit.config import ConfigModel, FieldIssue, volatile
+from caprl_kit.config import ConfigModel, FieldIssue, raise_issues, volatile
 
 IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"]
 VIDEO_EXTENSIONS = [".mp4", ".mkv", ".webm", ".mov", ".avi"]
@@ -101,6 +101,51 @@ class MediaConfig(ConfigModel):
                 "lower one or raise the other",
             )
         return self
+
+
+class DecodeConfig(ConfigModel):
+    """How media is decoded ahead of the engine, for every stage that decodes (annotate, eval's and pairs' captioning,
+    curate's generate and answer)."""
+
+    workers: int = volatile(
+        2,
+        ge=0,
+        description="Threads (or processes) per worker decoding, resizing and encoding media while the engine works "
+        "(0: inline); a GPU engine on photos or videos wants more (docs/dataflow.md: cores per GPU)",
+    )
+    processes: bool = volatile(
+        False,
+        description="Decode in `workers` spawned processes instead of threads: for video when the engine's Python "
+        "side keeps the GIL busy (docs/dataflow.md)",
+    )
+    ahead: int | None = volatile(
+        None,
+        ge=1,
+        description="Most decoded items waiting for the engine per worker, bounding memory whatever the shard size; "
+        "null: captioning takes batching.window or half the engine's requests in flight (up to 64), curate 64",
+    )
+
+
+#: keys that the decode block replaced, and where they are now
+MOVED_TO_DECODE = {
+    "batching.decode_workers": "decode.workers",
+    "batching.decode_processes": "decode.processes",
+    "runner.decode_workers": "decode.workers",
+    "runner.decode_processes": "decode.processes",
+    "runner.decode_ahead": "decode.ahead",
+}
+
+
+def refuse_moved_decode_keys(data: Any) -> Any:
+    """A ``model_validator(mode="before")`` body: a key of ``MOVED_TO_DECODE`` is refused naming its new place."""
+    if isinstance(data, dict):
+        issues = [
+            FieldIssue(old, "moved to the decode block", f"set {new} instead")
+            for old, new in MOVED_TO_DECODE.items()
+            if isinstance(data.get(old.split(".")[0]), dict) and old.split(".")[1] in data[old.split(".")[0]]
+        ]
+        raise_issues(issues)
+    return data
 
 
 class ShardingConfig(ConfigModel):

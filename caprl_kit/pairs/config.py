@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from caprl_kit.annotate.config import ignored_runner_decode
 from caprl_kit.backends.config import BackendConfig
 from caprl_kit.config import ConfigModel, FieldIssue, JobConfig, prompt_field, raise_issues, registry_name
-from caprl_kit.io.config import MediaConfig, ShardingConfig
+from caprl_kit.io.config import DecodeConfig, MediaConfig, ShardingConfig, refuse_moved_decode_keys
 from caprl_kit.prompts import PROMPTS
 from caprl_kit.rewards.config import RewardConfig
 from caprl_kit.runners.config import RunnerConfig
@@ -75,7 +74,13 @@ class PairsConfig(JobConfig):
     pairs: PairOptions = Field(default_factory=PairOptions)
     media: MediaConfig = Field(default_factory=MediaConfig)
     sharding: ShardingConfig = Field(default_factory=ShardingConfig)
+    decode: DecodeConfig = Field(default_factory=DecodeConfig)
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        return refuse_moved_decode_keys(data)
 
     @model_validator(mode="after")
     def _check(self) -> PairsConfig:
@@ -99,11 +104,5 @@ class PairsConfig(JobConfig):
             )
         if self.captioner.name != "lexical" and not self.captioner.model:
             issues.append(FieldIssue("captioner.model", "is required", "set captioner.model to a hub id or local path"))
-        issues += ignored_runner_decode(
-            self.runner,
-            "caprl train pairs samples through caprl annotate with annotate's default {use}; pairs has "
-            "no key for it yet",
-            "remove it",
-        )
         raise_issues(issues)
         return self

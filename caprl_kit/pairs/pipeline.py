@@ -153,6 +153,7 @@ def sampling_config(cfg: PairsConfig) -> Any:
             "prompt": {"image": cfg.prompt},
             "media": cfg.media.model_dump(),
             "sharding": cfg.sharding.model_dump(),
+            "decode": cfg.decode.model_dump(),
             "runner": cfg.runner.model_dump(),
             "output_dir": join(str(cfg.output_dir), PAIRS_SAMPLES_DIR),
         }

@@ -19,22 +19,3 @@ class RunnerConfig(ConfigModel):
         default_factory=ResourcesConfig, description="Per worker (multiprocess, ray): CPUs and GPUs; null: derived"
     )
     max_shard_retries: int = Field(1, ge=0, description="Times a failed shard is retried before the run fails")
-    decode_workers: int = Field(
-        2,
-        ge=0,
-        description="caprl curate: threads per worker decoding media ahead of the "
-        "engine (0: inline; annotate: batching.decode_workers); a GPU engine on 2 MP photos "
-        "or 20 s videos wants 4-8 (docs/engines.md)",
-    )
-    decode_processes: bool = Field(
-        False,
-        description="caprl curate: decode in decode_workers spawned processes "
-        "per worker instead of threads (annotate: batching.decode_processes): for video "
-        "when the engine's Python side keeps the GIL busy (docs/dataflow.md)",
-    )
-    decode_ahead: int = Field(
-        64,
-        ge=1,
-        description="caprl curate: most decoded items waiting for the engine per "
-        "worker, bounding memory whatever the shard size (annotate: batching.window)",
-    )

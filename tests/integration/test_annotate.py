@@ -252,7 +252,7 @@ def test_dedup_by_content_hash(tiny_models, tmp_path: Path) -> None:
 def test_multiprocess_runner(tiny_models, folder: Path, tmp_path: Path) -> None:
     out = tmp_path / "mp"  # decode processes inside the worker processes: the workers may start children
     report = run(config(tiny_models, {"path": str(folder)}, out, runner={"name": "multiprocess", "num_workers": 2},
-                        batching={"decode_processes": True}))
+                        decode={"processes": True}))
     assert report.n_items == 8 and report.shards_done == 3
     assert len(rows_of(out)) == 8
 

@@ -224,14 +224,14 @@ def test_url_failures_are_status_rows_within_the_configured_timeouts(chat: ChatS
     assert took < 45, took
 
 
-@pytest.mark.parametrize("decode", [{}, {"decode_workers": 0}, {"decode_processes": True}],
+@pytest.mark.parametrize("decode", [{}, {"workers": 0}, {"processes": True}],
                          ids=["threads", "inline", "processes"])
 def test_ctrl_c_while_a_url_read_waits_exits_130_within_2s(chat: ChatServer, tmp_path: Path,
                                                            decode: dict[str, Any]) -> None:
     (tmp_path / "local.png").write_bytes(make_image_bytes())
     with SilentServer() as silent:
         manifest = write_jsonl(tmp_path / "m.jsonl", [{"path": silent.url(f"img_{i}.png")} for i in range(4)])
-        cfg = annotate_config(tmp_path / "a.json", chat, {"path": str(manifest)}, batching=decode)  # default timeouts
+        cfg = annotate_config(tmp_path / "a.json", chat, {"path": str(manifest)}, decode=decode)  # default timeouts
         proc = caprl(["annotate", "--config", cfg, "--output", tmp_path / "out"])
         deadline = time.monotonic() + 120
         while not silent.accepted and proc.poll() is None and time.monotonic() < deadline:

@@ -37,7 +37,8 @@ VOLATILE_CHANGES: dict[str, Any] = {
     "backend.openai.backoff_max_s": 2.0,
     "output.export_jsonl": True,
     "batching.window": 7,
-    "batching.decode_workers": 1,
+    "decode.workers": 1,
+    "decode.ahead": 8,
     "batching.max_batch_tokens": 4096,
     "runner.max_shard_retries": 3,
     "media.url_connect_timeout_s": 3.0,
@@ -100,9 +101,9 @@ def _cfg(tiny_models, images: Path, out: Path, **changes: Any) -> AnnotateConfig
 
 def _excluded_paths() -> set[str]:
     """Volatile fields that the changes above leave out on purpose: none but whole blocks' members the test does not
-    need to list one by one (runner.* beyond max_shard_retries; batching's decode_processes spawns processes)."""
+    need to list one by one (runner.* beyond max_shard_retries; decode.processes spawns processes)."""
     return {p for p in _volatile_paths(AnnotateConfig) if p.startswith("runner.")} - {"runner.max_shard_retries"} \
-        | {"batching.decode_processes", "output_dir"}
+        | {"decode.processes", "output_dir"}
 
 
 def test_the_change_list_covers_every_volatile_field() -> None:

@@ -1,5 +1,4 @@
-"""Decoding in worker processes (``decode_map(processes=True)``, ``batching.decode_processes``,
-``runner.decode_processes``): the same rows in the same order as threads on real media, picklable loaders and
+"""Decoding in worker processes (``decode_map(processes=True)``, ``decode.processes``): the same rows in the same order as threads on real media, picklable loaders and
 errors, an early close that neither waits nor leaves processes behind, and Ctrl-C handled by the parent alone."""
 
 from __future__ import annotations
@@ -186,7 +185,7 @@ def test_annotate_with_decode_processes_writes_the_thread_rows(tiny_models, mixe
                         "sampling": {"n": 1, "temperature": 0.0, "max_tokens": 6, "seed": 0}},
             "media": {"video_max_frames": 4},
             "sharding": {"shard_size": 4},
-            "batching": {"decode_workers": 2, "decode_processes": processes},
+            "decode": {"workers": 2, "processes": processes},
             "output": {"embed_media": True},
             "output_dir": str(out),
         })

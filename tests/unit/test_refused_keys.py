@@ -46,12 +46,12 @@ CASES = [
     (DPO, ["algorithm.entropy_coeff=0.01"], "algorithm.entropy_coeff", "remove it"),
     (DPO, ["algorithm.mini_batch_size=16"], "algorithm.mini_batch_size", "dpo.gradient_accumulation_steps"),
     (TRL, ["reward.length.tokenizer=Qwen/Qwen2.5-VL-3B-Instruct"], "reward.length.tokenizer", "remove it"),
-    # runner.decode_*: only caprl curate reads them
-    (ANNOTATE, ["runner.decode_workers=8"], "runner.decode_workers", "batching.decode_workers"),
-    (ANNOTATE, ["runner.decode_processes=true"], "runner.decode_processes", "batching.decode_processes"),
-    (ANNOTATE, ["runner.decode_ahead=8"], "runner.decode_ahead", "batching.window"),
-    (EVAL, ["runner.decode_workers=8"], "runner.decode_workers", "captions.path"),
-    (PAIRS, ["runner.decode_processes=true"], "runner.decode_processes", "batching.decode_processes"),
+    # the decoding keys of old, now one decode block for every command that decodes media
+    (ANNOTATE, ["runner.decode_workers=8"], "runner.decode_workers", "decode.workers"),
+    (ANNOTATE, ["batching.decode_processes=true"], "batching.decode_processes", "decode.processes"),
+    (CURATE, ["runner.decode_ahead=8"], "runner.decode_ahead", "decode.ahead"),
+    (EVAL, ["runner.decode_workers=8"], "runner.decode_workers", "decode.workers"),
+    (PAIRS, ["batching.decode_workers=2"], "batching.decode_workers", "decode.workers"),
     # sampling.n > 1 where only the first completion is read
     (TRL, ["reward.qa.sampling.n=4"], "reward.qa.sampling.n", "qa_num"),
     (TRL, ["reward.vl_judge.sampling.n=2"], "reward.vl_judge.sampling.n", "set it to 1"),
@@ -89,16 +89,18 @@ def test_every_refusal_is_reported_at_once() -> None:
                          "reward.timestamp_format.version=legacy", "reward.length.tokenizer=tok"])
     assert {i.path for i in err.issues} == {"sft", "reward.qa.mode", "reward.timestamp_format.version",
                                             "reward.length.tokenizer"}
-    err = _issues(ANNOTATE, ["runner.decode_workers=8", "runner.decode_ahead=8", "batching.max_batch_tokens=100"])
-    assert {i.path for i in err.issues} == {"runner.decode_workers", "runner.decode_ahead", "batching.max_batch_tokens"}
+    err = _issues(ANNOTATE, ["runner.decode_workers=8", "runner.decode_ahead=8", "batching.decode_processes=true"])
+    assert {i.path for i in err.issues} == {"runner.decode_workers", "runner.decode_ahead", "batching.decode_processes"}
 
 
 @pytest.mark.parametrize("recipe, overrides", [
     (VERL, ["reward.length.l1=1024", "algorithm.loss_agg_mode=seq-mean-token-mean", "algorithm.estimator=rloo",
             "algorithm.entropy_coeff=0.01", "algorithm.mini_batch_size=64"]),  # what verl does read
     (TRL, ["algorithm.entropy_coeff=0.01", "algorithm.kl_coef=0.02", "trl.loss_type=dapo"]),  # mapped onto GRPOConfig
-    ("curate/import_qa_filter_qwen25vl3b", ["runner.decode_workers=8", "runner.decode_ahead=8"]),  # curate reads them
-    (ANNOTATE, ["batching.decode_workers=8", "batching.window=32", "backend.vllm.max_num_seqs=64"]),
+    (CURATE, ["decode.workers=8", "decode.ahead=8", "decode.processes=true"]),  # every command that decodes
+    (ANNOTATE, ["decode.workers=8", "decode.ahead=16", "batching.window=32", "backend.vllm.max_num_seqs=64"]),
+    (EVAL, ["decode.workers=8", "decode.processes=true"]),
+    (PAIRS, ["decode.workers=4", "decode.ahead=32"]),
     (ANNOTATE, ["backend.name=transformers", "backend.batch_size=32", "batching.max_batch_tokens=1000"]),
     (EVAL, ["captioner.sampling.n=8"]),  # the captions per item are all answered
     (PAIRS, ["captioner.sampling.n=8"]),  # all of them are scored and paired
