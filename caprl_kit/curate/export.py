@@ -19,7 +19,6 @@ from caprl_kit.curate.config import CurateConfig
 from caprl_kit.curate.filter import decide
 from caprl_kit.curate.stages import stage_dir
 from caprl_kit.io.fs import atomic_write_bytes, atomic_write_text, join, url_to_fs
-from caprl_kit.io.layout import AUDIT, CURATED_SPLIT, CURATED_SPLIT_JSONL, FUNNEL
 from caprl_kit.io.locators import item_bytes, item_payload
 from caprl_kit.io.media import read_bytes, url_limits
 from caprl_kit.io.parquet import read_shard, rows_to_table
@@ -27,6 +26,7 @@ from caprl_kit.io.readers import InputItem
 from caprl_kit.mcq.options import normalize_choice
 from caprl_kit.prompts import PROMPTS
 from caprl_kit.schemas.curate import CuratedQARow, QATrialsRow
+from caprl_kit.schemas.layout import AUDIT, CURATED_SPLIT, CURATED_SPLIT_JSONL, FUNNEL
 
 #: how many rejected-question messages (each naming its item key and question index) the funnel lists
 MAX_REJECTED_EXAMPLES = 50

@@ -27,7 +27,6 @@ from caprl_kit.io.batching import Loaded
 from caprl_kit.io.config import MediaConfig
 from caprl_kit.io.decode import decode_map
 from caprl_kit.io.fs import join
-from caprl_kit.io.layout import CURATE_STAGE_DIR
 from caprl_kit.io.locators import Locator, item_payload
 from caprl_kit.io.media import ImageWire, VideoClip, load_media, url_limits
 from caprl_kit.io.parquet import read_shard
@@ -41,6 +40,7 @@ from caprl_kit.progress import NullProgress, Progress
 from caprl_kit.runners.stream import ShardStream, Work
 from caprl_kit.schemas._base import Artifact
 from caprl_kit.schemas.curate import MCQ, MCQGenerationRow, MCQSetRow, QATrialsRow
+from caprl_kit.schemas.layout import CURATE_STAGE_DIR
 from caprl_kit.schemas.run import ShardStats
 
 STAGES = ("generate", "parse", "answer")

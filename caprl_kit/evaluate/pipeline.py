@@ -29,7 +29,6 @@ from caprl_kit.evaluate.config import BenchmarkConfig, EvalConfig
 from caprl_kit.evaluate.data import Sample, load_benchmark
 from caprl_kit.evaluate.metrics import score, scorer_for
 from caprl_kit.io.fs import atomic_write_text, join, url_to_fs
-from caprl_kit.io.layout import EVAL_ANSWERS_DIR, EVAL_CAPTIONS_DIR, EVAL_RESULTS, EVAL_RESULTS_LATEST, EVAL_SAMPLES
 from caprl_kit.io.parquet import read_shard
 from caprl_kit.io.rows import read_rows
 from caprl_kit.io.rundir import RunDir, prepare_output
@@ -43,6 +42,13 @@ from caprl_kit.runners.driver import Listing, Stage, begin, command, run_stage
 from caprl_kit.runners.stream import ShardStream, Work
 from caprl_kit.schemas.annotation import AnnotationRow
 from caprl_kit.schemas.evaluation import EvalResults, EvalSample
+from caprl_kit.schemas.layout import (
+    EVAL_ANSWERS_DIR,
+    EVAL_CAPTIONS_DIR,
+    EVAL_RESULTS,
+    EVAL_RESULTS_LATEST,
+    EVAL_SAMPLES,
+)
 from caprl_kit.schemas.run import ShardStats
 
 log = get_logger(__name__)

@@ -10,10 +10,10 @@ from pydantic import ValidationError
 
 from caprl_kit.errors import CaprlError
 from caprl_kit.io.fs import url_to_fs
-from caprl_kit.io.layout import EVAL_RESULTS_LATEST, EVAL_SAMPLES
 from caprl_kit.io.rows import read_rows
 from caprl_kit.reports.charts import pct
 from caprl_kit.schemas.evaluation import EvalResults
+from caprl_kit.schemas.layout import EVAL_RESULTS_LATEST, EVAL_SAMPLES
 
 
 def load_run(output_dir: str) -> tuple[EvalResults, dict[str, list[dict[str, Any]]]]:

@@ -28,9 +28,9 @@ from fsspec.implementations.local import LocalFileSystem
 
 from caprl_kit.errors import CaprlError
 from caprl_kit.io.fs import join, url_to_fs
-from caprl_kit.io.layout import OUTPUT_LOCK
 from caprl_kit.io.stats import utc_now
 from caprl_kit.log import get_logger
+from caprl_kit.schemas.layout import OUTPUT_LOCK
 
 log = get_logger(__name__)
 

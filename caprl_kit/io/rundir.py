@@ -24,7 +24,11 @@ from pydantic import BaseModel
 from caprl_kit.errors import CaprlError, ResumeRefused
 from caprl_kit.io import lock
 from caprl_kit.io.fs import atomic_write_text, join, remove_stale_tmp, url_to_fs
-from caprl_kit.io.layout import (
+from caprl_kit.io.parquet import read_shard, write_shard
+from caprl_kit.io.stats import utc_now
+from caprl_kit.log import get_logger
+from caprl_kit.schemas._base import Artifact
+from caprl_kit.schemas.layout import (
     CONFIG_IDENTITY,
     OUTPUT_LOCK,
     RESOLVED_CONFIG,
@@ -33,10 +37,6 @@ from caprl_kit.io.layout import (
     SHARD,
     SHARD_STATS,
 )
-from caprl_kit.io.parquet import read_shard, write_shard
-from caprl_kit.io.stats import utc_now
-from caprl_kit.log import get_logger
-from caprl_kit.schemas._base import Artifact
 from caprl_kit.schemas.run import RunManifest, ShardStats
 
 log = get_logger(__name__)

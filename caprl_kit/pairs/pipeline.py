@@ -19,7 +19,6 @@ from typing import Any
 from caprl_kit.config import config_hash
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.io.fs import atomic_write_text, join, url_to_fs
-from caprl_kit.io.layout import PAIRS, PAIRS_JSONL, PAIRS_SAMPLES_DIR, PAIRS_SCORED_DIR, PAIRS_SUMMARY
 from caprl_kit.io.parquet import read_shard, write_shard
 from caprl_kit.io.rows import iter_jsonl
 from caprl_kit.io.rundir import RunDir
@@ -31,6 +30,7 @@ from caprl_kit.progress import NullProgress, Progress, RunReport
 from caprl_kit.prompts import PROMPTS
 from caprl_kit.runners.driver import Listing, Stage, begin, command, run_stage
 from caprl_kit.schemas.annotation import AnnotationRow
+from caprl_kit.schemas.layout import PAIRS, PAIRS_JSONL, PAIRS_SAMPLES_DIR, PAIRS_SCORED_DIR, PAIRS_SUMMARY
 from caprl_kit.schemas.pairs import PreferencePairRow, ScoredCaptionRow
 from caprl_kit.schemas.run import ShardStats
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from caprl_kit.io.layout import SHARD
 from caprl_kit.schemas._base import Artifact
 from caprl_kit.schemas.inputs import MediaType
+from caprl_kit.schemas.layout import SHARD
 
 
 class SamplingRecord(BaseModel):

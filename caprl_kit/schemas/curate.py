@@ -6,9 +6,9 @@ import builtins
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from caprl_kit.io.layout import AUDIT, CURATE_STAGE_DIR, CURATED_SPLIT, SHARD, pattern
 from caprl_kit.schemas._base import Artifact
 from caprl_kit.schemas.inputs import MediaType
+from caprl_kit.schemas.layout import AUDIT, CURATE_STAGE_DIR, CURATED_SPLIT, SHARD, pattern
 
 
 class MCQ(BaseModel):

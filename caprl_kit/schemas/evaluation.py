@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from caprl_kit.io.layout import EVAL_ANSWERS_DIR, EVAL_RESULTS, EVAL_RESULTS_LATEST, EVAL_SAMPLES, SHARD, pattern
 from caprl_kit.schemas._base import Artifact
+from caprl_kit.schemas.layout import EVAL_ANSWERS_DIR, EVAL_RESULTS, EVAL_RESULTS_LATEST, EVAL_SAMPLES, SHARD, pattern
 
 
 class EvalSample(Artifact):

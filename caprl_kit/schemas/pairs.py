@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from caprl_kit.io.layout import PAIRS, PAIRS_SCORED_DIR, SHARD, pattern
 from caprl_kit.schemas._base import Artifact
+from caprl_kit.schemas.layout import PAIRS, PAIRS_SCORED_DIR, SHARD, pattern
 
 
 class Message(BaseModel):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from caprl_kit.io.layout import RUN_MANIFEST, SHARD_STATS
 from caprl_kit.schemas._base import Artifact
+from caprl_kit.schemas.layout import RUN_MANIFEST, SHARD_STATS
 
 
 class WorkerInfo(BaseModel):

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 from cli_cases import cli, flat, write_yaml
 
-from caprl_kit.io.layout import OUTPUT_LOCK, RUN_MARKER
+from caprl_kit.schemas.layout import OUTPUT_LOCK, RUN_MARKER
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the bad-input tables' env and helpers (importlib mode)
 import test_bad_inputs as bad_inputs

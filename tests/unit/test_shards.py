@@ -185,7 +185,7 @@ def test_error_histogram_is_capped() -> None:
 def test_done_shards_reads_ids_of_any_width(tmp_path: Path) -> None:
     """Shard 100000 is named ``100000_stats.json`` (``{shard:05d}`` pads, never truncates) and reads back as
     100000, not 10000; unrelated files are ignored."""
-    from caprl_kit.io.layout import SHARD_STATS
+    from caprl_kit.schemas.layout import SHARD_STATS
 
     run = RunDir(str(tmp_path / "run"), InputManifestRow)
     (tmp_path / "run").mkdir()
