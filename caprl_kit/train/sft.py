@@ -25,7 +25,7 @@ def train_sft(cfg: TrainConfig, progress: Progress | None = None) -> str:
     from caprl_kit.errors import MediaError
     from caprl_kit.io.media import load_image
     from caprl_kit.prompts import CAPRL_IMAGE
-    from caprl_kit.train.trl_grpo import freeze_vision, save_atomically
+    from caprl_kit.train.trl_policy import freeze_vision, save_atomically
 
     progress = progress or NullProgress()
     s = cfg.sft

@@ -1,6 +1,6 @@
 """``method: dpo``: TRL's DPOTrainer on preference pairs from ``caprl train pairs`` (images only), with the same
 outputs as GRPO: ``checkpoint-N/`` (resumable), ``metrics.jsonl``, validation selection into ``best/`` (held-out
-QA accuracy of greedy captions, the GRPO run's ``ValidationCallback``), ``final/`` (model + processor).
+QA accuracy of greedy captions, ``trl_callbacks.ValidationCallback``), ``final/`` (model + processor).
 
 Data: ``data.train_files`` hold pairs in TRL's conversational format (``images``, ``prompt``, ``chosen``,
 ``rejected``: the ``preference_pair`` schema); ``data.val_files`` the curated QA rows used for selection.
@@ -15,6 +15,8 @@ from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.log import get_logger
 from caprl_kit.progress import NullProgress, Progress, RunReport
 from caprl_kit.train.config import TrainConfig
+from caprl_kit.train.trl_policy import load_policy, load_processor
+from caprl_kit.train.trl_run import fit, load_files, shared_args
 
 log = get_logger(__name__)
 PAIR_COLUMNS = ("images", "prompt", "chosen", "rejected")
@@ -53,15 +55,7 @@ def load_pairs(files: list[str]) -> Any:
 
     refuse_no_pairs(files)
     files = [f for f in files if count_pairs(f) != 0]  # an empty file beside others adds nothing (and fails datasets)
-
-    kind = "parquet" if all(f.endswith(".parquet") for f in files) else "json"
-    try:
-        ds = datasets.load_dataset(kind, data_files=files, split="train")
-    except Exception as exc:  # datasets wraps reader errors in its own types
-        cause = exc.__cause__ or exc
-        raise CaprlError(
-            f"could not read the pairs {', '.join(files)}: {type(cause).__name__}: {str(cause)[:300]}"
-        ) from exc
+    ds = load_files(files, "the pairs")
     missing = [c for c in PAIR_COLUMNS if c not in ds.column_names]
     if missing:
         raise CaprlError(
@@ -91,8 +85,6 @@ def check_pairs(cfg: TrainConfig) -> list[str]:
     if not Path(cfg.policy).is_dir():
         return [*lines, f"dpo: SKIPPED the collator check: the policy {cfg.policy} is not a local directory"]
     from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
-
-    from caprl_kit.train.trl_grpo import load_processor
 
     check_policy(cfg.policy)
     processor = load_processor(cfg, cfg.policy)
@@ -128,58 +120,35 @@ def check_max_length(cfg: TrainConfig, processor: Any, ds: Any) -> None:
 
 
 def train_dpo(cfg: TrainConfig, *, progress: Progress | None = None, policy: str | None = None) -> RunReport:
-    import torch
-    from transformers import PrinterCallback
     from trl import DPOConfig, DPOTrainer
 
-    from caprl_kit.train.trl_grpo import MetricsCallback, ValidationCallback, finish, load_policy
-
     progress = progress or NullProgress()
-    out = Path(str(cfg.output_dir))
-    out.mkdir(parents=True, exist_ok=True)
-    a, t, d = cfg.algorithm, cfg.trl, cfg.dpo
+    Path(str(cfg.output_dir)).mkdir(parents=True, exist_ok=True)
+    d = cfg.dpo
     policy = policy or cfg.policy
     train = load_pairs(cfg.data.train_files)
     processor, model = load_policy(cfg, policy)
     check_max_length(cfg, processor, train)
     losses = [d.loss_type] + (["sft"] if d.sft_weight else [])
     args = DPOConfig(
-        output_dir=str(out),
+        **shared_args(cfg),
         beta=d.beta,
         loss_type=losses,
         loss_weights=[1.0, d.sft_weight] if d.sft_weight else None,
-        learning_rate=a.lr,
-        lr_scheduler_type=a.lr_scheduler,
-        warmup_ratio=a.warmup_ratio,
-        num_train_epochs=a.epochs,
-        max_steps=a.max_steps or -1,
         per_device_train_batch_size=d.per_device_batch_size,
         gradient_accumulation_steps=d.gradient_accumulation_steps,
         max_length=d.max_length,
-        logging_steps=t.logging_steps,
-        save_steps=a.save_steps,
-        report_to=t.report_to,
-        seed=a.seed,
-        logging_dir=str(out / "tensorboard"),
-        remove_unused_columns=False,
-        use_cpu=not torch.cuda.is_available(),
-        bf16=torch.cuda.is_available(),
-        disable_tqdm=True,
     )
-    progress.start("dpo", total=a.max_steps or None)
-    metrics = MetricsCallback(out / "metrics.jsonl", None, progress, a.max_steps or 0, stage="dpo")
-    callbacks = [metrics.as_trainer_callback()]
-    validation = None
-    if cfg.data.val_files and t.select_on_val:
-        validation = ValidationCallback(cfg, processor, out)
-        callbacks.append(validation.as_trainer_callback(out / "metrics.jsonl", a.eval_steps))
-    trainer = DPOTrainer(model=model, args=args, train_dataset=train, processing_class=processor, callbacks=callbacks)
-    trainer.remove_callback(PrinterCallback)
-    resume = t.resume and any(out.glob("checkpoint-*"))
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
-    progress.finish("dpo")
-    report = finish(
-        trainer, result, processor, out, n_items=len(train), policy=policy, validation=validation, resumed=resume
+    report = fit(
+        cfg,
+        DPOTrainer,
+        args,
+        model=model,
+        processor=processor,
+        train=train,
+        policy=policy,
+        progress=progress,
+        stage="dpo",
     )
     report.metrics["pairs"] = float(len(train))
     return report

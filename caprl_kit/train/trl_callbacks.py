@@ -1,0 +1,170 @@
+"""What a TRL run records while it trains (GRPO and DPO alike): every log line into ``metrics.jsonl`` with the
+reward's per-term details (``MetricsCallback``), and checkpoint selection on the validation split into ``best/``
+(``ValidationCallback``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from caprl_kit.io.rows import read_rows
+from caprl_kit.log import get_logger
+from caprl_kit.monitors import FLAG_METRIC, TEXT_FLAGS
+from caprl_kit.progress import Progress
+from caprl_kit.rewards.combine import CaprlReward
+from caprl_kit.train.config import TrainConfig
+from caprl_kit.train.official import normalize_rl_row
+from caprl_kit.train.trl_policy import save_atomically
+
+log = get_logger(__name__)
+
+
+#: reward details (per caption) -> their logged means: the terms, the reward service's latency and captions/s when
+#: scored through caprl serve-reward (reward.qa.service), the caption monitors' flags (truncation: TRL's clipped_ratio)
+PER_CAPTION = {
+    **{k: f"reward_detail/{k}" for k in ("qa_reward", "length_reward", "cap_tokens", "format_reward")},
+    **{f"service_{k}": f"reward_service/{k}" for k in ("latency_s", "captions_per_s")},
+    **{FLAG_METRIC.format(f): f"monitor/{f}" for f in TEXT_FLAGS},
+}
+#: reward details (per question) -> their logged shares: answered correctly; the cannot-answer option taken (the
+#: caption did not hold the answer, by the answerer's own account)
+PER_QUESTION = {"correct": "reward_detail/question_accuracy", "cannot_answer": "reward_detail/cannot_answer_rate"}
+
+
+class MetricsCallback:
+    """Writes every log line (TRL's rewards/kl/loss + our per-term reward details + the caption monitors' rates as
+    ``monitor/<flag>`` + the reward service's latency and captions/s as ``reward_service/*`` when scored over HTTP)
+    to metrics.jsonl."""
+
+    def __init__(self, path: Path, reward: CaprlReward | None, progress: Progress, total: int, stage: str = "grpo"):
+        self.path, self.reward, self.progress, self.total, self.stage = path, reward, progress, total, stage
+
+    def as_trainer_callback(self) -> Any:
+        from transformers import TrainerCallback
+
+        outer = self
+
+        class _CB(TrainerCallback):
+            def on_log(self, args, state, control, logs=None, **kw):
+                record = {"step": state.global_step, **(logs or {})}
+                details = outer.reward.last_details if outer.reward is not None else []  # dpo: no reward calls
+                for source, target in PER_CAPTION.items():  # means over the last batch's captions
+                    vals = [d[source] for d in details if source in d]
+                    if vals:
+                        record[target] = sum(vals) / len(vals)
+                for source, target in PER_QUESTION.items():  # means over every question asked of them
+                    vals = [v for d in details for v in d.get(source, [])]
+                    if vals:
+                        record[target] = sum(vals) / len(vals)
+                with outer.path.open("a") as fh:
+                    fh.write(json.dumps(record, default=float) + "\n")
+
+            def on_step_end(self, args, state, control, **kw):
+                outer.progress.advance(outer.stage, items=1)
+
+        return _CB()
+
+
+class ValidationCallback:
+    """Checkpoint selection on the validation split: every ``eval_steps`` (and before the first step) the policy
+    captions the validation images greedily, the QA scorer (all questions once) scores the captions, the accuracy
+    goes to metrics.jsonl, and the best model so far is saved to OUTPUT/best (model + processor, atomically)."""
+
+    def __init__(self, cfg: TrainConfig, processor: Any, out: Path):
+        from caprl_kit.rewards.base import decode_ground_truth
+        from caprl_kit.rewards.qa import qa_scorer
+
+        self.cfg, self.processor, self.out = cfg, processor, out
+        rows = read_val_rows(cfg)
+        self.images = [r[cfg.data.image_key][0] for r in rows]
+        self.qas = [decode_ground_truth(r["reward_model"]["ground_truth"]) for r in rows]
+        self.prompts = [r[cfg.data.prompt_key] for r in rows]
+        self.scorer = qa_scorer(cfg.reward.qa.model_copy(update={"mode": "all_qa"}))  # a service keeps its own mode
+        self.state_path = out / "best.json"
+        self.best = json.loads(self.state_path.read_text()) if self.state_path.is_file() else None
+
+    def captions(self, model: Any) -> list[str]:
+        """Greedy captions of the validation images by the in-memory policy, through the transformers back end;
+        an image that fails to load gets an empty caption (it scores 0) instead of stopping the training."""
+        from caprl_kit.backends.base import Request
+        from caprl_kit.backends.config import BackendConfig
+        from caprl_kit.backends.transformers_local import TransformersBackend
+
+        backend = TransformersBackend(
+            BackendConfig(
+                name="transformers",
+                batch_size=32,
+                sampling={"n": 1, "temperature": 0.0, "max_tokens": self.cfg.data.max_response_length},
+            ),
+            model=model,
+            processor=self.processor,
+        )
+        requests = [Request(messages=_with_image(p, im)) for p, im in zip(self.prompts, self.images)]
+        was_training = model.training
+        model.eval()
+        try:
+            responses = backend.generate(requests)
+        finally:
+            model.train(was_training)
+        return [r.texts[0] if r.ok else "" for r in responses]
+
+    def evaluate(self, model: Any, step: int) -> dict[str, Any]:
+        caps = self.captions(model)
+        acc = sum(self.scorer.score(caps, self.qas).scores) / max(1, len(caps))
+        record = {"step": step, "val/qa_accuracy": acc, "val/sample_caption": caps[0] if caps else ""}
+        if self.best is None or acc > self.best["val_qa_accuracy"]:
+            self.best = {"step": step, "val_qa_accuracy": acc}
+            save_atomically(self.out / "best", model, self.processor)
+            self.state_path.write_text(json.dumps(self.best))
+            record["val/best"] = True
+        log.info(
+            "step %d: validation QA accuracy %.3f (best %.3f at step %d)",
+            step,
+            acc,
+            self.best["val_qa_accuracy"],
+            self.best["step"],
+        )
+        return record
+
+    def as_trainer_callback(self, metrics_path: Path, every: int) -> Any:
+        from transformers import TrainerCallback
+
+        outer = self
+
+        class _CB(TrainerCallback):
+            def _write(self, record):
+                with metrics_path.open("a") as fh:
+                    fh.write(json.dumps(record, default=float) + "\n")
+
+            def on_train_begin(self, args, state, control, model=None, **kw):
+                if state.global_step == 0 and outer.best is None:
+                    self._write(outer.evaluate(model, 0))
+
+            def on_step_end(self, args, state, control, model=None, **kw):
+                if state.global_step % every == 0 or state.global_step == state.max_steps:
+                    self._write(outer.evaluate(model, state.global_step))
+
+        return _CB()
+
+
+def read_val_rows(cfg: TrainConfig) -> list[dict[str, Any]]:
+    """The validation rows (curated Parquet/JSONL), capped at ``trl.val_max_items``."""
+    rows = [r for f in cfg.data.val_files for r in read_rows(f, key="data.val_files")]
+    rows = rows[: cfg.trl.val_max_items] if cfg.trl.val_max_items else rows
+    return [normalize_rl_row(r, cfg.data.image_key, media_root=cfg.data.media_root) for r in rows]
+
+
+def _with_image(messages: Any, image: str) -> list[dict[str, Any]]:
+    """Curated prompt messages (``<image>`` placeholder in the text) -> typed parts with the image source."""
+    out = []
+    for m in list(messages):
+        text = m["content"]
+        if "<image>" in text:
+            parts = [{"type": "image", "image": image}] + (
+                [{"type": "text", "text": t}] if (t := text.replace("<image>", "").strip()) else []
+            )
+            out.append({"role": m["role"], "content": parts})
+        else:
+            out.append({"role": m["role"], "content": text})
+    return out
