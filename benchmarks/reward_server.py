@@ -79,7 +79,8 @@ def main() -> None:
     args.batch = args.batch or 32
 
     from caprl_kit.models.tiny import build_tiny_models
-    from caprl_kit.rewards.server import RewardServerConfig, create_app
+    from caprl_kit.rewards.server import RewardServerConfig
+    from caprl_kit.rewards.server_app import create_app
 
     answerer = {"name": "lexical"}
     if args.engine == "transformers":

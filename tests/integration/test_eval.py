@@ -121,7 +121,8 @@ def test_qa_utility_through_the_reward_service_scores_as_in_process(tmp_path: Pa
     ``POST /v1/reward``, and the results are the in-process scorer's on the same captions (the lexical answerer is
     deterministic; both sides seeded alike). It used to end in ``KeyError: 'n_questions'`` once every caption was in:
     the service's details carried only the per-caption reward, not the per-question details the task reads."""
-    from caprl_kit.rewards.server import RewardServerConfig, create_app
+    from caprl_kit.rewards.server import RewardServerConfig
+    from caprl_kit.rewards.server_app import create_app
     from uvicorn_thread import serve
 
     scenes = write_scenes(tmp_path / "images", 4)

@@ -214,7 +214,8 @@ def test_dpo_refuses_a_curated_file_as_pairs(tiny_models, curated: Path, tmp_pat
 def test_grpo_scored_through_a_real_reward_server(tiny_models, curated: Path, tmp_path: Path) -> None:
     import httpx
 
-    from caprl_kit.rewards.server import RewardServerConfig, create_app
+    from caprl_kit.rewards.server import RewardServerConfig
+    from caprl_kit.rewards.server_app import create_app
     from uvicorn_thread import serve
 
     server = RewardServerConfig.model_validate({"qa": {"mode": "all_qa", "answerer": {"name": "lexical"}}})
@@ -298,7 +299,8 @@ def test_service_settings_that_would_be_ignored_are_refused() -> None:
 def test_remote_scorer_scores_an_empty_qa_list_zero_like_in_process() -> None:
     from caprl_kit.rewards.client import RemoteQAScorer
     from caprl_kit.rewards.config import RewardServiceConfig
-    from caprl_kit.rewards.server import RewardServerConfig, create_app
+    from caprl_kit.rewards.server import RewardServerConfig
+    from caprl_kit.rewards.server_app import create_app
     from caprl_kit.schemas.curate import MCQ
     from uvicorn_thread import serve
 

@@ -22,7 +22,8 @@ from caprl_kit.backends.base import BackendBase
 from caprl_kit.backends.config import BackendConfig
 from caprl_kit.rewards.base import RewardError
 from caprl_kit.rewards.client import RewardClient
-from caprl_kit.rewards.server import RewardServerConfig, create_app
+from caprl_kit.rewards.server import RewardServerConfig
+from caprl_kit.rewards.server_app import create_app
 from uvicorn_thread import serve
 
 CIRCLE_Q = "What color is the circle?\n   - A) red\n   - B) blue\n   - C) green\n   - D) yellow"

@@ -168,7 +168,8 @@ def _sanity(tmp: Path, **kw: Any) -> None:
 
 
 def _server(tmp: Path, value: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
-    from caprl_kit.rewards.server import RewardServerConfig, create_app
+    from caprl_kit.rewards.server import RewardServerConfig
+    from caprl_kit.rewards.server_app import create_app
 
     if value is None:
         monkeypatch.delenv("CAPRL_TEST_TOKEN", raising=False)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from caprl_kit.rewards import verl_reward
-from caprl_kit.rewards.server import RewardServerConfig, create_app
+from caprl_kit.rewards.server import RewardServerConfig
+from caprl_kit.rewards.server_app import create_app
 from uvicorn_thread import serve
 
 pytest.importorskip("verl")
