@@ -15,7 +15,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from caprl_kit.curate.config import CurateConfig
+from caprl_kit.curate.config import CurateConfig, FilterConfig
 from caprl_kit.curate.filter import decide
 from caprl_kit.curate.stages import stage_dir
 from caprl_kit.io.fs import atomic_write_bytes, atomic_write_text, join, url_to_fs
@@ -50,19 +50,55 @@ def _rows(run) -> list[dict[str, Any]]:
 
 
 def export(cfg: CurateConfig, items: dict[str, InputItem]) -> dict[str, Any]:
-    out_dir = join(str(cfg.output_dir), "dataset")
-    fs, out_path = url_to_fs(out_dir)
-    root = url_to_fs(str(cfg.output_dir))[1]
-    fs.makedirs(out_path, exist_ok=True)
+    """The stages' shards -> the training splits, the audit table and the funnel; every item, in input order, is
+    kept (its row goes to the split its key hashes to) or dropped with the first reason that applies."""
+    fs, dataset = url_to_fs(join(str(cfg.output_dir), "dataset"))
+    fs.makedirs(dataset, exist_ok=True)
+    generated, parsed, trials = _stage_rows(cfg)
+    funnel = _new_funnel(len(items))
+    audit: list[dict[str, Any]] = []
+    curated: dict[str, list[dict[str, Any]]] = {"train": [], "val": []}
+    generator, answerer = _provenance(cfg)
+    for key, item in items.items():  # input order
+        per_type = funnel["per_media_type"][item.media_type]
+        per_type["items_in"] += 1
+        reason = _stage_failure(generated.get(key), parsed.get(key))
+        _count_parsed(funnel, parsed.get(key))
+        kept = _keep_questions(cfg.filter, trials.get(key, []), funnel, audit)
+        if reason is None and not kept:
+            reason = "no_question_kept"
+        if reason is not None:
+            funnel["items_dropped"][reason] += 1
+            per_type["items_dropped"] += 1
+            continue
+        funnel["items_kept"] += 1
+        funnel["questions_kept"] += len(kept)
+        per_type["items_kept"] += 1
+        per_type["questions_kept"] += len(kept)
+        split = _split(key, cfg.seed, cfg.export.val_fraction)
+        curated[split].append(_curated_row(cfg, item, kept, split, len(curated[split]), generator, answerer))
+    outputs = _write_splits(cfg, curated)
+    outputs.update(_write_audit(cfg, audit))
+    outputs.update(_write_funnel(cfg, _close_funnel(funnel, curated, cfg.filter)))
+    return {"funnel": funnel, "outputs": outputs}
+
+
+def _stage_rows(
+    cfg: CurateConfig,
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """The generate and parse rows by item key, and the answer stage's trials grouped by item key."""
     generated = {r["key"]: r for r in _rows(stage_dir(cfg, "generate"))}
     parsed = {r["key"]: r for r in _rows(stage_dir(cfg, "parse"))}
-    trials_by_key: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    trials: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in _rows(stage_dir(cfg, "answer")):
-        trials_by_key[r["key"]].append(r)
+        trials[r["key"]].append(r)
+    return generated, parsed, trials
 
-    f = cfg.filter
-    funnel: dict[str, Any] = {
-        "items_in": len(items),
+
+def _new_funnel(items_in: int) -> dict[str, Any]:
+    """The funnel's counters, all at zero."""
+    return {
+        "items_in": items_in,
         "items_kept": 0,
         "items_dropped": Counter(),
         "questions_generated_blocks": 0,
@@ -79,71 +115,80 @@ def export(cfg: CurateConfig, items: dict[str, InputItem]) -> dict[str, Any]:
         "questions_kept": 0,
         "per_media_type": defaultdict(Counter),
     }
-    audit: list[dict[str, Any]] = []
-    curated: dict[str, list[dict[str, Any]]] = {"train": [], "val": []}
+
+
+def _provenance(cfg: CurateConfig) -> tuple[str, str]:
+    """Who wrote the questions (the generator's model, or ``import:<mode>``) and who answered them."""
     answerer = cfg.answer.backend.model or cfg.answer.backend.name
     generator = (
         (cfg.generate.backend.model or cfg.generate.backend.name)
         if cfg.import_mode == "none"
         else f"import:{cfg.import_mode}"
     )
-    for key, item in items.items():  # input order
-        per_type = funnel["per_media_type"][item.media_type]
-        per_type["items_in"] += 1
-        g = generated.get(key)
-        p = parsed.get(key)
-        reason = None
-        if g is None or p is None:
-            reason = "not_processed"
-        elif g["status"] != "ok":
-            reason = g["status"]
-        elif p["status"] != "ok":
-            reason = p["status"]
-        if p is not None:
-            funnel["questions_generated_blocks"] += p["n_blocks"]
-            funnel["questions_parsed"] += len(p["questions"])
-            funnel["questions_rejected_by_parser"] += p["n_dropped"]
-            for rej in p.get("rejected") or []:  # absent in parse shards written before the field existed
-                funnel["questions_rejected"][rej["kind"]] += 1
-                if len(funnel["questions_rejected_examples"]) < MAX_REJECTED_EXAMPLES:
-                    funnel["questions_rejected_examples"].append(rej["reason"])
-        kept: list[dict[str, Any]] = []
-        seen: set[tuple[str, str]] = set()
-        for t in sorted(trials_by_key.get(key, []), key=lambda r: r["qa_index"]):
-            funnel["questions_answered"] += 1
-            keep, why = (
-                decide(t["visual_acc"], t["text_acc"], f)
-                if t["reason"] not in ("media_error", "answer_failed")
-                else (False, t["reason"])
-            )
-            funnel["questions_pass_visual"] += int(t["visual_acc"] > f.min_visual_acc)
-            funnel["questions_pass_text"] += int(t["text_acc"] < f.max_text_acc)
-            if keep:
-                funnel["questions_pass_both"] += 1
-                dedup_key = (t["mcq"]["question"].strip().lower(), _answer_text(t["mcq"]).strip().lower())
-                if f.dedup and dedup_key in seen:
-                    keep, why = False, "duplicate"
-                    funnel["questions_duplicate"] += 1
-                elif f.max_per_item is not None and len(kept) >= f.max_per_item:
-                    keep, why = False, "cap"
-                    funnel["questions_capped"] += 1
-                seen.add(dedup_key)
-            audit.append({**t, "keep": keep, "reason": why})
-            if keep:
-                kept.append(t["mcq"])
-        if reason is None and not kept:
-            reason = "no_question_kept"
-        if reason is not None:
-            funnel["items_dropped"][reason] += 1
-            per_type["items_dropped"] += 1
-            continue
-        funnel["items_kept"] += 1
-        funnel["questions_kept"] += len(kept)
-        per_type["items_kept"] += 1
-        per_type["questions_kept"] += len(kept)
-        split = _split(key, cfg.seed, cfg.export.val_fraction)
-        curated[split].append(_curated_row(cfg, item, kept, split, len(curated[split]), generator, answerer))
+    return generator, answerer
 
+
+def _stage_failure(g: dict[str, Any] | None, p: dict[str, Any] | None) -> str | None:
+    """Why an item has no questions to filter: not processed, or the generate or parse stage's status."""
+    if g is None or p is None:
+        return "not_processed"
+    if g["status"] != "ok":
+        return str(g["status"])
+    if p["status"] != "ok":
+        return str(p["status"])
+    return None
+
+
+def _count_parsed(funnel: dict[str, Any], p: dict[str, Any] | None) -> None:
+    """The parser's counts for one item: question blocks, questions parsed, questions rejected (by kind, with the
+    first ``MAX_REJECTED_EXAMPLES`` messages)."""
+    if p is None:
+        return
+    funnel["questions_generated_blocks"] += p["n_blocks"]
+    funnel["questions_parsed"] += len(p["questions"])
+    funnel["questions_rejected_by_parser"] += p["n_dropped"]
+    for rej in p.get("rejected") or []:  # absent in parse shards written before the field existed
+        funnel["questions_rejected"][rej["kind"]] += 1
+        if len(funnel["questions_rejected_examples"]) < MAX_REJECTED_EXAMPLES:
+            funnel["questions_rejected_examples"].append(rej["reason"])
+
+
+def _keep_questions(
+    f: FilterConfig, trials: list[dict[str, Any]], funnel: dict[str, Any], audit: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """One item's questions through the filter, in question order: the accuracy thresholds, then (``dedup``) one
+    question per (question, answer text), then ``max_per_item``. Each decision goes to the audit; returns the kept
+    MCQs."""
+    kept: list[dict[str, Any]] = []
+    seen: set[tuple[str, str]] = set()
+    for t in sorted(trials, key=lambda r: r["qa_index"]):
+        funnel["questions_answered"] += 1
+        keep, why = (
+            decide(t["visual_acc"], t["text_acc"], f)
+            if t["reason"] not in ("media_error", "answer_failed")
+            else (False, t["reason"])
+        )
+        funnel["questions_pass_visual"] += int(t["visual_acc"] > f.min_visual_acc)
+        funnel["questions_pass_text"] += int(t["text_acc"] < f.max_text_acc)
+        if keep:
+            funnel["questions_pass_both"] += 1
+            dedup_key = (t["mcq"]["question"].strip().lower(), _answer_text(t["mcq"]).strip().lower())
+            if f.dedup and dedup_key in seen:
+                keep, why = False, "duplicate"
+                funnel["questions_duplicate"] += 1
+            elif f.max_per_item is not None and len(kept) >= f.max_per_item:
+                keep, why = False, "cap"
+                funnel["questions_capped"] += 1
+            seen.add(dedup_key)
+        audit.append({**t, "keep": keep, "reason": why})
+        if keep:
+            kept.append(t["mcq"])
+    return kept
+
+
+def _write_splits(cfg: CurateConfig, curated: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
+    """Each split as Parquet (the curated_qa schema) and as verl-ready JSONL, atomically."""
+    fs, root = url_to_fs(str(cfg.output_dir))
     written = {}
     for split, rows in curated.items():
         table = rows_to_table(rows, CuratedQARow)
@@ -154,25 +199,37 @@ def export(cfg: CurateConfig, items: dict[str, InputItem]) -> dict[str, Any]:
         atomic_write_text(fs, join(root, CURATED_SPLIT_JSONL.format(split=split)), jsonl)
         written[f"{split}.parquet"] = join(str(cfg.output_dir), CURATED_SPLIT.format(split=split))
         written[f"{split}.jsonl"] = join(str(cfg.output_dir), CURATED_SPLIT_JSONL.format(split=split))
+    return written
+
+
+def _write_audit(cfg: CurateConfig, audit: list[dict[str, Any]]) -> dict[str, str]:
+    """Every question's trials and decision (the qa_trials schema), atomically."""
+    fs, root = url_to_fs(str(cfg.output_dir))
     buf = io.BytesIO()
     pq.write_table(rows_to_table(audit, QATrialsRow), buf, compression="zstd")
     atomic_write_bytes(fs, join(root, AUDIT), buf.getvalue())
+    return {"audit.parquet": join(str(cfg.output_dir), AUDIT)}
+
+
+def _close_funnel(funnel: dict[str, Any], curated: dict[str, list[dict[str, Any]]], f: FilterConfig) -> dict[str, Any]:
+    """The counters as plain dicts, the rows per split and the filter used; every item is kept or dropped."""
     funnel["items_dropped"] = dict(funnel["items_dropped"])
     funnel["questions_rejected"] = dict(sorted(funnel["questions_rejected"].items()))
     funnel["per_media_type"] = {k: dict(v) for k, v in funnel["per_media_type"].items()}
     funnel["rows"] = {split: len(rows) for split, rows in curated.items()}
     funnel["filter"] = f.model_dump()
     assert funnel["items_in"] == funnel["items_kept"] + sum(funnel["items_dropped"].values())
+    return funnel
+
+
+def _write_funnel(cfg: CurateConfig, funnel: dict[str, Any]) -> dict[str, str]:
+    """The funnel as a page (dataset/funnel.html) and as JSON, atomically."""
+    out_dir = join(str(cfg.output_dir), "dataset")
+    fs, out_path = url_to_fs(out_dir)
+    root = url_to_fs(str(cfg.output_dir))[1]
     atomic_write_text(fs, join(out_path, "funnel.html"), funnel_html(funnel))
     atomic_write_text(fs, join(root, FUNNEL), json.dumps(funnel, indent=2))
-    written.update(
-        {
-            "audit.parquet": join(str(cfg.output_dir), AUDIT),
-            "funnel.json": join(str(cfg.output_dir), FUNNEL),
-            "funnel.html": join(out_dir, "funnel.html"),
-        }
-    )
-    return {"funnel": funnel, "outputs": written}
+    return {"funnel.json": join(str(cfg.output_dir), FUNNEL), "funnel.html": join(out_dir, "funnel.html")}
 
 
 def _media_path(cfg: CurateConfig, item: InputItem) -> str:
