@@ -470,29 +470,25 @@ def wire_image(data: bytes, wire: ImageWire, source: str | None = None, **load: 
     """An image file in a back end's wire form (``ImageWire``): its own bytes when they can go as they are, else
     decoded with ``load_image(**load)`` and encoded (JPEG quality 95 or PNG). The pixels are not kept. ``source``
     names the file in a ``MediaError``."""
-    header = as_sent(data, load.get("max_image_pixels", 178_956_970))
-    if header is not None and wire.originals:
-        width, height, mime = header
+
+    def made(width: int, height: int, url: str, sent: str) -> LoadedImage:
         return LoadedImage(
             image=None,
             width=width,
             height=height,
             content_hash=hashlib.sha256(data).hexdigest(),
             source=source or describe(data),
-            encoded=EncodedImage(f"data:{mime};base64,{base64.b64encode(data).decode()}", "original"),
+            encoded=EncodedImage(url, sent),
         )
+
+    header = as_sent(data, load.get("max_image_pixels", 178_956_970))
+    if header is not None and wire.originals:
+        width, height, mime = header
+        return made(width, height, f"data:{mime};base64,{base64.b64encode(data).decode()}", "original")
     if header is not None and header[2] == "image/jpeg" and wire.fmt == "JPEG":
         fast = _jpeg_to_jpeg(data, header[0], header[1], load.get("min_pixels", 3136), load.get("max_pixels", 1003520))
         if fast is not None:
-            width, height, url = fast
-            return LoadedImage(
-                image=None,
-                width=width,
-                height=height,
-                content_hash=hashlib.sha256(data).hexdigest(),
-                source=source or describe(data),
-                encoded=EncodedImage(url, "encoded"),
-            )
+            return made(*fast, "encoded")
     try:
         loaded = load_image(data, **load)
     except MediaError as exc:

@@ -19,6 +19,13 @@ Worker = Callable[[ShardSpec, list[Any]], ShardStats]
 WorkerFactory = Callable[[Progress], Worker]
 
 
+def advance_shard(progress: Progress, stage: str, stats: ShardStats) -> None:
+    """A shard another process ran and committed counts on the driver's progress (its items, failures, tokens)."""
+    progress.advance(
+        stage, items=stats.n_items, failed=stats.n_failed, tokens=int(stats.metrics.get("completion_tokens", 0))
+    )
+
+
 def run_one(worker: Worker, spec: ShardSpec, items: list[Any], max_retries: int) -> ShardStats:
     """Run a shard; an exception (not per-item failures, which are rows) is retried, then ``ShardFailed``."""
     for attempt in range(max_retries + 1):

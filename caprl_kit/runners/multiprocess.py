@@ -24,7 +24,7 @@ from typing import Any
 from caprl_kit.errors import CaprlError
 from caprl_kit.io.shards import ShardSpec
 from caprl_kit.progress import NullProgress, Progress
-from caprl_kit.runners.local import WorkerFactory, run_one
+from caprl_kit.runners.local import WorkerFactory, advance_shard, run_one
 from caprl_kit.runners.placement import WorkerResources
 from caprl_kit.runners.stream import LiveStream
 from caprl_kit.schemas.run import ShardStats
@@ -214,12 +214,7 @@ class _Processes:
         for held in self.held:
             held.pop(sid, None)
         stats: ShardStats = value
-        self.progress.advance(
-            self.stage,
-            items=stats.n_items,
-            failed=stats.n_failed,
-            tokens=int(stats.metrics.get("completion_tokens", 0)),
-        )
+        advance_shard(self.progress, self.stage, stats)
         self.written.append(stats)
 
     def close(self) -> None:

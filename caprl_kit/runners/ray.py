@@ -41,7 +41,7 @@ from caprl_kit.errors import CaprlError
 from caprl_kit.io.shards import ShardSpec
 from caprl_kit.log import get_logger
 from caprl_kit.progress import NullProgress, Progress
-from caprl_kit.runners.local import WorkerFactory, run_one
+from caprl_kit.runners.local import WorkerFactory, advance_shard, run_one
 from caprl_kit.runners.placement import WorkerResources
 from caprl_kit.runners.stream import LiveStream
 from caprl_kit.schemas.run import ShardStats
@@ -174,12 +174,7 @@ class _Pool:
             self.restarting[actor.ready.remote()] = actor
 
     def _done(self, stats: ShardStats) -> None:
-        self.progress.advance(
-            self.stage,
-            items=stats.n_items,
-            failed=stats.n_failed,
-            tokens=int(stats.metrics.get("completion_tokens", 0)),
-        )
+        advance_shard(self.progress, self.stage, stats)
         self.written.append(stats)
 
     def _any_done(self) -> bool:
