@@ -106,7 +106,7 @@ def main() -> None:
             for c in captions:
                 assert client.post(f"{url}/get_reward", json=body([c])).status_code == 200
             single_s = time.perf_counter() - t0
-        peak = app.state.scorer.feed.peak
+        peak = app.state.scorer.meter.peak
     n = len(captions)
     result = {"captions": n, "qa_num": args.qa_num, "engine": args.engine,
               "batched_captions_per_s": n / batched_s, "one_per_caption_captions_per_s": n / single_s,

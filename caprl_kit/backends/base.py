@@ -13,9 +13,7 @@ with "The answer is"; generation continues it). A bad input never raises out of 
 
 from __future__ import annotations
 
-import queue
 import time
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
@@ -147,50 +145,9 @@ class _Idle:
         return "IDLE"
 
 
-#: yielded by a live request source (``Feed``) that has no request right now while some of its requests are still
+#: yielded by a live request source (``runners/stream.ShardStream`` over a ``ShardFeed``) that has no request right now while some of its requests are still
 #: inside the engine: ``stream`` steps the engine / delivers finished responses and asks again, instead of waiting
 IDLE: Any = _Idle()
-_CLOSED = object()
-
-
-class Feed:
-    """A request source for a long-lived ``Backend.stream`` (the reward server): ``put`` from any thread, the stream
-    pulls. A pull waits only while none of the feed's requests is inside the engine; otherwise it answers ``IDLE``
-    at once, so the engine keeps running what it holds. The stream's consumer calls ``answered()`` for every
-    response it takes; ``close()`` ends the stream once the engine has answered what it holds."""
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()  # lists of requests: a put arrives whole
-        self._ready: deque[Request] = deque()  # the stream's thread only
-        self.outstanding = 0  #: requests handed to the engine and not answered yet (the stream's thread only)
-        self.peak = 0  #: most requests inside the engine at once
-
-    def put(self, requests: Iterable[Request]) -> None:
-        self._queue.put(list(requests))
-
-    def close(self) -> None:
-        self._queue.put(_CLOSED)
-
-    def answered(self, n: int = 1) -> None:
-        self.outstanding -= n
-
-    def __iter__(self) -> Feed:
-        return self
-
-    def __next__(self) -> Request:
-        while not self._ready:
-            try:
-                item = self._queue.get(timeout=0.1) if self.outstanding <= 0 else self._queue.get_nowait()
-            except queue.Empty:
-                if self.outstanding > 0:
-                    return IDLE
-                continue  # short waits: Ctrl-C and shutdown are seen at once
-            if item is _CLOSED:
-                raise StopIteration
-            self._ready.extend(item)
-        self.outstanding += 1
-        self.peak = max(self.peak, self.outstanding)
-        return self._ready.popleft()
 
 
 class Backend(Protocol):
@@ -245,8 +202,8 @@ class BackendBase:
         """Responses as they complete, each with its request's id. Here, for engines whose step cost grows with the
         batch (transformers, lexical): token-budgeted batches of at most ``in_flight`` requests, cut from windows of
         ``window`` requests sorted by estimated prompt tokens (little padding), never mixing request groups (shards);
-        memory stays per window. A live source (``Feed``) that has nothing more right now (``IDLE``) cuts the
-        window there, so a server's requests never wait for a full window."""
+        memory stays per window. A live source that has nothing more right now (``IDLE``) cuts the window there,
+        so a server's requests never wait for a full window."""
         size = self.in_flight
         limit = max(size, window or size)
         it = iter(requests)

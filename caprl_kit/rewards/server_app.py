@@ -51,7 +51,7 @@ def create_app(cfg: RewardServerConfig, engine: Any = None) -> Any:
     )
     latency = Histogram("caprl_reward_latency_seconds", "Request latency", ["endpoint"], registry=registry)
     in_flight = Gauge("caprl_reward_in_flight_prompts", "Answer prompts inside the engine", registry=registry)
-    in_flight.set_function(lambda: max(0, scorer.feed.outstanding))
+    in_flight.set_function(lambda: max(0, scorer.meter.outstanding))
     engine_errors = Counter("caprl_reward_engine_errors", "Engine failures", registry=registry)
     captions_total = Counter("caprl_reward_captions", "Captions scored", registry=registry)
 

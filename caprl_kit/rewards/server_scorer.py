@@ -1,19 +1,31 @@
 """The reward server's scoring: QA accuracy (+ the timestamp-format term for video) of every HTTP request's captions
-on ONE long-lived engine stream (``Scorer``), each request answered as soon as its own last answer prompt is."""
+on ONE long-lived engine stream, the same stream machinery the batch stages run on (``runners/stream.py``).
+
+An HTTP request is one shard of one unit of work: ``submit`` plans its answer prompts and queues it on a
+``LiveStream``; the stream hands the prompts to ``Backend.stream``, which keeps up to its ``in_flight`` prompts
+running whatever request they came from (vllm: its scheduler; openai: one concurrency limit; transformers: a batch
+of what is waiting); the request is reduced to its rewards as soon as its own last answer is in (``_finish``), never
+after another request's longest answer, and its "commit" hands the scores back to the HTTP handler. An answer that
+failed at the engine fails only its own request (503). If the engine raises, every request the stream held is
+redone on a stream of its own (``LiveStream(alone=True)``), so a request that breaks the engine fails only itself;
+the live stream then goes on."""
+
+from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
-import threading
 from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from caprl_kit.backends.base import Feed, Request, Response
+from caprl_kit.backends.base import Request, Response
+from caprl_kit.io.shards import ShardSpec
 from caprl_kit.log import get_logger
 from caprl_kit.rewards.base import RewardOutput
 from caprl_kit.rewards.qa import Trials
 from caprl_kit.rewards.server import RewardServerConfig
+from caprl_kit.runners.stream import InFlight, LiveStream, ShardStream, Work
 from caprl_kit.schemas.curate import MCQ
 
 log = get_logger(__name__)
@@ -29,24 +41,26 @@ Scored = tuple[dict[str, list[float]], list[dict[str, Any]]]
 
 @dataclass
 class _Job:
-    """One HTTP request's scoring: its answer prompts and the answers so far."""
+    """One HTTP request's scoring: its captions, their answer prompts and how the answers reduce."""
 
     captions: list[str]
     requests: list[Request]
     plan: Trials
-    fut: asyncio.Future
-    loop: asyncio.AbstractEventLoop
-    responses: list[Response | None]
-    left: int
+
+
+@dataclass
+class Outcome:
+    """What a request's "commit" hands back: its scores, or why the engine could not give them."""
+
+    shard_id: int
+    scored: Scored | None = None
+    error: str | None = None
 
 
 class Scorer:
-    """QA accuracy (+ format for video) on ONE long-lived engine stream, as the batch stages feed theirs: every
-    request's answer prompts go into ``Backend.stream`` through a ``Feed``, the engine keeps up to its ``in_flight``
-    prompts running whatever request they came from (vllm: its scheduler; openai: one concurrency limit;
-    transformers: a batch of what is waiting), and a request is answered as soon as its own last prompt is, never
-    after another request's longest answer. If the stream breaks (the engine raised), every request it held is
-    retried on its own, so a request that breaks the engine fails only itself (503); the stream then restarts."""
+    """QA accuracy (+ format for video) on one long-lived engine stream (the module's docstring has the walk)."""
+
+    engine_label = "reward answerer"
 
     def __init__(self, cfg: RewardServerConfig, engine: Any = None):
         from caprl_kit.rewards.qa import QAScorer
@@ -57,14 +71,15 @@ class Scorer:
         self.fmt = TimestampFormatReward(cfg.timestamp_format)
         weight = cfg.format_weight if cfg.format_weight is not None else (0.2 if cfg.qa.task == "video" else 0.0)
         self.format_weight = 0.0 if cfg.qa.task == "image" else weight
-        self.feed = Feed()
-        self.jobs: dict[str, _Job] = {}
-        self.lock = threading.Lock()
+        self.meter = InFlight()  #: answer prompts inside the engine now, and the most at once
         self.scored: deque[int] = deque(maxlen=10_000)  #: captions of each answered request, newest last
-        self.retried_alone = 0  #: requests retried on their own after the stream broke
         self._ids = itertools.count()
-        self._thread: threading.Thread | None = None
-        self._stopping = False
+        self._live: LiveStream[Outcome] | None = None
+
+    @property
+    def retried_alone(self) -> int:
+        """Requests redone on a stream of their own after the engine raised."""
+        return self._live.redone_alone if self._live is not None else 0
 
     def rewards(self, captions: list[str], out: RewardOutput) -> dict[str, list[float]]:
         result = {"qa_rewards": out.scores}
@@ -77,92 +92,49 @@ class Scorer:
         return result
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._pump, name="caprl-reward-engine", daemon=True)
-        self._thread.start()
+        self._live = LiveStream(self, alone=True)
 
     def stop(self) -> None:
-        self._stopping = True
-        self.feed.close()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+        if self._live is not None:
+            self._live.close()
 
     async def submit(self, captions: list[str], qa_lists: list[list[MCQ]]) -> Scored:
-        loop = asyncio.get_running_loop()
+        assert self._live is not None, "start() the scorer first"
         requests, plan = self.qa.plan(captions, qa_lists)
-        job_id = f"r{next(self._ids)}"
-        for k, request in enumerate(requests):
-            request.id = f"{job_id}:{k}"
-        job = _Job(captions, requests, plan, loop.create_future(), loop, [None] * len(requests), len(requests))
-        with self.lock:
-            self.jobs[job_id] = job
-            self.feed.put(requests)
-        return await job.fut
-
-    # ------------------------------------------------------------------ the engine thread
-    def _pump(self) -> None:
-        while not self._stopping:
-            feed = self.feed
-            try:
-                for response in self.qa.engine.stream(feed):
-                    feed.answered()
-                    self._take(response)
-                return  # closed
-            except Exception as exc:  # noqa: BLE001 - the engine raised: retry what it held, one request at a time
-                with self.lock:
-                    broken = list(self.jobs.values())
-                    self.jobs.clear()
-                    self.feed = Feed()
-                log.warning(
-                    "reward engine failed with %d request(s) in it (%s: %s); retrying each on its own",
-                    len(broken),
-                    type(exc).__name__,
-                    exc,
-                )
-                for job in broken:
-                    self._alone(job)
-
-    def _take(self, response: Response) -> None:
-        job_id, _, k = (response.id or "").rpartition(":")
-        with self.lock:
-            job = self.jobs.get(job_id)
-            if job is None:
-                return
-            job.responses[int(k)] = response
-            job.left -= 1
-            if job.left:
-                return
-            del self.jobs[job_id]
-        self._finish(job, job.responses)  # type: ignore[arg-type]  # every response is in once the job is finished
-
-    def _alone(self, job: _Job) -> None:
-        self.retried_alone += 1
+        spec = ShardSpec(next(self._ids), 0, 1)
         try:
-            responses = self.qa.engine.generate(job.requests)
-        except Exception as exc:  # noqa: BLE001 - this request breaks the engine: it alone gets the 503
-            self._settle(job, exc=exc)
-            return
-        self._finish(job, responses)
+            outcome: Outcome = await asyncio.wrap_future(self._live.submit(spec, [_Job(captions, requests, plan)]))
+        except Exception as exc:  # noqa: BLE001 - the engine raised on this request even when it ran alone
+            log.warning("reward engine failed for a request: %s: %s", type(exc).__name__, exc)
+            raise EngineFailure(f"{type(exc).__name__}: {exc}") from None
+        if outcome.scored is None:
+            raise EngineFailure(outcome.error)
+        return outcome.scored
 
-    def _finish(self, job: _Job, responses: list[Response]) -> None:
+    # ------------------------------------------------------------------ the stage, on the stream's thread
+    def open_stream(self) -> ShardStream[Outcome]:
+        return ShardStream(self, self.qa.engine, meter=self.meter, answers_engine_failures=True)
+
+    def plan(self, spec: ShardSpec, items: list[_Job]) -> Iterator[Work]:
+        job = items[0]
+        yield Work(list(job.requests), lambda responses: [self._finish(job, responses)])
+
+    def _finish(self, job: _Job, responses: list[Response]) -> dict[str, Any]:
         try:
             out = self.qa.reduce(job.plan, responses)
-            result = (self.rewards(job.captions, out), out.details)
-        except Exception as exc:  # noqa: BLE001 - an answer prompt failed (engine error response)
-            self._settle(job, exc=exc)
-            return
+            scored = (self.rewards(job.captions, out), out.details)
+        except Exception as exc:  # noqa: BLE001 - an answer prompt failed (an engine error response)
+            log.warning("reward engine failed for a request: %s: %s", type(exc).__name__, exc)
+            return {"error": f"{type(exc).__name__}: {exc}"}
         self.scored.append(len(job.captions))
-        self._settle(job, result)
+        return {"scored": scored}
 
-    def _settle(self, job: _Job, result: Scored | None = None, exc: Exception | None = None) -> None:
-        with contextlib.suppress(RuntimeError):  # the server is shutting down: its loop is closed
-            job.loop.call_soon_threadsafe(_settle, job.fut, result, exc)
-
-
-def _settle(fut: asyncio.Future, result: Scored | None = None, exc: Exception | None = None) -> None:
-    if fut.done():  # the client went away
-        return
-    if exc is not None:
-        log.warning("reward engine failed for a request: %s: %s", type(exc).__name__, exc)
-        fut.set_exception(EngineFailure(f"{type(exc).__name__}: {exc}"))
-    else:
-        fut.set_result(result)
+    def commit(
+        self,
+        spec: ShardSpec,
+        items: list[_Job],
+        rows: list[dict[str, Any]],
+        responses: Sequence[Response],
+        opened: tuple[str, float],
+    ) -> Outcome:
+        return Outcome(spec.shard_id, **rows[0])

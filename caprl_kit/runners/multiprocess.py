@@ -53,7 +53,7 @@ def _work(rank: int, factory: WorkerFactory, gpus: str | None, max_retries: int,
     except BaseException as exc:  # noqa: BLE001 - the driver says why the worker could not start
         outbox.put(("error", None, _portable(exc)))
         return
-    live = LiveStream(worker, max_retries) if hasattr(worker, "open_stream") else None
+    live: LiveStream[ShardStats] | None = LiveStream(worker, max_retries) if hasattr(worker, "open_stream") else None
 
     def one(spec: ShardSpec, items: list[Any]) -> None:
         try:

@@ -57,7 +57,9 @@ class _ShardActor:
     def __init__(self, factory: WorkerFactory, max_retries: int):
         self.worker = factory(NullProgress())
         self.max_retries = max_retries
-        self.live = LiveStream(self.worker, max_retries) if hasattr(self.worker, "open_stream") else None
+        self.live: LiveStream[ShardStats] | None = (
+            LiveStream(self.worker, max_retries) if hasattr(self.worker, "open_stream") else None
+        )
         self.lock = threading.Lock()
 
     def ready(self) -> bool:

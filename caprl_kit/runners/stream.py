@@ -34,18 +34,28 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from caprl_kit.backends.base import IDLE, Request, Response, engine_failed
 from caprl_kit.errors import CaprlError, EngineDown, EngineFailed, ShardFailed
 from caprl_kit.io.shards import ShardSpec
 from caprl_kit.io.stats import utc_now
 from caprl_kit.log import get_logger
-from caprl_kit.schemas.run import ShardStats
 
 log = get_logger(__name__)
 
 Row = dict[str, Any]
+
+
+class Committed(Protocol):
+    """What a stage's commit hands back: a batch stage's ``ShardStats``, the reward server's scores."""
+
+    @property
+    def shard_id(self) -> int: ...
+
+
+C = TypeVar("C", bound=Committed)
+C_co = TypeVar("C_co", bound=Committed, covariant=True)
 
 
 @dataclass
@@ -60,8 +70,8 @@ class Work:
     _left: int = 0
 
 
-class StreamStage(Protocol):
-    """What a stage provides to the engine (annotate, curate generate/answer, eval answer)."""
+class StreamStage(Protocol[C_co]):
+    """What a stage provides to the engine (annotate, curate generate/answer, eval answer, the reward server)."""
 
     @property
     def engine_label(self) -> str:
@@ -79,7 +89,7 @@ class StreamStage(Protocol):
         rows: list[Row],
         responses: Sequence[Response],
         opened: tuple[str, float],
-    ) -> ShardStats:
+    ) -> C_co:
         """Write the shard's rows (atomically, stats last) and return its stats (``StatsBuilder(opened=...)``)."""
         ...
 
@@ -119,7 +129,16 @@ def warm_commit() -> None:
     pa.Table.from_pylist([{"warm": 1}])
 
 
-class ShardStream:
+class InFlight:
+    """Requests handed to the engine and not answered yet (``outstanding``) and the most at once (``peak``); one
+    meter can follow the streams a ``LiveStream`` reopens."""
+
+    def __init__(self) -> None:
+        self.outstanding = 0
+        self.peak = 0
+
+
+class ShardStream(Generic[C]):
     """``for stats in ShardStream(stage, backend).run(shards)``: shards committed in the order they complete.
 
     A shard's life: ``_requests`` takes it from the input and plans its work (``stage.plan``), handing each
@@ -129,8 +148,20 @@ class ShardStream:
     A shard is in ``uncommitted()`` until its commit has finished; when the stream breaks, the commits in flight
     are waited for first, so a shard is either committed or redone, never both."""
 
-    def __init__(self, stage: StreamStage, backend: Any, **stream_options: Any):
+    def __init__(
+        self,
+        stage: StreamStage[C],
+        backend: Any,
+        *,
+        meter: InFlight | None = None,
+        answers_engine_failures: bool = False,
+        **stream_options: Any,
+    ):
         self.stage, self.backend, self.options = stage, backend, stream_options
+        #: the stage's ``Work.finish`` takes an engine-level failure itself (the reward server answers that request
+        #: alone with a 503) instead of it breaking the stream (a batch stage: never a row)
+        self.answers_engine_failures = answers_engine_failures
+        self.meter = meter if meter is not None else InFlight()
         self._open: dict[int, _Open] = {}
         self._committing: deque[tuple[int, Future]] = deque()
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="caprl-commit")
@@ -157,13 +188,18 @@ class ShardStream:
                 requests, work.requests = work.requests, []  # the engine holds them until answered, we do not
                 for ri, request in enumerate(requests):
                     request.id, request.group = f"{spec.shard_id}/{wi}/{ri}", spec.shard_id
+                    meter = self.meter
+                    meter.outstanding += 1
+                    meter.peak = max(meter.peak, meter.outstanding)
                     yield request
             sh.planned = True
             if sh.remaining == 0:
                 self._submit(spec.shard_id)
 
     def _take(self, resp: Response) -> None:
-        if engine_failed(resp):  # never a row: the stream breaks and the runner redoes the uncommitted shards
+        self.meter.outstanding -= 1
+        if engine_failed(resp) and not self.answers_engine_failures:
+            # never a row: the stream breaks and the runner redoes the uncommitted shards
             raise EngineFailed(f"{self.stage.engine_label}: request {resp.id} failed ({resp.error_kind}: {resp.error})")
         sid, wi, ri = (int(x) for x in str(resp.id).split("/"))
         sh = self._open[sid]
@@ -187,7 +223,7 @@ class ShardStream:
             (sid, self._writer.submit(self.stage.commit, sh.spec, sh.items, rows, sh.responses, sh.opened))
         )
 
-    def _harvest(self, wait: bool = False) -> Iterator[ShardStats]:
+    def _harvest(self, wait: bool = False) -> Iterator[C]:
         """Stats of the finished commits in the order they were handed to the writer (``wait``: every one). A
         commit that failed raises here, its shard still uncommitted."""
         while self._committing and (wait or self._committing[0][1].done()):
@@ -197,10 +233,10 @@ class ShardStream:
             del self._open[sid]
             yield stats
 
-    def _settle(self) -> list[ShardStats]:
+    def _settle(self) -> list[C]:
         """After a break: wait for every commit in flight; the ones that succeeded are committed, the rest stay
         uncommitted (redone)."""
-        done: list[ShardStats] = []
+        done: list[C] = []
         while self._committing:
             sid, fut = self._committing.popleft()
             try:
@@ -217,7 +253,7 @@ class ShardStream:
         request was handed out)."""
         return bool(self._committing) or any(sh.remaining for sh in self._open.values())
 
-    def serve(self, feed: ShardFeed, on_commit: Callable[[ShardStats], None]) -> None:
+    def serve(self, feed: ShardFeed, on_commit: Callable[[C], None]) -> None:
         """Long-lived: shards come from ``feed`` as they are queued, each committed shard's stats go to
         ``on_commit`` (also a shard whose rows needed no engine, before the feed is waited on); returns when the feed
         is closed and every shard taken from it is committed."""
@@ -234,7 +270,8 @@ class ShardStream:
         for stats in self.run(source()):
             on_commit(stats)
 
-    def run(self, shards: Iterable[Any]) -> Iterator[ShardStats]:
+    def run(self, shards: Iterable[Any]) -> Iterator[C]:
+        self.meter.outstanding = 0  # a new stream: what a broken one held is gone with it
         requests = self._requests(shards)
         responses = self.backend.stream(requests, **self.options) if self.backend is not None else _no_engine(requests)
         try:
@@ -317,43 +354,80 @@ def next_attempt(attempt: int, progressed: bool) -> int:
     return 1 if progressed else attempt + 1
 
 
-class LiveStream:
-    """One worker's streaming engine kept open across shards handed to it one call at a time (a Ray actor's
-    concurrent calls): ``run(spec, items)`` queues the shard and returns its stats once committed. A stream that
-    breaks is reopened with the shards it held but had not committed, up to ``max_retries`` times in a row (a
-    commit in between starts the count again); then, or at once for a ``CaprlError`` (an engine that is gone),
-    every waiting call fails with it."""
+class LiveStream(Generic[C]):
+    """One worker's streaming engine kept open across shards handed to it one call at a time: ``submit(spec,
+    items)`` queues the shard and returns a future of what its commit returns (``run``: the same, waited for). The
+    Ray actors' and multiprocess workers' concurrent calls use it, and so does the reward server (one HTTP request
+    is one shard of one unit of work).
 
-    def __init__(self, worker: Any, max_retries: int):
-        self.worker, self.max_retries = worker, max_retries
+    When the stream breaks (the engine raised), what it held but had not committed is redone:
+
+    - ``alone=False`` (batch stages): on a new stream, up to ``max_retries`` times in a row (a commit in between
+      starts the count again); then, or at once for a ``CaprlError`` (an engine that is gone), every waiting call
+      fails with it, and so does every later call.
+    - ``alone=True`` (the reward server): each shard on a stream of its own, so a shard that breaks the engine fails
+      only its own call; the live stream then goes on with what is queued."""
+
+    def __init__(self, worker: Any, max_retries: int = 0, *, alone: bool = False):
+        self.worker, self.max_retries, self.alone = worker, max_retries, alone
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.waiting: dict[int, Future] = {}
         self.lock = threading.Lock()
         self.error: BaseException | None = None
         self.commits = 0
-        threading.Thread(target=self._serve, name="caprl-live-stream", daemon=True).start()
+        self.redone_alone = 0  #: shards redone on a stream of their own after a break (``alone``)
+        self._thread = threading.Thread(target=self._serve, name="caprl-live-stream", daemon=True)
+        self._thread.start()
 
-    def run(self, spec: ShardSpec, items: list[Any]) -> ShardStats:
+    def submit(self, spec: ShardSpec, items: list[Any]) -> Future:
         fut: Future = Future()
+        fut.set_running_or_notify_cancel()  # a caller that stops waiting cannot cancel it under the stream's feet
         with self.lock:
             if self.error is not None:
                 raise self.error
             self.waiting[spec.shard_id] = fut
             self.queue.put((spec, items))
-        return fut.result()
+        return fut
 
-    def _committed(self, stats: ShardStats) -> None:
+    def run(self, spec: ShardSpec, items: list[Any]) -> C:
+        return self.submit(spec, items).result()
+
+    def close(self, timeout: float = 30) -> None:
+        """No more shards: returns once every queued shard is committed (or ``timeout`` passed)."""
+        self.queue.put(ShardFeed.CLOSED)
+        self._thread.join(timeout=timeout)
+
+    def _committed(self, stats: C) -> None:
         self.commits += 1
         with self.lock:
             fut = self.waiting.pop(stats.shard_id, None)
         if fut is not None:
             fut.set_result(stats)
 
+    def _fail(self, shard_ids: Iterable[int] | None, err: BaseException) -> None:
+        """Fail the waiting calls of ``shard_ids`` (None: every one)."""
+        with self.lock:
+            if shard_ids is None:
+                futs, self.waiting = list(self.waiting.values()), {}
+            else:
+                futs = [f for f in (self.waiting.pop(i, None) for i in shard_ids) if f is not None]
+        for fut in futs:
+            fut.set_exception(err)
+
+    def _redo_alone(self, left: list[tuple[ShardSpec, list[Any]]]) -> None:
+        for spec, items in left:
+            self.redone_alone += 1
+            try:
+                for stats in self.worker.open_stream().run([(spec, items)]):
+                    self._committed(stats)
+            except Exception as exc:  # noqa: BLE001 - this shard breaks the engine: it alone fails
+                self._fail([spec.shard_id], exc)
+
     def _serve(self) -> None:
         feed = ShardFeed(self.queue)
         attempt = 0
         while True:
-            stream: ShardStream | None = None
+            stream: ShardStream[C] | None = None
             committed = self.commits
             try:
                 stream = self.worker.open_stream()
@@ -363,13 +437,19 @@ class LiveStream:
                 left = stream.uncommitted() if stream is not None else []
                 left += list(feed.first)  # redo shards the broken stream had not taken yet
                 names = ", ".join(spec.name for spec, _ in left) or "none"
+                if self.alone and isinstance(exc, Exception):
+                    log.warning("the stream failed (%r) with shard(s) %s open; redoing each on its own", exc, names)
+                    self._redo_alone(left)
+                    if not left:
+                        time.sleep(0.1)  # an engine that fails with nothing in it: do not spin
+                    feed = ShardFeed(self.queue)
+                    continue
                 attempt = next_attempt(attempt, self.commits > committed)
                 if isinstance(exc, CaprlError) or attempt > self.max_retries or not isinstance(exc, Exception):
                     err = give_up(exc, names, attempt) if isinstance(exc, Exception) else exc
                     with self.lock:
-                        self.error, waiting, self.waiting = err, list(self.waiting.values()), {}
-                    for fut in waiting:
-                        fut.set_exception(err)
+                        self.error = err
+                    self._fail(None, err)
                     return
                 log.warning(
                     "the stream failed (%r) with shard(s) %s open; redoing them (%d/%d)",

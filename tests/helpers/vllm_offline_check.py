@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import time
 
 
@@ -19,7 +18,7 @@ def as_dict(r):
 def main() -> None:
     captioner, answerer, media, out = sys.argv[1:5]
     from caprl_kit.backends import build_backend
-    from caprl_kit.backends.base import Feed, Request, SamplingParams
+    from caprl_kit.backends.base import IDLE, Request, SamplingParams
     from caprl_kit.backends.config import BackendConfig
     from caprl_kit.io.media import load_video
 
@@ -41,23 +40,27 @@ def main() -> None:
         reqs = [Request.user(f"{q} #{i}", id=f"s{i}", sampling=SamplingParams(temperature=0.0, max_tokens=2 + 3 * (i % 4)))
                 for i in range(12)]
         streamed = list(text.stream(reqs))
-        # ... and from a live Feed (the reward server's source) that goes quiet in between and then closes
-        feed = Feed()
+        # ... and from a live source (the reward server's and a worker's feed) that goes quiet in between (IDLE:
+        # nothing new, step what the engine holds) and then ends
+        held = {"now": 0, "peak": 0}
 
-        def producer() -> None:
-            feed.put(reqs[:5])
-            time.sleep(1.0)
-            feed.put(reqs[5:])
-            time.sleep(0.5)
-            feed.close()
+        def live():
+            for part in (reqs[:5], reqs[5:]):
+                for r in part:
+                    held["now"] += 1
+                    held["peak"] = max(held["peak"], held["now"])
+                    yield r
+                quiet = time.perf_counter()
+                while time.perf_counter() - quiet < 1.0:
+                    time.sleep(0.01)
+                    yield IDLE
 
-        threading.Thread(target=producer, daemon=True).start()
         fed = []
-        for r in text.stream(feed):
-            feed.answered()
+        for r in text.stream(live()):
+            held["now"] -= 1
             fed.append(as_dict(r) | {"id": r.id})
         result["stream"] = {"streamed": [as_dict(r) | {"id": r.id} for r in streamed], "fed": fed,
-                            "max_tokens": {r.id: r.sampling.max_tokens for r in reqs}, "feed_peak": feed.peak}
+                            "max_tokens": {r.id: r.sampling.max_tokens for r in reqs}, "feed_peak": held["peak"]}
         # the engine dying mid-stream (vLLM's own EngineDeadError, raised by a step: a real engine cannot be made to
         # die on demand, killing its process makes vLLM hang): the stream stops with EngineDown instead of answering
         # the requests as failed rows that a shard would commit as done

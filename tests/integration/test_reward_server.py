@@ -97,7 +97,7 @@ def test_200_concurrent_requests_all_answered_and_batched() -> None:
     assert [r.status_code for r in responses] == [200] * 200
     assert [r.json()["rewards"] for r in responses] == [[1.0] if i % 2 else [0.0] for i in range(200)]
     assert sum(app.state.scorer.scored) == 200  # every caption scored exactly once
-    assert app.state.scorer.feed.peak > 1  # concurrent requests shared the engine
+    assert app.state.scorer.meter.peak > 1  # concurrent requests shared the engine
 
 
 @pytest.mark.parametrize("name, send, code, message", [
