@@ -13,6 +13,7 @@ from typing import Any
 from caprl_kit.errors import CaprlError
 from caprl_kit.evaluate.config import BenchmarkConfig
 from caprl_kit.io.fs import url_to_fs
+from caprl_kit.io.rows import parse_jsonl_lines
 
 #: the prefix the official stage 2 replaces with the caption sentence (spec §5.1)
 OFFICIAL_PREFIX = re.compile(
@@ -86,17 +87,7 @@ def read_rows(bench: BenchmarkConfig) -> list[dict[str, Any]]:
     except json.JSONDecodeError as exc:
         if text.lstrip().startswith("["):  # one JSON document (the official lmm_eval_*.json layout)
             raise CaprlError(f"{where} line {exc.lineno} is not valid JSON ({exc.msg}, column {exc.colno})") from None
-        rows = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as line_exc:
-                raise CaprlError(
-                    f"{where} line {number} is not valid JSON ({line_exc.msg}, column "
-                    f"{line_exc.colno}); JSONL holds one JSON object per line"
-                ) from None
+        rows = list(parse_jsonl_lines(text.splitlines(), where))
     else:
         if isinstance(data, dict):  # {"data": [...]}, or a JSONL file of one row
             data = data["data"] if isinstance(data.get("data"), list) else [data]

@@ -1,12 +1,13 @@
 """Rows of a JSONL or Parquet file (any fsspec URL) as dicts: ``read_rows`` (a small file, whole) behind eval's caption
 files and blind-caption candidates, the eval/demo reports' sample files and the trainers' validation rows;
-``iter_jsonl`` (streamed) behind the JSONL manifest reader and ``caprl train pairs``. A line that is not
-JSON is one error naming the file and line; ``key`` turns errors into a ``ConfigError`` on that config key."""
+``iter_jsonl`` (streamed) behind the JSONL manifest reader and ``caprl train pairs``; ``parse_jsonl_lines``, the
+one JSON Lines parser behind both and eval's benchmark files. A line that is not a JSON object is one error naming
+the file and line; ``key`` turns errors into a ``ConfigError`` on that config key."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
@@ -17,23 +18,37 @@ def _fail(message: str, key: str | None, hint: str) -> Exception:
     return ConfigError([ConfigIssue(key, message, hint)]) if key else CaprlError(f"{message}; {hint}")
 
 
-def iter_jsonl(url: str, *, key: str | None = None) -> Iterator[dict[str, Any]]:
-    """The rows of a JSON Lines file, streamed (blank lines skipped); a line that is not JSON, or text that is not
-    UTF-8, is one error naming the file (and line)."""
+#: the hint of every JSON Lines parse error
+JSONL_HINT = "JSONL holds one JSON object per line"
+
+
+def parse_jsonl_lines(lines: Iterable[str], where: str, *, key: str | None = None) -> Iterator[dict[str, Any]]:
+    """The rows of JSON Lines text (blank lines skipped), one per line. A line that is not JSON, or JSON that is not
+    an object, is one error naming ``where`` (the file, as the message should show it), the line and the column."""
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise _fail(
+                f"{where} line {number} is not valid JSON ({exc.msg}, column {exc.colno})", key, JSONL_HINT
+            ) from None
+        if not isinstance(row, dict):
+            raise _fail(f"{where} line {number} is not a JSON object ({type(row).__name__})", key, JSONL_HINT)
+        yield row
+
+
+def iter_jsonl(url: str, *, key: str | None = None, where: str | None = None) -> Iterator[dict[str, Any]]:
+    """The rows of a JSON Lines file, streamed (``parse_jsonl_lines``); text that is not UTF-8 is one error naming
+    the file. ``where`` names the file in messages (default: ``url``)."""
     import fsspec
 
     try:
         with fsspec.open(url, "rt", encoding="utf-8") as fh:
-            for number, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise _fail(
-                            f"{url} line {number} is not valid JSON ({exc.msg})", key, "one JSON object per line"
-                        ) from None
+            yield from parse_jsonl_lines(fh, where or url, key=key)
     except UnicodeDecodeError as exc:
-        raise _fail(f"{url} is not UTF-8 text ({exc.reason})", key, "write JSON Lines in UTF-8") from None
+        raise _fail(f"{where or url} is not UTF-8 text ({exc.reason})", key, "write JSON Lines in UTF-8") from None
 
 
 def read_rows(

@@ -4,7 +4,6 @@ loadable vision-language model. Each failure is one ``CaprlError`` naming the fi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -30,22 +29,11 @@ def file_columns(path: str, key: str) -> list[str]:
             return list(pq.read_schema(path).names)
         except (pa.ArrowException, OSError) as exc:
             raise CaprlError(f"{key}: {path} is not a readable Parquet file ({exc})") from None
-    with p.open("rb") as fh:
-        for number, raw in enumerate(fh, 1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise CaprlError(
-                    f"{key}: {path} line {number} is not valid JSON ({exc.msg}, column {exc.colno}); "
-                    "training files are Parquet or JSONL (one JSON object per line)"
-                ) from None
-            except ValueError as exc:  # not UTF-8
-                raise CaprlError(f"{key}: {path} line {number} is not JSON text ({exc})") from None
-            if not isinstance(row, dict):
-                raise CaprlError(f"{key}: {path} line {number} is not a JSON object (one row per line)")
-            return list(row)
+    from caprl_kit.io.rows import iter_jsonl
+
+    first = next(iter_jsonl(path, where=f"{key}: {path}"), None)  # the schema of JSONL: its first row
+    if first is not None:
+        return list(first)
     raise CaprlError(f"{key}: {path} is empty")
 
 

@@ -85,6 +85,30 @@ def test_read_rows_refuses_text_that_is_not_utf8(tmp_path) -> None:
         read_rows(str(tmp_path / "latin.jsonl"), key="captions.path")
 
 
+def test_one_jsonl_parser_for_manifests_and_benchmarks(tmp_path) -> None:
+    """The manifest reader and eval's benchmark loader parse JSON Lines with one parser: the same bad line gives the
+    same message (file, line, column, the hint); a line that is JSON but not an object is refused by both."""
+    from caprl_kit.errors import CaprlError
+    from caprl_kit.evaluate.config import BenchmarkConfig
+    from caprl_kit.evaluate.data import read_rows as read_benchmark
+    from caprl_kit.io.rows import read_rows
+
+    bad = tmp_path / "bad.jsonl"
+    for text, fragment in (('{"image": "a.png", "answer": "A"}\n{broken\n', "line 2 is not valid JSON (Expecting "
+                                                                             "property name enclosed in double quotes, "
+                                                                             "column 2); JSONL holds one JSON object "
+                                                                             "per line"),
+                           ('{"image": "a.png", "answer": "A"}\n\n[1, 2]\n', "line 3 is not a JSON object (list); "
+                                                                             "JSONL holds one JSON object per line")):
+        bad.write_text(text)
+        with pytest.raises(CaprlError) as manifest:
+            read_rows(str(bad))
+        with pytest.raises(CaprlError) as benchmark:
+            read_benchmark(BenchmarkConfig(name="b", path=str(bad)))
+        assert str(manifest.value) == f"{bad} {fragment}"
+        assert str(benchmark.value) == f"benchmark b: {bad} {fragment}"
+
+
 @pytest.mark.parametrize("layout", ["path", "image_struct"])
 def test_hf_dataset_relative_paths_resolve_once_against_the_dataset_folder(tmp_path: Path, monkeypatch,
                                                                            layout: str) -> None:
