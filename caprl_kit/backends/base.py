@@ -1,11 +1,6 @@
 """The generation contract every back end implements: a batch of ``Request`` in, one ``Response`` each out.
 
-A request is chat messages whose content is a string or typed parts::
-
-    {"type": "text", "text": "..."}
-    {"type": "image", "image": PIL.Image | path | URL | bytes}
-    {"type": "video", "video": VideoClip | path | URL | bytes}
-
+A request is chat messages (``caprl_kit/chat.py``: content a string or typed text / image / video parts)
 plus sampling parameters and an optional assistant *prefill* (the CapRL answerer prompt ends the assistant turn
 with "The answer is"; generation continues it). A bad input never raises out of ``generate``: its response carries
 ``error`` and the rest of the batch proceeds.
@@ -18,6 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
+from caprl_kit import chat
 from caprl_kit.backends.config import BackendConfig, SamplingConfig
 
 if TYPE_CHECKING:
@@ -66,19 +62,11 @@ class Request:
         id: str | None = None,
     ) -> Request:
         """One user turn: media first, then the text (Qwen-VL's order)."""
-        parts: list[dict[str, Any]] = [{"type": "image", "image": im} for im in images]
-        parts += [{"type": "video", "video": v} for v in videos]
-        parts.append({"type": "text", "text": text})
-        messages: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
-        messages.append({"role": "user", "content": parts if (images or videos) else text})
+        messages = chat.user_turn(text, images=images, videos=videos, system=system)
         return cls(messages=messages, sampling=sampling, prefill=prefill, id=id)
 
     def media(self, kind: str) -> list[Any]:
-        out = []
-        for m in self.messages:
-            if isinstance(m["content"], list):
-                out += [p[kind] for p in m["content"] if p.get("type") == kind]
-        return out
+        return chat.media_of(self.messages, kind)
 
 
 @dataclass

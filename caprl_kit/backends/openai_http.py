@@ -35,6 +35,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from caprl_kit import chat
 from caprl_kit.backends.base import IDLE, BackendBase, Request, Response
 from caprl_kit.backends.config import BackendConfig
 from caprl_kit.errors import BackendError, MediaError
@@ -103,19 +104,11 @@ class OpenAIBackend(BackendBase):
         frame_quality = {"frames": 95, "jpeg_sequence": 75}.get(self.opts.video_as)  # url: the source goes as it is
         return ImageWire(self.image_fmt, originals=self.opts.image_resize == "server", frame_quality=frame_quality)
 
-    def _content(self, content: str | list[dict[str, Any]]) -> str | list[dict[str, Any]]:
-        if isinstance(content, str):
-            return content
-        out: list[dict[str, Any]] = []
-        for p in content:
-            if p.get("type") == "image":
-                url = image_data_url(p["image"], self.image_fmt, self.image_wire)
-                out.append({"type": "image_url", "image_url": {"url": url}})
-            elif p.get("type") == "video":
-                out += self._video_parts(p["video"])
-            else:
-                out.append(p)
-        return out
+    def _media_parts(self, part: chat.Part) -> list[chat.Part]:
+        if part["type"] == "image":
+            url = image_data_url(part["image"], self.image_fmt, self.image_wire)
+            return [{"type": "image_url", "image_url": {"url": url}}]
+        return self._video_parts(part["video"])
 
     def _video_parts(self, video: Any) -> list[dict[str, Any]]:
         mode = self.opts.video_as
@@ -134,7 +127,7 @@ class OpenAIBackend(BackendBase):
 
     def payload(self, request: Request) -> dict[str, Any]:
         s = self.sampling_of(request)
-        messages = [{"role": m["role"], "content": self._content(m["content"])} for m in request.messages]
+        messages = chat.map_media(request.messages, self._media_parts)
         body: dict[str, Any] = {
             "model": self.served_model,
             "messages": messages,
@@ -152,7 +145,7 @@ class OpenAIBackend(BackendBase):
         if s.repetition_penalty != 1.0:
             body["repetition_penalty"] = s.repetition_penalty
         if request.prefill is not None:
-            messages.append({"role": "assistant", "content": request.prefill})
+            messages.append(chat.message("assistant", request.prefill))
             body.update(continue_final_message=True, add_generation_prompt=False)
         body.update(self.opts.extra_body)
         return body

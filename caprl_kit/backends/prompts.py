@@ -8,6 +8,7 @@ from typing import Any
 
 from PIL import Image
 
+from caprl_kit import chat
 from caprl_kit.backends.base import Request
 from caprl_kit.errors import MediaError
 from caprl_kit.io.media import VideoClip, load_image, load_video
@@ -25,28 +26,21 @@ def render_request(request: Request, template: Any, is_vlm: bool, model_id: str)
     by typed placeholders and apply ``template.apply_chat_template``. Raises ``MediaError`` on bad media, or when a
     text-only model gets media."""
     out = Rendered(text="")
-    messages = []
-    for m in request.messages:
-        content = m["content"]
-        if isinstance(content, list):
-            parts = []
-            for p in content:
-                if p.get("type") == "image":
-                    img = p["image"]
-                    out.images.append(img if isinstance(img, Image.Image) else load_image(img).pixels)
-                    parts.append({"type": "image"})
-                elif p.get("type") == "video":
-                    clip = p["video"]
-                    out.videos.append(clip if isinstance(clip, VideoClip) else load_video(clip))
-                    parts.append({"type": "video"})
-                else:
-                    parts.append(p)
-            content = parts
-        messages.append({"role": m["role"], "content": content})
+
+    def placeholder(part: chat.Part) -> list[chat.Part]:
+        if part["type"] == "image":
+            img = part["image"]
+            out.images.append(img if isinstance(img, Image.Image) else load_image(img).pixels)
+        else:
+            clip = part["video"]
+            out.videos.append(clip if isinstance(clip, VideoClip) else load_video(clip))
+        return [{"type": part["type"]}]
+
+    messages = chat.map_media(request.messages, placeholder)
     if (out.images or out.videos) and not is_vlm:
         raise MediaError("unsupported_media", model_id, "this model takes text only")
     if request.prefill is not None:
-        messages.append({"role": "assistant", "content": request.prefill})
+        messages.append(chat.message("assistant", request.prefill))
         out.text = template.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=False, continue_final_message=True
         )

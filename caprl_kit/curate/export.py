@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from caprl_kit import chat
 from caprl_kit.curate.config import CurateConfig, FilterConfig
 from caprl_kit.curate.filter import decide
 from caprl_kit.curate.stages import stage_dir
@@ -273,7 +274,7 @@ def _curated_row(
         "image": image,
         "images": None if video else [path],
         "videos": [path] if video else None,
-        "prompt": [{"role": "user", "content": content}],
+        "prompt": [chat.message("user", content)],
         "data_source": cfg.export.video_data_source if video else cfg.export.image_data_source,
         "ability": "caption",
         "reward_model": {"style": "rule", "ground_truth": kept},

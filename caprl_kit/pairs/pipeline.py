@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+from caprl_kit import chat
 from caprl_kit.config import config_hash
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.io.fs import atomic_write_text, join, url_to_fs
@@ -341,7 +342,7 @@ def export_pairs(cfg: PairsConfig) -> dict[str, Any]:
     """pairs.parquet (+ .jsonl, same rows: TRL's conversational DPO format) and pairs_summary.json."""
 
     run = RunDir(join(str(cfg.output_dir), PAIRS_SCORED_DIR), ScoredCaptionRow)
-    prompt = [{"role": "user", "content": PROMPTS.get(cfg.prompt)}]
+    prompt = [chat.message("user", PROMPTS.get(cfg.prompt))]
     groups: dict[int, list[dict[str, Any]]] = {}
     for url in run.shard_urls():
         for r in read_shard(url, ScoredCaptionRow).to_pylist():
@@ -358,8 +359,8 @@ def export_pairs(cfg: PairsConfig) -> dict[str, Any]:
                     "id": a["id"],
                     "images": a["images"],
                     "prompt": prompt,
-                    "chosen": [{"role": "assistant", "content": a["caption"]}],
-                    "rejected": [{"role": "assistant", "content": b["caption"]}],
+                    "chosen": [chat.message("assistant", a["caption"])],
+                    "rejected": [chat.message("assistant", b["caption"])],
                     "chosen_score": a["score"],
                     "rejected_score": b["score"],
                     "margin": a["score"] - b["score"],

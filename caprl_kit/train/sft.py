@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+from caprl_kit import chat
 from caprl_kit.backends import loading
 from caprl_kit.errors import CaprlError
 from caprl_kit.log import get_logger
@@ -84,9 +85,7 @@ def train_sft(cfg: TrainConfig, progress: Progress | None = None) -> str:
                 images.append(image)
             if not batch:
                 continue
-            prompts = [
-                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": CAPRL_IMAGE}]}] for _ in batch
-            ]
+            prompts = [chat.user_turn(CAPRL_IMAGE, images=[None]) for _ in batch]
             heads = [processor.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
             texts = [h + r[s.caption_column] + processor.tokenizer.eos_token for h, r in zip(heads, batch)]
             enc = processor(text=texts, images=images, return_tensors="pt", padding=True)

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from caprl_kit import chat
 from caprl_kit.io.rows import read_rows
 from caprl_kit.log import get_logger
 from caprl_kit.monitors import FLAG_METRIC, TEXT_FLAGS
@@ -100,7 +101,7 @@ class ValidationCallback:
             model=model,
             processor=self.processor,
         )
-        requests = [Request(messages=_with_image(p, im)) for p, im in zip(self.prompts, self.images)]
+        requests = [Request(messages=chat.with_media_parts(p, im)) for p, im in zip(self.prompts, self.images)]
         was_training = model.training
         model.eval()
         try:
@@ -153,18 +154,3 @@ def read_val_rows(cfg: TrainConfig) -> list[dict[str, Any]]:
     rows = [r for f in cfg.data.val_files for r in read_rows(f, key="data.val_files")]
     rows = rows[: cfg.trl.val_max_items] if cfg.trl.val_max_items else rows
     return [normalize_rl_row(r, cfg.data.image_key, media_root=cfg.data.media_root) for r in rows]
-
-
-def _with_image(messages: Any, image: str) -> list[dict[str, Any]]:
-    """Curated prompt messages (``<image>`` placeholder in the text) -> typed parts with the image source."""
-    out = []
-    for m in list(messages):
-        text = m["content"]
-        if "<image>" in text:
-            parts = [{"type": "image", "image": image}] + (
-                [{"type": "text", "text": t}] if (t := text.replace("<image>", "").strip()) else []
-            )
-            out.append({"role": m["role"], "content": parts})
-        else:
-            out.append({"role": m["role"], "content": text})
-    return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from caprl_kit import chat
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.log import get_logger
 from caprl_kit.progress import NullProgress, Progress, RunReport
@@ -104,7 +105,7 @@ def check_max_length(cfg: TrainConfig, processor: Any, ds: Any) -> None:
         return
     from trl.trainer.dpo_trainer import DataCollatorForVisionPreference
 
-    empty = [{"role": "assistant", "content": ""}]
+    empty = [chat.message("assistant", "")]
     pair = {**dict(ds[0]), "chosen": empty, "rejected": empty}
     prompt = int(DataCollatorForVisionPreference(processor)([pair])["input_ids"].shape[1])
     if cfg.dpo.max_length <= prompt:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from caprl_kit import chat
 from caprl_kit.backends import loading
 from caprl_kit.backends.transformers_local import VISION_TOKENS
 from caprl_kit.errors import ConfigError, ConfigIssue
@@ -85,8 +86,10 @@ def load_rl_dataset(files: list[str], image_key: str = "images", media_root: str
     ds = load_files(files, "the training data")
 
     def to_trl(row: dict[str, Any]) -> dict[str, Any]:
-        msgs = [{"role": m["role"], "content": m["content"].replace("<image>", "").strip()} for m in row["prompt"]]
-        return {"prompt": msgs, "images": normalize_rl_row(dict(row), image_key, media_root=media_root)[image_key]}
+        return {
+            "prompt": chat.without_placeholders(row["prompt"]),
+            "images": normalize_rl_row(dict(row), image_key, media_root=media_root)[image_key],
+        }
 
     drop = [c for c in ("image",) if c in ds.column_names]
     ds = ds.map(to_trl, remove_columns=drop)
@@ -120,13 +123,10 @@ def check_dataset(cfg: TrainConfig) -> list[str]:
     processor = loading.load("processor", cfg.policy, AutoProcessor.from_pretrained, cfg.policy, key="policy")
     ds = load_rl_dataset(cfg.data.train_files, cfg.data.image_key, cfg.data.media_root)
     row = ds[0]
-    messages = [
-        {
-            "role": m["role"],
-            "content": (
-                [{"type": "image"}, {"type": "text", "text": m["content"]}] if m["role"] == "user" else m["content"]
-            ),
-        }
+    messages = [  # TRL puts the image part first into the user turn
+        chat.message(m["role"], [{"type": "image"}, {"type": "text", "text": m["content"]}])
+        if m["role"] == "user"
+        else m
         for m in row["prompt"]
     ]
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
