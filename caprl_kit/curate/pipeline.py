@@ -16,7 +16,7 @@ from caprl_kit.curate.config import CurateConfig
 from caprl_kit.curate.stages import STAGES, engines_of, generated_shards, make_worker, stage_dir
 from caprl_kit.errors import CaprlError
 from caprl_kit.io.empty import describe as describe_empty
-from caprl_kit.io.readers import detect_format, iter_items
+from caprl_kit.io.readers import detect_format, input_label, iter_items
 from caprl_kit.io.shards import iter_shards
 from caprl_kit.log import get_logger
 from caprl_kit.progress import NullProgress, Progress, RunReport
@@ -58,7 +58,7 @@ def plan(cfg: CurateConfig) -> list[str]:
     try:
         fmt = detect_format(cfg.input)
         n = fingerprint_items(iter_items(cfg.input)).n_items
-        listing = f"read {n} item(s) from {cfg.input.path} (format: {fmt})"
+        listing = f"read {n} item(s) from {input_label(cfg.input)} (format: {fmt})"
     except CaprlError as exc:
         n, listing = 0, f"WARNING: cannot list the input yet: {exc}"
     gen = (

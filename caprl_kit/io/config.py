@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from caprl_kit.config import ConfigModel, FieldIssue, raise_issues, volatile
 
@@ -13,8 +13,10 @@ VIDEO_EXTENSIONS = [".mp4", ".mkv", ".webm", ".mov", ".avi"]
 
 
 class InputConfig(ConfigModel):
-    path: str = Field(
-        description="Folder, manifest (.jsonl/.csv/.parquet), HF dataset dir, or .tar glob; any fsspec URL"
+    path: str | list[str] = Field(
+        description="Folder, manifest (.jsonl/.csv/.parquet), HF dataset dir, or .tar shards; any fsspec URL. "
+        "Several manifests or .tar shards: a glob (gen_qa's `gen_qa_out/part_*.jsonl`, matches read in sorted "
+        "order) or a list of files (each may be a glob), read one after the other as one input"
     )
     format: Literal["auto", "folder", "jsonl", "csv", "parquet", "hf_dataset", "webdataset"] = Field(
         "auto", description="How to read `path`; auto picks by suffix / folder contents"
@@ -48,6 +50,15 @@ class InputConfig(ConfigModel):
         "listing: about 80 bytes plus the key's length per key (~120 MB per million 35-character keys). Volatile: "
         "its effect is on the listing, which the input fingerprint covers",
     )
+
+    @field_validator("path")
+    @classmethod
+    def _some_path(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and not value:
+            raise ValueError("an empty list names no input; give a folder, a file, a glob or a list of files")
+        if isinstance(value, list) and len(value) == 1:
+            return value[0]  # one file: the same input as that file given alone
+        return value
 
 
 class MediaConfig(ConfigModel):

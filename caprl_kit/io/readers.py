@@ -7,13 +7,14 @@ listing and shard ``i`` always holds the same items. Paths may be any fsspec URL
   key = path relative to the root. Directory symlinks are followed, each directory (by device and inode) once, so
   a symlink loop ends the branch with a warning. Non-regular entries with a media suffix (FIFO, device, socket)
   are listed without being opened and become ``not_a_regular_file`` rows when read.
-- jsonl / csv / parquet manifests: ``input.path_column`` (path or URL, relative paths resolved against the
-  manifest's folder) or ``input.bytes_column``; ``input.key_column`` (default: the path, else the row number);
+- jsonl / csv / parquet manifests: one file, or several given as a glob or a list (``input_files``: read one after
+  the other as one input, row numbers running on); ``input.path_column`` (path or URL, relative paths resolved
+  against the manifest's folder) or ``input.bytes_column``; ``input.key_column`` (default: the path, else the row number);
   ``input.carry_columns`` are copied into output rows. Read in record batches (pyarrow) / line by line. Parquet is
   read with only the key, path and carried columns: embedded bytes are located (file, row), not read.
 - hf_dataset: ``datasets.load_from_disk`` (memory-mapped Arrow); an ``image`` column of {bytes, path} (bytes
   located by row) or a path (relative paths resolved against the dataset's folder, made absolute when listed).
-- webdataset: ``*.tar`` shards (a glob); members grouped by basename, the first media member is the item.
+- webdataset: ``*.tar`` shards (a glob or a list); members grouped by basename, the first media member is the item.
   Uncompressed tars are listed from their headers (the data is skipped, each item located by its byte range);
   compressed ones are streamed and carry their bytes inline.
 
@@ -75,27 +76,137 @@ def media_type_of(name: str, cfg: InputConfig) -> str | None:
     return None
 
 
+#: how a file's suffix names its format (``input.format: auto``)
+SUFFIX_FORMATS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".tar": "webdataset",
+}
+#: the formats a glob or a list of files may be read as: files, not folders
+FILE_FORMATS = ("jsonl", "csv", "parquet", "webdataset")
+
+
+def is_glob(path: str) -> bool:
+    return any(c in path for c in "*?[")
+
+
+def input_label(cfg: InputConfig) -> str:
+    """``input.path`` as messages show it: the path or glob, or a list's first files and its length."""
+    if isinstance(cfg.path, str):
+        return cfg.path
+    shown = ", ".join(cfg.path[:3])
+    return f"[{shown}{f', ... ({len(cfg.path)} entries)' if len(cfg.path) > 3 else ''}]"
+
+
+def _suffix_format(path: str) -> str | None:
+    return SUFFIX_FORMATS.get(posixpath.splitext(path.lower().rstrip("/"))[1])
+
+
+def input_files(cfg: InputConfig) -> list[str] | None:
+    """The files a glob or a list in ``input.path`` names, in order: a glob's matches sorted, a list's entries as
+    given (each may be a glob). None for one path without glob characters (a file, a folder or a dataset folder:
+    its reader takes it). A glob that matches no file, a listed file that does not exist or is a folder, or a file
+    named twice is a ``CaprlError`` naming the key (``input.path`` or ``input.path.N``)."""
+    if isinstance(cfg.path, str) and not is_glob(cfg.path):
+        return None
+    entries = [cfg.path] if isinstance(cfg.path, str) else cfg.path
+    files: list[str] = []
+    for n, entry in enumerate(entries):
+        key = "input.path" if isinstance(cfg.path, str) else f"input.path.{n}"
+        fs, path = url_to_fs(entry)
+        proto = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
+        url = (lambda p: p) if proto in ("file", "local") else fs.unstrip_protocol
+        if is_glob(path):
+            matched = sorted(fs.glob(path))
+            found = [m for m in matched if not fs.isdir(m)]
+            if not found:
+                what = f"only folders ({', '.join(matched[:3])})" if matched else "no file"
+                raise CaprlError(
+                    f"{key}: the glob {entry} matches {what}; a glob names the input's files (e.g. "
+                    "input.path=gen_qa_out/part_*.jsonl): check the folder and the pattern"
+                )
+            files += [url(m) for m in found]
+        elif not fs.exists(path):
+            raise CaprlError(f"{key}: {entry} does not exist; fix the path")
+        elif fs.isdir(path):
+            raise CaprlError(
+                f"{key}: {entry} is a folder; a list names files (manifests or .tar shards): give a folder alone as "
+                f"input.path, or its files (e.g. {entry.rstrip('/')}/*.jsonl)"
+            )
+        else:
+            files.append(entry)
+    twice = next((f for i, f in enumerate(files) if f in files[:i]), None)
+    if twice is not None:
+        raise CaprlError(f"input.path names {twice} twice; name each file once")
+    return files
+
+
+def _files_format(cfg: InputConfig, files: list[str]) -> str:
+    """The one format of the files a glob or a list names (every file's suffix, or ``input.format``)."""
+    label = input_label(cfg)
+    if cfg.format != "auto":
+        if cfg.format not in FILE_FORMATS:
+            raise CaprlError(
+                f"input.format={cfg.format} reads one folder, but input.path={label} names {len(files)} file(s); "
+                f"a glob or a list is read as {', '.join(FILE_FORMATS)}: set input.format to one of them (or auto)"
+            )
+        return cfg.format
+    formats = {f: _suffix_format(f) for f in files}
+    media = [f for f in files if media_type_of(f, cfg.model_copy(update={"media_type": "auto"}))]
+    if media:
+        raise CaprlError(
+            f"input.path={label} names media files ({', '.join(media[:2])}); a glob or a list names manifests "
+            "(.jsonl/.csv/.parquet) or .tar shards: give the media's folder as input.path instead"
+        )
+    unknown = [f for f, fmt in formats.items() if fmt is None]
+    if unknown:
+        raise CaprlError(
+            f"cannot tell the format of {unknown[0]} (input.path={label}): its suffix is none of "
+            f"{', '.join(SUFFIX_FORMATS)}; set input.format"
+        )
+    kinds = dict.fromkeys(formats.values())
+    if len(kinds) > 1:
+        examples = ", ".join(f"{next(f for f in files if formats[f] == k)} ({k})" for k in kinds)
+        raise CaprlError(
+            f"input.path={label} mixes formats: {examples}; a glob or a list reads files of one format: narrow it"
+        )
+    return str(next(iter(kinds)))
+
+
 def detect_format(cfg: InputConfig) -> str:
+    files = input_files(cfg)
+    if files is not None:
+        return _files_format(cfg, files)
+    assert isinstance(cfg.path, str)  # a list is files (input_files)
     fs, root = url_to_fs(cfg.path)
-    if not any(c in root for c in "*?[") and not fs.exists(root):
+    if not fs.exists(root):
         raise CaprlError(f"input.path does not exist: {cfg.path}")
+    if cfg.format in ("jsonl", "csv") and fs.isdir(root):
+        raise CaprlError(
+            f"input.path {cfg.path} is a folder, and input.format={cfg.format} reads files: give them as "
+            f"input.path={cfg.path.rstrip('/')}/*.{cfg.format} (a glob) or a list of files"
+        )
     if cfg.format != "auto":
         return cfg.format
-    path = cfg.path.lower().rstrip("/")
-    for suffix, fmt in (
-        (".jsonl", "jsonl"),
-        (".ndjson", "jsonl"),
-        (".csv", "csv"),
-        (".parquet", "parquet"),
-        (".tar", "webdataset"),
-    ):
-        if path.endswith(suffix):
-            return fmt
+    if (fmt := _suffix_format(cfg.path)) is not None:
+        return fmt
     if fs.isdir(root) and (fs.exists(f"{root}/dataset_info.json") or fs.exists(f"{root}/dataset_dict.json")):
         return "hf_dataset"
     if fs.isdir(root):
         return "folder"
     raise CaprlError(f"cannot tell the format of input.path={cfg.path}; set input.format")
+
+
+def _one_path(cfg: InputConfig, fmt: str) -> str:
+    """``input.path`` for a reader that takes one path (a folder, an HF dataset folder)."""
+    if not isinstance(cfg.path, str) or is_glob(cfg.path):
+        raise CaprlError(
+            f"input.format={fmt} reads one folder, but input.path={input_label(cfg)} names files (a glob or a "
+            "list); give the folder"
+        )
+    return cfg.path
 
 
 def iter_items(cfg: InputConfig) -> Iterator[InputItem]:
@@ -147,17 +258,17 @@ def unique_keys(items: Iterator[InputItem], cfg: InputConfig) -> Iterator[InputI
     shown = ", ".join(f"{key!r} (item {n})" for n, key in repeats[:DUPLICATES_SHOWN])
     if repeats and cfg.duplicate_keys == "error":
         raise CaprlError(
-            f"input {cfg.path}: item keys repeat, and keys must be unique (they name the output rows and what a "
+            f"input {input_label(cfg)}: item keys repeat, and keys must be unique (they name the output rows and what a "
             f"resume skips); {'the first repeats' if len(repeats) > 1 else 'the repeat'}: {shown}. Fix: make the "
             f"keys unique{f' (input.key_column={cfg.key_column})' if cfg.key_column else ''}, or set "
             "input.duplicate_keys=keep_first (skip the repeats) or input.duplicate_keys=suffix (rename them "
             "KEY#2, KEY#3, ...)"
         )
-    if skipped and (mark := (cfg.path, shown, skipped)) not in _warned:  # once, not once per listing pass
+    if skipped and (mark := (input_label(cfg), shown, skipped)) not in _warned:  # once, not once per listing pass
         _warned.add(mark)
         log.warning(
             "input %s: %d item(s) skipped whose key was listed before (input.duplicate_keys=keep_first): %s%s",
-            cfg.path,
+            input_label(cfg),
             skipped,
             shown,
             ", ..." if skipped > DUPLICATES_SHOWN else "",
@@ -169,7 +280,7 @@ def unique_keys(items: Iterator[InputItem], cfg: InputConfig) -> Iterator[InputI
 
 @READERS.register("folder")
 def read_folder(cfg: InputConfig) -> Iterator[InputItem]:
-    fs, root = url_to_fs(cfg.path)
+    fs, root = url_to_fs(_one_path(cfg, "folder"))
     root = root.rstrip("/")
     proto = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
     prefix = "" if proto in ("file", "local") else f"{proto}://"
@@ -231,12 +342,26 @@ def _resolve(base_dir: str, path: str) -> str:
 
 
 _LOCATOR = "\0locator"  # a row's key for the locator of its embedded bytes (set by the readers that locate)
+_ORIGIN = "\0origin"  # a row's key for (its manifest, its folder, its row number there) when there are several
+
+
+def _each_manifest(files: list[str], rows_of: Any) -> Iterator[dict[str, Any]]:
+    """The rows of several manifests, one file after the other, each row marked with its origin (``_ORIGIN``):
+    relative paths resolve against their own manifest's folder and messages name the file and its row."""
+    for f in files:
+        base = _absolute(posixpath.dirname(f.rstrip("/")))
+        for n, row in enumerate(rows_of(f)):
+            row[_ORIGIN] = (f, base, n)
+            yield row
 
 
 def _rows_to_items(rows: Iterator[dict[str, Any]], cfg: InputConfig, base_dir: str) -> Iterator[InputItem]:
-    base_dir = _absolute(cfg.media_root) if cfg.media_root else base_dir
-    for i, row in enumerate(rows):
+    root = _absolute(cfg.media_root) if cfg.media_root else None
+    for i, row in enumerate(rows):  # i runs on over several manifests: the ``row_N`` keys stay unique
         locator = row.pop(_LOCATOR, None)
+        manifest, base, n = row.pop(_ORIGIN, (None, base_dir, i))
+        base = root or base
+        where = f"manifest {manifest} row {n}" if manifest else f"manifest row {i}"
         data = row.get(cfg.bytes_column) if cfg.bytes_column and locator is None else None
         path = row.get(cfg.path_column)
         if isinstance(path, (list, tuple)):  # e.g. CapRL-Video-QA-20K's videos: [one relative path]
@@ -247,19 +372,19 @@ def _rows_to_items(rows: Iterator[dict[str, Any]], cfg: InputConfig, base_dir: s
         path = _text(path)  # a binary path column: UTF-8 (bytes that are not: an invalid_path row)
         if data is None and not path and locator is None:
             raise CaprlError(
-                f"manifest row {i} has neither '{cfg.path_column}' nor bytes; set input.path_column"
+                f"{where} has neither '{cfg.path_column}' nor bytes; set input.path_column"
                 f"{' / input.bytes_column' if not cfg.bytes_column else ''}"
             )
-        source = _resolve(base_dir, str(path)) if path else None
+        source = _resolve(base, str(path)) if path else None
         key = _text(row.get(cfg.key_column)) if cfg.key_column else (str(path) if path else f"row_{i:08d}")
         missing = [c for c in cfg.carry_columns if c not in row]
         if missing:
-            raise CaprlError(f"manifest row {i} lacks carry_columns {missing}")
+            raise CaprlError(f"{where} lacks carry_columns {missing}")
         media = cfg.media_type if cfg.media_type != "auto" else (media_type_of(str(path), cfg) if path else None)
         problem = path_problem(source) if source else None
         if problem:  # an invalid_path row where the path is what would be read; else only a label, made printable
             source = printable(source)  # type: ignore[arg-type]  # printable takes the bytes or str a listing yields
-            problem = f"manifest row {i} ({cfg.path_column}): {problem}" if data is None and locator is None else None
+            problem = f"{where} ({cfg.path_column}): {problem}" if data is None and locator is None else None
         yield InputItem(
             key=printable(str(key)),
             source=source,
@@ -279,8 +404,18 @@ def _text(value: Any) -> Any:
     return value
 
 
-def _manifest_dir(cfg: InputConfig) -> str:
-    return _absolute(posixpath.dirname(cfg.path.rstrip("/")))
+def _manifest_dir(path: str) -> str:
+    return _absolute(posixpath.dirname(path.rstrip("/")))
+
+
+def _manifest_rows(cfg: InputConfig, rows_of: Any) -> Iterator[InputItem]:
+    """The items of the manifest(s) ``input.path`` names, each file's rows read by ``rows_of(url)``."""
+    files = input_files(cfg)
+    if files is None:
+        assert isinstance(cfg.path, str)  # a list is files (input_files)
+        yield from _rows_to_items(rows_of(cfg.path), cfg, _manifest_dir(cfg.path))
+    else:
+        yield from _rows_to_items(_each_manifest(files, rows_of), cfg, _manifest_dir(files[0]))
 
 
 def _absolute(path: str) -> str:
@@ -292,7 +427,7 @@ def _absolute(path: str) -> str:
 def read_jsonl(cfg: InputConfig) -> Iterator[InputItem]:
     from caprl_kit.io.rows import iter_jsonl
 
-    yield from _rows_to_items(iter_jsonl(cfg.path), cfg, _manifest_dir(cfg))
+    yield from _manifest_rows(cfg, iter_jsonl)
 
 
 def _batches_to_rows(batches: Iterator[Any]) -> Iterator[dict[str, Any]]:
@@ -307,54 +442,57 @@ def read_parquet(cfg: InputConfig) -> Iterator[InputItem]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    def rows(manifest: str) -> Iterator[dict[str, Any]]:
+        fs, f = url_to_fs(manifest)
+        url = fs.unstrip_protocol(f)
+        with fs.open(f, "rb") as fh:
+            pf = pq.ParquetFile(fh)
+            schema = pf.schema_arrow
+            names = set(schema.names)
+            if cfg.bytes_column and cfg.bytes_column not in names:
+                raise CaprlError(
+                    f"{url} has no column '{cfg.bytes_column}' (input.bytes_column); it has {sorted(names)}"
+                )
+            field = (
+                bytes_field(url, cfg.bytes_column, schema.field(cfg.bytes_column).type) if cfg.bytes_column else None
+            )
+            path_col = cfg.path_column
+            if field == "bytes" and path_col not in names:  # an image struct as bytes_column: its path names it
+                path_col = str(cfg.bytes_column)
+            struct = (
+                path_col in names
+                and pa.types.is_struct(schema.field(path_col).type)
+                and schema.field(path_col).type.get_field_index("bytes") >= 0
+            )
+            wanted = [cfg.key_column, *cfg.carry_columns] + ([] if struct else [path_col])
+            columns = [c for c in dict.fromkeys(wanted) if c and c in names]
+            if struct and schema.field(path_col).type.get_field_index("path") >= 0:
+                columns.append(f"{path_col}.path")  # the struct with its path only: no bytes read
+            where = (cfg.bytes_column, field) if cfg.bytes_column else (path_col, "bytes") if struct else None
+            moved = path_col != cfg.path_column and path_col not in (cfg.key_column, *cfg.carry_columns)
+            if columns:
+                listed = (row for b in pf.iter_batches(batch_size=BATCH_ROWS, columns=columns) for row in b.to_pylist())
+            else:  # only the bytes column: nothing to read here
+                listed = ({} for _ in range(pf.metadata.num_rows))
+            for n, row in enumerate(listed):
+                if where:
+                    row[_LOCATOR] = Locator("parquet", url, n, column=where[0], field=where[1])
+                if moved:
+                    row[cfg.path_column] = row.pop(path_col, None)
+                yield row
+
+    files = input_files(cfg)
+    if files is not None:  # a glob or a list: relative paths resolve against each file's folder
+        yield from _rows_to_items(_each_manifest(files, rows), cfg, _manifest_dir(files[0]))
+        return
+    assert isinstance(cfg.path, str)  # a list is files (input_files)
     fs, path = url_to_fs(cfg.path)
-    files = sorted(fs.glob(f"{path.rstrip('/')}/**/*.parquet")) if fs.isdir(path) else [path]
-
-    def rows() -> Iterator[dict[str, Any]]:
-        for f in files:
-            url = fs.unstrip_protocol(f)
-            with fs.open(f, "rb") as fh:
-                pf = pq.ParquetFile(fh)
-                schema = pf.schema_arrow
-                names = set(schema.names)
-                if cfg.bytes_column and cfg.bytes_column not in names:
-                    raise CaprlError(
-                        f"{url} has no column '{cfg.bytes_column}' (input.bytes_column); it has {sorted(names)}"
-                    )
-                field = (
-                    bytes_field(url, cfg.bytes_column, schema.field(cfg.bytes_column).type)
-                    if cfg.bytes_column
-                    else None
-                )
-                path_col = cfg.path_column
-                if field == "bytes" and path_col not in names:  # an image struct as bytes_column: its path names it
-                    path_col = str(cfg.bytes_column)
-                struct = (
-                    path_col in names
-                    and pa.types.is_struct(schema.field(path_col).type)
-                    and schema.field(path_col).type.get_field_index("bytes") >= 0
-                )
-                wanted = [cfg.key_column, *cfg.carry_columns] + ([] if struct else [path_col])
-                columns = [c for c in dict.fromkeys(wanted) if c and c in names]
-                if struct and schema.field(path_col).type.get_field_index("path") >= 0:
-                    columns.append(f"{path_col}.path")  # the struct with its path only: no bytes read
-                where = (cfg.bytes_column, field) if cfg.bytes_column else (path_col, "bytes") if struct else None
-                moved = path_col != cfg.path_column and path_col not in (cfg.key_column, *cfg.carry_columns)
-                if columns:
-                    listed = (
-                        row for b in pf.iter_batches(batch_size=BATCH_ROWS, columns=columns) for row in b.to_pylist()
-                    )
-                else:  # only the bytes column: nothing to read here
-                    listed = ({} for _ in range(pf.metadata.num_rows))
-                for n, row in enumerate(listed):
-                    if where:
-                        row[_LOCATOR] = Locator("parquet", url, n, column=where[0], field=where[1])
-                    if moved:
-                        row[cfg.path_column] = row.pop(path_col, None)
-                    yield row
-
-    base = _absolute(cfg.path.rstrip("/")) if fs.isdir(path) else _manifest_dir(cfg)
-    yield from _rows_to_items(rows(), cfg, base)
+    if fs.isdir(path):  # a dataset folder (the Hub's layout): every Parquet file under it, against the folder
+        found = [fs.unstrip_protocol(f) for f in sorted(fs.glob(f"{path.rstrip('/')}/**/*.parquet"))]
+        listed = (row for f in found for row in rows(f))
+        yield from _rows_to_items(listed, cfg, _absolute(cfg.path.rstrip("/")))
+    else:
+        yield from _rows_to_items(rows(cfg.path), cfg, _manifest_dir(cfg.path))
 
 
 def _binary(typ: Any) -> bool:
@@ -392,12 +530,12 @@ def read_csv(cfg: InputConfig) -> Iterator[InputItem]:
     import fsspec
     import pyarrow.csv as pacsv
 
-    def rows() -> Iterator[dict[str, Any]]:
-        with fsspec.open(cfg.path, "rb") as fh:
+    def rows(manifest: str) -> Iterator[dict[str, Any]]:
+        with fsspec.open(manifest, "rb") as fh:
             reader = pacsv.open_csv(fh, read_options=pacsv.ReadOptions(block_size=1 << 20))
             yield from _batches_to_rows(reader)
 
-    yield from _rows_to_items(rows(), cfg, _manifest_dir(cfg))
+    yield from _manifest_rows(cfg, rows)
 
 
 @READERS.register("hf_dataset")
@@ -409,7 +547,9 @@ def read_hf_dataset(cfg: InputConfig) -> Iterator[InputItem]:
 
     from caprl_kit.io.locators import open_hf_dataset
 
-    url = _absolute(cfg.path)  # resolved once, here: the workers open it (and its images) from any working directory
+    url = _absolute(
+        _one_path(cfg, "hf_dataset")
+    )  # resolved once, here: the workers open it (and its images) from any working directory
     ds = open_hf_dataset(url)
     column = cfg.path_column if cfg.path_column in ds.column_names else "image"
     local = cfg.model_copy(update={"path_column": column})
@@ -422,11 +562,9 @@ def read_hf_dataset(cfg: InputConfig) -> Iterator[InputItem]:
     )  # {bytes: None, path} everywhere: paths only
     has_path = typ is not None and struct and typ.get_field_index("path") >= 0
     if cfg.bytes_column and cfg.bytes_column not in ds.column_names:
-        raise CaprlError(
-            f"{cfg.path} has no column '{cfg.bytes_column}' (input.bytes_column); it has {ds.column_names}"
-        )
+        raise CaprlError(f"{url} has no column '{cfg.bytes_column}' (input.bytes_column); it has {ds.column_names}")
     where = (
-        (cfg.bytes_column, bytes_field(cfg.path, cfg.bytes_column, ds.data.schema.field(cfg.bytes_column).type))
+        (cfg.bytes_column, bytes_field(url, cfg.bytes_column, ds.data.schema.field(cfg.bytes_column).type))
         if cfg.bytes_column
         else (column, "bytes")
         if struct
@@ -461,11 +599,8 @@ def read_hf_dataset(cfg: InputConfig) -> Iterator[InputItem]:
 
 @READERS.register("webdataset")
 def read_webdataset(cfg: InputConfig) -> Iterator[InputItem]:
-    fs, pattern = url_to_fs(cfg.path)
-    shards = sorted(fs.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
-    if not shards:
-        raise CaprlError(f"no .tar shards match input.path={cfg.path}")
-    for shard in shards:
+    for shard_url in input_files(cfg) or [str(cfg.path)]:
+        fs, shard = url_to_fs(shard_url)
         with fs.open(shard, "rb") as fh:
             try:  # an uncompressed tar: headers only, each item located by its byte range
                 tar = tarfile.open(fileobj=fh, mode="r:")  # noqa: SIM115 - closed by `with tar:` below

@@ -1,0 +1,120 @@
+"""``input.path`` as a glob or a list of files (io/readers.input_files): the files read one after the other as one
+input, relative paths against each file's folder, row keys running on; every wrong form one message naming the key."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from media_factory import make_image_bytes
+
+from caprl_kit.errors import CaprlError
+from caprl_kit.io.config import InputConfig
+from caprl_kit.io.empty import describe, suggested_glob
+from caprl_kit.io.readers import detect_format, iter_items
+
+
+def items(**cfg) -> list[tuple[str, str | None]]:
+    return [(it.key, it.source) for it in iter_items(InputConfig(**cfg))]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_glob_and_list_read_each_file_once_in_order(tmp_path: Path) -> None:
+    for part in (1, 0, 2):  # written out of order: a glob reads its matches sorted
+        write_jsonl(tmp_path / "a" / f"part_{part}.jsonl", [{"path": f"p{part}_{i}.png"} for i in range(2)])
+    write_jsonl(tmp_path / "a" / "progress_part_0.jsonl", [{"index": 1}])
+    got = items(path=f"{tmp_path}/a/part_*.jsonl")
+    assert got == [(f"p{p}_{i}.png", f"{tmp_path}/a/p{p}_{i}.png") for p in range(3) for i in range(2)]
+    listed = items(path=[f"{tmp_path}/a/part_2.jsonl", f"{tmp_path}/a/part_0.jsonl"])
+    assert [k for k, _ in listed] == ["p2_0.png", "p2_1.png", "p0_0.png", "p0_1.png"]  # the list's order
+    assert items(path=[f"{tmp_path}/a/part_0.jsonl"]) == items(path=f"{tmp_path}/a/part_0.jsonl")  # a list of one
+
+
+def test_relative_paths_resolve_against_each_files_folder_and_row_keys_run_on(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "x" / "m.jsonl", [{"path": "img.png"}, {"path": "img2.png"}])
+    write_jsonl(tmp_path / "y" / "m.jsonl", [{"path": "img.png"}])
+    got = items(path=[f"{tmp_path}/x/m.jsonl", f"{tmp_path}/y/m.jsonl"], key_column=None, duplicate_keys="suffix")
+    assert [s for _, s in got] == [f"{tmp_path}/x/img.png", f"{tmp_path}/x/img2.png", f"{tmp_path}/y/img.png"]
+    pq.write_table(pa.table({"path": ["a.png", "b.png"]}), tmp_path / "x" / "0.parquet")
+    pq.write_table(pa.table({"path": ["c.png"]}), tmp_path / "y" / "1.parquet")
+    # no key column and bytes only: keys are row numbers, running on over the files
+    bytes_rows = pa.table({"img": [make_image_bytes(), make_image_bytes()]})
+    pq.write_table(bytes_rows, tmp_path / "x" / "b0.parquet")
+    pq.write_table(bytes_rows, tmp_path / "y" / "b1.parquet")
+    keys = [k for k, _ in items(path=f"{tmp_path}/*/b*.parquet", path_column="none", bytes_column="img")]
+    assert keys == ["row_00000000", "row_00000001", "row_00000002", "row_00000003"]
+    media_root = items(path=f"{tmp_path}/*/[01].parquet", media_root=str(tmp_path / "media"))
+    assert [s for _, s in media_root] == [f"{tmp_path}/media/{n}" for n in ("a.png", "b.png", "c.png")]
+
+
+def test_a_bad_row_names_its_file_and_row(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "part_0.jsonl", [{"path": "a.png"}])
+    write_jsonl(tmp_path / "part_1.jsonl", [{"path": "b.png"}, {"other": 1}])
+    with pytest.raises(CaprlError, match=f"manifest {tmp_path}/part_1.jsonl row 1 has neither 'path' nor bytes"):
+        items(path=f"{tmp_path}/part_*.jsonl")
+
+
+def test_tar_shards_as_a_list(tmp_path: Path) -> None:
+    for name in ("s0", "s1"):
+        with tarfile.open(tmp_path / f"{name}.tar", "w") as tar:
+            data = make_image_bytes()
+            info = tarfile.TarInfo(f"{name}_item.png")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    got = items(path=[str(tmp_path / "s1.tar"), str(tmp_path / "s0.tar")])
+    assert [k for k, _ in got] == ["s1.tar/s1_item", "s0.tar/s0_item"]
+
+
+@pytest.mark.parametrize(
+    ("path", "fmt", "message"),
+    [
+        ("{t}/none_*.jsonl", "auto", "input.path: the glob {t}/none_*.jsonl matches no file"),
+        (["{t}/a.jsonl", "{t}/missing.jsonl"], "auto", "input.path.1: {t}/missing.jsonl does not exist"),
+        (["{t}/a.jsonl", "{t}/sub"], "auto", "input.path.1: {t}/sub is a folder; a list names files"),
+        (["{t}/a.jsonl", "{t}/a.jsonl"], "auto", "input.path names {t}/a.jsonl twice"),
+        ("{t}/*.*", "auto", "mixes formats: {t}/a.jsonl (jsonl), {t}/b.parquet (parquet)"),
+        ("{t}/sub/*.png", "auto", "names media files ({t}/sub/x.png); a glob or a list names manifests"),
+        ("{t}/*.jsonl", "folder", "input.format=folder reads one folder"),
+        ("{t}/sub", "jsonl", "input.path {t}/sub is a folder, and input.format=jsonl reads files: give them as "
+                             "input.path={t}/sub/*.jsonl"),
+    ],
+)
+def test_wrong_forms_are_one_message_naming_the_key(tmp_path: Path, path, fmt: str, message: str) -> None:
+    write_jsonl(tmp_path / "a.jsonl", [{"path": "x.png"}])
+    pq.write_table(pa.table({"path": ["x.png"]}), tmp_path / "b.parquet")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "x.png").write_bytes(make_image_bytes())
+    t = str(tmp_path)
+    cfg = InputConfig(path=[p.format(t=t) for p in path] if isinstance(path, list) else path.format(t=t), format=fmt)
+    with pytest.raises(CaprlError) as err:
+        detect_format(cfg)
+    assert message.format(t=t) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_empty_list_is_a_config_error() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="an empty list names no input"):
+        InputConfig(path=[])
+
+
+def test_a_folder_of_manifests_is_told_to_give_its_files(tmp_path: Path) -> None:
+    for n in range(2):
+        write_jsonl(tmp_path / f"part_{n}.jsonl", [{"path": "x.png"}])
+        write_jsonl(tmp_path / f"progress_part_{n}.jsonl", [{"index": 0}])
+    assert items(path=str(tmp_path)) == []  # a folder is read for its media: it has none
+    message = describe(InputConfig(path=str(tmp_path)))
+    assert message.endswith(f"give the files: input.path={tmp_path}/part_*.jsonl (a glob) or a list of them")
+    assert suggested_glob("d", ["train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]) == (
+        "d/train-*-of-*.parquet"
+    )
