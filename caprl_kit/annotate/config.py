@@ -12,6 +12,7 @@ from caprl_kit.io.config import DecodeConfig, InputConfig, MediaConfig, Sharding
 from caprl_kit.monitors import MonitorConfig
 from caprl_kit.prompts import PROMPTS
 from caprl_kit.runners.config import RunnerConfig
+from caprl_kit.schemas.annotation import AnnotationRow
 
 
 class PromptConfig(ConfigModel):
@@ -45,7 +46,10 @@ class BatchingConfig(ConfigModel):
 class AnnotateOutputConfig(ConfigModel):
     embed_media: bool = Field(False, description="Store the encoded media bytes in each row")
     dedup: bool = Field(False, description="Skip items whose content hash was already captioned in this run")
-    export_jsonl: bool = volatile(False, description="Also write captions.jsonl (CapRL-2M style: path + caption)")
+    export_jsonl: bool = volatile(
+        False,
+        description="Also write captions.jsonl (CapRL-2M style: path + caption; + captions, all n, when n > 1)",
+    )
     clean: bool = Field(
         False,
         description="Also write caption_clean: the first caption without its boilerplate "
@@ -87,6 +91,15 @@ class AnnotateConfig(JobConfig):
                     f"within one process; with {self.runner.name} each worker would see only its "
                     "own items)",
                     "use runner.name=local, or turn dedup off and drop duplicates by content_hash after",
+                )
+            )
+        clash = sorted(set(self.input.carry_columns) & set(AnnotationRow.model_fields))
+        if clash:
+            issues.append(
+                FieldIssue(
+                    "input.carry_columns",
+                    f"{clash} are columns caprl writes in every annotation row",
+                    "rename those input columns, or leave them out of carry_columns",
                 )
             )
         limit = BATCH_LIMIT.get(self.backend.name)

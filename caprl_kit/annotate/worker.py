@@ -13,8 +13,6 @@ from collections import Counter
 from collections.abc import Generator, Iterator, Sequence
 from typing import Any
 
-import pyarrow as pa
-
 from caprl_kit.annotate.config import AnnotateConfig
 from caprl_kit.backends import build_backend
 from caprl_kit.backends.base import RETRYABLE_KINDS, Backend, Request, Response, SamplingParams
@@ -25,6 +23,7 @@ from caprl_kit.io.config import MediaConfig
 from caprl_kit.io.decode import decode_map
 from caprl_kit.io.locators import item_payload
 from caprl_kit.io.media import ImageWire, LoadedImage, VideoClip, load_media, url_limits
+from caprl_kit.io.parquet import user_columns
 from caprl_kit.io.readers import InputItem
 from caprl_kit.io.rundir import RunDir
 from caprl_kit.io.shards import ShardSpec
@@ -38,18 +37,6 @@ from caprl_kit.schemas.annotation import AnnotationRow
 from caprl_kit.schemas.run import ShardStats
 
 log = get_logger(__name__)
-
-
-def carry_schema(names: list[str], items: list[InputItem]) -> pa.Schema | None:
-    """Arrow types of the user's carry-through columns, from the first non-null value (else string)."""
-    if not names:
-        return None
-    fields = []
-    for name in names:
-        value = next((it.extra.get(name) for it in items if it.extra.get(name) is not None), None)
-        typ = {bool: pa.bool_(), int: pa.int64(), float: pa.float64()}.get(type(value), pa.string())
-        fields.append(pa.field(name, typ))
-    return pa.schema(fields)
 
 
 def load_item(item: InputItem, media_cfg: MediaConfig, keep_raw: bool, wire: ImageWire | None = None) -> Loaded:
@@ -232,7 +219,7 @@ class Annotator:
         for how, count in self.sent.pop(spec.shard_id, Counter()).items():
             stats.add_metric(f"images_sent_{how}", count)  # original: the file's own bytes; encoded: made here
         built = stats.build()
-        self.run.commit_shard(spec.shard_id, rows, built, carry_schema(self.cfg.input.carry_columns, items))
+        self.run.commit_shard(spec.shard_id, rows, built, user_columns(self.cfg.input.carry_columns, rows))
         return built
 
     def open_stream(self) -> ShardStream:

@@ -19,6 +19,26 @@ from caprl_kit.schemas._base import Artifact
 SCHEMA_KEY = b"caprl.schema"
 
 
+def user_columns(names: list[str], rows: list[dict[str, Any]]) -> pa.Schema | None:
+    """Arrow types of the user's carried columns ``names`` in ``rows``, inferred from all their values (nested
+    objects become structs, arrays lists; a column with no value is a string). A column whose values Arrow cannot
+    type together (numbers in some rows, text in others) is stored as JSON text: those values are rewritten in
+    ``rows``."""
+    if not names:
+        return None
+    fields = []
+    for name in names:
+        values = [row.get(name) for row in rows]
+        try:
+            typ = pa.array(values).type
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            typ = pa.string()
+            for row, value in zip(rows, values):
+                row[name] = None if value is None else json.dumps(value, default=str, ensure_ascii=False)
+        fields.append(pa.field(name, pa.string() if pa.types.is_null(typ) else typ))
+    return pa.schema(fields)
+
+
 def rows_to_table(
     rows: Iterable[BaseModel | dict[str, Any]], artifact: type[Artifact], extra: pa.Schema | None = None
 ) -> pa.Table:

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from caprl_kit.errors import ResumeRefused, SchemaError
-from caprl_kit.io.parquet import read_shard, rows_to_table, write_shard
+from caprl_kit.io.parquet import read_shard, rows_to_table, user_columns, write_shard
 from caprl_kit.io.rundir import RunDir
 from caprl_kit.io.shards import Fingerprint, iter_shards
 from caprl_kit.io.stats import StatsBuilder
@@ -99,6 +99,25 @@ def test_user_columns_travel_but_may_not_clash() -> None:
     assert table.column("license").to_pylist() == ["cc-by"]
     with pytest.raises(SchemaError, match="clash"):
         rows_to_table([], InputManifestRow, pa.schema([pa.field("key", pa.string())]))
+
+
+def test_carried_columns_keep_nested_values_typed() -> None:
+    """Carried input columns of any nesting are written typed (structs, lists) from all of a shard's values; a
+    column that mixes numbers and text goes as JSON text instead of failing the shard."""
+    rows = [
+        {"key": "a", "meta": {"license": "cc-by", "tags": ["x"]}, "score": 1, "mixed": 3},
+        {"key": "b", "meta": {"license": "cc0", "tags": [], "extra": 2.5}, "score": None, "mixed": "three"},
+        {"key": "c", "meta": None, "score": 2, "mixed": None},
+    ]
+    extra = user_columns(["meta", "score", "mixed", "empty"], rows)
+    assert extra is not None
+    assert pa.types.is_struct(extra.field("meta").type) and extra.field("score").type == pa.int64()
+    assert extra.field("mixed").type == pa.string() and extra.field("empty").type == pa.string()
+    table = rows_to_table(rows, InputManifestRow, extra)
+    got = table.to_pylist()
+    assert got[0]["meta"] == {"license": "cc-by", "tags": ["x"], "extra": None}
+    assert got[1]["meta"]["extra"] == 2.5 and got[2]["meta"] is None
+    assert [r["mixed"] for r in got] == ["3", '"three"', None] and [r["score"] for r in got] == [1, None, 2]
 
 
 def test_kill_between_write_and_rename_leaves_no_visible_shard(tmp_path: Path) -> None:
