@@ -163,18 +163,19 @@ def summarize(run_dir: RunDir, command: str) -> RunReport:
 
 
 def export_jsonl(run_dir: RunDir) -> str:
-    """captions.jsonl in the CapRL-2M / CapRL-Video-178K style: {"image"|"video": path, "caption": text}.
+    """captions.jsonl in the CapRL-2M / CapRL-Video-178K style: {"image"|"video": path, "caption": text}, one line
+    per captioned item. A run that sampled n > 1 captions per item adds ``"captions": [all n]`` to every line
+    (``caption`` stays the first, so single-caption readers see the file as before).
     (The CapRL-2M field names are not documented upstream; these match CapRL-Video-178K's ``video``/``caption``.)"""
     lines = []
+    columns = ["key", "source", "media_type", "caption", "captions", "sampling", "status"]
     for url in run_dir.shard_urls():
-        t = read_shard(url, AnnotationRow, columns=["key", "source", "media_type", "caption", "status"])
-        for row in t.to_pylist():
+        for row in read_shard(url, AnnotationRow, columns=columns).to_pylist():
             if row["status"] == "ok":
-                lines.append(
-                    json.dumps(
-                        {row["media_type"]: row["source"] or row["key"], "caption": row["caption"]}, ensure_ascii=False
-                    )
-                )
+                line = {row["media_type"]: row["source"] or row["key"], "caption": row["caption"]}
+                if row["sampling"]["n"] > 1:
+                    line["captions"] = row["captions"]
+                lines.append(json.dumps(line, ensure_ascii=False))
     path = join(run_dir.path, "captions.jsonl")
     atomic_write_text(run_dir.fs, path, "\n".join(lines) + ("\n" if lines else ""))
     return join(run_dir.url, "captions.jsonl")

@@ -14,6 +14,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from caprl_kit.cli.eval_official import eval_export_official
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 
 if TYPE_CHECKING:
@@ -269,7 +270,9 @@ train_app = _verb_app("train", "export CHECKPOINT --output DIR; pairs --config N
 train_app.command("export")(train_export)
 train_app.command("pairs", help=VERB_HELP["pairs"])(_make_verb("pairs"))
 _verb_app("annotate", "status DIR").command("status")(annotate_status)
-_verb_app("eval", "compare DIR [DIR ...] --output report.html").command("compare")(eval_compare)
+eval_app = _verb_app("eval", "compare DIR [DIR ...] --output report.html; export-official RUN_DIR [--output DIR]")
+eval_app.command("compare")(eval_compare)
+eval_app.command("export-official")(eval_export_official)
 
 
 @app.command("serve-reward")

@@ -89,6 +89,22 @@ def caption_stage(
     done = caption(acfg, progress)
     if shards is not None:
         shards.add(done.shards_done, done.shards_skipped)
+    captions, failed, flags = stage_captions(out)
+    if failed:
+        log.warning(
+            "%s: %d of %d item(s) have no caption and will not be scored (e.g. %s)",
+            task,
+            len(failed),
+            len(media),
+            next(iter(failed.values())),
+        )
+    return captions, failed, flag_rates(dict(flags)) if flags else {}
+
+
+def stage_captions(out: str) -> tuple[dict[str, list[str]], dict[str, str], Counter[str]]:
+    """What a task's caption folder (``captions/<task>``) holds: the captions by media key (status ok), why the
+    others have none (``status: error_message``), and the captions' hygiene flag counts. Items whose shard is not
+    written yet are in neither."""
     captions: dict[str, list[str]] = {}
     failed: dict[str, str] = {}
     flags: Counter[str] = Counter()
@@ -100,12 +116,4 @@ def caption_stage(
                 flags.update(flag_counts(row["caption_flags"] or []))
             else:
                 failed[row["key"]] = f"{row['status']}: {row['error_message'] or 'no caption'}"
-    if failed:
-        log.warning(
-            "%s: %d of %d item(s) have no caption and will not be scored (e.g. %s)",
-            task,
-            len(failed),
-            len(media),
-            next(iter(failed.values())),
-        )
-    return captions, failed, flag_rates(dict(flags)) if flags else {}
+    return captions, failed, flags

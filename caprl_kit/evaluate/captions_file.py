@@ -2,8 +2,9 @@
 (JSONL or Parquet rows ``{"image"|"video": path, "caption": text}``; ``caprl annotate``'s ``captions.jsonl`` is one),
 used as published: stage 1 is skipped and the answerer reads these captions. Relative media paths resolve against
 ``captions.media_root`` (default: the file's folder) and are matched to the benchmark's media by their resolved
-path; several rows for one media are its n captions. A benchmark item the file does not caption is a
-``no_caption`` row, counted and left out of M_Acc/BoN."""
+path; several rows for one media are its n captions, and so is a row's ``captions`` list (``caprl annotate``'s
+``captions.jsonl`` when it sampled n > 1; its ``caption`` is the list's first). A benchmark item the file does not
+caption is a ``no_caption`` row, counted and left out of M_Acc/BoN."""
 
 from __future__ import annotations
 
@@ -45,7 +46,9 @@ def read_captions(cfg: CaptionsFileConfig) -> dict[str, list[str]]:
         media = next((row[c] for c in MEDIA_COLUMNS if row.get(c)), None)
         media = media[0] if isinstance(media, list) and media else media
         text = row.get(cfg.caption_column)
-        if not isinstance(media, str) or not isinstance(text, str):
+        many = row.get("captions") if cfg.caption_column == "caption" else None  # annotate's n > 1 captions.jsonl
+        texts = many if isinstance(many, list) and many and all(isinstance(t, str) for t in many) else [text]
+        if not isinstance(media, str) or not all(isinstance(t, str) for t in texts):
             raise ConfigError(
                 [
                     ConfigIssue(
@@ -57,7 +60,7 @@ def read_captions(cfg: CaptionsFileConfig) -> dict[str, list[str]]:
                 ]
             )
         full = media if "://" in media or media.startswith("/") else posixpath.join(root, media)
-        out.setdefault(_norm(full), []).append(text)
+        out.setdefault(_norm(full), []).extend(str(t) for t in texts)
     return out
 
 

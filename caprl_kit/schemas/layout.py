@@ -24,6 +24,14 @@ EVAL_ANSWERS_DIR = "answers/{task}"
 EVAL_RESULTS = "results_{ts}.json"
 EVAL_RESULTS_LATEST = "results_latest.json"
 EVAL_SAMPLES = "samples_{task}_{ts}.jsonl"
+#: caprl eval export-official: the official Eval_CapRL.py stage-2 input, one per image benchmark, + what was written
+OFFICIAL_STAGE2 = "intermediate_generations_{tag}_step{step}.jsonl"
+OFFICIAL_EXPORT_DIR = "official"  # default folder inside the eval run
+OFFICIAL_EXPORT_MANIFEST = "official_export.json"
+#: caprl annotate publish: a Hub-ready dataset folder (the parquet builder's layout + a dataset card)
+PUBLISH_DATA = "data/train-{index:05d}-of-{count:05d}.parquet"
+PUBLISH_DATA_GLOB = "data/train-*"
+DATASET_CARD = "README.md"
 #: caprl train pairs: OUTPUT/samples/ (an annotate run), OUTPUT/scored/ shards, then the pairs
 PAIRS_SAMPLES_DIR = "samples"
 PAIRS_SCORED_DIR = "scored"

@@ -97,3 +97,23 @@ def write_gen_qa_output(root: Path, n_parts: int = 3, per_part: int = 2) -> tupl
         (out / f"progress_part_{part}.jsonl").write_text(json.dumps({"index": per_part - 1}) + "\n")
     return out, paths
 
+
+# The official Eval_CapRL.py stage-2 input (spec §5.1), ``intermediate_generations_{tag}_step{step}.jsonl``: one JSON
+# object per line with exactly these keys. Stage 2 reads ``original_sample["prompt"]`` (it replaces the image prefix
+# with the caption sentence, once per caption) and ``original_sample["answer"]``, and answers every caption in
+# ``generated_captions``.
+STAGE2_KEYS = ("original_sample", "generated_captions")
+STAGE2_IMAGE_PREFIX = "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>"
+STAGE2_CAPTION_SENTENCE = ("<|im_start|>user\nHere is a detailed caption of an image: {cap}. Please answer the "
+                           "question based on the caption.")
+
+
+def read_stage2(path: Path) -> list[dict]:
+    """A stage-2 file read as the official script reads it (``json.loads`` per line), each line checked to hold the
+    layout's keys and nothing else, with the types stage 2 relies on."""
+    items = [json.loads(line) for line in path.read_text().splitlines()]
+    for item in items:
+        assert tuple(item) == STAGE2_KEYS, f"{path}: keys {list(item)}, the layout has {list(STAGE2_KEYS)}"
+        assert isinstance(item["original_sample"]["prompt"], str) and "answer" in item["original_sample"]
+        assert isinstance(item["generated_captions"], list) and item["generated_captions"]
+    return items

@@ -90,6 +90,8 @@ def test_folder_end_to_end_every_input_once(tiny_models, folder: Path, tmp_path:
     assert pq.read_schema(out / "00000.parquet").metadata[b"caprl.schema"] == b"annotation/v1"
     exported = [json.loads(line) for line in (out / "captions.jsonl").read_text().splitlines()]
     assert len(exported) == 6 and {"video", "caption"} <= set(exported[-1]) | {"video"}
+    # n = 2: every line carries both captions, the first also as the single-caption field
+    assert all(len(x["captions"]) == 2 and x["caption"] == x["captions"][0] for x in exported)
     # consumers load it without conversion
     import datasets
 
