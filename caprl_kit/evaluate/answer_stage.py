@@ -48,7 +48,7 @@ def answer_stage(
         f"answer {task}",
         f"eval/{task}",
         RunDir(join(str(cfg.output_dir), EVAL_ANSWERS_DIR.format(task=task)), EvalSample),
-        _stage2_hash(cfg, scorer, digest),
+        _stage2_hash(cfg, digest),
         functools.partial(AnswerWorker, cfg, task, scorer, captions, no_caption),
         lambda: iter_shards(samples, cfg.sharding.shard_size),
         total=sum(max(1, len(captions.get(s.media) or [])) for s in samples),
@@ -166,8 +166,9 @@ def _fingerprint(samples: list[Sample]) -> str:
     return fp.hexdigest()
 
 
-def _stage2_hash(cfg: EvalConfig, scorer: str, captions_digest: str | None = None) -> str:
-    parts: dict[str, Any] = {"answerer": cfg.answerer, "scorer": scorer}
+def _stage2_hash(cfg: EvalConfig, captions_digest: str | None = None) -> str:
+    """What the answers depend on; the scorer is not part of it, ``summarize`` rescores every answer."""
+    parts: dict[str, Any] = {"answerer": cfg.answerer}
     if captions_digest is None:
         parts.update(
             captioner=cfg.captioner,
@@ -179,9 +180,16 @@ def _stage2_hash(cfg: EvalConfig, scorer: str, captions_digest: str | None = Non
     return config_hash(**parts)
 
 
-def summarize(rows: list[dict[str, Any]], compat: Literal["fixed", "official"], rescore: bool = True) -> dict[str, Any]:
+def summarize(
+    rows: list[dict[str, Any]],
+    compat: Literal["fixed", "official"],
+    rescore: bool = True,
+    scorer: str | None = None,
+) -> dict[str, Any]:
     """BoN (mean of per-sample max) and M_Acc (mean of per-sample mean) over the scored caption slots. Slots that
-    were not scored (no caption, answerer failed) are left out and counted; a sample with no scored slot is failed."""
+    were not scored (no caption, answerer failed) are left out and counted; a sample with no scored slot is failed.
+    ``rescore`` scores every answer again, with ``scorer`` (else the row's own metric) and ``compat``: the rows'
+    ``metric`` and ``score`` are set to what was used."""
     per: dict[str, list[float]] = {}
     reasons: dict[str, dict[str, str]] = {}
     for r in rows:
@@ -189,9 +197,9 @@ def summarize(rows: list[dict[str, Any]], compat: Literal["fixed", "official"], 
             reasons.setdefault(r["sample_id"], {})[r["status"]] = r.get("error_message") or ""
             continue
         value = r["score"]
-        if rescore and r["response"]:
-            value = score(r["response"], r["gold"], r["metric"], compat)[1]  # compat can change without re-answering
-            r["score"] = value
+        if rescore:  # compat and the scorer can change without re-answering
+            r["metric"] = scorer or r["metric"]
+            value = r["score"] = score(r["response"], r["gold"], r["metric"], compat)[1]
         per.setdefault(r["sample_id"], []).append(value)
     failed: dict[str, int] = {}
     for sid, why in reasons.items():
@@ -200,7 +208,7 @@ def summarize(rows: list[dict[str, Any]], compat: Literal["fixed", "official"], 
                 failed[status] = failed.get(status, 0) + 1
     n = len(per)
     return {
-        "metric": rows[0]["metric"] if rows else "none",
+        "metric": scorer or (rows[0]["metric"] if rows else "none"),
         "m_acc": sum(sum(v) / len(v) for v in per.values()) / n if n else None,
         "bon": sum(max(v) for v in per.values()) / n if n else None,
         "n_samples": n,

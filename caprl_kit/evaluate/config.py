@@ -24,10 +24,14 @@ def _scorer_name(name: str) -> str:
 
 
 class BenchmarkConfig(ConfigModel):
-    name: str = Field(description="Task name (official routing: 'info' -> chart+ANLS, 'char' -> chart scoring)")
+    name: str = Field(
+        description="Task name; with compat fixed, scorer auto reads it: 'info' -> anls_chart, 'char' -> chart, "
+        "a single-letter gold -> mcq, else math"
+    )
     path: str = Field(
         description="Official lmm_eval_*.json (list of rows with image, prompt, answer), or JSONL/"
-        "Parquet rows with image|video, question, [options], answer"
+        "Parquet rows with image|video, question, [options], answer; with compat official, scorer auto reads "
+        "this path as written, as the official evaluator reads its --data-path ('info', 'char', else math)"
     )
     image_root: str | None = Field(None, description="Root for relative media paths (default: the file's folder)")
     media_type: Literal["image", "video"] = "image"
@@ -80,7 +84,11 @@ class EvalConfig(JobConfig):
         "caprl_video_timestamped"
     )
     answerer: BackendConfig = Field(default_factory=_answer_backend, description="Text LLM answering from captions")
-    compat: Literal["fixed", "official"] = Field("fixed", description="official reproduces the scorer's quirks")
+    compat: Literal["fixed", "official"] = Field(
+        "fixed",
+        description="Scoring: fixed (ours) or official (the official evaluator's, case for case; docs/eval.md "
+        "lists every difference)",
+    )
     media: MediaConfig = Field(default_factory=MediaConfig)
     sharding: ShardingConfig = Field(default_factory=lambda: ShardingConfig(shard_size=200))
     decode: DecodeConfig = Field(default_factory=DecodeConfig)

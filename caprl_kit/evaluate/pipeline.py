@@ -76,11 +76,12 @@ def run_benchmark(
 ) -> tuple[dict[str, Any], list[dict]]:
     """One benchmark from its samples to its result: the captions of its media (stage 1), the answers to its
     questions read from them (stage 2), BoN and M_Acc over the scored rows."""
-    scorer = bench.scorer if bench.scorer != "auto" else scorer_for(bench.name, samples[0].gold if samples else "")
+    gold = samples[0].gold if samples else ""
+    scorer = bench.scorer if bench.scorer != "auto" else scorer_for(bench.name, gold, cfg.compat, bench.path)
     media = list(dict.fromkeys((s.media, s.media_type) for s in samples))
     captions, no_caption, monitors, digest = captions_for(cfg, bench.name, media, progress, shards)
     rows = answer_stage(cfg, bench.name, scorer, samples, captions, no_caption, digest, progress, shards)
-    return {**summarize(rows, cfg.compat), "caption_monitors": monitors}, rows
+    return {**summarize(rows, cfg.compat, scorer=scorer), "caption_monitors": monitors}, rows
 
 
 def write_results(

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from caprl_kit.cli import app
 from caprl_kit.evaluate.config import EvalConfig
+from caprl_kit.evaluate.metrics import scorer_for
 from caprl_kit.evaluate.pipeline import run
 from caprl_kit.synthetic import write_scenes
 from curated_sets import curate_import, scene_rows
@@ -86,10 +87,19 @@ def test_image_and_video_benchmarks_with_resume(tiny_models, bench: Path, tmp_pa
     again = run(cfg_for(tiny_models, bench, out, "tiny-a"))
     assert {p: p.stat().st_mtime_ns for p in captions} == stamps
     assert again.metrics["shapes M_Acc"] == report.metrics["shapes M_Acc"]
-    # a compat switch rescores without re-answering or re-captioning
+    # a compat switch rescores without re-answering or re-captioning, with the official routing (by the file's path:
+    # the video MCQs through math, as the official evaluator has no letter scorer)
+    answers = sorted((out / "answers").rglob("*.parquet"))
+    answer_stamps = {p: p.stat().st_mtime_ns for p in answers}
     official = cfg_for(tiny_models, bench, out, "tiny-a").model_copy(update={"compat": "official"})
     run(official)
     assert {p: p.stat().st_mtime_ns for p in captions} == stamps
+    assert answers and {p: p.stat().st_mtime_ns for p in answers} == answer_stamps
+    rescored = json.loads((out / "results_latest.json").read_text())
+    video_path = str(bench / "videos" / "mvbench_tiny.jsonl")  # 'math' unless a folder name holds 'char' or 'info'
+    assert rescored["compat"] == "official"
+    assert rescored["tasks"]["mvbench_tiny"]["metric"] == scorer_for("mvbench_tiny", "A", "official", video_path)
+    assert rescored["tasks"]["mvbench_tiny"]["metric"] != "mcq"
 
 
 def test_qa_utility_on_a_curated_set(tiny_models, tmp_path: Path) -> None:
