@@ -14,6 +14,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from caprl_kit.cli.data_export import data_export
 from caprl_kit.cli.eval_official import eval_export_official
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 
@@ -388,6 +389,7 @@ def demo(
 
 data_app = typer.Typer(help="Data helpers.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+data_app.command("export")(data_export)  # the body: cli/data_export.py
 
 
 @data_app.command("synth")
