@@ -15,6 +15,7 @@ import functools
 import json
 import random
 from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import asdict
 from typing import Any
 
 from caprl_kit.backends import build_backend
@@ -89,7 +90,7 @@ def generated_shards(cfg: CurateConfig) -> Iterator[tuple[ShardSpec, list[InputI
                 data=r.get("media_bytes"),
                 media_type=r["media_type"],
                 extra=json.loads(r["carry"]) if r.get("carry") else {},
-                locator=Locator.from_json(r.get("media_locator")),
+                locator=Locator(**r["media_locator"]) if r.get("media_locator") else None,
             )
             for r in rows
         ]
@@ -137,7 +138,7 @@ class GenerateWorker:
             "media_type": it.media_type,
             "model": self.model,
             "media_bytes": it.data if not it.source else None,
-            "media_locator": it.locator.to_json() if it.locator else None,
+            "media_locator": asdict(it.locator) if it.locator else None,
             "carry": json.dumps(it.extra, default=str) if it.extra else None,
         }
 

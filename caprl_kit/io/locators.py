@@ -14,8 +14,7 @@ its shard's consecutive rows reads each row group once.
 from __future__ import annotations
 
 import functools
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from caprl_kit.errors import MediaError
@@ -38,13 +37,6 @@ class Locator:
     size: int | None = None
     column: str | None = None
     field: str | None = None
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str | None) -> Locator | None:
-        return cls(**json.loads(text)) if text else None
 
     def __str__(self) -> str:
         where = f"byte {self.offset}" if self.kind == "tar" else f"row {self.offset}"

@@ -21,8 +21,22 @@ class MCQ(BaseModel):
     answer: str = Field(description="Letter of the correct option")
 
 
+class MediaLocator(BaseModel):
+    """Where the input embeds an item's bytes (``io/locators.Locator``), read by the worker that needs them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(description="tar, parquet or hf_dataset")
+    url: str = Field(description="The tar / Parquet file or the HF dataset folder")
+    offset: int = Field(description="The tar member's data offset, else the row in the file / dataset")
+    size: int | None = Field(None, description="Bytes, where the listing knows it without reading them")
+    column: str | None = Field(None, description="The column holding the bytes")
+    field: str | None = Field(None, description="The field inside a struct column (e.g. bytes of an HF Image)")
+
+
 class MCQGenerationRow(Artifact):
     schema_name = "mcq_generation"
+    schema_version = 2  # v2: media_locator is a struct (v1: JSON text)
     producer = "caprl curate (generate stage)"
     consumer = "caprl curate (parse stage)"
     file_pattern = pattern(CURATE_STAGE_DIR.format(stage="generate"), SHARD)
@@ -52,10 +66,8 @@ class MCQGenerationRow(Artifact):
         description="The item's bytes when the input embeds them (no source "
         "path, e.g. a compressed WebDataset tar): later stages read them here",
     )
-    media_locator: str | None = Field(
-        None,
-        description="Where the input embeds the item's bytes (JSON: kind, url, "
-        "offset, size, column, field), read by the worker that needs them",
+    media_locator: MediaLocator | None = Field(
+        None, description="Where the input embeds the item's bytes, read by the worker that needs them"
     )
     carry: str | None = Field(
         None,

@@ -128,9 +128,19 @@ def test_hf_dataset_image_column_located_with_sizes(tmp_path: Path) -> None:
     assert [item_payload(it, CAP) for it in items] == data
 
 
-def test_locator_round_trips_through_json() -> None:
+def test_locator_round_trips_through_the_generate_shard_struct() -> None:
+    """The curate generate shard stores the locator as a struct column (not JSON text) and reads it back whole."""
+    from dataclasses import asdict
+
+    from caprl_kit.io.parquet import rows_to_table
+    from caprl_kit.schemas.curate import MCQGenerationRow
+
     loc = Locator("parquet", "s3://bucket/a.parquet", 7, column="image", field="bytes")
-    assert Locator.from_json(loc.to_json()) == loc and Locator.from_json(None) is None
+    row = {"key": "k", "model": "m", "status": "ok", "media_locator": asdict(loc)}
+    table = rows_to_table([row, {**row, "key": "j", "media_locator": None}], MCQGenerationRow)
+    assert pa.types.is_struct(table.schema.field("media_locator").type)
+    back = table.to_pylist()
+    assert Locator(**back[0]["media_locator"]) == loc and back[1]["media_locator"] is None
     item = InputItem(key="k", locator=loc)
     assert pickle.loads(pickle.dumps(item)).locator == loc
 
