@@ -193,7 +193,7 @@ def summarize(
     per: dict[str, list[float]] = {}
     reasons: dict[str, dict[str, str]] = {}
     for r in rows:
-        if r.get("status") not in (None, "ok"):
+        if r["status"] != "ok":
             reasons.setdefault(r["sample_id"], {})[r["status"]] = r.get("error_message") or ""
             continue
         value = r["score"]

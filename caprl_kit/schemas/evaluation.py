@@ -10,6 +10,7 @@ from caprl_kit.schemas.layout import EVAL_ANSWERS_DIR, EVAL_RESULTS, EVAL_RESULT
 
 class EvalSample(Artifact):
     schema_name = "eval_sample"
+    schema_version = 2  # v2: status is never null (v1: null meant ok)
     producer = "caprl eval"
     consumer = "reports, error analysis"
     file_pattern = f"{pattern(EVAL_ANSWERS_DIR, SHARD)}, {EVAL_SAMPLES}"
@@ -36,11 +37,7 @@ class EvalSample(Artifact):
     prediction: str | None = Field(None, description="Answer extracted from the response")
     score: float | None = Field(description="Metric value for this sample (null when it was not scored)")
     metric: str = Field(description="Metric name")
-    status: str | None = Field(
-        None,
-        description="ok, or why the sample was not scored (no_caption, answer_failed); "
-        "null in shards written before this column (= ok)",
-    )
+    status: str = Field("ok", description="ok, or why the sample was not scored (no_caption, answer_failed)")
     error_message: str | None = Field(None, description="Why the sample was not scored, null when ok")
 
 
