@@ -77,11 +77,27 @@ class FilterConfig(ConfigModel):
     dedup: bool = Field(True, description="Drop repeated questions of an item (same stem and answer text)")
 
 
+#: the input column a row's own training prompt is read from (``export.prompt_source: input``): the verl / CapRL
+#: layout's ``prompt`` (CapRL-QA-75K, CapRL-Video-QA-20K)
+INPUT_PROMPT = "prompt"
+
+
 class ExportConfig(ConfigModel):
     val_fraction: float = Field(0.05, ge=0, lt=1, description="Share of items (not questions) in the val split")
     embed_media: bool = Field(False, description="Store image bytes in the Parquet `image` column")
-    image_prompt: Annotated[str, AfterValidator(registry_name(PROMPTS))] = prompt_field("caprl_image")
-    video_prompt: Annotated[str, AfterValidator(registry_name(PROMPTS))] = prompt_field("caprl_video_timestamped")
+    prompt_source: Literal["input", "config"] = Field(
+        "input",
+        description="input: a row whose input carries its own training prompt (a `prompt` column: chat messages "
+        "[{role, content}] or text, as CapRL-QA-75K and CapRL-Video-QA-20K publish the prompts CapRL was trained "
+        "and evaluated with) keeps it, a row without one gets image_prompt / video_prompt; config: every row gets "
+        "image_prompt / video_prompt. The funnel counts the rows of each (prompts)",
+    )
+    image_prompt: Annotated[str, AfterValidator(registry_name(PROMPTS))] = prompt_field(
+        "caprl_image", description="Training prompt of image rows without their own (see prompt_source)"
+    )
+    video_prompt: Annotated[str, AfterValidator(registry_name(PROMPTS))] = prompt_field(
+        "caprl_video_timestamped", description="Training prompt of video rows without their own (see prompt_source)"
+    )
     image_data_source: str = Field("image_caption_rl", description="data_source of image rows (CapRL-QA-75K)")
     video_data_source: str = Field("video_caption_rl", description="data_source of video rows")
 

@@ -7,6 +7,7 @@ re-answering. Every input item ends in exactly one bucket: kept, or dropped with
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -16,14 +17,16 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from caprl_kit import chat
-from caprl_kit.curate.config import CurateConfig, FilterConfig
+from caprl_kit.curate.config import INPUT_PROMPT, CurateConfig, FilterConfig
 from caprl_kit.curate.filter import decide
 from caprl_kit.curate.stages import stage_dir
+from caprl_kit.errors import CaprlError
 from caprl_kit.io.fs import atomic_write_bytes, atomic_write_text, join, url_to_fs
 from caprl_kit.io.locators import item_bytes, item_payload
 from caprl_kit.io.media import read_bytes, url_limits
 from caprl_kit.io.parquet import read_shard, rows_to_table
 from caprl_kit.io.readers import InputItem
+from caprl_kit.log import get_logger
 from caprl_kit.mcq.options import normalize_choice
 from caprl_kit.prompts import PROMPTS
 from caprl_kit.schemas.curate import CuratedQARow, QATrialsRow
@@ -31,6 +34,8 @@ from caprl_kit.schemas.layout import AUDIT, CURATED_SPLIT, CURATED_SPLIT_JSONL, 
 
 #: how many rejected-question messages (each naming its item key and question index) the funnel lists
 MAX_REJECTED_EXAMPLES = 50
+
+log = get_logger(__name__)
 
 
 def _item_id(key: str) -> str:
@@ -77,7 +82,10 @@ def export(cfg: CurateConfig, items: dict[str, InputItem]) -> dict[str, Any]:
         per_type["items_kept"] += 1
         per_type["questions_kept"] += len(kept)
         split = _split(key, cfg.seed, cfg.export.val_fraction)
-        curated[split].append(_curated_row(cfg, item, kept, split, len(curated[split]), generator, answerer))
+        row = _curated_row(cfg, item, kept, split, len(curated[split]), generator, answerer)
+        funnel["prompts"][row["extra_info"].pop("prompt_source")] += 1
+        curated[split].append(row)
+    _warn_unused_prompts(cfg, funnel["prompts"])
     outputs = _write_splits(cfg, curated)
     outputs.update(_write_audit(cfg, audit))
     outputs.update(_write_funnel(cfg, _close_funnel(funnel, curated, cfg.filter)))
@@ -115,6 +123,7 @@ def _new_funnel(items_in: int) -> dict[str, Any]:
         "questions_capped": 0,
         "questions_kept": 0,
         "per_media_type": defaultdict(Counter),
+        "prompts": Counter({"input": 0, "config": 0}),  # kept rows by where their training prompt comes from
     }
 
 
@@ -217,6 +226,7 @@ def _close_funnel(funnel: dict[str, Any], curated: dict[str, list[dict[str, Any]
     funnel["items_dropped"] = dict(funnel["items_dropped"])
     funnel["questions_rejected"] = dict(sorted(funnel["questions_rejected"].items()))
     funnel["per_media_type"] = {k: dict(v) for k, v in funnel["per_media_type"].items()}
+    funnel["prompts"] = dict(funnel["prompts"])
     funnel["rows"] = {split: len(rows) for split, rows in curated.items()}
     funnel["filter"] = f.model_dump()
     assert funnel["items_in"] == funnel["items_kept"] + sum(funnel["items_dropped"].values())
@@ -257,10 +267,7 @@ def _curated_row(
 ) -> dict[str, Any]:
     path = _media_path(cfg, item)
     video = item.media_type == "video"
-    if video:
-        content = "<video>\n" + PROMPTS.get(cfg.export.video_prompt)
-    else:
-        content = "<image> " + PROMPTS.get(cfg.export.image_prompt)
+    prompt, source = _prompt(cfg, item)
     image = None
     if not video:
         data = None
@@ -274,7 +281,7 @@ def _curated_row(
         "image": image,
         "images": None if video else [path],
         "videos": [path] if video else None,
-        "prompt": [chat.message("user", content)],
+        "prompt": prompt,
         "data_source": cfg.export.video_data_source if video else cfg.export.image_data_source,
         "ability": "caption",
         "reward_model": {"style": "rule", "ground_truth": kept},
@@ -285,8 +292,57 @@ def _curated_row(
             "source": item.source,
             "generator": generator,
             "answerer": answerer,
+            "prompt_source": source,  # counted in the funnel, then dropped (not a curated_qa column)
         },
     }
+
+
+def _prompt(cfg: CurateConfig, item: InputItem) -> tuple[list[chat.Message], str]:
+    """A row's training prompt and where it comes from: the input row's own (``export.prompt_source: input`` and
+    the row has one), else ``export.image_prompt`` / ``export.video_prompt`` after the media placeholder."""
+    own = item.extra.get(INPUT_PROMPT) if cfg.export.prompt_source == "input" else None
+    if own is not None:
+        return input_prompt(own, item.key), "input"
+    if item.media_type == "video":
+        return [chat.message("user", "<video>\n" + PROMPTS.get(cfg.export.video_prompt))], "config"
+    return [chat.message("user", "<image> " + PROMPTS.get(cfg.export.image_prompt))], "config"
+
+
+def input_prompt(value: Any, key: str) -> list[chat.Message]:
+    """An input row's ``prompt`` as chat messages, kept as written: a list of ``{role, content}`` (the verl / CapRL
+    layout; other keys dropped), its JSON text (a CSV cell), or plain text (one user message). Anything else is a
+    ``CaprlError`` naming the item and the key that replaces it."""
+    if isinstance(value, str) and value.lstrip().startswith("["):
+        with contextlib.suppress(json.JSONDecodeError):  # else text that starts with a bracket: the prompt itself
+            value = json.loads(value)
+    if isinstance(value, str) and value.strip():
+        return [chat.message("user", value)]
+    if (
+        isinstance(value, list)
+        and value
+        and all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value
+        )
+    ):
+        return [chat.message(m["role"], m["content"]) for m in value]
+    raise CaprlError(
+        f"input item {key}: its '{INPUT_PROMPT}' is neither text nor chat messages [{{role, content}}] "
+        f"({json.dumps(value, default=str)[:120]}); fix that column, or set export.prompt_source=config to give every "
+        "row export.image_prompt / export.video_prompt"
+    )
+
+
+def _warn_unused_prompts(cfg: CurateConfig, prompts: Counter[str]) -> None:
+    """A configured prompt (export.image_prompt / video_prompt set) that rows did not get, because they kept their
+    input's own: said once, with the key that gives it to every row."""
+    chosen = sorted(k for k in ("image_prompt", "video_prompt") if k in cfg.export.model_fields_set)
+    if chosen and prompts["input"]:
+        log.warning(
+            "%d exported row(s) kept their input's own prompt, not %s (export.prompt_source=input); set "
+            "export.prompt_source=config to give every row the configured prompt",
+            prompts["input"],
+            " / ".join(f"export.{k}" for k in chosen),
+        )
 
 
 def _jsonl_row(row: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from caprl_kit.config import config_hash
-from caprl_kit.curate.config import CurateConfig
+from caprl_kit.curate.config import INPUT_PROMPT, CurateConfig
 from caprl_kit.curate.stages import STAGES, engines_of, generated_shards, make_worker, stage_dir
 from caprl_kit.errors import CaprlError
 from caprl_kit.io.empty import describe as describe_empty
@@ -45,13 +45,15 @@ def stage_hash(cfg: CurateConfig, stage: str) -> str:
 
 
 def _with_columns(cfg: CurateConfig) -> CurateConfig:
-    """Make the import / caption columns travel with the items."""
+    """Make the import / caption columns travel with the items, and a row's own training prompt where it has one
+    (whatever ``export.prompt_source``: switching it re-exports without listing the input again)."""
     needed = set(cfg.input.carry_columns)
     if cfg.import_mode != "none":
         needed.add(cfg.import_column.split(".")[0])  # a dotted path reads inside a column (reward_model.ground_truth)
     if cfg.answer.evidence == "caption":
         needed.add(cfg.answer.caption_column)
-    return cfg.model_copy(update={"input": cfg.input.model_copy(update={"carry_columns": sorted(needed)})})
+    inp = cfg.input.model_copy(update={"carry_columns": sorted(needed)}).with_carry_if_present([INPUT_PROMPT])
+    return cfg.model_copy(update={"input": inp})
 
 
 def plan(cfg: CurateConfig) -> list[str]:

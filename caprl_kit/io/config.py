@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from caprl_kit.config import ConfigModel, FieldIssue, raise_issues, volatile
 
@@ -50,6 +50,20 @@ class InputConfig(ConfigModel):
         "listing: about 80 bytes plus the key's length per key (~120 MB per million 35-character keys). Volatile: "
         "its effect is on the listing, which the input fingerprint covers",
     )
+
+    #: columns a command copies into the items where a row has them (not a key: curate's ``prompt``); unlike
+    #: ``carry_columns``, a row without one is no error
+    _carry_if_present: tuple[str, ...] = PrivateAttr(default=())
+
+    @property
+    def carry_if_present(self) -> tuple[str, ...]:
+        return self._carry_if_present
+
+    def with_carry_if_present(self, columns: list[str]) -> InputConfig:
+        """A copy that also carries ``columns`` into the items of the rows that have them (a non-null value)."""
+        copy = self.model_copy()
+        copy._carry_if_present = tuple(dict.fromkeys([*self._carry_if_present, *columns]))
+        return copy
 
     @field_validator("path")
     @classmethod

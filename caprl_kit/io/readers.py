@@ -390,7 +390,10 @@ def _rows_to_items(rows: Iterator[dict[str, Any]], cfg: InputConfig, base_dir: s
             source=source,
             data=bytes(data) if data is not None else None,
             media_type=media or "image",
-            extra={c: row[c] for c in cfg.carry_columns},
+            extra={
+                **{c: row[c] for c in cfg.carry_columns},
+                **{c: row[c] for c in cfg.carry_if_present if row.get(c) is not None},
+            },
             locator=locator,
             problem=problem,
         )
@@ -464,7 +467,7 @@ def read_parquet(cfg: InputConfig) -> Iterator[InputItem]:
                 and pa.types.is_struct(schema.field(path_col).type)
                 and schema.field(path_col).type.get_field_index("bytes") >= 0
             )
-            wanted = [cfg.key_column, *cfg.carry_columns] + ([] if struct else [path_col])
+            wanted = [cfg.key_column, *cfg.carry_columns, *cfg.carry_if_present] + ([] if struct else [path_col])
             columns = [c for c in dict.fromkeys(wanted) if c and c in names]
             if struct and schema.field(path_col).type.get_field_index("path") >= 0:
                 columns.append(f"{path_col}.path")  # the struct with its path only: no bytes read
@@ -572,7 +575,7 @@ def read_hf_dataset(cfg: InputConfig) -> Iterator[InputItem]:
     )
     plain = [
         c
-        for c in dict.fromkeys([cfg.key_column, *cfg.carry_columns, column])
+        for c in dict.fromkeys([cfg.key_column, *cfg.carry_columns, *cfg.carry_if_present, column])
         if c and c in ds.column_names and c != (where and where[0])
     ]
 

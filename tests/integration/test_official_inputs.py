@@ -62,3 +62,100 @@ def test_a_glob_matching_nothing_names_the_key(tmp_path: Path) -> None:
     result = cli(["curate", "-c", gen_qa_config(tmp_path), "-o", tmp_path / "out", f"input.path={folder}/parts_*.jsonl"],
                  2, f"input.path: the glob {folder}/parts_*.jsonl matches no file")
     assert "FileNotFoundError" not in result.output
+
+
+# --------------------------------------------------------------------------- the official sets' own prompts
+
+
+def video_qa20k_with_captions(root: Path, prompts: list | None = None) -> tuple[Path, Path]:
+    """CapRL-Video-QA-20K rows as published, plus a ``caption`` per row that answers its question (the lexical
+    answerer's evidence, so every question passes the filter); ``prompts`` replaces rows' ``prompt`` (None: the
+    row has none)."""
+    from official_layouts import write_video_qa20k
+
+    path, media = write_video_qa20k(root, n=4)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for i, row in enumerate(rows):
+        row["caption"] = "The white dot moves, the black one stays."
+        if prompts is not None and prompts[i] != "as published":
+            if prompts[i] is None:
+                del row["prompt"]
+            else:
+                row["prompt"] = prompts[i]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path, media
+
+
+def curate_video(path: Path, media: Path, out: Path, **export) -> dict:
+    from caprl_kit.curate.config import CurateConfig
+    from caprl_kit.curate.pipeline import run
+
+    run(CurateConfig.model_validate({
+        "input": {"path": str(path), "path_column": "videos", "media_root": str(media)},
+        "import_mode": "qa", "import_column": "reward_model.ground_truth",
+        "answer": {"backend": {"name": "lexical"}, "evidence": "caption"},
+        "media": {"video_max_frames": 4}, "export": {"val_fraction": 0.0, **export}, "output_dir": str(out)}))
+    return json.loads((out / "dataset" / "funnel.json").read_text())
+
+
+def exported_prompts(out: Path) -> list[list[dict]]:
+    rows = pl.read_parquet(out / "dataset" / "train.parquet")["prompt"].to_list()
+    jsonl = [json.loads(line)["prompt"] for line in (out / "dataset" / "train.jsonl").read_text().splitlines()]
+    assert rows == jsonl
+    return rows
+
+
+def test_video_qa20k_rows_keep_their_published_prompt_unless_replaced(tmp_path: Path) -> None:
+    from official_layouts import VIDEO_PROMPT
+
+    from caprl_kit.prompts import PROMPTS
+
+    path, media = video_qa20k_with_captions(tmp_path / "data")
+    funnel = curate_video(path, media, tmp_path / "out")
+    assert funnel["items_kept"] == 4 and funnel["prompts"] == {"input": 4, "config": 0}, funnel
+    assert exported_prompts(tmp_path / "out") == [[{"role": "user", "content": VIDEO_PROMPT}]] * 4
+    assert "4 row(s) keep their input's own" in (tmp_path / "out" / "dataset" / "funnel.html").read_text()
+    # the key that replaces them: a re-export of the same run (the stages' outputs are kept)
+    funnel = curate_video(path, media, tmp_path / "out", prompt_source="config")
+    assert funnel["prompts"] == {"input": 0, "config": 4}
+    ours = "<video>\n" + PROMPTS.get("caprl_video_timestamped")
+    assert ours != VIDEO_PROMPT and exported_prompts(tmp_path / "out") == [[{"role": "user", "content": ours}]] * 4
+
+
+def test_rows_without_a_prompt_get_the_configured_one_and_text_prompts_are_one_message(tmp_path: Path,
+                                                                                       caplog) -> None:
+    """A row without a prompt gets export.video_prompt; text is one user message, JSON text of messages is read as
+    them; the configured prompt that rows with their own did not get is said once."""
+    import logging
+
+    from official_layouts import VIDEO_PROMPT
+
+    from caprl_kit.prompts import PROMPTS
+
+    text = "<video>\nDescribe the clip."
+    path, media = video_qa20k_with_captions(tmp_path / "data", ["as published", None, text, json.dumps(
+        [{"role": "system", "content": "Be exact."}, {"role": "user", "content": text}])])
+    with caplog.at_level(logging.WARNING, logger="caprl_kit.curate.export"):
+        funnel = curate_video(path, media, tmp_path / "out", video_prompt="caprl_video")
+    assert funnel["prompts"] == {"input": 3, "config": 1}
+    assert [r.getMessage() for r in caplog.records if r.name == "caprl_kit.curate.export"] == [
+        "3 exported row(s) kept their input's own prompt, not export.video_prompt (export.prompt_source=input); "
+        "set export.prompt_source=config to give every row the configured prompt"]
+    got = sorted(exported_prompts(tmp_path / "out"), key=json.dumps)
+    assert got == sorted([[{"role": "user", "content": VIDEO_PROMPT}],
+                          [{"role": "user", "content": "<video>\n" + PROMPTS.get("caprl_video")}],
+                          [{"role": "user", "content": text}],
+                          [{"role": "system", "content": "Be exact."}, {"role": "user", "content": text}]],
+                         key=json.dumps)
+
+
+def test_a_prompt_that_is_not_chat_messages_names_the_item_and_the_key(tmp_path: Path) -> None:
+    import pytest
+
+    from caprl_kit.errors import CaprlError
+
+    path, media = video_qa20k_with_captions(tmp_path / "data", ["as published", [{"text": "no role"}], "as published",
+                                                                 "as published"])
+    with pytest.raises(CaprlError, match=r"input item .*ytb_clip1\.mp4: its 'prompt' is neither text nor chat "
+                                         r"messages .*set export.prompt_source=config"):
+        curate_video(path, media, tmp_path / "out")
