@@ -32,6 +32,12 @@ class RewardServerConfig(JobConfig):
         None, description="Weight of the timestamp-format term; default 0.2 for video, 0 for image (spec §2.4)"
     )
     timestamp_format: TimestampFormatConfig = Field(default_factory=TimestampFormatConfig)
+    empty_qa: Literal["refuse", "zero"] = Field(
+        "refuse",
+        description="A caption whose ground-truth QA list is empty: refuse (the request gets a 422 naming it) or "
+        "zero (scored 0 in every term, counted and logged, as the official server zeroes such rows; for the "
+        "official batch client, which sends them)",
+    )
     workers: int = Field(
         1,
         ge=1,
@@ -63,6 +69,8 @@ def plan(cfg: RewardServerConfig) -> list[str]:
         f"serve the {cfg.qa.task} QA reward on http://{cfg.host}:{cfg.port} ({auth}{workers})",
         f"answerer: {cfg.qa.answerer.name}:{cfg.qa.answerer.model or ''} compat={cfg.qa.compat} "
         f"mode={cfg.qa.mode} qa_num={cfg.qa.qa_num}",
+        "a caption with an empty QA list: "
+        + ("refused (422)" if cfg.empty_qa == "refuse" else "scored 0 and counted (empty_qa: zero)"),
     ]
 
 

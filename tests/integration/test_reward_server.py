@@ -78,7 +78,8 @@ def test_typed_endpoint_health_and_metrics() -> None:
         metrics = httpx.get(f"{url}/metrics").text
     assert r.status_code == 200 and r.json()["rewards"] == [1.0]
     assert r.json()["details"][0]["qa_rewards"] == 1.0
-    assert health == {"status": "ok", "answerer": "lexical", "task": "image"}
+    assert health == {"status": "ok", "answerer": "lexical", "task": "image", "score_modes": ["qa"],
+                      "empty_qa": "refuse", "empty_qa_captions": 0}
     assert 'caprl_reward_requests_total{code="200",endpoint="v1_reward"} 1.0' in metrics
     assert "caprl_reward_in_flight_prompts 0.0" in metrics and "caprl_reward_latency_seconds" in metrics
 
@@ -110,7 +111,7 @@ def test_200_concurrent_requests_all_answered_and_batched() -> None:
     ("answer not an option", lambda c, u: c.post(f"{u}/get_reward", json={"prompts": [[FULL, [[CIRCLE_Q, "G"]]]]}),
      422, "prompts[0].qa[0]: answer 'G' is not one of the labels A, B, C, D"),
     ("vl_judge not served", lambda c, u: c.post(f"{u}/get_reward", json={**OFFICIAL_BODY, "score_mode": "vl_judge"}),
-     422, "score_mode"),
+     422, "score_mode 'vl_judge' is not served here; this server serves 'qa' (or leave score_mode out)"),
     ("typed length mismatch", lambda c, u: c.post(f"{u}/v1/reward", json={"captions": ["a", "b"], "ground_truth": [[]]}),
      422, "same length"),
     ("official caption not a string", lambda c, u: c.post(f"{u}/get_reward", json={"prompts": [[3, [[CIRCLE_Q, "A"]]]]}),
@@ -136,6 +137,24 @@ def test_bad_requests_get_the_right_4xx(name, send, code, message) -> None:
         r = send(client, url)
     assert r.status_code == code, r.text
     assert message in r.json()["error"]
+
+
+# the official vl_judge body carries no prompts: the mode is refused before the body's shape is checked; any
+# unknown mode or wrong shape is one line, never pydantic's multi-line dump
+@pytest.mark.parametrize("body, message", [
+    ({"score_mode": "vl_judge", "samples": [{"caption": FULL, "video_path": "v.mp4"}]},
+     "score_mode 'vl_judge' is not served here; this server serves 'qa' (or leave score_mode out)"),
+    ({**OFFICIAL_BODY, "score_mode": "judge"},
+     "score_mode 'judge' is not served here; this server serves 'qa' (or leave score_mode out)"),
+    ({**OFFICIAL_BODY, "score_mode": 3}, "score_mode 3 is not served here; this server serves 'qa' (or leave score_mode out)"),
+    ({"query": []}, "prompts: Field required"),
+    ([OFFICIAL_BODY], "body: Input should be a valid dictionary or instance of RewardRequest"),
+])
+def test_an_unserved_score_mode_or_a_bad_shape_is_one_line(body, message: str) -> None:
+    with serve(create_app(cfg())) as url:
+        r = httpx.post(f"{url}/get_reward", json=body)
+    assert r.status_code == 422
+    assert r.json() == {"error": message}
 
 
 def test_engine_fault_is_a_503_not_zeros() -> None:
@@ -253,10 +272,47 @@ def test_a_malformed_request_does_not_fail_the_valid_ones_batched_with_it() -> N
     ("v1/reward", {"captions": [FULL, FULL], "ground_truth": [[typed("B")], []]}, "ground_truth[1]: empty QA list"),
 ])
 def test_an_empty_qa_list_is_a_422_not_a_zero(endpoint: str, body: dict, message: str) -> None:
+    """The default (``empty_qa: refuse``): the request fails naming the caption, nothing is counted as zeroed."""
     with serve(create_app(cfg())) as url:
         r = httpx.post(f"{url}/{endpoint}", json=body)
-    assert r.status_code == 422 and message in r.json()["error"]
+        health = httpx.get(f"{url}/health").json()
+    assert r.status_code == 422 and message in r.json()["error"] and "empty_qa: zero" in r.json()["error"]
     assert "rewards" not in r.json()
+    assert health["empty_qa"] == "refuse" and health["empty_qa_captions"] == 0
+
+
+def test_empty_qa_zero_scores_an_empty_list_0_in_every_term_and_counts_it() -> None:
+    """``empty_qa: zero``, for the official batch client: the caption with no questions is 0 (its timestamps earn
+    no format term either) and never reaches the engine; the others are scored as ever; /health and /metrics count
+    it."""
+    body = {"prompts": [["[00:00] A red circle at the left.", [[CIRCLE_Q, "A"]]], ["[00:00] A red circle.", []],
+                        [HALF, [[CIRCLE_Q, "A"]]]], "query": [], "labels": []}
+    app = create_app(cfg(empty_qa="zero", qa={"seed": 0, "task": "video", "answerer": {"name": "lexical"}}))
+    with serve(app) as url:
+        r = httpx.post(f"{url}/get_reward", json=body)
+        alone = httpx.post(f"{url}/get_reward", json={"prompts": [[FULL, []], [HALF, []]]})
+        health = httpx.get(f"{url}/health").json()
+        metrics = httpx.get(f"{url}/metrics").text
+    assert r.status_code == 200, r.text
+    assert r.json()["qa_rewards"] == [1.0, 0.0, 1.0] and r.json()["format_rewards"] == [1.0, 0.0, 0.0]
+    assert r.json()["rewards"] == pytest.approx([1.2, 0.0, 1.0])
+    assert alone.status_code == 200 and alone.json() == {"rewards": [0.0, 0.0], "qa_rewards": [0.0, 0.0],
+                                                         "format_rewards": [0.0, 0.0]}
+    assert list(app.state.scorer.scored) == [2]  # only the captions with questions reached the engine
+    assert health["empty_qa"] == "zero" and health["empty_qa_captions"] == 3
+    assert "caprl_reward_empty_qa_captions_total 3.0" in metrics
+
+
+def test_empty_qa_zero_on_the_typed_endpoint_gives_the_details_of_no_questions() -> None:
+    body = {"captions": [FULL, FULL], "ground_truth": [[typed("B")], []]}
+    with serve(create_app(cfg(empty_qa="zero"))) as url:
+        r = httpx.post(f"{url}/v1/reward", json=body)
+        health = httpx.get(f"{url}/health").json()
+    assert r.status_code == 200 and r.json()["rewards"] == [1.0, 0.0]
+    empty = r.json()["details"][1]
+    assert empty == {"qa_reward": 0.0, "n_questions": 0, "correct": [], "predicted": [], "cannot_answer": [],
+                     "rewards": 0.0, "qa_rewards": 0.0}
+    assert health["empty_qa_captions"] == 1
 
 
 def test_an_answer_given_as_option_text_is_scored_as_its_label() -> None:
