@@ -37,17 +37,18 @@ def _suffix(source: str | None) -> str:
     return ext if 1 < len(ext) <= 6 else ""
 
 
-def _sniff(data: bytes, media_type: str) -> str:
-    """The extension of embedded bytes: what Pillow reads them as (images), else ``.mp4`` (videos)."""
+def _extension(data: bytes, source: str | None, media_type: str) -> str:
+    """The extension of embedded bytes: an image's is what Pillow reads it as (whatever its source was named), a
+    video's its source's, else ``.mp4``."""
     if media_type == "video":
-        return ".mp4"
+        return _suffix(source) or ".mp4"
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as im:
-            return _PIL_EXT.get(im.format or "", ".png")
+            return _PIL_EXT.get(im.format or "", _suffix(source) or ".png")
     except (UnidentifiedImageError, OSError):
-        return ".bin"
+        return _suffix(source) or ".bin"
 
 
 class MediaPaths:
@@ -81,7 +82,7 @@ class MediaPaths:
                 return Path(os.path.relpath(src, self.root)).as_posix()
             return self._copy(src, ref.media_type)
         if ref.data is not None:
-            return self._write(ref.data, _suffix(src) or _sniff(ref.data, ref.media_type))
+            return self._write(ref.data, _extension(ref.data, src, ref.media_type))
         if src and "://" in src:
             return src if self.mode == "link" else self._download(src, ref.media_type, tally)
         if src:
@@ -121,4 +122,4 @@ class MediaPaths:
         except MediaError as exc:
             tally.note(f"could not download {url} ({exc.kind}: {exc.reason})")
             return None
-        return self._write(data, _suffix(url) or _sniff(data, media_type))
+        return self._write(data, _extension(data, url, media_type))
