@@ -23,12 +23,12 @@ from caprl_kit.exports.formats import FORMATS, OPTIONS, ExportFormat
 from caprl_kit.exports.media import MEDIA_DIR, MODES, MediaPaths
 from caprl_kit.exports.runs import TAKES, WHAT, MediaRef, Run, open_run
 from caprl_kit.log import get_logger
+from caprl_kit.schemas.layout import EXPORT_REPORT
 
 log = get_logger(__name__)
 
 COMMAND = "data export"
-#: what an export wrote (the files, their rows, what was left out): a re-export removes exactly these files first
-REPORT = "export.json"
+REPORT = EXPORT_REPORT
 MAX_NOTES = 20
 
 

@@ -4,12 +4,14 @@ RL prompts as JSONL rows ``{"images": [path], "problem": "<image>prompt", "answe
 
 A curate run -> ``train.jsonl`` / ``val.jsonl``, one row per item: the captioning prompt, and in ``answer`` the
 item's kept questions as a JSON string (``[{question, choices, answer}]``; EasyR1 hands it to the reward
-function as ``reward_input["ground_truth"]``). Video rows carry ``videos`` and ``<video>``.
+function as ``reward_input["ground_truth"]``). Video items (``videos``, ``<video>``) go to ``train_video.jsonl`` /
+``val_video.jsonl``: EasyR1 tells image rows from video rows by the columns a file has.
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import ExitStack
 
 from caprl_kit.exports.core import ExportDir, ExportOptions
 from caprl_kit.exports.formats import ExportFormat
@@ -17,12 +19,16 @@ from caprl_kit.exports.runs import Run, qa_items
 
 
 def write_rl(run: Run, out: ExportDir, opts: ExportOptions) -> None:
-    with out.jsonl("train.jsonl") as train, out.jsonl("val.jsonl") as val:
+    # EasyR1 tells an image row from a video row by the columns present: the two go to separate files
+    names = [f"{split}{kind}.jsonl" for split in ("train", "val") for kind in ("", "_video")]
+    with ExitStack() as stack:
+        files = {name: stack.enter_context(out.jsonl(name)) for name in names}
         for item in qa_items(run, out):
             path = out.media_path(item.media)
             if path is None:
                 continue
-            (train if item.split == "train" else val).write(
+            name = f"{item.split}{'_video' if item.media.media_type == 'video' else ''}.jsonl"
+            files[name].write(
                 {
                     item.media.column: [path],
                     "problem": item.media.token + item.prompt,

@@ -22,10 +22,11 @@ from pathlib import Path
 from caprl_kit.errors import MediaError
 from caprl_kit.exports.runs import MediaRef, Tally
 from caprl_kit.log import get_logger
+from caprl_kit.schemas.layout import EXPORT_MEDIA_DIR
 
 log = get_logger(__name__)
 
-MEDIA_DIR = "media"
+MEDIA_DIR = EXPORT_MEDIA_DIR
 MODES = ("link", "copy")
 _PIL_EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tiff"}
 

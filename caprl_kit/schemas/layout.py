@@ -38,6 +38,9 @@ PAIRS_SCORED_DIR = "scored"
 PAIRS = "pairs.parquet"
 PAIRS_JSONL = "pairs.jsonl"
 PAIRS_SUMMARY = "pairs_summary.json"
+#: caprl data export: what an export wrote (a re-export removes exactly those files), and the media it wrote
+EXPORT_REPORT = "export.json"
+EXPORT_MEDIA_DIR = "media"
 
 
 def pattern(*parts: str) -> str:

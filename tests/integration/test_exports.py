@@ -339,6 +339,22 @@ def test_easyr1_rl_rows(runs: dict[str, Path], tmp_path: Path) -> None:
         assert report.files[f"{split}.jsonl"] == len(curated)
 
 
+def test_curated_video_items_keep_their_placeholder_and_column(tmp_path: Path) -> None:
+    rows = scene_rows(write_scenes(tmp_path / "images", 2))
+    (tmp_path / "clip.mp4").write_bytes(make_video_bytes(n_frames=12, fps=6))
+    rows.append({"path": "clip.mp4", "qa": rows[0]["qa"], "caption": rows[0]["caption"]})
+    curate_import(tmp_path, rows)
+    export("llamafactory", tmp_path / "cur", tmp_path / "lf")
+    qa = check_llamafactory(tmp_path / "lf")["caprl_qa"]
+    videos = [r for r in qa if r.get("videos")]
+    assert videos and all(r["messages"][0]["content"].startswith("<video>") for r in videos)
+    report = export("easyr1", tmp_path / "cur", tmp_path / "r1")
+    assert report.files == {"train.jsonl": 2, "train_video.jsonl": 1}  # EasyR1 reads one media kind per file
+    (row,) = _jsonl(tmp_path / "r1" / "train_video.jsonl")
+    assert set(row) == {"videos", "problem", "answer", "id"} and row["problem"].startswith("<video>")
+    assert os.path.isfile(tmp_path / "r1" / row["videos"][0])
+
+
 # --------------------------------------------------------------------------- media
 
 
