@@ -225,6 +225,8 @@ def export(
             f"{', '.join(fits[:-1]) + ' or ' if len(fits) > 1 else ''}{fits[-1]}"
         )
     opts = options.checked(target, run)
+    if target.check is not None:
+        target.check(run, opts)
     out = _local_output(out_dir)
     with output_lock_scope():
         _claim(out)

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 #: one writer per run kind: reads the run, writes its rows into the export folder (counting what it skips)
 Writer = Callable[["Run", "ExportDir", "ExportOptions"], None]
 
+#: a format's checks of a run and its options, made before the output is claimed (raises ``CaprlError``)
+Check = Callable[["Run", "ExportOptions"], None]
+
 #: the option names a format may take beyond the run folder and the output (``ExportOptions`` fields)
 OPTIONS = ("media", "captions", "lmms_task", "doc_ids")
 
@@ -27,13 +30,15 @@ OPTIONS = ("media", "captions", "lmms_task", "doc_ids")
 class ExportFormat:
     """An export target: ``writers`` maps each run kind it takes (curate, pairs, annotate, eval) to its writer;
     ``options``: the ``ExportOptions`` it reads (any other one set is refused); ``one_caption``: the format holds
-    one caption per image (a submission), so ``captions`` defaults to ``first`` and ``all`` is refused."""
+    one caption per image (a submission), so ``captions`` defaults to ``first`` and ``all`` is refused; ``check``:
+    what else it needs of the run and the options, refused before anything is written."""
 
     name: str
     summary: str
     writers: Mapping[str, Writer]
     options: frozenset[str] = field(default_factory=frozenset)
     one_caption: bool = False
+    check: Check | None = None
 
     def kinds(self) -> list[str]:
         return list(self.writers)

@@ -42,18 +42,25 @@ def read_doc_ids(path: str) -> dict[str, int]:
     return data
 
 
-def write_logs(run: Run, out: ExportDir, opts: ExportOptions) -> None:
-    sources = caption_runs(run)
+def check(run: Run, opts: ExportOptions) -> None:
+    """An annotate run needs the lmms-eval task's name; ``--lmms-task`` names one task; ``--doc-ids`` reads."""
     if opts.lmms_task is None and run.kind == "annotate":
         raise CaprlError(
             f"--format lmms_eval needs --lmms-task NAME for an annotate run: the lmms-eval task its captions are "
             f"for ({TASK_EXAMPLES}, ...)"
         )
+    sources = caption_runs(run)
     if opts.lmms_task is not None and len(sources) > 1:
         raise CaprlError(
             f"--lmms-task names one task, and {run.url} holds the captions of {len(sources)} tasks "
             f"({', '.join(str(s.task) for s in sources)}): export one task's folder, {run.url}/captions/<task>"
         )
+    if opts.doc_ids:
+        read_doc_ids(opts.doc_ids)
+
+
+def write_logs(run: Run, out: ExportDir, opts: ExportOptions) -> None:
+    sources = caption_runs(run)
     doc_ids = read_doc_ids(opts.doc_ids) if opts.doc_ids else None
     stamp = time.strftime("%m%d_%H%M", time.gmtime())
     for source in sources:
@@ -89,4 +96,5 @@ FORMAT = ExportFormat(
     writers={"annotate": write_logs, "eval": write_logs},
     options=frozenset({"captions", "lmms_task", "doc_ids"}),
     one_caption=True,
+    check=check,
 )

@@ -426,6 +426,7 @@ def test_lmms_eval_from_log_layout(runs: dict[str, Path], tmp_path: Path) -> Non
     ``{doc_id, resps}``, and answers task T's document ``doc_id`` with ``resps[0][0]``: this replays that read."""
     with pytest.raises(CaprlError, match="--lmms-task"):
         export("lmms_eval", runs["annotate"], tmp_path / "none")
+    assert not (tmp_path / "none").exists()  # refused before the output was claimed
     out = tmp_path / "lm"
     export("lmms_eval", runs["annotate"], out, lmms_task="detailcaps")
     rows = _annotation_rows(runs["annotate"])
