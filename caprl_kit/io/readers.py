@@ -92,29 +92,34 @@ def is_glob(path: str) -> bool:
     return any(c in path for c in "*?[")
 
 
+def paths_label(value: str | list[str]) -> str:
+    """A path key's value as messages show it: the path or glob, or a list's first files and its length."""
+    if isinstance(value, str):
+        return value
+    shown = ", ".join(value[:3])
+    return f"[{shown}{f', ... ({len(value)} entries)' if len(value) > 3 else ''}]"
+
+
 def input_label(cfg: InputConfig) -> str:
-    """``input.path`` as messages show it: the path or glob, or a list's first files and its length."""
-    if isinstance(cfg.path, str):
-        return cfg.path
-    shown = ", ".join(cfg.path[:3])
-    return f"[{shown}{f', ... ({len(cfg.path)} entries)' if len(cfg.path) > 3 else ''}]"
+    """``input.path`` as messages show it (``paths_label``)."""
+    return paths_label(cfg.path)
 
 
 def _suffix_format(path: str) -> str | None:
     return SUFFIX_FORMATS.get(posixpath.splitext(path.lower().rstrip("/"))[1])
 
 
-def input_files(cfg: InputConfig) -> list[str] | None:
-    """The files a glob or a list in ``input.path`` names, in order: a glob's matches sorted, a list's entries as
-    given (each may be a glob). None for one path without glob characters (a file, a folder or a dataset folder:
-    its reader takes it). A glob that matches no file, a listed file that does not exist or is a folder, or a file
-    named twice is a ``CaprlError`` naming the key (``input.path`` or ``input.path.N``)."""
-    if isinstance(cfg.path, str) and not is_glob(cfg.path):
+def expand_paths(value: str | list[str], key: str, example: str = "gen_qa_out/part_*.jsonl") -> list[str] | None:
+    """The files a glob or a list of paths (the value of config key ``key``) names, in order: a glob's matches
+    sorted, a list's entries as given (each may be a glob). None for one path without glob characters (a file, a
+    folder or a dataset folder: its reader takes it). A glob that matches no file, a listed file that does not exist
+    or is a folder, or a file named twice is a ``CaprlError`` naming the key (``key`` or ``key.N``)."""
+    if isinstance(value, str) and not is_glob(value):
         return None
-    entries = [cfg.path] if isinstance(cfg.path, str) else cfg.path
+    entries = [value] if isinstance(value, str) else value
     files: list[str] = []
     for n, entry in enumerate(entries):
-        key = "input.path" if isinstance(cfg.path, str) else f"input.path.{n}"
+        where = key if isinstance(value, str) else f"{key}.{n}"
         fs, path = url_to_fs(entry)
         proto = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
         url = (lambda p: p) if proto in ("file", "local") else fs.unstrip_protocol
@@ -124,23 +129,29 @@ def input_files(cfg: InputConfig) -> list[str] | None:
             if not found:
                 what = f"only folders ({', '.join(matched[:3])})" if matched else "no file"
                 raise CaprlError(
-                    f"{key}: the glob {entry} matches {what}; a glob names the input's files (e.g. "
-                    "input.path=gen_qa_out/part_*.jsonl): check the folder and the pattern"
+                    f"{where}: the glob {entry} matches {what}; a glob names files (e.g. {key}={example}): check "
+                    "the folder and the pattern"
                 )
             files += [url(m) for m in found]
         elif not fs.exists(path):
-            raise CaprlError(f"{key}: {entry} does not exist; fix the path")
+            raise CaprlError(f"{where}: {entry} does not exist; fix the path")
         elif fs.isdir(path):
             raise CaprlError(
-                f"{key}: {entry} is a folder; a list names files (manifests or .tar shards): give a folder alone as "
-                f"input.path, or its files (e.g. {entry.rstrip('/')}/*.jsonl)"
+                f"{where}: {entry} is a folder; a list names files: give its files (e.g. {entry.rstrip('/')}/*"
+                f"{posixpath.splitext(example)[1]}) or, where {key} takes a folder, the folder alone"
             )
         else:
             files.append(entry)
     twice = next((f for i, f in enumerate(files) if f in files[:i]), None)
     if twice is not None:
-        raise CaprlError(f"input.path names {twice} twice; name each file once")
+        raise CaprlError(f"{key} names {twice} twice; name each file once")
     return files
+
+
+def input_files(cfg: InputConfig) -> list[str] | None:
+    """The files a glob or a list in ``input.path`` names (``expand_paths``); None for one path without glob
+    characters (a file, a folder or a dataset folder: its reader takes it)."""
+    return expand_paths(cfg.path, "input.path")
 
 
 def _files_format(cfg: InputConfig, files: list[str]) -> str:

@@ -21,6 +21,7 @@ from caprl_kit.config import config_hash
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.io.fs import atomic_write_text, join, url_to_fs
 from caprl_kit.io.parquet import read_shard, write_shard
+from caprl_kit.io.readers import expand_paths, paths_label
 from caprl_kit.io.rows import iter_jsonl
 from caprl_kit.io.rundir import RunDir
 from caprl_kit.io.shards import Fingerprint, ShardSpec, iter_shards
@@ -45,31 +46,55 @@ def _is_parquet(path: str) -> bool:
     return path.endswith(".parquet")
 
 
-def _columns(cfg: PairsConfig) -> list[str]:
-    """The data file's columns (Parquet schema, else the first JSONL row's keys)."""
+def _files(cfg: PairsConfig) -> list[str]:
+    """The data files ``data.path`` names: one file, or a glob's matches / a list's files (``expand_paths``), all
+    Parquet or all JSONL (the sampling run reads them as one input of one format)."""
+    d = cfg.data
+    files = expand_paths(d.path, "data.path", "dataset/train-*.parquet")
+    if files is None:
+        assert isinstance(d.path, str)  # a list is files (expand_paths)
+        fs, path = url_to_fs(d.path)
+        if not fs.exists(path) or fs.isdir(path):
+            raise ConfigError(
+                [
+                    ConfigIssue(
+                        "data.path",
+                        f"{d.path} " + ("is a folder" if fs.exists(path) else "does not exist"),
+                        "point it at curated QA files (caprl curate's dataset/train.parquet or .jsonl; several: a "
+                        "glob or a list)",
+                    )
+                ]
+            )
+        return [d.path]
+    if len({_is_parquet(f) for f in files}) > 1:
+        raise CaprlError(
+            f"data.path={paths_label(d.path)} mixes Parquet and JSONL files; give files of one format (the "
+            "sampling run reads them as one input)"
+        )
+    return files
+
+
+def _file_columns(path: str) -> list[str]:
+    """A data file's columns (Parquet schema, else the first JSONL row's keys)."""
     import pyarrow.parquet as pq
 
-    fs, path = url_to_fs(cfg.data.path)
-    if not fs.exists(path) or fs.isdir(path):
-        raise ConfigError(
-            [
-                ConfigIssue(
-                    "data.path",
-                    f"{cfg.data.path} " + ("is a folder" if fs.exists(path) else "does not exist"),
-                    "point it at one curated QA file (caprl curate's dataset/train.parquet or .jsonl)",
-                )
-            ]
-        )
     if _is_parquet(path):
-        with fs.open(path, "rb") as fh:
+        fs, p = url_to_fs(path)
+        with fs.open(p, "rb") as fh:
             return list(pq.ParquetFile(fh).schema_arrow.names)
-    return list(next(iter_jsonl(cfg.data.path, key="data.path"), {}))
+    return list(next(iter_jsonl(path, key="data.path"), {}))
+
+
+def _columns(cfg: PairsConfig) -> list[str]:
+    """The columns every data file has."""
+    per_file = [_file_columns(f) for f in _files(cfg)]
+    return [c for c in per_file[0] if all(c in names for names in per_file[1:])]
 
 
 def iter_rows(cfg: PairsConfig) -> Iterator[dict[str, Any]]:
-    """The QA rows, streamed: ``{id, key, images, ground_truth}`` with image paths resolved as the sampling run
-    resolves them (against ``data.media_root``, else the data file's folder). ``key`` is the sampling run's item
-    key for the row."""
+    """The QA rows, streamed, one file after the other: ``{id, key, images, ground_truth}`` with image paths resolved
+    as the sampling run resolves them (against ``data.media_root``, else each data file's folder). ``key`` is the
+    sampling run's item key for the row."""
     import pyarrow.parquet as pq
 
     from caprl_kit.io.readers import _absolute, _resolve
@@ -82,45 +107,49 @@ def iter_rows(cfg: PairsConfig) -> Iterator[dict[str, Any]]:
             [
                 ConfigIssue(
                     "data.path",
-                    f"{d.path} has no column(s) {', '.join(missing)} (it has {', '.join(names) or 'none'})",
+                    f"{paths_label(d.path)} has no column(s) {', '.join(missing)} (it has "
+                    f"{', '.join(names) or 'none'})",
                     "pairs need image paths (data.image_key) "
                     "and reward_model.ground_truth, as caprl curate writes them",
                 )
             ]
         )
     has_id = d.id_key in names
-    base = _absolute(d.media_root) if d.media_root else _absolute(posixpath.dirname(d.path.rstrip("/")))
-    fs, path = url_to_fs(d.path)
 
-    def raw() -> Iterator[dict[str, Any]]:
-        if _is_parquet(path):
+    def raw(file: str) -> Iterator[dict[str, Any]]:
+        if _is_parquet(file):
+            fs, path = url_to_fs(file)
             with fs.open(path, "rb") as fh:
                 cols = [c for c in (d.id_key, d.image_key, "reward_model") if c in names]
                 for batch in pq.ParquetFile(fh).iter_batches(batch_size=1024, columns=cols):
                     yield from batch.to_pylist()
         else:
-            yield from iter_jsonl(d.path)
+            yield from iter_jsonl(file)
 
-    for i, row in enumerate(raw()):
-        if d.limit and i >= d.limit:
-            return
-        media = row.get(d.image_key)
-        first = (media[0] if media else None) if isinstance(media, list) else media
-        if not isinstance(first, str) or not first:
-            raise CaprlError(
-                f"{d.path} row {i}: no image path in '{d.image_key}' (embedded image bytes are not "
-                "supported here: write the images to files and list their paths)"
-            )
-        rm = row.get("reward_model") or {}
-        key = str(row.get(d.id_key)) if has_id else first  # what the sampling run keys the row by (annotate)
-        # the samples caption the first image only, so the pairs carry that one
-        yield {
-            "row": i,
-            "id": key if has_id else str(i),
-            "key": key,
-            "images": [_resolve(base, first)],
-            "ground_truth": rm.get("ground_truth") if isinstance(rm, dict) else None,
-        }
+    i = 0  # the row's number in the whole input (ids of rows without one)
+    for file in _files(cfg):
+        base = _absolute(d.media_root) if d.media_root else _absolute(posixpath.dirname(file.rstrip("/")))
+        for n, row in enumerate(raw(file)):
+            if d.limit and i >= d.limit:
+                return
+            media = row.get(d.image_key)
+            first = (media[0] if media else None) if isinstance(media, list) else media
+            if not isinstance(first, str) or not first:
+                raise CaprlError(
+                    f"{file} row {n}: no image path in '{d.image_key}' (embedded image bytes are not "
+                    "supported here: write the images to files and list their paths)"
+                )
+            rm = row.get("reward_model") or {}
+            key = str(row.get(d.id_key)) if has_id else first  # what the sampling run keys the row by (annotate)
+            # the samples caption the first image only, so the pairs carry that one
+            yield {
+                "row": i,
+                "id": key if has_id else str(i),
+                "key": key,
+                "images": [_resolve(base, first)],
+                "ground_truth": rm.get("ground_truth") if isinstance(rm, dict) else None,
+            }
+            i += 1
 
 
 def listing(cfg: PairsConfig) -> Listing:
@@ -143,7 +172,7 @@ def sampling_config(cfg: PairsConfig) -> Any:
         {
             "input": {
                 "path": d.path,
-                "format": "parquet" if _is_parquet(d.path) else "jsonl",
+                "format": "parquet" if _is_parquet(_files(cfg)[0]) else "jsonl",
                 "media_type": "image",
                 "path_column": d.image_key,
                 "key_column": d.id_key if d.id_key in names else None,
@@ -410,7 +439,7 @@ def _mean(values: list[Any]) -> float | None:
 def plan(cfg: PairsConfig) -> list[str]:
     try:
         n = listing(cfg).n_items
-        head = f"read {n} QA row(s) from {cfg.data.path}"
+        head = f"read {n} QA row(s) from {paths_label(cfg.data.path)}"
     except CaprlError as exc:
         head = f"WARNING: cannot read the data yet: {exc}"
     s = cfg.captioner.sampling
@@ -446,7 +475,7 @@ def run(cfg: PairsConfig, *, overwrite: bool = False, progress: Progress | None 
         {"captioner": cfg.captioner, **scoring},
         overwrite=overwrite,
         empty=lambda: (
-            f"data.path {cfg.data.path} has no rows, so there is nothing to do and nothing was "
+            f"data.path {paths_label(cfg.data.path)} has no rows, so there is nothing to do and nothing was "
             f"written: looked for curated QA rows with '{cfg.data.image_key}' (data.image_key) and "
             "'reward_model'. Point data.path at caprl curate's dataset/train.parquet"
         ),

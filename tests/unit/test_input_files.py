@@ -118,3 +118,44 @@ def test_a_folder_of_manifests_is_told_to_give_its_files(tmp_path: Path) -> None
     assert suggested_glob("d", ["train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]) == (
         "d/train-*-of-*.parquet"
     )
+
+
+def _qa_file(path: Path, ids: list[str], images: list[str]) -> Path:
+    qa = [{"question": "What color?", "choices": ["A) red", "B) blue"], "answer": "A"}]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"id": ids, "images": [[i] for i in images],
+                             "reward_model": [{"style": "rule", "ground_truth": qa}] * len(ids)}), path)
+    return path
+
+
+def pairs_cfg(path, tmp_path: Path):
+    from caprl_kit.pairs.config import PairsConfig
+
+    return PairsConfig.model_validate({"data": {"path": path}, "captioner": {"name": "transformers", "model": "m",
+                                                                       "sampling": {"n": 2, "temperature": 1.0}},
+                                       "reward": {"qa": {"answerer": {"name": "lexical"}}},
+                                       "output_dir": str(tmp_path / "out")})
+
+
+def test_pairs_data_path_takes_a_glob_and_its_sampling_run_lists_the_same_rows(tmp_path: Path) -> None:
+    """``caprl train pairs``' data.path as a glob / a list: its QA rows and the sampling run's items (annotate over
+    the same files) are the same rows, keyed alike, relative images against each file's folder."""
+    from caprl_kit.pairs.pipeline import iter_rows, sampling_config
+
+    _qa_file(tmp_path / "a" / "train-00000.parquet", ["a0", "a1"], ["x.png", "y.png"])
+    _qa_file(tmp_path / "b" / "train-00001.parquet", ["b0"], ["z.png"])
+    for path in (f"{tmp_path}/*/train-*.parquet", [f"{tmp_path}/a/train-00000.parquet",
+                                                   f"{tmp_path}/b/train-00001.parquet"]):
+        cfg = pairs_cfg(path, tmp_path)
+        rows = list(iter_rows(cfg))
+        assert [(r["key"], r["images"]) for r in rows] == [
+            ("a0", [f"{tmp_path}/a/x.png"]), ("a1", [f"{tmp_path}/a/y.png"]), ("b0", [f"{tmp_path}/b/z.png"])]
+        sampled = [(it.key, it.source) for it in iter_items(sampling_config(cfg).input)]
+        assert sampled == [(r["key"], r["images"][0]) for r in rows]
+    (tmp_path / "b" / "rows.jsonl").write_text("{}\n")
+    cfg = pairs_cfg(f"{tmp_path}/b/*", tmp_path)
+    with pytest.raises(CaprlError, match="mixes Parquet and JSONL files"):
+        list(iter_rows(cfg))
+    cfg = pairs_cfg(f"{tmp_path}/c/*.parquet", tmp_path)
+    with pytest.raises(CaprlError, match=r"data.path: the glob .*/c/\*.parquet matches no file"):
+        list(iter_rows(cfg))
