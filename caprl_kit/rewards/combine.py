@@ -39,25 +39,47 @@ class CaprlReward:
         ]
         self.last_details: list[dict[str, Any]] = []
 
+    @property
+    def weights(self) -> list[float]:
+        return [weight for _, weight, _ in self.terms]
+
     def compute(self, completions: Sequence[Any], **columns: Any) -> RewardOutput:
-        totals = [0.0] * len(completions)
-        details: list[dict[str, Any]] = [{} for _ in completions]
-        for name, weight, term in self.terms:
-            if hasattr(term, "compute"):
-                out = term.compute(completions, **columns)
-            else:
-                out = RewardOutput([float(x) for x in term(completions, **columns)])
-            for i, s in enumerate(out.scores):
-                totals[i] += weight * s
-                if out.details:
-                    details[i].update(out.details[i])
-                else:
-                    details[i][f"{name}_reward"] = s
-        for d, t, c in zip(details, totals, completions):
-            d["score"] = t
-            d.update(flag_values(completion_text(c)))  # caption hygiene, logged beside the reward terms
-        self.last_details = details
-        return RewardOutput(totals, details)
+        for k in range(len(self.terms)):
+            self._term(k, completions, **columns)
+        return RewardOutput([d["score"] for d in self.last_details], self.last_details)
 
     def __call__(self, completions: Sequence[Any], **columns: Any) -> list[float]:
         return self.compute(completions, **columns).scores
+
+    def per_term(self) -> list[_Term]:
+        """One reward function per term (TRL's shape, named after the term), for trainers that normalise each term
+        on its own (GDPO) and weight them themselves (``weights``); called in order on the same completions, they
+        leave the same ``last_details`` as ``compute``."""
+        return [_Term(self, k, name) for k, (name, _, _) in enumerate(self.terms)]
+
+    def _term(self, k: int, completions: Sequence[Any], **columns: Any) -> list[float]:
+        """The ``k``-th term's raw scores; its details join ``last_details`` (the first term starts them afresh) and
+        the weighted total so far is each caption's ``score``."""
+        name, weight, term = self.terms[k]
+        if k == 0:
+            self.last_details = [{"score": 0.0, **flag_values(completion_text(c))} for c in completions]
+        if hasattr(term, "compute"):
+            out = term.compute(completions, **columns)
+        else:
+            out = RewardOutput([float(x) for x in term(completions, **columns)])
+        for i, s in enumerate(out.scores):
+            d = self.last_details[i]
+            total = d["score"] + weight * s
+            d.update(out.details[i] if out.details else {f"{name}_reward": s})
+            d["score"] = total
+        return list(out.scores)
+
+
+class _Term:
+    """One term of a ``CaprlReward`` as a TRL reward function; TRL names its logs after ``__name__``."""
+
+    def __init__(self, reward: CaprlReward, k: int, name: str):
+        self.reward, self.k, self.__name__ = reward, k, name
+
+    def __call__(self, completions: Sequence[Any], **columns: Any) -> list[float]:
+        return self.reward._term(self.k, completions, **columns)

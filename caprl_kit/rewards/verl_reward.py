@@ -150,6 +150,7 @@ async def compute_score(
         log.error("CapRL reward failed for a %s sample (score 0, reward_error=1): %s", data_source, exc)
         return {
             "score": 0.0,
+            "served_reward": 0.0,
             "qa_reward": 0.0,
             "format_reward": 0.0,
             "length_reward": float(length_reward),
@@ -159,6 +160,7 @@ async def compute_score(
         }
     return {
         "score": total + length_weight * length_reward,
+        "served_reward": total,  # what the server summed (QA, + its format term for video): a GDPO term
         "qa_reward": qa,
         "format_reward": fmt,
         "length_reward": float(length_reward),

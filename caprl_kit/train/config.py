@@ -58,6 +58,12 @@ class AlgorithmConfig(ConfigModel):
         0.0, description="Entropy bonus (verl actor.entropy_coeff, TRL GRPOConfig.entropy_coef)"
     )
     loss_agg_mode: str = Field("token-mean", description="verl actor.loss_agg_mode (trl: trl.loss_type)")
+    reward_normalization: Literal["sum", "per_term"] = Field(
+        "sum",
+        description="sum: the weighted sum of the reward terms is normalised within each group (GRPO); per_term: "
+        "each term is normalised within its group, then weighted and summed (GDPO; trl: multi_objective_aggregation="
+        "normalize_then_sum, verl: adv_estimator=gdpo), so a term with a small range is not drowned by a large one",
+    )
     save_steps: int = volatile(100, ge=1, description="Checkpoint every N steps")
     eval_steps: int = Field(50, ge=1, description="Validate every N steps")
     seed: int = 0
@@ -241,6 +247,15 @@ class TrainConfig(JobConfig):
         QA accuracy (+ the timestamp-format term for video) as the reward servers in verl.reward_urls score it with
         their own serve-reward config, plus the length term computed here (reward.length.l1/l2 and its weight)."""
         out = []
+        if self.algorithm.reward_normalization == "per_term" and self.algorithm.estimator != "grpo":
+            out.append(
+                FieldIssue(
+                    "algorithm.reward_normalization",
+                    f"per_term (verl's gdpo estimator) replaces algorithm.estimator: {self.algorithm.estimator}: "
+                    "GDPO normalises each term by its group mean and std, as GRPO does the sum",
+                    "use algorithm.estimator: grpo with per_term, or reward_normalization: sum",
+                )
+            )
         if self.sft is not None:
             out.append(
                 FieldIssue(
@@ -385,6 +400,17 @@ class TrainConfig(JobConfig):
                     "algorithm.loss_agg_mode",
                     f"{why}: TRL aggregates the loss as {'dpo' if dpo else 'trl'}.loss_type says",
                     hint,
+                )
+            )
+        if dpo and a.reward_normalization != default.reward_normalization:
+            out.append(FieldIssue("algorithm.reward_normalization", f"{why} (DPO has no reward terms)", "remove it"))
+        if not dpo and a.reward_normalization == "per_term" and self.trl.scale_rewards != "group":
+            out.append(
+                FieldIssue(
+                    "trl.scale_rewards",
+                    f"is {self.trl.scale_rewards}, but with algorithm.reward_normalization: per_term TRL scales each "
+                    "term by its group std and the weighted sum by the batch std, whatever scale_rewards says",
+                    "remove trl.scale_rewards, or use reward_normalization: sum",
                 )
             )
         if dpo and a.entropy_coeff != default.entropy_coeff:

@@ -37,7 +37,7 @@ def train_grpo(cfg: TrainConfig, *, progress: Progress | None = None, policy: st
     suppress = [vocab[x] for x in VISION_TOKENS if x in vocab]  # the same tokens the transformers back end bans
     reward = CaprlReward(cfg.reward, tokenizer=processor.tokenizer)
     train = load_rl_dataset(cfg.data.train_files, cfg.data.image_key, cfg.data.media_root)
-    args = grpo_args(cfg, suppress)
+    args = grpo_args(cfg, suppress, reward.weights if cfg.algorithm.reward_normalization == "per_term" else None)
     return fit(
         cfg,
         GRPOTrainer,
@@ -49,15 +49,16 @@ def train_grpo(cfg: TrainConfig, *, progress: Progress | None = None, policy: st
         progress=progress,
         stage="grpo",
         reward=reward,
-        reward_funcs=[reward],
+        reward_funcs=reward.per_term() if cfg.algorithm.reward_normalization == "per_term" else [reward],
     )
 
 
-def grpo_args(cfg: TrainConfig, suppress: Sequence[int] = ()) -> Any:
+def grpo_args(cfg: TrainConfig, suppress: Sequence[int] = (), term_weights: Sequence[float] | None = None) -> Any:
     """TRL's ``GRPOConfig`` for ``cfg``: ``algorithm.*`` where TRL has the same knob (kl_coef -> beta, entropy_coeff ->
-    entropy_coef: the mean per-token entropy bonus, verl's with its default token-mean aggregation), ``trl.*`` for
-    the rest. The verl-only keys without a TRL equivalent are refused when the config is validated
-    (``TrainConfig._trl_ignores``)."""
+    entropy_coef: the mean per-token entropy bonus, verl's with its default token-mean aggregation;
+    reward_normalization: per_term -> multi_objective_aggregation=normalize_then_sum over one reward function per
+    term, weighted by ``term_weights``), ``trl.*`` for the rest. The verl-only keys without a TRL equivalent are
+    refused when the config is validated (``TrainConfig._trl_ignores``)."""
     from trl import GRPOConfig
 
     a, t = cfg.algorithm, cfg.trl
@@ -74,6 +75,8 @@ def grpo_args(cfg: TrainConfig, suppress: Sequence[int] = ()) -> Any:
         scale_rewards=t.scale_rewards,
         entropy_coef=a.entropy_coeff,
         generation_kwargs={"suppress_tokens": list(suppress)},
+        multi_objective_aggregation="sum_then_normalize" if term_weights is None else "normalize_then_sum",
+        reward_weights=None if term_weights is None else list(term_weights),
     )
 
 

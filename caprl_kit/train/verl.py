@@ -103,6 +103,15 @@ def build_overrides(cfg: TrainConfig, *, overwrite: bool = False) -> list[str]:
             f"+reward.custom_reward_function.reward_kwargs.length_l1={cfg.reward.length.l1}",
             f"+reward.custom_reward_function.reward_kwargs.length_l2={cfg.reward.length.l2}",
         ]
+    if a.reward_normalization == "per_term":  # GDPO: verl's gdpo estimator over the terms compute_score returns
+        keys, weights = ["served_reward"], [1.0]
+        if length is not None and length.weight:
+            keys, weights = [*keys, "length_reward"], [*weights, length.weight]
+        o[0] = "algorithm.adv_estimator=gdpo"
+        o += [
+            f"+algorithm.gdpo_reward_keys={_list(keys)}",
+            f"+algorithm.gdpo_reward_weights={_list([str(w) for w in weights])}",
+        ]
     if d.media_root:
         o.append(f"+data.media_root={d.media_root}")
     if cfg.task == "video":
@@ -178,6 +187,12 @@ def dry_run(cfg: TrainConfig) -> list[str]:
     lines.append(
         f"reward: {' + '.join(served) or 'nothing'} computed by the reward servers at {urls} (their "
         "serve-reward config must hold these terms and weights); length computed in the reward function"
+        + (
+            "; per_term: verl's gdpo estimator normalises the served reward and the length term each within its "
+            "group (for video the server's QA + format sum is one term)"
+            if cfg.algorithm.reward_normalization == "per_term"
+            else ""
+        )
     )
     decoder = any(importlib.util.find_spec(m) for m in ("torchcodec", "decord"))
     if Path(cfg.policy).is_dir() and cfg.task == "video" and not decoder:

@@ -95,6 +95,27 @@ def test_two_grpo_steps_checkpoint_resume_and_export(tiny_models, curated: Path,
     assert resp.ok and resp.texts[0] is not None
 
 
+def test_grpo_with_per_term_normalisation_trains_and_logs_each_term(tiny_models, curated: Path,
+                                                                   tmp_path: Path) -> None:
+    """algorithm.reward_normalization: per_term (GDPO) through TRL's own normalize_then_sum: one reward function per
+    term, each logged on its own, and the policy moves."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "gdpo"
+    cfg = trl_cfg(tiny_models, curated, out, steps=2)
+    cfg = cfg.model_copy(update={"algorithm": cfg.algorithm.model_copy(update={"reward_normalization": "per_term"})})
+    report = run(cfg)
+    assert report.metrics["steps"] == 2.0
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    logged = set().union(*metrics)
+    assert "rewards/qa_accuracy/mean" in logged and any(k.endswith(":distinct_chars/mean") for k in logged)
+    assert "rewards/caprl_reward/mean" not in logged  # no summed function beside the terms
+    assert any("reward_detail/qa_reward" in m for m in metrics)  # the per-term details still reach the log
+    before = load_file(str(Path(tiny_models["captioner"]) / "model.safetensors"))
+    after = load_file(str(out / "final" / "model.safetensors"))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k in after)
+
+
 def test_sft_warm_start_then_grpo_with_validation_selection(tiny_models, curated: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 

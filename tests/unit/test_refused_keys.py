@@ -64,6 +64,12 @@ CASES = [
     (CURATE, ["generate.backend.batch_size=32"], "generate.backend.batch_size", "openai.max_concurrency"),
     (EVAL, ["answerer.batch_size=256"], "answerer.batch_size", "vllm.max_num_seqs"),
     (ANNOTATE, ["batching.max_batch_tokens=1000"], "batching.max_batch_tokens", "backend.vllm.max_num_seqs"),
+    # per-term reward normalisation (GDPO) where the trainer cannot honour it as asked
+    (VERL, ["algorithm.reward_normalization=per_term", "algorithm.estimator=rloo"], "algorithm.reward_normalization",
+     "algorithm.estimator: grpo"),
+    (TRL, ["algorithm.reward_normalization=per_term", "trl.scale_rewards=batch"], "trl.scale_rewards",
+     "reward_normalization: sum"),
+    (DPO, ["algorithm.reward_normalization=per_term"], "algorithm.reward_normalization", "remove it"),
     # a carried input column named like a column caprl writes would clash in every shard
     (ANNOTATE, ["input.carry_columns=[license, caption]"], "input.carry_columns", "rename those input columns"),
 ]
