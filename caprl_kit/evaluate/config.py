@@ -11,7 +11,7 @@ from caprl_kit.backends.config import BackendConfig, SamplingConfig, one_answer
 from caprl_kit.config import ConfigModel, FieldIssue, JobConfig, prompt_field, raise_issues, registry_name
 from caprl_kit.evaluate.captions_file import CaptionsFileConfig
 from caprl_kit.evaluate.metrics import SCORERS
-from caprl_kit.io.config import DecodeConfig, MediaConfig, ShardingConfig, refuse_moved_decode_keys
+from caprl_kit.io.config import DecodeConfig, MediaConfig, Paths, ShardingConfig, refuse_moved_decode_keys
 from caprl_kit.prompts import PROMPTS
 from caprl_kit.rewards.config import QARewardConfig
 from caprl_kit.runners.config import RunnerConfig
@@ -50,7 +50,10 @@ def _answer_backend() -> BackendConfig:  # spec §5.1: one answer per caption, t
 
 
 class QAUtilityConfig(ConfigModel):
-    dataset: str = Field(description="Curated QA Parquet (caprl curate output, e.g. dataset/val.parquet)")
+    dataset: Paths = Field(
+        description="Curated QA Parquet (caprl curate output, e.g. dataset/val.parquet); several: a glob or a list "
+        "of files, read one after the other"
+    )
     qa: QARewardConfig = Field(
         default_factory=lambda: QARewardConfig(mode="all_qa"),
         description="Answerer and mode; all_qa asks every held-out question once",

@@ -22,6 +22,7 @@ from caprl_kit.evaluate.data import Sample, load_benchmark
 from caprl_kit.evaluate.metrics import scorer_for
 from caprl_kit.evaluate.qa_utility import refuse_empty_dataset, run_qa_utility
 from caprl_kit.io.fs import atomic_write_text, join, url_to_fs
+from caprl_kit.io.readers import paths_label
 from caprl_kit.io.stats import utc_now
 from caprl_kit.progress import NullProgress, Progress, RunReport
 from caprl_kit.runners.driver import Listing, begin, command
@@ -39,7 +40,7 @@ def plan(cfg: EvalConfig) -> list[str]:
     for b in cfg.benchmarks:
         lines.append(f"benchmark {b.name}: {b.path} ({b.media_type}, scorer {b.scorer})")
     if cfg.qa_utility:
-        lines.append(f"held-out QA utility on {cfg.qa_utility.dataset} ({cfg.qa_utility.qa.mode})")
+        lines.append(f"held-out QA utility on {paths_label(cfg.qa_utility.dataset)} ({cfg.qa_utility.qa.mode})")
     return lines
 
 

@@ -12,24 +12,43 @@ from caprl_kit.evaluate.answer_stage import summarize
 from caprl_kit.evaluate.caption_stage import ShardTally, captions_for
 from caprl_kit.evaluate.config import EvalConfig
 from caprl_kit.io.fs import url_to_fs
+from caprl_kit.io.readers import paths_label
 from caprl_kit.io.rows import read_rows
 from caprl_kit.progress import Progress
 
 
-def refuse_empty_dataset(dataset: str) -> None:
+def dataset_files(dataset: str | list[str]) -> list[str]:
+    """The files ``qa_utility.dataset`` names: one file, or a glob's matches / a list's files (``expand_paths``)."""
+    from caprl_kit.io.readers import expand_paths
+
+    return expand_paths(dataset, "qa_utility.dataset", "dataset/val-*.parquet") or [str(dataset)]
+
+
+def refuse_empty_dataset(dataset: str | list[str]) -> None:
     """A held-out QA set (``qa_utility.dataset``) with no rows is refused before anything is written: its score
-    over nothing would be no number at all. A missing or unreadable file is left to the read that reports it."""
+    over nothing would be no number at all; so is a file that is not curated QA (no images or videos, or no
+    reward_model), and a glob that matches nothing, naming the key. A missing or unreadable file is left to the read
+    that reports it."""
     import pyarrow.parquet as pq
 
-    fs, path = url_to_fs(dataset)
-    try:
-        with fs.open(path, "rb") as fh:
-            n_rows = pq.ParquetFile(fh).metadata.num_rows
-    except Exception:  # noqa: BLE001 - reported where the dataset is read
-        return
+    n_rows = 0
+    for file in dataset_files(dataset):
+        fs, path = url_to_fs(file)
+        try:
+            with fs.open(path, "rb") as fh:
+                meta = pq.ParquetFile(fh)
+                n_rows += meta.metadata.num_rows
+                names = set(meta.schema_arrow.names)
+        except Exception:  # noqa: BLE001 - reported where the dataset is read
+            return
+        if not {"images", "videos"} & names or "reward_model" not in names:
+            raise CaprlError(
+                f"qa_utility.dataset: {file} is not a curated QA file: it has {', '.join(sorted(names))}, not "
+                "images or videos and reward_model (caprl curate's dataset/train.parquet or val.parquet)"
+            )
     if n_rows == 0:
         raise CaprlError(
-            f"qa_utility.dataset {dataset} has no rows, so nothing was written: looked for curated QA "
+            f"qa_utility.dataset {paths_label(dataset)} has no rows, so nothing was written: looked for curated QA "
             "rows (images or videos, reward_model.ground_truth) as caprl curate writes them to "
             "dataset/val.parquet. Point qa_utility.dataset at a non-empty one"
         )
@@ -46,9 +65,11 @@ def run_qa_utility(
 
     qu = cfg.qa_utility
     assert qu is not None, "run_qa_utility runs only when qa_utility is set"
-    fs, path = url_to_fs(qu.dataset)
-    with fs.open(path, "rb") as fh:
-        rows = pq.read_table(fh).to_pylist()
+    rows = []
+    for file in dataset_files(qu.dataset):  # one file after the other
+        fs, path = url_to_fs(file)
+        with fs.open(path, "rb") as fh:
+            rows += pq.read_table(fh).to_pylist()
     rows = rows[: qu.limit] if qu.limit else rows
     media = []
     for r in rows:

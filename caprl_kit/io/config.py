@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import AfterValidator, Field, PrivateAttr, model_validator
 
 from caprl_kit.config import ConfigModel, FieldIssue, raise_issues, volatile
 
@@ -12,8 +12,20 @@ IMAGE_EXTENSIONS = [".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".
 VIDEO_EXTENSIONS = [".mp4", ".mkv", ".webm", ".mov", ".avi"]
 
 
+def some_paths(value: str | list[str]) -> str | list[str]:
+    """A path key's value: one path (a glob too) or a list of them; an empty list names nothing, a list of one is
+    that path given alone."""
+    if isinstance(value, list) and not value:
+        raise ValueError("an empty list names nothing; give a path, a glob or a list of files")
+    return value[0] if isinstance(value, list) and len(value) == 1 else value
+
+
+#: a key that takes one path, a glob or a list of files (``io.readers.expand_paths`` reads it)
+Paths = Annotated[str | list[str], AfterValidator(some_paths)]
+
+
 class InputConfig(ConfigModel):
-    path: str | list[str] = Field(
+    path: Paths = Field(
         description="Folder, manifest (.jsonl/.csv/.parquet), HF dataset dir, or .tar shards; any fsspec URL. "
         "Several manifests or .tar shards: a glob (gen_qa's `gen_qa_out/part_*.jsonl`, matches read in sorted "
         "order) or a list of files (each may be a glob), read one after the other as one input"
@@ -64,15 +76,6 @@ class InputConfig(ConfigModel):
         copy = self.model_copy()
         copy._carry_if_present = tuple(dict.fromkeys([*self._carry_if_present, *columns]))
         return copy
-
-    @field_validator("path")
-    @classmethod
-    def _some_path(cls, value: str | list[str]) -> str | list[str]:
-        if isinstance(value, list) and not value:
-            raise ValueError("an empty list names no input; give a folder, a file, a glob or a list of files")
-        if isinstance(value, list) and len(value) == 1:
-            return value[0]  # one file: the same input as that file given alone
-        return value
 
 
 class MediaConfig(ConfigModel):

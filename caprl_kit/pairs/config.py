@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from caprl_kit.backends.config import BackendConfig
 from caprl_kit.config import ConfigModel, FieldIssue, JobConfig, prompt_field, raise_issues, registry_name
-from caprl_kit.io.config import DecodeConfig, MediaConfig, ShardingConfig, refuse_moved_decode_keys
+from caprl_kit.io.config import DecodeConfig, MediaConfig, Paths, ShardingConfig, refuse_moved_decode_keys
 from caprl_kit.prompts import PROMPTS
 from caprl_kit.rewards.config import RewardConfig
 from caprl_kit.runners.config import RunnerConfig
@@ -19,7 +19,7 @@ def _sampler() -> BackendConfig:
 
 
 class PairsDataConfig(ConfigModel):
-    path: str | list[str] = Field(
+    path: Paths = Field(
         description="A curated QA file (caprl curate's dataset/train.parquet or .jsonl; image paths, "
         "not embedded bytes): its images are captioned, its questions score them. Several: a glob or a list of "
         "files (all Parquet or all JSONL), read one after the other"
@@ -30,13 +30,6 @@ class PairsDataConfig(ConfigModel):
         None, description="Folder relative image paths resolve against (default: each data file's folder)"
     )
     limit: int | None = Field(None, ge=1, description="Use only the first N rows")
-
-    @field_validator("path")
-    @classmethod
-    def _some_path(cls, value: str | list[str]) -> str | list[str]:
-        if isinstance(value, list) and not value:
-            raise ValueError("an empty list names no data; give a file, a glob or a list of files")
-        return value[0] if isinstance(value, list) and len(value) == 1 else value
 
 
 HygieneFlag = Literal["truncated", "repetitive", "boilerplate_opener", "meta_ending", "empty"]

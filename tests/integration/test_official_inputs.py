@@ -159,3 +159,44 @@ def test_a_prompt_that_is_not_chat_messages_names_the_item_and_the_key(tmp_path:
     with pytest.raises(CaprlError, match=r"input item .*ytb_clip1\.mp4: its 'prompt' is neither text nor chat "
                                          r"messages .*set export.prompt_source=config"):
         curate_video(path, media, tmp_path / "out")
+
+
+# --------------------------------------------------------------------------- eval's held-out QA set as several files
+
+
+def test_qa_utility_dataset_takes_a_glob_or_a_list(tmp_path: Path) -> None:
+    """``qa_utility.dataset`` as a glob or a list of curated files: every row of each file is scored once (precomputed
+    captions, the lexical answerer); a glob matching nothing names the key."""
+    import pytest
+    from curated_sets import curate_import, scene_rows
+
+    from caprl_kit.errors import CaprlError
+    from caprl_kit.evaluate.config import EvalConfig
+    from caprl_kit.evaluate.pipeline import run
+    from caprl_kit.synthetic import write_scenes
+
+    scenes = write_scenes(tmp_path / "images", 6)
+    dataset = curate_import(tmp_path, scene_rows(scenes), val_fraction=0.5)
+    n_rows = {split: pl.read_parquet(dataset / f"{split}.parquet").height for split in ("train", "val")}
+    assert min(n_rows.values()) > 0
+    captions = tmp_path / "captions.jsonl"
+    captions.write_text("".join(json.dumps({"image": str(tmp_path / "images" / f"{s.key}.png"), "caption": s.caption()})
+                                + "\n" for s in scenes))
+
+    def evaluate(dataset_key, out: str) -> dict:
+        run(EvalConfig.model_validate({"qa_utility": {"dataset": dataset_key, "qa": {"mode": "all_qa"}},
+                                       "captions": {"path": str(captions)}, "answerer": {"name": "lexical"},
+                                       "output_dir": str(tmp_path / out)}))
+        return json.loads((tmp_path / out / "results_latest.json").read_text())["tasks"]["qa_utility"]
+
+    one = evaluate(str(dataset / "train.parquet"), "one")
+    assert one["n_samples"] == n_rows["train"]
+    assert evaluate(f"{dataset}/[tv]*.parquet", "glob")["n_samples"] == n_rows["train"] + n_rows["val"]
+    with pytest.raises(CaprlError, match=r"qa_utility.dataset: .*audit.parquet is not a curated QA file"):
+        evaluate(f"{dataset}/*.parquet", "audit")  # the glob takes the audit table too: refused before writing
+    assert not (tmp_path / "audit").exists()
+    listed = evaluate([str(dataset / "val.parquet"), str(dataset / "train.parquet")], "list")
+    assert listed["n_samples"] == n_rows["train"] + n_rows["val"]
+    with pytest.raises(CaprlError, match=r"qa_utility.dataset: the glob .*/nope-\*.parquet matches no file"):
+        evaluate(f"{dataset}/nope-*.parquet", "none")
+    assert not (tmp_path / "none").exists()

@@ -104,7 +104,7 @@ def test_wrong_forms_are_one_message_naming_the_key(tmp_path: Path, path, fmt: s
 def test_an_empty_list_is_a_config_error() -> None:
     from pydantic import ValidationError
 
-    with pytest.raises(ValidationError, match="an empty list names no input"):
+    with pytest.raises(ValidationError, match="an empty list names nothing"):
         InputConfig(path=[])
 
 
