@@ -94,10 +94,30 @@ def write_shard(
     """Validate ``rows`` and write them atomically to ``path`` (any fsspec URL). Returns the row count."""
     table = rows_to_table(rows, artifact, extra)
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression=compression)
+    pq.write_table(table, buf, compression=compression, **_media_options(table))
     fs, fpath = url_to_fs(path)
     atomic_write_bytes(fs, fpath, buf.getvalue())
     return table.num_rows
+
+
+def _media_options(table: pa.Table) -> dict[str, Any]:
+    """A shard holding media bytes is written so that a reader can stream it a few rows at a time: its binary
+    columns without a dictionary (a dictionary page holds every value of the column chunk, so reading one row
+    would read the shard's media whole) and a page cut every few rows (a page holds at least ``write_batch_size``
+    values, 1024 by default). Other shards are written as before."""
+    binary = [
+        f.name
+        for f in table.schema
+        if (pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type))
+        and table.column(f.name).null_count < table.num_rows
+    ]
+    if not binary:
+        return {}
+    per_row = table.nbytes / table.num_rows
+    return {
+        "use_dictionary": [n for n in table.schema.names if n not in binary],
+        "write_batch_size": max(1, min(1024, int((1 << 20) // max(per_row, 1)))),
+    }
 
 
 def read_shard(path: str, artifact: type[Artifact] | None = None, columns: list[str] | None = None) -> pa.Table:
