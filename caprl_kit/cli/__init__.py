@@ -14,6 +14,7 @@ import click
 import typer
 from typer.core import TyperGroup
 
+from caprl_kit.cli.annotate_publish import annotate_publish
 from caprl_kit.cli.data_export import data_export
 from caprl_kit.cli.eval_official import eval_export_official
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
@@ -270,7 +271,9 @@ app.command("curate", help=VERB_HELP["curate"])(_make_verb("curate"))
 train_app = _verb_app("train", "export CHECKPOINT --output DIR; pairs --config NAME --output DIR")
 train_app.command("export")(train_export)
 train_app.command("pairs", help=VERB_HELP["pairs"])(_make_verb("pairs"))
-_verb_app("annotate", "status DIR").command("status")(annotate_status)
+annotate_app = _verb_app("annotate", "status DIR; publish RUN_DIR OUT_DIR")
+annotate_app.command("status")(annotate_status)
+annotate_app.command("publish")(annotate_publish)
 eval_app = _verb_app("eval", "compare DIR [DIR ...] --output report.html; export-official RUN_DIR [--output DIR]")
 eval_app.command("compare")(eval_compare)
 eval_app.command("export-official")(eval_export_official)

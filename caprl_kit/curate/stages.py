@@ -32,6 +32,7 @@ from caprl_kit.io.locators import Locator, item_payload
 from caprl_kit.io.media import ImageWire, VideoClip, load_media, url_limits
 from caprl_kit.io.parquet import read_shard
 from caprl_kit.io.readers import InputItem
+from caprl_kit.io.rows import column_value
 from caprl_kit.io.rundir import RunDir
 from caprl_kit.io.shards import ShardSpec
 from caprl_kit.io.stats import StatsBuilder
@@ -96,20 +97,6 @@ def generated_shards(cfg: CurateConfig) -> Iterator[tuple[ShardSpec, list[InputI
         ]
         yield ShardSpec(sid, start, start + len(items)), items
         start += len(items)
-
-
-def column_value(row: dict[str, Any], column: str) -> Any:
-    """``row[column]``; a dotted name walks into nested columns (``reward_model.ground_truth``, CapRL-QA-75K's QA),
-    also through JSON text."""
-    value: Any = row
-    for part in column.split("."):
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError:
-                return None
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
 
 
 def _media_request(ld: Loaded, text: str, system: str | None, sampling: SamplingParams) -> Request:

@@ -15,6 +15,7 @@ from caprl_kit.evaluate.captions_file import CaptionsFileConfig, precomputed, re
 from caprl_kit.evaluate.config import EvalConfig
 from caprl_kit.io.fs import atomic_write_text, join, url_to_fs
 from caprl_kit.io.parquet import read_shard
+from caprl_kit.io.readers import expand_paths
 from caprl_kit.io.rundir import RunDir, prepare_output
 from caprl_kit.log import get_logger
 from caprl_kit.monitors import flag_counts, flag_rates
@@ -45,15 +46,21 @@ def captions_for(
     if cfg.captions is None:
         return (*caption_stage(cfg, task, media, progress, shards), None)
     c = cfg.captions
-    fs, path = url_to_fs(c.path)
-    info = fs.info(path) if fs.exists(path) else {}
-    stamp = f"{info.get('size')}:{info.get('mtime') or info.get('LastModified') or info.get('ETag')}"
-    return precomputed(c, media, _captions_table(c.path, c.media_root, c.caption_column, stamp))
+    stamps = []
+    for file in expand_paths(c.path, "captions.path", "CapRL-2M/*.parquet") or [str(c.path)]:
+        fs, path = url_to_fs(file)
+        info = fs.info(path) if fs.exists(path) else {}
+        stamps.append(f"{file}={info.get('size')}:{info.get('mtime') or info.get('LastModified') or info.get('ETag')}")
+    key = c.path if isinstance(c.path, str) else tuple(c.path)
+    return precomputed(c, media, _captions_table(key, c.media_root, c.caption_column, "|".join(stamps)))
 
 
 @functools.lru_cache(maxsize=2)  # read once per run however many tasks use it; a changed file is read again
-def _captions_table(path: str, media_root: str | None, column: str, stamp: str) -> dict[str, list[str]]:
-    return read_captions(CaptionsFileConfig(path=path, media_root=media_root, caption_column=column))
+def _captions_table(
+    path: str | tuple[str, ...], media_root: str | None, column: str, stamp: str
+) -> dict[str, list[str]]:
+    paths = path if isinstance(path, str) else list(path)
+    return read_captions(CaptionsFileConfig(path=paths, media_root=media_root, caption_column=column))
 
 
 def caption_stage(

@@ -18,6 +18,8 @@ from pydantic import Field
 
 from caprl_kit.config import ConfigModel
 from caprl_kit.errors import ConfigError, ConfigIssue
+from caprl_kit.io.config import Paths
+from caprl_kit.io.readers import expand_paths, paths_label
 from caprl_kit.io.rows import read_rows
 from caprl_kit.monitors import caption_flags, flag_counts, flag_rates
 
@@ -25,11 +27,11 @@ MEDIA_COLUMNS = ("image", "video", "path", "images", "videos")
 
 
 class CaptionsFileConfig(ConfigModel):
-    path: str = Field(
+    path: Paths = Field(
         description="JSONL/Parquet of {image|video: path, caption: text} rows (CapRL-2M / "
-        "CapRL-Video-178K style, or caprl annotate's captions.jsonl)"
+        "CapRL-Video-178K style, or caprl annotate's captions.jsonl); several: a glob or a list of files"
     )
-    media_root: str | None = Field(None, description="Root for relative media paths (default: the file's folder)")
+    media_root: str | None = Field(None, description="Root for relative media paths (default: each file's folder)")
     caption_column: str = Field("caption", description="Column holding the caption text")
 
 
@@ -38,10 +40,17 @@ def _norm(path: str) -> str:
 
 
 def read_captions(cfg: CaptionsFileConfig) -> dict[str, list[str]]:
-    """Resolved media path -> its captions, in file order."""
-    rows = read_rows(cfg.path, key="captions.path")
-    root = cfg.media_root or posixpath.dirname(cfg.path)
+    """Resolved media path -> its captions, in file order (several files: one after the other)."""
     out: dict[str, list[str]] = {}
+    files = expand_paths(cfg.path, "captions.path", "CapRL-2M/*.parquet") or [str(cfg.path)]
+    for file in files:
+        _read_file(cfg, file, out)
+    return out
+
+
+def _read_file(cfg: CaptionsFileConfig, file: str, out: dict[str, list[str]]) -> None:
+    rows = read_rows(file, key="captions.path")
+    root = cfg.media_root or posixpath.dirname(file)
     for n, row in enumerate(rows, 1):
         media = next((row[c] for c in MEDIA_COLUMNS if row.get(c)), None)
         media = media[0] if isinstance(media, list) and media else media
@@ -53,7 +62,7 @@ def read_captions(cfg: CaptionsFileConfig) -> dict[str, list[str]]:
                 [
                     ConfigIssue(
                         "captions.path",
-                        f"{cfg.path} row {n} needs a media path ("
+                        f"{file} row {n} needs a media path ("
                         f"{' / '.join(MEDIA_COLUMNS)}) and a '{cfg.caption_column}' text",
                         "set captions.caption_column, or fix the row",
                     )
@@ -61,7 +70,6 @@ def read_captions(cfg: CaptionsFileConfig) -> dict[str, list[str]]:
             )
         full = media if "://" in media or media.startswith("/") else posixpath.join(root, media)
         out.setdefault(_norm(full), []).extend(str(t) for t in texts)
-    return out
 
 
 def precomputed(
@@ -76,7 +84,7 @@ def precomputed(
         if caps:
             captions[path] = caps
         else:
-            failed[path] = f"no_caption: {path} is not captioned in {cfg.path}"
+            failed[path] = f"no_caption: {path} is not captioned in {paths_label(cfg.path)}"
     counts: Counter[str] = flag_counts(caption_flags(c) for caps in captions.values() for c in caps)
     digest = hashlib.sha256(json.dumps(captions, sort_keys=True).encode()).hexdigest()
     return captions, failed, (flag_rates(dict(counts)) if counts else {}), digest

@@ -32,7 +32,7 @@ from caprl_kit.schemas.layout import EVAL_RESULTS, EVAL_RESULTS_LATEST, EVAL_SAM
 
 def plan(cfg: EvalConfig) -> list[str]:
     source = (
-        f"precomputed captions {cfg.captions.path}"
+        f"precomputed captions {paths_label(cfg.captions.path)}"
         if cfg.captions
         else f"captioner {cfg.captioner.name}:{cfg.captioner.model} (n={cfg.captioner.sampling.n})"
     )
@@ -161,7 +161,10 @@ def eval_report(
 def label_of(cfg: EvalConfig) -> str:
     if cfg.label:
         return cfg.label
-    return posixpath.basename(cfg.captions.path) if cfg.captions else cfg.captioner.model or cfg.captioner.name
+    if cfg.captions:  # the file's name (several: the first's)
+        path = cfg.captions.path
+        return posixpath.basename(path if isinstance(path, str) else path[0])
+    return cfg.captioner.model or cfg.captioner.name
 
 
 def _average(tasks: dict[str, dict[str, Any]]) -> float | None:

@@ -67,3 +67,17 @@ def read_rows(
         with fs.open(path, "rb") as fh:
             return pq.read_table(fh, columns=columns).to_pylist()
     return list(iter_jsonl(url, key=key))
+
+
+def column_value(row: dict[str, Any], column: str) -> Any:
+    """``row[column]``; a dotted name walks into nested columns (``reward_model.ground_truth``, CapRL-QA-75K's QA),
+    also through JSON text."""
+    value: Any = row
+    for part in column.split("."):
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                return None
+        value = value.get(part) if isinstance(value, dict) else None
+    return value

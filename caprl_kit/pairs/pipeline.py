@@ -215,32 +215,6 @@ class ScoreWorker:
         self.samples = RunDir(join(str(cfg.output_dir), PAIRS_SAMPLES_DIR), AnnotationRow)
         self.run = RunDir(join(str(cfg.output_dir), PAIRS_SCORED_DIR), ScoredCaptionRow)
 
-    def _score(self, groups: list[tuple[list[str], Any, list[str]]]) -> list[list[dict[str, Any]] | str]:
-        """Per group (captions, ground truth, images): the details of each caption, or why the reward failed. A
-        reward service that no replica answers stops the shard at once (``RewardUnavailable``): retrying it item by
-        item would only wait for the same timeouts."""
-        from caprl_kit.rewards.client import RewardUnavailable
-
-        caps = [c for cs, _, _ in groups for c in cs]
-        gts = [gt for cs, gt, _ in groups for _ in cs]
-        images = [im for cs, _, im in groups for _ in cs]  # the terms that look at the image (vl_judge) get it
-        try:
-            out = self.reward.compute(caps, ground_truth=gts, images=images)
-        except RewardUnavailable:
-            raise
-        except Exception as exc:  # noqa: BLE001 - isolated below, item by item
-            if len(groups) == 1:
-                return [f"{type(exc).__name__}: {exc}"]
-            return [r for g in groups for r in self._score([g])]
-        result: list[list[dict[str, Any]] | str] = []
-        i = 0
-        for cs, _, _ in groups:
-            result.append(
-                [{**d, "score": s} for d, s in zip(out.details[i : i + len(cs)], out.scores[i : i + len(cs)])]
-            )
-            i += len(cs)
-        return result
-
     def __call__(self, spec: ShardSpec, items: list[dict[str, Any]]) -> ShardStats:
         cols = ["key", "captions", "completion_tokens", "finish_reasons", "caption_flags", "status", "error_message"]
         sampled = read_shard(self.samples.shard_url(spec.shard_id), AnnotationRow, columns=cols).to_pylist()
@@ -252,7 +226,9 @@ class ScoreWorker:
         stats = StatsBuilder(spec.shard_id, ScoredCaptionRow.schema_id())
         rows: list[dict[str, Any]] = []
         todo = [(it, s) for it, s in zip(items, sampled) if s["status"] == "ok" and s["captions"]]
-        scored = self._score([(s["captions"], it["ground_truth"], it["images"]) for it, s in todo])
+        from caprl_kit.rewards.combine import score_groups
+
+        scored = score_groups(self.reward, [(s["captions"], it["ground_truth"], it["images"]) for it, s in todo])
         if todo and all(isinstance(r, str) for r in scored):  # not one item's fault: nothing is committed
             raise CaprlError(
                 f"shard {spec.name}: the reward failed for every item (e.g. {scored[0]}); fix it "

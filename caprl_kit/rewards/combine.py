@@ -83,3 +83,34 @@ class _Term:
 
     def __call__(self, completions: Sequence[Any], **columns: Any) -> list[float]:
         return self.reward._term(self.k, completions, **columns)
+
+
+#: one item's candidates for ``score_groups``: its captions, its ground truth (MCQs) and its media (for the terms
+#: that look at it)
+Group = tuple[list[str], Any, Any]
+
+
+def score_groups(reward: CaprlReward, groups: list[Group]) -> list[list[dict[str, Any]] | str]:
+    """Each group's captions scored in one call: per group, each caption's details with its weighted ``score``, or
+    why the reward failed for that group. A call that fails is retried group by group, so one bad QA list fails
+    only its own item; a reward service that no replica answers (``RewardUnavailable``) raises at once (retrying
+    item by item would only wait for the same timeouts)."""
+    from caprl_kit.rewards.client import RewardUnavailable
+
+    caps = [c for cs, _, _ in groups for c in cs]
+    gts = [gt for cs, gt, _ in groups for _ in cs]
+    media = [m for cs, _, m in groups for _ in cs]
+    try:
+        out = reward.compute(caps, ground_truth=gts, images=media)
+    except RewardUnavailable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - isolated below, group by group
+        if len(groups) == 1:
+            return [f"{type(exc).__name__}: {exc}"]
+        return [r for g in groups for r in score_groups(reward, [g])]
+    result: list[list[dict[str, Any]] | str] = []
+    i = 0
+    for cs, _, _ in groups:
+        result.append([{**d, "score": s} for d, s in zip(out.details[i : i + len(cs)], out.scores[i : i + len(cs)])])
+        i += len(cs)
+    return result

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from media_factory import make_video_bytes
+from official_layouts import STAGE2_CAPTION_SENTENCE, STAGE2_IMAGE_PREFIX, read_stage2
 from typer.testing import CliRunner
 
 from caprl_kit.cli import app
 from caprl_kit.evaluate.config import EvalConfig
 from caprl_kit.evaluate.pipeline import run
 from caprl_kit.synthetic import write_scenes
-from media_factory import make_video_bytes
-from official_layouts import STAGE2_CAPTION_SENTENCE, STAGE2_IMAGE_PREFIX, read_stage2
 
 runner = CliRunner()
 
@@ -27,44 +27,72 @@ def bench(tmp_path_factory) -> Path:
     options, no prompt) and a video benchmark."""
     root = tmp_path_factory.mktemp("bench")
     scenes = write_scenes(root / "bench_image_folder" / "lmm_eval_shapes", 4)
-    rows = [{"image": f"bench_image_folder/lmm_eval_shapes/{s.key}.png",
-             "prompt": f"{STAGE2_IMAGE_PREFIX}What color is the {s.facts[0].shape}? Put the final answer in "
-                       "\\boxed{}.<|im_end|>\n<|im_start|>assistant\n",
-             "answer": s.facts[0].color, "category": f"cat{i}"} for i, s in enumerate(scenes)]
+    rows = [
+        {
+            "image": f"bench_image_folder/lmm_eval_shapes/{s.key}.png",
+            "prompt": f"{STAGE2_IMAGE_PREFIX}What color is the {s.facts[0].shape}? Put the final answer in "
+            "\\boxed{}.<|im_end|>\n<|im_start|>assistant\n",
+            "answer": s.facts[0].color,
+            "category": f"cat{i}",
+        }
+        for i, s in enumerate(scenes)
+    ]
     (root / "json_file").mkdir()
     (root / "json_file" / "lmm_eval_shapes.json").write_text(json.dumps(rows))
-    own = [{"image": f"bench_image_folder/lmm_eval_shapes/{s.key}.png", "question": "Which shape is shown?",
-            "options": ["circle", "square", "triangle"], "answer": "A"} for s in scenes[:2]]
+    own = [
+        {
+            "image": f"bench_image_folder/lmm_eval_shapes/{s.key}.png",
+            "question": "Which shape is shown?",
+            "options": ["circle", "square", "triangle"],
+            "answer": "A",
+        }
+        for s in scenes[:2]
+    ]
     (root / "own_mcq.jsonl").write_text("".join(json.dumps(r) + "\n" for r in own))
     (root / "videos").mkdir()
     (root / "videos" / "v0.mp4").write_bytes(make_video_bytes(n_frames=12, fps=6))
-    (root / "videos" / "clips.jsonl").write_text(json.dumps({"video": "v0.mp4", "question": "What moves?",
-                                                             "options": ["a bar", "nothing"], "answer": "A"}) + "\n")
+    (root / "videos" / "clips.jsonl").write_text(
+        json.dumps({"video": "v0.mp4", "question": "What moves?", "options": ["a bar", "nothing"], "answer": "A"})
+        + "\n"
+    )
     return root
 
 
 def benchmarks(bench: Path, video: bool = False) -> list[dict]:
-    out = [{"name": "shapes", "path": str(bench / "json_file" / "lmm_eval_shapes.json"), "image_root": str(bench)},
-           {"name": "own_mcq", "path": str(bench / "own_mcq.jsonl")}]
+    out = [
+        {"name": "shapes", "path": str(bench / "json_file" / "lmm_eval_shapes.json"), "image_root": str(bench)},
+        {"name": "own_mcq", "path": str(bench / "own_mcq.jsonl")},
+    ]
     if video:
         out.append({"name": "clips", "path": str(bench / "videos" / "clips.jsonl"), "media_type": "video"})
     return out
 
 
-def test_every_caption_of_a_captioned_run_in_the_official_stage2_layout(tiny_models, bench: Path,
-                                                                       tmp_path: Path) -> None:
+def test_every_caption_of_a_captioned_run_in_the_official_stage2_layout(
+    tiny_models, bench: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "eval"
-    cfg = EvalConfig.model_validate({
-        "benchmarks": benchmarks(bench),
-        "captioner": {"name": "transformers", "model": str(tiny_models["captioner"]),
-                      "sampling": {"n": 3, "temperature": 1.0, "max_tokens": 6, "seed": 0}},
-        "answerer": {"name": "lexical"}, "sharding": {"shard_size": 3}, "output_dir": str(out)})
+    cfg = EvalConfig.model_validate(
+        {
+            "benchmarks": benchmarks(bench),
+            "captioner": {
+                "name": "transformers",
+                "model": str(tiny_models["captioner"]),
+                "sampling": {"n": 3, "temperature": 1.0, "max_tokens": 6, "seed": 0},
+            },
+            "answerer": {"name": "lexical"},
+            "sharding": {"shard_size": 3},
+            "output_dir": str(out),
+        }
+    )
     run(cfg)
     done = runner.invoke(app, ["eval", "export-official", str(out), "--step", "1200", "--tag", "shapes=Shapes"])
     assert done.exit_code == 0, done.output
     official = out / "official"
     assert sorted(p.name for p in official.glob("*.jsonl")) == [
-        "intermediate_generations_Shapes_step1200.jsonl", "intermediate_generations_own_mcq_step1200.jsonl"]
+        "intermediate_generations_Shapes_step1200.jsonl",
+        "intermediate_generations_own_mcq_step1200.jsonl",
+    ]
     # the captions the run made, per media path (captions/<task>/ shards)
     made = {r["key"]: r["captions"] for r in pl.read_parquet(str(out / "captions" / "shapes" / "*.parquet")).to_dicts()}
     source_rows = json.loads((bench / "json_file" / "lmm_eval_shapes.json").read_text())
@@ -76,8 +104,10 @@ def test_every_caption_of_a_captioned_run_in_the_official_stage2_layout(tiny_mod
         assert len(caps) == 3 and all(isinstance(c, str) for c in caps)
         assert caps == made[str(bench / row["image"])]
         # what stage 2 does with it: the image prefix becomes the caption sentence, once per caption
-        prompts = [item["original_sample"]["prompt"].replace(
-            STAGE2_IMAGE_PREFIX, STAGE2_CAPTION_SENTENCE.format(cap=c)) for c in caps]
+        prompts = [
+            item["original_sample"]["prompt"].replace(STAGE2_IMAGE_PREFIX, STAGE2_CAPTION_SENTENCE.format(cap=c))
+            for c in caps
+        ]
         assert all(p.startswith("<|im_start|>user\nHere is a detailed caption of an image: ") for p in prompts)
         assert item["original_sample"]["answer"] == row["answer"]
     own = read_stage2(official / "intermediate_generations_own_mcq_step1200.jsonl")
@@ -106,13 +136,25 @@ def test_precomputed_captions_with_n_per_line_and_the_refusals(bench: Path, tmp_
     reads every caption of a line, the export writes them all; an item the file does not caption is left out and
     counted; the video benchmark is named as not exported; a folder that is not an eval run is refused."""
     shapes = json.loads((bench / "json_file" / "lmm_eval_shapes.json").read_text())
-    lines = [{"image": r["image"], "caption": f"A {r['answer']} shape.",
-              "captions": [f"A {r['answer']} shape.", "A shape.", f"Something {r['answer']}."]} for r in shapes[:3]]
+    lines = [
+        {
+            "image": r["image"],
+            "caption": f"A {r['answer']} shape.",
+            "captions": [f"A {r['answer']} shape.", "A shape.", f"Something {r['answer']}."],
+        }
+        for r in shapes[:3]
+    ]
     captions = bench / "captions_n3.jsonl"
     captions.write_text("".join(json.dumps(x) + "\n" for x in lines))
     out = tmp_path / "ev"
-    cfg = EvalConfig.model_validate({"benchmarks": benchmarks(bench, video=True), "answerer": {"name": "lexical"},
-                                     "captions": {"path": str(captions)}, "output_dir": str(out)})
+    cfg = EvalConfig.model_validate(
+        {
+            "benchmarks": benchmarks(bench, video=True),
+            "answerer": {"name": "lexical"},
+            "captions": {"path": str(captions)},
+            "output_dir": str(out),
+        }
+    )
     run(cfg)
     samples = [json.loads(x) for x in next(out.glob("samples_shapes_*.jsonl")).read_text().splitlines()]
     read = [(s["sample_id"], s["caption"]) for s in samples if s["status"] != "no_caption"]  # each one answered

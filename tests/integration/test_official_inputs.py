@@ -166,7 +166,8 @@ def test_a_prompt_that_is_not_chat_messages_names_the_item_and_the_key(tmp_path:
 
 def test_qa_utility_dataset_takes_a_glob_or_a_list(tmp_path: Path) -> None:
     """``qa_utility.dataset`` as a glob or a list of curated files: every row of each file is scored once (precomputed
-    captions, the lexical answerer); a glob matching nothing names the key."""
+    captions, the lexical answerer); a glob matching nothing names the key. ``captions.path`` as a glob over the
+    captions split in parts (CapRL-2M's Parquet shards) scores as the one file."""
     import pytest
     from curated_sets import curate_import, scene_rows
 
@@ -183,9 +184,9 @@ def test_qa_utility_dataset_takes_a_glob_or_a_list(tmp_path: Path) -> None:
     captions.write_text("".join(json.dumps({"image": str(tmp_path / "images" / f"{s.key}.png"), "caption": s.caption()})
                                 + "\n" for s in scenes))
 
-    def evaluate(dataset_key, out: str) -> dict:
+    def evaluate(dataset_key, out: str, captions_key=str(captions)) -> dict:
         run(EvalConfig.model_validate({"qa_utility": {"dataset": dataset_key, "qa": {"mode": "all_qa"}},
-                                       "captions": {"path": str(captions)}, "answerer": {"name": "lexical"},
+                                       "captions": {"path": captions_key}, "answerer": {"name": "lexical"},
                                        "output_dir": str(tmp_path / out)}))
         return json.loads((tmp_path / out / "results_latest.json").read_text())["tasks"]["qa_utility"]
 
@@ -200,3 +201,9 @@ def test_qa_utility_dataset_takes_a_glob_or_a_list(tmp_path: Path) -> None:
     with pytest.raises(CaprlError, match=r"qa_utility.dataset: the glob .*/nope-\*.parquet matches no file"):
         evaluate(f"{dataset}/nope-*.parquet", "none")
     assert not (tmp_path / "none").exists()
+    lines = captions.read_text().splitlines(keepends=True)
+    (tmp_path / "parts").mkdir()
+    for part in range(2):
+        (tmp_path / "parts" / f"captions_{part}.jsonl").write_text("".join(lines[part::2]))
+    parts = evaluate(str(dataset / "train.parquet"), "parts-run", f"{tmp_path}/parts/captions_*.jsonl")
+    assert (parts["n_samples"], parts["m_acc"]) == (one["n_samples"], one["m_acc"]) and parts["n_failed"] == 0
