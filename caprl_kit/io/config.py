@@ -107,6 +107,12 @@ class MediaConfig(ConfigModel):
     video_max_frames: int = Field(32, ge=1, description="Most frames sampled from one video")
     video_min_frames: int = Field(4, ge=1, description="Fewest frames sampled (short clips)")
     video_max_pixels: int = Field(200704, ge=1, description="Upper bound on area per video frame")
+    video_decoder: Literal["auto", "sparse", "linear"] = volatile(
+        "auto",
+        description="How sampled frames are decoded: `sparse` seeks to the keyframe before each one, `linear` "
+        "decodes every frame up to the last one, `auto` seeks where that decodes fewer frames (long videos); the "
+        "frames and timestamps are the same, and a file where seeking cannot be relied on is decoded linearly",
+    )
 
     @model_validator(mode="after")
     def _ranges(self) -> MediaConfig:

@@ -6,8 +6,9 @@ min/max-pixel resizing, and a sha256 content hash.
 
 Videos are decoded with PyAV (``av``): maintained, wheels on PyPI with FFmpeg bundled, no system libraries or
 torch-version coupling (torchcodec needs a matching torch build and system FFmpeg; decord 0.6 is unmaintained).
-Frames are sampled by fps with a min/max count in a single decoding pass and keep their timestamps, which CapRL++
-captions cite as ``[mm:ss]``.
+Frames are sampled by fps with a min/max count and keep their timestamps, which CapRL++ captions cite as
+``[mm:ss]``; io/video_decode.py decodes them, seeking to the keyframe before each sampled frame where that decodes
+fewer frames than one pass from the start (``media.video_decoder``), with the same frames either way.
 
 Reads are defensive: only regular files are opened (a FIFO, device, socket or directory is a
 ``not_a_regular_file`` error found by ``stat``, never by ``open``, which would block on a FIFO), and no read takes
@@ -565,69 +566,34 @@ def load_video(
     max_pixels: int = 200704,
     min_pixels: int = 3136,
     max_bytes: int = MAX_FILE_BYTES,
+    decoder: str = "auto",
 ) -> VideoClip:
-    """Decode a video with PyAV and sample frames by ``fps`` (count in [min_frames, max_frames])."""
-    import av
+    """Decode a video with PyAV and sample frames by ``fps`` (count in [min_frames, max_frames]). ``decoder``
+    (``media.video_decoder``): ``auto``, ``sparse`` or ``linear`` (io/video_decode.py); the frames and timestamps
+    are the same whichever decodes them."""
+    from caprl_kit.io.video_decode import decode_at
 
     source = describe(src)
     data = read_bytes(src, max_bytes)
     digest = hashlib.sha256(data).hexdigest()
     duration = _probe_duration(data, source)
-    targets = sample_times(duration, fps, min_frames, max_frames)
-    picked: list[Image.Image] = []
-    stamps: list[float] = []
-    # one streaming pass: each target takes the nearer of the frames just before and at/after it
-    prev: tuple[float, Any] | None = None
-    j = 0
-    with _open_video(data, source) as container:
-        stream = container.streams.video[0]
-        try:
-            for frame in container.decode(stream):
-                t = float(frame.time) if frame.time is not None else (prev[0] + 1 / 25 if prev else 0.0)
-                while j < len(targets) and t >= targets[j]:
-                    use_prev = prev is not None and abs(prev[0] - targets[j]) <= abs(t - targets[j])
-                    chosen_t, chosen = prev if use_prev else (t, frame)  # type: ignore[misc]  # prev is set once a frame was seen
-                    picked.append(chosen.to_image())
-                    stamps.append(round(chosen_t, 3))
-                    j += 1
-                prev = (t, frame)
-                if j == len(targets):
-                    break
-        except (av.error.FFmpegError, ValueError, OSError) as exc:
-            if prev is None:
-                raise MediaError("no_frames", source, f"no decodable frames (decoder: {exc})") from None
-    if prev is None:
-        raise MediaError("no_frames", source, "no decodable frames")
-    while j < len(targets):  # the stream ended early: the last frame stands in
-        picked.append(prev[1].to_image())
-        stamps.append(round(prev[0], 3))
-        j += 1
-    h, w = smart_resize(picked[0].height, picked[0].width, min_pixels=min_pixels, max_pixels=max_pixels)
-    picked = [resample(to_rgb(f), (w, h)) for f in picked]
+    got = decode_at(data, source, sample_times(duration, fps, min_frames, max_frames), decoder)
+    h, w = smart_resize(got.images[0].height, got.images[0].width, min_pixels=min_pixels, max_pixels=max_pixels)
     return VideoClip(
-        frames=picked,
-        timestamps=stamps,
+        frames=[resample(to_rgb(f), (w, h)) for f in got.images],
+        timestamps=got.timestamps,
         duration=round(duration, 3),
         source=source,
         content_hash=digest,
-        sample_fps=len(picked) / duration,
+        sample_fps=len(got.images) / duration,
+        meta={"decoder": got.decoder},
     )
 
 
-@contextmanager
-def _open_video(data: bytes, source: str) -> Iterator[Any]:
-    import av
+def _open_video(data: bytes, source: str) -> Any:
+    from caprl_kit.io.video_decode import open_video
 
-    try:
-        container = av.open(io.BytesIO(data))
-    except (av.error.FFmpegError, ValueError, OSError) as exc:
-        raise MediaError("failed_to_decode", source, f"not a readable video: {exc}") from None
-    try:
-        if not container.streams.video:
-            raise MediaError("no_frames", source, "the file has no video stream")
-        yield container
-    finally:
-        container.close()
+    return open_video(data, source)
 
 
 def _probe_duration(data: bytes, source: str) -> float:
@@ -680,6 +646,7 @@ def load_media(
                 max_frames=cfg.video_max_frames,
                 max_pixels=cfg.video_max_pixels,
                 max_bytes=cap,
+                decoder=getattr(cfg, "video_decoder", "auto"),
             )
             if wire is not None and wire.frame_quality is not None:
                 clip.encoded_frames = [jpeg_base64(f, wire.frame_quality) for f in clip.frames]

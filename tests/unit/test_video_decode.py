@@ -1,0 +1,177 @@
+"""Sparse (seek-based) video decoding returns the linear decoder's frames and timestamps, or its status, on a table
+of awkward videos made here: variable frame rate, B-frames, no index, no timestamps, rotation, audio first, one
+frame, all-keyframe, a damaged or cut-off tail."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from hang_guard import finishes_within
+from media_factory import damage_tail, make_h264_video_bytes, make_video_bytes
+from PIL import Image
+
+from caprl_kit.errors import MediaError
+from caprl_kit.io import video_decode
+from caprl_kit.io.media import VideoClip, load_video
+
+#: name -> (video bytes, the decoder that a forced sparse decode ends up using: None where either may, shortest
+#: frame period in seconds)
+CASES: dict[str, tuple[Any, str | None, float]] = {
+    "cfr_gop10": (lambda: make_h264_video_bytes(gop=10), "sparse", 1 / 30),
+    "bframes": (lambda: make_h264_video_bytes(bframes=3, gop=12), "sparse", 1 / 30),
+    "vfr_bframes": (lambda: make_h264_video_bytes(vfr=True, bframes=2, gop=10), "sparse", 0.02),
+    "rotated_90": (lambda: make_h264_video_bytes(rotation=90, gop=10), "sparse", 1 / 30),
+    "rotated_-90_bframes": (lambda: make_h264_video_bytes(rotation=-90, bframes=2, gop=10), "sparse", 1 / 30),
+    "audio_first": (lambda: make_h264_video_bytes(audio_first=True, gop=10), "sparse", 1 / 30),
+    "audio_first_vfr": (lambda: make_h264_video_bytes(audio_first=True, vfr=True, gop=10), "sparse", 0.02),
+    "one_frame": (lambda: make_h264_video_bytes(n_frames=1), "sparse", 1 / 30),
+    "all_keyframes": (lambda: make_h264_video_bytes(gop=1), "sparse", 1 / 30),
+    "matroska_bframes": (lambda: make_h264_video_bytes(fmt="matroska", bframes=2, gop=10), "sparse", 1 / 30),
+    "mpeg4_part2": (lambda: make_video_bytes(n_frames=60, fps=30), "sparse", 1 / 30),
+    "raw_h264_no_timestamps": (lambda: make_h264_video_bytes(fmt="h264", gop=10), "linear", 1 / 30),
+    "mpegts_no_index": (lambda: make_h264_video_bytes(fmt="mpegts", bframes=2, gop=10), None, 1 / 30),
+    "corrupt_tail": (lambda: damage_tail(make_h264_video_bytes(faststart=True, bframes=2, gop=10)), None, 1 / 30),
+    "truncated_tail": (
+        lambda: damage_tail(make_h264_video_bytes(faststart=True, gop=10), truncate=True),
+        None,
+        1 / 30,
+    ),
+    "truncated_matroska": (
+        lambda: damage_tail(make_h264_video_bytes(fmt="matroska", bframes=2, gop=10), truncate=True),
+        None,
+        1 / 30,
+    ),
+    "damaged_index": (lambda: damage_tail(make_h264_video_bytes(gop=10), keep=0.97), None, 1 / 30),
+}
+
+
+def _decode(data: bytes, decoder: str, n: int) -> VideoClip | MediaError:
+    try:
+        return finishes_within(30, lambda: load_video(data, fps=100, min_frames=n, max_frames=n, decoder=decoder))
+    except MediaError as exc:
+        return exc
+
+
+def _mad(a: Image.Image, b: Image.Image) -> float:
+    return float(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)).mean())
+
+
+@pytest.fixture(scope="module")
+def videos() -> dict[str, bytes]:
+    return {name: make() for name, (make, _, _) in CASES.items()}
+
+
+@pytest.mark.parametrize("n", [4, 16])
+@pytest.mark.parametrize("name", list(CASES))
+def test_sparse_returns_the_linear_frames_or_status(videos: dict[str, bytes], name: str, n: int) -> None:
+    _, expected_decoder, period = CASES[name]
+    linear = _decode(videos[name], "linear", n)
+    for decoder in ("sparse", "auto"):
+        got = _decode(videos[name], decoder, n)
+        if isinstance(linear, MediaError):
+            assert isinstance(got, MediaError), f"{decoder}: decoded what the linear decoder rejects ({linear})"
+            assert got.kind == linear.kind
+            continue
+        assert isinstance(got, VideoClip), f"{decoder}: {got}"
+        assert len(got.frames) == len(linear.frames) == n
+        assert max(abs(a - b) for a, b in zip(got.timestamps, linear.timestamps)) <= period
+        assert max(_mad(a, b) for a, b in zip(got.frames, linear.frames)) < 1.0
+        assert got.duration == linear.duration and got.content_hash == linear.content_hash
+        assert [f.size for f in got.frames] == [f.size for f in linear.frames]
+        if decoder == "sparse" and expected_decoder is not None:
+            assert got.meta["decoder"] == expected_decoder
+    if isinstance(linear, VideoClip):
+        assert linear.meta["decoder"] == "linear"
+        # frames shown at different times differ by far more than the tolerance, so a wrong pick would show
+        distinct = {t: f for t, f in zip(linear.timestamps, linear.frames)}
+        frames = list(distinct.values())
+        assert all(_mad(a, b) > 5 for a, b in zip(frames, frames[1:]))
+    if name == "one_frame":
+        assert isinstance(linear, VideoClip) and len(set(linear.timestamps)) == 1
+    if name in ("raw_h264_no_timestamps", "mpeg4_part2", "cfr_gop10"):
+        assert isinstance(linear, VideoClip)  # these decode: the comparison above was made on frames
+
+
+@pytest.mark.parametrize(("name", "bar_side"), [("rotated_90", "left"), ("rotated_-90_bframes", "right")])
+def test_rotated_videos_are_turned_upright(videos: dict[str, bytes], name: str, bar_side: str) -> None:
+    """The stored frames are landscape with a red bar along the top; the display matrix turns them a quarter turn
+    (counterclockwise for +90), so the bar runs along the left (or right) side."""
+    for decoder in ("linear", "sparse"):
+        clip = load_video(videos[name], fps=100, min_frames=4, max_frames=4, decoder=decoder)
+        last = np.asarray(clip.frames[-1], dtype=np.float64)
+        assert last.shape[0] > last.shape[1]  # portrait
+        quarter = last.shape[1] // 4
+        red = {
+            "left": (last[:, :quarter, 0] - last[:, :quarter, 2]).mean(),
+            "right": (last[:, -quarter:, 0] - last[:, -quarter:, 2]).mean(),
+        }
+        other = "right" if bar_side == "left" else "left"
+        assert red[bar_side] > red[other] + 50
+
+
+def test_auto_seeks_on_sparse_sampling_and_reads_linearly_on_dense() -> None:
+    data = make_h264_video_bytes(n_frames=600, fps=30, size=(64, 48), gop=15)
+    duration = 20.0
+    sparse = video_decode.decode_at(data, "v", [duration * (i + 0.5) / 4 for i in range(4)], "auto")
+    linear = video_decode.decode_at(data, "v", [duration * (i + 0.5) / 4 for i in range(4)], "linear")
+    assert sparse.decoder == "sparse" and linear.decoder == "linear"
+    assert sparse.stats["decoded"] * 5 < linear.stats["decoded"]  # 4 short GOP runs vs ~525 frames
+    assert sparse.timestamps == linear.timestamps
+    dense = video_decode.decode_at(data, "v", [duration * (i + 0.5) / 64 for i in range(64)], "auto")
+    assert dense.decoder == "linear"  # a frame in every GOP or two: one pass is cheaper than 64 seeks
+    forced = video_decode.decode_at(data, "v", [duration * (i + 0.5) / 64 for i in range(64)], "sparse")
+    assert forced.decoder == "sparse" and forced.timestamps == dense.timestamps
+
+
+class _MisSeeking:
+    """A container whose seeks land two seconds past where they were asked to (a demuxer whose seeking is off):
+    injected because no real file does it on demand."""
+
+    def __init__(self, container: Any):
+        self._container = container
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._container, name)
+
+    def seek(self, offset: int, *, stream: Any, **kw: Any) -> None:
+        self._container.seek(offset + int(2 / stream.time_base), stream=stream, **kw)
+
+
+def test_a_seek_that_lands_wrong_falls_back_to_the_linear_frames(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = make_h264_video_bytes(n_frames=120, gop=10, bframes=2)
+    instants = [0.5, 1.5, 2.5, 3.5]
+    linear = video_decode.decode_at(data, "v", instants, "linear")
+    real = video_decode.open_video
+
+    class Opener(real):  # type: ignore[misc,valid-type]
+        def __enter__(self) -> Any:
+            return _MisSeeking(super().__enter__())
+
+    monkeypatch.setattr(video_decode, "open_video", Opener)
+    got = video_decode.decode_at(data, "v", instants, "sparse")
+    assert got.decoder == "linear"  # the table check noticed the wrong frames and the linear pass ran
+    assert got.timestamps == linear.timestamps
+    assert max(_mad(a, b) for a, b in zip(got.images, linear.images)) == 0
+
+
+def test_pick_takes_the_nearer_frame_and_the_earlier_on_a_tie() -> None:
+    times = [0.0, 1.0, 2.0]
+    assert video_decode.pick(times, [-1.0, 0.5, 1.4, 1.6, 2.0, 5.0]) == [0, 0, 1, 2, 2, 2]
+
+
+def test_the_config_key_reaches_the_decoder() -> None:
+    from pydantic import ValidationError
+
+    from caprl_kit.io.config import MediaConfig
+    from caprl_kit.io.media import load_media
+
+    data = make_h264_video_bytes(n_frames=300, gop=10, size=(64, 48))
+    for decoder in ("linear", "sparse"):
+        clip, _ = load_media(None, data, "video", MediaConfig(video_max_frames=4, video_decoder=decoder))
+        assert isinstance(clip, VideoClip) and clip.meta["decoder"] == decoder
+    with pytest.raises(ValidationError, match="video_decoder"):
+        MediaConfig(video_decoder="fast")
+    with pytest.raises(ValueError, match="unknown video decoder"):
+        video_decode.decode_at(data, "v", [0.5], "fast")
