@@ -159,3 +159,17 @@ def test_pairs_data_path_takes_a_glob_and_its_sampling_run_lists_the_same_rows(t
     cfg = pairs_cfg(f"{tmp_path}/c/*.parquet", tmp_path)
     with pytest.raises(CaprlError, match=r"data.path: the glob .*/c/\*.parquet matches no file"):
         list(iter_rows(cfg))
+
+
+def test_columns_carried_where_present(tmp_path: Path) -> None:
+    """``with_carry_if_present`` (curate's ``prompt``): a row's value travels with its item where the row has one,
+    a row without it is no error; CapRL-QA-75K's Parquet prompt arrives as its chat messages."""
+    from official_layouts import IMAGE_PROMPT, write_qa75k
+
+    write_jsonl(tmp_path / "m.jsonl", [{"path": "a.png", "prompt": "<image> Describe."}, {"path": "b.png"}])
+    cfg = InputConfig(path=str(tmp_path / "m.jsonl")).with_carry_if_present(["prompt"])
+    assert [it.extra for it in iter_items(cfg)] == [{"prompt": "<image> Describe."}, {}]
+    assert [it.extra for it in iter_items(InputConfig(path=str(tmp_path / "m.jsonl")))] == [{}, {}]
+    qa75k = write_qa75k(tmp_path / "qa75k" / "train-00000-of-00001.parquet", n=2)
+    cfg = InputConfig(path=str(qa75k), path_column="image", key_column="id").with_carry_if_present(["prompt"])
+    assert [it.extra for it in iter_items(cfg)] == [{"prompt": [{"role": "user", "content": IMAGE_PROMPT}]}] * 2
