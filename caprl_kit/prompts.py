@@ -26,3 +26,19 @@ CAPRL_VIDEO_TIMESTAMPED = (
 PROMPTS.register("caprl_image", CAPRL_IMAGE)
 PROMPTS.register("caprl_video", CAPRL_VIDEO_SIMPLE)
 PROMPTS.register("caprl_video_timestamped", CAPRL_VIDEO_TIMESTAMPED)
+
+#: The llm claim splitter's instruction; the caption follows it ("Caption: ...").
+CLAIM_SPLIT = (
+    "Split the caption below into atomic claims: short, self-contained statements that each state one fact about "
+    "the image or video. Repeat the subject in every claim instead of using a pronoun, and add nothing the caption "
+    "does not say. Write one claim per line and nothing else."
+)
+#: The faithfulness verifier's question about one claim ("Statement: ..." follows), by its evidence.
+CLAIM_VERIFY_IMAGE = "Is this statement true of the image? Answer yes or no."
+CLAIM_VERIFY_VIDEO = "Is this statement true of the video? Answer yes or no."
+CLAIM_VERIFY_REFERENCE = "Is this statement true according to the reference description? Answer yes or no."
+
+PROMPTS.register("claim_split", CLAIM_SPLIT)
+PROMPTS.register("claim_verify_image", CLAIM_VERIFY_IMAGE)
+PROMPTS.register("claim_verify_video", CLAIM_VERIFY_VIDEO)
+PROMPTS.register("claim_verify_reference", CLAIM_VERIFY_REFERENCE)

@@ -13,6 +13,12 @@ ignored.
 When no option has a word in the caption, or several options tie for the best score, it answers the "cannot
 answer" option (or "None of the above") if the question offers one, and otherwise gives no letter.
 
+It also answers the faithfulness verifier's yes/no question about one claim against a reference caption (the
+layout ``Reference: <Reference Start> ... <Reference End>`` ... ``Statement: ...``, ``rewards/faithfulness.py``):
+"Yes." when every content word of the statement is in one claim of the reference (split by ``claims.split_rules``,
+so "a blue circle" is not supported by "a red circle. a blue square"), "No." when not, "Cannot tell." when the
+statement has no content word.
+
 Use it for smoke tests and demos, as an exact-expectation oracle in tests, and as a cheap reward baseline — not
 as a substitute for an LLM answerer in real training.
 """
@@ -29,6 +35,8 @@ from caprl_kit.backends.config import BackendConfig
 
 OPTION_RE = re.compile(r"^\s*(?:[-*•]\s*)?[(（]?([A-I])[)）.．:：]\s*(.+?)\s*$", re.MULTILINE)
 CAPTION_RE = re.compile(r"<Caption Start>(.*?)<Caption End>", re.DOTALL)
+REFERENCE_RE = re.compile(r"<Reference Start>(.*?)<Reference End>", re.DOTALL)
+STATEMENT_RE = re.compile(r"^Statement:[ \t]*(.*)$", re.MULTILINE)
 CANNOT_RE = re.compile(
     r"\b(can ?not|cannot|can't|unable to) (be )?answer|none of the above|not (mentioned|stated)", re.IGNORECASE
 )
@@ -105,6 +113,29 @@ def answer(caption: str, stem: str, options: list[tuple[str, str]]) -> str | Non
     return cannot[0] if cannot else None
 
 
+def verify(reference: str, statement: str) -> str:
+    """Yes / No / Cannot tell for ``statement`` against ``reference`` (the rule in the module's docstring).
+
+    >>> [verify("A red circle at the left. A blue square at the top.", s) for s in ("a red circle", "a blue circle", "it is")]
+    ['Yes.', 'No.', 'Cannot tell.']
+    """
+    from caprl_kit.claims import split_rules
+
+    words = set(content_words(statement))
+    if not words:
+        return "Cannot tell."
+    supported = any(words <= set(content_words(claim)) for claim in split_rules(reference))
+    return "Yes." if supported else "No."
+
+
+def verify_prompt(text: str) -> str | None:
+    """The verdict on a verification prompt (its last reference and statement), None when ``text`` is not one."""
+    references, statements = REFERENCE_RE.findall(text), STATEMENT_RE.findall(text)
+    if not references or not statements:
+        return None
+    return verify(references[-1], statements[-1])
+
+
 class LexicalBackend(BackendBase):
     name = "lexical"
 
@@ -118,12 +149,18 @@ class LexicalBackend(BackendBase):
             t0 = time.perf_counter()
             text = "\n".join(_text_of(m["content"]) for m in req.messages if m["role"] != "assistant")
             caption, stem, options = parse_prompt(text)
-            if not options:
-                out.append(Response.failed("bad_request", "no multiple-choice options found in the prompt", req.id))
+            reply = verify_prompt(text) if not options else None
+            if not options and reply is None:
+                out.append(
+                    Response.failed(
+                        "bad_request", "no multiple-choice options nor a statement to verify in the prompt", req.id
+                    )
+                )
                 continue
-            letter = answer(caption, stem, options)
-            body = f"{letter}." if letter else "none of the options."
-            reply = f" {body}" if req.prefill is not None else f"The answer is {body}"
+            if reply is None:
+                letter = answer(caption, stem, options)
+                body = f"{letter}." if letter else "none of the options."
+                reply = f" {body}" if req.prefill is not None else f"The answer is {body}"
             n = self.sampling_of(req).n
             out.append(
                 Response(

@@ -7,7 +7,9 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, model_validator
 
 from caprl_kit.backends.config import BackendConfig, SamplingConfig, one_answer
-from caprl_kit.config import ConfigModel, FieldIssue, raise_issues, registry_name, volatile
+from caprl_kit.claims import CLAIM_SPLITTERS
+from caprl_kit.config import ConfigModel, FieldIssue, prompt_field, raise_issues, registry_name, volatile
+from caprl_kit.prompts import PROMPTS
 from caprl_kit.rewards.registry import REWARDS
 
 
@@ -135,9 +137,121 @@ class JudgeRewardConfig(ConfigModel):
         return self
 
 
+def _claim_sampling() -> SamplingConfig:
+    return SamplingConfig(n=1, temperature=0.0, max_tokens=512)
+
+
+def _verdict_sampling() -> SamplingConfig:
+    return SamplingConfig(n=1, temperature=0.0, max_tokens=8)
+
+
+def _default(model: ConfigModel, key: str) -> object:
+    """The default of ``model``'s field ``key`` (a validator cannot build a default instance of its own model)."""
+    return type(model).model_fields[key].get_default(call_default_factory=True)
+
+
+def _prompt_or_none(name: str | None) -> str | None:
+    return None if name is None else registry_name(PROMPTS)(name)
+
+
+class ClaimSplitterConfig(ConfigModel):
+    name: Annotated[str, AfterValidator(registry_name(CLAIM_SPLITTERS))] = Field(
+        "rules",
+        description="rules: sentences and clauses, model-free; llm: a model writes one claim per line "
+        "(splitter.backend); file:path.py:Class",
+    )
+    backend: BackendConfig | None = Field(None, description="llm: the model that splits (any back end)")
+    prompt: Annotated[str, AfterValidator(registry_name(PROMPTS))] = prompt_field(
+        "claim_split", description="llm: the instruction (a registered prompt); the caption follows it"
+    )
+    sampling: SamplingConfig = Field(default_factory=_claim_sampling, description="llm: the splitter's sampling")
+
+    @model_validator(mode="after")
+    def _used(self) -> ClaimSplitterConfig:
+        issues = []
+        if self.name == "rules":
+            for key in ("backend", "prompt", "sampling"):
+                if getattr(self, key) != _default(self, key):
+                    issues.append(
+                        FieldIssue(key, "is not used by the rules splitter", "set name: llm to split with a model")
+                    )
+        elif self.name == "llm" and self.backend is None:
+            issues.append(FieldIssue("backend", "is required by the llm splitter", "name the model that splits"))
+        if self.backend is not None and self.backend.sampling != SamplingConfig():
+            issues.append(
+                FieldIssue(
+                    "backend.sampling",
+                    "is not used: the splitter samples with splitter.sampling",
+                    "move these keys to splitter.sampling",
+                )
+            )
+        if self.sampling.n > 1:
+            issues.append(
+                one_answer("sampling.n", self.sampling.n, "the splitter reads one reply per caption", "set it to 1")
+            )
+        raise_issues(issues)
+        return self
+
+
+class ClaimVerifierConfig(ConfigModel):
+    evidence: Literal["reference", "media"] = Field(
+        "reference",
+        description="reference: a reference caption (the rows' reference_column), text only; media: the item's "
+        "image or video (the backend must be a VLM)",
+    )
+    backend: BackendConfig = Field(
+        default_factory=lambda: BackendConfig(name="lexical"),
+        description="Answers each claim yes or no (lexical: model-free, reference only)",
+    )
+    reference_column: str = Field("caption", description="evidence reference: the column holding the reference")
+    prompt: Annotated[str | None, AfterValidator(_prompt_or_none)] = prompt_field(
+        None,
+        description="The question (a registered prompt); null: claim_verify_reference, claim_verify_image or "
+        "claim_verify_video by the evidence",
+    )
+    sampling: SamplingConfig = Field(default_factory=_verdict_sampling, description="The verifier's sampling")
+
+    @model_validator(mode="after")
+    def _used(self) -> ClaimVerifierConfig:
+        issues = []
+        if self.evidence == "media" and self.backend.name == "lexical":
+            issues.append(
+                FieldIssue(
+                    "backend.name",
+                    "is lexical, which reads text and cannot see the media",
+                    "set a VLM (transformers, vllm, openai), or evidence: reference",
+                )
+            )
+        if self.evidence == "media" and self.reference_column != _default(self, "reference_column"):
+            issues.append(
+                FieldIssue("reference_column", "is not used with evidence: media", "remove it, or evidence: reference")
+            )
+        if self.backend.sampling != SamplingConfig():
+            issues.append(
+                FieldIssue(
+                    "backend.sampling",
+                    "is not used: the verifier samples with verifier.sampling",
+                    "move these keys to verifier.sampling",
+                )
+            )
+        if self.sampling.n > 1:
+            issues.append(
+                one_answer("sampling.n", self.sampling.n, "the verifier reads one reply per claim", "set it to 1")
+            )
+        raise_issues(issues)
+        return self
+
+
+class FaithfulnessConfig(ConfigModel):
+    """Claim precision: the caption split into claims, each checked on its own against the evidence."""
+
+    splitter: ClaimSplitterConfig = Field(default_factory=ClaimSplitterConfig, description="Caption -> claims")
+    verifier: ClaimVerifierConfig = Field(default_factory=ClaimVerifierConfig, description="Claim -> yes / no")
+
+
 class ComponentConfig(ConfigModel):
     name: Annotated[str, AfterValidator(registry_name(REWARDS))] = Field(
-        description="qa_accuracy | length | timestamp_format | vl_judge | file:path.py:fn"
+        description="qa_accuracy | length | timestamp_format | vl_judge | faithfulness | file:path.py:fn"
     )
     weight: float = Field(1.0, description="Weight in the total")
 
@@ -154,3 +268,4 @@ class RewardConfig(ConfigModel):
     length: LengthRewardConfig = Field(default_factory=LengthRewardConfig)
     timestamp_format: TimestampFormatConfig = Field(default_factory=TimestampFormatConfig)
     vl_judge: JudgeRewardConfig = Field(default_factory=JudgeRewardConfig)
+    faithfulness: FaithfulnessConfig = Field(default_factory=FaithfulnessConfig)
