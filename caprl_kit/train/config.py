@@ -8,7 +8,13 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from caprl_kit.config import ConfigModel, FieldIssue, JobConfig, raise_issues, volatile
-from caprl_kit.rewards.config import JudgeRewardConfig, QARewardConfig, RewardConfig, TimestampFormatConfig
+from caprl_kit.rewards.config import (
+    FaithfulnessConfig,
+    JudgeRewardConfig,
+    QARewardConfig,
+    RewardConfig,
+    TimestampFormatConfig,
+)
 
 
 class DataConfig(ConfigModel):
@@ -306,6 +312,16 @@ class TrainConfig(JobConfig):
                         f"reward.vl_judge.{key}",
                         "is ignored with trainer: verl: its reward function has no VL-judge term",
                         "use trainer: trl for a vl_judge reward, or remove it",
+                    )
+                )
+        faith, default_faith = self.reward.faithfulness, FaithfulnessConfig()
+        for key in FaithfulnessConfig.model_fields:
+            if getattr(faith, key) != getattr(default_faith, key):
+                out.append(
+                    FieldIssue(
+                        f"reward.faithfulness.{key}",
+                        "is ignored with trainer: verl: its reward function has no faithfulness term",
+                        "use trainer: trl for a faithfulness reward, or remove it",
                     )
                 )
         names = [c.name for c in self.reward.components]

@@ -24,7 +24,10 @@ log = get_logger(__name__)
 #: reward details (per caption) -> their logged means: the terms, the reward service's latency and captions/s when
 #: scored through caprl serve-reward (reward.qa.service), the caption monitors' flags (truncation: TRL's clipped_ratio)
 PER_CAPTION = {
-    **{k: f"reward_detail/{k}" for k in ("qa_reward", "length_reward", "cap_tokens", "format_reward")},
+    **{
+        k: f"reward_detail/{k}"
+        for k in ("qa_reward", "length_reward", "cap_tokens", "format_reward", "faithfulness_reward")
+    },
     **{f"service_{k}": f"reward_service/{k}" for k in ("latency_s", "captions_per_s")},
     **{FLAG_METRIC.format(f): f"monitor/{f}" for f in TEXT_FLAGS},
 }

@@ -37,6 +37,10 @@ CASES = [
     (VERL, ["reward.components=[{name: qa_accuracy}, {name: vl_judge, weight: 0.5}]"], "reward.components.1",
      "trainer: trl"),
     (VERL, ["reward.components=[{name: length, weight: 0.2}]"], "reward.components", "qa_accuracy"),
+    (VERL, ["reward.components=[{name: qa_accuracy}, {name: faithfulness, weight: 0.5}]"], "reward.components.1",
+     "trainer: trl"),
+    (VERL, ["reward.faithfulness.verifier.reference_column=reference"], "reward.faithfulness.verifier",
+     "trainer: trl"),
     # trainer: trl -- verl-only algorithm keys without a TRL GRPOConfig equivalent
     (TRL, ["algorithm.estimator=rloo"], "algorithm.estimator", "trainer: verl"),
     (TRL, ["algorithm.mini_batch_size=16"], "algorithm.mini_batch_size", "trl.gradient_accumulation_steps"),
@@ -105,6 +109,8 @@ def test_every_refusal_is_reported_at_once() -> None:
     (VERL, ["reward.length.l1=1024", "algorithm.loss_agg_mode=seq-mean-token-mean", "algorithm.estimator=rloo",
             "algorithm.entropy_coeff=0.01", "algorithm.mini_batch_size=64"]),  # what verl does read
     (TRL, ["algorithm.entropy_coeff=0.01", "algorithm.kl_coef=0.02", "trl.loss_type=dapo"]),  # mapped onto GRPOConfig
+    (TRL, ["reward.components=[{name: qa_accuracy}, {name: faithfulness, weight: 0.5}]",
+           "reward.faithfulness.verifier.reference_column=reference"]),  # TRL computes the faithfulness term
     (CURATE, ["decode.workers=8", "decode.ahead=8", "decode.processes=true"]),  # every command that decodes
     (ANNOTATE, ["decode.workers=8", "decode.ahead=16", "batching.window=32", "backend.vllm.max_num_seqs=64"]),
     (EVAL, ["decode.workers=8", "decode.processes=true"]),
