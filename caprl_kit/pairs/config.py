@@ -105,5 +105,15 @@ class PairsConfig(JobConfig):
             )
         if self.captioner.name != "lexical" and not self.captioner.model:
             issues.append(FieldIssue("captioner.model", "is required", "set captioner.model to a hub id or local path"))
+        weighted = {c.name for c in self.reward.components if c.weight}
+        if "faithfulness" in weighted and self.reward.faithfulness.verifier.evidence == "reference":
+            issues.append(
+                FieldIssue(
+                    "reward.faithfulness.verifier.evidence",
+                    "is reference, but caprl train pairs hands the reward each row's questions and image, no "
+                    "reference caption",
+                    "set evidence: media with a VLM verifier, or remove the faithfulness term",
+                )
+            )
         raise_issues(issues)
         return self

@@ -41,6 +41,8 @@ CASES = [
      "trainer: trl"),
     (VERL, ["reward.faithfulness.verifier.reference_column=reference"], "reward.faithfulness.verifier",
      "trainer: trl"),
+    (PAIRS, ["reward.components=[{name: qa_accuracy}, {name: faithfulness, weight: 0.5}]"],
+     "reward.faithfulness.verifier.evidence", "evidence: media"),
     # trainer: trl -- verl-only algorithm keys without a TRL GRPOConfig equivalent
     (TRL, ["algorithm.estimator=rloo"], "algorithm.estimator", "trainer: verl"),
     (TRL, ["algorithm.mini_batch_size=16"], "algorithm.mini_batch_size", "trl.gradient_accumulation_steps"),
@@ -118,6 +120,8 @@ def test_every_refusal_is_reported_at_once() -> None:
     (ANNOTATE, ["backend.name=transformers", "backend.batch_size=32", "batching.max_batch_tokens=1000"]),
     (EVAL, ["captioner.sampling.n=8"]),  # the captions per item are all answered
     (PAIRS, ["captioner.sampling.n=8"]),  # all of them are scored and paired
+    (PAIRS, ["reward.components=[{name: qa_accuracy}, {name: faithfulness, weight: 0.5}]",
+             "reward.faithfulness.verifier.evidence=media", "reward.faithfulness.verifier.backend.name=openai"]),
 ])
 def test_keys_that_are_read_on_the_path_stay_accepted(recipe: str, overrides: list[str]) -> None:
     load_config(recipe, overrides)
