@@ -15,6 +15,7 @@ with the run's counts, status counts and caption monitor rates (``annotate.pipel
 
 from __future__ import annotations
 
+import json
 import posixpath
 import re
 import time
@@ -49,6 +50,8 @@ DEFAULT_ROW_GROUP_BYTES = 200_000_000
 DEFAULT_FILE_BYTES = 1_000_000_000
 PAGE_BYTES = 1 << 20
 CHUNK_OVERHEAD = 64  # bytes a Parquet column chunk adds to its values, about (kept free in every row group)
+#: the same for every row of a run: stated once in the card, not published per row
+RUN_CONSTANT = ("model", "prompt_id", "prompt", "sampling", "latency_s")
 #: the storage of a ``datasets`` Image / Video feature
 MEDIA = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
@@ -93,6 +96,7 @@ class Published:
     files: list[str] = field(default_factory=list)
     row_groups: list[RowGroup] = field(default_factory=list)
     left_out: dict[str, int] = field(default_factory=dict)  # statuses not published
+    json_columns: list[str] = field(default_factory=list)  # published as JSON text (no datasets feature)
     seconds: float = 0.0
 
 
@@ -136,14 +140,16 @@ def publish(run_dir: str, out_dir: str, options: PublishOptions | None = None) -
         )
     embed = survey.stored_media if opts.embed_media is None else opts.embed_media
     media = "not embedded" if not embed else "embedded from the run" if survey.stored_media else "read from the sources"
-    schema, features = _schema(cfg, survey, embed, opts.include_failed)
+    layout = _layout(cfg, survey, embed, opts.include_failed)
     fs, base = url_to_fs(out_dir)
     _refuse_earlier(fs, base, out_dir, opts.overwrite)
     with output_lock_scope():
         prepare_output(out_dir, COMMAND, overwrite=opts.overwrite, same_command=True, option="OUT_DIR")
-        reader = _Reader(run, survey, schema, embed and not survey.stored_media, opts)
-        files = _write(fs, base, out_dir, reader.batches(), schema, opts)
-        result = Published(output=out_dir, rows=0, media=media, files=files, left_out=dict(survey.left_out))
+        reader = _Reader(survey, layout, embed and not survey.stored_media, opts)
+        files = _write(fs, base, out_dir, reader.batches(), layout.schema, opts)
+        result = Published(
+            out_dir, 0, media, files, left_out=dict(survey.left_out), json_columns=sorted(layout.as_json)
+        )
         for url in files:
             _, path = url_to_fs(url)
             with fs.open(path, "rb") as fh:
@@ -152,7 +158,7 @@ def publish(run_dir: str, out_dir: str, options: PublishOptions | None = None) -
                 rg = meta.row_group(i)
                 result.row_groups.append(RowGroup(url, rg.num_rows, rg.total_byte_size, _compressed(rg)))
         result.rows = sum(g.rows for g in result.row_groups)
-        card = render_card(run_dir, cfg, info, survey, features, result, opts)
+        card = render_card(run_dir, cfg, info, survey, layout.features, result, opts)
         atomic_write_text(fs, join(base, DATASET_CARD), card)
     result.seconds = time.perf_counter() - t0
     log.info("published %d rows in %d file(s), %d row group(s)", result.rows, len(files), len(result.row_groups))
@@ -168,7 +174,7 @@ def _read_run(run_dir: str, opts: PublishOptions) -> tuple[RunDir, AnnotateConfi
         raise CaprlError(f"{run_dir} is not a folder; pass the OUTPUT folder of a caprl annotate run")
     run = RunDir(run_dir, AnnotationRow)
     manifest = run.manifest()
-    if manifest is None or manifest.artifact != AnnotationRow.schema_id():
+    if manifest is None or not manifest.artifact.startswith(f"{AnnotationRow.schema_name}/"):
         command = run_command(fs, path)
         what = f"it holds a caprl {command} run" if command else "no run_manifest.json"
         raise CaprlError(f"{run_dir} is not a caprl annotate run ({what}); pass the OUTPUT folder of caprl annotate")
@@ -189,8 +195,9 @@ def _survey(run: RunDir, include_failed: bool) -> Survey:
         fs, path = url_to_fs(url)
         with fs.open(path, "rb") as fh:
             pf = pq.ParquetFile(fh)
-            if (pf.schema_arrow.metadata or {}).get(SCHEMA_KEY) != AnnotationRow.schema_id().encode():
-                raise CaprlError(f"{url} is not an annotation shard")
+            tag = (pf.schema_arrow.metadata or {}).get(SCHEMA_KEY, b"").decode()
+            if not tag.startswith(f"{AnnotationRow.schema_name}/"):  # any version: a column it lacks is null
+                raise CaprlError(f"{url} holds {tag or 'untagged data'}, not annotation rows")
             meta = pf.metadata
             t = pf.read(columns=["media_type", "status", "prompt", "model"])
             stored = _has_values(pf, "media_bytes")
@@ -246,27 +253,53 @@ def _compressed(rg: Any) -> int:
 # --------------------------------------------------------------------------- the table
 
 
-def _schema(cfg: AnnotateConfig, survey: Survey, embed: bool, include_failed: bool) -> tuple[pa.Schema, Any]:
-    """The published Arrow schema (with the ``huggingface`` features metadata) and its ``datasets.Features``."""
+@dataclass
+class Layout:
+    """The published table: its Arrow schema (with the ``huggingface`` features metadata) and ``datasets.Features``,
+    the columns made from the media, those written as JSON text (a type ``datasets`` has no feature for, e.g. a
+    map), and where each carried column comes from (dataset column -> shard column)."""
+
+    schema: pa.Schema
+    features: Any
+    media: list[str]
+    as_json: set[str]
+    source_of: dict[str, str]
+
+
+def _layout(cfg: AnnotateConfig, survey: Survey, embed: bool, include_failed: bool) -> Layout:
     import datasets
 
     own = AnnotationRow.arrow_schema()
-    video = survey.kinds["video"] > 0
-    names = ["key"]
-    if embed:
-        names += [k for k in ("image", "video") if survey.kinds[k]]
-    names += ["caption", "captions"] + (["caption_clean"] if cfg.output.clean else []) + ["source"]
-    names += ["media_type"] if len([k for k, v in survey.kinds.items() if v]) > 1 else []
-    names += ["width", "height"] + (["n_frames", "frame_timestamps"] if video else [])
-    names += ["prompt_tokens", "completion_tokens", "finish_reasons", "caption_flags", "content_hash"]
-    names += ["status", "error_message"] if include_failed else []
-    fields = [pa.field(n, MEDIA if n in ("image", "video") else own.field(n).type) for n in names]
-    fields += [pa.field(carried_name(n, names), t) for n, t in survey.carried.items()]
+    mixed = len([k for k, v in survey.kinds.items() if v]) > 1
+    left_out = set(RUN_CONSTANT) | {"media_bytes"}  # the run's constants are in the card, the media in image/video
+    left_out |= set() if cfg.output.clean else {"caption_clean"}
+    left_out |= set() if mixed else {"media_type"}
+    left_out |= set() if survey.kinds["video"] else {"n_frames", "frame_timestamps"}
+    left_out |= set() if include_failed else {"status", "error_message"}
+    media = [k for k in ("image", "video") if survey.kinds[k]] if embed else []
+    names = ["key", *media, "caption", "captions"]
+    names += [n for n in AnnotationRow.model_fields if n not in left_out and n not in names]  # new fields too
+    fields = [pa.field(n, MEDIA if n in media else own.field(n).type) for n in names]
+    source_of = {carried_name(n, names): n for n in survey.carried}
+    fields += [pa.field(name, survey.carried[n]) for name, n in source_of.items()]
+    as_json = {f.name for f in fields if not _has_feature(f)}
+    fields = [pa.field(f.name, pa.string()) if f.name in as_json else f for f in fields]
     features = datasets.Features.from_arrow_schema(pa.schema(fields))
     for kind, feature in (("image", datasets.Image()), ("video", datasets.Video())):
-        if kind in features:
+        if kind in media:
             features[kind] = feature
-    return features.arrow_schema, features
+    return Layout(features.arrow_schema, features, media, as_json, source_of)
+
+
+def _has_feature(f: pa.Field) -> bool:
+    """Whether ``datasets`` has a feature for the column's type (it has none for a map, e.g.)."""
+    import datasets
+
+    try:
+        datasets.Features.from_arrow_schema(pa.schema([f]))
+    except (ValueError, TypeError, NotImplementedError):
+        return False
+    return True
 
 
 def carried_name(name: str, own: list[str]) -> str:
@@ -278,16 +311,19 @@ def carried_name(name: str, own: list[str]) -> str:
 class _Reader:
     """The run's rows as published record batches, read streaming (a few thousand rows, or a few MB, at a time)."""
 
-    def __init__(self, run: RunDir, survey: Survey, schema: pa.Schema, from_sources: bool, opts: PublishOptions):
-        self.run, self.survey, self.schema, self.from_sources, self.opts = run, survey, schema, from_sources, opts
-        self.media = [n for n in schema.names if n in ("image", "video")]
-        own = [n for n in schema.names if n in AnnotationRow.model_fields]
+    def __init__(self, survey: Survey, layout: Layout, from_sources: bool, opts: PublishOptions):
+        self.survey, self.layout, self.schema, self.from_sources, self.opts = (
+            survey,
+            layout,
+            layout.schema,
+            from_sources,
+            opts,
+        )
+        own = [n for n in self.schema.names if n in AnnotationRow.model_fields and n not in layout.source_of]
         needed = ["key", "media_type", "status", "source"] + (
-            ["media_bytes"] if self.media and not from_sources else []
+            ["media_bytes"] if layout.media and not from_sources else []
         )
         self.read_columns = own + [n for n in needed if n not in own] + list(survey.carried)
-        published = [n for n in schema.names if n in AnnotationRow.model_fields or n in self.media]
-        self.source_of = {carried_name(n, published): n for n in survey.carried}  # dataset column -> shard column
         self.row_bytes: float | None = None  # published bytes per row seen so far
 
     def batches(self) -> Iterator[pa.RecordBatch]:
@@ -312,12 +348,15 @@ class _Reader:
             raw = raw.filter(pc.equal(raw.column("status"), "ok"))
         columns = []
         for f in self.schema:
-            name = self.source_of.get(f.name, f.name)
-            if f.name in self.media:
+            name = self.layout.source_of.get(f.name, f.name)
+            if f.name in self.layout.media:
                 columns.append(self._media(raw, f.name))
+            elif name in raw.schema.names and f.name in self.layout.as_json:
+                values = raw.column(name).to_pylist(maps_as_pydicts="lossy")
+                columns.append(pa.array([None if v is None else json.dumps(v) for v in values], pa.string()))
             elif name in raw.schema.names:
                 columns.append(raw.column(name).cast(f.type))
-            else:  # a carried column this shard's items did not have
+            else:  # a carried column this shard's items did not have, a column its schema version did not
                 columns.append(pa.nulls(raw.num_rows, f.type))
         return pa.RecordBatch.from_arrays(columns, schema=self.schema)
 
@@ -434,7 +473,7 @@ def _row_sizes(batch: pa.RecordBatch) -> Any:
 
     media = np.zeros(batch.num_rows)
     for name in ("image", "video"):
-        if name in batch.schema.names:
+        if name in batch.schema.names and batch.schema.field(name).type == MEDIA:  # not a carried column
             lengths = pc.binary_length(batch.column(name).field("bytes"))
             media += pc.fill_null(lengths, 0).to_numpy(zero_copy_only=False)
     rest = max(batch.nbytes - float(media.sum()), 0.0)
@@ -629,12 +668,13 @@ def render_card(
     descriptions = {
         "image": "The image as captioned (its original bytes)",
         "video": "The video as captioned (its original bytes)",
-        "caption": "The first caption (null when the item failed)",
     }
-    columns = [
-        (name, _type_name(features[name]), descriptions.get(name) or (own[name].description or "").replace("|", "/"))
-        for name in features
-    ]
+    for name in features:
+        if name not in descriptions:
+            field_ = own.get(name)
+            text = field_.description if field_ is not None else "Carried from the input (input.carry_columns)"
+            descriptions[name] = (text or "") + (" (JSON text)" if name in result.json_columns else "")
+    columns = [(n, _type_name(features[n]), descriptions[n].replace("|", "/")) for n in features]
     groups = result.row_groups
     tokens = info["completion_tokens"]
     n_captions = max(1, info["ok"] * s.n)

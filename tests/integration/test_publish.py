@@ -35,8 +35,9 @@ def noise_png(seed: int, size: tuple[int, int]) -> bytes:
 
 @pytest.fixture(scope="module")
 def runs(tiny_models, tmp_path_factory) -> dict[str, Path]:
-    """Two annotate runs of one folder (9 images, a video, a broken file; shards of 3): one that stored its media,
-    one that did not."""
+    """Two annotate runs of one folder (9 images, a video, a broken file; shards of 3): one of the folder that
+    stored its media, one of a manifest listing it that did not, carrying the manifest's ``image`` path and
+    ``label`` columns."""
     root = tmp_path_factory.mktemp("publish")
     folder = root / "in"
     folder.mkdir()
@@ -44,11 +45,17 @@ def runs(tiny_models, tmp_path_factory) -> dict[str, Path]:
         (folder / f"img_{i}.png").write_bytes(noise_png(i, (64 + 4 * i, 64)))
     (folder / "clip.mp4").write_bytes(make_video_bytes(n_frames=12, fps=6))
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    names = sorted(p.name for p in folder.iterdir())
+    manifest = root / "manifest.jsonl"
+    manifest.write_text(
+        "".join(json.dumps({"key": n, "image": f"in/{n}", "label": f"label {n}"}) + "\n" for n in names)
+    )
+    listed = {"path": str(manifest), "key_column": "key", "path_column": "image", "carry_columns": ["image", "label"]}
     out = {}
-    for name, embed in (("embedded", True), ("paths", False)):
+    for name, embed, inp in (("embedded", True, {"path": str(folder)}), ("paths", False, listed)):
         cfg = AnnotateConfig.model_validate(
             {
-                "input": {"path": str(folder)},
+                "input": inp,
                 "backend": {
                     "name": "transformers",
                     "model": str(tiny_models["captioner"]),
@@ -145,15 +152,19 @@ def test_media_read_from_the_sources_failed_rows_and_the_refusals(runs, tmp_path
     # a run that kept no media: none by default, the source files with embed_media
     plain = publish(str(runs["paths"]), str(tmp_path / "plain"))
     assert plain.media == "not embedded" and plain.rows == 10
-    assert "image" not in datasets.load_dataset(str(tmp_path / "plain"), split="train").column_names
+    features = datasets.load_dataset(str(tmp_path / "plain"), split="train").features
+    assert features["image"] == datasets.Value("string")  # no media: the manifest's carried path keeps its name
     read = publish(
         str(runs["paths"]),
         str(tmp_path / "read"),
         PublishOptions(embed_media=True, include_failed=True, row_group_bytes=TARGET),
     )
     assert read.media == "read from the sources" and read.rows == 11 and read.left_out == {}
-    ds = datasets.load_dataset(str(tmp_path / "read"), split="train").select_columns(["key", "image", "status"])
-    by_key = {r["key"]: r for r in ds}
+    ds = datasets.load_dataset(str(tmp_path / "read"), split="train")
+    assert {"label", "input_image"} <= set(ds.column_names)  # carried; the manifest's image path renamed
+    by_key = {r["key"]: r for r in ds.select_columns(["key", "image", "status", "label", "input_image"])}
+    assert by_key["img_3.png"]["label"] == "label img_3.png" and by_key["img_3.png"]["input_image"] == "in/img_3.png"
+    assert "Carried from the input" in (tmp_path / "read" / "README.md").read_text()
     assert by_key["broken.jpg"]["status"] == "failed_to_decode" and by_key["broken.jpg"]["image"] is None
     assert by_key["img_3.png"]["image"].size == (76, 64)
     # an earlier publish is replaced only with --overwrite; a user's folder, a run dir and a non-run are refused
