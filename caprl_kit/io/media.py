@@ -102,7 +102,7 @@ class VideoClip:
     source: str
     content_hash: str | None = None
     sample_fps: float = 0.0
-    meta: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)  #: ``decoder`` (sparse/linear) and its ``decoded_frames``
     encoded_frames: list[str] | None = None  #: base64 JPEGs of ``frames`` made in a decode worker (``ImageWire``)
 
     @property
@@ -586,7 +586,7 @@ def load_video(
         source=source,
         content_hash=digest,
         sample_fps=len(got.images) / duration,
-        meta={"decoder": got.decoder},
+        meta={"decoder": got.decoder, "decoded_frames": got.stats.get("decoded")},
     )
 
 

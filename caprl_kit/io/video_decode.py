@@ -9,26 +9,32 @@ whatever the number sampled, a 10-minute one ~18,000.
 
 **Sparse** first reads the packet table (a demux pass without decoding: presentation timestamps, keyframes, decode
 order), picks the frames by the rule above on those timestamps, then for each picked frame seeks to the keyframe
-before it and decodes forward only to it; a picked frame that a linear step from the previous one reaches sooner
-than a seek is decoded by continuing (several frames in one GOP, short clips). Every frame decoded after a seek is
-checked against the table (the keyframe first, then each frame in presentation order); a mismatch, an error or a
-seek that lands after the keyframe abandons the sparse pass and the linear one runs instead, so a file either gets
-the linear decoder's frames or is decoded linearly. It is not tried where seeking cannot be relied on: packets
-without timestamps (raw ``.h264`` streams), repeated timestamps, a stream whose first packet is not a keyframe.
+before it and decodes forward only to it; a picked frame that decoding on from the previous one reaches sooner
+than a seek is decoded by continuing (several frames in one GOP, short clips). Where the codec allows it (H.264,
+MPEG-4 Part 2, MPEG-1/2) the decoder skips the non-reference frames it passes over: no other frame is predicted
+from them, so the kept frames are bit-identical, and a B-frame stream decodes about half its frames.
+
+Every frame decoded after a seek is checked against the table (the keyframe first, then each frame in
+presentation order); a mismatch, an error or a seek that lands after the keyframe abandons the sparse pass and the
+linear one runs instead, so a file gets the linear decoder's frames either way. Sparse is not tried where seeking
+cannot be relied on: packets without timestamps (raw ``.h264`` streams), repeated timestamps, a stream whose first
+packet is not a keyframe. A damaged file ends in the linear pass, with its result or its ``MediaError``.
 
 ``auto`` (``media.video_decoder``) decides by an estimate of decoded frames: the sparse plan's (frames from each
-keyframe to its picked frame, plus a few per seek) against the linear pass's (every frame up to the last picked
-one); sparse runs where it decodes at most ``SPARSE_SHARE`` of them. So long videos are decoded sparsely, and a
-short clip, a stream of tiny GOPs or a dense sampling is decoded in one pass.
+keyframe or the previous picked frame to the next picked one, B-frames at half where they are skipped, a few per
+seek) against the linear pass's (every frame up to the last picked one); sparse runs where it decodes at most
+``SPARSE_SHARE`` of them. So long videos are decoded sparsely, and a stream of tiny GOPs or a dense sampling
+without B-frames to skip in one pass.
 
-Frames are turned upright by the stream's display matrix (a phone video recorded in portrait), as ``load_image``
-applies EXIF orientation.
+Frames are turned upright by the stream's display matrix (a phone video recorded in portrait), on both paths, as
+``load_image`` applies EXIF orientation.
 """
 
 from __future__ import annotations
 
 import bisect
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,9 +47,16 @@ log = get_logger(__name__)
 
 DECODERS = ("auto", "sparse", "linear")
 #: a seek (demuxer repositioning, decoder flush) counted as this many frame decodes in the plan's cost
-SEEK_COST_FRAMES = 4
+SEEK_COST_FRAMES = 5
+#: decoders that skip a non-reference frame when asked, packet by packet (``skip_frame``): the sparse pass asks
+#: for every frame it does not keep (not HEVC: its sub-layer non-reference pictures may be references of a
+#: higher temporal layer)
+SKIPS_NONREF = frozenset({"h264", "mpeg4", "mpeg2video", "mpeg1video"})
+#: a B-frame in the plan's cost where the decoder skips non-reference frames (about half the B-frames of a
+#: B-pyramid are references)
+SKIPPED_B_COST = 0.5
 #: ``auto`` decodes sparsely when its plan decodes at most this share of the linear pass's frames
-SPARSE_SHARE = 0.6
+SPARSE_SHARE = 0.8
 _DEFAULT_FRAME_S = 1 / 25  # a frame without a timestamp in the linear pass: this long after the previous one
 
 
@@ -153,6 +166,8 @@ class _Table:
     times: list[float]  # the same in seconds
     decode_index: dict[int, int]  # pts -> position in decode order
     keyframe: dict[int, int]  # pts -> pts of the keyframe a decode must start from to reach it
+    reordered: list[int]  # reordered[i]: how many of the first i packets in decode order are B-frames (shown
+    # before a frame decoded ahead of them), the frames a skipping decoder may pass over
 
 
 def _packet_table(container: Any) -> _Table | None:
@@ -161,31 +176,40 @@ def _packet_table(container: Any) -> _Table | None:
     stream = container.streams.video[0]
     order: list[tuple[int, bool, bool]] = []  # (pts, keyframe, discarded) in decode order
     for packet in container.demux(stream):
-        if packet.size == 0:  # the flush packet at the end
-            continue
-        if packet.pts is None:
+        pts = packet.pts
+        if pts is None:
+            if packet.size == 0:  # the flush packet at the end
+                continue
             return None
-        order.append((packet.pts, packet.is_keyframe, packet.is_discard))
+        order.append((pts, packet.is_keyframe, packet.is_discard))
     if not order or not order[0][1]:
         return None
     shown = sorted(pts for pts, _, discarded in order if not discarded)
     if not shown or len(set(shown)) != len(shown):
         return None
     decode_index = {pts: i for i, (pts, _, _) in enumerate(order)}
+    reordered = [0]
+    ahead = order[0][0]
+    for pts, _, _ in order:
+        reordered.append(reordered[-1] + (pts < ahead))
+        ahead = max(ahead, pts)
     keyframe: dict[int, int] = {}
-    recent: list[int] = []  # keyframe pts seen so far in decode order
+    keys: list[int] = []  # keyframe pts seen so far, in decode order
     for pts, key, _ in order:
         if key:
-            recent.append(pts)
+            keys.append(pts)
         # the last keyframe in decode order at or before this frame that is not after it in presentation order
         # (a leading picture of an open GOP needs the keyframe before its own)
-        start = next((k for k in reversed(recent) if k <= pts), None)
-        if start is None:
-            return None
-        keyframe[pts] = start
-    tb = stream.time_base
-    times = [float(p * tb) for p in shown]
-    return _Table(shown, times, decode_index, keyframe)
+        if pts >= keys[-1]:
+            keyframe[pts] = keys[-1]
+        else:
+            start = next((k for k in reversed(keys) if k <= pts), None)
+            if start is None:
+                return None
+            keyframe[pts] = start
+    num, den = stream.time_base.numerator, stream.time_base.denominator
+    times = [float(p) * num / den for p in shown]  # as PyAV's ``frame.time`` computes it, to the last bit
+    return _Table(shown, times, decode_index, keyframe, reordered)
 
 
 def pick(times: list[float], instants: list[float]) -> list[int]:
@@ -203,26 +227,51 @@ def pick(times: list[float], instants: list[float]) -> list[int]:
     return out
 
 
-def _plan(table: _Table, wanted: list[int]) -> tuple[list[tuple[int, bool]], int, int]:
+def _plan(table: _Table, wanted: list[int], skips: bool) -> tuple[list[tuple[int, bool]], float, int]:
     """For each wanted pts (ascending): whether to seek to its keyframe or decode on from the previous one, by
-    the fewer frame decodes; the plan's estimated decodes and the linear pass's."""
+    the fewer frame decodes; the plan's estimated decodes and the linear pass's. ``skips``: the decoder passes over
+    non-reference frames, counted as ``SKIPPED_B_COST`` of a decode for each B-frame (some B-frames are
+    references: a B-pyramid)."""
+
+    def work(first: int, last: int) -> float:  # decoding packets first..last (decode order)
+        if last < first:
+            return 0.0
+        skippable = table.reordered[last + 1] - table.reordered[first] if skips else 0
+        return last - first + 1 - (1 - SKIPPED_B_COST) * skippable
+
     steps: list[tuple[int, bool]] = []
-    cost = 0
+    cost = 0.0
     fed = -1  # decode-order position reached
     for pts in wanted:
         at = table.decode_index[pts]
         start = table.decode_index[table.keyframe[pts]]
-        on = at - fed if fed >= 0 else None  # decoding on from where the last step stopped
-        seek = at - start + 1 + SEEK_COST_FRAMES
+        on = work(fed + 1, at) if fed >= 0 else None  # decoding on from where the last step stopped
+        seek = work(start, at) + SEEK_COST_FRAMES
         if on is not None and on <= seek:
             steps.append((pts, False))
-            cost += max(on, 0)
+            cost += on
         else:
             steps.append((pts, True))
             cost += seek
         fed = max(fed, at)
     linear = max(table.decode_index[p] for p in wanted) + 1
     return steps, cost, linear
+
+
+def _decode_from_here(container: Any, stream: Any, want: set[int] | None) -> Iterator[Any]:
+    """Frames decoded from the container's position on. ``want``: the decoder skips every non-reference frame
+    except these (nothing refers to a non-reference frame, so the frames kept come out the same)."""
+    if want is None:
+        yield from container.decode(stream)
+        return
+    codec = stream.codec_context
+    mode = ""
+    for packet in container.demux(stream):
+        wanted = packet.pts is None or packet.pts in want  # None: the flush packet at the end
+        if mode != ("DEFAULT" if wanted else "NONREF"):
+            mode = "DEFAULT" if wanted else "NONREF"
+            codec.skip_frame = mode
+        yield from packet.decode()
 
 
 class _Mismatch(Exception):
@@ -245,24 +294,26 @@ def _sparse(container: Any, instants: list[float], force: bool, source: str) -> 
         return None
     picks = pick(table.times, instants)
     wanted = sorted({table.pts[i] for i in picks})
-    steps, cost, linear = _plan(table, wanted)
+    skips = stream.codec_context.name in SKIPS_NONREF
+    steps, cost, linear = _plan(table, wanted, skips)
     if not force and cost > SPARSE_SHARE * linear:
-        log.debug("%s: linear decode (plan %d frame decodes vs %d linear)", source, cost, linear)
+        log.debug("%s: linear decode (plan %.0f frame decodes vs %d linear)", source, cost, linear)
         return None
     want = set(wanted)
+    position = {p: i for i, p in enumerate(table.pts)}
     got: dict[int, tuple[Image.Image, float]] = {}
     decoded = seeks = 0
     frames: Any = None
-    key = expect = 0  # the keyframe of the last seek; the presentation index of the next frame to come out
-    started = False  # whether that keyframe came out (frames before it are skipped, every frame after is checked)
+    key = last = 0  # the keyframe of the last seek; the presentation index of the last frame that came out
+    started = False  # whether that keyframe came out (frames before it are passed over, every frame after checked)
     try:
         for pts, seek in steps:
             if seek or frames is None:
                 key = table.keyframe[pts]
                 container.seek(key, stream=stream, backward=True, any_frame=False)
-                frames = container.decode(stream)
+                frames = _decode_from_here(container, stream, want if skips else None)
                 seeks += 1
-                expect, started = bisect.bisect_left(table.pts, key), False
+                started = False
             while pts not in got:
                 frame = next(frames, None)
                 if frame is None:
@@ -270,12 +321,17 @@ def _sparse(container: Any, instants: list[float], force: bool, source: str) -> 
                 decoded += 1
                 if frame.pts is None:
                     raise _Mismatch("a decoded frame has no timestamp")
-                if not started and frame.pts < key:  # the seek landed on an earlier keyframe, or a leading picture
-                    continue
-                if expect >= len(table.pts) or frame.pts != table.pts[expect]:
-                    raise _Mismatch(f"decoded pts {frame.pts}, the table's next is {table.pts[expect : expect + 1]}")
-                started = True
-                expect += 1
+                if not started:
+                    if frame.pts < key:  # the seek landed on an earlier keyframe, or a leading picture
+                        continue
+                    if frame.pts != table.pts[bisect.bisect_left(table.pts, key)]:
+                        raise _Mismatch(f"the seek to keyframe pts {key} came out at pts {frame.pts}")
+                    started, last = True, position[frame.pts] - 1
+                # each frame is the table's next one (a skipped non-reference frame may be missing)
+                at = position.get(frame.pts, -1)
+                if at <= last or (at != last + 1 and not skips):
+                    raise _Mismatch(f"decoded pts {frame.pts} after {table.pts[last]}: not the table's order")
+                last = at
                 if frame.pts in want:
                     got[frame.pts] = (upright(frame), float(frame.time))
     except (_Mismatch, av.error.FFmpegError, ValueError, OSError) as exc:
@@ -284,5 +340,8 @@ def _sparse(container: Any, instants: list[float], force: bool, source: str) -> 
     images = [got[table.pts[i]][0] for i in picks]
     stamps = [round(got[table.pts[i]][1], 3) for i in picks]
     return DecodedFrames(
-        images, stamps, "sparse", {"decoded": decoded, "seeks": seeks, "planned": cost, "linear_estimate": linear}
+        images,
+        stamps,
+        "sparse",
+        {"decoded": decoded, "seeks": seeks, "planned": round(cost), "linear_estimate": linear},
     )
