@@ -66,6 +66,7 @@ def make_h264_video_bytes(
     audio_first=False,
     faststart=False,
     preset="ultrafast",
+    open_gop=False,
 ) -> bytes:
     """An H.264 video (libx264) with the awkward properties the video decoders are tested on.
 
@@ -75,7 +76,9 @@ def make_h264_video_bytes(
     frames this many degrees counterclockwise; ``audio_first``: a silent AAC track added before the video stream,
     so the video is stream 1 and the file starts with audio packets; ``fmt``: ``mp4``, ``matroska``, ``mpegts``
     (seeking by timestamps without an index) or ``h264`` (a raw stream without timestamps); ``faststart``: mp4 with
-    its index at the front (so a damaged tail leaves the index readable)."""
+    its index at the front (so a damaged tail leaves the index readable); ``open_gop``: keyframes that are not IDR,
+    with B-frames after them in decode order that are shown before them and predicted from the GOP before
+    (leading pictures)."""
     import av
 
     if faststart:  # moving the index to the front rereads the file: FFmpeg needs a real one
@@ -84,17 +87,17 @@ def make_h264_video_bytes(
         with tempfile.TemporaryDirectory() as tmp:
             path = f"{tmp}/video.mp4"
             with av.open(path, "w", format="mp4", options={"movflags": "faststart"}) as container:
-                _write_h264(container, n_frames, fps, size, gop, bframes, vfr, rotation, audio_first, preset)
+                _write_h264(container, n_frames, fps, size, gop, bframes, vfr, rotation, audio_first, preset, open_gop)
             with open(path, "rb") as fh:
                 return fh.read()
     buf = io.BytesIO()
     container = av.open(buf, "w", format=fmt)
-    _write_h264(container, n_frames, fps, size, gop, bframes, vfr, rotation, audio_first, preset)
+    _write_h264(container, n_frames, fps, size, gop, bframes, vfr, rotation, audio_first, preset, open_gop)
     container.close()
     return buf.getvalue()
 
 
-def _write_h264(container, n_frames, fps, size, gop, bframes, vfr, rotation, audio_first, preset) -> None:
+def _write_h264(container, n_frames, fps, size, gop, bframes, vfr, rotation, audio_first, preset, open_gop) -> None:
     from fractions import Fraction
 
     import av
@@ -105,6 +108,8 @@ def _write_h264(container, n_frames, fps, size, gop, bframes, vfr, rotation, aud
         audio.layout = "mono"
     # keyframes exactly every ``gop`` frames: no scene-cut keyframes (every frame here changes brightness)
     opts = {"preset": preset, "bf": str(bframes), "g": str(gop or 2 * fps), "sc_threshold": "0"}
+    if open_gop:
+        opts["x264-params"] = f"open-gop=1:b-adapt=0:bframes={bframes}"
     stream = container.add_stream("libx264", rate=fps, options=opts)
     stream.width, stream.height = size
     stream.pix_fmt = "yuv420p"

@@ -1,6 +1,6 @@
 """Sparse (seek-based) video decoding returns the linear decoder's frames and timestamps, or its status, on a table
 of awkward videos made here: variable frame rate, B-frames, no index, no timestamps, rotation, audio first, one
-frame, all-keyframe, a damaged or cut-off tail."""
+frame, all-keyframe, open GOPs (leading B-frames after a keyframe), a damaged or cut-off tail."""
 
 from __future__ import annotations
 
@@ -22,6 +22,12 @@ from caprl_kit.io.media import VideoClip, load_video
 CASES: dict[str, tuple[Any, str | None, float]] = {
     "cfr_gop10": (lambda: make_h264_video_bytes(gop=10), "sparse", 1 / 30),
     "bframes": (lambda: make_h264_video_bytes(bframes=3, gop=12), "sparse", 1 / 30),
+    "open_gop": (lambda: make_h264_video_bytes(n_frames=90, open_gop=True, bframes=3, gop=12), "sparse", 1 / 30),
+    "open_gop_matroska": (
+        lambda: make_h264_video_bytes(n_frames=90, fmt="matroska", open_gop=True, bframes=3, gop=12),
+        "sparse",
+        1 / 30,
+    ),
     "vfr_bframes": (lambda: make_h264_video_bytes(vfr=True, bframes=2, gop=10), "sparse", 0.02),
     "rotated_90": (lambda: make_h264_video_bytes(rotation=90, gop=10), "sparse", 1 / 30),
     "rotated_-90_bframes": (lambda: make_h264_video_bytes(rotation=-90, bframes=2, gop=10), "sparse", 1 / 30),
