@@ -13,7 +13,7 @@ from caprl_kit.evaluate.captions_file import CaptionsFileConfig
 from caprl_kit.evaluate.metrics import SCORERS
 from caprl_kit.io.config import DecodeConfig, MediaConfig, Paths, ShardingConfig, refuse_moved_decode_keys
 from caprl_kit.prompts import PROMPTS
-from caprl_kit.rewards.config import QARewardConfig
+from caprl_kit.rewards.config import FaithfulnessConfig, QARewardConfig
 from caprl_kit.runners.config import RunnerConfig
 
 
@@ -76,6 +76,11 @@ class EvalConfig(JobConfig):
     label: str | None = Field(None, description="Name of the captioner in reports (default: its model)")
     benchmarks: list[BenchmarkConfig] = Field(default_factory=list)
     qa_utility: QAUtilityConfig | None = Field(None, description="Held-out QA utility on a curated set")
+    faithfulness: FaithfulnessConfig | None = Field(
+        None,
+        description="Claim precision of every task's captions (claims checked one by one against the media, or "
+        "qa_utility's reference captions); off when null",
+    )
     captioner: BackendConfig = Field(default_factory=_caption_backend, description="Captioner under test")
     captions: CaptionsFileConfig | None = Field(
         None,
@@ -101,6 +106,17 @@ class EvalConfig(JobConfig):
     @classmethod
     def _moved_keys(cls, data: Any) -> Any:
         return refuse_moved_decode_keys(data)
+
+    @model_validator(mode="after")
+    def _faithfulness_evidence(self) -> EvalConfig:
+        f = self.faithfulness
+        if f is not None and f.verifier.evidence == "reference" and self.benchmarks:
+            raise FieldIssue(
+                "faithfulness.verifier.evidence",
+                "is reference, but benchmark rows hold no reference caption (only qa_utility's curated rows can)",
+                "check against the media (evidence: media with a VLM verifier), or evaluate qa_utility alone",
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique_benchmarks(self) -> EvalConfig:

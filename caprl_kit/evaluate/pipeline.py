@@ -19,6 +19,7 @@ from caprl_kit.evaluate.answer_stage import answer_stage, summarize
 from caprl_kit.evaluate.caption_stage import ShardTally, captions_for
 from caprl_kit.evaluate.config import BenchmarkConfig, EvalConfig
 from caprl_kit.evaluate.data import Sample, load_benchmark
+from caprl_kit.evaluate.faithfulness import faithfulness_engines, refuse_missing_references, task_faithfulness
 from caprl_kit.evaluate.metrics import scorer_for
 from caprl_kit.evaluate.qa_utility import refuse_empty_dataset, run_qa_utility
 from caprl_kit.io.fs import atomic_write_text, join, url_to_fs
@@ -53,11 +54,12 @@ def run(cfg: EvalConfig, *, overwrite: bool = False, progress: Progress | None =
     benchmarks = {bench.name: load_benchmark(bench) for bench in cfg.benchmarks}  # every file checked first
     if cfg.qa_utility is not None:
         refuse_empty_dataset(cfg.qa_utility.dataset)
+        refuse_missing_references(cfg)
     begin(
         cfg,
         "eval",
         lambda: Listing("", sum(map(len, benchmarks.values()))),
-        {"answerer": cfg.answerer} | ({} if cfg.captions else {"captioner": cfg.captioner}),
+        {"answerer": cfg.answerer} | ({} if cfg.captions else {"captioner": cfg.captioner}) | faithfulness_engines(cfg),
         overwrite=overwrite,
     )
     tasks: dict[str, Any] = {}
@@ -82,7 +84,12 @@ def run_benchmark(
     media = list(dict.fromkeys((s.media, s.media_type) for s in samples))
     captions, no_caption, monitors, digest = captions_for(cfg, bench.name, media, progress, shards)
     rows = answer_stage(cfg, bench.name, scorer, samples, captions, no_caption, digest, progress, shards)
-    return {**summarize(rows, cfg.compat, scorer=scorer), "caption_monitors": monitors}, rows
+    faithfulness = task_faithfulness(cfg, bench.name, media, captions, progress)
+    return {
+        **summarize(rows, cfg.compat, scorer=scorer),
+        "caption_monitors": monitors,
+        "faithfulness": faithfulness,
+    }, rows
 
 
 def write_results(
@@ -155,6 +162,12 @@ def eval_report(
                 report.metrics[f"{task} captions {flag.replace('_', ' ')}"] = rate
         if t.get("blind_ceiling") is not None:
             report.metrics[f"{task} blind_ceiling"] = t["blind_ceiling"]
+        for key, label in (
+            ("claim_precision", "claim precision"),
+            ("hallucinated_claim_rate", "hallucinated-claim rate"),
+        ):
+            if (t.get("faithfulness") or {}).get(key) is not None:
+                report.metrics[f"{task} {label}"] = t["faithfulness"][key]
     return report
 
 

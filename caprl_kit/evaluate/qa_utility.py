@@ -11,6 +11,7 @@ from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.evaluate.answer_stage import summarize
 from caprl_kit.evaluate.caption_stage import ShardTally, captions_for
 from caprl_kit.evaluate.config import EvalConfig
+from caprl_kit.evaluate.faithfulness import task_faithfulness
 from caprl_kit.io.fs import url_to_fs
 from caprl_kit.io.readers import paths_label
 from caprl_kit.io.rows import read_rows
@@ -123,10 +124,14 @@ def run_qa_utility(
         for (sid, ci), c, qa, s, d in zip(index, caps, gts, out.scores, out.details)
     ] + unscored
     offered = [c for d in out.details for c in d.get("cannot_answer", [])]
+    column = cfg.faithfulness.verifier.reference_column if cfg.faithfulness else None
     summary = {
         **summarize(samples, cfg.compat, rescore=False),
         "caption_monitors": monitors,
         "cannot_answer_rate": sum(offered) / len(offered) if offered else None,
+        "faithfulness": task_faithfulness(
+            cfg, "qa_utility", media, captions, progress, {m: r.get(column) for r, (m, _) in zip(rows, media)}
+        ),
     }
     if qu.blind_captions:
         summary["blind_ceiling"], summary["blind_caption"] = blind_ceiling(

@@ -41,6 +41,27 @@ class EvalSample(Artifact):
     error_message: str | None = Field(None, description="Why the sample was not scored, null when ok")
 
 
+class FaithfulnessResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    claim_precision: float | None = Field(
+        description="Mean claim precision (supported / verified claims) over the captions with a verified claim"
+    )
+    hallucinated_claim_rate: float | None = Field(
+        description="Unsupported claims over all verified claims of the task's captions"
+    )
+    unknown_rate: float | None = Field(description="Claims whose verdict was neither yes nor no, over all claims")
+    n_captions: int = Field(description="Captions checked")
+    n_unverified_captions: int = Field(description="Captions without a verified claim (empty, or all unknown)")
+    claims_per_caption: float = Field(description="Mean claims per caption")
+    requests_per_caption: float = Field(description="Engine requests per caption (splitting and verifying)")
+    tokens_per_caption: float = Field(description="Prompt + completion tokens per caption")
+    seconds_per_caption: float = Field(description="Wall time per caption")
+    unsupported_examples: list[dict[str, str]] = Field(
+        default_factory=list, description="The first unsupported claims: {item, claim}"
+    )
+
+
 class TaskResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -69,6 +90,9 @@ class TaskResult(BaseModel):
         description="Share of the task's captions per "
         "hygiene flag (truncated, repetitive, boilerplate_opener, meta_ending, "
         "empty; caprl_kit/monitors.py)",
+    )
+    faithfulness: FaithfulnessResult | None = Field(
+        None, description="Claim precision of the task's captions (eval's faithfulness: block; null when off)"
     )
 
 
