@@ -50,7 +50,7 @@ def test_drift_is_detected_when_a_model_changes(tmp_path: Path, monkeypatch: pyt
         "AnnotationRow", __base__=AnnotationRow, __module__=AnnotationRow.__module__, new_column=(str | None, Field(None, description="added"))
     )
     monkeypatch.setattr(export, "ARTIFACTS", [changed if a is AnnotationRow else a for a in ARTIFACTS])
-    assert sorted(drift(tmp_path)) == ["annotation.v1.arrow.txt", "annotation.v1.schema.json", "examples/annotation.v1.json"]
+    assert sorted(drift(tmp_path)) == ["annotation.v2.arrow.txt", "annotation.v2.schema.json", "examples/annotation.v2.json"]
 
 
 @pytest.mark.parametrize("artifact", ARTIFACTS, ids=lambda a: a.schema_name)

@@ -11,6 +11,7 @@ from caprl_kit.config import ConfigModel, FieldIssue, JobConfig, prompt_field, r
 from caprl_kit.io.config import DecodeConfig, InputConfig, MediaConfig, ShardingConfig, refuse_moved_decode_keys
 from caprl_kit.monitors import MonitorConfig
 from caprl_kit.prompts import PROMPTS
+from caprl_kit.rewards.config import ComponentConfig, RewardConfig
 from caprl_kit.runners.config import RunnerConfig
 from caprl_kit.schemas.annotation import AnnotationRow
 
@@ -57,6 +58,26 @@ class AnnotateOutputConfig(ConfigModel):
     )
 
 
+def _select_reward() -> RewardConfig:
+    return RewardConfig(components=[ComponentConfig(name="qa_accuracy", weight=1.0)])
+
+
+class SelectConfig(ConfigModel):
+    """Best-of-n recaptioning: the ``backend.sampling.n`` captions of an item are scored and the best is kept as
+    ``caption`` (all of them stay in ``captions``, their scores in ``quality``)."""
+
+    reward: RewardConfig = Field(
+        default_factory=_select_reward,
+        description="The quality: reward.components weigh the terms (qa_accuracy, length, vl_judge, file:...) with "
+        "their own blocks (reward.qa.answerer, ...), as in training; default: QA accuracy alone",
+    )
+    qa_column: str = Field(
+        "reward_model.ground_truth",
+        description="Input column (dotted: into a struct) with each item's MCQs, read when qa_accuracy is weighted "
+        "(caprl curate's rows: reward_model.ground_truth); its top-level column must be in input.carry_columns",
+    )
+
+
 class AnnotateConfig(JobConfig):
     pipeline_module: ClassVar[str] = "caprl_kit.annotate.pipeline"
     volatile_fields: ClassVar[frozenset[str]] = JobConfig.volatile_fields | {"runner", "batching"}
@@ -72,6 +93,9 @@ class AnnotateConfig(JobConfig):
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     output: AnnotateOutputConfig = Field(default_factory=AnnotateOutputConfig)
     monitors: MonitorConfig = Field(default_factory=MonitorConfig)
+    select: SelectConfig | None = Field(
+        None, description="Best-of-n: score the n captions of each item and keep the best (needs sampling.n > 1)"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -102,6 +126,7 @@ class AnnotateConfig(JobConfig):
                     "rename those input columns, or leave them out of carry_columns",
                 )
             )
+        issues += self._select_issues()
         limit = BATCH_LIMIT.get(self.backend.name)
         if limit is not None and self.batching.max_batch_tokens != BatchingConfig().max_batch_tokens:
             issues.append(
@@ -113,3 +138,28 @@ class AnnotateConfig(JobConfig):
             )
         raise_issues(issues)
         return self
+
+    def _select_issues(self) -> list[FieldIssue]:
+        s = self.select
+        if s is None:
+            return []
+        out = []
+        if self.backend.sampling.n < 2:
+            out.append(
+                FieldIssue(
+                    "select",
+                    f"picks the best of the captions sampled per item, but backend.sampling.n is {self.backend.sampling.n}",
+                    "set backend.sampling.n to the number of candidates (e.g. 4) and a temperature above 0",
+                )
+            )
+        weighted = {c.name for c in s.reward.components if c.weight}
+        top = s.qa_column.split(".")[0]
+        if "qa_accuracy" in weighted and top not in self.input.carry_columns:
+            out.append(
+                FieldIssue(
+                    "select.qa_column",
+                    f"reads '{s.qa_column}', but the input column '{top}' is not carried to the rows",
+                    f"add {top} to input.carry_columns",
+                )
+            )
+        return out

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from caprl_kit.annotate.config import AnnotateConfig
+from caprl_kit.annotate.select import candidates_config, quality_of, select_stage
 from caprl_kit.backends.base import RETRYABLE_KINDS
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.io.empty import describe as describe_empty
@@ -26,6 +27,7 @@ from caprl_kit.monitors import FLAG_METRIC, FLAGS, rates_from_metrics
 from caprl_kit.progress import NullProgress, Progress, RunReport
 from caprl_kit.runners.driver import Stage, begin, command, fingerprint_items, run_stage
 from caprl_kit.schemas.annotation import AnnotationRow
+from caprl_kit.schemas.layout import ANNOTATE_CANDIDATES_DIR
 from caprl_kit.schemas.run import ShardStats
 
 log = get_logger(__name__)
@@ -55,6 +57,13 @@ def plan(cfg: AnnotateConfig) -> list[str]:
         f"write {shards} shard(s) of up to {cfg.sharding.shard_size} rows to {cfg.output_dir or '<--output>'} "
         f"with runner {cfg.runner.name} x{cfg.runner.num_workers}",
     ]
+    if cfg.select is not None:
+        terms = " + ".join(f"{c.weight} x {c.name}" for c in cfg.select.reward.components if c.weight)
+        lines.insert(
+            2,
+            f"select: score the {cfg.backend.sampling.n} captions of each item by {terms} (candidates in "
+            f"{ANNOTATE_CANDIDATES_DIR}/) and keep the best as caption",
+        )
     if cfg.output_dir:
         run = RunDir(cfg.output_dir, AnnotationRow)
         done = run.done_shards()
@@ -122,19 +131,35 @@ def run(
     """``caprl annotate``: the caption stage over the input, then the summary (and captions.jsonl)."""
     progress = progress or NullProgress()
     t0 = time.perf_counter()
+    quality = quality_of(cfg.select) if cfg.select is not None else {}
     listing = begin(
         cfg,
         "annotate",
         lambda: fingerprint_items(iter_items(cfg.input)),
-        {"backend": cfg.backend},
+        {"backend": cfg.backend, **quality},
         overwrite=overwrite,
         record_config=False,
         empty=lambda: describe_empty(cfg.input),
     )
-    stage = caption_stage(cfg, retry_failed=retry_failed)
-    written, skipped = run_stage(cfg, stage, listing, progress=progress)
+    if cfg.select is None:
+        stage = caption_stage(cfg, retry_failed=retry_failed)
+        written, skipped = run_stage(cfg, stage, listing, progress=progress)
+    else:  # best-of-n: the candidates in OUTPUT/candidates, then the chosen rows in OUTPUT (annotate/select.py)
+        candidates = candidates_config(cfg)
+        prepare_output(str(candidates.output_dir), STAGE)
+        first = caption_stage(candidates, retry_failed=retry_failed)
+        run_stage(candidates, first, listing, progress=progress)
+        stage = select_stage(cfg, tuple(quality.values()), redo=first.redo)
+        written, skipped = run_stage(cfg, stage, listing, progress=progress)
     report = summarize(stage.run_dir, "annotate")
     report.shards_done, report.shards_skipped = len(written), skipped
+    scored = report.metrics.pop("select_scored", 0.0)
+    chosen, candidates_mean = (
+        report.metrics.pop("select_chosen_sum", 0.0),
+        report.metrics.pop("select_candidates_sum", 0.0),
+    )
+    if scored:  # best-of-n: the chosen caption's quality beside the mean of every candidate's, over the items
+        report.metrics.update(select_chosen_mean=chosen / scored, select_candidates_mean=candidates_mean / scored)
     report.duration_s = time.perf_counter() - t0
     report.outputs["shards"] = str(cfg.output_dir)
     if cfg.output.export_jsonl:

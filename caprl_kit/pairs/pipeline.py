@@ -30,6 +30,7 @@ from caprl_kit.log import get_logger
 from caprl_kit.pairs.config import PairOptions, PairsConfig
 from caprl_kit.progress import NullProgress, Progress, RunReport
 from caprl_kit.prompts import PROMPTS
+from caprl_kit.rewards.combine import reward_engines
 from caprl_kit.runners.driver import Listing, Stage, begin, command, run_stage
 from caprl_kit.schemas.annotation import AnnotationRow
 from caprl_kit.schemas.layout import PAIRS, PAIRS_JSONL, PAIRS_SAMPLES_DIR, PAIRS_SCORED_DIR, PAIRS_SUMMARY
@@ -289,18 +290,6 @@ def make_scorer(cfg: PairsConfig, progress: Progress) -> ScoreWorker:
     return ScoreWorker(cfg, progress)
 
 
-def reward_engines(cfg: PairsConfig) -> dict[str, Any]:
-    """The engines a score worker builds, by config key (checked before the run; what a worker asks of the cluster:
-    GPUs): the in-process answerer and the judge of the weighted terms."""
-    weighted = {c.name for c in cfg.reward.components if c.weight}
-    engines = {}
-    if "qa_accuracy" in weighted and cfg.reward.qa.service is None:
-        engines["reward.qa.answerer"] = cfg.reward.qa.answerer
-    if "vl_judge" in weighted:
-        engines["reward.vl_judge.judge"] = cfg.reward.vl_judge.judge
-    return engines
-
-
 # --------------------------------------------------------------------------- the pairs
 
 
@@ -443,7 +432,7 @@ def run(cfg: PairsConfig, *, overwrite: bool = False, progress: Progress | None 
 
     progress = progress or NullProgress()
     t0 = time.perf_counter()
-    scoring = reward_engines(cfg)
+    scoring = reward_engines(cfg.reward, "reward")
     seen = begin(
         cfg,
         "pairs",

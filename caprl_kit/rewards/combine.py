@@ -24,6 +24,18 @@ def build_term(name: str, cfg: RewardConfig, engine: Backend | None = None, toke
     return cls(getattr(cfg, key), **{k: available[k] for k in cls.shares})
 
 
+def reward_engines(cfg: RewardConfig, key: str) -> dict[str, Any]:
+    """The engines a ``CaprlReward`` over ``cfg`` builds, by config key under ``key`` (checked before a run; what a
+    worker asks of the cluster: GPUs): the in-process answerer and the judge of the weighted terms."""
+    weighted = {c.name for c in cfg.components if c.weight}
+    engines = {}
+    if "qa_accuracy" in weighted and cfg.qa.service is None:
+        engines[f"{key}.qa.answerer"] = cfg.qa.answerer
+    if "vl_judge" in weighted:
+        engines[f"{key}.vl_judge.judge"] = cfg.vl_judge.judge
+    return engines
+
+
 class CaprlReward:
     """``reward(completions, **columns) -> list[float]`` (TRL's shape) over the weighted terms; ``compute`` also
     returns per-term details (``qa_reward``, ``length_reward``, ``cap_tokens``, ``format_reward`` ...)."""

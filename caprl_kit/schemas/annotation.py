@@ -21,8 +21,21 @@ class SamplingRecord(BaseModel):
     repetition_penalty: float = Field(description="Repetition penalty")
 
 
+class CaptionQuality(BaseModel):
+    """Best-of-n (``select``): every candidate's quality and the one kept."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    by: str = Field(description="The weighted terms the quality is (e.g. 1.0 x qa_accuracy + 0.1 x length)")
+    chosen: int = Field(description="Index in captions of the caption kept as caption")
+    scores: list[float] = Field(description="Each candidate's weighted quality, in captions order")
+    names: list[str] = Field(description="The term scores in terms, in order (qa_reward, length_reward, ...)")
+    terms: list[list[float]] = Field(description="Each candidate's term scores, in names order")
+
+
 class AnnotationRow(Artifact):
     schema_name = "annotation"
+    schema_version = 2  # v2: quality (best-of-n)
     producer = "caprl annotate"
     consumer = "datasets.load_dataset('parquet'), polars, caprl eval"
     file_pattern = SHARD
@@ -64,7 +77,9 @@ class AnnotationRow(Artifact):
     source: str | None = Field(None, description="Path or URL of the media; null for embedded bytes")
     media_type: MediaType = Field("image", description="image or video")
     media_bytes: bytes | None = Field(None, description="Encoded media, only when output.embed_media is on")
-    caption: str | None = Field(None, description="First caption (null when the item failed)")
+    caption: str | None = Field(
+        None, description="First caption, or with select the best one (null when the item failed)"
+    )
     captions: list[str] = Field(default_factory=list, description="All n captions")
     model: str = Field(description="Captioner model id or path")
     prompt_id: str = Field(description="Name of the prompt in the prompt registry")
@@ -82,6 +97,9 @@ class AnnotationRow(Artifact):
         None,
         description="The first caption without its boilerplate opener and closing "
         "meta remarks, when output.clean is on",
+    )
+    quality: CaptionQuality | None = Field(
+        None, description="Best-of-n: every candidate's quality and the chosen index (null without select)"
     )
     width: int | None = Field(None, description="Width of the decoded image or frames")
     height: int | None = Field(None, description="Height of the decoded image or frames")

@@ -18,9 +18,11 @@ CURATED_SPLIT = "dataset/{split}.parquet"
 CURATED_SPLIT_JSONL = "dataset/{split}.jsonl"
 AUDIT = "dataset/audit.parquet"
 FUNNEL = "dataset/funnel.json"
-#: caprl eval: OUTPUT/captions/<task>/ (annotate runs), OUTPUT/answers/<task>/ shards, results and samples
+#: caprl eval: OUTPUT/captions/<task>/ (annotate runs), OUTPUT/answers/<task>/ and the judge's OUTPUT/judgments/<task>/
+#: shards, results and samples
 EVAL_CAPTIONS_DIR = "captions/{task}"
 EVAL_ANSWERS_DIR = "answers/{task}"
+EVAL_JUDGMENTS_DIR = "judgments/{task}"
 EVAL_RESULTS = "results_{ts}.json"
 EVAL_RESULTS_LATEST = "results_latest.json"
 EVAL_SAMPLES = "samples_{task}_{ts}.jsonl"
@@ -32,6 +34,8 @@ OFFICIAL_EXPORT_MANIFEST = "official_export.json"
 PUBLISH_DATA = "data/train-{index:05d}-of-{count:05d}.parquet"
 PUBLISH_DATA_GLOB = "data/train-*"
 DATASET_CARD = "README.md"
+#: caprl annotate with select: OUTPUT/candidates/ (every sampled caption), then the chosen rows in OUTPUT
+ANNOTATE_CANDIDATES_DIR = "candidates"
 #: caprl train pairs: OUTPUT/samples/ (an annotate run), OUTPUT/scored/ shards, then the pairs
 PAIRS_SAMPLES_DIR = "samples"
 PAIRS_SCORED_DIR = "scored"

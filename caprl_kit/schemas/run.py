@@ -24,7 +24,7 @@ class ShardStats(Artifact):
     file_pattern = SHARD_STATS
     example = {
         "shard_id": 3,
-        "artifact": "annotation/v1",
+        "artifact": "annotation/v2",
         "n_items": 1000,
         "n_ok": 997,
         "n_failed": 3,
@@ -66,7 +66,7 @@ class RunManifest(Artifact):
     file_pattern = RUN_MANIFEST
     example = {
         "command": "annotate",
-        "artifact": "annotation/v1",
+        "artifact": "annotation/v2",
         "caprl_kit_version": "0.1.0",
         "created_at": "2026-01-01T12:00:00+00:00",
         "config_hash": "5d41402abc4b2a76b9719d911017c592",

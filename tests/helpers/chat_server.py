@@ -3,7 +3,8 @@
 The behaviour is chosen by the last user text: ``RATE`` answers 429 once then 200, ``WAIT`` answers 429 with
 ``Retry-After: 1`` once then 200, ``FLAKY`` answers 503 twice, ``BAD`` answers 400, ``SLOW`` waits 0.2 s; anything
 else answers at once, with ``echo i: <text>``, or with what ``replies`` gives: scripted (content, finish_reason) pairs
-handed out in arrival order. ``fail_arrivals``: the arrival numbers (1-based, over every request) answered 503 (an
+handed out in arrival order, or the ``n`` contents ``choices(body, n)`` returns (different choices per request).
+``fail_arrivals``: the arrival numbers (1-based, over every request) answered 503 (an
 outage); ``garbled_arrivals``: answered 200 with a body that is not JSON (a broken proxy); ``die_after``: the server
 stops listening once it has answered that many requests (killed mid-run; ``port`` starts a new one on the same port).
 ``keep_alive``: HTTP/1.1, a connection serves request after request (default HTTP/1.0: one connection per request,
@@ -22,8 +23,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class ChatServer:
     def __init__(self, replies: list[tuple[str, str]] | None = None, *, fail_arrivals: set[int] = frozenset(),
                  garbled_arrivals: set[int] = frozenset(), die_after: int | None = None, port: int = 0,
-                 keep_alive: bool = False) -> None:
+                 keep_alive: bool = False, choices=None) -> None:
         self.replies = list(replies or [])
+        self.choices = choices
         self.fail_arrivals, self.garbled_arrivals, self.die_after = set(fail_arrivals), set(garbled_arrivals), die_after
         self.answered = 0
         self.bodies: list[dict] = []
@@ -99,6 +101,10 @@ class ChatServer:
                 if "SLOW" in text:
                     time.sleep(0.2)
                 n = body.get("n", 1)
+                if server.choices is not None:
+                    choices = [{"index": i, "message": {"role": "assistant", "content": c}, "finish_reason": "stop"}
+                               for i, c in enumerate(server.choices(body, n))]
+                    return self._send(200, {"choices": choices, "usage": {"prompt_tokens": 5, "completion_tokens": 3 * n}})
                 if server.replies:
                     with server.lock:
                         content, reason = server.replies[(len(server.bodies) - 1) % len(server.replies)]

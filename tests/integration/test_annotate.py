@@ -87,7 +87,7 @@ def test_folder_end_to_end_every_input_once(tiny_models, folder: Path, tmp_path:
     assert names == ["00000.parquet", "00000_stats.json", "00001.parquet", "00001_stats.json", "00002.parquet",
                      "00002_stats.json", "caprl_run.json", "captions.jsonl", "config.identity.json", "config.resolved.yaml",
                      "run_manifest.json"]
-    assert pq.read_schema(out / "00000.parquet").metadata[b"caprl.schema"] == b"annotation/v1"
+    assert pq.read_schema(out / "00000.parquet").metadata[b"caprl.schema"] == b"annotation/v2"
     exported = [json.loads(line) for line in (out / "captions.jsonl").read_text().splitlines()]
     assert len(exported) == 6 and {"video", "caption"} <= set(exported[-1]) | {"video"}
     # n = 2: every line carries both captions, the first also as the single-caption field

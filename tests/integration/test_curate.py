@@ -121,7 +121,7 @@ def test_embedded_bytes_are_read_by_the_workers_not_carried_between_stages(tmp_p
                     input={"key_column": "id", "bytes_column": "blob"}))
     gen = pl.read_parquet(str(tmp_path / "emb" / "generate" / "*.parquet"))
     assert gen["media_bytes"].null_count() == gen.height and gen["media_locator"].null_count() == 0
-    assert json.loads(gen["media_locator"][0])["kind"] == "parquet"
+    assert gen["media_locator"][0]["kind"] == "parquet"  # a struct column
     funnel = json.loads((tmp_path / "emb" / "dataset" / "funnel.json").read_text())
     assert funnel["items_dropped"] == {"no_media": 1}  # the row without bytes or path: a status, not a dead run
     kept = {name: pl.read_parquet(tmp_path / name / "dataset" / "audit.parquet").filter(pl.col("keep"))
