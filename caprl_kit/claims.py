@@ -128,7 +128,8 @@ def stream_ordered(engine: Backend, requests: Sequence[Request]) -> list[Respons
 
 
 class ClaimSplitter(Protocol):
-    """Splits a batch of captions into claims; returns each caption's claims and what splitting it cost."""
+    """Splits a batch of captions into claims; returns each caption's claims and what splitting it cost. A registered
+    splitter (``file:path.py:Class`` too) is built as ``Class(splitter_config, engine=engine_or_None)``."""
 
     def split(self, captions: Sequence[str]) -> tuple[list[list[str]], list[Cost]]: ...
 

@@ -177,6 +177,14 @@ class ClaimSplitterConfig(ConfigModel):
                     )
         elif self.name == "llm" and self.backend is None:
             issues.append(FieldIssue("backend", "is required by the llm splitter", "name the model that splits"))
+        elif self.name == "llm" and self.backend is not None and self.backend.name == "lexical":
+            issues.append(
+                FieldIssue(
+                    "backend.name",
+                    "is lexical, which answers questions and claim checks but writes no claims",
+                    "name a text model (transformers, vllm, openai), or splitter name: rules",
+                )
+            )
         if self.backend is not None and self.backend.sampling != SamplingConfig():
             issues.append(
                 FieldIssue(

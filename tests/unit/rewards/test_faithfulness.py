@@ -219,6 +219,7 @@ def test_a_missing_reference_is_one_clear_error() -> None:
     ({"splitter": {"name": "llm", "backend": {"name": "lexical"}, "sampling": {"n": 2}}}, "splitter.sampling.n",
      "one reply per caption"),
     ({"splitter": {"name": "rule"}}, "splitter.name", "did you mean 'rules'"),
+    ({"splitter": {"name": "llm", "backend": {"name": "lexical"}}}, "splitter.backend.name", "writes no claims"),
     ({"verifier": {"evidence": "media"}}, "verifier.backend.name", "cannot see the media"),
     ({"verifier": {"evidence": "media", "backend": {"name": "openai"}, "reference_column": "ref"}},
      "verifier.reference_column", "not used with evidence: media"),
