@@ -26,13 +26,18 @@ def build_term(name: str, cfg: RewardConfig, engine: Backend | None = None, toke
 
 def reward_engines(cfg: RewardConfig, key: str) -> dict[str, Any]:
     """The engines a ``CaprlReward`` over ``cfg`` builds, by config key under ``key`` (checked before a run; what a
-    worker asks of the cluster: GPUs): the in-process answerer and the judge of the weighted terms."""
+    worker asks of the cluster: GPUs): the in-process answerer, the judge and the faithfulness verifier (and llm
+    splitter) of the weighted terms."""
     weighted = {c.name for c in cfg.components if c.weight}
     engines = {}
     if "qa_accuracy" in weighted and cfg.qa.service is None:
         engines[f"{key}.qa.answerer"] = cfg.qa.answerer
     if "vl_judge" in weighted:
         engines[f"{key}.vl_judge.judge"] = cfg.vl_judge.judge
+    if "faithfulness" in weighted:
+        engines[f"{key}.faithfulness.verifier.backend"] = cfg.faithfulness.verifier.backend
+        if cfg.faithfulness.splitter.backend is not None:
+            engines[f"{key}.faithfulness.splitter.backend"] = cfg.faithfulness.splitter.backend
     return engines
 
 

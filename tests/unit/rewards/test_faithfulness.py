@@ -237,3 +237,16 @@ def test_config_refusals_name_the_key(block: dict, key: str, says: str) -> None:
     named = [i for i in info.value.issues if i.path == f"reward.faithfulness.{key}"]
     assert named, str(info.value)
     assert says in named[0].render(), named[0].render()
+
+
+def test_the_engines_a_run_checks_first_include_the_verifier_and_the_splitter() -> None:
+    from caprl_kit.rewards.combine import reward_engines
+
+    cfg = RewardConfig(components=[{"name": "qa_accuracy"}, {"name": "faithfulness", "weight": 0.5}],
+                       faithfulness={"splitter": {"name": "llm", "backend": {"name": "openai", "model": "s"}},
+                                     "verifier": {"evidence": "media", "backend": {"name": "vllm", "model": "v"}}})
+    engines = reward_engines(cfg, "reward")
+    assert engines["reward.faithfulness.verifier.backend"].model == "v"
+    assert engines["reward.faithfulness.splitter.backend"].model == "s"
+    off = cfg.model_copy(update={"components": cfg.components[:1]})
+    assert not [k for k in reward_engines(off, "reward") if "faithfulness" in k]
