@@ -58,6 +58,17 @@ class AnnotateOutputConfig(ConfigModel):
     )
 
 
+class VideoWindowsConfig(ConfigModel):
+    """Long videos captioned in windows (io/windows.py): each window its own frames (media.video_fps,
+    video_min_frames, video_max_frames per window) and request; the row keeps every window's captions with its span
+    and, as caption / captions, the windows' captions joined with absolute timestamps."""
+
+    seconds: float = Field(gt=0, description="Window length in seconds (e.g. 60)")
+    min_last_s: float | None = Field(
+        None, ge=0, description="A last window shorter than this joins the one before it (default: half a window)"
+    )
+
+
 def _select_reward() -> RewardConfig:
     return RewardConfig(components=[ComponentConfig(name="qa_accuracy", weight=1.0)])
 
@@ -93,6 +104,9 @@ class AnnotateConfig(JobConfig):
     runner: RunnerConfig = Field(default_factory=RunnerConfig)
     output: AnnotateOutputConfig = Field(default_factory=AnnotateOutputConfig)
     monitors: MonitorConfig = Field(default_factory=MonitorConfig)
+    video_windows: VideoWindowsConfig | None = Field(
+        None, description="Caption videos in windows of video_windows.seconds (long videos); null: one request each"
+    )
     select: SelectConfig | None = Field(
         None, description="Best-of-n: score the n captions of each item and keep the best (needs sampling.n > 1)"
     )

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Generator, Iterator, Sequence
 from typing import Any
 
-from caprl_kit.annotate.config import AnnotateConfig
+from caprl_kit.annotate.config import AnnotateConfig, VideoWindowsConfig
 from caprl_kit.backends import build_backend
 from caprl_kit.backends.base import RETRYABLE_KINDS, Backend, Request, Response, SamplingParams
 from caprl_kit.backends.pool import release
@@ -28,6 +28,7 @@ from caprl_kit.io.readers import InputItem
 from caprl_kit.io.rundir import RunDir
 from caprl_kit.io.shards import ShardSpec
 from caprl_kit.io.stats import StatsBuilder
+from caprl_kit.io.windows import WindowedVideo, load_windows_media, merge_captions
 from caprl_kit.log import get_logger
 from caprl_kit.monitors import FLAG_METRIC, caption_flags, clean_caption, flag_counts
 from caprl_kit.progress import NullProgress, Progress
@@ -39,14 +40,26 @@ from caprl_kit.schemas.run import ShardStats
 log = get_logger(__name__)
 
 
-def load_item(item: InputItem, media_cfg: MediaConfig, keep_raw: bool, wire: ImageWire | None = None) -> Loaded:
+def load_item(
+    item: InputItem,
+    media_cfg: MediaConfig,
+    keep_raw: bool,
+    wire: ImageWire | None = None,
+    windows: VideoWindowsConfig | None = None,
+) -> Loaded:
     """One input item's media decoded with ``media`` settings (an image in the back end's wire form when it has
-    one); a bad file is a ``Loaded`` with its ``MediaError`` (naming the item's source, else its key). ``keep_raw``:
-    keep the encoded bytes (``output.embed_media``). Module-level so decode processes can run it
-    (``decode.processes``)."""
+    one; a video in ``windows`` when set); a bad file is a ``Loaded`` with its ``MediaError`` (naming the item's
+    source, else its key). ``keep_raw``: keep the encoded bytes (``output.embed_media``). Module-level so decode
+    processes can run it (``decode.processes``)."""
     try:
         payload = item_payload(item, media_cfg.max_file_bytes, url_limits(media_cfg))
-        media, raw = load_media(item.source or None, payload, item.media_type, media_cfg, wire)
+        media: LoadedImage | VideoClip | WindowedVideo
+        if windows is not None and item.media_type == "video":
+            media, raw = load_windows_media(
+                item.source or None, payload, media_cfg, windows.seconds, windows.min_last_s, wire
+            )
+        else:
+            media, raw = load_media(item.source or None, payload, item.media_type, media_cfg, wire)
     except MediaError as exc:
         return Loaded(item, error=MediaError(exc.kind, item.source or item.key, exc.reason))
     return Loaded(item, media=media, raw=raw if keep_raw else None)
@@ -80,7 +93,11 @@ class Annotator:
         d = self.cfg.decode
         ahead = d.ahead or max(self.cfg.batching.window, min(64, getattr(self.backend, "in_flight", 0) // 2))
         load = functools.partial(
-            load_item, media_cfg=self.cfg.media, keep_raw=self.cfg.output.embed_media, wire=self.backend.image_wire
+            load_item,
+            media_cfg=self.cfg.media,
+            keep_raw=self.cfg.output.embed_media,
+            wire=self.backend.image_wire,
+            windows=self.cfg.video_windows,
         )
         return decode_map(load, items, d.workers, ahead=ahead, processes=d.processes)
 
@@ -132,6 +149,7 @@ class Annotator:
             height=media.height if media is not None else None,
             n_frames=len(media.frames) if isinstance(media, VideoClip) else None,
             frame_timestamps=media.timestamps if isinstance(media, VideoClip) else None,
+            windows=None,
             latency_s=round(resp.latency_s, 4) if resp else None,
             content_hash=media.content_hash if media is not None else None,
             status=status,
@@ -179,6 +197,11 @@ class Annotator:
                     continue
                 if isinstance(ld.media, LoadedImage) and ld.media.encoded is not None:
                     sent[ld.media.encoded.sent] += 1
+                if isinstance(ld.media, WindowedVideo):  # one request per window, one row from all of them
+                    _, text = self.prompt_for("video")
+                    requests = [Request.user(text, videos=[w], system=self.cfg.prompt.system) for w in ld.media.windows]
+                    yield Work(requests, functools.partial(self._windows_answered, ld))
+                    continue
                 yield Work([self._request(ld)], functools.partial(self._answered, ld))
         finally:
             loaded.close()  # on Ctrl-C or an error: pending decodes are cancelled, not waited for
@@ -192,6 +215,50 @@ class Annotator:
 
     def _answered(self, ld: Loaded, got: list[Response]) -> list[dict[str, Any]]:
         return [self._finish(ld, got[0])]
+
+    def _windows_answered(self, ld: Loaded, got: list[Response]) -> list[dict[str, Any]]:
+        """A video captioned in windows: its row holds every window's captions with its span, and as caption(s) the
+        windows' captions joined with absolute timestamps (sample k joins the windows' k-th captions); a window that
+        failed on its own fails the row, naming the window."""
+        video = ld.media
+        assert isinstance(video, WindowedVideo)
+        spans = video.spans
+        bad = next(((i, r) for i, r in enumerate(got) if not r.ok), None)
+        if bad is not None:
+            i, r = bad
+            failed = Response.failed(
+                r.error_kind or "generation_failed", f"window {i} [{spans[i][0]:.1f}-{spans[i][1]:.1f} s]: {r.error}"
+            )
+            return [self._finish(ld, failed)]
+        n = min(len(r.texts) for r in got)
+        merged = Response(
+            texts=[merge_captions([r.texts[k] for r in got], spans) for k in range(n)],
+            prompt_tokens=sum(r.prompt_tokens or 0 for r in got),
+            completion_tokens=[
+                sum(r.completion_tokens[k] for r in got if k < len(r.completion_tokens)) for k in range(n)
+            ],
+            finish_reasons=[
+                "length" if any(k < len(r.finish_reasons) and r.finish_reasons[k] == "length" for r in got) else "stop"
+                for k in range(n)
+            ],
+            latency_s=max(r.latency_s for r in got),
+        )
+        row = self._finish(ld, merged)
+        row.update(
+            windows=[
+                {
+                    "start_s": start,
+                    "end_s": end,
+                    "captions": r.texts,
+                    "n_frames": len(w.frames),
+                    "completion_tokens": r.completion_tokens,
+                }
+                for (start, end), w, r in zip(spans, video.windows, got)
+            ],
+            n_frames=sum(len(w.frames) for w in video.windows),
+            frame_timestamps=[round(start + t, 3) for (start, _), w in zip(spans, video.windows) for t in w.timestamps],
+        )
+        return [row]
 
     def _finish(self, ld: Loaded, resp: Response) -> dict[str, Any]:
         if resp.ok:

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from caprl_kit.errors import MediaError
 from caprl_kit.io.media import LoadedImage, VideoClip
 from caprl_kit.io.readers import InputItem
+from caprl_kit.io.windows import WindowedVideo
 
 
 @dataclass
 class Loaded:
     item: InputItem
-    media: LoadedImage | VideoClip | None = None
+    media: LoadedImage | VideoClip | WindowedVideo | None = None
     raw: bytes | None = None
     error: MediaError | None = None
 

@@ -33,6 +33,18 @@ class CaptionQuality(BaseModel):
     terms: list[list[float]] = Field(description="Each candidate's term scores, in names order")
 
 
+class CaptionWindow(BaseModel):
+    """One window of a video captioned in windows (``video_windows``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start_s: float = Field(description="Where the window starts in the video (seconds)")
+    end_s: float = Field(description="Where it ends (seconds); the windows tile the video")
+    captions: list[str] = Field(description="The window's n captions, timestamps from the window's start")
+    n_frames: int = Field(description="Frames sampled in the window")
+    completion_tokens: list[int] = Field(default_factory=list, description="Tokens of each of its captions")
+
+
 class AnnotationRow(Artifact):
     schema_name = "annotation"
     schema_version = 2  # v2: quality (best-of-n)
@@ -100,6 +112,11 @@ class AnnotationRow(Artifact):
     )
     quality: CaptionQuality | None = Field(
         None, description="Best-of-n: every candidate's quality and the chosen index (null without select)"
+    )
+    windows: list[CaptionWindow] | None = Field(
+        None,
+        description="A video captioned in windows (video_windows): each window's span and captions; caption and "
+        "captions then hold the merged caption(s) with absolute timestamps (null otherwise)",
     )
     width: int | None = Field(None, description="Width of the decoded image or frames")
     height: int | None = Field(None, description="Height of the decoded image or frames")
