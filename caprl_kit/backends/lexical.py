@@ -71,9 +71,17 @@ def _content_words(text: str) -> tuple[str, ...]:  # captions and options repeat
     return tuple(_stemmer().stemWords(words))
 
 
+#: the caption in caprl eval's (Prism) answer prompt, "Here is a detailed caption of a video: ... Please answer ..."
+PRISM_CAPTION_RE = re.compile(
+    r"Here is a detailed caption of (?:an image|a video): (.*?)\. Please answer the question based on the caption\.",
+    re.DOTALL,
+)
+
+
 def parse_prompt(text: str) -> tuple[str, str, list[tuple[str, str]]]:
-    """(caption, question stem, [(letter, option text)]) from an answerer prompt; the last example wins."""
-    captions = CAPTION_RE.findall(text)
+    """(caption, question stem, [(letter, option text)]) from an answerer prompt (the CapRL answerer's, or caprl
+    eval's); the last example wins."""
+    captions = CAPTION_RE.findall(text) or PRISM_CAPTION_RE.findall(text)
     if captions:
         caption = captions[-1]
     else:

@@ -16,6 +16,7 @@ from typer.core import TyperGroup
 
 from caprl_kit.cli.annotate_publish import annotate_publish
 from caprl_kit.cli.data_export import data_export
+from caprl_kit.cli.eval_judge import eval_judge
 from caprl_kit.cli.eval_official import eval_export_official
 from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 
@@ -274,9 +275,12 @@ train_app.command("pairs", help=VERB_HELP["pairs"])(_make_verb("pairs"))
 annotate_app = _verb_app("annotate", "status DIR; publish RUN_DIR OUT_DIR")
 annotate_app.command("status")(annotate_status)
 annotate_app.command("publish")(annotate_publish)
-eval_app = _verb_app("eval", "compare DIR [DIR ...] --output report.html; export-official RUN_DIR [--output DIR]")
+eval_app = _verb_app(
+    "eval", "compare DIR [DIR ...] --output report.html; export-official RUN_DIR [--output DIR]; judge RUN_DIR"
+)
 eval_app.command("compare")(eval_compare)
 eval_app.command("export-official")(eval_export_official)
+eval_app.command("judge")(eval_judge)
 
 
 @app.command("serve-reward")

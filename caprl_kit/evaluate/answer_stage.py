@@ -5,7 +5,7 @@ rows to BoN and M_Acc."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 from caprl_kit.backends import build_backend
@@ -30,6 +30,16 @@ from caprl_kit.schemas.run import ShardStats
 
 CAPTION_SENTENCE = "Here is a detailed caption of {what}: {caption}. Please answer the question based on the caption."
 
+#: (response, sample) -> (prediction, score); a None score: the judge scores the answer (``judge.py``)
+Scoring = Callable[[str, Sample], tuple[str | None, float | None]]
+
+
+def metric_scoring(
+    response: str, sample: Sample, scorer: str, compat: Literal["fixed", "official"]
+) -> tuple[str | None, float]:
+    """The ``scorer`` metric of ``response`` against the sample's gold (eval's own layout)."""
+    return score(response, sample.gold, scorer, compat)
+
 
 def answer_stage(
     cfg: EvalConfig,
@@ -41,15 +51,17 @@ def answer_stage(
     digest: str | None,
     progress: Progress,
     shards: ShardTally | None = None,
+    scoring: Scoring | None = None,
 ) -> list[dict[str, Any]]:
     """Answer and score every caption slot of ``samples`` (an item without a caption is one ``no_caption`` row);
-    returns the task's eval_sample rows, those of earlier runs included."""
+    returns the task's eval_sample rows, those of earlier runs included. ``scoring`` scores an answer (default:
+    the ``scorer`` metric on the sample's gold)."""
     stage = Stage(
         f"answer {task}",
         f"eval/{task}",
         RunDir(join(str(cfg.output_dir), EVAL_ANSWERS_DIR.format(task=task)), EvalSample),
         _stage2_hash(cfg, digest),
-        functools.partial(AnswerWorker, cfg, task, scorer, captions, no_caption),
+        functools.partial(AnswerWorker, cfg, task, scorer, captions, no_caption, scoring=scoring),
         lambda: iter_shards(samples, cfg.sharding.shard_size),
         total=sum(max(1, len(captions.get(s.media) or [])) for s in samples),
         engines=(cfg.answerer,),
@@ -72,9 +84,11 @@ class AnswerWorker:
         captions: dict[str, list[str]],
         no_caption: dict[str, str],
         progress: Progress,
+        scoring: Scoring | None = None,
     ):
         self.cfg, self.task, self.scorer, self.captions, self.progress = cfg, task, scorer, captions, progress
         self.no_caption = no_caption
+        self.scoring = scoring or functools.partial(metric_scoring, scorer=scorer, compat=cfg.compat)
         self.backend = build_backend(cfg.answerer)
         self.sampling = SamplingParams.from_config(cfg.answerer.sampling).with_(n=1)
         self.run = RunDir(join(str(cfg.output_dir), EVAL_ANSWERS_DIR.format(task=task)), EvalSample)
@@ -109,7 +123,7 @@ class AnswerWorker:
                 "status": "answer_failed",
                 "error_message": str(resp.error),
             }
-        pred, value = score(resp.texts[0], s.gold, self.scorer, self.cfg.compat)
+        pred, value = self.scoring(resp.texts[0], s)
         return {
             **base,
             "response": resp.texts[0],

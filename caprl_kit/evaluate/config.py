@@ -10,6 +10,7 @@ from pydantic import AfterValidator, Field, model_validator
 from caprl_kit.backends.config import BackendConfig, SamplingConfig, one_answer
 from caprl_kit.config import ConfigModel, FieldIssue, JobConfig, prompt_field, raise_issues, registry_name
 from caprl_kit.evaluate.captions_file import CaptionsFileConfig
+from caprl_kit.evaluate.layouts import LAYOUTS
 from caprl_kit.evaluate.metrics import SCORERS
 from caprl_kit.io.config import DecodeConfig, MediaConfig, Paths, ShardingConfig, refuse_moved_decode_keys
 from caprl_kit.prompts import PROMPTS
@@ -33,12 +34,47 @@ class BenchmarkConfig(ConfigModel):
         "Parquet rows with image|video, question, [options], answer; with compat official, scorer auto reads "
         "this path as written, as the official evaluator reads its --data-path ('info', 'char', else math)"
     )
-    image_root: str | None = Field(None, description="Root for relative media paths (default: the file's folder)")
-    media_type: Literal["image", "video"] = "image"
+    image_root: str | None = Field(
+        None,
+        description="Root for relative media paths (default: the file's folder); with a video layout, the folder "
+        "holding its videos (default: where VLMEvalKit puts them beside the file; docs/eval.md)",
+    )
+    media_type: Literal["image", "video"] = Field("image", description="image | video (a video layout: video)")
     scorer: Annotated[str, AfterValidator(_scorer_name)] = Field(
-        "auto", description="auto | math | chart | anls_chart | mcq"
+        "auto", description="auto | math | chart | anls_chart | mcq (a video layout scores as its benchmark does)"
     )
     limit: int | None = Field(None, ge=1, description="Evaluate only the first N rows")
+    layout: Annotated[str, AfterValidator(registry_name(LAYOUTS))] = Field(
+        "caprl",
+        description="How the file is laid out: caprl (the official Prism image files, our JSONL/Parquet rows) or "
+        "the VLMEvalKit file of a video benchmark: videomme | mvbench | mmvu | mmbench_video | tomato | timelens",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _layout_media(cls, data: Any) -> Any:
+        """A video layout's media are videos and its benchmark scores them: ``media_type: image`` or a ``scorer``
+        other than auto is refused with it, and media_type is set to video."""
+        if (
+            not isinstance(data, dict)
+            or data.get("layout", "caprl") in ("caprl", None)
+            or data["layout"] not in LAYOUTS
+        ):
+            return data
+        media = LAYOUTS.get(data["layout"]).media_type
+        issues = []
+        if data.get("media_type", media) != media:
+            issues.append(FieldIssue("media_type", f"is {media} with layout {data['layout']}", "remove media_type"))
+        if data.get("scorer", "auto") != "auto":
+            issues.append(
+                FieldIssue(
+                    "scorer",
+                    f"layout {data['layout']} scores answers as its benchmark does",
+                    "remove scorer (docs/eval.md lists each layout's scoring)",
+                )
+            )
+        raise_issues(issues)
+        return {**data, "media_type": media}
 
 
 def _caption_backend() -> BackendConfig:  # spec §5.1: 4 captions, temperature 1.0, 2048 tokens
@@ -47,6 +83,30 @@ def _caption_backend() -> BackendConfig:  # spec §5.1: 4 captions, temperature 
 
 def _answer_backend() -> BackendConfig:  # spec §5.1: one answer per caption, temperature 1.0, 2048 tokens
     return BackendConfig(sampling=SamplingConfig(n=1, temperature=1.0, top_p=1.0, max_tokens=2048))
+
+
+def _judge_backend() -> BackendConfig:  # spec §5.2 MMVU_JUDGE_MODEL=gpt-4o; VLMEvalKit's judge: temperature 0, 2048
+    return BackendConfig(name="openai", model="gpt-4o", sampling=SamplingConfig(n=1, temperature=0.0, max_tokens=2048))
+
+
+class JudgeConfig(ConfigModel):
+    backend: BackendConfig = Field(
+        default_factory=_judge_backend,
+        description="The judge: any OpenAI-compatible endpoint (name: openai, openai.base_url) or a local engine",
+    )
+    skip: bool = Field(
+        False,
+        description="Call no judge (--skip-judge): open-ended answers without a stored verdict are left "
+        "awaiting_judge, out of M_Acc/BoN; judge them later with caprl eval judge RUN_DIR",
+    )
+
+    @model_validator(mode="after")
+    def _one_verdict(self) -> JudgeConfig:
+        if self.backend.sampling.n > 1:
+            raise one_answer(
+                "backend.sampling.n", self.backend.sampling.n, "the judge gives one verdict per answer", "set it to 1"
+            )
+        return self
 
 
 class QAUtilityConfig(ConfigModel):
@@ -92,6 +152,11 @@ class EvalConfig(JobConfig):
         "caprl_video_timestamped"
     )
     answerer: BackendConfig = Field(default_factory=_answer_backend, description="Text LLM answering from captions")
+    judge: JudgeConfig | None = Field(
+        None,
+        description="LLM judge of the open-ended answers (layouts mmvu, mmbench_video); without one they are left "
+        "awaiting_judge",
+    )
     compat: Literal["fixed", "official"] = Field(
         "fixed",
         description="Scoring: fixed (ours) or official (the official evaluator's, case for case; docs/eval.md "
@@ -141,5 +206,28 @@ class EvalConfig(JobConfig):
                     "set it to 1; captioner.sampling.n sets how many captions, each answered once, an item gets",
                 )
             )
-        raise_issues(issues)
+        raise_issues(issues + self._video_keys())
         return self
+
+    def _video_keys(self) -> list[FieldIssue]:
+        """The keys that mean something only with some benchmarks or sources, refused where they mean nothing."""
+        issues = []
+        judged = [b.name for b in self.benchmarks if LAYOUTS.get(b.layout).judge is not None]
+        if self.judge is not None and not judged:
+            issues.append(
+                FieldIssue(
+                    "judge",
+                    "no benchmark has open-ended questions for it to judge (layouts mmvu, mmbench_video)",
+                    "remove judge",
+                )
+            )
+        if self.compat == "official" and self.benchmarks and all(b.layout != "caprl" for b in self.benchmarks):
+            issues.append(
+                FieldIssue(
+                    "compat",
+                    "official selects the official Prism image scorers; every benchmark here is a video layout, "
+                    "scored as its benchmark does",
+                    "remove compat",
+                )
+            )
+        return issues

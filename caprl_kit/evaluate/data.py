@@ -31,6 +31,10 @@ class Sample:
     media_type: str
     question: str  # the user text after the media (the official prompt's remainder)
     gold: str
+    options: tuple[tuple[str, str], ...] = ()  # (letter, text) of a video layout's multiple-choice question
+    open_ended: bool = False  # answered in free text, scored by the judge
+    raw_question: str = ""  # the benchmark's own question text, as the judge's prompt quotes it
+    groups: tuple[tuple[str, str], ...] = ()  # (dimension, group) of the benchmark's breakdowns it counts in
 
 
 def question_text(row: dict[str, Any]) -> str:
@@ -101,6 +105,15 @@ def read_rows(bench: BenchmarkConfig) -> list[dict[str, Any]]:
 
 
 def load_benchmark(bench: BenchmarkConfig) -> list[Sample]:
+    """The benchmark's samples, read by its layout (``benchmarks[].layout``, ``layouts.py``)."""
+    from caprl_kit.evaluate.layouts import LAYOUTS
+
+    samples: list[Sample] = LAYOUTS.get(bench.layout).load(bench)
+    return samples
+
+
+def read_benchmark(bench: BenchmarkConfig) -> list[Sample]:
+    """The samples of a file in eval's own layout (``caprl``)."""
     rows = read_rows(bench)
     root = bench.image_root or posixpath.dirname(bench.path)
     samples = []

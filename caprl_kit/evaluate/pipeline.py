@@ -3,24 +3,27 @@
 each caption + the question (``answer_stage``: sharded, resumable), then scoring: BoN and M_Acc per benchmark; plus
 the held-out QA utility on a curated set (``qa_utility``).
 
-Outputs in OUTPUT/: ``captions/<task>/`` (annotation shards), ``answers/<task>/`` (eval_sample shards),
-``results_<ts>.json`` (eval_results), ``samples_<task>_<ts>.jsonl``, ``report.html``.
+Outputs in OUTPUT/: ``captions/<task>/`` (annotation shards), ``answers/<task>/`` and ``judgments/<task>/`` (the
+judge's verdicts on open-ended video answers; eval_sample shards), ``results_<ts>.json`` (eval_results),
+``samples_<task>_<ts>.jsonl``, ``report.html``.
 """
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 from caprl_kit.errors import ConfigError, ConfigIssue
-from caprl_kit.evaluate.answer_stage import answer_stage, summarize
+from caprl_kit.evaluate.answer_stage import answer_stage
 from caprl_kit.evaluate.caption_stage import ShardTally, captions_for
 from caprl_kit.evaluate.config import BenchmarkConfig, EvalConfig
 from caprl_kit.evaluate.data import Sample, load_benchmark
 from caprl_kit.evaluate.faithfulness import faithfulness_engines, refuse_missing_references, task_faithfulness
-from caprl_kit.evaluate.metrics import scorer_for
+from caprl_kit.evaluate.judge_stage import AWAITING, judge_engines, judged
+from caprl_kit.evaluate.layouts import LAYOUTS
 from caprl_kit.evaluate.qa_utility import refuse_empty_dataset, run_qa_utility
 from caprl_kit.io.fs import atomic_write_text, join, url_to_fs
 from caprl_kit.io.readers import paths_label
@@ -39,7 +42,10 @@ def plan(cfg: EvalConfig) -> list[str]:
     )
     lines = [f"{source}, answerer {cfg.answerer.name}:{cfg.answerer.model}, compat={cfg.compat}"]
     for b in cfg.benchmarks:
-        lines.append(f"benchmark {b.name}: {b.path} ({b.media_type}, scorer {b.scorer})")
+        lines.append(f"benchmark {b.name}: {b.path} ({b.media_type}, layout {b.layout}, scorer {b.scorer})")
+    if cfg.judge is not None:
+        judge = "skipped: caprl eval judge RUN_DIR later" if cfg.judge.skip else f"{cfg.judge.backend.model}"
+        lines.append(f"judge of the open-ended answers: {cfg.judge.backend.name}:{judge}")
     if cfg.qa_utility:
         lines.append(f"held-out QA utility on {paths_label(cfg.qa_utility.dataset)} ({cfg.qa_utility.qa.mode})")
     return lines
@@ -59,7 +65,10 @@ def run(cfg: EvalConfig, *, overwrite: bool = False, progress: Progress | None =
         cfg,
         "eval",
         lambda: Listing("", sum(map(len, benchmarks.values()))),
-        {"answerer": cfg.answerer} | ({} if cfg.captions else {"captioner": cfg.captioner}) | faithfulness_engines(cfg),
+        {"answerer": cfg.answerer}
+        | ({} if cfg.captions else {"captioner": cfg.captioner})
+        | faithfulness_engines(cfg)
+        | judge_engines(cfg),
         overwrite=overwrite,
     )
     tasks: dict[str, Any] = {}
@@ -78,15 +87,18 @@ def run_benchmark(
     cfg: EvalConfig, bench: BenchmarkConfig, samples: list[Sample], progress: Progress, shards: ShardTally | None = None
 ) -> tuple[dict[str, Any], list[dict]]:
     """One benchmark from its samples to its result: the captions of its media (stage 1), the answers to its
-    questions read from them (stage 2), BoN and M_Acc over the scored rows."""
-    gold = samples[0].gold if samples else ""
-    scorer = bench.scorer if bench.scorer != "auto" else scorer_for(bench.name, gold, cfg.compat, bench.path)
+    questions read from them (stage 2), the judge's verdicts on its open-ended answers, then its layout's result
+    (BoN and M_Acc over the scored rows, and a video benchmark's own breakdown)."""
+    layout = LAYOUTS.get(bench.layout)
+    scorer = layout.scorer(bench, samples, cfg.compat)
     media = list(dict.fromkeys((s.media, s.media_type) for s in samples))
     captions, no_caption, monitors, digest = captions_for(cfg, bench.name, media, progress, shards)
-    rows = answer_stage(cfg, bench.name, scorer, samples, captions, no_caption, digest, progress, shards)
+    scoring = functools.partial(layout.score, scorer=scorer, compat=cfg.compat)
+    rows = answer_stage(cfg, bench.name, scorer, samples, captions, no_caption, digest, progress, shards, scoring)
+    rows = judged(cfg, bench, layout, samples, rows, progress, shards)
     faithfulness = task_faithfulness(cfg, bench.name, media, captions, progress)
     return {
-        **summarize(rows, cfg.compat, scorer=scorer),
+        **layout.summarize(rows, samples, scorer, cfg.compat),
         "caption_monitors": monitors,
         "faithfulness": faithfulness,
     }, rows
@@ -150,11 +162,15 @@ def eval_report(
                 f"{task}: {t['n_failed']} sample(s) not scored ({', '.join(t['failed'])}) and left "
                 f"out of its M_Acc/BoN; see {EVAL_SAMPLES.format(task=task, ts=stamp)}"
             )
+        if t["failed"].get(AWAITING):
+            report.notes.append(f"{task}: judge its open-ended answers with caprl eval judge {cfg.output_dir}")
         if t["m_acc"] is None:
             report.notes.append(f"{task}: no sample could be scored; it is left out of the average")
             continue
         report.metrics[f"{task} M_Acc"] = t["m_acc"]
         report.metrics[f"{task} BoN"] = t["bon"]
+        for name, value in t.get("metrics", {}).items():
+            report.metrics[f"{task} {name}"] = value
         if t.get("cannot_answer_rate") is not None:
             report.metrics[f"{task} cannot-answer rate"] = t["cannot_answer_rate"]
         for flag, rate in t.get("caption_monitors", {}).items():

@@ -5,7 +5,15 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from caprl_kit.schemas._base import Artifact
-from caprl_kit.schemas.layout import EVAL_ANSWERS_DIR, EVAL_RESULTS, EVAL_RESULTS_LATEST, EVAL_SAMPLES, SHARD, pattern
+from caprl_kit.schemas.layout import (
+    EVAL_ANSWERS_DIR,
+    EVAL_JUDGMENTS_DIR,
+    EVAL_RESULTS,
+    EVAL_RESULTS_LATEST,
+    EVAL_SAMPLES,
+    SHARD,
+    pattern,
+)
 
 
 class EvalSample(Artifact):
@@ -13,7 +21,7 @@ class EvalSample(Artifact):
     schema_version = 2  # v2: status is never null (v1: null meant ok)
     producer = "caprl eval"
     consumer = "reports, error analysis"
-    file_pattern = f"{pattern(EVAL_ANSWERS_DIR, SHARD)}, {EVAL_SAMPLES}"
+    file_pattern = f"{pattern(EVAL_ANSWERS_DIR, SHARD)}, {pattern(EVAL_JUDGMENTS_DIR, SHARD)}, {EVAL_SAMPLES}"
     example = {
         "task": "chartqa",
         "sample_id": "chartqa_0001",
@@ -37,7 +45,11 @@ class EvalSample(Artifact):
     prediction: str | None = Field(None, description="Answer extracted from the response")
     score: float | None = Field(description="Metric value for this sample (null when it was not scored)")
     metric: str = Field(description="Metric name")
-    status: str = Field("ok", description="ok, or why the sample was not scored (no_caption, answer_failed)")
+    status: str = Field(
+        "ok",
+        description="ok, or why the sample was not scored (no_caption, answer_failed; an open-ended answer: "
+        "awaiting_judge, judge_failed)",
+    )
     error_message: str | None = Field(None, description="Why the sample was not scored, null when ok")
 
 
@@ -59,6 +71,18 @@ class FaithfulnessResult(BaseModel):
     seconds_per_caption: float = Field(description="Wall time per caption")
     unsupported_examples: list[dict[str, str]] = Field(
         default_factory=list, description="The first unsupported claims: {item, claim}"
+    )
+
+
+class GroupResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    n_samples: int = Field(description="Scored samples in the group")
+    m_acc: float | None = Field(description="Mean over the group's samples of the mean over their captions")
+    bon: float | None = Field(description="Mean over the group's samples of their best caption's score")
+    metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="The group's benchmark metrics (TimeLens R1@t and mIoU, MMBench-Video's rating)",
     )
 
 
@@ -93,6 +117,17 @@ class TaskResult(BaseModel):
     )
     faithfulness: FaithfulnessResult | None = Field(
         None, description="Claim precision of the task's captions (eval's faithfulness: block; null when off)"
+    )
+    breakdown: dict[str, dict[str, GroupResult]] = Field(
+        default_factory=dict,
+        description="A video benchmark's own breakdown: dimension -> group -> its result (Video-MME by duration, "
+        "MVBench by task, MMVU by question type and subject, MMBench-Video by capability, TOMATO by task and "
+        "demonstration, TimeLens by subset)",
+    )
+    metrics: dict[str, float] = Field(
+        default_factory=dict,
+        description="The numbers a video benchmark's own table reports beside M_Acc/BoN (e.g. Video-MME per "
+        "duration, TimeLens R1@0.3/0.5/0.7 and mIoU, MMBench-Video's mean 0-3 rating)",
     )
 
 
