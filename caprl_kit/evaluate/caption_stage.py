@@ -5,12 +5,14 @@ The items without a caption are named with the reason, and the captions' hygiene
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass
 
 from caprl_kit.annotate.config import AnnotateConfig
 from caprl_kit.annotate.pipeline import caption
+from caprl_kit.errors import ConfigError, ConfigIssue
 from caprl_kit.evaluate.captions_file import CaptionsFileConfig, precomputed, read_captions
 from caprl_kit.evaluate.config import EvalConfig
 from caprl_kit.io.fs import atomic_write_text, join, url_to_fs
@@ -42,7 +44,10 @@ class ShardTally:
 def captions_for(
     cfg: EvalConfig, task: str, media: list[tuple[str, str]], progress: Progress, shards: ShardTally | None = None
 ) -> tuple[dict[str, list[str]], dict[str, str], dict[str, float], str | None]:
-    """Stage 1: the captioner's captions, or the precomputed ones (``captions:``) with their digest."""
+    """Stage 1: the captioner's captions, the precomputed ones (``captions:``) or an earlier run's
+    (``captions_from:``), the last two with their digest."""
+    if cfg.captions_from is not None:
+        return saved_captions(cfg.captions_from, task, media)
     if cfg.captions is None:
         return (*caption_stage(cfg, task, media, progress, shards), None)
     c = cfg.captions
@@ -106,6 +111,47 @@ def caption_stage(
             next(iter(failed.values())),
         )
     return captions, failed, flag_rates(dict(flags)) if flags else {}
+
+
+def saved_captions(
+    run: str, task: str, media: list[tuple[str, str]]
+) -> tuple[dict[str, list[str]], dict[str, str], dict[str, float], str]:
+    """An earlier eval run's captions of ``media`` (its ``captions/<task>``; ``captions_from``): the captions by media,
+    why the others have none (failed there, or not captioned there), the folder's caption flag rates, and a digest
+    of the captions used (the answers are cached under it, as for precomputed captions)."""
+    out = join(run, EVAL_CAPTIONS_DIR.format(task=task))
+    found, failed_there, flags = stage_captions(out)
+    captions: dict[str, list[str]] = {}
+    failed: dict[str, str] = {}
+    for path, _kind in media:
+        if path in found:
+            captions[path] = found[path]
+        else:
+            failed[path] = failed_there.get(path, f"no_caption: {path} is not captioned in {run}")
+    digest = hashlib.sha256(json.dumps(captions, sort_keys=True).encode()).hexdigest()
+    return captions, failed, (flag_rates(dict(flags)) if flags else {}), digest
+
+
+def refuse_missing_captions(cfg: EvalConfig) -> None:
+    """``captions_from`` names a run holding every benchmark's captions folder; checked before anything is written."""
+    if cfg.captions_from is None:
+        return
+    missing = []
+    for bench in cfg.benchmarks:
+        fs, path = url_to_fs(join(cfg.captions_from, EVAL_CAPTIONS_DIR.format(task=bench.name)))
+        if not fs.exists(path):
+            missing.append(bench.name)
+    if missing:
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    "captions_from",
+                    f"{cfg.captions_from} holds no captions of {', '.join(missing)} "
+                    f"({EVAL_CAPTIONS_DIR.format(task=missing[0])}/ is missing)",
+                    "point it at a caprl eval run of the same benchmarks (task names), or remove it to caption anew",
+                )
+            ]
+        )
 
 
 def stage_captions(out: str) -> tuple[dict[str, list[str]], dict[str, str], Counter[str]]:

@@ -3,6 +3,7 @@ held-out QA utility on a curated set."""
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, model_validator
@@ -75,6 +76,10 @@ class BenchmarkConfig(ConfigModel):
             )
         raise_issues(issues)
         return {**data, "media_type": media}
+
+
+def _place(url: str) -> str:
+    return url.rstrip("/") if "://" in url else os.path.abspath(url)
 
 
 def _caption_backend() -> BackendConfig:  # spec §5.1: 4 captions, temperature 1.0, 2048 tokens
@@ -151,6 +156,11 @@ class EvalConfig(JobConfig):
     video_caption_prompt: Annotated[str, AfterValidator(registry_name(PROMPTS))] = prompt_field(
         "caprl_video_timestamped"
     )
+    captions_from: str | None = Field(
+        None,
+        description="A previous caprl eval run of the same benchmarks: its captions (captions/<task>/) are this "
+        "run's stage 1 and only the answers are made (e.g. with another answerer); the captioner is not used",
+    )
     answerer: BackendConfig = Field(default_factory=_answer_backend, description="Text LLM answering from captions")
     judge: JudgeConfig | None = Field(
         None,
@@ -219,6 +229,17 @@ class EvalConfig(JobConfig):
                     "judge",
                     "no benchmark has open-ended questions for it to judge (layouts mmvu, mmbench_video)",
                     "remove judge",
+                )
+            )
+        if self.captions_from is not None and self.captions is not None:
+            issues.append(FieldIssue("captions_from", "and captions both give stage 1's captions", "keep one of them"))
+        output = self.output_dir
+        if self.captions_from is not None and output is not None and _place(self.captions_from) == _place(output):
+            issues.append(
+                FieldIssue(
+                    "captions_from",
+                    "is the output folder: its answers were made by the earlier run",
+                    "write the new answers to another --output",
                 )
             )
         if self.compat == "official" and self.benchmarks and all(b.layout != "caprl" for b in self.benchmarks):

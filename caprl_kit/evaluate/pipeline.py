@@ -18,7 +18,7 @@ from typing import Any
 
 from caprl_kit.errors import ConfigError, ConfigIssue
 from caprl_kit.evaluate.answer_stage import answer_stage
-from caprl_kit.evaluate.caption_stage import ShardTally, captions_for
+from caprl_kit.evaluate.caption_stage import ShardTally, captions_for, refuse_missing_captions
 from caprl_kit.evaluate.config import BenchmarkConfig, EvalConfig
 from caprl_kit.evaluate.data import Sample, load_benchmark
 from caprl_kit.evaluate.faithfulness import faithfulness_engines, refuse_missing_references, task_faithfulness
@@ -40,6 +40,7 @@ def plan(cfg: EvalConfig) -> list[str]:
         if cfg.captions
         else f"captioner {cfg.captioner.name}:{cfg.captioner.model} (n={cfg.captioner.sampling.n})"
     )
+    source = f"the captions of the eval run {cfg.captions_from}" if cfg.captions_from else source
     lines = [f"{source}, answerer {cfg.answerer.name}:{cfg.answerer.model}, compat={cfg.compat}"]
     for b in cfg.benchmarks:
         lines.append(f"benchmark {b.name}: {b.path} ({b.media_type}, layout {b.layout}, scorer {b.scorer})")
@@ -61,12 +62,13 @@ def run(cfg: EvalConfig, *, overwrite: bool = False, progress: Progress | None =
     if cfg.qa_utility is not None:
         refuse_empty_dataset(cfg.qa_utility.dataset)
         refuse_missing_references(cfg)
+    refuse_missing_captions(cfg)
     begin(
         cfg,
         "eval",
         lambda: Listing("", sum(map(len, benchmarks.values()))),
         {"answerer": cfg.answerer}
-        | ({} if cfg.captions else {"captioner": cfg.captioner})
+        | ({} if cfg.captions or cfg.captions_from else {"captioner": cfg.captioner})
         | faithfulness_engines(cfg)
         | judge_engines(cfg),
         overwrite=overwrite,

@@ -1,7 +1,8 @@
 """The CapRL++ video evaluation end to end on tiny fixtures in VLMEvalKit's layouts (Video-MME, MVBench, MMVU,
 MMBench-Video, TOMATO, TimeLens-Bench): each layout through eval on the tiny captioner and answerer; exact
 per-benchmark breakdowns from known captions with the lexical answerer; TimeLens and the judged open-ended answers
-through an OpenAI-compatible server on 127.0.0.1, judged in the run or later (``caprl eval judge RUN_DIR``)."""
+through an OpenAI-compatible server on 127.0.0.1, judged in the run or later (``caprl eval judge RUN_DIR``); and the
+stage-2-only rerun from a run's saved captions, counting the captioner's calls."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from caprl_kit.cli import app
+from caprl_kit.errors import ConfigError
 from caprl_kit.evaluate.config import EvalConfig
 from caprl_kit.evaluate.pipeline import run
 from chat_server import ChatServer
@@ -212,3 +214,44 @@ def test_judge_command_needs_a_run_and_a_judge(bench, tmp_path: Path) -> None:
     (mmvu / "answers" / "mmvu" / "00000_stats.json").unlink()
     code, said = judge(str(mmvu), "judge.backend.model=gpt-4o")
     assert code == 2 and "holds no finished answers of mmvu" in said, said
+
+
+def test_stage_2_alone_from_a_runs_saved_captions(tiny_models, bench, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """``captions_from``: a new answerer answers the first run's captions; the captioner is asked nothing."""
+    from caprl_kit.backends.transformers_local import TransformersBackend
+
+    calls: dict[str, int] = {}
+    generate = TransformersBackend.generate
+
+    def counted(backend, requests):  # type: ignore[no-untyped-def]
+        calls[backend.cfg.model] = calls.get(backend.cfg.model, 0) + len(requests)
+        return generate(backend, requests)
+
+    monkeypatch.setattr(TransformersBackend, "generate", counted)
+    _, files = bench
+    first, second = tmp_path / "first", tmp_path / "second"
+    common = {"benchmarks": benchmarks(files, ["videomme", "tomato"]), "media": {"video_max_frames": 4},
+              "captioner": tiny(tiny_models["captioner"], 6, n=2)}
+    run(EvalConfig.model_validate({**common, "answerer": {"name": "lexical"}, "output_dir": str(first)}))
+    captioner = str(tiny_models["captioner"])
+    assert calls[captioner] == 5  # the five videos
+    calls.clear()
+    again = EvalConfig.model_validate({**common, "answerer": tiny(tiny_models["answerer"], 4),
+                                       "captions_from": str(first), "output_dir": str(second)})
+    report = run(again)
+    assert calls.get(captioner, 0) == 0, "stage 1 came from the first run"
+    assert calls[str(tiny_models["answerer"])] == 2 * (4 + 2)  # every caption of every question, answered anew
+    assert not (second / "captions").exists()
+    for task in ("videomme", "tomato"):
+        old = {(r["sample_id"], r["caption_index"]): r["caption"] for r in samples(first, task)}
+        new = {(r["sample_id"], r["caption_index"]): r["caption"] for r in samples(second, task)}
+        assert new == old and report.metrics[f"{task} M_Acc"] is not None
+    # the output must be another folder, and the earlier run must hold every task's captions
+    with pytest.raises(Exception, match="is the output folder"):
+        EvalConfig.model_validate({**common, "captions_from": str(first), "output_dir": str(first)})
+    missing = EvalConfig.model_validate({**common, "benchmarks": benchmarks(files, ["mvbench"]),
+                                         "captions_from": str(first), "output_dir": str(tmp_path / "third")})
+    with pytest.raises(ConfigError, match="holds no captions of mvbench"):
+        run(missing)
+    assert not (tmp_path / "third").exists()

@@ -157,6 +157,8 @@ def test_keys_that_mean_nothing_with_the_video_layouts_are_refused() -> None:
         ({"benchmarks": [{**video, "scorer": "mcq"}]}, "benchmarks.0.scorer"),
         ({"benchmarks": [video], "judge": {}}, "judge"),  # nothing open-ended to judge
         ({"benchmarks": [video], "compat": "official"}, "compat"),  # no image benchmark uses the official scorers
+        ({"benchmarks": [video], "captions_from": "runs/a", "captions": {"path": "c.jsonl"}}, "captions_from"),
+        ({"benchmarks": [video], "captions_from": "runs/a", "output_dir": "runs/a/"}, "captions_from"),
         ({"benchmarks": [{**video, "layout": "mmvu"}], "judge": {"backend": {"sampling": {"n": 2}}}},
          "judge.backend.sampling.n"),
     ]
@@ -164,4 +166,4 @@ def test_keys_that_mean_nothing_with_the_video_layouts_are_refused() -> None:
         with pytest.raises(ConfigError) as err:
             _eval(**cfg)
         assert [i.path for i in err.value.issues] == [key], (cfg, err.value)
-    _eval(benchmarks=[{**video, "layout": "mmvu"}], judge={"skip": True})  # accepted
+    _eval(benchmarks=[{**video, "layout": "mmvu"}], judge={"skip": True}, captions_from="runs/a")  # accepted
