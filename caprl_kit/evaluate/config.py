@@ -131,6 +131,32 @@ class QAUtilityConfig(ConfigModel):
         "every item (e.g. the training set's reference captions)",
     )
     blind_caption_column: str = Field("caption", description="Column holding the candidates (JSONL/Parquet)")
+    length_cuts: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [128, 256, 512, 1024],
+        description="utility@k: the QA utility again with every caption cut at each of these lengths (tokens of "
+        "length_tokenizer or the captioner's tokenizer, else whitespace words), and the curve's area; empty: off",
+    )
+    length_tokenizer: str | None = Field(
+        None,
+        description="The tokenizer length_cuts count in (hub id or local path); null: the captioner model's, or "
+        "whitespace words when none loads (e.g. precomputed captions)",
+    )
+
+    @model_validator(mode="after")
+    def _length_cuts(self) -> QAUtilityConfig:
+        issues = []
+        if len(set(self.length_cuts)) != len(self.length_cuts):
+            issues.append(FieldIssue("length_cuts", f"repeats a length: {self.length_cuts}", "list each length once"))
+        if not self.length_cuts and self.length_tokenizer is not None:
+            issues.append(
+                FieldIssue(
+                    "length_tokenizer",
+                    "is not used: utility@k is off (length_cuts is empty)",
+                    "remove it, or list the lengths in length_cuts",
+                )
+            )
+        raise_issues(issues)
+        return self
 
 
 class EvalConfig(JobConfig):

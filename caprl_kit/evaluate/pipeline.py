@@ -25,6 +25,7 @@ from caprl_kit.evaluate.faithfulness import faithfulness_engines, refuse_missing
 from caprl_kit.evaluate.judge_stage import AWAITING, judge_engines, judged
 from caprl_kit.evaluate.layouts import LAYOUTS
 from caprl_kit.evaluate.qa_utility import refuse_empty_dataset, run_qa_utility
+from caprl_kit.evaluate.utility_at_k import check_length_tokenizer
 from caprl_kit.io.fs import atomic_write_text, join, url_to_fs
 from caprl_kit.io.readers import paths_label
 from caprl_kit.io.stats import utc_now
@@ -48,7 +49,11 @@ def plan(cfg: EvalConfig) -> list[str]:
         judge = "skipped: caprl eval judge RUN_DIR later" if cfg.judge.skip else f"{cfg.judge.backend.model}"
         lines.append(f"judge of the open-ended answers: {cfg.judge.backend.name}:{judge}")
     if cfg.qa_utility:
-        lines.append(f"held-out QA utility on {paths_label(cfg.qa_utility.dataset)} ({cfg.qa_utility.qa.mode})")
+        cuts = "/".join(map(str, sorted(cfg.qa_utility.length_cuts)))
+        lines.append(
+            f"held-out QA utility on {paths_label(cfg.qa_utility.dataset)} ({cfg.qa_utility.qa.mode})"
+            + (f", utility@{cuts}" if cuts else "")
+        )
     return lines
 
 
@@ -62,6 +67,7 @@ def run(cfg: EvalConfig, *, overwrite: bool = False, progress: Progress | None =
     if cfg.qa_utility is not None:
         refuse_empty_dataset(cfg.qa_utility.dataset)
         refuse_missing_references(cfg)
+        check_length_tokenizer(cfg)
     refuse_missing_captions(cfg)
     begin(
         cfg,
@@ -180,6 +186,11 @@ def eval_report(
                 report.metrics[f"{task} captions {flag.replace('_', ' ')}"] = rate
         if t.get("blind_ceiling") is not None:
             report.metrics[f"{task} blind_ceiling"] = t["blind_ceiling"]
+        for cut in (t.get("utility_at_k") or {}).get("cuts", []):
+            if cut["utility"] is not None:
+                report.metrics[f"{task} utility@{cut['k']}"] = cut["utility"]
+        if (t.get("utility_at_k") or {}).get("area") is not None:
+            report.metrics[f"{task} utility@k area"] = t["utility_at_k"]["area"]
         for key, label in (
             ("claim_precision", "claim precision"),
             ("hallucinated_claim_rate", "hallucinated-claim rate"),

@@ -1,6 +1,7 @@
 """The held-out QA utility (``qa_utility:``): caption a curated set's media, score each caption with the QA reward
-machinery against the item's own questions (held-out QA accuracy), and the image-blind ceiling (the best single
-fixed caption) to compare it with."""
+machinery against the item's own questions (held-out QA accuracy), the same with the captions cut at k tokens
+(utility@k: ``evaluate/utility_at_k.py``), and the image-blind ceiling (the best single fixed caption) to compare it
+with."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from caprl_kit.evaluate.answer_stage import summarize
 from caprl_kit.evaluate.caption_stage import ShardTally, captions_for
 from caprl_kit.evaluate.config import EvalConfig
 from caprl_kit.evaluate.faithfulness import task_faithfulness
+from caprl_kit.evaluate.utility_at_k import utility_at_k
 from caprl_kit.io.fs import url_to_fs
 from caprl_kit.io.readers import paths_label
 from caprl_kit.io.rows import read_rows
@@ -125,12 +127,16 @@ def run_qa_utility(
     ] + unscored
     offered = [c for d in out.details for c in d.get("cannot_answer", [])]
     column = cfg.faithfulness.verifier.reference_column if cfg.faithfulness else None
+    faithfulness = task_faithfulness(
+        cfg, "qa_utility", media, captions, progress, {m: r.get(column) for r, (m, _) in zip(rows, media)}
+    )
     summary = {
         **summarize(samples, cfg.compat, rescore=False),
         "caption_monitors": monitors,
         "cannot_answer_rate": sum(offered) / len(offered) if offered else None,
-        "faithfulness": task_faithfulness(
-            cfg, "qa_utility", media, captions, progress, {m: r.get(column) for r, (m, _) in zip(rows, media)}
+        "faithfulness": faithfulness,
+        "utility_at_k": utility_at_k(
+            cfg, scorer, caps, gts, index, out.scores, progress, (faithfulness or {}).get("claim_precision")
         ),
     }
     if qu.blind_captions:

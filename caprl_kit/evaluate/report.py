@@ -64,6 +64,25 @@ def _length_counts(samples: dict[str, list[dict[str, Any]]]) -> list[int]:
     return counts
 
 
+def _utility(task: str, runs: list[tuple[EvalResults, dict[str, list[dict[str, Any]]]]]) -> dict[str, Any]:
+    """The task's utility@k table (a row per run that has it, a column per cut any of them made) and curve (x:
+    log2 k)."""
+    import math
+
+    rows = [(res.captioner, u) for res, _ in runs if (t := res.tasks.get(task)) and (u := t.utility_at_k)]
+    ks = sorted({c.k for _, u in rows for c in u.cuts})
+    return {
+        "utility_ks": ks,
+        "utility": [
+            {"captioner": name, "u": u, "at_k": [{c.k: c.utility for c in u.cuts}.get(k) for k in ks]}
+            for name, u in rows
+        ],
+        "utility_curve": {
+            name: [(math.log2(c.k), c.utility) for c in u.cuts if c.utility is not None] for name, u in rows
+        },
+    }
+
+
 def summary_rows(runs: list[EvalResults], tasks: list[str]) -> tuple[list[dict[str, Any]], list[str], bool]:
     """Each run's average with the tasks it is over (those with a score), the tasks every run scored, and whether
     the runs' averages are over different task sets (then each is marked and the shared-task average shown)."""
@@ -104,7 +123,7 @@ def render_report(runs: list[tuple[EvalResults, dict[str, list[dict[str, Any]]]]
             (res.tasks[task] for res, _ in runs if task in res.tasks and res.tasks[task].blind_ceiling is not None),
             None,
         )
-        per_task.append({"name": task, "rows": rows, "blind": blind})
+        per_task.append({"name": task, "rows": rows, "blind": blind, **_utility(task, runs)})
     chart = [
         (
             task,

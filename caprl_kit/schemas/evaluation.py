@@ -74,6 +74,32 @@ class FaithfulnessResult(BaseModel):
     )
 
 
+class UtilityCut(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    k: int = Field(description="The cut: every caption's first k tokens (or words: the result's unit)")
+    utility: float | None = Field(description="M_Acc with every caption cut at k (null when none was scored)")
+    n_cut: int = Field(description="Captions longer than k: cut and answered again (the others keep their score)")
+
+
+class UtilityAtK(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    unit: str = Field(description="What k counts: tokens (of the tokenizer named) or words (whitespace)")
+    tokenizer: str | None = Field(description="The tokenizer counting tokens (null for words)")
+    cuts: list[UtilityCut] = Field(description="utility@k per cut, shortest first")
+    area: float | None = Field(
+        description="Normalised area under utility@k: trapezoids over log2 k divided by the span (1.0: a utility of 1 "
+        "at every cut)"
+    )
+    full: float | None = Field(description="The full-length utility (the task's M_Acc)")
+    mean_length: float | None = Field(description="Mean caption length in the unit")
+    n_captions: int = Field(description="Captions scored")
+    claim_precision: float | None = Field(
+        None, description="The captions' claim precision (with faithfulness:; null when off)"
+    )
+
+
 class GroupResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -117,6 +143,11 @@ class TaskResult(BaseModel):
     )
     faithfulness: FaithfulnessResult | None = Field(
         None, description="Claim precision of the task's captions (eval's faithfulness: block; null when off)"
+    )
+    utility_at_k: UtilityAtK | None = Field(
+        None,
+        description="qa_utility: the utility with every caption cut at k tokens (qa_utility.length_cuts; null when "
+        "off)",
     )
     breakdown: dict[str, dict[str, GroupResult]] = Field(
         default_factory=dict,
