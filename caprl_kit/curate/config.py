@@ -7,7 +7,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import AfterValidator, Field, model_validator
 
 from caprl_kit.backends.config import BackendConfig, SamplingConfig, one_answer
-from caprl_kit.config import ConfigModel, JobConfig, prompt_field, registry_name
+from caprl_kit.config import ConfigModel, FieldIssue, JobConfig, prompt_field, raise_issues, registry_name
 from caprl_kit.io.config import DecodeConfig, InputConfig, MediaConfig, ShardingConfig, refuse_moved_decode_keys
 from caprl_kit.prompts import PROMPTS
 from caprl_kit.runners.config import RunnerConfig
@@ -132,3 +132,20 @@ class CurateConfig(JobConfig):
     @classmethod
     def _moved_keys(cls, data: Any) -> Any:
         return refuse_moved_decode_keys(data)
+
+    @model_validator(mode="after")
+    def _carried_names(self) -> CurateConfig:
+        from caprl_kit.schemas.curate import CuratedQARow
+
+        clash = sorted(set(self.input.carry_columns) & set(CuratedQARow.model_fields))
+        if clash:
+            raise_issues(
+                [
+                    FieldIssue(
+                        "input.carry_columns",
+                        f"{clash} are columns caprl writes in every curated row",
+                        "rename those input columns, or leave them out of carry_columns",
+                    )
+                ]
+            )
+        return self

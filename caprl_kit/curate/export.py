@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -24,7 +25,7 @@ from caprl_kit.errors import CaprlError
 from caprl_kit.io.fs import atomic_write_bytes, atomic_write_text, join, url_to_fs
 from caprl_kit.io.locators import item_bytes, item_payload
 from caprl_kit.io.media import read_bytes, url_limits
-from caprl_kit.io.parquet import read_shard, rows_to_table
+from caprl_kit.io.parquet import read_shard, rows_to_table, user_columns
 from caprl_kit.io.readers import InputItem
 from caprl_kit.log import get_logger
 from caprl_kit.mcq.options import normalize_choice
@@ -55,9 +56,10 @@ def _rows(run) -> list[dict[str, Any]]:
     return [r for url in run.shard_urls() for r in read_shard(url, run.artifact).to_pylist()]
 
 
-def export(cfg: CurateConfig, items: dict[str, InputItem]) -> dict[str, Any]:
+def export(cfg: CurateConfig, items: dict[str, InputItem], carried: Sequence[str] = ()) -> dict[str, Any]:
     """The stages' shards -> the training splits, the audit table and the funnel; every item, in input order, is
-    kept (its row goes to the split its key hashes to) or dropped with the first reason that applies."""
+    kept (its row goes to the split its key hashes to) or dropped with the first reason that applies. ``carried``:
+    the input columns (``input.carry_columns``) copied into each curated row."""
     fs, dataset = url_to_fs(join(str(cfg.output_dir), "dataset"))
     fs.makedirs(dataset, exist_ok=True)
     generated, parsed, trials = _stage_rows(cfg)
@@ -83,10 +85,11 @@ def export(cfg: CurateConfig, items: dict[str, InputItem]) -> dict[str, Any]:
         per_type["questions_kept"] += len(kept)
         split = _split(key, cfg.seed, cfg.export.val_fraction)
         row = _curated_row(cfg, item, kept, split, len(curated[split]), generator, answerer)
+        row.update({c: item.extra.get(c) for c in carried})
         funnel["prompts"][row["extra_info"].pop("prompt_source")] += 1
         curated[split].append(row)
     _warn_unused_prompts(cfg, funnel["prompts"])
-    outputs = _write_splits(cfg, curated)
+    outputs = _write_splits(cfg, curated, carried)
     outputs.update(_write_audit(cfg, audit))
     outputs.update(_write_funnel(cfg, _close_funnel(funnel, curated, cfg.filter)))
     return {"funnel": funnel, "outputs": outputs}
@@ -196,12 +199,15 @@ def _keep_questions(
     return kept
 
 
-def _write_splits(cfg: CurateConfig, curated: dict[str, list[dict[str, Any]]]) -> dict[str, str]:
-    """Each split as Parquet (the curated_qa schema) and as verl-ready JSONL, atomically."""
+def _write_splits(
+    cfg: CurateConfig, curated: dict[str, list[dict[str, Any]]], carried: Sequence[str]
+) -> dict[str, str]:
+    """Each split as Parquet (the curated_qa schema, plus the carried input columns) and as verl-ready JSONL,
+    atomically."""
     fs, root = url_to_fs(str(cfg.output_dir))
     written = {}
     for split, rows in curated.items():
-        table = rows_to_table(rows, CuratedQARow)
+        table = rows_to_table(rows, CuratedQARow, user_columns(list(carried), rows))
         buf = io.BytesIO()
         pq.write_table(table, buf, compression="zstd")
         atomic_write_bytes(fs, join(root, CURATED_SPLIT.format(split=split)), buf.getvalue())

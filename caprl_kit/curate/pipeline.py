@@ -83,6 +83,7 @@ def plan(cfg: CurateConfig) -> list[str]:
 def run(cfg: CurateConfig, *, overwrite: bool = False, progress: Progress | None = None) -> RunReport:
     progress = progress or NullProgress()
     t0 = time.perf_counter()
+    carried = list(cfg.input.carry_columns)  # the user's own: copied into the curated rows
     cfg = _with_columns(cfg)
     engines = {"answer.backend": cfg.answer.backend}
     if cfg.import_mode == "none":
@@ -116,7 +117,7 @@ def run(cfg: CurateConfig, *, overwrite: bool = False, progress: Progress | None
         report.metrics[f"{name}_requests"] = sum(s.metrics.get("requests", 0) for s in stage.run_dir.read_stats())
     from caprl_kit.curate.export import export
 
-    result = export(cfg, {it.key: it for _, items in generated_shards(cfg) for it in items})
+    result = export(cfg, {it.key: it for _, items in generated_shards(cfg) for it in items}, carried)
     funnel = result["funnel"]
     report.n_ok = funnel["items_kept"]
     # filtered items are the funnel working, not failures: only unreadable media / failed engine calls count

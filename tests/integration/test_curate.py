@@ -52,6 +52,27 @@ def lexical_cfg(manifest: Path, out: Path, **extra) -> CurateConfig:
     return CurateConfig.model_validate(deep_merge(base, extra))
 
 
+def test_carried_input_columns_reach_the_curated_rows(tmp_path: Path) -> None:
+    """input.carry_columns are copied into every curated row (Parquet and JSONL), typed: the reference caption a
+    faithfulness reward reads, a number, a nested object; datasets loads them."""
+    import datasets
+
+    manifest, rows = scene_manifest(tmp_path)
+    lines = [json.loads(x) for x in manifest.read_text().splitlines()]
+    for i, r in enumerate(lines):
+        r.update(n=i, meta={"license": "cc0", "tags": [f"t{i}"]})
+    manifest.write_text("\n".join(json.dumps(r) for r in lines))
+    run(lexical_cfg(manifest, tmp_path / "out", input={"carry_columns": ["caption", "n", "meta"]}))
+    by_path = {r["path"]: r for r in lines}
+    ds = datasets.load_dataset("parquet", data_files=str(tmp_path / "out" / "dataset" / "train.parquet"), split="train")
+    assert len(ds) > 0 and {"caption", "n", "meta"} <= set(ds.column_names)
+    for row in ds:
+        source = by_path[f"images/{Path(row['images'][0]).name}"]
+        assert row["caption"] == source["caption"] and row["n"] == source["n"] and row["meta"] == source["meta"]
+    jsonl = [json.loads(x) for x in (tmp_path / "out" / "dataset" / "train.jsonl").read_text().splitlines()]
+    assert jsonl and all({"caption", "n", "meta"} <= set(r) for r in jsonl)
+
+
 def test_import_mode_exact_kept_set_and_funnel(tmp_path: Path) -> None:
     manifest, rows = scene_manifest(tmp_path)
     # a generator model configured but unused in import mode: provenance must say "import", not the model

@@ -78,6 +78,7 @@ CASES = [
     (DPO, ["algorithm.reward_normalization=per_term"], "algorithm.reward_normalization", "remove it"),
     # a carried input column named like a column caprl writes would clash in every shard
     (ANNOTATE, ["input.carry_columns=[license, caption]"], "input.carry_columns", "rename those input columns"),
+    (CURATE, ["input.carry_columns=[license, prompt]"], "input.carry_columns", "rename those input columns"),
 ]
 
 
