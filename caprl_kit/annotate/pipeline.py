@@ -48,6 +48,8 @@ def plan(cfg: AnnotateConfig) -> list[str]:
         fmt, n = "?", 0
         listing = f"WARNING: cannot list the input yet: {exc}"
     else:
+        if n == 0:  # the run would refuse it: so does the dry run
+            raise CaprlError(describe_empty(cfg.input))
         listing = f"read {n} item(s) from {cfg.input.path} (format: {fmt})"
     shards = -(-n // cfg.sharding.shard_size) if n else 0
     lines = [

@@ -63,6 +63,9 @@ def plan(cfg: CurateConfig) -> list[str]:
         listing = f"read {n} item(s) from {input_label(cfg.input)} (format: {fmt})"
     except CaprlError as exc:
         n, listing = 0, f"WARNING: cannot list the input yet: {exc}"
+    else:
+        if n == 0:  # the run would refuse it: so does the dry run
+            raise CaprlError(describe_empty(cfg.input))
     gen = (
         f"generate MCQs with {cfg.generate.backend.name}:{cfg.generate.backend.model}"
         if cfg.import_mode == "none"

@@ -55,6 +55,10 @@ def test_gen_qa_output_folder_is_refused_with_the_glob_to_give(tmp_path: Path) -
                  f"input.path {folder} is a folder with no media files but 6 manifest file(s)",
                  f"give the files: input.path={folder}/part_*.jsonl (a glob) or a list of them")
     assert result.output.count("error:") == 1 and not (out / "dataset").exists()
+    # the dry run refuses it too, with the same message, instead of planning 0 items
+    for verb in ("curate", "annotate"):
+        args = [verb, "-c", gen_qa_config(tmp_path) if verb == "curate" else "annotate/caption_images_qwen25vl3b"]
+        cli([*args, "--dry-run", f"input.path={folder}"], 2, f"give the files: input.path={folder}/part_*.jsonl")
 
 
 def test_a_glob_matching_nothing_names_the_key(tmp_path: Path) -> None:
