@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from caprl_kit.config import ConfigModel, FieldIssue, JobConfig, raise_issues, volatile
+from caprl_kit.hacking import HackingAlarmConfig
 from caprl_kit.rewards.config import (
     FaithfulnessConfig,
     JudgeRewardConfig,
@@ -115,6 +116,16 @@ class TRLOptions(ConfigModel):
         "validation images greedily, score them, keep the best model in OUTPUT/best",
     )
     val_max_items: int | None = Field(None, ge=1, description="Validate on at most this many items")
+    val_faithfulness: bool = Field(
+        False,
+        description="With validation: also the validation captions' claim precision (val/claim_precision), checked "
+        "as reward.faithfulness says (evidence: reference reads the val rows' verifier.reference_column)",
+    )
+    hacking_alarm: HackingAlarmConfig | None = Field(
+        default_factory=HackingAlarmConfig,
+        description="With validation (method: grpo): monitor/hacking_alarm when the training reward rises over the "
+        "last window validations while val/utility@256 or val/claim_precision falls (docs/train.md); null: off",
+    )
 
 
 class DPOOptions(ConfigModel):
@@ -245,6 +256,7 @@ class TrainConfig(JobConfig):
                 )
             )
         issues += self._verl_ignores() if self.trainer == "verl" else self._trl_ignores()
+        issues += self._audit_ignores()
         raise_issues(issues)
         return self
 
@@ -432,6 +444,27 @@ class TrainConfig(JobConfig):
         if dpo and a.entropy_coeff != default.entropy_coeff:
             out.append(FieldIssue("algorithm.entropy_coeff", f"{why} (an RL entropy bonus)", "remove it"))
         return out
+
+    def _audit_ignores(self) -> list[FieldIssue]:
+        """The validation audit's keys (``trl.val_faithfulness``, a configured ``trl.hacking_alarm``) where nothing
+        reads them: they watch the TRL trainer's validation captions, so they are refused with trainer: verl and
+        without validation (no data.val_files, or trl.select_on_val: false); the alarm also with method: dpo, which
+        logs no training reward for it to watch."""
+        t = self.trl
+        keys = ["trl.val_faithfulness"] if t.val_faithfulness else []
+        if t.hacking_alarm is not None and t.hacking_alarm != HackingAlarmConfig():
+            keys.append("trl.hacking_alarm")
+        if self.trainer == "verl":
+            why, hint = "is ignored with trainer: verl: it watches the TRL trainer's validation", "remove it"
+        elif not self.data.val_files or not t.select_on_val:
+            off = "data.val_files is empty" if not self.data.val_files else "trl.select_on_val is false"
+            why, hint = f"is not used: no validation runs ({off})", "list data.val_files, or remove it"
+        elif self.method == "dpo":
+            keys = [k for k in keys if k == "trl.hacking_alarm"]
+            why, hint = "is ignored with method: dpo: DPO logs no training reward to watch", "remove it"
+        else:
+            return []
+        return [FieldIssue(k, why, hint) for k in keys]
 
 
 #: verl actor.loss_agg_mode -> the TRL GRPOConfig.loss_type that aggregates the same way: token-mean / dapo divide by

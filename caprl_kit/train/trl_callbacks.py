@@ -17,6 +17,7 @@ from caprl_kit.rewards.combine import CaprlReward
 from caprl_kit.train.config import TrainConfig
 from caprl_kit.train.official import normalize_rl_row
 from caprl_kit.train.trl_policy import save_atomically
+from caprl_kit.train.val_audit import ValidationAudit
 
 log = get_logger(__name__)
 
@@ -84,6 +85,7 @@ class ValidationCallback:
         self.images = [r[cfg.data.image_key][0] for r in rows]
         self.qas = [decode_ground_truth(r["reward_model"]["ground_truth"]) for r in rows]
         self.prompts = [r[cfg.data.prompt_key] for r in rows]
+        self.audit = ValidationAudit(cfg, processor, rows, self.images, out / "metrics.jsonl")  # utility@256, alarm
         self.scorer = qa_scorer(cfg.reward.qa.model_copy(update={"mode": "all_qa"}))  # a service keeps its own mode
         self.state_path = out / "best.json"
         self.best = json.loads(self.state_path.read_text()) if self.state_path.is_file() else None
@@ -115,8 +117,10 @@ class ValidationCallback:
 
     def evaluate(self, model: Any, step: int) -> dict[str, Any]:
         caps = self.captions(model)
-        acc = sum(self.scorer.score(caps, self.qas).scores) / max(1, len(caps))
+        scores = self.scorer.score(caps, self.qas).scores
+        acc = sum(scores) / max(1, len(caps))
         record = {"step": step, "val/qa_accuracy": acc, "val/sample_caption": caps[0] if caps else ""}
+        self.audit.extend(record, caps, self.qas, scores, self.scorer)
         if self.best is None or acc > self.best["val_qa_accuracy"]:
             self.best = {"step": step, "val_qa_accuracy": acc}
             save_atomically(self.out / "best", model, self.processor)

@@ -128,4 +128,11 @@ def finish(
         )
     if resumed:
         report.notes.append("resumed from the newest checkpoint in the output directory")
+    alarms = validation.audit.alarms(upto=trainer.state.global_step) if validation is not None else {}
+    if alarms:
+        first, reason = next(iter(alarms.items()))
+        report.notes.append(
+            f"reward-hacking alarm at step(s) {', '.join(map(str, alarms))}: at step {first}, {reason} "
+            "(monitor/hacking_alarm in metrics.jsonl; docs/hacking.md)"
+        )
     return report
