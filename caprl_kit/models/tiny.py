@@ -102,13 +102,15 @@ def tokenizer_corpus(seed: int = 0, n_lines: int = 4000) -> list[str]:
 
 def word_vocabulary() -> list[str]:
     """The closed vocabulary of the word-level tokenizer: the synthetic task's words, CapRL prompt words, digits
-    and punctuation."""
+    and punctuation, then the video task's words and whole ``[00:0N]`` timestamps (appended, so the image task's
+    token ids stay as they were)."""
     from caprl_kit.prompts import CAPRL_IMAGE
     from caprl_kit.synthetic import COLORS as SCENE_COLORS, POSITIONS, SHAPES as SCENE_SHAPES
+    from caprl_kit.synthetic_video import TIMESTAMP_TOKENS, VIDEO_WORDS
 
     words = set(COLORS + SHAPES + PLACES + WORDS + list(SCENE_COLORS) + SCENE_SHAPES + list(POSITIONS))
     words |= set(CAPRL_IMAGE.lower().rstrip(".").split()) | {"A", "The", "Please"}
-    return sorted(words) + list("0123456789.,:;?!()[]-")
+    return sorted(words) + list("0123456789.,:;?!()[]-") + VIDEO_WORDS + TIMESTAMP_TOKENS
 
 
 def train_tokenizer(out_dir: Path, vocab_size: int = 1024, seed: int = 0, kind: str = "bpe"):
@@ -119,10 +121,13 @@ def train_tokenizer(out_dir: Path, vocab_size: int = 1024, seed: int = 0, kind: 
     from transformers import PreTrainedTokenizerFast
 
     if kind == "words":
+        from caprl_kit.synthetic_video import TIMESTAMP_TOKENS
+
         vocab = {t: i for i, t in enumerate([*SPECIAL_TOKENS, "<unk>", *word_vocabulary()])}
         tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
         tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Punctuation()])
         tok.add_special_tokens(SPECIAL_TOKENS)
+        tok.add_tokens(TIMESTAMP_TOKENS)  # whole tokens (their vocabulary ids), matched before the word split
         fast = PreTrainedTokenizerFast(
             tokenizer_object=tok,
             eos_token="<|im_end|>",
@@ -370,7 +375,7 @@ def build_tiny_models(
     check_options(seed, answerer_arch, tokenizer)
     out = Path(out_dir)
     marker = out / "tiny_models.json"
-    meta = {"seed": seed, "answerer_arch": answerer_arch, "version": 1, "tokenizer": tokenizer}
+    meta = {"seed": seed, "answerer_arch": answerer_arch, "version": 2, "tokenizer": tokenizer}
     paths = {"captioner": out / "captioner", "answerer": out / "answerer"}
     if marker.is_file() and all(p.is_dir() for p in paths.values()) and _read_json(marker) == meta:
         return paths
