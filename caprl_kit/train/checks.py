@@ -71,7 +71,8 @@ def check_ground_truth(files: list[str], key: str) -> None:
 
 def rl_columns(cfg: TrainConfig) -> list[str | tuple[str, ...]]:
     """Columns a training file needs; a tuple: one of them (CapRL-QA-75K's single ``image``, train/official.py)."""
-    return [cfg.data.prompt_key, (cfg.data.image_key, SINGLE_IMAGE), "reward_model"]
+    media = cfg.data.video_key if cfg.task == "video" else (cfg.data.image_key, SINGLE_IMAGE)
+    return [cfg.data.prompt_key, media, "reward_model"]
 
 
 def check_data(cfg: TrainConfig, *, sft: bool = True) -> None:
@@ -99,11 +100,12 @@ def check_data(cfg: TrainConfig, *, sft: bool = True) -> None:
 def check_sft_data(cfg: TrainConfig) -> None:
     s = cfg.sft
     assert s is not None
+    media = s.video_column if cfg.task == "video" else s.image_column
     check_columns(
         s.data_files,
         "sft.data_files",
-        [s.image_column, s.caption_column],
-        "an (image, caption) file for the warm start",
+        [media, s.caption_column],
+        f"an ({cfg.task}, caption) file for the warm start",
     )
 
 

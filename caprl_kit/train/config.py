@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
-from caprl_kit.config import ConfigModel, FieldIssue, JobConfig, raise_issues, volatile
+from caprl_kit.config import ConfigModel, FieldIssue, JobConfig, prompt_field, raise_issues, registry_name, volatile
 from caprl_kit.hacking import HackingAlarmConfig
+from caprl_kit.prompts import PROMPTS
 from caprl_kit.rewards.config import (
     FaithfulnessConfig,
     JudgeRewardConfig,
@@ -139,10 +140,40 @@ class DPOOptions(ConfigModel):
     )
 
 
+def _prompt_name(name: str | None) -> str | None:
+    return None if name is None else registry_name(PROMPTS)(name)
+
+
+class TrainMediaConfig(ConfigModel):
+    """How ``trainer: trl`` samples a video row's frames (``caprl_kit.io.media.load_video``), named as the other
+    commands' ``media.*`` keys; the policy sees them as timestamped images (train/video_frames.py)."""
+
+    video_fps: float = Field(2.0, gt=0, description="Frames sampled per second of video")
+    video_min_frames: int = Field(4, ge=1, description="Fewest frames sampled (short clips)")
+    video_max_frames: int = Field(32, ge=1, description="Most frames sampled from one video")
+    video_max_pixels: int = Field(200704, ge=784, description="Upper bound on area per frame")
+
+    @model_validator(mode="after")
+    def _range(self) -> TrainMediaConfig:
+        if self.video_min_frames > self.video_max_frames:
+            raise FieldIssue(
+                "video_min_frames",
+                f"video_min_frames ({self.video_min_frames}) must be <= video_max_frames ({self.video_max_frames})",
+                "lower one or raise the other",
+            )
+        return self
+
+
 class SFTConfig(ConfigModel):
-    data_files: list[str] = Field(description="Parquet/JSONL with an image (path) and a reference caption")
+    data_files: list[str] = Field(description="Parquet/JSONL with an image or video (path) and a reference caption")
     caption_column: str = "caption"
-    image_column: str = "image"
+    image_column: str = Field("image", description="task: image: the column holding the image")
+    video_column: str = Field("video", description="task: video: the column holding the video")
+    prompt: Annotated[str | None, AfterValidator(_prompt_name)] = prompt_field(
+        None,
+        description="The prompt the warm start captions under (a registered prompt), the one the RL rows hold; null: "
+        "caprl_image for task: image, caprl_video_timestamped for video (caprl curate's export defaults)",
+    )
     epochs: int = Field(3, ge=1)
     lr: float = Field(1e-4, gt=0)
     batch_size: int = Field(8, ge=1)
@@ -166,8 +197,13 @@ class TrainConfig(JobConfig):
         "(caprl train pairs) in data.train_files, the reward only selecting checkpoints on data.val_files",
     )
     policy: str = Field(description="Captioner to train: hub id or local path")
-    task: Literal["image", "video"] = Field("image", description="video data needs trainer: verl")
+    task: Literal["image", "video"] = Field(
+        "image", description="video: rows with videos (trl: the policy sees media.* frames as timestamped images)"
+    )
     data: DataConfig
+    media: TrainMediaConfig = Field(
+        default_factory=TrainMediaConfig, description="trainer: trl, task: video: frame sampling of the videos"
+    )
     reward: RewardConfig = Field(default_factory=RewardConfig, description="Terms and the answerer (in-process)")
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
     sft: SFTConfig | None = Field(None, description="Supervised warm start before RL (trainer: trl)")
@@ -220,8 +256,7 @@ class TrainConfig(JobConfig):
                     "set trainer: trl and task: image, or method: grpo",
                 )
             )
-        if self.trainer == "trl" and self.task == "video":
-            issues.append(FieldIssue("task", "video is not supported by TRL's GRPOTrainer here", "set trainer: verl"))
+        issues += self._media_ignores()
         if self.trainer == "verl" and not self.data.val_files:
             issues.append(
                 FieldIssue(
@@ -259,6 +294,46 @@ class TrainConfig(JobConfig):
         issues += self._audit_ignores()
         raise_issues(issues)
         return self
+
+    def _media_ignores(self) -> list[FieldIssue]:
+        """``media.*`` and the SFT media columns where they are not read: ``media.*`` only samples the frames of
+        video rows for ``trainer: trl`` (verl reads videos with its own reader); a video run reads no image column
+        and the reverse. A trl video run's answerer reads the video answer prompt (``reward.qa.task``)."""
+        out = []
+        media, default = self.media, TrainMediaConfig()
+        changed = [k for k in TrainMediaConfig.model_fields if getattr(media, k) != getattr(default, k)]
+        if self.task == "image":
+            why, hint = "is used for video rows only (task: video)", "remove it, or set task: video"
+        else:
+            why = (
+                "is ignored with trainer: verl: verl samples a video's frames with its own reader (qwen_vl_utils: "
+                "2 fps by default, or fps / nframes in a row's {video: path, ...} entry)"
+            )
+            hint = "remove it, or set the sampling in the rows' video entries"
+        if self.task == "image" or self.trainer == "verl":
+            out += [FieldIssue(f"media.{k}", why, hint) for k in changed]
+        if self.sft is not None:
+            unused = "video_column" if self.task == "image" else "image_column"
+            if getattr(self.sft, unused) != SFTConfig.model_fields[unused].default:
+                used = "image_column" if self.task == "image" else "video_column"
+                out.append(
+                    FieldIssue(
+                        f"sft.{unused}",
+                        f"is not read with task: {self.task}: the warm start reads sft.{used}",
+                        f"remove it and set sft.{used}",
+                    )
+                )
+        q = self.reward.qa
+        if self.trainer == "trl" and self.task == "video" and q.service is None and q.task != "video":
+            out.append(
+                FieldIssue(
+                    "reward.qa.task",
+                    f"is {q.task}, but task is video: the answerer would read the image answer prompt, "
+                    "without the video prompt's attention to timestamps and order (spec §2.2)",
+                    "set reward.qa.task: video",
+                )
+            )
+        return out
 
     def _verl_ignores(self) -> list[FieldIssue]:
         """What ``trainer: verl`` would silently skip. Its reward is ``compute_score`` (rewards/verl_reward.py): the

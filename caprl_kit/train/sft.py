@@ -1,5 +1,7 @@
 """Supervised warm start: teach the captioner the caption format on (image, reference caption) pairs before RL —
-real users warm-start too. A plain loop over the processor's chat template: loss on the caption tokens only."""
+real users warm-start too. A plain loop over the processor's chat template: loss on the caption tokens only. Video
+pairs (``task: video``) show the policy the video as RL does: its ``media.*`` frames, each after its timestamp
+(train/video_frames.py). The prompt is ``sft.prompt`` (by default caprl curate's default for the task)."""
 
 from __future__ import annotations
 
@@ -25,8 +27,9 @@ def train_sft(cfg: TrainConfig, progress: Progress | None = None) -> str:
 
     from caprl_kit.errors import MediaError
     from caprl_kit.io.media import load_image
-    from caprl_kit.prompts import CAPRL_IMAGE
+    from caprl_kit.prompts import PROMPTS
     from caprl_kit.train.trl_policy import freeze_vision, save_atomically
+    from caprl_kit.train.video_frames import FrameSampler, timestamped
 
     progress = progress or NullProgress()
     s = cfg.sft
@@ -35,18 +38,22 @@ def train_sft(cfg: TrainConfig, progress: Progress | None = None) -> str:
     if (out / "config.json").is_file():
         log.info("reusing the warm-started model in %s", out)
         return str(out)
+    video = cfg.task == "video"
+    column = s.video_column if video else s.image_column
+    frames = FrameSampler(cfg.media) if video else None
+    instruction = PROMPTS.get(s.prompt or ("caprl_video_timestamped" if video else "caprl_image"))
     rows = []
-    for f in s.data_files:  # relative image paths resolve against their data file's folder
+    for f in s.data_files:  # relative image (video) paths resolve against their data file's folder
         kind = "parquet" if f.endswith(".parquet") else "json"
         for r in datasets.load_dataset(kind, data_files=[f], split="train").to_list():
-            image = r[s.image_column]
+            image = r[column]
             image = image[0] if isinstance(image, list) else image
             if isinstance(image, str) and "://" not in image and not Path(image).is_absolute():
                 image = str(Path(f).parent / image)
             if isinstance(r.get(s.caption_column), str) and r[s.caption_column].strip():
-                rows.append({**r, s.image_column: image})
+                rows.append({**r, column: image})
     if not rows:
-        raise CaprlError(f"no (image, {s.caption_column}) rows in {s.data_files}")
+        raise CaprlError(f"no ({cfg.task}, {s.caption_column}) rows in {s.data_files}")
     skipped: dict[str, int] = {}
     processor = loading.load("processor", cfg.policy, AutoProcessor.from_pretrained, cfg.policy, key="policy")
     processor.tokenizer.padding_side = "right"
@@ -74,27 +81,31 @@ def train_sft(cfg: TrainConfig, progress: Progress | None = None) -> str:
     g = torch.Generator().manual_seed(cfg.algorithm.seed)
     while step < total:
         for idx in torch.randperm(len(rows), generator=g).split(s.batch_size):
-            batch, images = [], []
+            batch, images, prompts = [], [], []
             for i in idx.tolist():
                 try:
-                    image = load_image(rows[i][s.image_column]).pixels
+                    if frames is not None:
+                        shown, stamps = frames(rows[i][column])
+                        user = [chat.message("user", "<video>\n" + instruction)]
+                        prompts.append(timestamped(user, shown, stamps, payload=False))
+                        images.append(shown)
+                    else:
+                        images.append([load_image(rows[i][column]).pixels])
+                        prompts.append(chat.user_turn(instruction, images=[None]))
                 except MediaError as exc:  # bad input is skipped with a count, never a crashed job
                     skipped[exc.kind] = skipped.get(exc.kind, 0) + 1
                     continue
                 batch.append(rows[i])
-                images.append(image)
             if not batch:
                 continue
-            prompts = [chat.user_turn(CAPRL_IMAGE, images=[None]) for _ in batch]
             heads = [processor.apply_chat_template(p, add_generation_prompt=True, tokenize=False) for p in prompts]
             texts = [h + r[s.caption_column] + processor.tokenizer.eos_token for h, r in zip(heads, batch)]
-            enc = processor(text=texts, images=images, return_tensors="pt", padding=True)
-            head_lens = [
-                len(processor(text=[h], images=[im], return_tensors="pt")["input_ids"][0])
-                for h, im in zip(heads, images)
-            ]
+            flat = [im for ims in images for im in ims]
+            enc = processor(text=texts, images=flat, return_tensors="pt", padding=True)
+            # the prompt's tokens (vision tokens expanded) per row: the heads alone, in one call
+            head_lens = processor(text=heads, images=flat, return_tensors="pt", padding=True)["attention_mask"].sum(1)
             labels = enc["input_ids"].clone()
-            for i, n in enumerate(head_lens):
+            for i, n in enumerate(head_lens.tolist()):
                 labels[i, :n] = -100
             labels[enc["attention_mask"] == 0] = -100
             loss = model(**enc, labels=labels).loss
@@ -113,5 +124,5 @@ def train_sft(cfg: TrainConfig, progress: Progress | None = None) -> str:
     save_atomically(out, model, processor)  # a killed run leaves no half-written model that a rerun would reuse
     log.info("SFT: %d steps, last loss %.3f", step, loss.item())
     if skipped:
-        log.warning("SFT skipped unreadable images (counted per epoch): %s", skipped)
+        log.warning("SFT skipped unreadable %ss (counted per epoch): %s", cfg.task, skipped)
     return str(out)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from caprl_kit import chat
+from caprl_kit.errors import MediaError
 from caprl_kit.io.rows import read_rows
 from caprl_kit.log import get_logger
 from caprl_kit.monitors import FLAG_METRIC, TEXT_FLAGS
@@ -18,6 +19,7 @@ from caprl_kit.train.config import TrainConfig
 from caprl_kit.train.official import normalize_rl_row
 from caprl_kit.train.trl_policy import save_atomically
 from caprl_kit.train.val_audit import ValidationAudit
+from caprl_kit.train.video_frames import FrameSampler, one_video
 
 log = get_logger(__name__)
 
@@ -73,8 +75,9 @@ class MetricsCallback:
 
 class ValidationCallback:
     """Checkpoint selection on the validation split: every ``eval_steps`` (and before the first step) the policy
-    captions the validation images greedily, the QA scorer (all questions once) scores the captions, the accuracy
-    goes to metrics.jsonl, and the best model so far is saved to OUTPUT/best (model + processor, atomically)."""
+    captions the validation images (or videos, as timestamped frames: train/video_frames.py) greedily, the QA
+    scorer (all questions once) scores the captions, the accuracy goes to metrics.jsonl, and the best model so far
+    is saved to OUTPUT/best (model + processor, atomically)."""
 
     def __init__(self, cfg: TrainConfig, processor: Any, out: Path):
         from caprl_kit.rewards.base import decode_ground_truth
@@ -82,17 +85,23 @@ class ValidationCallback:
 
         self.cfg, self.processor, self.out = cfg, processor, out
         rows = read_val_rows(cfg)
-        self.images = [r[cfg.data.image_key][0] for r in rows]
+        self.video = cfg.task == "video"
+        key = cfg.data.video_key if self.video else cfg.data.image_key
+        self.media = [
+            one_video(r[key], f"data.val_files row {i}") if self.video else r[key][0] for i, r in enumerate(rows)
+        ]
+        self.frames = FrameSampler(cfg.media) if self.video else None
         self.qas = [decode_ground_truth(r["reward_model"]["ground_truth"]) for r in rows]
         self.prompts = [r[cfg.data.prompt_key] for r in rows]
-        self.audit = ValidationAudit(cfg, processor, rows, self.images, out / "metrics.jsonl")  # utility@256, alarm
+        self.audit = ValidationAudit(cfg, processor, rows, self.media, out / "metrics.jsonl")  # utility@256, alarm
         self.scorer = qa_scorer(cfg.reward.qa.model_copy(update={"mode": "all_qa"}))  # a service keeps its own mode
         self.state_path = out / "best.json"
         self.best = json.loads(self.state_path.read_text()) if self.state_path.is_file() else None
 
     def captions(self, model: Any) -> list[str]:
         """Greedy captions of the validation images by the in-memory policy, through the transformers back end;
-        an image that fails to load gets an empty caption (it scores 0) instead of stopping the training."""
+        an image (or video) that fails to load gets an empty caption (it scores 0) instead of stopping the
+        training."""
         from caprl_kit.backends.base import Request
         from caprl_kit.backends.config import BackendConfig
         from caprl_kit.backends.transformers_local import TransformersBackend
@@ -106,14 +115,22 @@ class ValidationCallback:
             model=model,
             processor=self.processor,
         )
-        requests = [Request(messages=chat.with_media_parts(p, im)) for p, im in zip(self.prompts, self.images)]
+        requests: dict[int, Request] = {}
+        for i, (prompt, media) in enumerate(zip(self.prompts, self.media)):
+            if self.frames is None:
+                requests[i] = Request(messages=chat.with_media_parts(prompt, media))
+                continue
+            try:  # the frames are decoded here; an image is decoded by the back end (a failed response)
+                requests[i] = Request(messages=self.frames.messages(prompt, media))
+            except MediaError as exc:
+                log.warning("validation: %s", exc)
         was_training = model.training
         model.eval()
         try:
-            responses = backend.generate(requests)
+            responses = dict(zip(requests, backend.generate(list(requests.values()))))
         finally:
             model.train(was_training)
-        return [r.texts[0] if r.ok else "" for r in responses]
+        return [r.texts[0] if (r := responses.get(i)) is not None and r.ok else "" for i in range(len(self.media))]
 
     def evaluate(self, model: Any, step: int) -> dict[str, Any]:
         caps = self.captions(model)
@@ -160,4 +177,4 @@ def read_val_rows(cfg: TrainConfig) -> list[dict[str, Any]]:
     """The validation rows (curated Parquet/JSONL), capped at ``trl.val_max_items``."""
     rows = [r for f in cfg.data.val_files for r in read_rows(f, key="data.val_files")]
     rows = rows[: cfg.trl.val_max_items] if cfg.trl.val_max_items else rows
-    return [normalize_rl_row(r, cfg.data.image_key, media_root=cfg.data.media_root) for r in rows]
+    return [normalize_rl_row(r, cfg.data.image_key, cfg.data.video_key, media_root=cfg.data.media_root) for r in rows]

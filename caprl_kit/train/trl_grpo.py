@@ -1,8 +1,10 @@
 """The embedded trainer: TRL's GRPOTrainer on a Qwen-VL captioner with the CapRL reward (one machine, CPU or one
-GPU). Images only: TRL's GRPOTrainer has no video inputs — video training goes through ``trainer: verl``.
+GPU). Video rows reach the policy as their sampled frames, each after its timestamp text: TRL's GRPOTrainer passes
+image inputs only (``train/video_frames.py``).
 
-Data: the curated Parquet/JSONL as is (prompt messages with the ``<image>`` placeholder, ``images`` paths,
-``reward_model.ground_truth``). Reward: ``CaprlReward`` (QA accuracy through the configured answerer + length).
+Data: the curated Parquet/JSONL as is (prompt messages with the ``<image>`` / ``<video>`` placeholder, ``images`` /
+``videos`` paths, ``reward_model.ground_truth``). Reward: ``CaprlReward`` (the weighted terms of
+``reward.components``: QA accuracy through the configured answerer, length, timestamp format, ...).
 Outputs in OUTPUT/: ``checkpoint-N/`` (resumable), ``metrics.jsonl``, TensorBoard logs, ``final/`` (model +
 processor, loadable by ``caprl annotate``/``caprl eval``).
 """
@@ -16,7 +18,7 @@ from typing import Any
 from caprl_kit import chat
 from caprl_kit.backends import loading
 from caprl_kit.backends.transformers_local import VISION_TOKENS
-from caprl_kit.errors import ConfigError, ConfigIssue
+from caprl_kit.errors import CaprlError, ConfigError, ConfigIssue
 from caprl_kit.progress import NullProgress, Progress, RunReport
 from caprl_kit.rewards.combine import CaprlReward
 from caprl_kit.train.config import TrainConfig
@@ -24,6 +26,7 @@ from caprl_kit.train.official import normalize_rl_row
 from caprl_kit.train.trl_callbacks import read_val_rows
 from caprl_kit.train.trl_policy import load_policy
 from caprl_kit.train.trl_run import fit, load_files, shared_args
+from caprl_kit.train.video_frames import FrameSampler, one_video, timestamped
 
 
 def train_grpo(cfg: TrainConfig, *, progress: Progress | None = None, policy: str | None = None) -> RunReport:
@@ -36,7 +39,7 @@ def train_grpo(cfg: TrainConfig, *, progress: Progress | None = None, policy: st
     vocab = processor.tokenizer.get_vocab()
     suppress = [vocab[x] for x in VISION_TOKENS if x in vocab]  # the same tokens the transformers back end bans
     reward = CaprlReward(cfg.reward, tokenizer=processor.tokenizer)
-    train = load_rl_dataset(cfg.data.train_files, cfg.data.image_key, cfg.data.media_root)
+    train = training_rows(cfg)
     args = grpo_args(cfg, suppress, reward.weights if cfg.algorithm.reward_normalization == "per_term" else None)
     return fit(
         cfg,
@@ -78,6 +81,42 @@ def grpo_args(cfg: TrainConfig, suppress: Sequence[int] = (), term_weights: Sequ
         multi_objective_aggregation="sum_then_normalize" if term_weights is None else "normalize_then_sum",
         reward_weights=None if term_weights is None else list(term_weights),
     )
+
+
+def training_rows(cfg: TrainConfig) -> Any:
+    """``data.train_files`` as TRL reads them: image rows, or (``task: video``) video rows with their frames."""
+    d = cfg.data
+    if cfg.task == "video":
+        return load_video_rl_dataset(d.train_files, FrameSampler(cfg.media), d.video_key, d.media_root)
+    return load_rl_dataset(d.train_files, d.image_key, d.media_root)
+
+
+def load_video_rl_dataset(
+    files: list[str], frames: FrameSampler, video_key: str = "videos", media_root: str | None = None
+) -> Any:
+    """Curated video rows (or CapRL-Video-QA-20K's) -> TRL's multimodal GRPO columns, made when a row is read:
+    ``prompt`` (the ``<video>`` placeholder replaced by ``<t seconds>`` + an empty image part per sampled frame),
+    ``images`` (the frames, ``frames`` sampling them by ``media.*``), plus every other column. Each row holds one
+    video (checked here, naming the row)."""
+    ds = load_files(files, "the training data")
+    if video_key not in ds.column_names:
+        raise CaprlError(f"the training data {', '.join(files)} has no {video_key!r} column (data.video_key)")
+    ds = ds.map(
+        lambda row: {video_key: normalize_rl_row(dict(row), video_key=video_key, media_root=media_root)[video_key]}
+    )
+    for i, videos in enumerate(ds[video_key]):
+        one_video(videos, f"the training data ({', '.join(files)}) row {i}")
+    ds = ds.remove_columns([c for c in ("image", "images") if c in ds.column_names])
+
+    def to_trl(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        prompts, images = [], []
+        for prompt, videos in zip(batch["prompt"], batch[video_key], strict=True):
+            shown, stamps = frames(one_video(videos))
+            prompts.append(timestamped(prompt, shown, stamps, payload=False))
+            images.append(shown)
+        return {**batch, "prompt": prompts, "images": images}
+
+    return ds.with_transform(to_trl)
 
 
 def load_rl_dataset(files: list[str], image_key: str = "images", media_root: str | None = None) -> Any:
@@ -124,24 +163,30 @@ def check_dataset(cfg: TrainConfig) -> list[str]:
         else:
             check_sft_data(cfg)
     processor = loading.load("processor", cfg.policy, AutoProcessor.from_pretrained, cfg.policy, key="policy")
-    ds = load_rl_dataset(cfg.data.train_files, cfg.data.image_key, cfg.data.media_root)
+    ds = training_rows(cfg)
     row = ds[0]
-    messages = [  # TRL puts the image part first into the user turn
-        chat.message(m["role"], [{"type": "image"}, {"type": "text", "text": m["content"]}])
-        if m["role"] == "user"
-        else m
-        for m in row["prompt"]
-    ]
+    if cfg.task == "video":  # the frames' empty image parts are in the prompt already
+        messages, images = row["prompt"], row["images"]
+    else:
+        messages = [  # TRL puts the image part first into the user turn
+            chat.message(m["role"], [{"type": "image"}, {"type": "text", "text": m["content"]}])
+            if m["role"] == "user"
+            else m
+            for m in row["prompt"]
+        ]
+        images = row["images"][:1]
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    enc = processor(text=[text], images=row["images"][:1], return_tensors="pt")
+    enc = processor(text=[text], images=images, return_tensors="pt")
     n_tokens = int(enc["input_ids"].shape[1])
     if n_tokens > cfg.data.max_prompt_length:
         raise ConfigError(
             [
                 ConfigIssue(
                     "data.max_prompt_length",
-                    f"the first prompt has {n_tokens} tokens (image included), over {cfg.data.max_prompt_length}",
-                    "raise it or lower trl.max_pixels",
+                    f"the first prompt has {n_tokens} tokens ({'frames' if cfg.task == 'video' else 'image'} "
+                    f"included), over {cfg.data.max_prompt_length}",
+                    "raise it or lower trl.max_pixels"
+                    + (" (or media.video_max_frames / video_max_pixels)" if cfg.task == "video" else ""),
                 )
             ]
         )

@@ -218,12 +218,30 @@ def test_verl_wrong_key_is_reported_before_launch(curated: Path, tmp_path: Path)
     assert not (tmp_path / "o" / "verl.log").exists()
 
 
-def test_trl_refuses_video_and_verl_needs_val_files() -> None:
+def test_trl_takes_video_with_its_keys_refused_elsewhere_and_verl_needs_val_files() -> None:
+    """trainer: trl trains on video rows (tests/integration/test_train_video.py); the keys only that path reads are
+    refused where nothing reads them, each naming the key."""
     from caprl_kit.errors import ConfigError
     from caprl_kit.config import validate
 
-    with pytest.raises(ConfigError, match="set trainer: verl"):
-        validate(TrainConfig, {"policy": "x", "task": "video", "data": {"train_files": ["a"]}})
+    terms = [{"name": "qa_accuracy"}, {"name": "timestamp_format", "weight": 0.2}, {"name": "length", "weight": 0.2}]
+    video = {"policy": "x", "task": "video", "data": {"train_files": ["a"]},
+             "reward": {"components": terms, "qa": {"task": "video"}},
+             "media": {"video_fps": 1.0, "video_max_frames": 8}, "sft": {"data_files": ["s"], "video_column": "path"}}
+    cfg = validate(TrainConfig, video)
+    assert cfg.trainer == "trl" and cfg.media.video_max_frames == 8
+    cases = [  # (changes to the video config, the refused key)
+        ({"reward": {"qa": {"task": "image"}}}, "reward.qa.task"),
+        ({"task": "image", "reward": {"qa": {"task": "image"}}}, "media.video_fps"),
+        ({"sft": {"data_files": ["s"], "image_column": "path"}}, "sft.image_column"),
+        ({"trainer": "verl", "reward": {}, "sft": None, "data": {"train_files": ["a"], "val_files": ["a"]}},
+         "media.video_fps"),
+        ({"media": {"video_min_frames": 8, "video_max_frames": 4}}, "media.video_min_frames"),
+    ]
+    for change, key in cases:
+        with pytest.raises(ConfigError) as err:
+            validate(TrainConfig, {k: v for k, v in {**video, **change}.items() if v is not None})
+        assert key in {i.path for i in err.value.issues}, (change, err.value)
     with pytest.raises(ConfigError, match="val_files"):
         validate(TrainConfig, {"policy": "x", "trainer": "verl", "data": {"train_files": ["a"]}})
 
@@ -302,9 +320,12 @@ def test_train_recipe_dry_run_with_tiny_policy_checks_the_data(name: str, tiny_m
     result = runner.invoke(app, ["train", "--config", name, "--dry-run", *overrides])
     assert result.exit_code == 0, result.output
     video_tasks = [s.get("task", cfg.task) for s in cfg.stages] if cfg.stages else [cfg.task]
-    # verl decodes video files with torchcodec/decord (qwen_vl_utils): without one the video check says it skipped
+    trainers = [s.get("trainer", cfg.trainer) for s in cfg.stages] if cfg.stages else [cfg.trainer]
+    # verl decodes video files with torchcodec/decord (qwen_vl_utils): without one the video check says it skipped;
+    # trl decodes them with caprl's media layer
     skipped = result.output.count("needs torchcodec or decord")
-    assert skipped == (0 if importlib.util.find_spec("torchcodec") else video_tasks.count("video"))
+    verl_video = list(zip(video_tasks, trainers)).count(("video", "verl"))
+    assert skipped == (0 if importlib.util.find_spec("torchcodec") else verl_video)
     # verl: one line for the training files and one for the validation files; trl: one line
     n_checks = (result.output.count("create_rl_dataset loaded all") // 2 + result.output.count("trl: loaded")
                 + result.output.count("dpo: the first pair collates"))
