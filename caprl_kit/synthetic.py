@@ -118,19 +118,29 @@ def write_scenes(out_dir: str | Path, n: int, seed: int = 0, size: int = 112, ma
 def incomplete_caption(scene: Scene, rng: random.Random) -> str:
     """A correct but incomplete caption: every shape is named, each of its colour and position only sometimes —
     like real SFT captions, which omit details. A one-shape scene states each of colour, shape and position
-    with probability 1/2 ("The object is a red shape.")."""
+    with probability 1/2 ("The object is a red circle.", "The object is red at the left.", "The object is there."):
+    what it leaves out it does not name, so every word of it is true of the image."""
     if len(scene.facts) == 1:
         f = scene.facts[0]
-        color = f"{f.color} " if rng.random() < 0.5 else ""
-        shape = f.shape if rng.random() < 0.5 else "shape"
-        where = f" at the {f.position}" if rng.random() < 0.5 else ""
-        return f"The object is a {color}{shape}{where}."
+        color = f.color if rng.random() < 0.5 else ""
+        shape = f.shape if rng.random() < 0.5 else ""
+        where = f"at the {f.position}" if rng.random() < 0.5 else ""
+        if shape:
+            return "The object is a " + " ".join(x for x in (color, shape, where) if x) + "."
+        return "The object is " + (" ".join(x for x in (color, where) if x) or "there") + "."
     parts = []
     for f in scene.facts:
         color = f"{f.color} " if rng.random() < 0.5 else ""
         where = f" at the {f.position}" if rng.random() < 0.5 else ""
         parts.append(f"A {color}{f.shape}{where}.")
     return " ".join(parts)
+
+
+def false_statement(scene: Scene, rng: random.Random) -> str:
+    """A false sentence about the scene: a shape that is not in it, "in the background" (no question asks about it,
+    so the QA reward cannot see it; a claim checker can)."""
+    absent = [s for s in SHAPES if s not in {f.shape for f in scene.facts}]
+    return f"There is a {rng.choice(list(COLORS))} {rng.choice(absent)} in the background."
 
 
 def write_sanity_task(
@@ -142,12 +152,14 @@ def write_sanity_task(
     questions_per_image: int = 3,
     size: int = 84,
     max_shapes: int = 1,
+    false_share: float = 0.0,
 ) -> dict[str, Path]:
     """The synthetic sanity task: scenes (one shape each by default) split by image into train/val/test, each
     with a JSONL manifest of ``path``, ``qa`` (up to ``questions_per_image`` four-option MCQs), ``caption``
-    (complete) and ``caption_incomplete`` (what an SFT set would hold). Feed the manifests to ``caprl curate``
-    (import mode). Each split is written under a temporary name and renamed when complete, so a killed run
-    leaves no split that looks finished."""
+    (complete) and ``caption_incomplete`` (what an SFT set would hold: true but incomplete, and with probability
+    ``false_share`` ending in a ``false_statement``, marked ``has_false_statement``, so a warm start learns to
+    hallucinate). Feed the manifests to ``caprl curate`` (import mode). Each split is written under a temporary
+    name and renamed when complete, so a killed run leaves no split that looks finished."""
     import json
 
     from caprl_kit.io.fs import staged_dir
@@ -161,8 +173,13 @@ def write_sanity_task(
         size=size,
         max_shapes=max_shapes,
     )
+    if not 0.0 <= false_share <= 1.0:
+        from caprl_kit.errors import ConfigError, ConfigIssue
+
+        raise ConfigError([ConfigIssue("false_share", f"must be within [0, 1], got {false_share!r}")])
     out = Path(out_dir)
     rng = random.Random(seed)
+    lies = random.Random(seed + 7919)  # its own draws: false_share=0 leaves the task as it always was
     manifests = {}
     for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
         with staged_dir(out / split) as tmp:
@@ -171,13 +188,18 @@ def write_sanity_task(
             for s in scenes:
                 qa = s.mcqs(rng)
                 rng.shuffle(qa)
+                incomplete = incomplete_caption(s, rng)
+                lie = false_share > 0 and lies.random() < false_share
+                if lie:
+                    incomplete += " " + false_statement(s, lies)
                 lines.append(
                     json.dumps(
                         {
                             "path": f"images/{s.key}.png",
                             "qa": qa[:questions_per_image],
                             "caption": s.caption(),
-                            "caption_incomplete": incomplete_caption(s, rng),
+                            "caption_incomplete": incomplete,
+                            "has_false_statement": lie,
                         }
                     )
                 )

@@ -36,7 +36,8 @@ def test_incomplete_captions_never_lie() -> None:
         cap = incomplete_caption(scene, rng)
         f = scene.facts[0]
         words = set(cap.rstrip(".").split())
-        assert words <= {"The", "object", "is", "a", "shape", "at", "the", f.color, f.shape, f.position}
+        assert words <= {"The", "object", "is", "a", "there", "at", "the", f.color, f.shape, f.position}
+        assert "shape" not in words  # what it leaves out it does not name: a claim checker finds nothing false
     for i in range(50):
         scene = make_scene(f"s{i}", rng, max_shapes=3)
         if len(scene.facts) == 1:
@@ -47,3 +48,27 @@ def test_incomplete_captions_never_lie() -> None:
             for other in scene.facts:
                 if other is not f:
                     assert f"{other.color} {f.shape}" not in cap or other.color == f.color
+
+
+def test_false_statements_in_the_warm_start_captions(tmp_path) -> None:
+    """false_share: that share of the incomplete captions ends in a sentence about a shape the scene lacks; the
+    task is otherwise the same (false_share 0 writes the scenes, questions and captions it always wrote)."""
+    import json
+
+    from caprl_kit.synthetic import write_sanity_task
+
+    plain = write_sanity_task(tmp_path / "plain", n_train=80, n_val=0, n_test=0, seed=3)
+    lies = write_sanity_task(tmp_path / "lies", n_train=80, n_val=0, n_test=0, seed=3, false_share=0.5)
+    a = [json.loads(x) for x in plain["train"].read_text().splitlines()]
+    b = [json.loads(x) for x in lies["train"].read_text().splitlines()]
+    assert [r["qa"] for r in a] == [r["qa"] for r in b] and [r["caption"] for r in a] == [r["caption"] for r in b]
+    assert not any(r["has_false_statement"] for r in a)
+    lying = [r for r in b if r["has_false_statement"]]
+    assert 25 <= len(lying) <= 55
+    for ra, rb in zip(a, b):
+        if rb["has_false_statement"]:
+            head, _, lie = rb["caption_incomplete"].partition(" There is a ")
+            assert head == ra["caption_incomplete"] and lie.endswith(" in the background.")
+            assert lie.split()[1] not in rb["caption"]  # a shape the scene does not have
+        else:
+            assert rb["caption_incomplete"] == ra["caption_incomplete"]
