@@ -40,6 +40,12 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 SPLITS = ("train", "val", "test")
+#: the share of warm-start captions that end in a false sentence (synthetic.false_statement)
+FALSE_SHARE = 0.5
+#: caption length cap of the demo's captioners; with faithfulness, where a complete caption and a false sentence fit
+MAX_TOKENS, MAX_TOKENS_FAITHFUL = 16, 24
+#: the claim check of every demo caption: rules splitter, lexical verifier against the reference caption
+FAITHFULNESS = {"verifier": {"evidence": "reference", "backend": {"name": "lexical"}, "reference_column": "caption"}}
 
 
 def curate_split(manifest: Path, out: Path, *, overwrite: bool, progress: Progress) -> dict[str, Any]:
@@ -48,7 +54,7 @@ def curate_split(manifest: Path, out: Path, *, overwrite: bool, progress: Progre
 
     cfg = CurateConfig.model_validate(
         {
-            "input": {"path": str(manifest)},
+            "input": {"path": str(manifest), "carry_columns": ["caption"]},  # the reference the claim checks read
             "import_mode": "qa",
             "answer": {"backend": {"name": "lexical"}, "evidence": "caption"},
             "export": {"val_fraction": 0.0},
@@ -70,9 +76,19 @@ def curate_split(manifest: Path, out: Path, *, overwrite: bool, progress: Progre
 
 
 def evaluate_captioner(
-    model: str, label: str, dataset: str, blind: str | None, out: Path, *, progress: Progress, overwrite: bool
+    model: str,
+    label: str,
+    dataset: str,
+    blind: str | None,
+    out: Path,
+    *,
+    progress: Progress,
+    overwrite: bool,
+    max_tokens: int = MAX_TOKENS,
+    claims: bool = False,
 ) -> dict[str, Any]:
-    """Held-out QA accuracy of greedy captions (every question once, lexical answerer) + the blind ceiling."""
+    """Held-out QA accuracy of greedy captions (every question once, lexical answerer) + the blind ceiling; with
+    ``claims`` also their hallucinated-claim rate (each claim checked against the image's reference caption)."""
     from caprl_kit.evaluate.config import EvalConfig
     from caprl_kit.evaluate.pipeline import run as evaluate
 
@@ -88,15 +104,19 @@ def evaluate_captioner(
                 "name": "transformers",
                 "model": model,
                 "batch_size": 32,
-                "sampling": {"n": 1, "temperature": 0.0, "max_tokens": 16},
+                "sampling": {"n": 1, "temperature": 0.0, "max_tokens": max_tokens},
             },
+            "faithfulness": FAITHFULNESS if claims else None,
             "sharding": {"shard_size": 100},
             "output_dir": str(out),
         }
     )
     report = evaluate(cfg, overwrite=overwrite, progress=progress)
     task = json.loads(Path(report.outputs["results"]).read_text())["tasks"]["qa_utility"]
+    checked = task.get("faithfulness") or {}
     return {
+        "hallucinated_claim_rate": checked.get("hallucinated_claim_rate"),
+        "claim_precision": checked.get("claim_precision"),
         "accuracy": report.metrics["qa_utility M_Acc"],
         "blind_ceiling": report.metrics.get("qa_utility blind_ceiling"),
         "monitors": task.get("caption_monitors", {}),
@@ -288,12 +308,14 @@ def run_demo(
     rl_steps: int | None = None,
     eval_steps: int | None = None,
     trainers: bool = True,
+    faithfulness: bool = False,
     progress: Progress | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run the demo into ``out_dir``; returns the summary (also written to ``summary.json``). ``sft_steps`` /
     ``rl_steps`` / ``eval_steps`` override the recipe (reduced runs); ``trainers`` adds the GRPO-over-HTTP and
-    DPO rows (:func:`trainer_rows`).
+    DPO rows (:func:`trainer_rows`); ``faithfulness`` makes half of the warm start's captions end in a false
+    sentence, checks every captioner's claims and adds GRPO on QA + faithfulness (the hacking proof).
 
     ``out_dir`` is claimed first, as the verbs claim their output: a new or empty folder, or a previous demo run
     (``caprl_run.json`` says ``demo``); anything else is refused naming it, before any work, and ``overwrite`` only
@@ -317,6 +339,7 @@ def run_demo(
             rl_steps=rl_steps,
             eval_steps=eval_steps,
             trainers=trainers,
+            faithfulness=faithfulness,
             progress=progress,
             overwrite=overwrite,
         )
@@ -333,6 +356,7 @@ def _run_demo(
     rl_steps: int | None,
     eval_steps: int | None,
     trainers: bool,
+    faithfulness: bool,
     progress: Progress | None,
     overwrite: bool,
 ) -> dict[str, Any]:
@@ -353,7 +377,15 @@ def _run_demo(
     progress.finish("tiny models")
     summary["models"] = {k: str(v) for k, v in models.items()}
 
-    manifests = write_sanity_task(out / "data", n_train=n_train, n_val=n_val, n_test=n_test, seed=seed)
+    manifests = write_sanity_task(
+        out / "data",
+        n_train=n_train,
+        n_val=n_val,
+        n_test=n_test,
+        seed=seed,
+        false_share=FALSE_SHARE if faithfulness else 0.0,
+        placeholder=not faithfulness,
+    )
     with manifests["train"].open("a") as fh:  # one broken item: the funnel must account for it
         fh.write(json.dumps({"path": "images/corrupt.png", "qa": [], "caption": "", "caption_incomplete": ""}) + "\n")
     (out / "data" / "train" / "images" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
@@ -372,6 +404,7 @@ def _run_demo(
         f"sft.data_files=[{manifests['train']}]",
         f"output_dir={train_dir}",
         f"algorithm.seed={seed}",
+        *([f"data.max_response_length={MAX_TOKENS_FAITHFUL}"] if faithfulness else []),
     ]
     for key, value in (
         ("sft.max_steps", sft_steps),
@@ -402,7 +435,7 @@ def _run_demo(
             "name": "transformers",
             "model": str(train_dir / "best"),
             "batch_size": 32,
-            "sampling": {"n": 1, "temperature": 0.0, "max_tokens": 16},
+            "sampling": {"n": 1, "temperature": 0.0, "max_tokens": MAX_TOKENS_FAITHFUL if faithfulness else MAX_TOKENS},
         },
         sharding={"shard_size": 100},
         output={"export_jsonl": True},
@@ -417,32 +450,63 @@ def _run_demo(
     }
 
     test_set, blind = curated["test"]["dataset"], str(manifests["train"])
-    a0 = evaluate_captioner(
-        str(train_dir / "sft"),
-        "SFT warm start only",
-        test_set,
-        None,
-        out / "eval" / "sft",
-        progress=progress,
-        overwrite=overwrite,
-    )
-    a1 = evaluate_captioner(
-        str(train_dir / "best"),
-        "SFT + GRPO (CapRL)",
-        test_set,
-        blind,
-        out / "eval" / "rl",
-        progress=progress,
-        overwrite=overwrite,
-    )
+    tokens = MAX_TOKENS_FAITHFUL if faithfulness else MAX_TOKENS
+    arms = {
+        "A0_sft": evaluate_captioner(
+            str(train_dir / "sft"),
+            "SFT warm start only",
+            test_set,
+            None,
+            out / "eval" / "sft",
+            progress=progress,
+            overwrite=overwrite,
+            max_tokens=tokens,
+            claims=faithfulness,
+        ),
+        "A1_rl": evaluate_captioner(
+            str(train_dir / "best"),
+            "SFT + GRPO (CapRL)",
+            test_set,
+            blind,
+            out / "eval" / "rl",
+            progress=progress,
+            overwrite=overwrite,
+            max_tokens=tokens,
+            claims=faithfulness,
+        ),
+    }
+    if faithfulness:  # the same warm start, GRPO on QA accuracy + claim precision, each normalised in its group
+        faithful_dir = out / "train_faithful"
+        kept = [o for o in overrides if not o.startswith(("policy=", "output_dir=", "sft."))]
+        fcfg = load_config(
+            "train/sanity_tiny_faithful_trl",
+            [*kept, f"policy={train_dir / 'sft'}", "sft=null", f"output_dir={faithful_dir}"],
+            kind="train",
+        )
+        if overwrite or not (faithful_dir / "final" / "config.json").is_file():
+            train(cast("TrainConfig", fcfg), overwrite=overwrite, progress=progress)
+        arms["A2_faithful"] = evaluate_captioner(
+            str(faithful_dir / "best"),
+            "SFT + GRPO on QA + faithfulness (per-term)",
+            test_set,
+            None,
+            out / "eval" / "faithful",
+            progress=progress,
+            overwrite=overwrite,
+            max_tokens=tokens,
+            claims=True,
+        )
+    a0, a1 = arms["A0_sft"], arms["A1_rl"]
     summary["eval"] = {
-        "A0_sft": a0["accuracy"],
-        "A1_rl": a1["accuracy"],
+        **{k: a["accuracy"] for k, a in arms.items()},
         "blind_ceiling": a1["blind_ceiling"],
         "gain": a1["accuracy"] - a0["accuracy"],
-        "results": [a0["results"], a1["results"]],
-        "monitors": {"A0_sft": a0["monitors"], "A1_rl": a1["monitors"]},
+        "results": [a["results"] for a in arms.values()],
+        "monitors": {k: a["monitors"] for k, a in arms.items()},
     }
+    if faithfulness:
+        summary["eval"]["hallucinated_claim_rate"] = {k: a["hallucinated_claim_rate"] for k, a in arms.items()}
+        summary["eval"]["claim_precision"] = {k: a["claim_precision"] for k, a in arms.items()}
     if trainers:
         summary["trainers"] = trainer_rows(
             out,

@@ -47,6 +47,9 @@ def write_report(out: Path, summary: dict[str, Any], curated: dict[str, dict[str
     trainers = summary.get("trainers")
     proof = [("SFT + GRPO, checkpoint chosen on validation (A1)", ev["A1_rl"])]
     rows = [("SFT + GRPO (best on validation)", ev["A1_rl"], ev.get("monitors", {}).get("A1_rl", {}))]
+    if "A2_faithful" in ev:
+        proof.append(("SFT + GRPO on QA + faithfulness, per term (A2)", ev["A2_faithful"]))
+        rows.append(("SFT + GRPO on QA + faithfulness", ev["A2_faithful"], ev["monitors"].get("A2_faithful", {})))
     if trainers:
         for key, label in (("grpo_http", "SFT + GRPO, reward over HTTP"), ("dpo", "SFT + DPO on reward-ranked pairs")):
             proof.append((label, trainers[key]["accuracy"]))
@@ -66,6 +69,16 @@ def write_report(out: Path, summary: dict[str, Any], curated: dict[str, dict[str
         verdict="RL beats SFT-only and the blind ceiling" if wins else "RL did NOT beat both baselines in this run",
         proof=proof,
         eval_rows=rows,
+        faithful=[
+            (label, ev[key], ev["claim_precision"][key], ev["hallucinated_claim_rate"][key])
+            for key, label in (
+                ("A0_sft", "SFT warm start only"),
+                ("A1_rl", "SFT + GRPO on QA accuracy"),
+                ("A2_faithful", "SFT + GRPO on QA + faithfulness, per term"),
+            )
+        ]
+        if "A2_faithful" in ev
+        else [],
         trainers=trainers,
         sft=[(m["step"], m["loss"]) for m in read_rows(str(train_dir / "sft_metrics.jsonl"), missing_ok=True)],
         reward=[(m["step"], m["reward"]) for m in metrics if "reward" in m],

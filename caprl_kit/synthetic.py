@@ -115,15 +115,16 @@ def write_scenes(out_dir: str | Path, n: int, seed: int = 0, size: int = 112, ma
     return scenes
 
 
-def incomplete_caption(scene: Scene, rng: random.Random) -> str:
+def incomplete_caption(scene: Scene, rng: random.Random, placeholder: bool = True) -> str:
     """A correct but incomplete caption: every shape is named, each of its colour and position only sometimes —
     like real SFT captions, which omit details. A one-shape scene states each of colour, shape and position
-    with probability 1/2 ("The object is a red circle.", "The object is red at the left.", "The object is there."):
-    what it leaves out it does not name, so every word of it is true of the image."""
+    with probability 1/2; a shape it leaves out is "shape" (``placeholder``: "The object is a red shape.") or not
+    named at all ("The object is red at the left.", "The object is there."), so that every word a claim checker
+    reads is true of the image."""
     if len(scene.facts) == 1:
         f = scene.facts[0]
         color = f.color if rng.random() < 0.5 else ""
-        shape = f.shape if rng.random() < 0.5 else ""
+        shape = f.shape if rng.random() < 0.5 else ("shape" if placeholder else "")
         where = f"at the {f.position}" if rng.random() < 0.5 else ""
         if shape:
             return "The object is a " + " ".join(x for x in (color, shape, where) if x) + "."
@@ -153,12 +154,13 @@ def write_sanity_task(
     size: int = 84,
     max_shapes: int = 1,
     false_share: float = 0.0,
+    placeholder: bool = True,
 ) -> dict[str, Path]:
     """The synthetic sanity task: scenes (one shape each by default) split by image into train/val/test, each
     with a JSONL manifest of ``path``, ``qa`` (up to ``questions_per_image`` four-option MCQs), ``caption``
     (complete) and ``caption_incomplete`` (what an SFT set would hold: true but incomplete, and with probability
     ``false_share`` ending in a ``false_statement``, marked ``has_false_statement``, so a warm start learns to
-    hallucinate). Feed the manifests to ``caprl curate`` (import mode). Each split is written under a temporary
+    hallucinate; ``placeholder``: see ``incomplete_caption``). Feed the manifests to ``caprl curate`` (import mode). Each split is written under a temporary
     name and renamed when complete, so a killed run leaves no split that looks finished."""
     import json
 
@@ -188,7 +190,7 @@ def write_sanity_task(
             for s in scenes:
                 qa = s.mcqs(rng)
                 rng.shuffle(qa)
-                incomplete = incomplete_caption(s, rng)
+                incomplete = incomplete_caption(s, rng, placeholder)
                 lie = false_share > 0 and lies.random() < false_share
                 if lie:
                     incomplete += " " + false_statement(s, lies)

@@ -352,6 +352,12 @@ def demo(
         "over HTTP (caprl serve-reward on 127.0.0.1) and DPO on reward-ranked pairs, from "
         "the same warm start (about a third of the demo's run time).",
     ),
+    faithfulness: bool = typer.Option(
+        False,
+        "--faithfulness/--no-faithfulness",
+        help="The hacking proof: half of the warm start's captions end in a false sentence; every captioner's "
+        "claims are checked against the reference caption, and GRPO on QA + faithfulness (per term) is added.",
+    ),
     overwrite: bool = typer.Option(
         False,
         "--overwrite/--resume",
@@ -376,6 +382,7 @@ def demo(
                 rl_steps=rl_steps,
                 eval_steps=eval_steps,
                 trainers=trainers,
+                faithfulness=faithfulness,
                 progress=bar,
                 overwrite=overwrite,
             )
@@ -384,6 +391,12 @@ def demo(
         f"held-out QA accuracy: SFT + GRPO [bold]{ev['A1_rl']:.3f}[/], SFT only {ev['A0_sft']:.3f}, "
         f"image-blind ceiling {ev['blind_ceiling']:.3f} (gain {ev['gain']:+.3f})"
     )
+    if "A2_faithful" in ev:
+        rate = {k: "n/a" if v is None else f"{v:.1%}" for k, v in ev["hallucinated_claim_rate"].items()}
+        console.print(
+            f"hallucinated claims: SFT only {rate['A0_sft']}, SFT + GRPO on QA {rate['A1_rl']}, on QA + "
+            f"faithfulness [bold]{rate['A2_faithful']}[/] (its held-out QA accuracy {ev['A2_faithful']:.3f})"
+        )
     for key, label in (("grpo_http", "SFT + GRPO, reward over HTTP"), ("dpo", "SFT + DPO on reward-ranked pairs")):
         if key in summary.get("trainers", {}):
             console.print(f"held-out QA accuracy: {label} [bold]{summary['trainers'][key]['accuracy']:.3f}[/]")
