@@ -48,7 +48,9 @@ MAX_TOKENS, MAX_TOKENS_FAITHFUL = 16, 24
 FAITHFULNESS = {"verifier": {"evidence": "reference", "backend": {"name": "lexical"}, "reference_column": "caption"}}
 
 
-def curate_split(manifest: Path, out: Path, *, overwrite: bool, progress: Progress) -> dict[str, Any]:
+def curate_split(
+    manifest: Path, out: Path, *, overwrite: bool, progress: Progress, export: dict[str, Any] | None = None
+) -> dict[str, Any]:
     from caprl_kit.curate.config import CurateConfig
     from caprl_kit.curate.pipeline import run as curate
 
@@ -57,7 +59,7 @@ def curate_split(manifest: Path, out: Path, *, overwrite: bool, progress: Progre
             "input": {"path": str(manifest), "carry_columns": ["caption"]},  # the reference the claim checks read
             "import_mode": "qa",
             "answer": {"backend": {"name": "lexical"}, "evidence": "caption"},
-            "export": {"val_fraction": 0.0},
+            "export": {"val_fraction": 0.0, **(export or {})},
             "sharding": {"shard_size": 64},
             "output_dir": str(out),
         }

@@ -363,12 +363,21 @@ def demo(
         "--overwrite/--resume",
         help="Discard the previous demo run in --out (only a folder the demo made) instead of resuming it.",
     ),
+    video: bool = typer.Option(
+        False,
+        "--video",
+        help="The video learning proof instead (train/sanity_tiny_video_trl): SFT-only vs SFT + GRPO held-out "
+        "accuracy and the video-blind ceiling, in OUTPUT/summary.json (--trainers does not apply).",
+    ),
     verbose: int = typer.Option(0, "--verbose", "-v", count=True),
 ) -> None:
     """The offline demo on tiny models built locally: curate -> SFT + GRPO -> annotate -> eval -> report.html."""
     from caprl_kit.cli._console import console, progress, setup_logging
     from caprl_kit.demo import run_demo
 
+    if video:
+        _video_demo(out, seed, (n_train, n_val, n_test), (sft_steps, rl_steps, eval_steps), overwrite, verbose)
+        return
     with _errors(verbose):
         setup_logging(verbose)
         with progress() as bar:
@@ -405,6 +414,36 @@ def demo(
         f"training images kept; annotate: {summary['annotate']['ok']} captions"
     )
     console.print(f"report: {summary['report']}")
+
+
+def _video_demo(
+    out: Path, seed: int, counts: tuple[int, int, int], steps: tuple[int | None, ...], overwrite: bool, verbose: int
+) -> None:
+    from caprl_kit.cli._console import console, progress, setup_logging
+    from caprl_kit.demo_video import run_video_proof
+
+    with _errors(verbose):
+        setup_logging(verbose)
+        with progress() as bar:
+            summary = run_video_proof(
+                out,
+                seed=seed,
+                n_train=counts[0],
+                n_val=counts[1],
+                n_test=counts[2],
+                sft_steps=steps[0],
+                rl_steps=steps[1],
+                eval_steps=steps[2],
+                progress=bar,
+                overwrite=overwrite,
+            )
+    ev = summary["eval"]
+    console.print(
+        f"held-out video QA accuracy: SFT + GRPO [bold]{ev['A1_rl']:.3f}[/], SFT only {ev['A0_sft']:.3f}, "
+        f"video-blind ceiling {ev['blind_ceiling']:.3f} (gain {ev['gain']:+.3f}); "
+        f"{summary['wall_s']:.0f} s wall, {summary['cpu_s']:.0f} s CPU"
+    )
+    console.print(f"summary: {Path(summary['output_dir']) / 'summary.json'}")
 
 
 data_app = typer.Typer(help="Data helpers.", no_args_is_help=True)
