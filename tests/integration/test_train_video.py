@@ -59,6 +59,7 @@ def video_cfg(tiny, train: str, out: Path, **extra) -> TrainConfig:
     return TrainConfig.model_validate(data)
 
 
+@pytest.mark.slow
 def test_curated_video_rows_warm_start_train_and_log_each_term(tiny_models, video_task, tmp_path: Path) -> None:
     from caprl_kit.train.trl_grpo import training_rows
 
