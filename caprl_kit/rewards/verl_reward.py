@@ -36,6 +36,7 @@ from caprl_kit.rewards.length import length_score
 log = get_logger(__name__)
 KEYS = (
     "score",
+    "served_reward",
     "qa_reward",
     "format_reward",
     "length_reward",

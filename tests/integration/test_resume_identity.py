@@ -43,6 +43,7 @@ VOLATILE_CHANGES: dict[str, Any] = {
     "runner.max_shard_retries": 3,
     "media.url_connect_timeout_s": 3.0,
     "media.url_read_timeout_s": 5.0,
+    "media.video_decoder": "linear",  # the same frames as sparse (tests/unit/test_video_decode.py)
     "input.duplicate_keys": "suffix",  # no key repeats: the listing, and so the fingerprint, is the same
     "description": "moved to another cluster",
 }

@@ -241,11 +241,11 @@ def test_killed_synth_leaves_no_split_that_looks_complete(tmp_path: Path, monkey
 
     real, calls = synthetic.incomplete_caption, []
 
-    def killed_in_val(scene: Any, rng: Any) -> str:
+    def killed_in_val(scene: Any, rng: Any, *args: Any) -> str:
         calls.append(scene.key)
         if len(calls) > 2:  # the first scene of the second split
             raise KeyboardInterrupt
-        return real(scene, rng)
+        return real(scene, rng, *args)
 
     monkeypatch.setattr(synthetic, "incomplete_caption", killed_in_val)
     with pytest.raises(KeyboardInterrupt):
