@@ -137,11 +137,22 @@ def incomplete_caption(scene: Scene, rng: random.Random, placeholder: bool = Tru
     return " ".join(parts)
 
 
-def false_statement(scene: Scene, rng: random.Random) -> str:
-    """A false sentence about the scene: a shape that is not in it, "in the background" (no question asks about it,
-    so the QA reward cannot see it; a claim checker can)."""
-    absent = [s for s in SHAPES if s not in {f.shape for f in scene.facts}]
-    return f"There is a {rng.choice(list(COLORS))} {rng.choice(absent)} in the background."
+def false_statement(scene: Scene) -> str:
+    """A false sentence about the scene: the first shape's colour on the next shape (in ``SHAPES`` order) that the
+    scene does not hold, "in the background" ("A red square is in the background." beside a red circle). No question
+    asks about it, so the QA reward cannot see it; a claim checker can. It is a function of the image, as a model's
+    learned hallucination is (an object it duplicates), not noise a warm start would have to fit; every word is in
+    the tiny models' vocabulary.
+
+    >>> false_statement(Scene("s", [ShapeFact("circle", "red", "left")]))
+    'A red square is in the background.'
+    >>> false_statement(Scene("s", [ShapeFact("star", "blue", "top"), ShapeFact("circle", "red", "left")]))
+    'A blue square is in the background.'
+    """
+    first, held = scene.facts[0], {f.shape for f in scene.facts}
+    i = SHAPES.index(first.shape)
+    shape = next(s for s in SHAPES[i + 1 :] + SHAPES[:i] if s not in held)
+    return f"A {first.color} {shape} is in the background."
 
 
 def write_sanity_task(
@@ -193,7 +204,7 @@ def write_sanity_task(
                 incomplete = incomplete_caption(s, rng, placeholder)
                 lie = false_share > 0 and lies.random() < false_share
                 if lie:
-                    incomplete += " " + false_statement(s, lies)
+                    incomplete += " " + false_statement(s)
                 lines.append(
                     json.dumps(
                         {

@@ -69,8 +69,8 @@ def test_false_statements_in_the_warm_start_captions(tmp_path) -> None:
     assert 25 <= len(lying) <= 55
     for ra, rb in zip(a, b):
         if rb["has_false_statement"]:
-            head, _, lie = rb["caption_incomplete"].partition(" There is a ")
-            assert head == ra["caption_incomplete"] and lie.endswith(" in the background.")
+            head, _, lie = rb["caption_incomplete"].partition(" A ")
+            assert head == ra["caption_incomplete"] and lie.endswith(" is in the background.")
             assert lie.split()[1] not in rb["caption"]  # a shape the scene does not have
         else:
             assert rb["caption_incomplete"] == ra["caption_incomplete"]
