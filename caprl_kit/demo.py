@@ -40,8 +40,11 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 SPLITS = ("train", "val", "test")
-#: the share of warm-start captions that end in a false sentence (synthetic.false_statement)
-FALSE_SHARE = 0.5
+#: the share of warm-start captions that end in a false sentence (synthetic.false_statement): most of them, so the
+#: warm start's greedy captions carry it (a learned hallucination, not an occasional one)
+FALSE_SHARE = 0.8
+#: GRPO steps of both arms of the faithfulness proof unless --rl-steps says (both arms were still gaining at 300)
+FAITHFUL_RL_STEPS = 400
 #: caption length cap of the demo's captioners; with faithfulness, where a complete caption and a false sentence fit
 MAX_TOKENS, MAX_TOKENS_FAITHFUL = 16, 24
 #: the claim check of every demo caption: rules splitter, lexical verifier against the reference caption
@@ -316,7 +319,7 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the demo into ``out_dir``; returns the summary (also written to ``summary.json``). ``sft_steps`` /
     ``rl_steps`` / ``eval_steps`` override the recipe (reduced runs); ``trainers`` adds the GRPO-over-HTTP and
-    DPO rows (:func:`trainer_rows`); ``faithfulness`` makes half of the warm start's captions end in a false
+    DPO rows (:func:`trainer_rows`); ``faithfulness`` makes most (80%) of the warm start's captions end in a false
     sentence, checks every captioner's claims and adds GRPO on QA + faithfulness (the hacking proof).
 
     ``out_dir`` is claimed first, as the verbs claim their output: a new or empty folder, or a previous demo run
@@ -408,6 +411,8 @@ def _run_demo(
         f"algorithm.seed={seed}",
         *([f"data.max_response_length={MAX_TOKENS_FAITHFUL}"] if faithfulness else []),
     ]
+    if faithfulness and rl_steps is None:
+        rl_steps = FAITHFUL_RL_STEPS
     for key, value in (
         ("sft.max_steps", sft_steps),
         ("algorithm.max_steps", rl_steps),

@@ -355,7 +355,7 @@ def demo(
     faithfulness: bool = typer.Option(
         False,
         "--faithfulness/--no-faithfulness",
-        help="The hacking proof: half of the warm start's captions end in a false sentence; every captioner's "
+        help="The hacking proof: 80% of the warm start's captions end in a false sentence; every captioner's "
         "claims are checked against the reference caption, and GRPO on QA + faithfulness (per term) is added.",
     ),
     overwrite: bool = typer.Option(

@@ -58,7 +58,7 @@ def test_reduced_demo_learns_and_resumes(tmp_path: Path, monkeypatch) -> None:
 @pytest.mark.slow
 def test_the_faithfulness_proof_runs_its_three_arms(tmp_path: Path) -> None:
     """`caprl demo --faithfulness` in miniature (the plumbing; the full run's figures are in docs/hacking.md): the
-    warm start's captions end in a false sentence half of the time, every captioner's claims are checked against
+    warm start's captions end in a false sentence 80% of the time, every captioner's claims are checked against
     the reference caption, and GRPO on QA + faithfulness (per term) runs from the same warm start."""
     out = tmp_path / "demo"
     result = CliRunner().invoke(app, ["demo", "--out", str(out), "--faithfulness", "--no-trainers", "--n-train=40",
@@ -66,7 +66,7 @@ def test_the_faithfulness_proof_runs_its_three_arms(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     manifest = [json.loads(x) for x in (out / "data" / "train" / "manifest.jsonl").read_text().splitlines()]
     lies = [r for r in manifest if r.get("has_false_statement")]
-    assert 10 <= len(lies) <= 30 and all(r["caption_incomplete"].endswith(" in the background.") for r in lies)
+    assert 24 <= len(lies) <= 40 and all(r["caption_incomplete"].endswith(" in the background.") for r in lies)
     ev = json.loads((out / "summary.json").read_text())["eval"]
     assert set(ev["hallucinated_claim_rate"]) == set(ev["claim_precision"]) == {"A0_sft", "A1_rl", "A2_faithful"}
     assert all(r is None or 0.0 <= r <= 1.0 for r in ev["hallucinated_claim_rate"].values())
