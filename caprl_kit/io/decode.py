@@ -61,9 +61,13 @@ def _call(cancel: threading.Event, fn: Callable[[T], R], item: T) -> R:
 
 
 def _stop_processes(pool: Executor) -> None:
-    """Terminate the decode processes of ``pool``: a running decode (a URL that does not answer) would otherwise
-    hold up the interpreter's exit, which waits for them."""
-    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+    """Shut ``pool`` down at once, its pending decodes cancelled, and terminate its processes: a running decode (a URL
+    that does not answer) would otherwise hold up the interpreter's exit, which waits for them. The pool's own
+    thread cancels the pending futures (it forgets them as it does); a future cancelled from here would stay in its
+    table, and the thread failing it when it sees the processes end raises ``InvalidStateError`` in that thread."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # shutdown forgets them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in processes:
         with contextlib.suppress(OSError, ValueError):  # already gone, or closed
             proc.terminate()
 
@@ -123,10 +127,12 @@ def decode_map(
         while pending:
             yield _result(pending.popleft())
     except BaseException:  # KeyboardInterrupt, GeneratorExit, an error in fn: stop now, do not drain
-        cancel.set()  # running decodes waiting on a URL stop at once (``cancelled()``)
-        running = [fut for fut in pending if not fut.cancel() and not fut.done()]
-        if processes and running:
-            _stop_processes(pool)  # before shutdown, which forgets the processes
-        pool.shutdown(wait=False, cancel_futures=True)
+        if processes:
+            _stop_processes(pool)
+        else:
+            cancel.set()  # running decodes waiting on a URL stop at once (``cancelled()``)
+            for fut in pending:
+                fut.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -127,6 +128,35 @@ def test_early_close_returns_at_once_and_leaves_no_process(h264: Path) -> None:
         time.sleep(0.1)
     assert not [p for p in started if p.is_alive()], "decode processes outlived the pool"
     assert not set(multiprocessing.active_children()) - before
+
+
+def test_an_interrupted_pool_raises_nothing_in_its_own_thread() -> None:
+    """Interrupting the decodes with items still queued (not yet sent to a process) and one running: the processes
+    are terminated and no future is failed twice. Cancelling the queued futures from the caller left them in the
+    pool's table, and its thread, failing every future of the table when it saw the processes end, raised
+    InvalidStateError ('Exception in thread ...' under the CLI's 'interrupted' line after Ctrl-C)."""
+    errors: list[BaseException | None] = []
+    hook = threading.excepthook
+    threading.excepthook = lambda args: errors.append(args.exc_value)
+    before = set(multiprocessing.active_children())
+    try:
+        gen = decode_map(time.sleep, [0.0] + [30.0] * 20, workers=1, ahead=8, processes=True)
+        assert next(gen) is None  # the first sleep is done: one 30 s decode runs, one waits in the call queue,
+        time.sleep(0.3)  # and six are queued behind them
+        started = set(multiprocessing.active_children()) - before
+        assert started
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            gen.throw(KeyboardInterrupt)
+        assert time.monotonic() - t0 < 2
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(p.is_alive() for p in started):
+            time.sleep(0.05)
+        assert not [p for p in started if p.is_alive()], "the running decode's process was not terminated"
+        time.sleep(0.5)  # the pool's thread has seen the processes end and failed what was left
+    finally:
+        threading.excepthook = hook
+    assert errors == []
 
 
 def test_ctrl_c_to_the_process_group_is_handled_by_the_parent_alone(tmp_path: Path) -> None:
