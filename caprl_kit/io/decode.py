@@ -131,8 +131,6 @@ def decode_map(
             _stop_processes(pool)
         else:
             cancel.set()  # running decodes waiting on a URL stop at once (``cancelled()``)
-            for fut in pending:
-                fut.cancel()
-            pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(wait=False, cancel_futures=True)  # the ones not started are cancelled
         raise
     pool.shutdown(wait=True)
