@@ -45,6 +45,11 @@ SPLITS = ("train", "val", "test")
 FALSE_SHARE = 0.8
 #: GRPO steps of both arms of the faithfulness proof unless --rl-steps says (both arms were still gaining at 300)
 FAITHFUL_RL_STEPS = 400
+#: KL coefficient of both GRPO arms of the faithfulness proof: the original GRPO's (DeepSeekMath's beta), as the
+#: CapRL paper trains GRPO "with a KL penalty". Without it the false sentence, which the QA reward cannot see, drifts
+#: at random under QA-only GRPO (kept on two seeds of four, dropped on two; at 0.01 still dropped on seed 0), so the
+#: arms' difference would be noise rather than the reward's doing (docs/hacking.md)
+FAITHFUL_KL = 0.04
 #: caption length cap of the demo's captioners; with faithfulness, where a complete caption and a false sentence fit
 MAX_TOKENS, MAX_TOKENS_FAITHFUL = 16, 24
 #: the claim check of every demo caption: rules splitter, lexical verifier against the reference caption
@@ -320,7 +325,8 @@ def run_demo(
     """Run the demo into ``out_dir``; returns the summary (also written to ``summary.json``). ``sft_steps`` /
     ``rl_steps`` / ``eval_steps`` override the recipe (reduced runs); ``trainers`` adds the GRPO-over-HTTP and
     DPO rows (:func:`trainer_rows`); ``faithfulness`` makes most (80%) of the warm start's captions end in a false
-    sentence, checks every captioner's claims and adds GRPO on QA + faithfulness (the hacking proof).
+    sentence, checks every captioner's claims and adds GRPO on QA + faithfulness (the hacking proof; both GRPO arms
+    with the KL penalty ``FAITHFUL_KL``).
 
     ``out_dir`` is claimed first, as the verbs claim their output: a new or empty folder, or a previous demo run
     (``caprl_run.json`` says ``demo``); anything else is refused naming it, before any work, and ``overwrite`` only
@@ -409,7 +415,11 @@ def _run_demo(
         f"sft.data_files=[{manifests['train']}]",
         f"output_dir={train_dir}",
         f"algorithm.seed={seed}",
-        *([f"data.max_response_length={MAX_TOKENS_FAITHFUL}"] if faithfulness else []),
+        *(
+            [f"data.max_response_length={MAX_TOKENS_FAITHFUL}", f"algorithm.kl_coef={FAITHFUL_KL}"]
+            if faithfulness
+            else []
+        ),
     ]
     if faithfulness and rl_steps is None:
         rl_steps = FAITHFUL_RL_STEPS

@@ -356,7 +356,8 @@ def demo(
         False,
         "--faithfulness/--no-faithfulness",
         help="The hacking proof: 80% of the warm start's captions end in a false sentence; every captioner's "
-        "claims are checked against the reference caption, and GRPO on QA + faithfulness (per term) is added.",
+        "claims are checked against the reference caption, and GRPO on QA + faithfulness (per term) is added "
+        "(both GRPO arms with the original GRPO's KL penalty, 0.04).",
     ),
     overwrite: bool = typer.Option(
         False,

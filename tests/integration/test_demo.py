@@ -7,8 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
+from caprl_kit import demo
 from caprl_kit.cli import app
 from caprl_kit.demo import run_demo
 
@@ -73,3 +75,6 @@ def test_the_faithfulness_proof_runs_its_three_arms(tmp_path: Path) -> None:
     fcfg = (out / "train_faithful" / "config.resolved.yaml").read_text()
     assert "faithfulness" in fcfg and "per_term" in fcfg and (out / "train_faithful" / "best" / "config.json").is_file()
     assert 'id="faithful"' in (out / "report.html").read_text() and "hallucinated claims:" in result.output
+    for arm in ("train", "train_faithful"):  # both GRPO arms anchored to the warm start by the same KL penalty
+        resolved = yaml.safe_load((out / arm / "config.resolved.yaml").read_text())
+        assert resolved["algorithm"]["kl_coef"] == demo.FAITHFUL_KL > 0
