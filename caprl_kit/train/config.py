@@ -116,6 +116,12 @@ class TRLOptions(ConfigModel):
         description="With data.val_files: every algorithm.eval_steps caption the "
         "validation images greedily, score them, keep the best model in OUTPUT/best",
     )
+    select_on: Literal["qa_accuracy", "qa_and_faithfulness"] = Field(
+        "qa_accuracy",
+        description="What picks OUTPUT/best: the validation QA accuracy, or (qa_and_faithfulness) the reward's own "
+        "weighting of it and the validation claim precision (weights of reward.components qa_accuracy and "
+        "faithfulness; needs trl.val_faithfulness)",
+    )
     val_max_items: int | None = Field(None, ge=1, description="Validate on at most this many items")
     val_faithfulness: bool = Field(
         False,
@@ -529,17 +535,56 @@ class TrainConfig(JobConfig):
         keys = ["trl.val_faithfulness"] if t.val_faithfulness else []
         if t.hacking_alarm is not None and t.hacking_alarm != HackingAlarmConfig():
             keys.append("trl.hacking_alarm")
+        if t.select_on != "qa_accuracy":
+            keys.append("trl.select_on")
         if self.trainer == "verl":
             why, hint = "is ignored with trainer: verl: it watches the TRL trainer's validation", "remove it"
         elif not self.data.val_files or not t.select_on_val:
             off = "data.val_files is empty" if not self.data.val_files else "trl.select_on_val is false"
             why, hint = f"is not used: no validation runs ({off})", "list data.val_files, or remove it"
         elif self.method == "dpo":
-            keys = [k for k in keys if k == "trl.hacking_alarm"]
-            why, hint = "is ignored with method: dpo: DPO logs no training reward to watch", "remove it"
+            alarm = [
+                FieldIssue(k, "is ignored with method: dpo: DPO logs no training reward to watch", "remove it")
+                for k in keys
+                if k == "trl.hacking_alarm"
+            ]
+            return alarm + self._selection_issues()
         else:
-            return []
+            return self._selection_issues()
         return [FieldIssue(k, why, hint) for k in keys]
+
+    def _selection_issues(self) -> list[FieldIssue]:
+        """``trl.select_on: qa_and_faithfulness`` weighs two validation scores as the reward weighs its terms: both
+        terms must be weighted in reward.components and the claim precision measured (trl.val_faithfulness)."""
+        if self.trl.select_on == "qa_accuracy":
+            return []
+        weights = selection_weights(self)
+        missing = [name for name, w in zip(("qa_accuracy", "faithfulness"), weights) if not w]
+        if missing:
+            return [
+                FieldIssue(
+                    "trl.select_on",
+                    f"qa_and_faithfulness weighs validation scores as reward.components weighs its terms, and "
+                    f"{' and '.join(missing)} has no weight there",
+                    "add the term to reward.components, or use select_on: qa_accuracy",
+                )
+            ]
+        if not self.trl.val_faithfulness:
+            return [
+                FieldIssue(
+                    "trl.select_on",
+                    "qa_and_faithfulness reads the validation claim precision, which trl.val_faithfulness measures",
+                    "set trl.val_faithfulness: true",
+                )
+            ]
+        return []
+
+
+def selection_weights(cfg: TrainConfig) -> tuple[float, float]:
+    """The weights of reward.components' qa_accuracy and faithfulness terms (0 for one not there): how
+    ``trl.select_on: qa_and_faithfulness`` weighs the validation QA accuracy and claim precision."""
+    weights = {c.name: c.weight for c in cfg.reward.components}
+    return weights.get("qa_accuracy", 0.0), weights.get("faithfulness", 0.0)
 
 
 #: verl actor.loss_agg_mode -> the TRL GRPOConfig.loss_type that aggregates the same way: token-mean / dapo divide by

@@ -15,7 +15,7 @@ from caprl_kit.log import get_logger
 from caprl_kit.monitors import FLAG_METRIC, TEXT_FLAGS
 from caprl_kit.progress import Progress
 from caprl_kit.rewards.combine import CaprlReward
-from caprl_kit.train.config import TrainConfig
+from caprl_kit.train.config import TrainConfig, selection_weights
 from caprl_kit.train.official import normalize_rl_row
 from caprl_kit.train.trl_policy import save_atomically
 from caprl_kit.train.val_audit import ValidationAudit
@@ -77,7 +77,8 @@ class ValidationCallback:
     """Checkpoint selection on the validation split: every ``eval_steps`` (and before the first step) the policy
     captions the validation images (or videos, as timestamped frames: train/video_frames.py) greedily, the QA
     scorer (all questions once) scores the captions, the accuracy goes to metrics.jsonl, and the best model so far
-    is saved to OUTPUT/best (model + processor, atomically)."""
+    is saved to OUTPUT/best (model + processor, atomically): best by the accuracy, or with ``trl.select_on:
+    qa_and_faithfulness`` by the reward's weighting of it and the claim precision (``val/score``)."""
 
     def __init__(self, cfg: TrainConfig, processor: Any, out: Path):
         from caprl_kit.rewards.base import decode_ground_truth
@@ -138,16 +139,19 @@ class ValidationCallback:
         acc = sum(scores) / max(1, len(caps))
         record = {"step": step, "val/qa_accuracy": acc, "val/sample_caption": caps[0] if caps else ""}
         self.audit.extend(record, caps, self.qas, scores, self.scorer)
-        if self.best is None or acc > self.best["val_qa_accuracy"]:
-            self.best = {"step": step, "val_qa_accuracy": acc}
+        score = selection_score(self.cfg, record)
+        if self.best is None or score > self.best.get("val_score", self.best["val_qa_accuracy"]):
+            self.best = {"step": step, "val_qa_accuracy": acc, "val_score": score}
             save_atomically(self.out / "best", model, self.processor)
             self.state_path.write_text(json.dumps(self.best))
             record["val/best"] = True
         log.info(
-            "step %d: validation QA accuracy %.3f (best %.3f at step %d)",
+            "step %d: validation QA accuracy %.3f%s (best %s %.3f at step %d)",
             step,
             acc,
-            self.best["val_qa_accuracy"],
+            f", selection score {score:.3f}" if "val/score" in record else "",
+            self.cfg.trl.select_on,
+            self.best.get("val_score", self.best["val_qa_accuracy"]),
             self.best["step"],
         )
         return record
@@ -171,6 +175,17 @@ class ValidationCallback:
                     self._write(outer.evaluate(model, state.global_step))
 
         return _CB()
+
+
+def selection_score(cfg: TrainConfig, record: dict[str, Any]) -> float:
+    """What ``trl.select_on`` ranks a validation ``record`` by: its QA accuracy, or the reward's weighting of it and
+    the claim precision (None, no caption with a claim, counts 0), then also set as the record's ``val/score``."""
+    acc = float(record["val/qa_accuracy"])
+    if cfg.trl.select_on == "qa_accuracy":
+        return acc
+    w_qa, w_faith = selection_weights(cfg)
+    record["val/score"] = w_qa * acc + w_faith * float(record.get("val/claim_precision") or 0.0)
+    return record["val/score"]
 
 
 def read_val_rows(cfg: TrainConfig) -> list[dict[str, Any]]:

@@ -126,6 +126,8 @@ def finish(
         report.metrics.update(
             {"best_val_qa_accuracy": validation.best["val_qa_accuracy"], "best_step": float(validation.best["step"])}
         )
+        if validation.cfg.trl.select_on != "qa_accuracy":
+            report.metrics["best_val_score"] = validation.best["val_score"]
     if resumed:
         report.notes.append("resumed from the newest checkpoint in the output directory")
     alarms = validation.audit.alarms(upto=trainer.state.global_step) if validation is not None else {}

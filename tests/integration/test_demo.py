@@ -78,3 +78,10 @@ def test_the_faithfulness_proof_runs_its_three_arms(tmp_path: Path) -> None:
     for arm in ("train", "train_faithful"):  # both GRPO arms anchored to the warm start by the same KL penalty
         resolved = yaml.safe_load((out / arm / "config.resolved.yaml").read_text())
         assert resolved["algorithm"]["kl_coef"] == demo.FAITHFUL_KL > 0
+    # the faithfulness arm's best/ is the validation with the best accuracy + 0.25 x claim precision, the QA arm's
+    # the one with the best accuracy
+    for arm, key in (("train", "val/qa_accuracy"), ("train_faithful", "val/score")):
+        vals = [r for r in map(json.loads, (out / arm / "metrics.jsonl").read_text().splitlines()) if key in r]
+        assert len(vals) == 3 and ("val/score" in vals[0]) == (arm == "train_faithful")
+        best = max(vals, key=lambda r: r[key])  # the first of equal ones, as the selection keeps the earlier
+        assert json.loads((out / arm / "best.json").read_text())["step"] == best["step"]

@@ -94,6 +94,13 @@ TRL_VAL = ["data.val_files=[val.parquet]"]
     ("train/grpo_tiny_trl", [*TRL_VAL, "trl.select_on_val=false", "trl.val_faithfulness=true"],
      "trl.val_faithfulness", "trl.select_on_val is false"),
     ("train/dpo_qwen25vl3b_trl", ["trl.hacking_alarm.window=4"], "trl.hacking_alarm", "method: dpo"),
+    ("train/grpo_qwen25vl3b_verl", ["trl.select_on=qa_and_faithfulness"], "trl.select_on", "trainer: verl"),
+    ("train/grpo_tiny_trl", [*TRL_VAL, "trl.val_faithfulness=true", "trl.select_on=qa_and_faithfulness"],
+     "trl.select_on", "faithfulness has no weight there"),
+    ("train/sanity_tiny_faithful_trl", ["trl.val_faithfulness=false"], "trl.select_on",
+     "reads the validation claim precision"),
+    ("train/sanity_tiny_faithful_trl", ["trl.select_on_val=false", "trl.val_faithfulness=false"], "trl.select_on",
+     "trl.select_on_val is false"),
 ])
 def test_the_audit_keys_are_refused_where_nothing_reads_them(recipe, overrides, key, why) -> None:
     with pytest.raises(ConfigError) as err:
@@ -110,3 +117,21 @@ def test_the_audit_keys_are_refused_where_nothing_reads_them(recipe, overrides, 
 def test_the_audit_keys_are_accepted_where_validation_reads_them(recipe, overrides) -> None:
     cfg = load_config(recipe, overrides)
     assert cfg.trl.hacking_alarm in (None, HackingAlarmConfig(window=4), HackingAlarmConfig())
+
+
+def test_select_on_weighs_accuracy_and_claim_precision_as_the_reward_weighs_its_terms() -> None:
+    """The faithfulness proof's arm (qa_accuracy 1.0 + faithfulness 0.25) picks the checkpoint that lies less at a
+    little less accuracy; selected on accuracy alone, the same two validations pick the other one."""
+    from caprl_kit.train.trl_callbacks import selection_score
+
+    both = load_config("train/sanity_tiny_faithful_trl", [])
+    lying, truthful = ({"val/qa_accuracy": 0.95, "val/claim_precision": 0.80},
+                       {"val/qa_accuracy": 0.94, "val/claim_precision": 0.90})
+    assert selection_score(both, lying) == pytest.approx(1.15) and lying["val/score"] == pytest.approx(1.15)
+    assert selection_score(both, truthful) == pytest.approx(1.165)
+    assert selection_score(both, truthful) > selection_score(both, lying)
+    assert selection_score(both, {"val/qa_accuracy": 0.5, "val/claim_precision": None}) == pytest.approx(0.5)
+    accuracy = load_config("train/sanity_tiny_faithful_trl", ["trl.select_on=qa_accuracy"])
+    plain = {"val/qa_accuracy": 0.95, "val/claim_precision": 0.80}
+    assert selection_score(accuracy, plain) == 0.95 > selection_score(accuracy, dict(truthful))
+    assert "val/score" not in plain
