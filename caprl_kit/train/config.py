@@ -542,15 +542,10 @@ class TrainConfig(JobConfig):
         elif not self.data.val_files or not t.select_on_val:
             off = "data.val_files is empty" if not self.data.val_files else "trl.select_on_val is false"
             why, hint = f"is not used: no validation runs ({off})", "list data.val_files, or remove it"
-        elif self.method == "dpo":
-            alarm = [
-                FieldIssue(k, "is ignored with method: dpo: DPO logs no training reward to watch", "remove it")
-                for k in keys
-                if k == "trl.hacking_alarm"
-            ]
-            return alarm + self._selection_issues()
-        else:
-            return self._selection_issues()
+        else:  # validation runs: only the alarm with DPO, and select_on's own needs
+            keys = [k for k in keys if k == "trl.hacking_alarm"] if self.method == "dpo" else []
+            why, hint = "is ignored with method: dpo: DPO logs no training reward to watch", "remove it"
+            return [FieldIssue(k, why, hint) for k in keys] + self._selection_issues()
         return [FieldIssue(k, why, hint) for k in keys]
 
     def _selection_issues(self) -> list[FieldIssue]:

@@ -98,6 +98,8 @@ class ValidationCallback:
         self.scorer = qa_scorer(cfg.reward.qa.model_copy(update={"mode": "all_qa"}))  # a service keeps its own mode
         self.state_path = out / "best.json"
         self.best = json.loads(self.state_path.read_text()) if self.state_path.is_file() else None
+        if self.best is not None:  # a best.json written before trl.select_on was ranked by the accuracy
+            self.best.setdefault("val_score", self.best["val_qa_accuracy"])
 
     def captions(self, model: Any) -> list[str]:
         """Greedy captions of the validation images by the in-memory policy, through the transformers back end;
@@ -140,7 +142,7 @@ class ValidationCallback:
         record = {"step": step, "val/qa_accuracy": acc, "val/sample_caption": caps[0] if caps else ""}
         self.audit.extend(record, caps, self.qas, scores, self.scorer)
         score = selection_score(self.cfg, record)
-        if self.best is None or score > self.best.get("val_score", self.best["val_qa_accuracy"]):
+        if self.best is None or score > self.best["val_score"]:
             self.best = {"step": step, "val_qa_accuracy": acc, "val_score": score}
             save_atomically(self.out / "best", model, self.processor)
             self.state_path.write_text(json.dumps(self.best))
@@ -151,7 +153,7 @@ class ValidationCallback:
             acc,
             f", selection score {score:.3f}" if "val/score" in record else "",
             self.cfg.trl.select_on,
-            self.best.get("val_score", self.best["val_qa_accuracy"]),
+            self.best["val_score"],
             self.best["step"],
         )
         return record
