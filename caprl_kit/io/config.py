@@ -113,6 +113,14 @@ class MediaConfig(ConfigModel):
         "decodes every frame up to the last one, `auto` seeks where that decodes fewer frames (long videos); the "
         "frames and timestamps are the same, and a file where seeking cannot be relied on is decoded linearly",
     )
+    video_keyframe_snap_s: float = Field(
+        0.0,
+        ge=0,
+        description="Seconds a sampling instant may move to reach a keyframe: 0 takes the frame nearest each "
+        "instant; above 0 an instant within this distance of a keyframe takes the keyframe (one frame decoded after "
+        "a seek instead of its GOP up to the instant), never past half-way to the neighbouring instants or out of "
+        "its window. Each frame keeps its own timestamp; a file without reliable timestamps is not snapped",
+    )
 
     @model_validator(mode="after")
     def _ranges(self) -> MediaConfig:

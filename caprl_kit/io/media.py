@@ -567,17 +567,19 @@ def load_video(
     min_pixels: int = 3136,
     max_bytes: int = MAX_FILE_BYTES,
     decoder: str = "auto",
+    keyframe_snap_s: float = 0.0,
 ) -> VideoClip:
     """Decode a video with PyAV and sample frames by ``fps`` (count in [min_frames, max_frames]). ``decoder``
     (``media.video_decoder``): ``auto``, ``sparse`` or ``linear`` (io/video_decode.py); the frames and timestamps
-    are the same whichever decodes them."""
+    are the same whichever decodes them. ``keyframe_snap_s`` (``media.video_keyframe_snap_s``): a sampling instant
+    within that many seconds of a keyframe takes the keyframe (``video_decode.snap``)."""
     from caprl_kit.io.video_decode import decode_at
 
     source = describe(src)
     data = read_bytes(src, max_bytes)
     digest = hashlib.sha256(data).hexdigest()
     duration = _probe_duration(data, source)
-    got = decode_at(data, source, sample_times(duration, fps, min_frames, max_frames), decoder)
+    got = decode_at(data, source, sample_times(duration, fps, min_frames, max_frames), decoder, keyframe_snap_s)
     h, w = smart_resize(got.images[0].height, got.images[0].width, min_pixels=min_pixels, max_pixels=max_pixels)
     return VideoClip(
         frames=[resample(to_rgb(f), (w, h)) for f in got.images],
@@ -586,7 +588,11 @@ def load_video(
         source=source,
         content_hash=digest,
         sample_fps=len(got.images) / duration,
-        meta={"decoder": got.decoder, "decoded_frames": got.stats.get("decoded")},
+        meta={
+            "decoder": got.decoder,
+            "decoded_frames": got.stats.get("decoded"),
+            "snapped": got.stats.get("snapped", 0),
+        },
     )
 
 
@@ -647,6 +653,7 @@ def load_media(
                 max_pixels=cfg.video_max_pixels,
                 max_bytes=cap,
                 decoder=getattr(cfg, "video_decoder", "auto"),
+                keyframe_snap_s=getattr(cfg, "video_keyframe_snap_s", 0.0),
             )
             if wire is not None and wire.frame_quality is not None:
                 clip.encoded_frames = [jpeg_base64(f, wire.frame_quality) for f in clip.frames]

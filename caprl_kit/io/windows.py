@@ -81,17 +81,20 @@ def load_video_windows(
     min_pixels: int = 3136,
     max_bytes: int = MAX_FILE_BYTES,
     decoder: str = "auto",
+    keyframe_snap_s: float = 0.0,
 ) -> WindowedVideo:
     """Decode a video's windows with PyAV: each window's frames sampled by ``fps`` within its span (count in
-    [min_frames, max_frames] per window), all of them in one decoding pass. Raises ``MediaError``."""
-    from caprl_kit.io.video_decode import decode_at
+    [min_frames, max_frames] per window), all of them in one decoding pass. ``keyframe_snap_s``: an instant moves
+    to a keyframe within that many seconds and inside its window (``video_decode.snap``). Raises ``MediaError``."""
+    from caprl_kit.io.video_decode import decode_at, snap_limits
 
     source = describe(src)
     data = read_bytes(src, max_bytes)
     duration = _probe_duration(data, source)
     spans = window_spans(duration, seconds, min_last_s)
     per_window = [[start + t for t in sample_times(end - start, fps, min_frames, max_frames)] for start, end in spans]
-    got = decode_at(data, source, [t for times in per_window for t in times], decoder)
+    limits = [lim for (start, end), times in zip(spans, per_window) for lim in snap_limits(times, start, end)]
+    got = decode_at(data, source, [t for times in per_window for t in times], decoder, keyframe_snap_s, limits)
     h, w = smart_resize(got.images[0].height, got.images[0].width, min_pixels=min_pixels, max_pixels=max_pixels)
     windows, i = [], 0
     for (start, end), times in zip(spans, per_window):
@@ -161,6 +164,7 @@ def load_windows_media(
             max_pixels=cfg.video_max_pixels,
             max_bytes=cap,
             decoder=cfg.video_decoder,
+            keyframe_snap_s=cfg.video_keyframe_snap_s,
         )
     except MediaError as exc:
         raise MediaError(exc.kind, label, exc.reason) from None

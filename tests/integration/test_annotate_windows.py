@@ -56,6 +56,19 @@ def test_each_window_gets_its_own_frames_from_one_decoding_pass() -> None:
     assert orange[0] < orange[1] < orange[2]
 
 
+def test_snapped_window_frames_are_keyframes_inside_their_window() -> None:
+    """``media.video_keyframe_snap_s``: a window's instants move to keyframes (this MPEG-4 stream has one every 6
+    s) without leaving the window, and the frames keep their own times from the window start."""
+    data = make_video_bytes(n_frames=360, fps=2, size=(32, 24))
+    exact = load_video_windows(data, seconds=60.0, fps=0.1, min_frames=2, max_frames=8)
+    snapped = load_video_windows(data, seconds=60.0, fps=0.1, min_frames=2, max_frames=8, keyframe_snap_s=30.0)
+    for a, b in zip(exact.windows, snapped.windows):
+        assert a.timestamps == [5.0, 15.0, 25.0, 35.0, 45.0, 55.0]
+        assert all(t % 6 == 0 and 0 <= t < 60 for t in b.timestamps)
+        assert len(set(b.timestamps)) == len(b.timestamps) == 6  # distinct: no two instants share a keyframe
+        assert all(abs(s - t) <= 5.0 for s, t in zip(a.timestamps, b.timestamps))
+
+
 def _videos(folder: Path, n: int) -> Path:
     folder.mkdir(parents=True)
     for i in range(n):

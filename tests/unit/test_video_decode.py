@@ -195,3 +195,70 @@ def test_the_config_key_reaches_the_decoder() -> None:
         MediaConfig(video_decoder="fast")
     with pytest.raises(ValueError, match="unknown video decoder"):
         video_decode.decode_at(data, "v", [0.5], "fast")
+
+
+def test_snap_moves_instants_to_near_keyframes_inside_their_limits() -> None:
+    keys = [0.0, 2.0, 4.0, 6.0]
+    # 0.4 is 0.4 from a keyframe: moves; 2.6 and 5.0 are further than the tolerance: stay
+    assert video_decode.snap([0.4, 2.6, 5.0], keys, 0.5) == [0.0, 2.6, 5.0]
+    assert video_decode.snap([5.0], keys, 1.0) == [4.0]  # a tie takes the earlier keyframe
+    # two instants near one keyframe: only the one whose half-way limits hold it moves, so frames stay distinct
+    assert video_decode.snap([1.7, 2.4], keys, 1.0) == [2.0, 2.4]
+    # window limits: the keyframe at 2.0 is the first instant's nearest but in the next window
+    limits = [(0.0, 2.0), (2.0, 4.0)]
+    assert video_decode.snap([1.9, 2.6], keys, 1.0, limits) == [1.9, 2.0]
+    assert video_decode.snap_limits([1.0, 3.0, 7.0], 0.0, 10.0) == [(0.0, 2.0), (2.0, 5.0), (5.0, 10.0)]
+    assert video_decode.snap([0.4], keys, 0.0) == [0.4]
+
+
+@pytest.mark.parametrize("fmt", ["mp4", "matroska"])
+def test_snapped_instants_decode_only_keyframes_and_the_linear_pass_agrees(fmt: str) -> None:
+    """A keyframe-every-second B-frame video: with a 0.4 s snap every instant of a 1.25 s grid takes a keyframe;
+    the sparse pass decodes those frames alone (the decoder is drained instead of fed the next packets to reorder)
+    and the linear pass, snapped the same way, returns the same frames and timestamps."""
+    data = make_h264_video_bytes(n_frames=300, fps=30, size=(64, 48), gop=30, bframes=3, fmt=fmt)
+    instants = [10.0 * (i + 0.5) / 8 for i in range(8)]
+    sparse = video_decode.decode_at(data, "v", instants, "sparse", keyframe_snap_s=0.4)
+    linear = video_decode.decode_at(data, "v", instants, "linear", keyframe_snap_s=0.4)
+    exact = video_decode.decode_at(data, "v", instants, "sparse")
+    assert sparse.decoder == "sparse" and linear.decoder == "linear"
+    assert sparse.timestamps == linear.timestamps == [1.0, 2.0, 3.0, 4.0, 6.0, 7.0, 8.0, 9.0]
+    assert all(_mad(a, b) == 0 for a, b in zip(sparse.images, linear.images))
+    assert sparse.stats["fed"] == sparse.stats["decoded"] == 8  # the keyframes alone
+    assert sparse.stats["snapped"] == 8 == linear.stats["snapped"]
+    assert exact.stats["decoded"] > 3 * 8  # without snapping each frame needs its GOP up to it
+    assert max(abs(a - b) for a, b in zip(sparse.timestamps, instants)) <= 0.4
+    assert max(abs(a - b) for a, b in zip(exact.timestamps, instants)) <= 1 / 30
+
+
+def test_exact_sparse_frames_come_out_without_feeding_the_reorder_delay() -> None:
+    """Each seek's run stops at the last packet it needs and drains the decoder: the P-frame four after a keyframe
+    (decode order I, P, B, b, b) costs those two packets, not the B-frames after it that a fed decoder needs before
+    it puts the P-frame out."""
+    data = make_h264_video_bytes(n_frames=300, fps=30, size=(64, 48), gop=60, bframes=3)
+    instants = [2.0 + 4 / 30, 6.0 + 4 / 30]
+    sparse = video_decode.decode_at(data, "v", instants, "sparse")
+    linear = video_decode.decode_at(data, "v", instants, "linear")
+    assert sparse.timestamps == linear.timestamps
+    assert all(_mad(a, b) == 0 for a, b in zip(sparse.images, linear.images))
+    assert sparse.stats["seeks"] == 2 and sparse.stats["fed"] == 2 * 2
+
+
+def test_the_snap_key_reaches_the_decoder_and_the_resume_identity() -> None:
+    from pydantic import ValidationError
+
+    from caprl_kit.config import identity
+    from caprl_kit.io.config import MediaConfig
+    from caprl_kit.io.media import load_media
+
+    data = make_h264_video_bytes(n_frames=300, gop=30, size=(64, 48))
+    snapped, _ = load_media(None, data, "video", MediaConfig(video_max_frames=4, video_keyframe_snap_s=1.0))
+    exact, _ = load_media(None, data, "video", MediaConfig(video_max_frames=4))
+    assert isinstance(snapped, VideoClip) and isinstance(exact, VideoClip)
+    assert snapped.meta["snapped"] == 4 and exact.meta["snapped"] == 0
+    assert all(t in (0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0) for t in snapped.timestamps)
+    assert snapped.timestamps != exact.timestamps
+    # other frames: a rerun with another value is a changed config, not a resume
+    assert identity(MediaConfig(video_keyframe_snap_s=1.0)) != identity(MediaConfig())
+    with pytest.raises(ValidationError, match="video_keyframe_snap_s"):
+        MediaConfig(video_keyframe_snap_s=-1)
