@@ -8,7 +8,9 @@ Videos are decoded with PyAV (``av``): maintained, wheels on PyPI with FFmpeg bu
 torch-version coupling (torchcodec needs a matching torch build and system FFmpeg; decord 0.6 is unmaintained).
 Frames are sampled by fps with a min/max count and keep their timestamps, which CapRL++ captions cite as
 ``[mm:ss]``; io/video_decode.py decodes them, seeking to the keyframe before each sampled frame where that decodes
-fewer frames than one pass from the start (``media.video_decoder``), with the same frames either way.
+fewer frames than one pass from the start (``media.video_decoder``), with the same frames either way; with
+``media.video_keyframe_snap_s`` an instant near a keyframe takes the keyframe (decoded alone), still with its own
+timestamp.
 
 Reads are defensive: only regular files are opened (a FIFO, device, socket or directory is a
 ``not_a_regular_file`` error found by ``stat``, never by ``open``, which would block on a FIFO), and no read takes

@@ -132,3 +132,20 @@ def test_a_server_that_dies_mid_video_resumes_with_every_video_once(tmp_path: Pa
     assert [r["key"] for r in rows] == [f"clip_{i}.mp4" for i in range(3)] and report.shards_skipped == 1
     assert all(r["status"] == "ok" and len(r["windows"]) == 3 for r in rows)
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("00000*")} == kept
+
+
+def test_annotate_snaps_window_frames_to_keyframes_when_asked(tmp_path: Path) -> None:
+    """``media.video_keyframe_snap_s`` on an annotate run: the frames sent and recorded are keyframes (every 6 s in
+    this stream) inside their windows, with their own absolute times."""
+    inp = _videos(tmp_path / "in", 1)
+    media = {"video_fps": 0.1, "video_min_frames": 2, "video_max_frames": 8, "video_keyframe_snap_s": 30.0}
+    with ChatServer(replies=[(WINDOW_CAPTION, "stop")]) as server:
+        cfg = _config(inp, tmp_path / "out", server.base_url, media=media)
+        run(cfg)
+    (row,) = _rows(tmp_path / "out")
+    assert row["status"] == "ok" and row["n_frames"] == 18
+    stamps = row["frame_timestamps"]
+    assert all(t % 6 == 0 for t in stamps) and len(set(stamps)) == 18
+    for w in row["windows"]:
+        inside = [t for t in stamps if w["start_s"] <= t < w["end_s"]]
+        assert len(inside) == w["n_frames"] == 6
