@@ -98,6 +98,8 @@ def decode_at(
         raise ValueError(f"unknown video decoder {decoder!r}; choose one of {', '.join(DECODERS)}")
     if keyframe_snap_s < 0:
         raise ValueError(f"keyframe_snap_s must be >= 0, not {keyframe_snap_s}")
+    if limits is not None and len(limits) != len(instants):
+        raise ValueError(f"{len(limits)} limits for {len(instants)} instants: one (lo, hi) per instant")
     stats: dict[str, Any] = {}
     if decoder != "linear" or keyframe_snap_s > 0:
         with open_video(data, source) as container:
@@ -345,15 +347,23 @@ def _decode_from_here(
     yield from codec.decode(None)
 
 
-def _segment_ends(table: _Table, steps: list[tuple[int, bool]]) -> list[int]:
+def _segment_ends(table: _Table, steps: list[tuple[int, bool]], skips: bool) -> list[int]:
     """For each step, the pts of the last packet in decode order its segment (a seek and the steps decoding on
-    from it) needs: where that segment's decoding stops and the decoder is drained."""
+    from it) needs: where that segment's decoding stops and the decoder is drained. A decoder that skips
+    non-reference frames needs the wanted frames' packets (the frames shown between them that are decoded later are
+    non-reference or not needed); one that does not puts out every frame from the keyframe on, so the segment runs
+    through all the frames shown up to its last wanted one (a B-frame shown before a wanted P-frame is decoded
+    after it)."""
+    position = {p: i for i, p in enumerate(table.pts)}
     ends: list[int] = []
     start = 0
     for i in range(len(steps) + 1):
         if i == len(steps) or (i > start and steps[i][1]):
-            end = max((p for p, _ in steps[start:i]), key=table.decode_index.__getitem__)
-            ends.extend([end] * (i - start))
+            needed = [p for p, _ in steps[start:i]]
+            if not skips:
+                first = position[table.keyframe[needed[0]]]
+                needed = table.pts[first : max(position[p] for p in needed) + 1]
+            ends.extend([max(needed, key=table.decode_index.__getitem__)] * (i - start))
             start = i
     return ends
 
@@ -397,7 +407,7 @@ def _sparse(container: Any, table: _Table, instants: list[float], force: bool, s
     frames: Any = None
     key = last = 0  # the keyframe of the last seek; the presentation index of the last frame that came out
     started = False  # whether that keyframe came out (frames before it are passed over, every frame after checked)
-    ends = _segment_ends(table, steps)
+    ends = _segment_ends(table, steps, skips)
     try:
         for (pts, seek), end in zip(steps, ends):
             if seek or frames is None:

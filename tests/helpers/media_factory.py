@@ -67,6 +67,7 @@ def make_h264_video_bytes(
     faststart=False,
     preset="ultrafast",
     open_gop=False,
+    codec="libx264",
 ) -> bytes:
     """An H.264 video (libx264) with the awkward properties the video decoders are tested on.
 
@@ -78,7 +79,8 @@ def make_h264_video_bytes(
     (seeking by timestamps without an index) or ``h264`` (a raw stream without timestamps); ``faststart``: mp4 with
     its index at the front (so a damaged tail leaves the index readable); ``open_gop``: keyframes that are not IDR,
     with B-frames after them in decode order that are shown before them and predicted from the GOP before
-    (leading pictures)."""
+    (leading pictures); ``codec``: ``libx264`` or ``libx265`` (HEVC, whose decoder does not skip non-reference
+    frames)."""
     import av
 
     if faststart:  # moving the index to the front rereads the file: FFmpeg needs a real one
@@ -87,17 +89,21 @@ def make_h264_video_bytes(
         with tempfile.TemporaryDirectory() as tmp:
             path = f"{tmp}/video.mp4"
             with av.open(path, "w", format="mp4", options={"movflags": "faststart"}) as container:
-                _write_h264(container, n_frames, fps, size, gop, bframes, vfr, rotation, audio_first, preset, open_gop)
+                _write_h264(
+                    container, n_frames, fps, size, gop, bframes, vfr, rotation, audio_first, preset, open_gop, codec
+                )
             with open(path, "rb") as fh:
                 return fh.read()
     buf = io.BytesIO()
     container = av.open(buf, "w", format=fmt)
-    _write_h264(container, n_frames, fps, size, gop, bframes, vfr, rotation, audio_first, preset, open_gop)
+    _write_h264(container, n_frames, fps, size, gop, bframes, vfr, rotation, audio_first, preset, open_gop, codec)
     container.close()
     return buf.getvalue()
 
 
-def _write_h264(container, n_frames, fps, size, gop, bframes, vfr, rotation, audio_first, preset, open_gop) -> None:
+def _write_h264(
+    container, n_frames, fps, size, gop, bframes, vfr, rotation, audio_first, preset, open_gop, codec
+) -> None:
     from fractions import Fraction
 
     import av
@@ -110,7 +116,9 @@ def _write_h264(container, n_frames, fps, size, gop, bframes, vfr, rotation, aud
     opts = {"preset": preset, "bf": str(bframes), "g": str(gop or 2 * fps), "sc_threshold": "0"}
     if open_gop:
         opts["x264-params"] = f"open-gop=1:b-adapt=0:bframes={bframes}"
-    stream = container.add_stream("libx264", rate=fps, options=opts)
+    if codec == "libx265":
+        opts["x265-params"] = f"scenecut=0:log-level=error:bframes={bframes}:keyint={gop or 2 * fps}"
+    stream = container.add_stream(codec, rate=fps, options=opts)
     stream.width, stream.height = size
     stream.pix_fmt = "yuv420p"
     if vfr:

@@ -1,6 +1,7 @@
 """Sparse (seek-based) video decoding returns the linear decoder's frames and timestamps, or its status, on a table
 of awkward videos made here: variable frame rate, B-frames, no index, no timestamps, rotation, audio first, one
-frame, all-keyframe, open GOPs (leading B-frames after a keyframe), a damaged or cut-off tail."""
+frame, all-keyframe, open GOPs (leading B-frames after a keyframe), HEVC (a decoder that does not skip), a damaged
+or cut-off tail; and keyframe snapping, where both decoders take the same keyframes."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ CASES: dict[str, tuple[Any, str | None, float]] = {
     "all_keyframes": (lambda: make_h264_video_bytes(gop=1), "sparse", 1 / 30),
     "matroska_bframes": (lambda: make_h264_video_bytes(fmt="matroska", bframes=2, gop=10), "sparse", 1 / 30),
     "mpeg4_part2": (lambda: make_video_bytes(n_frames=60, fps=30), "sparse", 1 / 30),
+    "hevc_bframes": (lambda: make_h264_video_bytes(n_frames=120, gop=30, bframes=4, codec="libx265"), "sparse", 1 / 30),
     "raw_h264_no_timestamps": (lambda: make_h264_video_bytes(fmt="h264", gop=10), "linear", 1 / 30),
     "mpegts_no_index": (lambda: make_h264_video_bytes(fmt="mpegts", bframes=2, gop=10), None, 1 / 30),
     "corrupt_tail": (lambda: damage_tail(make_h264_video_bytes(faststart=True, bframes=2, gop=10)), None, 1 / 30),
@@ -262,3 +264,23 @@ def test_the_snap_key_reaches_the_decoder_and_the_resume_identity() -> None:
     assert identity(MediaConfig(video_keyframe_snap_s=1.0)) != identity(MediaConfig())
     with pytest.raises(ValidationError, match="video_keyframe_snap_s"):
         MediaConfig(video_keyframe_snap_s=-1)
+
+
+@pytest.mark.parametrize("k", range(1, 9))
+def test_a_decoder_that_does_not_skip_runs_through_the_frames_shown_before_the_wanted_one(k: int) -> None:
+    """HEVC (no non-reference skipping here) with B-frames: a frame ``k`` after a keyframe may be decoded before the
+    B-frames shown ahead of it; the seek's run goes on through them before draining, since such a decoder puts out
+    every frame from the keyframe on, so the sparse pass keeps its frames instead of falling back to a linear one."""
+    data = make_h264_video_bytes(n_frames=300, fps=30, size=(64, 48), gop=60, bframes=4, codec="libx265")
+    instants = [2.0 + k / 30, 6.0 + k / 30]
+    sparse = video_decode.decode_at(data, "v", instants, "sparse")
+    linear = video_decode.decode_at(data, "v", instants, "linear")
+    assert sparse.decoder == "sparse" and sparse.stats["seeks"] == 2
+    assert sparse.timestamps == linear.timestamps
+    assert all(_mad(a, b) == 0 for a, b in zip(sparse.images, linear.images))
+
+
+def test_limits_must_match_the_instants() -> None:
+    data = make_h264_video_bytes(n_frames=60, gop=10)
+    with pytest.raises(ValueError, match="2 limits for 3 instants"):
+        video_decode.decode_at(data, "v", [0.2, 0.9, 1.5], "sparse", 0.5, [(0.0, 1.0), (1.0, 2.0)])
