@@ -47,6 +47,7 @@ import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from PIL import Image
@@ -101,6 +102,7 @@ def decode_at(
     if limits is not None and len(limits) != len(instants):
         raise ValueError(f"{len(limits)} limits for {len(instants)} instants: one (lo, hi) per instant")
     stats: dict[str, Any] = {}
+    got = None
     if decoder != "linear" or keyframe_snap_s > 0:
         with open_video(data, source) as container:
             table = _read_table(container, source)
@@ -110,11 +112,9 @@ def decode_at(
                 instants = moved
             if decoder != "linear" and table is not None:
                 got = _sparse(container, table, instants, force=decoder == "sparse", source=source)
-                if got is not None:
-                    got.stats.update(stats)
-                    return got
-    with open_video(data, source) as container:
-        got = _linear(container, instants, source)
+    if got is None:
+        with open_video(data, source) as container:
+            got = _linear(container, instants, source)
     got.stats.update(stats)
     return got
 
@@ -226,6 +226,11 @@ class _Table:
     keyframe: dict[int, int]  # pts -> pts of the keyframe a decode must start from to reach it
     reordered: list[int]  # reordered[i]: how many of the first i packets in decode order are B-frames (shown
     # before a frame decoded ahead of them), the frames a skipping decoder may pass over
+
+    @cached_property
+    def position(self) -> dict[int, int]:
+        """pts -> its index in presentation order."""
+        return {p: i for i, p in enumerate(self.pts)}
 
     @property
     def key_times(self) -> list[float]:
@@ -342,8 +347,6 @@ def _decode_from_here(
         yield from packet.decode()
         if packet.pts == end:
             break
-    if mode != "DEFAULT" and want is not None:
-        codec.skip_frame = "DEFAULT"
     yield from codec.decode(None)
 
 
@@ -354,7 +357,7 @@ def _segment_ends(table: _Table, steps: list[tuple[int, bool]], skips: bool) -> 
     non-reference or not needed); one that does not puts out every frame from the keyframe on, so the segment runs
     through all the frames shown up to its last wanted one (a B-frame shown before a wanted P-frame is decoded
     after it)."""
-    position = {p: i for i, p in enumerate(table.pts)}
+    position = table.position
     ends: list[int] = []
     start = 0
     for i in range(len(steps) + 1):
@@ -400,7 +403,7 @@ def _sparse(container: Any, table: _Table, instants: list[float], force: bool, s
         log.debug("%s: linear decode (plan %.0f frame decodes vs %d linear)", source, cost, linear)
         return None
     want = set(wanted)
-    position = {p: i for i, p in enumerate(table.pts)}
+    position = table.position
     got: dict[int, tuple[Image.Image, float]] = {}
     decoded = seeks = 0
     counts = {"fed": 0}
